@@ -1,0 +1,64 @@
+# LiteFleet: `make demo` runs the whole story on this machine; `make test` runs the checks.
+# Both do their own set-up: a .venv with the agent, the cloud side and the dev tools.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv test lint typecheck pytest test-train test-fallback demo bench clean
+
+help:
+	@echo "make demo          run the whole story on this machine (broker, cloud, three devices)"
+	@echo "make test          ruff, mypy and the test suite (sets up $(VENV) first)"
+	@echo "make test-train    the tests that need TensorFlow, in .venv-train"
+	@echo "make test-fallback the tflite-runtime fallback test, in .venv-fallback (numpy<2)"
+	@echo "make bench         every benchmark in benchmarks/, one JSON line each"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[cloud,dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy agent cloud shared
+
+pytest: $(STAMP)
+	$(PY) -m pytest -m "not train and not fallback" -q
+
+test: lint typecheck pytest
+
+.venv-train/.installed: pyproject.toml
+	$(PYTHON) -m venv .venv-train
+	.venv-train/bin/python -m pip install --quiet --upgrade pip
+	.venv-train/bin/python -m pip install --quiet -e '.[cloud,train,dev]'
+	touch $@
+
+test-train: .venv-train/.installed
+	.venv-train/bin/python -m pytest -m train -q
+
+.venv-fallback/.installed: pyproject.toml
+	$(PYTHON) -m venv .venv-fallback
+	.venv-fallback/bin/python -m pip install --quiet --upgrade pip
+	.venv-fallback/bin/python -m pip install --quiet 'numpy<2' 'tflite-runtime==2.14.*' pytest pytest-timeout hypothesis
+	.venv-fallback/bin/python -m pip install --quiet --no-deps -e .
+	.venv-fallback/bin/python -m pip install --quiet 'opencv-python-headless<4.11' paho-mqtt sqlite-utils 'APScheduler<4' cryptography zstandard psutil
+	touch $@
+
+test-fallback: .venv-fallback/.installed
+	.venv-fallback/bin/python -m pytest -m fallback -q -p no:cacheprovider
+
+demo: $(STAMP)
+	$(PY) -m cloud.demo $(DEMO_ARGS)
+
+bench: $(STAMP)
+	@for b in benchmarks/*.py; do $(PY) $$b; done
+
+clean:
+	rm -rf $(VENV) .venv-train .venv-fallback .demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""`litefleet-agent` subcommands, one module each; each module defines `register(subparsers)`."""

@@ -1,0 +1,301 @@
+"""The agent's typed configuration (`/etc/litefleet/agent.toml`).
+
+`load_config(path)` returns an `AgentConfig` or raises `ConfigInvalid`, whose `problems` hold one
+human line per mistake, so `litefleet-agent check-config` can list them all at once. Every
+bound (outbox rows and bytes, download and model sizes) has a safe default here.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device_profiles import load_profile
+from shared.keys import HEX64, Keyring
+from shared.profile import DeviceProfile, ProfileInvalid
+from shared.tomlcheck import TableReader
+from shared.topics import DEFAULT_PREFIX, DEVICE_ID_RE
+
+__all__ = [
+    "AgentConfig",
+    "ConfigInvalid",
+    "ModelConfig",
+    "MqttConfig",
+    "OutboxConfig",
+    "SourceConfig",
+    "TelemetryConfig",
+    "TrustConfig",
+    "UpdateConfig",
+    "load_config",
+    "parse_config",
+]
+
+SOURCE_SCHEMES = (
+    "file://", "camera:", "/dev/video", "rtsp://", "http://", "https://", "images://",
+    "sensor+csv://", "sensor+serial://", "synthetic:image", "synthetic:sensor",
+)
+
+
+class ConfigInvalid(ValueError):
+    """An agent config with problems; `problems` has one line per mistake."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    protocol: str = "5"  # "5" or "3.1.1"
+    topic_prefix: str = DEFAULT_PREFIX
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 24 * 3600
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    max_payload_bytes: int = 1024 * 1024  # inbound messages larger than this are dropped
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    username: str | None = None
+    password_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    initial: Path
+    labels: Path | None = None
+    normalization: str = "auto"  # auto | 0_1 | -1_1 | none
+    color: str = "auto"  # auto | rgb | bgr | gray
+    top_k: int = 3
+    score_threshold: float = 0.5  # detections or top-1 above this become events
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    uri: str
+    reconnect_max_s: float = 30.0
+    loop: bool = False  # replay a file source from the start when it ends
+
+
+@dataclass(frozen=True)
+class TrustConfig:
+    keys: tuple[str, ...]
+    threshold: int = 1
+
+    def keyring(self) -> Keyring:
+        return Keyring.from_hex(list(self.keys), self.threshold)
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    interval_s: float
+    heartbeat_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    max_rows: int = 100_000
+    max_bytes: int = 64 * 1024 * 1024
+    # SQLite synchronous: NORMAL (WAL; a power cut may lose the last few records, never corrupt
+    # the store) or FULL (every append survives a power cut; slower on SD cards).
+    synchronous: str = "NORMAL"
+    publish_window: int = 100  # QoS 1 messages in flight at once
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    max_model_bytes: int = 64 * 1024 * 1024
+    download_timeout_s: float = 30.0
+    keep_models: int = 4  # active, previous and a few recent ones
+    shadow_frames: int = 8  # recent real frames kept for smoke tests and agreement checks
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    device_id: str
+    profile: DeviceProfile
+    state_dir: Path
+    mqtt: MqttConfig
+    model: ModelConfig
+    source: SourceConfig
+    trust: TrustConfig
+    telemetry: TelemetryConfig
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    log_format: str = "auto"  # auto (JSON under systemd, text on a terminal) | json | text
+    path: Path | None = None
+
+
+def load_config(path: Path) -> AgentConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigInvalid([f"{path}: cannot read: {e.strerror}"]) from e
+    return parse_config(text, str(path), path.parent, path)
+
+
+def parse_config(
+    text: str, source: str = "agent.toml", base_dir: Path | None = None, path: Path | None = None
+) -> AgentConfig:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigInvalid([f"{source}: not valid TOML: {e}"]) from e
+    r = TableReader(source)
+    base = base_dir or Path.cwd()
+
+    def file_path(table: dict[str, Any], key: str, prefix: str, must_exist: bool) -> Path | None:
+        value = r.get(table, key, str, None, prefix)
+        if value is None:
+            return None
+        p = Path(value)
+        p = p if p.is_absolute() else base / p
+        if must_exist and not p.exists():
+            r.problem(f"{prefix}{key}", f"{p} does not exist")
+        return p
+
+    r.unknown(doc, {"device_id", "profile", "state_dir", "log_format", "mqtt", "model", "source",
+                    "trust", "telemetry", "outbox", "update"})
+    device_id = r.get(doc, "device_id", str, None)
+    if device_id is None:
+        r.problem("device_id", "missing")
+    elif not DEVICE_ID_RE.match(device_id):
+        r.problem("device_id", f"{device_id!r} is not [A-Za-z0-9_-]{{1,64}}")
+
+    profile: DeviceProfile | None = None
+    profile_name = r.get(doc, "profile", str, None)
+    if profile_name is None:
+        r.problem("profile", "missing (a name in device_profiles/ or a path to a profile file)")
+    else:
+        try:
+            profile = load_profile(profile_name, base)
+        except ProfileInvalid as e:
+            r.problems.extend(e.problems)
+
+    state_dir = Path(r.get(doc, "state_dir", str, "/var/lib/litefleet"))
+    log_format = r.choice(doc, "log_format", ("auto", "json", "text"), "auto")
+
+    m = r.table(doc, "mqtt", {"host", "port", "protocol", "topic_prefix", "keepalive_s",
+                              "session_expiry_s", "reconnect_min_s", "reconnect_max_s",
+                              "max_payload_bytes", "tls_ca", "tls_cert", "tls_key", "username",
+                              "password_file"})
+    port = r.get(m, "port", int, 1883, "mqtt.")
+    if not 0 < port < 65536:
+        r.problem("mqtt.port", f"{port} is not a TCP port (1-65535)")
+    mqtt = MqttConfig(
+        host=r.get(m, "host", str, "127.0.0.1", "mqtt."),
+        port=port,
+        protocol=r.choice(m, "protocol", ("5", "3.1.1"), "5", "mqtt."),
+        topic_prefix=r.get(m, "topic_prefix", str, DEFAULT_PREFIX, "mqtt."),
+        keepalive_s=r.positive("mqtt.keepalive_s", r.get(m, "keepalive_s", int, 30, "mqtt."), 30),
+        session_expiry_s=r.get(m, "session_expiry_s", int, MqttConfig.session_expiry_s, "mqtt."),
+        reconnect_min_s=float(r.positive(
+            "mqtt.reconnect_min_s", r.get(m, "reconnect_min_s", (int, float), 1.0, "mqtt."), 1.0)),
+        reconnect_max_s=float(r.positive(
+            "mqtt.reconnect_max_s", r.get(m, "reconnect_max_s", (int, float), 60.0, "mqtt."), 60.0)),
+        max_payload_bytes=r.positive("mqtt.max_payload_bytes", r.get(
+            m, "max_payload_bytes", int, MqttConfig.max_payload_bytes, "mqtt."),
+            MqttConfig.max_payload_bytes),
+        tls_ca=file_path(m, "tls_ca", "mqtt.", True),
+        tls_cert=file_path(m, "tls_cert", "mqtt.", True),
+        tls_key=file_path(m, "tls_key", "mqtt.", True),
+        username=r.get(m, "username", str, None, "mqtt."),
+        password_file=file_path(m, "password_file", "mqtt.", True),
+    )
+    if (mqtt.tls_cert is None) != (mqtt.tls_key is None):
+        r.problem("mqtt.tls_cert", "tls_cert and tls_key go together (mutual TLS needs both)")
+
+    md = r.table(doc, "model", {"name", "initial", "labels", "normalization", "color", "top_k",
+                                "score_threshold"})
+    model_name = r.get(md, "name", str, None, "model.")
+    if model_name is None:
+        r.problem("model.name", "missing")
+    initial = file_path(md, "initial", "model.", True)
+    if initial is None:
+        r.problem("model.initial", "missing (the model served until the first update commits)")
+    model = ModelConfig(
+        name=model_name or "",
+        initial=initial or Path(),
+        labels=file_path(md, "labels", "model.", True),
+        normalization=r.choice(md, "normalization", ("auto", "0_1", "-1_1", "none"), "auto",
+                               "model."),
+        color=r.choice(md, "color", ("auto", "rgb", "bgr", "gray"), "auto", "model."),
+        top_k=r.positive("model.top_k", r.get(md, "top_k", int, 3, "model."), 3),
+        score_threshold=float(r.get(md, "score_threshold", (int, float), 0.5, "model.")),
+    )
+
+    s = r.table(doc, "source", {"uri", "reconnect_max_s", "loop"})
+    uri = r.get(s, "uri", str, None, "source.")
+    if uri is None:
+        r.problem("source.uri", "missing (for example file:///srv/video.mp4 or camera:0)")
+    elif not uri.startswith(SOURCE_SCHEMES):
+        r.problem("source.uri", f"{uri!r} is not one of {', '.join(SOURCE_SCHEMES)}")
+    source_cfg = SourceConfig(
+        uri=uri or "",
+        reconnect_max_s=float(r.positive("source.reconnect_max_s", r.get(
+            s, "reconnect_max_s", (int, float), 30.0, "source."), 30.0)),
+        loop=r.get(s, "loop", bool, False, "source."),
+    )
+
+    t = r.table(doc, "trust", {"keys", "threshold"})
+    keys = r.get(t, "keys", list, None, "trust.")
+    threshold = r.get(t, "threshold", int, 1, "trust.")
+    if not keys:
+        r.problem("trust.keys", "missing or empty: list the release public keys this device trusts")
+        keys = []
+    trust = TrustConfig(tuple(str(k) for k in keys), threshold)
+    if keys:
+        for i, key in enumerate(trust.keys):
+            if not HEX64.match(key):
+                r.problem(f"trust.keys[{i}]", "a public key is 64 lowercase hex characters")
+        if len(set(trust.keys)) < threshold or threshold < 1:
+            r.problem("trust.threshold", f"{threshold} needs that many distinct trusted keys "
+                      f"({len(set(trust.keys))} listed)")
+
+    tl = r.table(doc, "telemetry", {"interval_s", "heartbeat_s"})
+    default_interval = profile.telemetry_interval_s if profile else 10.0
+    telemetry = TelemetryConfig(
+        interval_s=float(r.positive("telemetry.interval_s", r.get(
+            tl, "interval_s", (int, float), default_interval, "telemetry."), default_interval)),
+        heartbeat_s=float(r.positive("telemetry.heartbeat_s", r.get(
+            tl, "heartbeat_s", (int, float), 60.0, "telemetry."), 60.0)),
+    )
+
+    o = r.table(doc, "outbox", {"max_rows", "max_bytes", "synchronous", "publish_window"})
+    outbox = OutboxConfig(
+        max_rows=r.positive("outbox.max_rows", r.get(o, "max_rows", int, OutboxConfig.max_rows,
+                                                     "outbox."), OutboxConfig.max_rows),
+        max_bytes=r.positive("outbox.max_bytes", r.get(o, "max_bytes", int,
+                                                       OutboxConfig.max_bytes, "outbox."),
+                             OutboxConfig.max_bytes),
+        synchronous=r.choice(o, "synchronous", ("NORMAL", "FULL"), "NORMAL", "outbox."),
+        publish_window=r.positive("outbox.publish_window", r.get(
+            o, "publish_window", int, 100, "outbox."), 100),
+    )
+
+    u = r.table(doc, "update", {"max_model_bytes", "download_timeout_s", "keep_models",
+                                "shadow_frames"})
+    update = UpdateConfig(
+        max_model_bytes=r.positive("update.max_model_bytes", r.get(
+            u, "max_model_bytes", int, UpdateConfig.max_model_bytes, "update."),
+            UpdateConfig.max_model_bytes),
+        download_timeout_s=float(r.positive("update.download_timeout_s", r.get(
+            u, "download_timeout_s", (int, float), 30.0, "update."), 30.0)),
+        keep_models=r.get(u, "keep_models", int, 4, "update."),
+        shadow_frames=r.get(u, "shadow_frames", int, 8, "update."),
+    )
+    if update.keep_models < 2:
+        r.problem("update.keep_models", "must be at least 2 (active and previous)")
+
+    if r.problems or profile is None:
+        raise ConfigInvalid(r.problems)
+    return AgentConfig(
+        device_id=device_id, profile=profile, state_dir=state_dir, mqtt=mqtt, model=model,
+        source=source_cfg, trust=trust, telemetry=telemetry, outbox=outbox, update=update,
+        log_format=log_format, path=path,
+    )

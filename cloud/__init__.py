@@ -1,0 +1,1 @@
+"""The LiteFleet operator side: compression, releases, rollouts, ingest and the fleet view."""

@@ -1,0 +1,1 @@
+"""`litefleet` subcommands, one module each; each module defines `register(subparsers)`."""

@@ -1,0 +1,160 @@
+"""Ed25519 signing keys, key ids and the keyring a device trusts.
+
+A key id is the lowercase hex sha256 of the raw 32-byte public key. Public keys travel as 64
+lowercase hex characters; private keys live in PKCS#8 PEM files readable by their owner only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from shared.errors import MalformedDocument
+
+__all__ = [
+    "HEX64",
+    "KeyFileError",
+    "Keyring",
+    "PublicKey",
+    "SigningKey",
+    "load_signing_key",
+    "save_signing_key",
+]
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class KeyFileError(Exception):
+    """A key file that is missing, unreadable, malformed or too widely readable."""
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """A trusted Ed25519 public key."""
+
+    raw: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.raw) != 32:
+            raise MalformedDocument("an Ed25519 public key is 32 bytes", "key")
+
+    @classmethod
+    def from_hex(cls, text: str) -> PublicKey:
+        text = text.strip()
+        if not HEX64.match(text):
+            raise MalformedDocument("a public key is 64 lowercase hex characters", "key")
+        return cls(bytes.fromhex(text))
+
+    @property
+    def hex(self) -> str:
+        return self.raw.hex()
+
+    @property
+    def keyid(self) -> str:
+        return hashlib.sha256(self.raw).hexdigest()
+
+    def verify(self, signature: bytes, message: bytes) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, message)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+class SigningKey:
+    """An Ed25519 private key that signs canonical bytes."""
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self._private = private
+        raw = private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.public = PublicKey(raw)
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @property
+    def keyid(self) -> str:
+        return self.public.keyid
+
+    def sign(self, message: bytes) -> bytes:
+        return self._private.sign(message)
+
+    def to_pem(self) -> bytes:
+        return self._private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    @classmethod
+    def from_pem(cls, data: bytes) -> SigningKey:
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as e:
+            raise KeyFileError(f"not a PEM private key: {e}") from e
+        if not isinstance(key, Ed25519PrivateKey):
+            raise KeyFileError("the private key is not an Ed25519 key")
+        return cls(key)
+
+
+def save_signing_key(key: SigningKey, path: Path) -> None:
+    """Write the private key with mode 0600, refusing to overwrite an existing file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.to_pem())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def load_signing_key(path: Path) -> SigningKey:
+    """Load a private key, refusing a file that group or others can read."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise KeyFileError(f"{path}: {e.strerror}") from e
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"{path}: mode {stat.S_IMODE(mode):04o} lets group or others read the signing key; "
+            f"run `chmod 600 {path}`"
+        )
+    return SigningKey.from_pem(path.read_bytes())
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """The keys a device trusts and how many distinct ones must sign."""
+
+    keys: tuple[PublicKey, ...]
+    threshold: int = 1
+    _by_id: dict[str, PublicKey] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.threshold < 1:
+            raise ValueError("threshold must be at least 1")
+        by_id = {k.keyid: k for k in self.keys}
+        if self.threshold > len(by_id):
+            raise ValueError(
+                f"threshold {self.threshold} exceeds the {len(by_id)} distinct trusted keys"
+            )
+        object.__setattr__(self, "_by_id", by_id)
+
+    @classmethod
+    def from_hex(cls, keys: list[str], threshold: int = 1) -> Keyring:
+        return cls(tuple(PublicKey.from_hex(k) for k in keys), threshold)
+
+    def get(self, keyid: str) -> PublicKey | None:
+        return self._by_id.get(keyid)

@@ -1,0 +1,78 @@
+"""The verification core of the update path: untrusted bytes in, a verified update out.
+
+No I/O, no clock of its own (the caller passes `now`), no state. Checks run in this order and
+the first failure raises its typed `Rejected`:
+
+1. size cap, JSON, envelope shape                 (endless data, malformed input)
+2. deployment signatures against the keyring      (arbitrary installation, key compromise)
+3. deployment fields, device binding, expiry      (mix-and-match, indefinite freeze)
+4. release signatures, fields, profile, expiry    (arbitrary installation, mix-and-match, freeze)
+5. version against the installed one              (rollback and fast-forward attacks)
+
+Only a `VerifiedUpdate` leaves this module; anything else is a rejection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.documents import (
+    DEFAULT_MAX_DOCUMENT_BYTES,
+    Deployment,
+    Release,
+    load_json,
+)
+from shared.envelope import verify_envelope
+from shared.errors import Expired, VersionNotNewer, WrongDevice, WrongProfile
+from shared.keys import Keyring
+
+__all__ = ["VerifiedUpdate", "verify_deployment", "verify_release"]
+
+
+@dataclass(frozen=True)
+class VerifiedUpdate:
+    deployment: Deployment
+    release: Release
+    is_current: bool  # same version and target as installed: a verified no-op
+
+
+def verify_release(envelope: object, keyring: Keyring, profile: str, now: datetime) -> Release:
+    signed = verify_envelope(envelope, keyring)
+    release = Release.parse_signed(signed, "release.signed")
+    if release.profile != profile:
+        raise WrongProfile(f"release is for profile {release.profile!r}, this device is {profile!r}")
+    if release.expires_at <= now:
+        raise Expired(f"release {release.name}@{release.version} expired at {release.expires}")
+    return release
+
+
+def verify_deployment(
+    data: bytes,
+    keyring: Keyring,
+    *,
+    device_id: str,
+    profile: str,
+    model_name: str,
+    installed_version: int,
+    installed_sha256: str | None,
+    now: datetime,
+    max_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+) -> VerifiedUpdate:
+    """Verify a deployment document for this device, or raise the `Rejected` that stops it."""
+    envelope = load_json(data, max_bytes)
+    signed = verify_envelope(envelope, keyring)
+    deployment = Deployment.parse_signed(signed)
+    if deployment.device_id != device_id:
+        raise WrongDevice(f"deployment is for device {deployment.device_id!r}, not {device_id!r}")
+    if deployment.expires_at <= now:
+        raise Expired(f"deployment {deployment.rollout_id} expired at {deployment.expires}")
+    release = verify_release(deployment.release, keyring, profile, now)
+    if release.name != model_name:
+        raise WrongProfile(f"release is for model {release.name!r}, this device runs {model_name!r}")
+    same = release.version == installed_version and release.target.sha256 == installed_sha256
+    if not same and release.version <= installed_version:
+        raise VersionNotNewer(
+            f"release version {release.version} is not newer than installed {installed_version}"
+        )
+    return VerifiedUpdate(deployment, release, is_current=same)
