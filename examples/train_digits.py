@@ -19,6 +19,8 @@ Run with TensorFlow installed (the [train] extra):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 from pathlib import Path
@@ -52,23 +54,20 @@ def split(x: np.ndarray, y: np.ndarray, eval_share: float = 0.25) -> tuple[np.nd
     return x_tr, x_ev, y_tr, y_ev
 
 
-def build_model(keras, width: float = 1.0):  # type: ignore[no-untyped-def]
+def build_model(keras):  # type: ignore[no-untyped-def]
     """Three conv blocks and a Dense(128) head: ~52k parameters, ~210 KB as float32 TFLite."""
     from keras import layers
-
-    def w(n: int) -> int:
-        return max(4, int(round(n * width)))
 
     return keras.Sequential(
         [
             keras.Input(shape=(28, 28, 1), name="image"),
-            layers.Conv2D(w(16), 3, activation="relu", name="conv1"),  # 26x26
+            layers.Conv2D(16, 3, activation="relu", name="conv1"),  # 26x26
             layers.MaxPooling2D(name="pool1"),  # 13x13
-            layers.Conv2D(w(32), 3, activation="relu", name="conv2"),  # 11x11
+            layers.Conv2D(32, 3, activation="relu", name="conv2"),  # 11x11
             layers.MaxPooling2D(name="pool2"),  # 5x5
-            layers.Conv2D(w(32), 3, activation="relu", name="conv3"),  # 3x3
+            layers.Conv2D(32, 3, activation="relu", name="conv3"),  # 3x3
             layers.Flatten(name="flatten"),
-            layers.Dense(w(128), activation="relu", name="dense"),
+            layers.Dense(128, activation="relu", name="dense"),
             layers.Dropout(0.2, name="dropout"),
             layers.Dense(10, activation="softmax", name="logits"),
         ],
@@ -95,7 +94,8 @@ def save_weights_only_model(keras, model, path: Path) -> None:  # type: ignore[n
 
 def to_tflite(tf, model) -> bytes:  # type: ignore[no-untyped-def]
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    return bytes(converter.convert())
+    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its temp export
+        return bytes(converter.convert())
 
 
 def tflite_accuracy(blob: bytes, x: np.ndarray, y: np.ndarray) -> float:

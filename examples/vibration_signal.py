@@ -84,9 +84,7 @@ def window(
     return (np.stack([x, y, z], axis=1) + noise).astype(np.float32)
 
 
-def dataset(
-    per_class: int, seed: int, length: int = WINDOW
-) -> tuple[np.ndarray, np.ndarray]:
+def dataset(per_class: int, seed: int, length: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
     """``per_class`` windows of each condition, shuffled: x ``[N, length, 3]``, y int64."""
     rng = np.random.default_rng(seed)
     xs, ys = [], []
