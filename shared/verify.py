@@ -7,7 +7,13 @@ the first failure raises its typed `Rejected`:
 2. deployment signatures against the keyring      (arbitrary installation, key compromise)
 3. deployment fields, device binding, expiry      (mix-and-match, indefinite freeze)
 4. release signatures, fields, profile, expiry    (arbitrary installation, mix-and-match, freeze)
-5. version against the installed one              (rollback and fast-forward attacks)
+5. model name, declared sizes against the device's cap   (mix-and-match, endless data)
+6. input/output signature against the application (wrong software installation)
+7. version against the installed one              (rollback and fast-forward attacks)
+
+Extraneous dependencies cannot ride along: parsing refuses unknown fields, and the only bytes
+a release can make a device fetch are its own artifact and the deltas from the installed model.
+The same version and target again is not an error but a verified no-op (`is_current`).
 
 Only a `VerifiedUpdate` leaves this module; anything else is a rejection.
 """
@@ -20,14 +26,29 @@ from datetime import datetime
 from shared.documents import (
     DEFAULT_MAX_DOCUMENT_BYTES,
     Deployment,
+    IOSignature,
     Release,
+    TensorSpec,
     load_json,
 )
 from shared.envelope import verify_envelope
-from shared.errors import Expired, VersionNotNewer, WrongDevice, WrongProfile
+from shared.errors import (
+    Expired,
+    IOSignatureMismatch,
+    SizeExceeded,
+    VersionNotNewer,
+    WrongDevice,
+    WrongProfile,
+)
 from shared.keys import Keyring
 
-__all__ = ["VerifiedUpdate", "verify_deployment", "verify_release"]
+__all__ = [
+    "VerifiedUpdate",
+    "check_sizes",
+    "describe_io",
+    "verify_deployment",
+    "verify_release",
+]
 
 
 @dataclass(frozen=True)
@@ -58,8 +79,14 @@ def verify_deployment(
     installed_sha256: str | None,
     now: datetime,
     max_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+    max_model_bytes: int | None = None,
+    expected_io: IOSignature | None = None,
 ) -> VerifiedUpdate:
-    """Verify a deployment document for this device, or raise the `Rejected` that stops it."""
+    """Verify a deployment document for this device, or raise the `Rejected` that stops it.
+
+    `max_model_bytes` caps every size the release declares (target, artifact, deltas);
+    `expected_io` is the input/output signature the application runs today.
+    """
     envelope = load_json(data, max_bytes)
     signed = verify_envelope(envelope, keyring)
     deployment = Deployment.parse_signed(signed)
@@ -70,9 +97,34 @@ def verify_deployment(
     release = verify_release(deployment.release, keyring, profile, now)
     if release.name != model_name:
         raise WrongProfile(f"release is for model {release.name!r}, this device runs {model_name!r}")
+    if max_model_bytes is not None:
+        check_sizes(release, max_model_bytes)
+    if expected_io is not None and not release.io.fits(expected_io):
+        raise IOSignatureMismatch(
+            f"release declares {describe_io(release.io)}, the application expects "
+            f"{describe_io(expected_io)}"
+        )
     same = release.version == installed_version and release.target.sha256 == installed_sha256
     if not same and release.version <= installed_version:
         raise VersionNotNewer(
             f"release version {release.version} is not newer than installed {installed_version}"
         )
     return VerifiedUpdate(deployment, release, is_current=same)
+
+
+def check_sizes(release: Release, max_model_bytes: int) -> None:
+    """Refuse a release that declares more bytes than this device accepts."""
+    sizes = [("target", release.target.size), ("artifact", release.artifact.size)]
+    sizes += [(f"delta from {d.base_sha256[:12]}", d.size) for d in release.deltas]
+    for what, size in sizes:
+        if size > max_model_bytes:
+            raise SizeExceeded(f"{what} declares {size} bytes, over this device's {max_model_bytes}")
+
+
+def describe_io(io: IOSignature) -> str:
+    """`in float32[1,28,28,1] -> out float32[1,10]`, for rejection details."""
+
+    def part(specs: tuple[TensorSpec, ...]) -> str:
+        return ", ".join(f"{t.dtype}[{','.join(str(d) for d in t.shape)}]" for t in specs)
+
+    return f"in {part(io.inputs)} -> out {part(io.outputs)}"

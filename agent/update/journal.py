@@ -1,0 +1,167 @@
+"""The update journal: one row per update attempt, persisted in the device store.
+
+    idle -> downloading -> verifying -> staged -> activating -> probation
+         -> committed | rolled_back | rejected
+
+A row is written before the step it names is taken, so after a crash the last row says what
+may be half done. `update_models` remembers the name and version of every model that was ever
+verified here, so the active link (a sha256) can be reported as `name@version`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from agent.store import connect
+from shared.messages import UpdatePhase
+
+__all__ = ["JournalEntry", "UpdateJournal"]
+
+ATTEMPTS = "update_journal"
+MODELS = "update_models"
+MAX_ROWS = 1000  # attempts kept; older ones are trimmed
+# Reasons that condemn the model itself: the same bytes are never tried again.
+MODEL_REASONS = ("invalid_model", "io_signature_mismatch", "probation_failed")
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    id: int
+    rollout_id: str
+    model: str
+    version: int
+    sha256: str
+    phase: str
+    reason: str = ""
+    detail: str = ""
+    via: str = ""
+    from_sha256: str = ""  # active before this update
+    prev_sha256: str = ""  # previous before this update
+    deployment: str = ""  # the verified deployment document, for resuming
+    started: float = 0.0
+    updated: float = 0.0
+    probation_started: float = 0.0
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in UpdatePhase.TERMINAL
+
+
+_COLUMNS = {f.name for f in fields(JournalEntry)}
+
+
+class UpdateJournal:
+    """The journal on a connection of its own to the store file (other parts of the agent
+    write on theirs from other threads); callers serialize writes (the updater's lock)."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        db = _own_database(db)
+        self._db = db
+        if ATTEMPTS not in db.table_names():
+            db[ATTEMPTS].create(  # type: ignore[union-attr]
+                {
+                    "id": int, "rollout_id": str, "model": str, "version": int, "sha256": str,
+                    "phase": str, "reason": str, "detail": str, "via": str, "from_sha256": str,
+                    "prev_sha256": str, "deployment": str, "started": float, "updated": float,
+                    "probation_started": float,
+                },
+                pk="id",
+                if_not_exists=True,
+            )
+        if MODELS not in db.table_names():
+            db[MODELS].create(  # type: ignore[union-attr]
+                {"sha256": str, "name": str, "version": int, "verified": float},
+                pk="sha256",
+                if_not_exists=True,
+            )
+
+    # attempts ---------------------------------------------------------------------------
+
+    def latest(self) -> JournalEntry | None:
+        rows = list(self._db.query(f"SELECT * FROM {ATTEMPTS} ORDER BY id DESC LIMIT 1"))
+        return _entry(rows[0]) if rows else None
+
+    def in_progress(self) -> JournalEntry | None:
+        """The newest attempt that has not reached a terminal phase, if any."""
+        marks = ", ".join("?" for _ in UpdatePhase.TERMINAL)
+        rows = list(self._db.query(
+            f"SELECT * FROM {ATTEMPTS} WHERE phase NOT IN ({marks}) ORDER BY id DESC LIMIT 1",
+            UpdatePhase.TERMINAL,
+        ))
+        return _entry(rows[0]) if rows else None
+
+    def phase(self) -> str:
+        entry = self.in_progress() or self.latest()
+        return entry.phase if entry else UpdatePhase.IDLE
+
+    def begin(self, **values: Any) -> JournalEntry:
+        now = time.time()
+        row = {k: v for k, v in values.items() if k in _COLUMNS}
+        row.update(started=now, updated=now)
+        with self._db.conn:
+            table = self._db[ATTEMPTS]
+            table.insert(row)  # type: ignore[union-attr]
+            entry_id = int(self._db.execute("SELECT last_insert_rowid()").fetchone()[0])
+            self._db.execute(
+                f"DELETE FROM {ATTEMPTS} WHERE id <= ?", [entry_id - MAX_ROWS]
+            )
+        return self.get(entry_id)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, entry_id: int) -> JournalEntry:
+        return _entry(self._db[ATTEMPTS].get(entry_id))  # type: ignore[union-attr]
+
+    def update(self, entry_id: int, **values: Any) -> JournalEntry:
+        unknown = set(values) - _COLUMNS
+        if unknown:
+            raise RuntimeError(f"unknown journal columns {sorted(unknown)}")
+        values["updated"] = time.time()
+        with self._db.conn:
+            self._db[ATTEMPTS].update(entry_id, values)  # type: ignore[union-attr]
+        return self.get(entry_id)
+
+    def condemned(self, sha256: str, version: int) -> JournalEntry | None:
+        """An earlier attempt that found these exact bytes at this version unfit to serve."""
+        marks = ", ".join("?" for _ in MODEL_REASONS)
+        rows = list(self._db.query(
+            f"SELECT * FROM {ATTEMPTS} WHERE sha256 = ? AND version = ? "
+            f"AND phase IN (?, ?) AND reason IN ({marks}) ORDER BY id DESC LIMIT 1",
+            [sha256, version, UpdatePhase.ROLLED_BACK, UpdatePhase.REJECTED, *MODEL_REASONS],
+        ))
+        return _entry(rows[0]) if rows else None
+
+    # models -----------------------------------------------------------------------------
+
+    def remember_model(self, sha256: str, name: str, version: int) -> None:
+        with self._db.conn:
+            self._db[MODELS].upsert(  # type: ignore[union-attr]
+                {"sha256": sha256, "name": name, "version": version, "verified": time.time()},
+                pk="sha256",
+            )
+
+    def model_version(self, sha256: str) -> int | None:
+        rows = list(self._db.query(f"SELECT version FROM {MODELS} WHERE sha256 = ?", [sha256]))
+        return int(rows[0]["version"]) if rows else None
+
+
+def _own_database(db: sqlite_utils.Database) -> sqlite_utils.Database:
+    files = [row[2] for row in db.execute("PRAGMA database_list").fetchall() if row[1] == "main"]
+    if not files or not files[0]:
+        return db  # in-memory: nothing to open twice
+    return sqlite_utils.Database(connect(Path(files[0])))
+
+
+def _entry(row: dict[str, Any]) -> JournalEntry:
+    return JournalEntry(**{k: (v if v is not None else _default(k)) for k, v in row.items()
+                           if k in _COLUMNS})
+
+
+def _default(key: str) -> Any:
+    return 0.0 if key in ("started", "updated", "probation_started") else ""

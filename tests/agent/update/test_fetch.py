@@ -1,0 +1,92 @@
+"""Fetchers against a real loopback HTTP server and real files: resume, caps, failures."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from agent.update.fetch import FileFetcher, HttpFetcher, fetcher_for
+from shared.errors import FetchFailed, SizeExceeded
+from shared.messages import UpdatePhase
+
+from .conftest import DIGITS_FT, Bench, sha, write_config
+
+BLOB = os.urandom(300_000)
+
+
+def test_dropped_connection_resumes_with_a_range_request(tmp_path, artifact_server):
+    (artifact_server.root / "blob").write_bytes(BLOB)
+    dest = tmp_path / "blob.part"
+    fetcher = HttpFetcher(timeout_s=10)
+    artifact_server.drop_after = len(BLOB) // 2
+    with pytest.raises(FetchFailed):
+        fetcher.fetch(f"{artifact_server.url}/blob", dest, len(BLOB))
+    assert 0 < dest.stat().st_size <= len(BLOB) // 2
+    offset = dest.stat().st_size
+    fetcher.fetch(f"{artifact_server.url}/blob", dest, len(BLOB))
+    assert dest.read_bytes() == BLOB
+    assert artifact_server.requests[-1] == ("/blob", f"bytes={offset}-")
+    assert artifact_server.sent <= 1.1 * len(BLOB)
+
+
+def test_update_resumes_after_a_dropped_download(tmp_path, keys, device_factory, artifact_server):
+    device = device_factory(write_config(tmp_path, keys))
+    device.updater.recover()
+    bench = Bench(artifact_server.root, keys, base_url=artifact_server.url)
+    release = bench.release(DIGITS_FT.read_bytes(), 1)
+    size = release["signed"]["artifact"]["size"]
+    data = bench.deployment(release)
+    artifact_server.drop_after = size // 2
+    first = device.updater.handle_deployment(data)
+    assert (first.phase, first.reason) == (UpdatePhase.IDLE, "fetch_failed")
+    second = device.updater.handle_deployment(data)
+    assert second.phase == UpdatePhase.COMMITTED, second
+    assert artifact_server.requests[-1][1] == f"bytes={size // 2}-"
+    assert artifact_server.sent <= 1.1 * size
+    assert device.updater.active().sha256 == sha(DIGITS_FT.read_bytes())
+
+
+def test_http_refuses_an_announced_length_over_the_cap(tmp_path, artifact_server):
+    (artifact_server.root / "blob").write_bytes(BLOB)
+    dest = tmp_path / "blob.part"
+    with pytest.raises(SizeExceeded):
+        HttpFetcher(timeout_s=10).fetch(f"{artifact_server.url}/blob", dest, 1000)
+    assert not dest.exists() or dest.stat().st_size <= 1000
+    assert artifact_server.sent <= len(BLOB)
+
+
+def test_http_404_is_unavailable(tmp_path, artifact_server):
+    with pytest.raises(FetchFailed, match="HTTP 404"):
+        HttpFetcher(timeout_s=10).fetch(f"{artifact_server.url}/missing", tmp_path / "x", 10)
+
+
+def test_http_timeout_is_unavailable(tmp_path):
+    import socket
+
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        with pytest.raises(FetchFailed):
+            HttpFetcher(timeout_s=0.5).fetch(f"http://127.0.0.1:{port}/x", tmp_path / "x", 10)
+
+
+def test_file_fetcher_resumes_and_caps(tmp_path):
+    src = tmp_path / "src"
+    src.write_bytes(BLOB)
+    dest = tmp_path / "dest.part"
+    dest.write_bytes(BLOB[:1000])
+    FileFetcher().fetch(f"file://{src}", dest, len(BLOB))
+    assert dest.read_bytes() == BLOB
+    capped = tmp_path / "capped.part"
+    with pytest.raises(SizeExceeded):
+        FileFetcher().fetch(f"file://{src}", capped, 100_000)
+    assert capped.stat().st_size <= 100_000
+    with pytest.raises(FetchFailed):
+        FileFetcher().fetch(f"file://{tmp_path}/missing", tmp_path / "m.part", 10)
+
+
+def test_unknown_scheme_is_unavailable():
+    with pytest.raises(FetchFailed):
+        fetcher_for("ftp://example/x")
