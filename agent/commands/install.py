@@ -1,0 +1,101 @@
+"""`litefleet-agent install` and `litefleet-agent uninstall`: the agent as a systemd service."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from agent.installer import (
+    DEFAULT_PREFIX,
+    InstallOptions,
+    InstallRefused,
+    StepFailed,
+    install,
+    uninstall,
+)
+from shared.cli_support import EXIT_INVALID, EXIT_UNAVAILABLE
+
+__all__ = ["register"]
+
+INSTALL_HELP = """\
+Install the agent as the hardened systemd service litefleet-agent.service:
+  <prefix>/venv                      a virtual environment with the agent (no TensorFlow)
+  /etc/litefleet/agent.toml          the config (validated first; group litefleet, 0640)
+  /etc/systemd/system/litefleet-agent.service and .service.d/50-profile.conf (MemoryMax=)
+  /etc/sysusers.d/litefleet.conf     the litefleet user (groups video, dialout)
+  /etc/tmpfiles.d/litefleet.conf     /etc/litefleet and /var/lib/litefleet
+then creates the user and directories, reloads systemd, enables and starts the service.
+Files already up to date are left alone (reported "unchanged"): running it twice is safe.
+With --root DIR everything goes into DIR (an image) and no systemd step runs.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "install", help="install the agent as a systemd service (or into an image tree)",
+        description=INSTALL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, type=Path, help="the agent.toml to install")
+    p.add_argument("--prefix", default=DEFAULT_PREFIX,
+                   help=f"where the venv goes (default {DEFAULT_PREFIX})")
+    p.add_argument("--root", type=Path, default=Path("/"),
+                   help="install into this directory tree instead of / (images, tests)")
+    p.add_argument("--source", type=Path,
+                   help="what to pip install: a wheel, an sdist or a source folder "
+                   "(default: the source tree this command runs from)")
+    p.add_argument("--python", default=sys.executable,
+                   help="the interpreter that creates the venv (default: this one)")
+    p.add_argument("--pip-arg", action="append", default=[], metavar="ARG",
+                   help="extra pip argument, repeatable (e.g. --pip-arg=--no-index "
+                   "--pip-arg=--find-links=/srv/wheels for an offline install)")
+    p.add_argument("--no-venv", action="store_true",
+                   help="do not create or update the venv (it is managed some other way)")
+    p.add_argument("--no-start", action="store_true",
+                   help="write the files only: do not enable or start the service")
+    p.set_defaults(func=_install)
+
+    u = subparsers.add_parser(
+        "uninstall", help="remove the service; keeps config and state unless --purge",
+        description="Stop and disable litefleet-agent.service and remove the venv, the unit "
+        "and the snippets. The config (/etc/litefleet) and the state (/var/lib/litefleet: "
+        "models, update journal, unsent telemetry) are kept unless --purge.")
+    u.add_argument("--prefix", default=DEFAULT_PREFIX, help="the prefix used at install")
+    u.add_argument("--root", type=Path, default=Path("/"), help="uninstall from this tree")
+    u.add_argument("--purge", action="store_true", help="also delete the config and the state")
+    u.set_defaults(func=_uninstall)
+
+
+def _install(args: argparse.Namespace) -> int:
+    options = InstallOptions(
+        config=args.config, root=args.root, prefix=args.prefix, source=args.source,
+        python=args.python, pip_args=tuple(args.pip_arg), venv=not args.no_venv,
+        start=not args.no_start,
+    )
+    try:
+        report = install(options)
+    except InstallRefused as e:
+        for problem in e.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    except (StepFailed, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    for line in report.lines():
+        print(line)
+    print("installed" if report.changed else "nothing to do: the installation is up to date")
+    return 0
+
+
+def _uninstall(args: argparse.Namespace) -> int:
+    try:
+        report = uninstall(args.root, args.prefix, args.purge)
+    except InstallRefused as e:
+        for problem in e.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    except (StepFailed, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    for line in report.lines():
+        print(line)
+    return 0

@@ -1,0 +1,126 @@
+"""The agent's virtual environment: `<prefix>/venv` with the base install (no TensorFlow).
+
+`pip install <source>` where the source is a source tree (the one this code runs from by
+default), a wheel or an sdist. A stamp file in the venv records what was installed (a content
+fingerprint of the source, the Python and the pip arguments), so a second run with the same
+source does nothing.
+
+Under `--root`, the venv is built in the tree with this machine's Python and its scripts are
+relocated to the final prefix (their `#!` lines); the image then needs that same Python at the
+same path (same distribution and architecture). Otherwise install inside the image (chroot).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import agent
+
+from .files import Change, write_file
+from .process import Runner, run_command
+
+__all__ = ["STAMP_NAME", "VenvPlan", "default_source", "ensure_venv", "source_fingerprint"]
+
+STAMP_NAME = "litefleet-install.json"
+_TREE_PARTS = ("pyproject.toml", "agent", "shared", "cloud", "device_profiles", "systemd")
+_SKIP = ("__pycache__", ".pyc", ".pyo")
+
+@dataclass(frozen=True)
+class VenvPlan:
+    path: Path  # where the venv is written (under the root)
+    final_path: str  # where it lives on the device (the same without --root)
+    source: Path
+    python: str
+    pip_args: tuple[str, ...] = ()
+
+    @property
+    def bin_python(self) -> Path:
+        return self.path / "bin" / "python"
+
+    def create_command(self) -> list[str]:
+        return [self.python, "-m", "venv", str(self.path)]
+
+    def install_command(self) -> list[str]:
+        return [str(self.bin_python), "-m", "pip", "install", "--disable-pip-version-check",
+                "--no-input", *self.pip_args, str(self.source)]
+
+    def uninstall_command(self) -> list[str]:
+        return [str(self.bin_python), "-m", "pip", "uninstall", "--disable-pip-version-check",
+                "-y", "litefleet"]
+
+
+def default_source() -> Path | None:
+    """The source tree this code runs from, when it runs from one (a checkout)."""
+    tree = Path(agent.__file__).resolve().parent.parent
+    return tree if (tree / "pyproject.toml").is_file() and (tree / "agent").is_dir() else None
+
+
+def source_fingerprint(source: Path) -> str:
+    """sha256 over a wheel/sdist's bytes, or over a source tree's package files."""
+    h = hashlib.sha256()
+    if source.is_file():
+        with source.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    files: list[Path] = []
+    for part in _TREE_PARTS:
+        p = source / part
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            files.extend(f for f in p.rglob("*") if f.is_file()
+                         and not any(s in f.parts or f.name.endswith(s) for s in _SKIP))
+    for file in sorted(files):
+        h.update(str(file.relative_to(source)).encode() + b"\0")
+        h.update(hashlib.sha256(file.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def ensure_venv(plan: VenvPlan, run: Runner = run_command) -> Change:
+    """Create or update the venv; `unchanged` when the stamp matches the source."""
+    stamp_path = plan.path / STAMP_NAME
+    stamp = {
+        "source": str(plan.source),
+        "fingerprint": source_fingerprint(plan.source),
+        "python": plan.python,
+        "pip_args": list(plan.pip_args),
+        "final_path": plan.final_path,
+    }
+    stamp_bytes = (json.dumps(stamp, indent=2, sort_keys=True) + "\n").encode()
+    script = plan.path / "bin" / "litefleet-agent"
+    if stamp_path.is_file() and stamp_path.read_bytes() == stamp_bytes and script.is_file():
+        return Change("unchanged", plan.path)
+    existed = plan.bin_python.exists()
+    if not existed:
+        run(plan.create_command())
+    else:
+        run(plan.uninstall_command())
+    run(plan.install_command())
+    if str(plan.path) != plan.final_path:
+        _relocate_scripts(plan.path, plan.final_path)
+    write_file(stamp_path, stamp_bytes, 0o644)
+    return Change("updated" if existed else "created", plan.path, f"pip install {plan.source}")
+
+
+def _relocate_scripts(venv: Path, final: str) -> None:
+    """Rewrite `#!<tree venv>/bin/python` lines to the path the venv has on the device."""
+    built = f"#!{venv}/bin/"
+    for script in (venv / "bin").iterdir():
+        if script.is_symlink() or not script.is_file():
+            continue
+        with script.open("rb") as stream:
+            head = stream.read(len(built) + 64)
+        if not head.startswith(built.encode()):
+            continue
+        first, _, rest = script.read_bytes().partition(b"\n")
+        fixed = first.replace(str(venv).encode(), final.encode(), 1) + b"\n" + rest
+        write_file(script, fixed, script.stat().st_mode & 0o7777)
+    for activate in ("activate", "activate.csh", "activate.fish"):
+        path = venv / "bin" / activate
+        if path.is_file():
+            relocated = path.read_text(encoding="utf-8").replace(str(venv), final)
+            write_file(path, relocated.encode(), path.stat().st_mode & 0o7777)
