@@ -1,0 +1,173 @@
+"""The artifact HTTP server: GET and HEAD for a file store, with Range and ETag.
+
+    200  the whole file (or a Range the server ignores: If-Range that no longer matches)
+    206  one satisfiable byte range: `bytes=a-b`, `bytes=a-`, `bytes=-n`
+    304  If-None-Match matches the ETag
+    404  no such artifact (or a path outside the store)
+    416  a range that starts past the end; `Content-Range: bytes */size`
+
+Only single ranges are served; a multi-range request gets the whole file (RFC 9110 allows it).
+Artifacts are write-once, so the ETag is derived from size and modification time.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from cloud.artifacts import StoreError
+from cloud.artifacts.files import safe_path
+
+__all__ = ["ArtifactServer", "parse_range"]
+
+log = logging.getLogger(__name__)
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_CHUNK = 1 << 16
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
+    """(first, last) inclusive for a satisfiable single range, None to serve the whole file,
+    False when the range cannot be satisfied (416)."""
+    m = _RANGE.match(header.strip())
+    if m is None:
+        return None  # multi-range or another unit: ignore the header
+    start, end = m.groups()
+    if not start and not end:
+        return None
+    if not start:
+        n = int(end)
+        if n == 0:
+            return False
+        return (max(0, size - n), size - 1) if size else False
+    first = int(start)
+    if first >= size:
+        return False
+    last = min(int(end), size - 1) if end else size - 1
+    if last < first:
+        return None  # syntactically invalid: ignore
+    return first, last
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_HEAD(self) -> None:
+        self._serve(body=False)
+
+    def do_GET(self) -> None:
+        self._serve(body=True)
+
+    def _error(self, status: HTTPStatus, extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _serve(self, body: bool) -> None:
+        path = unquote(urlparse(self.path).path)
+        prefix = self.server.prefix
+        if not path.startswith(prefix):
+            self._error(HTTPStatus.NOT_FOUND)
+            return
+        try:
+            file = safe_path(self.server.root, path[len(prefix):])
+            stat = file.stat()
+        except (StoreError, OSError):
+            self._error(HTTPStatus.NOT_FOUND)
+            return
+        if not file.is_file():
+            self._error(HTTPStatus.NOT_FOUND)
+            return
+        size = stat.st_size
+        etag = f'"{size:x}-{stat.st_mtime_ns:x}"'
+        common = {"ETag": etag, "Accept-Ranges": "bytes"}
+        if self.headers.get("If-None-Match") in (etag, "*"):
+            self._error(HTTPStatus.NOT_MODIFIED, common)
+            return
+        wanted: tuple[int, int] | bool | None = None
+        range_header = self.headers.get("Range")
+        if_range = self.headers.get("If-Range")
+        if range_header and (if_range is None or if_range == etag):
+            wanted = parse_range(range_header, size)
+        if wanted is False:
+            self._error(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
+                        {**common, "Content-Range": f"bytes */{size}"})
+            return
+        if isinstance(wanted, tuple):
+            first, last = wanted
+            self.send_response(HTTPStatus.PARTIAL_CONTENT)
+            self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+        else:
+            first, last = 0, size - 1
+            self.send_response(HTTPStatus.OK)
+        for k, v in common.items():
+            self.send_header(k, v)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(last - first + 1))
+        self.end_headers()
+        if not body:
+            return
+        try:
+            with file.open("rb") as f:
+                f.seek(first)
+                remaining = last - first + 1
+                while remaining > 0:
+                    chunk = f.read(min(_CHUNK, remaining))
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    remaining -= len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("client went away during %s", path)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    root: Path
+    prefix: str
+
+
+class ArtifactServer:
+    """Serves `root` under `/<prefix>/` on (host, port); port 0 picks a free one."""
+
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0,
+                 prefix: str = "/artifacts/") -> None:
+        self._server = _Server((host, port), _Handler)
+        self._server.root = root
+        self._server.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def host(self) -> str:
+        return str(self._server.server_address[0])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}{self._server.prefix.rstrip('/')}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="artifact-http",
+                                        kwargs={"poll_interval": 0.2}, daemon=True)
+        self._thread.start()
+        log.info("serving artifacts from %s at %s", self._server.root, self.base_url)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._server.server_close()

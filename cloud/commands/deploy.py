@@ -1,0 +1,131 @@
+"""`litefleet deploy NAME@VERSION (--device ID... | --group G | --profile P)`: a staged rollout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cloud.context import CommandFailed, Context, add_config_argument, run_command
+from cloud.deploy import TargetError, resolve_targets, write_bundle
+from cloud.durations import parse_share_pct
+from cloud.mqtt import CloudLink
+from cloud.release import load_release
+from cloud.rollout import Publish, create_rollout, parse_waves, start_wave
+from shared.cli_support import EXIT_INVALID, EXIT_UNAVAILABLE
+from shared.errors import Unavailable
+from shared.topics import Channel, topic
+
+__all__ = ["parse_ref", "publisher", "register"]
+
+
+def parse_ref(text: str) -> tuple[str, int]:
+    name, sep, version = text.rpartition("@")
+    if not sep or not name or not version.isdigit():
+        raise CommandFailed(f"{text!r} is not NAME@VERSION (for example digits@3)", EXIT_INVALID)
+    return name, int(version)
+
+
+def publisher(link: CloudLink, prefix: str) -> Publish:
+    def publish(device_id: str, payload: bytes) -> None:
+        link.publish(topic(device_id, Channel.DESIRED, prefix), payload, retain=True)
+
+    return publish
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "deploy",
+        help="roll a release out to devices in waves",
+        description="Create a rollout: sign one deployment per device and publish the first "
+        "wave's deployments, retained, on devices/{id}/desired. `litefleet serve` starts the "
+        "next wave once enough devices committed, and pauses the rollout when too many fail.",
+    )
+    p.add_argument("release", metavar="NAME@VERSION")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--device", nargs="+", metavar="ID", help="these devices")
+    who.add_argument("--group", metavar="G", help="every device in group G")
+    who.add_argument("--profile", metavar="P", help="every known device with profile P")
+    p.add_argument("--waves", default="1,10%,50%,100%",
+                   help="cumulative wave sizes, counts or shares (default 1,10%%,50%%,100%%)")
+    p.add_argument("--success-threshold", default="95%",
+                   help="share of released devices that must commit before the next wave "
+                   "(default 95%%)")
+    p.add_argument("--max-failures", default="5%",
+                   help="pause when failures pass this share of released devices (default 5%%)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="write DIR/<device>.json and the artifacts for `litefleet-agent apply` "
+                   "instead of publishing")
+    p.add_argument("--json", action="store_true", help="print the rollout as JSON")
+    add_config_argument(p)
+    p.set_defaults(func=lambda args: run_command(args, lambda ctx: _deploy(ctx, args)))
+
+
+def _deploy(ctx: Context, args: argparse.Namespace) -> int:
+    name, version = parse_ref(args.release)
+    try:
+        waves = parse_waves("100%" if args.out else args.waves)
+        success = parse_share_pct(args.success_threshold)
+        failures = parse_share_pct(args.max_failures)
+    except ValueError as e:
+        raise CommandFailed(str(e), EXIT_INVALID) from e
+    try:
+        stored = load_release(ctx.db, name, version)
+    except KeyError as e:
+        raise CommandFailed(f"no release {name}@{version} (litefleet release ...)",
+                            EXIT_INVALID) from e
+    release = stored.release
+    if release.expires_at <= datetime.now(UTC):
+        raise CommandFailed(f"release {name}@{version} expired at {release.expires}; release "
+                            "the model again under a new version", EXIT_INVALID)
+    try:
+        devices = resolve_targets(ctx.db, release, devices=args.device, group=args.group,
+                                  profile=args.profile)
+    except TargetError as e:
+        raise CommandFailed(str(e), EXIT_INVALID) from e
+    key = ctx.signing_key()
+    plan = create_rollout(
+        ctx.db, release, stored.envelope, devices, waves, key, datetime.now(UTC),
+        lifetime_s=ctx.config.rollout.deployment_lifetime_s, success_threshold_pct=success,
+        max_failures_pct=failures,
+    )
+    summary = {"id": plan.rollout_id, "release": f"{name}@{version}", "devices": len(devices),
+               "waves": list(plan.waves), "wave_sizes": list(plan.sizes),
+               "first_wave": list(devices[: plan.sizes[0]])}
+    if args.out is not None:
+        files = write_bundle(args.out, release, stored.artifact_key, list(stored.delta_keys),
+                             plan.deployments, ctx.artifacts(),
+                             ctx.config.rollout.max_artifact_bytes)
+        start_wave(ctx.db, plan.rollout_id, 0, lambda _d, _p: None, time.time())
+        summary["files"] = [str(f) for f in files]
+        _print(summary, args.json, f"wrote {len(files)} files to {args.out}")
+        return 0
+    cfg = ctx.config.mqtt
+    link = CloudLink(cfg, f"{cfg.client_id}-deploy-{secrets.token_hex(3)}")
+    try:
+        link.start(timeout=10.0)
+        start_wave(ctx.db, plan.rollout_id, 0, publisher(link, cfg.topic_prefix), time.time())
+    except Unavailable as e:
+        summary["error"] = str(e)
+        _print(summary, args.json, f"rollout recorded, but wave 1 was not published: {e}; "
+               "`litefleet serve` publishes it once the broker is reachable")
+        return EXIT_UNAVAILABLE
+    finally:
+        link.stop()
+    _print(summary, args.json, f"published wave 1 to {plan.sizes[0]} device(s)")
+    return 0
+
+
+def _print(summary: dict[str, object], as_json: bool, note: str) -> None:
+    if as_json:
+        print(json.dumps(summary))
+        return
+    print(f"rollout     {summary['id']}")
+    print(f"release     {summary['release']} to {summary['devices']} device(s)")
+    sizes = summary["wave_sizes"]
+    assert isinstance(sizes, list)
+    print(f"waves       {', '.join(str(n) for n in sizes)} (cumulative)")
+    print(note)

@@ -1,0 +1,121 @@
+"""`litefleet release MODEL.tflite --name N --version V --profile P`: package, sign, upload."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cloud.context import CommandFailed, Context, add_config_argument, run_command
+from cloud.durations import parse_duration, parse_share_pct
+from cloud.release import ReleaseRequest, provenance_from_report, publish_release
+from device_profiles import load_profile
+from shared.cli_support import EXIT_INVALID
+from shared.documents import ProbationPolicy, Provenance
+from shared.profile import ProfileInvalid
+
+__all__ = ["register"]
+
+
+def _ratio_pct(text: str) -> int:
+    """`2`, `2.0` or `200%`: how many percent of the previous model's p95 latency is allowed."""
+    t = text.strip()
+    try:
+        value = float(t[:-1]) if t.endswith("%") else float(t) * 100
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a ratio like 1.5 or 150%") from e
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return round(value)
+
+
+def _share(text: str) -> int:
+    try:
+        return parse_share_pct(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _duration(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    d = ProbationPolicy()
+    p = subparsers.add_parser(
+        "release",
+        help="package, sign and upload a model as a new release",
+        description="Write the zstd full artifact and a delta against each of the last few "
+        "releases of the same model and profile, upload them to the artifact store, sign the "
+        "release with the configured key and record it. Versions must increase per model.",
+    )
+    p.add_argument("model", type=Path, metavar="MODEL.tflite")
+    p.add_argument("--name", required=True, help="model name (what devices run, [model] name)")
+    p.add_argument("--version", required=True, type=int, help="integer, greater than the last")
+    p.add_argument("--profile", required=True, help="device profile name or file")
+    p.add_argument("--from-report", type=Path, default=None, metavar="REPORT.json",
+                   help="take provenance from a `litefleet compress` report")
+    p.add_argument("--expires", type=_duration, default=90 * 86400, metavar="DURATION",
+                   help="release lifetime: seconds or 30d / 12h / 10m (default 90d)")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE",
+                   help="also write the signed release here (default: next to the store db)")
+    g = p.add_argument_group("probation (how the new model proves itself on each device)")
+    g.add_argument("--min-inferences", type=int, default=d.min_inferences,
+                   help=f"inferences before a decision (default {d.min_inferences})")
+    g.add_argument("--max-error-rate", type=_share, default=d.max_error_rate_pct,
+                   help=f"largest share of failed inferences (default {d.max_error_rate_pct}%%)")
+    g.add_argument("--max-latency-ratio", type=_ratio_pct, default=d.max_latency_ratio_pct,
+                   help="p95 latency at most this multiple of the previous model's "
+                   f"(default {d.max_latency_ratio_pct / 100:g})")
+    g.add_argument("--min-agreement", type=_share, default=d.min_agreement_pct,
+                   help="top-1 agreement with the previous model on the same frames "
+                   "(default 0: off)")
+    g.add_argument("--max-probation", type=_duration, default=d.max_duration_s,
+                   metavar="DURATION", help="undecided after this long: roll back (default 10m)")
+    p.add_argument("--json", action="store_true", help="print the release as JSON")
+    add_config_argument(p)
+    p.set_defaults(func=lambda args: run_command(args, lambda ctx: _release(ctx, args)))
+
+
+def _release(ctx: Context, args: argparse.Namespace) -> int:
+    try:
+        profile = load_profile(args.profile, Path.cwd())
+    except ProfileInvalid as e:
+        raise CommandFailed("\n".join(e.problems), EXIT_INVALID) from e
+    if args.min_inferences < 1:
+        raise CommandFailed("--min-inferences must be at least 1", EXIT_INVALID)
+    provenance = provenance_from_report(args.from_report) if args.from_report else Provenance()
+    request = ReleaseRequest(
+        model=args.model, name=args.name, version=args.version, profile=profile.name,
+        lifetime_s=args.expires, provenance=provenance,
+        probation=ProbationPolicy(
+            min_inferences=args.min_inferences, max_error_rate_pct=args.max_error_rate,
+            max_latency_ratio_pct=args.max_latency_ratio, min_agreement_pct=args.min_agreement,
+            max_duration_s=args.max_probation,
+        ),
+        max_model_bytes=profile.budget.max_model_bytes,
+    )
+    published = publish_release(ctx.db, ctx.artifacts(), ctx.signing_key(), request,
+                                datetime.now(UTC), ctx.config.rollout.release_history)
+    out: Path = args.out or (ctx.config.store.db.parent / "releases" /
+                             f"{request.name}-{request.version}.release.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(published.envelope, indent=2, sort_keys=True) + "\n")
+    r = published.release
+    if args.json:
+        print(json.dumps({**r.to_signed(), "envelope": published.envelope, "file": str(out),
+                          "artifact_key": published.artifact_key,
+                          "delta_keys": list(published.delta_keys)}))
+        return 0
+    print(f"released    {r.name}@{r.version} for profile {r.profile}")
+    print(f"target      {r.target.sha256}  {r.target.size} bytes")
+    print(f"artifact    {r.artifact.size} bytes zstd  {r.artifact.url}")
+    for delta in r.deltas:
+        print(f"delta       from {delta.base_sha256[:16]}  {delta.size} bytes  {delta.url}")
+    print(f"expires     {r.expires}")
+    print(f"file        {out}")
+    return 0

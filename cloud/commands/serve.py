@@ -1,0 +1,44 @@
+"""`litefleet serve`: ingest, rollout controller, offline detection, artifact HTTP server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from types import FrameType
+
+from cloud.context import Context, add_config_argument, run_command
+from cloud.service import CloudService
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the ingester, the rollout controller and the artifact HTTP server",
+        description="Subscribe to every device's state, telemetry, events and update topics "
+        "(persistent session) and store them once each; drive rollouts from device reports; "
+        "mark silent devices offline; serve a file artifact store over HTTP with Range and "
+        "ETag. SIGTERM or SIGINT stops it cleanly.",
+    )
+    p.add_argument("--no-http", action="store_true", help="do not serve artifacts over HTTP")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    add_config_argument(p)
+    p.set_defaults(func=lambda args: run_command(args, lambda ctx: _serve(ctx, args)))
+
+
+def _serve(ctx: Context, args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = CloudService(ctx.config, http=False if args.no_http else None)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %s: stopping", signum)
+        service.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    service.run()
+    return 0

@@ -1,0 +1,242 @@
+"""The cloud side's typed configuration (`cloud.toml`).
+
+`load_cloud_config(path)` returns a `CloudConfig` or raises `CloudConfigInvalid`, whose
+`problems` hold one human line per mistake. Relative paths resolve against the config file's
+folder. Every bound the cloud keeps (ingest queue, batch size, release history, artifact
+sizes) has a safe default here.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.tomlcheck import TableReader
+from shared.topics import DEFAULT_PREFIX
+
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG_NAME",
+    "CloudConfig",
+    "CloudConfigInvalid",
+    "HttpConfig",
+    "IngestConfig",
+    "MqttConfig",
+    "RolloutConfig",
+    "SigningConfig",
+    "StoreConfig",
+    "default_config_path",
+    "load_cloud_config",
+    "parse_cloud_config",
+]
+
+CONFIG_ENV = "LITEFLEET_CONFIG"
+DEFAULT_CONFIG_NAME = "cloud.toml"
+
+
+class CloudConfigInvalid(ValueError):
+    """A cloud config with problems; `problems` has one line per mistake."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    topic_prefix: str = DEFAULT_PREFIX
+    client_id: str = "litefleet-cloud"
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 24 * 3600
+    username: str | None = None
+    password_file: Path | None = None
+    tls_ca: Path | None = None
+    max_payload_bytes: int = 64 * 1024  # device messages larger than this are dropped
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    db: Path
+    artifacts: str  # file:///dir or s3://bucket/prefix
+    public_url: str | None = None  # what devices fetch file-store artifacts from
+    endpoint_url: str | None = None  # S3-compatible servers
+    region: str | None = None
+    # presigned URLs live as long as the release, capped at S3's 7-day maximum
+    presign_max_s: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class SigningConfig:
+    key: Path | None = None
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    queue_max: int = 50_000  # messages waiting for the writer; beyond this paho's window holds
+    batch_max: int = 2_000  # messages per transaction
+    batch_wait_s: float = 0.2  # longest a message waits before its batch is written
+    offline_after_s: float = 180.0  # no message for this long: the device counts as offline
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    tick_s: float = 5.0
+    device_timeout_s: float = 1800.0  # a device silent this long after its wave started: timed out
+    deployment_lifetime_s: int = 7 * 24 * 3600
+    release_history: int = 3  # deltas are made against this many previous releases
+    max_artifact_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    mqtt: MqttConfig
+    store: StoreConfig
+    signing: SigningConfig = field(default_factory=SigningConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    path: Path | None = None
+
+
+def default_config_path() -> Path:
+    """$LITEFLEET_CONFIG, else ./cloud.toml."""
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else Path(DEFAULT_CONFIG_NAME)
+
+
+def load_cloud_config(path: Path | None = None) -> CloudConfig:
+    path = path or default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise CloudConfigInvalid([f"{path}: cannot read: {e.strerror}"]) from e
+    return parse_cloud_config(text, str(path), path.resolve().parent, path)
+
+
+def parse_cloud_config(
+    text: str, source: str = "cloud.toml", base_dir: Path | None = None, path: Path | None = None
+) -> CloudConfig:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise CloudConfigInvalid([f"{source}: not valid TOML: {e}"]) from e
+    r = TableReader(source)
+    base = base_dir or Path.cwd()
+
+    def resolve(value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base / p
+
+    def opt_path(table: dict[str, Any], key: str, prefix: str) -> Path | None:
+        value = r.get(table, key, str, None, prefix)
+        return None if value is None else resolve(value)
+
+    def port_of(table: dict[str, Any], key: str, default: int, prefix: str) -> int:
+        port: int = r.get(table, key, int, default, prefix)
+        if not 0 <= port < 65536:
+            r.problem(f"{prefix}{key}", f"{port} is not a TCP port (0-65535)")
+            return default
+        return port
+
+    def pos(table: dict[str, Any], key: str, kind: Any, default: Any, prefix: str) -> Any:
+        return r.positive(f"{prefix}{key}", r.get(table, key, kind, default, prefix), default)
+
+    r.unknown(doc, {"mqtt", "store", "signing", "http", "ingest", "rollout"})
+    m = r.table(doc, "mqtt", {"host", "port", "topic_prefix", "client_id", "keepalive_s",
+                              "session_expiry_s", "username", "password_file", "tls_ca",
+                              "max_payload_bytes"})
+    mqtt = MqttConfig(
+        host=r.get(m, "host", str, "127.0.0.1", "mqtt."),
+        port=port_of(m, "port", 1883, "mqtt."),
+        topic_prefix=r.get(m, "topic_prefix", str, DEFAULT_PREFIX, "mqtt."),
+        client_id=r.get(m, "client_id", str, "litefleet-cloud", "mqtt."),
+        keepalive_s=pos(m, "keepalive_s", int, 30, "mqtt."),
+        session_expiry_s=pos(m, "session_expiry_s", int, MqttConfig.session_expiry_s, "mqtt."),
+        username=r.get(m, "username", str, None, "mqtt."),
+        password_file=opt_path(m, "password_file", "mqtt."),
+        tls_ca=opt_path(m, "tls_ca", "mqtt."),
+        max_payload_bytes=pos(m, "max_payload_bytes", int, MqttConfig.max_payload_bytes, "mqtt."),
+    )
+    for name, p in (("password_file", mqtt.password_file), ("tls_ca", mqtt.tls_ca)):
+        if p is not None and not p.exists():
+            r.problem(f"mqtt.{name}", f"{p} does not exist")
+
+    s = r.table(doc, "store", {"db", "artifacts", "public_url", "endpoint_url", "region",
+                               "presign_max_s"})
+    db = opt_path(s, "db", "store.")
+    if db is None:
+        db = base / "cloud.db"
+    artifacts = r.get(s, "artifacts", str, None, "store.")
+    if artifacts is None:
+        artifacts = (base / "artifacts").as_uri()
+    elif artifacts.startswith("file://"):
+        artifacts = resolve(artifacts.removeprefix("file://")).as_uri()
+    elif artifacts.startswith("s3://"):
+        if not artifacts.removeprefix("s3://").split("/", 1)[0]:
+            r.problem("store.artifacts", f"{artifacts!r} names no bucket (s3://bucket/prefix)")
+    else:
+        r.problem("store.artifacts", f"{artifacts!r} is neither file:///dir nor s3://bucket/prefix")
+    public_url = r.get(s, "public_url", str, None, "store.")
+    if public_url is not None and not public_url.startswith(("http://", "https://")):
+        r.problem("store.public_url", f"{public_url!r} is not an http(s) URL")
+    presign = pos(s, "presign_max_s", int, StoreConfig.presign_max_s, "store.")
+    if presign > StoreConfig.presign_max_s:
+        r.problem("store.presign_max_s", f"{presign} exceeds S3's 7-day presign maximum (604800)")
+        presign = StoreConfig.presign_max_s
+    store = StoreConfig(
+        db=db,
+        artifacts=artifacts,
+        public_url=public_url.rstrip("/") if public_url else None,
+        endpoint_url=r.get(s, "endpoint_url", str, None, "store."),
+        region=r.get(s, "region", str, None, "store."),
+        presign_max_s=presign,
+    )
+
+    g = r.table(doc, "signing", {"key"})
+    signing = SigningConfig(key=opt_path(g, "key", "signing."))
+
+    h = r.table(doc, "http", {"host", "port", "enabled"})
+    http = HttpConfig(
+        host=r.get(h, "host", str, "127.0.0.1", "http."),
+        port=port_of(h, "port", 8080, "http."),
+        enabled=r.get(h, "enabled", bool, True, "http."),
+    )
+
+    i = r.table(doc, "ingest", {"queue_max", "batch_max", "batch_wait_s", "offline_after_s"})
+    ingest = IngestConfig(
+        queue_max=pos(i, "queue_max", int, IngestConfig.queue_max, "ingest."),
+        batch_max=pos(i, "batch_max", int, IngestConfig.batch_max, "ingest."),
+        batch_wait_s=float(pos(i, "batch_wait_s", (int, float), 0.2, "ingest.")),
+        offline_after_s=float(pos(i, "offline_after_s", (int, float), 180.0, "ingest.")),
+    )
+
+    o = r.table(doc, "rollout", {"tick_s", "device_timeout_s", "deployment_lifetime_s",
+                                 "release_history", "max_artifact_bytes"})
+    rollout = RolloutConfig(
+        tick_s=float(pos(o, "tick_s", (int, float), 5.0, "rollout.")),
+        device_timeout_s=float(pos(o, "device_timeout_s", (int, float), 1800.0, "rollout.")),
+        deployment_lifetime_s=pos(o, "deployment_lifetime_s", int,
+                                  RolloutConfig.deployment_lifetime_s, "rollout."),
+        release_history=r.get(o, "release_history", int, 3, "rollout."),
+        max_artifact_bytes=pos(o, "max_artifact_bytes", int, RolloutConfig.max_artifact_bytes,
+                               "rollout."),
+    )
+    if rollout.release_history < 0:
+        r.problem("rollout.release_history", "must be 0 or more")
+
+    if r.problems:
+        raise CloudConfigInvalid(r.problems)
+    return CloudConfig(mqtt=mqtt, store=store, signing=signing, http=http, ingest=ingest,
+                       rollout=rollout, path=path)

@@ -1,0 +1,108 @@
+"""What every `litefleet` command starts from: the config, and on demand the store, the
+artifact store and the signing key. Problems become one-line errors and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlite_utils
+
+from cloud.artifacts import ArtifactStore, open_artifact_store
+from cloud.config import CloudConfig, CloudConfigInvalid, default_config_path, load_cloud_config
+from cloud.store import open_store
+from shared.errors import Rejected, Unavailable
+from shared.keys import KeyFileError, SigningKey, load_signing_key
+
+__all__ = ["CommandFailed", "Context", "add_config_argument", "open_context", "run_command"]
+
+
+class CommandFailed(Exception):
+    """A command cannot go on; `code` is the exit code and the message is printed."""
+
+    def __init__(self, message: str, code: int) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None,
+                        help="cloud config (default: $LITEFLEET_CONFIG or ./cloud.toml)")
+
+
+@dataclass
+class Context:
+    config: CloudConfig
+    _db: sqlite_utils.Database | None = field(default=None, repr=False)
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        if self._db is None:
+            self._db = open_store(self.config.store.db)
+        return self._db
+
+    def default_public_url(self) -> str:
+        h = self.config.http
+        host = "127.0.0.1" if h.host in ("0.0.0.0", "::", "") else h.host
+        return f"http://{host}:{h.port}/artifacts"
+
+    def artifacts(self) -> ArtifactStore:
+        return open_artifact_store(self.config.store, self.default_public_url())
+
+    def signing_key(self) -> SigningKey:
+        from shared.cli_support import EXIT_INVALID
+
+        path = self.config.signing.key
+        if path is None:
+            raise CommandFailed("no [signing] key in the config: run `litefleet keys generate "
+                                "--dir keys/` and set key = \"keys/release.key\"", EXIT_INVALID)
+        try:
+            return load_signing_key(path)
+        except KeyFileError as e:
+            raise CommandFailed(str(e), EXIT_INVALID) from e
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.conn.close()
+            self._db = None
+
+
+def open_context(args: argparse.Namespace) -> Context:
+    from shared.cli_support import EXIT_INVALID
+
+    path: Path = getattr(args, "config", None) or default_config_path()
+    try:
+        return Context(load_cloud_config(path))
+    except CloudConfigInvalid as e:
+        raise CommandFailed("\n".join(e.problems), EXIT_INVALID) from e
+
+
+def run_command(args: argparse.Namespace, body: Callable[[Context], int]) -> int:
+    """Open the context, run `body`, and turn every expected failure into a line and a code."""
+    from cloud.artifacts import StoreError
+    from shared.cli_support import EXIT_INVALID, EXIT_REJECTED, EXIT_UNAVAILABLE
+
+    try:
+        ctx = open_context(args)
+    except CommandFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    try:
+        return body(ctx)
+    except CommandFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    except Rejected as e:
+        print(f"error: {e} ({e.reason})", file=sys.stderr)
+        return EXIT_REJECTED
+    except (Unavailable, StoreError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    finally:
+        ctx.close()

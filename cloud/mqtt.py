@@ -1,0 +1,130 @@
+"""The cloud's MQTT connections (paho-mqtt 2, MQTT 5).
+
+`CloudLink` is one paho client: connect_async + loop_start, subscriptions renewed in
+`on_connect` (so a reconnect after a broker restart resubscribes), persistent sessions for
+the ingester (clean start off, a session expiry), and `publish_retained` that waits for the
+broker's PUBACK. Callbacks run on paho's network thread and only hand work on.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from cloud.config import MqttConfig
+from shared.errors import Unavailable
+
+__all__ = ["BrokerUnavailable", "CloudLink"]
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(Unavailable):
+    reason = "broker_unavailable"
+
+
+class CloudLink:
+    def __init__(
+        self,
+        config: MqttConfig,
+        client_id: str,
+        *,
+        persistent: bool = False,
+        subscriptions: tuple[str, ...] = (),
+        on_message: Callable[[mqtt.MQTTMessage], None] | None = None,
+        manual_ack: bool = False,
+        receive_maximum: int = 1000,
+    ) -> None:
+        self.config = config
+        self.subscriptions = subscriptions
+        self.persistent = persistent
+        self._on_message_cb = on_message
+        self._connected = threading.Event()
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=manual_ack,
+        )
+        self.client.max_inflight_messages_set(1000)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+        if config.username:
+            password = None
+            if config.password_file is not None:
+                password = config.password_file.read_text().strip()
+            self.client.username_pw_set(config.username, password)
+        if config.tls_ca is not None:
+            self.client.tls_set(ca_certs=str(config.tls_ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        self._connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        self._connect_props.ReceiveMaximum = receive_maximum
+        if persistent:
+            self._connect_props.SessionExpiryInterval = config.session_expiry_s
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                    properties: Any) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused the connection: %s", reason_code)
+            return
+        log.info("connected to %s:%s (session present: %s)", self.config.host, self.config.port,
+                 getattr(flags, "session_present", None))
+        if self.subscriptions:
+            client.subscribe([(t, 1) for t in self.subscriptions])
+        self._connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                       properties: Any) -> None:
+        self._connected.clear()
+        log.info("disconnected from the broker: %s", reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._on_message_cb is not None:
+            self._on_message_cb(message)
+
+    def start(self, timeout: float | None = 10.0) -> None:
+        """Connect in the background; with a timeout, wait for the first CONNACK."""
+        self.client.connect_async(
+            self.config.host, self.config.port, keepalive=self.config.keepalive_s,
+            clean_start=not self.persistent, properties=self._connect_props,
+        )
+        self.client.loop_start()
+        if timeout is not None and not self._connected.wait(timeout):
+            self.stop()
+            raise BrokerUnavailable(
+                f"no connection to the broker at {self.config.host}:{self.config.port} "
+                f"within {timeout:g} s"
+            )
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.client.ack(mid, qos)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False,
+                timeout: float = 10.0) -> None:
+        """Publish at QoS 1 and wait for the broker's acknowledgement."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError) as e:
+            raise BrokerUnavailable(f"publish to {topic} failed: {e}") from e
+        if not info.is_published():
+            raise BrokerUnavailable(f"publish to {topic} not acknowledged within {timeout:g} s")
+
+    def stop(self) -> None:
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()

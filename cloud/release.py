@@ -1,0 +1,228 @@
+"""Packaging a model as a signed release.
+
+`publish_release` reads the model's IO signature, writes the zstd full artifact and a delta
+against each of the last few releases of the same model and profile, uploads them, signs the
+release (`shared.envelope` over `Release.to_signed()`), and records it in the cloud store.
+Versions strictly increase per model name; anything else is refused with `VersionNotNewer`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from cloud.artifacts import ArtifactStore, StoreError, artifact_key, delta_key, release_key
+from cloud.modelinfo import read_io_signature
+from shared.codec import compress, decompress, delta_encode
+from shared.documents import (
+    Artifact,
+    Delta,
+    ProbationPolicy,
+    Provenance,
+    Release,
+    Target,
+    format_time,
+    load_json,
+)
+from shared.envelope import sign_envelope
+from shared.errors import MalformedDocument, SizeExceeded, VersionNotNewer
+from shared.keys import SigningKey
+
+__all__ = [
+    "PublishedRelease",
+    "ReleaseRequest",
+    "latest_version",
+    "load_release",
+    "provenance_from_report",
+    "publish_release",
+]
+
+log = logging.getLogger(__name__)
+_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    model: Path
+    name: str
+    version: int
+    profile: str
+    lifetime_s: int = 90 * 86400
+    provenance: Provenance = field(default_factory=Provenance)
+    probation: ProbationPolicy = field(default_factory=ProbationPolicy)
+    max_model_bytes: int | None = None  # the profile's budget, when known
+
+
+@dataclass(frozen=True)
+class PublishedRelease:
+    release: Release
+    envelope: dict[str, Any]
+    artifact_key: str
+    delta_keys: tuple[str, ...]
+    release_key: str
+
+
+def _check_name(name: str, what: str) -> None:
+    if not 1 <= len(name) <= 64 or not set(name) <= _NAME_CHARS:
+        raise MalformedDocument(f"{name!r} is not [A-Za-z0-9_.-]{{1,64}}", what)
+
+
+def latest_version(db: sqlite_utils.Database, name: str) -> int | None:
+    row = db.execute("SELECT MAX(version) FROM releases WHERE name = ?", [name]).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def load_release(db: sqlite_utils.Database, name: str, version: int) -> PublishedRelease:
+    """The recorded release, its signed envelope and keys; KeyError when there is none."""
+    row = db.execute("SELECT envelope, artifact_key, delta_keys FROM releases WHERE name = ? "
+                     "AND version = ?", [name, version]).fetchone()
+    if row is None:
+        raise KeyError(f"no release {name}@{version}")
+    envelope = json.loads(row[0])
+    return PublishedRelease(Release.parse_signed(envelope["signed"]), envelope, row[1],
+                            tuple(json.loads(row[2])), release_key(name, version))
+
+
+def _metric(value: Any) -> str | int | None:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | str):
+        return value
+    if isinstance(value, float):
+        return repr(value)
+    return None
+
+
+def provenance_from_report(path: Path) -> Provenance:
+    """Provenance from a compression report.json: parent sha256, recipe and figures."""
+    try:
+        report = load_json(path.read_bytes(), 16 * 1024 * 1024)
+    except OSError as e:
+        raise MalformedDocument(f"cannot read {path}: {e.strerror}", "report") from e
+    if not isinstance(report, dict):
+        raise MalformedDocument("a report is a JSON object", "report")
+    prov = report.get("provenance") or {}
+    if not isinstance(prov, dict):
+        raise MalformedDocument("expected an object", "report.provenance")
+    parent = prov.get("parent_sha256")
+    if parent is not None and (not isinstance(parent, str) or len(parent) != 64):
+        raise MalformedDocument("expected a sha256 hex string", "report.provenance.parent_sha256")
+    recipe = prov.get("recipe") or report.get("chosen") or "none"
+    metrics: dict[str, str | int] = {}
+    raw_metrics = prov.get("metrics", {})
+    if isinstance(raw_metrics, dict):
+        for k, v in raw_metrics.items():
+            m = _metric(v)
+            if m is not None:
+                metrics[str(k)] = m
+    for k, v in prov.items():
+        if k not in ("parent_sha256", "recipe", "metrics"):
+            m = _metric(v)
+            if m is not None:
+                metrics.setdefault(str(k), m)
+    chosen = report.get("chosen")
+    if isinstance(chosen, str):
+        metrics.setdefault("chosen", chosen)
+    reason = report.get("reason")
+    if isinstance(reason, str):
+        metrics.setdefault("reason", reason[:200])
+    if not isinstance(recipe, str):
+        recipe = json.dumps(recipe, sort_keys=True)
+    return Provenance(parent_sha256=parent, recipe=recipe, metrics=metrics)
+
+
+def _deltas(db: sqlite_utils.Database, store: ArtifactStore, req: ReleaseRequest, target: bytes,
+            target_sha: str, history: int, lifetime_s: int) -> list[tuple[Delta, str]]:
+    rows = db.execute(
+        "SELECT version, target_sha256, target_size, artifact_key FROM releases "
+        "WHERE name = ? AND profile = ? ORDER BY version DESC", [req.name, req.profile],
+    ).fetchall()
+    out: list[tuple[Delta, str]] = []
+    seen: set[str] = {target_sha}
+    for version, base_sha, base_size, key in rows:
+        if len(out) >= history:
+            break
+        if base_sha in seen:
+            continue
+        seen.add(base_sha)
+        try:
+            base = decompress(store.get(key, base_size + 1024 * 1024), base_size)
+        except (StoreError, MalformedDocument, SizeExceeded) as e:
+            log.warning("no delta from %s@%s: %s", req.name, version, e)
+            continue
+        if hashlib.sha256(base).hexdigest() != base_sha:
+            log.warning("no delta from %s@%s: stored artifact does not match its hash",
+                        req.name, version)
+            continue
+        data = delta_encode(base, target)
+        dkey = delta_key(req.name, req.version, base_sha)
+        store.put(dkey, data)
+        out.append((Delta(base_sha256=base_sha, url=store.url(dkey, lifetime_s),
+                          sha256=hashlib.sha256(data).hexdigest(), size=len(data)), dkey))
+    return out
+
+
+def publish_release(db: sqlite_utils.Database, store: ArtifactStore, key: SigningKey,
+                    req: ReleaseRequest, now: datetime, history: int = 3) -> PublishedRelease:
+    """Package, upload, sign and record one release."""
+    _check_name(req.name, "name")
+    _check_name(req.profile, "profile")
+    if req.version < 1:
+        raise MalformedDocument("versions start at 1 (0 is a device's initial model)", "version")
+    latest = latest_version(db, req.name)
+    if latest is not None and req.version <= latest:
+        raise VersionNotNewer(f"{req.name}@{req.version}: versions must increase; the latest "
+                              f"release is {req.name}@{latest}")
+    try:
+        target = req.model.read_bytes()
+    except OSError as e:
+        raise MalformedDocument(f"cannot read {req.model}: {e.strerror}", "model") from e
+    if req.max_model_bytes is not None and len(target) > req.max_model_bytes:
+        raise SizeExceeded(f"{req.model} is {len(target)} bytes; profile {req.profile} allows "
+                           f"{req.max_model_bytes}")
+    io = read_io_signature(req.model)
+    target_sha = hashlib.sha256(target).hexdigest()
+    lifetime = req.lifetime_s
+    expires = now + timedelta(seconds=lifetime)
+
+    full = compress(target)
+    akey = artifact_key(req.name, req.version)
+    store.put(akey, full)
+    artifact = Artifact(url=store.url(akey, lifetime), sha256=hashlib.sha256(full).hexdigest(),
+                        size=len(full))
+    deltas = _deltas(db, store, req, target, target_sha, history, lifetime)
+    release = Release(
+        name=req.name, version=req.version, profile=req.profile, created=format_time(now),
+        expires=format_time(expires), target=Target(target_sha, len(target)), artifact=artifact,
+        deltas=tuple(d for d, _ in deltas), io=io, provenance=req.provenance,
+        probation=req.probation,
+    )
+    envelope = sign_envelope(release.to_signed(), [key])
+    rkey = release_key(req.name, req.version)
+    store.put(rkey, json.dumps(envelope, indent=2, sort_keys=True).encode("utf-8"))
+    try:
+        _record(db, release, akey, [k for _, k in deltas], envelope)
+    except sqlite3.IntegrityError as e:
+        raise VersionNotNewer(f"{req.name}@{req.version} was released meanwhile") from e
+    log.info("released %s@%s (%s bytes, %s deltas)", req.name, req.version, len(full), len(deltas))
+    return PublishedRelease(release, envelope, akey, tuple(k for _, k in deltas), rkey)
+
+
+def _record(db: sqlite_utils.Database, release: Release, akey: str, dkeys: list[str],
+            envelope: dict[str, Any]) -> None:
+    with db.conn:
+        db.conn.execute(
+            "INSERT INTO releases (name, version, profile, created, expires, target_sha256, "
+            "target_size, artifact_key, delta_keys, envelope) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (release.name, release.version, release.profile, release.created, release.expires,
+             release.target.sha256, release.target.size, akey, json.dumps(dkeys),
+             json.dumps(envelope)),
+        )

@@ -1,0 +1,111 @@
+"""`litefleet serve`: the composition root of the cloud's long-running side.
+
+config -> store -> ingester (persistent MQTT session) -> rollout controller and offline
+detection on an APScheduler tick -> artifact HTTP server (file stores). One stop event;
+SIGTERM and SIGINT set it, and everything stops in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlite_utils import Database
+
+from cloud.artifacts.http import ArtifactServer
+from cloud.config import CloudConfig
+from cloud.ingest import Ingester
+from cloud.mqtt import CloudLink
+from cloud.rollout import tick_rollouts
+from cloud.store import open_store
+from shared.topics import Channel, topic
+
+__all__ = ["CloudService", "mark_offline"]
+
+log = logging.getLogger(__name__)
+
+
+def mark_offline(db: Database, now: float, offline_after_s: float) -> int:
+    """Devices silent for `offline_after_s` are marked offline; returns how many changed."""
+    with db.conn:
+        cur = db.conn.execute(
+            "UPDATE devices SET online = 0 WHERE online = 1 AND last_seen < ?",
+            (now - offline_after_s,))
+    if cur.rowcount:
+        log.info("%s device(s) went silent for %s s: marked offline", cur.rowcount,
+                 offline_after_s)
+    return int(cur.rowcount)
+
+
+class CloudService:
+    def __init__(self, config: CloudConfig, *, http: bool | None = None) -> None:
+        self.config = config
+        self.stop_event = threading.Event()
+        self.ingester = Ingester(config)
+        self.link = CloudLink(config.mqtt, f"{config.mqtt.client_id}-controller-"
+                              f"{secrets.token_hex(3)}")
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+        self.http: ArtifactServer | None = None
+        serve_http = config.http.enabled if http is None else http
+        if serve_http and config.store.artifacts.startswith("file://"):
+            root = Path(unquote(urlparse(config.store.artifacts).path))
+            root.mkdir(parents=True, exist_ok=True)
+            self.http = ArtifactServer(root, config.http.host, config.http.port)
+        self._tick_lock = threading.Lock()
+
+    def tick(self) -> None:
+        """One controller step: offline detection, then every running rollout."""
+        if not self._tick_lock.acquire(blocking=False):
+            return
+        db = open_store(self.config.store.db)
+        try:
+            now = time.time()
+            mark_offline(db, now, self.config.ingest.offline_after_s)
+            prefix = self.config.mqtt.topic_prefix
+
+            def publish(device_id: str, payload: bytes) -> None:
+                self.link.publish(topic(device_id, Channel.DESIRED, prefix), payload, retain=True)
+
+            if self.link.connected:
+                tick_rollouts(db, publish, now, self.config.rollout.device_timeout_s)
+        except Exception:
+            log.exception("controller tick failed")
+        finally:
+            db.conn.close()
+            self._tick_lock.release()
+
+    def start(self) -> None:
+        open_store(self.config.store.db).conn.close()
+        if self.http is not None:
+            self.http.start()
+        self.ingester.start(connect_timeout=None)
+        self.link.start(timeout=None)
+        self.scheduler.add_job(self.tick, "interval", seconds=self.config.rollout.tick_s,
+                               id="controller", max_instances=1, coalesce=True)
+        self.scheduler.start()
+        log.info("serving: ingest from %s:%s, controller every %s s", self.config.mqtt.host,
+                 self.config.mqtt.port, self.config.rollout.tick_s)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        self.link.stop()
+        self.ingester.stop()
+        if self.http is not None:
+            self.http.stop()
+        log.info("stopped")
+
+    def run(self) -> None:
+        """Start, wait for the stop event, stop."""
+        self.start()
+        try:
+            while not self.stop_event.wait(1.0):
+                pass
+        finally:
+            self.stop()

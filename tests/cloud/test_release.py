@@ -1,0 +1,150 @@
+"""`litefleet release`: real models in, signed release and zstd artifacts out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from cloud.cli import main
+from cloud.config import CloudConfigInvalid, parse_cloud_config
+from shared.codec import decompress, delta_base_sha256, delta_decode
+from shared.documents import parse_time
+from shared.keys import Keyring
+from shared.verify import verify_release
+from tests.cloud.conftest import DIGITS, DIGITS_FT, CloudEnv
+
+PROFILE = "x86-gateway"
+
+
+def release(env: CloudEnv, model: Path, version: int, *extra: str) -> list[str]:
+    return ["release", str(model), "--name", "digits", "--version", str(version), "--profile",
+            PROFILE, "--config", str(env.config), *extra]
+
+
+def run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict:
+    assert main(argv) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
+
+
+def test_release_signs_uploads_and_deltas(cloud_env: CloudEnv, capsys) -> None:
+    first = run_json(capsys, release(cloud_env, DIGITS, 1, "--json"))
+    second = run_json(capsys, release(cloud_env, DIGITS_FT, 2, "--json"))
+    keyring = Keyring((cloud_env.key.public,))
+
+    r1 = verify_release(first["envelope"], keyring, PROFILE, datetime.now(UTC))
+    r2 = verify_release(second["envelope"], keyring, PROFILE, datetime.now(UTC))
+    assert r1.deltas == () and r1.version == 1
+    assert r2.target.sha256 == hashlib.sha256(DIGITS_FT.read_bytes()).hexdigest()
+    assert r2.io.inputs[0].shape == (1, 28, 28, 1) and r2.io.inputs[0].dtype == "float32"
+    assert r2.io.outputs[0].shape == (1, 10)
+
+    full = cloud_env.artifacts / "digits/2/digits-2.tflite.zst"
+    assert r2.artifact.url == "http://127.0.0.1:8080/artifacts/digits/2/digits-2.tflite.zst"
+    assert hashlib.sha256(full.read_bytes()).hexdigest() == r2.artifact.sha256
+    assert decompress(full.read_bytes(), r2.target.size) == DIGITS_FT.read_bytes()
+
+    (delta,) = r2.deltas
+    assert delta.base_sha256 == r1.target.sha256
+    data = (cloud_env.artifacts / f"digits/2/digits-2.from-{r1.target.sha256[:16]}.delta").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == delta.sha256 and len(data) == delta.size
+    assert delta_base_sha256(data) == r1.target.sha256
+    assert delta_decode(DIGITS.read_bytes(), data, r2.target.size) == DIGITS_FT.read_bytes()
+    assert delta.size < r2.artifact.size / 10  # only the last layer changed
+
+    written = json.loads(Path(second["file"]).read_text())
+    assert written == second["envelope"]
+    assert second["deltas"][0]["base_sha256"] == r1.target.sha256
+
+
+def test_versions_must_increase(cloud_env: CloudEnv, capsys) -> None:
+    run_json(capsys, release(cloud_env, DIGITS, 2, "--json"))
+    for version in (2, 1):
+        assert main(release(cloud_env, DIGITS_FT, version)) == 3
+        assert "version_not_newer" in capsys.readouterr().err
+    assert not (cloud_env.artifacts / "digits/1").exists()
+    files = sorted(p.name for p in (cloud_env.artifacts / "digits/2").iterdir())
+    assert files == ["digits-2.release.json", "digits-2.tflite.zst"]
+
+
+def test_signing_key_readable_by_group_is_refused(cloud_env: CloudEnv, capsys) -> None:
+    os.chmod(cloud_env.root / "keys" / "release.key", 0o640)
+    assert main(release(cloud_env, DIGITS, 1)) == 2
+    err = capsys.readouterr().err
+    assert "chmod 600" in err and "release.key" in err
+    assert not (cloud_env.root / "cloud.db").exists() or not list(
+        (cloud_env.artifacts / "digits").glob("*/*.release.json"))
+
+
+def test_not_a_model_is_refused_and_nothing_is_recorded(cloud_env: CloudEnv, tmp_path, capsys):
+    bogus = tmp_path / "bogus.tflite"
+    bogus.write_bytes(b"TFL3" + os.urandom(4000))
+    assert main(release(cloud_env, bogus, 1)) == 3
+    assert "invalid_model" in capsys.readouterr().err
+    assert not cloud_env.artifacts.exists() or not any(cloud_env.artifacts.rglob("*.zst"))
+    # the version is still free
+    run_json(capsys, release(cloud_env, DIGITS, 1, "--json"))
+
+
+def test_provenance_from_report_and_expiry(cloud_env: CloudEnv, tmp_path, capsys) -> None:
+    parent = "ab" * 32
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({
+        "baseline": {"accuracy": 0.98}, "candidates": [{"method": "dynamic_int8"}],
+        "chosen": "dynamic_int8", "reason": "smallest within budget",
+        "provenance": {"parent_sha256": parent, "recipe": "dynamic_int8",
+                       "metrics": {"accuracy": 0.9811, "size_bytes": 61234, "ok": True}},
+    }))
+    out = run_json(capsys, release(cloud_env, DIGITS, 1, "--json", "--from-report", str(report),
+                                   "--expires", "12h", "--min-inferences", "20",
+                                   "--max-latency-ratio", "1.5", "--min-agreement", "90%"))
+    signed = out["envelope"]["signed"]
+    assert signed["provenance"]["parent_sha256"] == parent
+    assert signed["provenance"]["recipe"] == "dynamic_int8"
+    metrics = signed["provenance"]["metrics"]
+    assert metrics["accuracy"] == "0.9811" and metrics["size_bytes"] == 61234
+    assert metrics["ok"] == "true" and metrics["chosen"] == "dynamic_int8"
+    life = parse_time(signed["expires"]) - parse_time(signed["created"])
+    assert life.total_seconds() == 12 * 3600
+    assert signed["probation"]["min_inferences"] == 20
+    assert signed["probation"]["max_latency_ratio_pct"] == 150
+    assert signed["probation"]["min_agreement_pct"] == 90
+
+
+def test_bad_expires_is_a_usage_error(cloud_env: CloudEnv, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(release(cloud_env, DIGITS, 1, "--expires", "soon"))
+    assert e.value.code == 2
+    assert "not a duration" in capsys.readouterr().err
+
+
+def test_config_lists_every_problem(tmp_path: Path) -> None:
+    text = """
+[mqtt]
+port = 99999
+colour = "blue"
+[store]
+artifacts = "ftp://somewhere"
+[http]
+port = "eighty"
+"""
+    with pytest.raises(CloudConfigInvalid) as e:
+        parse_cloud_config(text, "cloud.toml", tmp_path)
+    problems = e.value.problems
+    assert len(problems) == 4, problems
+    assert any("mqtt.port" in p for p in problems)
+    assert any("mqtt.colour: unknown key" in p for p in problems)
+    assert any("store.artifacts" in p for p in problems)
+    assert any("http.port" in p for p in problems)
+
+
+def test_config_paths_resolve_against_its_folder(tmp_path: Path) -> None:
+    cfg = parse_cloud_config('[store]\ndb = "x/cloud.db"\nartifacts = "file://arts"\n'
+                             '[signing]\nkey = "k/release.key"\n', "c", tmp_path)
+    assert cfg.store.db == tmp_path / "x" / "cloud.db"
+    assert cfg.store.artifacts == (tmp_path / "arts").as_uri()
+    assert cfg.signing.key == tmp_path / "k" / "release.key"
