@@ -51,8 +51,11 @@ test-train: .venv-train/.installed
 	.venv-fallback/bin/python -m pip install --quiet 'opencv-python-headless<4.11' paho-mqtt sqlite-utils 'APScheduler<4' cryptography zstandard psutil
 	touch $@
 
+# Only tests/agent/fallback is collected (the rest of the suite needs numpy 2 and LiteRT), and no
+# conftest above it is loaded.
 test-fallback: .venv-fallback/.installed
-	.venv-fallback/bin/python -m pytest -m fallback -q -p no:cacheprovider
+	.venv-fallback/bin/python -m pytest tests/agent/fallback -m fallback -q -p no:cacheprovider \
+		--confcutdir=tests/agent/fallback
 
 demo: $(STAMP)
 	$(PY) -m cloud.demo $(DEMO_ARGS)

@@ -171,21 +171,49 @@ def decode_message(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
     return result
 
 
+_PLANS: dict[type[Any], tuple[frozenset[str], tuple[tuple[str, Any, bool], ...]]] = {}
+
+
+def _plan(cls: type[Any]) -> tuple[frozenset[str], tuple[tuple[str, Any, bool], ...]]:
+    """(field names, (name, type hint, required) per field), resolved once per class:
+    resolving string annotations is slow and the schemas are fixed."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        hints = get_type_hints(cls)
+        fields = dataclasses.fields(cls)
+        plan = _PLANS[cls] = (
+            frozenset(f.name for f in fields),
+            tuple(
+                (f.name, hints[f.name],
+                 f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+                for f in fields
+            ),
+        )
+    return plan
+
+
 def _build(cls: type[Any], value: Any, path: str) -> Any:
     if not isinstance(value, dict):
         raise MalformedDocument("expected an object", path)
-    hints = get_type_hints(cls)
+    names, fields = _plan(cls)
     kwargs: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(cls)}
     for key in value:
         if key not in names:
             raise MalformedDocument("unknown field", f"{path}.{key}")
-    for f in dataclasses.fields(cls):
-        if f.name not in value:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise MalformedDocument("missing", f"{path}.{f.name}")
+    for name, hint, required in fields:
+        if name not in value:
+            if required:
+                raise MalformedDocument("missing", f"{path}.{name}")
             continue
-        kwargs[f.name] = _coerce(hints[f.name], value[f.name], f"{path}.{f.name}")
+        v = value[name]
+        t = type(v)
+        # fast path for exact scalar types; everything else goes through _coerce
+        if t is hint and t in (str, int, bool):
+            kwargs[name] = v
+        elif hint is float and t in (float, int):
+            kwargs[name] = float(v)
+        else:
+            kwargs[name] = _coerce(hint, v, f"{path}.{name}")
     return cls(**kwargs)
 
 
