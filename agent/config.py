@@ -57,6 +57,7 @@ class MqttConfig:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     max_payload_bytes: int = 1024 * 1024  # inbound messages larger than this are dropped
+    inbound_queue: int = 16  # desired/cmd messages waiting for the worker; more are dropped
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -73,6 +74,7 @@ class ModelConfig:
     color: str = "auto"  # auto | rgb | bgr | gray
     top_k: int = 3
     score_threshold: float = 0.5  # detections or top-1 above this become events
+    crop: str = "center"  # center (keep the aspect ratio) | stretch (whole frame)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class SourceConfig:
     uri: str
     reconnect_max_s: float = 30.0
     loop: bool = False  # replay a file source from the start when it ends
+    buffer_frames: int = 4  # prepared frames waiting for the inference thread (files)
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class TrustConfig:
 class TelemetryConfig:
     interval_s: float
     heartbeat_s: float = 60.0
+    event_queue: int = 256  # loop events waiting to be stored; more are dropped and counted
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ class OutboxConfig:
     # the store) or FULL (every append survives a power cut; slower on SD cards).
     synchronous: str = "NORMAL"
     publish_window: int = 100  # QoS 1 messages in flight at once
+    shutdown_flush_s: float = 5.0  # on stop, how long to wait for the broker to take the rest
 
 
 @dataclass(frozen=True)
@@ -183,7 +188,7 @@ def parse_config(
     m = r.table(doc, "mqtt", {"host", "port", "protocol", "topic_prefix", "keepalive_s",
                               "session_expiry_s", "reconnect_min_s", "reconnect_max_s",
                               "max_payload_bytes", "tls_ca", "tls_cert", "tls_key", "username",
-                              "password_file"})
+                              "password_file", "inbound_queue"})
     port = r.get(m, "port", int, 1883, "mqtt.")
     if not 0 < port < 65536:
         r.problem("mqtt.port", f"{port} is not a TCP port (1-65535)")
@@ -206,12 +211,14 @@ def parse_config(
         tls_key=file_path(m, "tls_key", "mqtt.", True),
         username=r.get(m, "username", str, None, "mqtt."),
         password_file=file_path(m, "password_file", "mqtt.", True),
+        inbound_queue=r.positive("mqtt.inbound_queue", r.get(
+            m, "inbound_queue", int, MqttConfig.inbound_queue, "mqtt."), MqttConfig.inbound_queue),
     )
     if (mqtt.tls_cert is None) != (mqtt.tls_key is None):
         r.problem("mqtt.tls_cert", "tls_cert and tls_key go together (mutual TLS needs both)")
 
     md = r.table(doc, "model", {"name", "initial", "labels", "normalization", "color", "top_k",
-                                "score_threshold"})
+                                "score_threshold", "crop"})
     model_name = r.get(md, "name", str, None, "model.")
     if model_name is None:
         r.problem("model.name", "missing")
@@ -227,9 +234,10 @@ def parse_config(
         color=r.choice(md, "color", ("auto", "rgb", "bgr", "gray"), "auto", "model."),
         top_k=r.positive("model.top_k", r.get(md, "top_k", int, 3, "model."), 3),
         score_threshold=float(r.get(md, "score_threshold", (int, float), 0.5, "model.")),
+        crop=r.choice(md, "crop", ("center", "stretch"), "center", "model."),
     )
 
-    s = r.table(doc, "source", {"uri", "reconnect_max_s", "loop"})
+    s = r.table(doc, "source", {"uri", "reconnect_max_s", "loop", "buffer_frames"})
     uri = r.get(s, "uri", str, None, "source.")
     if uri is None:
         r.problem("source.uri", "missing (for example file:///srv/video.mp4 or camera:0)")
@@ -240,6 +248,8 @@ def parse_config(
         reconnect_max_s=float(r.positive("source.reconnect_max_s", r.get(
             s, "reconnect_max_s", (int, float), 30.0, "source."), 30.0)),
         loop=r.get(s, "loop", bool, False, "source."),
+        buffer_frames=r.positive("source.buffer_frames", r.get(
+            s, "buffer_frames", int, 4, "source."), 4),
     )
 
     t = r.table(doc, "trust", {"keys", "threshold"})
@@ -257,16 +267,20 @@ def parse_config(
             r.problem("trust.threshold", f"{threshold} needs that many distinct trusted keys "
                       f"({len(set(trust.keys))} listed)")
 
-    tl = r.table(doc, "telemetry", {"interval_s", "heartbeat_s"})
+    tl = r.table(doc, "telemetry", {"interval_s", "heartbeat_s", "event_queue"})
     default_interval = profile.telemetry_interval_s if profile else 10.0
     telemetry = TelemetryConfig(
         interval_s=float(r.positive("telemetry.interval_s", r.get(
             tl, "interval_s", (int, float), default_interval, "telemetry."), default_interval)),
         heartbeat_s=float(r.positive("telemetry.heartbeat_s", r.get(
             tl, "heartbeat_s", (int, float), 60.0, "telemetry."), 60.0)),
+        event_queue=r.positive("telemetry.event_queue", r.get(
+            tl, "event_queue", int, TelemetryConfig.event_queue, "telemetry."),
+            TelemetryConfig.event_queue),
     )
 
-    o = r.table(doc, "outbox", {"max_rows", "max_bytes", "synchronous", "publish_window"})
+    o = r.table(doc, "outbox", {"max_rows", "max_bytes", "synchronous", "publish_window",
+                                "shutdown_flush_s"})
     outbox = OutboxConfig(
         max_rows=r.positive("outbox.max_rows", r.get(o, "max_rows", int, OutboxConfig.max_rows,
                                                      "outbox."), OutboxConfig.max_rows),
@@ -276,6 +290,8 @@ def parse_config(
         synchronous=r.choice(o, "synchronous", ("NORMAL", "FULL"), "NORMAL", "outbox."),
         publish_window=r.positive("outbox.publish_window", r.get(
             o, "publish_window", int, 100, "outbox."), 100),
+        shutdown_flush_s=float(r.positive("outbox.shutdown_flush_s", r.get(
+            o, "shutdown_flush_s", (int, float), 5.0, "outbox."), 5.0)),
     )
 
     u = r.table(doc, "update", {"max_model_bytes", "download_timeout_s", "keep_models",

@@ -1,0 +1,86 @@
+"""`litefleet-agent status --config F [--json]`: what the state dir says, daemon running or not.
+
+Reads only: the active model and the update journal's phase, the outbox's depth and dropped
+count, and the time of the last delivery the broker acknowledged. SQLite's WAL mode lets this
+read while the daemon writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent.config import ConfigInvalid, load_config
+from agent.outbox import OutboxStats, read_outbox_stats
+from agent.store import store_path
+from shared.cli_support import EXIT_INVALID
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "status",
+        help="active model, update phase, outbox depth, last publish",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", required=True, type=Path, help="the agent config (agent.toml)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_status)
+
+
+def _outbox_stats(state_dir: Path) -> OutboxStats:
+    path = store_path(state_dir)
+    if not path.exists():
+        return OutboxStats(0, 0, 0, 0, None)
+    import sqlite_utils
+
+    conn = sqlite3.connect(str(path), timeout=10.0)
+    try:
+        return read_outbox_stats(sqlite_utils.Database(conn))
+    finally:
+        conn.close()
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigInvalid as e:
+        for line in e.problems:
+            print(line, file=sys.stderr)
+        return EXIT_INVALID
+    from agent.update import read_update_state
+
+    model, phase = read_update_state(config)
+    stats = _outbox_stats(config.state_dir)
+    report: dict[str, Any] = {
+        "device_id": config.device_id,
+        "state_dir": str(config.state_dir),
+        "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
+        "journal": {"phase": phase},
+        "outbox": {"depth": stats.depth, "dropped": stats.dropped, "bytes": stats.bytes,
+                   "last_seq": stats.last_seq},
+        "last_publish": _iso(stats.last_publish),
+    }
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+        return 0
+    print(f"device      {config.device_id}")
+    print(f"model       {model.name} v{model.version} ({model.sha256[:12] or 'unknown'})")
+    print(f"update      {phase}")
+    print(f"outbox      {stats.depth} record(s) waiting, {stats.bytes} bytes, "
+          f"{stats.dropped} dropped, last seq {stats.last_seq}")
+    print(f"last publish {report['last_publish'] or 'never'}")
+    return 0

@@ -1,0 +1,264 @@
+"""The composition root of `litefleet-agent run`.
+
+    config -> logging -> store -> updater.recover() -> load model -> loop -> mqtt -> scheduler
+
+One stop event: SIGTERM and SIGINT set it, and everything winds down in reverse order. The
+shutdown flushes the outbox for as long as the broker allows (`[outbox] shutdown_flush_s`)
+and leaves `online: false` as the retained state.
+
+Threads: the loop's capture, inference and postprocessing threads; paho's network thread; the
+outbox drain; the inbound worker (deployments and commands); APScheduler's scheduler running the
+periodic jobs (telemetry, state heartbeat, updater tick and event flush, systemd watchdog).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+import agent
+from agent.config import AgentConfig
+from agent.link.client import MqttLink
+from agent.link.commands import CommandGate
+from agent.link.drain import OutboxDrain
+from agent.link.inbound import Inbound
+from agent.logs import configure_logging
+from agent.loop import InferenceLoop, build_loop
+from agent.notify import Notifier
+from agent.outbox import Outbox
+from agent.runtime import LoadedModel, load_model
+from agent.store import open_store
+from agent.system_metrics import SystemMetrics
+from agent.telemetry import EventRecorder, TelemetryReporter
+from agent.update import Updater
+from shared.errors import InvalidModel
+from shared.messages import DeviceState, ModelIdentity, encode_message
+
+__all__ = ["Daemon", "run_daemon"]
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0  # updater tick (probation verdicts) and event flush
+HEARTBEAT_STALE_S = 10.0  # no loop iteration for this long: stop pinging the watchdog
+EXIT_MODEL_INVALID = 2
+
+
+@dataclass
+class _Parts:
+    db: Any
+    outbox: Outbox
+    updater: Updater
+    loop: InferenceLoop
+    link: MqttLink
+    drain: OutboxDrain
+    inbound: Inbound
+    gate: CommandGate
+    telemetry: TelemetryReporter
+    events: EventRecorder
+    scheduler: BackgroundScheduler
+
+
+class Daemon:
+    def __init__(self, config: AgentConfig, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.stop_event = threading.Event()
+        self.notifier = notifier or Notifier.from_env()
+        self._parts: _Parts | None = None
+        self._loop: InferenceLoop | None = None
+        # what the retained state says, refreshed by the updater's hand-off (so paho's thread
+        # never reads the updater's store)
+        self._identity: ModelIdentity | None = None
+        self._phase = "idle"
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, frame: FrameType | None) -> None:
+            log.info("received %s; stopping", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    # -- run ---------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        cfg = self.config
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        db = open_store(cfg.state_dir, cfg.outbox.synchronous)
+        outbox = Outbox(db, cfg.outbox)
+        updater = Updater(cfg, db, outbox, on_state_change=self._state_changed)
+        model_path = updater.recover()
+        try:
+            model = load_model(model_path, cfg.profile.runtime.threads, cfg.profile.runtime.delegates)
+        except InvalidModel as e:
+            log.error("the model to serve (%s) does not load: %s", model_path, e)
+            updater.close()
+            outbox.close()
+            return EXIT_MODEL_INVALID
+        loop = build_loop(cfg, model, self.stop_event)
+        self._loop = loop
+        self._identity, self._phase = updater.active(), updater.phase()
+        events = EventRecorder(cfg.device_id, outbox, cfg.telemetry.event_queue)
+        loop.add_event_listener(events.offer)
+        loop.start()
+        updater.attach(loop)
+
+        gate = CommandGate(cfg.state_dir, cfg.trust.keyring(), cfg.device_id, cfg.outbox.synchronous)
+        telemetry = TelemetryReporter(
+            cfg.device_id, outbox, SystemMetrics(cfg.state_dir), self._model_identity,
+            lambda: loop.snapshot(reset_outputs=True),  # outputs summarised per interval
+        )
+        inbound = Inbound(
+            gate, updater.handle_deployment,
+            handlers=self._command_handlers(updater, telemetry),
+            max_payload_bytes=cfg.mqtt.max_payload_bytes, queue_size=cfg.mqtt.inbound_queue,
+        )
+        link = MqttLink(cfg.device_id, cfg.mqtt, self._state_payload, inbound.offer)
+        drain = OutboxDrain(outbox, link, cfg.outbox.publish_window)
+        link.set_window(cfg.outbox.publish_window)
+        link.set_handoffs(on_ack=drain.ack, on_connected=drain.wake)
+        scheduler = BackgroundScheduler(daemon=True)
+        self._parts = _Parts(db, outbox, updater, loop, link, drain, inbound, gate, telemetry,
+                             events, scheduler)
+
+        inbound.start()
+        drain.start()
+        link.start()
+        self._schedule(scheduler)
+        scheduler.start()
+        self.notifier.ready()
+        log.info("agent %s running: device %s, model %s v%s (%s), source %s", agent.__version__,
+                 cfg.device_id, self._identity.name, self._identity.version,
+                 self._identity.sha256[:12], cfg.source.uri)
+        self.stop_event.wait()
+        self._shutdown()
+        return 0
+
+    def _schedule(self, scheduler: BackgroundScheduler) -> None:
+        parts = self._parts
+        assert parts is not None
+        cfg = self.config
+        job = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+        scheduler.add_job(self._guard(parts.telemetry.report), "interval",
+                          seconds=cfg.telemetry.interval_s, id="telemetry", **job)
+        scheduler.add_job(self._guard(self._heartbeat), "interval",
+                          seconds=cfg.telemetry.heartbeat_s, id="heartbeat", **job)
+        scheduler.add_job(self._guard(self._tick), "interval", seconds=TICK_S, id="tick", **job)
+        interval = self.notifier.watchdog_interval_s
+        if interval:
+            scheduler.add_job(self._guard(self._watchdog), "interval", seconds=interval,
+                              id="watchdog", **job)
+
+    # -- periodic jobs -----------------------------------------------------------------------
+
+    def _guard(self, fn: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            if self.stop_event.is_set():
+                return
+            try:
+                fn()
+            except Exception:
+                log.exception("periodic job %s failed", getattr(fn, "__name__", fn))
+
+        return run
+
+    def _heartbeat(self) -> None:
+        parts = self._parts
+        assert parts is not None
+        parts.link.publish_state()
+        snap = parts.loop.snapshot()
+        ident = self._model_identity()
+        assert ident is not None
+        self.notifier.status(
+            f"model {ident.name} v{ident.version} ({ident.sha256[:12]}), {snap.fps:.1f} fps, "
+            f"source {snap.source_status}, outbox {parts.outbox.depth()}"
+        )
+
+    def _tick(self) -> None:
+        parts = self._parts
+        assert parts is not None
+        parts.events.flush()
+        parts.updater.tick()
+
+    def _watchdog(self) -> None:
+        parts = self._parts
+        assert parts is not None
+        age = time.monotonic() - parts.loop.snapshot().heartbeat
+        if age < max(HEARTBEAT_STALE_S, 2 * (self.notifier.watchdog_interval_s or 0)):
+            self.notifier.watchdog()
+        else:
+            log.error("inference loop heartbeat is %.1fs old; not pinging the watchdog", age)
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _model_identity(self) -> ModelIdentity | None:
+        return self._identity
+
+    def _state_changed(self) -> None:
+        """The updater's hand-off (on its thread): the active model or the phase changed."""
+        parts = self._parts
+        if parts is None:
+            return
+        self._identity, self._phase = parts.updater.active(), parts.updater.phase()
+        parts.link.publish_state()
+
+    def _state_payload(self, online: bool) -> bytes:
+        snap = self._loop.snapshot() if self._loop is not None else None
+        return encode_message(DeviceState(
+            device_id=self.config.device_id, online=online, ts=time.time(),
+            agent_version=agent.__version__, profile=self.config.profile.name,
+            model=self._identity, update_phase=self._phase,
+            source_status=snap.source_status if snap is not None else "",
+            fps=float(snap.fps) if snap is not None else 0.0,
+        ))
+
+    def _command_handlers(self, updater: Updater, telemetry: TelemetryReporter
+                          ) -> dict[str, Callable[[], None]]:
+        def report_now() -> None:
+            telemetry.report()
+            if self._parts is not None:
+                self._parts.link.publish_state()
+
+        def rollback() -> None:
+            updater.rollback()  # ends a running probation as failed; logs when there is none
+
+        handlers: dict[str, Callable[[], None]] = {"report-now": report_now, "rollback": rollback}
+        return handlers
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        parts = self._parts
+        assert parts is not None
+        self.notifier.stopping()
+        log.info("stopping: outbox depth %s", parts.outbox.depth())
+        parts.scheduler.shutdown(wait=True)
+        parts.loop.stop()
+        parts.inbound.stop()
+        parts.events.flush()
+        flushed = parts.drain.flush(self.config.outbox.shutdown_flush_s)
+        parts.drain.stop()
+        parts.link.stop()
+        log.info("stopped: outbox %s (%s records left for the next start)",
+                 "flushed" if flushed else "not flushed", parts.outbox.depth())
+        parts.updater.close()
+        parts.gate.close()
+        parts.outbox.close()
+        model: LoadedModel = parts.loop.model
+        model.close()
+
+
+def run_daemon(config: AgentConfig) -> int:
+    configure_logging(config.log_format)
+    daemon = Daemon(config)
+    daemon.install_signal_handlers()
+    return daemon.run()

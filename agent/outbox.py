@@ -1,0 +1,330 @@
+"""The durable outbox: every record the device sends goes through it.
+
+A telemetry record, event or update status is appended to the outbox table in one transaction
+that also assigns its `seq` (strictly increasing per device, persisted, never reused). The link
+publishes rows oldest-first with QoS 1 and deletes each one when the broker acknowledges it;
+whatever is still here after a reconnect or a restart is sent again. Receivers dedup on
+`(device_id, seq)`.
+
+The outbox is bounded by rows and bytes (`[outbox] max_rows`, `max_bytes`). When an append would
+pass a bound the oldest rows go first, and `dropped` (a persisted, cumulative count) grows: the
+telemetry record built next carries it as `outbox_dropped`, so the loss is visible upstream.
+Rows in flight (handed to the broker, not yet acknowledged; at most `publish_window`) are held:
+they are never dropped, so `dropped` counts exactly the records that were never sent, and the
+outbox may briefly hold up to `publish_window` rows over its bound.
+
+The outbox keeps its own SQLite connection to the store file, serialized by a lock, so its
+short transactions never interleave with other parts' transactions on their connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from agent.config import OutboxConfig
+from agent.store import connect
+from shared.errors import PayloadTooLarge
+from shared.messages import (
+    MAX_MESSAGE_BYTES,
+    Event,
+    Message,
+    TelemetryRecord,
+    UpdateStatus,
+    encode_message,
+)
+from shared.topics import Channel
+
+__all__ = ["OUTBOX_CHANNELS", "Outbox", "OutboxEntry", "OutboxStats", "read_outbox_stats"]
+
+log = logging.getLogger(__name__)
+
+OUTBOX_CHANNELS = (Channel.TELEMETRY, Channel.EVENTS, Channel.UPDATE)
+_KIND_OF_CHANNEL: dict[Channel, type] = {
+    Channel.TELEMETRY: TelemetryRecord,
+    Channel.EVENTS: Event,
+    Channel.UPDATE: UpdateStatus,
+}
+_CHUNK = 500  # SQLite host parameters per statement, well under its limit
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,
+    channel TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox_meta (
+    key TEXT PRIMARY KEY,
+    value NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    seq: int
+    channel: Channel
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    depth: int
+    bytes: int
+    dropped: int
+    last_seq: int
+    last_publish: float | None  # wall-clock time of the last acknowledged delivery
+
+
+class Outbox:
+    """Append records with their `seq`; hand them out oldest-first; delete them once acked."""
+
+    def __init__(self, db: sqlite_utils.Database, limits: OutboxConfig | None = None) -> None:
+        self.limits = limits or OutboxConfig()
+        self._lock = threading.RLock()
+        self._appended = threading.Condition(self._lock)
+        self._listeners: list[Callable[[], None]] = []
+        self._held: set[int] = set()
+        self._conn = _own_connection(db, self.limits.synchronous)
+        self._conn.executescript(_SCHEMA)
+        self._depth = self._bytes = self._last_seq = self._dropped = 0
+        self._reload_counters()
+        last = self._meta("last_publish")
+        self._last_publish: float | None = None if last is None else float(last)
+
+    # -- appending ---------------------------------------------------------------------------
+
+    def append(self, channel: Channel, make: Callable[[int], Message]) -> int:
+        """Store the record `make(seq)` under the next seq, in one transaction; return the seq.
+
+        `make` runs inside the transaction (keep it cheap) and may read `dropped`, which already
+        counts the rows this append pushed out.
+        """
+        kind = _KIND_OF_CHANNEL.get(channel)
+        if kind is None:
+            raise ValueError(f"channel {channel} does not go through the outbox")
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                seq = self._append_locked(channel, kind, make)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._abort()
+                raise
+            self._appended.notify_all()
+        for listener in self._listeners:
+            listener()
+        return seq
+
+    def _append_locked(self, channel: Channel, kind: type, make: Callable[[int], Message]) -> int:
+        if self._depth >= self.limits.max_rows:
+            self._drop_oldest(rows=self._depth - self.limits.max_rows + 1)
+        seq = self._last_seq + 1
+        message = make(seq)
+        if not isinstance(message, kind) or getattr(message, "seq", None) != seq:
+            raise ValueError(f"make({seq}) must return a {kind.__name__} with seq={seq}")
+        payload = encode_message(message)
+        size = len(payload)
+        cap = min(MAX_MESSAGE_BYTES, self.limits.max_bytes)
+        if size > cap:
+            raise PayloadTooLarge(f"{channel} record of {size} bytes exceeds the {cap}-byte cap")
+        if self._bytes + size > self.limits.max_bytes:
+            self._drop_oldest(free_bytes=self._bytes + size - self.limits.max_bytes)
+        self._conn.execute(
+            "INSERT INTO outbox (seq, channel, payload, size, created) VALUES (?, ?, ?, ?, ?)",
+            (seq, channel.value, payload, size, time.time()),
+        )
+        self._set_meta("last_seq", seq)
+        self._last_seq = seq
+        self._depth += 1
+        self._bytes += size
+        return seq
+
+    def _drop_oldest(self, rows: int = 0, free_bytes: int = 0) -> None:
+        victims: list[int] = []
+        freed = 0
+        cursor = self._conn.execute("SELECT seq, size FROM outbox ORDER BY seq")
+        for seq, size in cursor:
+            if len(victims) >= rows and freed >= free_bytes:
+                break
+            if seq in self._held:
+                continue
+            victims.append(seq)
+            freed += size
+        cursor.close()
+        if not victims:
+            return
+        for i in range(0, len(victims), _CHUNK):
+            chunk = victims[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            self._conn.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", chunk)
+        self._depth -= len(victims)
+        self._bytes -= freed
+        self._dropped += len(victims)
+        self._set_meta("dropped", self._dropped)
+        log.warning(
+            "outbox full (%s rows, %s bytes max): dropped the %s oldest records (seq %s..%s), "
+            "%s dropped in total",
+            self.limits.max_rows, self.limits.max_bytes, len(victims), victims[0], victims[-1],
+            self._dropped,
+        )
+
+    def add_listener(self, fn: Callable[[], None]) -> None:
+        """Call `fn` (cheap, any thread) after every append; the drain wakes up on it."""
+        self._listeners.append(fn)
+
+    # -- draining ----------------------------------------------------------------------------
+
+    def pending(self, after_seq: int = 0, limit: int = 100, hold: bool = False) -> list[OutboxEntry]:
+        """Up to `limit` stored records with seq > `after_seq`, oldest first.
+
+        With `hold`, the records are marked in flight in the same step (see `hold`), so an
+        append cannot drop one between this read and its publication.
+        """
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, channel, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+            if hold:
+                self._held.update(seq for seq, _, _ in rows)
+        return [OutboxEntry(seq, Channel(channel), bytes(payload)) for seq, channel, payload in rows]
+
+    def hold(self, seq: int) -> None:
+        """Mark a record as in flight: it is not dropped until `remove` deletes it."""
+        with self._lock:
+            self._held.add(seq)
+
+    def wait_for_records(self, after_seq: int, timeout: float) -> bool:
+        """Block until a record with seq > `after_seq` may exist, or `timeout` passes."""
+        with self._appended:
+            if self._last_seq > after_seq:
+                return True
+            self._appended.wait(timeout)
+            return self._last_seq > after_seq
+
+    def remove(self, seqs: Iterable[int], dropped: bool = False) -> int:
+        """Delete delivered records (acknowledged by the broker); return how many were here.
+
+        With `dropped`, the records were refused rather than delivered: they count as dropped.
+        """
+        wanted = sorted(set(seqs))
+        if not wanted:
+            return 0
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                removed = freed = 0
+                for i in range(0, len(wanted), _CHUNK):
+                    chunk = wanted[i : i + _CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    n, size = self._conn.execute(
+                        f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE seq IN ({marks})",
+                        chunk,
+                    ).fetchone()
+                    self._conn.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", chunk)
+                    removed += n
+                    freed += size
+                now = time.time()
+                if dropped:
+                    self._set_meta("dropped", self._dropped + removed)
+                else:
+                    self._set_meta("last_publish", now)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._abort()
+                raise
+            self._held.difference_update(wanted)
+            self._depth -= removed
+            self._bytes -= freed
+            if dropped:
+                self._dropped += removed
+            else:
+                self._last_publish = now
+            return removed
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def depth(self) -> int:
+        return self._depth
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped because the outbox was full, since the store was created."""
+        return self._dropped
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    def stats(self) -> OutboxStats:
+        with self._lock:
+            return OutboxStats(
+                self._depth, self._bytes, self._dropped, self._last_seq, self._last_publish
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _meta(self, key: str) -> float | None:
+        row = self._conn.execute("SELECT value FROM outbox_meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else float(row[0])
+
+    def _set_meta(self, key: str, value: float) -> None:
+        self._conn.execute(
+            "INSERT INTO outbox_meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def _abort(self) -> None:
+        """Undo a failed transaction and re-read the counters it may have moved."""
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+        self._reload_counters()
+
+    def _reload_counters(self) -> None:
+        depth, size, max_seq = self._conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(seq), 0) FROM outbox"
+        ).fetchone()
+        self._depth, self._bytes = int(depth), int(size)
+        self._last_seq = max(int(self._meta("last_seq") or 0), int(max_seq))
+        self._dropped = int(self._meta("dropped") or 0)
+
+
+def read_outbox_stats(db: sqlite_utils.Database) -> OutboxStats:
+    """The outbox's figures straight from the store, without creating anything (for `status`)."""
+    names = set(db.table_names())
+    if "outbox" not in names:
+        return OutboxStats(0, 0, 0, 0, None)
+    depth, size = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
+    meta: dict[str, float] = {}
+    if "outbox_meta" in names:
+        meta = {k: v for k, v in db.execute("SELECT key, value FROM outbox_meta").fetchall()}
+    last_publish = meta.get("last_publish")
+    return OutboxStats(
+        int(depth), int(size), int(meta.get("dropped", 0)), int(meta.get("last_seq", 0)),
+        None if last_publish is None else float(last_publish),
+    )
+
+
+def _own_connection(db: sqlite_utils.Database, synchronous: str) -> sqlite3.Connection:
+    files = [row[2] for row in db.execute("PRAGMA database_list").fetchall() if row[1] == "main"]
+    if not files or not files[0]:
+        # an in-memory database has no file to open twice: share its connection
+        conn: sqlite3.Connection = db.conn
+        conn.isolation_level = None
+        return conn
+    return connect(Path(files[0]), synchronous, autocommit=True)

@@ -1,0 +1,88 @@
+"""`litefleet-agent check-config`: one line per problem, exit 2 when invalid, the model loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+DIGITS = REPO / "examples" / "models" / "digits.tflite"
+KEY = "ab" * 32
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(body)
+    return path
+
+
+def valid(tmp_path: Path, initial: Path = DIGITS) -> str:
+    return f"""
+device_id = "cam-01"
+profile = "x86-gateway"
+state_dir = "{tmp_path / 'state'}"
+[mqtt]
+host = "127.0.0.1"
+[model]
+name = "digits"
+initial = "{initial}"
+[source]
+uri = "synthetic:image"
+[trust]
+keys = ["{KEY}"]
+"""
+
+
+def test_a_valid_config_with_a_loading_model_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "--config", str(write(tmp_path, valid(tmp_path)))]) == 0
+    out = capsys.readouterr().out
+    assert "is valid (device cam-01, profile x86-gateway)" in out
+    assert "digits.tflite loads" in out and "[1, 28, 28, 1] float32" in out
+
+
+def test_every_problem_gets_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    body = valid(tmp_path).replace('device_id = "cam-01"', 'device_id = "cam 01!"')
+    body = body.replace('host = "127.0.0.1"', 'host = "127.0.0.1"\nport = 70000\ncolour = "red"')
+    body = body.replace(f'keys = ["{KEY}"]', 'keys = ["not-a-key"]')
+    path = write(tmp_path, body)
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4, err
+    joined = "\n".join(err)
+    for key in ("device_id", "mqtt.port", "mqtt.colour", "trust.keys[0]"):
+        assert f": {key}: " in joined, key
+
+
+def test_a_model_that_does_not_load_is_a_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bogus = tmp_path / "bogus.tflite"
+    bogus.write_bytes(b"TFL3 this is not a flatbuffer" * 10)
+    path = write(tmp_path, valid(tmp_path, bogus))
+    assert main(["check-config", "--config", str(path), "--json"]) == 2
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False
+    assert len(report["problems"]) == 1
+    assert report["problems"][0].startswith(f"model.initial: {bogus} does not load")
+    # config keys alone are fine
+    assert main(["check-config", "--config", str(path), "--no-model"]) == 0
+
+
+def test_a_missing_config_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "--config", str(tmp_path / "nope.toml")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_the_bounds_of_the_link_and_the_outbox_are_checked(  # type: ignore[no-untyped-def]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = valid(tmp_path).replace('host = "127.0.0.1"', 'host = "127.0.0.1"\ninbound_queue = 0')
+    body += '[outbox]\nmax_rows = -5\nsynchronous = "OFF"\nshutdown_flush_s = 0\n'
+    body += "[telemetry]\nevent_queue = 0\n"
+    assert main(["check-config", "--config", str(write(tmp_path, body)), "--no-model"]) == 2
+    err = capsys.readouterr().err
+    for key in ("mqtt.inbound_queue", "outbox.max_rows", "outbox.synchronous",
+                "outbox.shutdown_flush_s", "telemetry.event_queue"):
+        assert f": {key}: " in err, key
