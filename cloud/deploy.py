@@ -1,8 +1,9 @@
 """Choosing the devices of a deployment, and the offline bundle for `litefleet-agent apply`.
 
-Devices are known from ingested state messages (profile, model) and from groups. Devices whose
-known profile or model differs from the release's are refused up front: they would reject the
-deployment (`wrong_profile`) anyway.
+Devices are known from ingested state messages (profile, model) and from groups. A model
+version is released once per device profile; each device gets the build for the profile it
+reported. Devices whose model differs, or whose profile has no build at this version, are
+refused up front: they would reject the deployment (`wrong_profile`) anyway.
 
 The offline bundle (`deploy --out DIR`) holds `DIR/<device_id>.json` (the signed deployment)
 and the artifacts the device may need next to them, named by their sha256: the full artifact
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +35,15 @@ def known_devices(db: sqlite_utils.Database) -> dict[str, dict[str, Any]]:
     return {r["device_id"]: r for r in db.query("SELECT * FROM devices ORDER BY device_id")}
 
 
-def resolve_targets(db: sqlite_utils.Database, release: Release, *, devices: list[str] | None = None,
-                    group: str | None = None, profile: str | None = None) -> list[str]:
-    """The device ids to deploy to, in a stable order."""
+def resolve_targets(db: sqlite_utils.Database, name: str, profiles: Collection[str], *,
+                    devices: list[str] | None = None, group: str | None = None,
+                    profile: str | None = None) -> dict[str, str]:
+    """The devices to deploy to, in a stable order, each with the profile whose build it gets.
+
+    `profiles` are the profiles `name` was released for at this version. A device's profile
+    is the one it reported; a device never seen yet gets the only build there is, or is
+    refused when there are several to choose from.
+    """
     known = known_devices(db)
     if devices:
         chosen = list(dict.fromkeys(devices))
@@ -45,28 +53,35 @@ def resolve_targets(db: sqlite_utils.Database, release: Release, *, devices: lis
         if not chosen:
             raise TargetError(f"group {group!r} has no devices (litefleet groups add {group} ID...)")
     elif profile is not None:
-        if profile != release.profile:
-            raise TargetError(f"release {release.name}@{release.version} is for profile "
-                              f"{release.profile!r}, not {profile!r}")
+        if profile not in profiles:
+            raise TargetError(f"{name} has no release for profile {profile!r} at this version "
+                              f"(built for: {', '.join(sorted(profiles))})")
         chosen = [d for d, r in known.items() if r["profile"] == profile
-                  and r["model_name"] in (None, release.name)]
+                  and r["model_name"] in (None, name)]
         if not chosen:
-            raise TargetError(f"no known device with profile {profile!r} runs {release.name!r}")
+            raise TargetError(f"no known device with profile {profile!r} runs {name!r}")
     else:
         raise TargetError("name the devices: --device ID..., --group G or --profile P")
     problems = []
+    targets: dict[str, str] = {}
     for device_id in chosen:
         row = known.get(device_id)
-        if row is None:
-            continue
-        if row["profile"] and row["profile"] != release.profile:
-            problems.append(f"{device_id} has profile {row['profile']!r}, the release is for "
-                            f"{release.profile!r}")
-        elif row["model_name"] and row["model_name"] != release.name:
-            problems.append(f"{device_id} runs model {row['model_name']!r}, not {release.name!r}")
+        device_profile = row["profile"] if row is not None else ""
+        if row is not None and row["model_name"] and row["model_name"] != name:
+            problems.append(f"{device_id} runs model {row['model_name']!r}, not {name!r}")
+        elif device_profile and device_profile not in profiles:
+            problems.append(f"{device_id} has profile {device_profile!r}; this version was built "
+                            f"for {', '.join(sorted(profiles))}")
+        elif device_profile:
+            targets[device_id] = device_profile
+        elif len(profiles) == 1:
+            targets[device_id] = next(iter(profiles))
+        else:
+            problems.append(f"{device_id} has not reported its profile yet, and this version has "
+                            f"builds for {', '.join(sorted(profiles))}")
     if problems:
         raise TargetError("; ".join(problems))
-    return chosen
+    return targets
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -78,15 +93,21 @@ def _write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_bundle(out: Path, release: Release, artifact_key: str, delta_keys: list[str],
+def write_bundle(out: Path, builds: Collection[tuple[Release, str, list[str]]],
                  deployments: dict[str, dict[str, Any]], store: ArtifactStore,
                  max_bytes: int) -> list[Path]:
-    """Write each deployment and the release's artifacts into `out`; returns the files."""
+    """Write each deployment and the artifacts of the builds it uses into `out`.
+
+    `builds` holds (release, artifact key, delta keys) for each profile deployed to.
+    Returns the files written.
+    """
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    wanted = [(artifact_key, release.artifact.sha256, ".zst")]
-    by_key = dict(zip(delta_keys, release.deltas, strict=False))
-    wanted += [(k, d.sha256, ".delta") for k, d in by_key.items()]
+    wanted: list[tuple[str, str, str]] = []
+    for release, artifact_key, delta_keys in builds:
+        wanted.append((artifact_key, release.artifact.sha256, ".zst"))
+        by_key = dict(zip(delta_keys, release.deltas, strict=False))
+        wanted += [(k, d.sha256, ".delta") for k, d in by_key.items()]
     for key, sha, suffix in wanted:
         path = out / f"{sha}{suffix}"
         if not path.exists():

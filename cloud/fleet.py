@@ -68,6 +68,14 @@ def telemetry_since(db: sqlite_utils.Database, since: float, device_id: str | No
     return out
 
 
+def _outcome_detail(db: sqlite_utils.Database, rollout_id: str, device_id: str) -> str:
+    """The device's own words on its last update report in this rollout (why it failed)."""
+    row = db.execute(
+        "SELECT detail FROM updates WHERE rollout_id = ? AND device_id = ? "
+        "ORDER BY seq DESC LIMIT 1", [rollout_id, device_id]).fetchone()
+    return str(row[0]) if row and row[0] else ""
+
+
 def rollout_views(db: sqlite_utils.Database, rollout_id: str | None = None) -> list[dict[str, Any]]:
     sql, params = "SELECT * FROM rollouts", []
     if rollout_id is not None:
@@ -96,7 +104,8 @@ def rollout_views(db: sqlite_utils.Database, rollout_id: str | None = None) -> l
             "pending": statuses["pending"],
             "waiting": statuses["waiting"],
             "failure_reasons": dict(reasons.most_common()),
-            "failures": [{"device_id": d, "reason": reason or status, "wave": w + 1}
+            "failures": [{"device_id": d, "reason": reason or status, "wave": w + 1,
+                          "detail": _outcome_detail(db, r["id"], d)}
                          for d, w, status, reason, _ in rows
                          if status in ("failed", "timed_out")],
             "success_threshold_pct": r["success_threshold_pct"],

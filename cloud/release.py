@@ -40,7 +40,7 @@ __all__ = [
     "PublishedRelease",
     "ReleaseRequest",
     "latest_version",
-    "load_release",
+    "load_releases",
     "provenance_from_report",
     "publish_release",
 ]
@@ -75,20 +75,26 @@ def _check_name(name: str, what: str) -> None:
         raise MalformedDocument(f"{name!r} is not [A-Za-z0-9_.-]{{1,64}}", what)
 
 
-def latest_version(db: sqlite_utils.Database, name: str) -> int | None:
-    row = db.execute("SELECT MAX(version) FROM releases WHERE name = ?", [name]).fetchone()
+def latest_version(db: sqlite_utils.Database, name: str, profile: str) -> int | None:
+    """The newest version of `name` built for `profile`. Versions increase per model and
+    profile: `digits@2` may exist once for each device profile, and a device only ever
+    receives the build for its own profile."""
+    row = db.execute("SELECT MAX(version) FROM releases WHERE name = ? AND profile = ?",
+                     [name, profile]).fetchone()
     return None if row is None or row[0] is None else int(row[0])
 
 
-def load_release(db: sqlite_utils.Database, name: str, version: int) -> PublishedRelease:
-    """The recorded release, its signed envelope and keys; KeyError when there is none."""
-    row = db.execute("SELECT envelope, artifact_key, delta_keys FROM releases WHERE name = ? "
-                     "AND version = ?", [name, version]).fetchone()
-    if row is None:
-        raise KeyError(f"no release {name}@{version}")
-    envelope = json.loads(row[0])
-    return PublishedRelease(Release.parse_signed(envelope["signed"]), envelope, row[1],
-                            tuple(json.loads(row[2])), release_key(name, version))
+def load_releases(db: sqlite_utils.Database, name: str, version: int) -> dict[str, PublishedRelease]:
+    """Every profile's build of `name@version`, keyed by profile (empty when there is none)."""
+    rows = db.execute("SELECT profile, envelope, artifact_key, delta_keys FROM releases "
+                      "WHERE name = ? AND version = ? ORDER BY profile", [name, version])
+    builds = {}
+    for profile, envelope_text, akey, dkeys in rows.fetchall():
+        envelope = json.loads(envelope_text)
+        builds[profile] = PublishedRelease(
+            Release.parse_signed(envelope["signed"]), envelope, akey, tuple(json.loads(dkeys)),
+            release_key(name, version, profile))
+    return builds
 
 
 def _metric(value: Any) -> str | int | None:
@@ -163,7 +169,7 @@ def _deltas(db: sqlite_utils.Database, store: ArtifactStore, req: ReleaseRequest
                         req.name, version)
             continue
         data = delta_encode(base, target)
-        dkey = delta_key(req.name, req.version, base_sha)
+        dkey = delta_key(req.name, req.version, req.profile, base_sha)
         store.put(dkey, data)
         out.append((Delta(base_sha256=base_sha, url=store.url(dkey, lifetime_s),
                           sha256=hashlib.sha256(data).hexdigest(), size=len(data)), dkey))
@@ -177,10 +183,10 @@ def publish_release(db: sqlite_utils.Database, store: ArtifactStore, key: Signin
     _check_name(req.profile, "profile")
     if req.version < 1:
         raise MalformedDocument("versions start at 1 (0 is a device's initial model)", "version")
-    latest = latest_version(db, req.name)
+    latest = latest_version(db, req.name, req.profile)
     if latest is not None and req.version <= latest:
         raise VersionNotNewer(f"{req.name}@{req.version}: versions must increase; the latest "
-                              f"release is {req.name}@{latest}")
+                              f"release for profile {req.profile} is {req.name}@{latest}")
     try:
         target = req.model.read_bytes()
     except OSError as e:
@@ -194,7 +200,7 @@ def publish_release(db: sqlite_utils.Database, store: ArtifactStore, key: Signin
     expires = now + timedelta(seconds=lifetime)
 
     full = compress(target)
-    akey = artifact_key(req.name, req.version)
+    akey = artifact_key(req.name, req.version, req.profile)
     store.put(akey, full)
     artifact = Artifact(url=store.url(akey, lifetime), sha256=hashlib.sha256(full).hexdigest(),
                         size=len(full))
@@ -206,7 +212,7 @@ def publish_release(db: sqlite_utils.Database, store: ArtifactStore, key: Signin
         probation=req.probation,
     )
     envelope = sign_envelope(release.to_signed(), [key])
-    rkey = release_key(req.name, req.version)
+    rkey = release_key(req.name, req.version, req.profile)
     store.put(rkey, json.dumps(envelope, indent=2, sort_keys=True).encode("utf-8"))
     try:
         _record(db, release, akey, [k for _, k in deltas], envelope)

@@ -104,28 +104,34 @@ def _new_id(release: Release) -> str:
 
 
 def create_rollout(
-    db: sqlite_utils.Database, release: Release, release_envelope: dict[str, Any],
-    devices: list[str], waves: list[str], key: SigningKey, now: datetime, *,
+    db: sqlite_utils.Database, builds: dict[str, tuple[Release, dict[str, Any]]],
+    targets: dict[str, str], waves: list[str], key: SigningKey, now: datetime, *,
     lifetime_s: int, success_threshold_pct: int = 95, max_failures_pct: int = 5,
 ) -> RolloutPlan:
-    """Record a rollout and sign one deployment per device; nothing is published yet."""
-    if not devices:
+    """Record a rollout and sign one deployment per device; nothing is published yet.
+
+    `builds` maps a profile to its release of this model version (document and signed
+    envelope); `targets` maps each device to the profile whose build it gets.
+    """
+    if not targets:
         raise ValueError("no devices to deploy to")
-    for d in devices:
+    for d in targets:
         validate_device_id(d)
-    devices = list(dict.fromkeys(devices))
+    devices = list(targets)
+    release = next(iter(builds.values()))[0]
     rollout_id = _new_id(release)
     sizes = wave_sizes(waves, len(devices))
-    expires = min(now + timedelta(seconds=lifetime_s), release.expires_at)
     deployments: dict[str, dict[str, Any]] = {}
     rows = []
     wave_of = 0
     for index, device_id in enumerate(devices):
         while index >= sizes[wave_of]:
             wave_of += 1
+        build, build_envelope = builds[targets[device_id]]
+        expires = min(now + timedelta(seconds=lifetime_s), build.expires_at)
         deployment = Deployment(rollout_id=rollout_id, device_id=device_id,
                                 issued=format_time(now), expires=format_time(expires),
-                                release=release_envelope)
+                                release=build_envelope)
         envelope = sign_envelope(deployment.to_signed(), [key])
         deployments[device_id] = envelope
         rows.append((rollout_id, device_id, wave_of, "waiting", json.dumps(envelope),

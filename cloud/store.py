@@ -2,7 +2,7 @@
 
 Tables:
 
-    releases         one row per (name, version): the signed envelope and its artifact keys
+    releases         one row per (name, version, profile): the signed envelope and its keys
     devices          the last known state of each device, and when it was last heard from
     telemetry        one row per (device_id, seq), stored once
     events           one row per (device_id, seq)
@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS releases (
     created TEXT NOT NULL, expires TEXT NOT NULL,
     target_sha256 TEXT NOT NULL, target_size INTEGER NOT NULL,
     artifact_key TEXT NOT NULL, delta_keys TEXT NOT NULL, envelope TEXT NOT NULL,
-    PRIMARY KEY (name, version));
+    PRIMARY KEY (name, version, profile));
 CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY, online INTEGER NOT NULL DEFAULT 0, profile TEXT NOT NULL DEFAULT '',
     agent_version TEXT NOT NULL DEFAULT '', model_name TEXT, model_version INTEGER,

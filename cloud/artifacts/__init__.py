@@ -47,20 +47,21 @@ class ArtifactStore(Protocol):
         ...
 
 
-def _stem(name: str, version: int) -> str:
-    return f"{name}/{version}/{name}-{version}"
+def _stem(name: str, version: int, profile: str) -> str:
+    # One release of a model version per device profile: each build has its own keys.
+    return f"{name}/{version}/{profile}/{name}-{version}-{profile}"
 
 
-def artifact_key(name: str, version: int) -> str:
-    return f"{_stem(name, version)}.tflite.zst"
+def artifact_key(name: str, version: int, profile: str) -> str:
+    return f"{_stem(name, version, profile)}.tflite.zst"
 
 
-def delta_key(name: str, version: int, base_sha256: str) -> str:
-    return f"{_stem(name, version)}.from-{base_sha256[:16]}.delta"
+def delta_key(name: str, version: int, profile: str, base_sha256: str) -> str:
+    return f"{_stem(name, version, profile)}.from-{base_sha256[:16]}.delta"
 
 
-def release_key(name: str, version: int) -> str:
-    return f"{_stem(name, version)}.release.json"
+def release_key(name: str, version: int, profile: str) -> str:
+    return f"{_stem(name, version, profile)}.release.json"
 
 
 def open_artifact_store(config: StoreConfig, default_public_url: str | None = None) -> ArtifactStore:

@@ -13,7 +13,7 @@ from cloud.context import CommandFailed, Context, add_config_argument, run_comma
 from cloud.deploy import TargetError, resolve_targets, write_bundle
 from cloud.durations import parse_share_pct
 from cloud.mqtt import CloudLink
-from cloud.release import load_release
+from cloud.release import load_releases
 from cloud.rollout import Publish, create_rollout, parse_waves, start_wave
 from shared.cli_support import EXIT_INVALID, EXIT_UNAVAILABLE
 from shared.errors import Unavailable
@@ -72,32 +72,36 @@ def _deploy(ctx: Context, args: argparse.Namespace) -> int:
         failures = parse_share_pct(args.max_failures)
     except ValueError as e:
         raise CommandFailed(str(e), EXIT_INVALID) from e
+    stored = load_releases(ctx.db, name, version)
+    if not stored:
+        raise CommandFailed(f"no release {name}@{version} (litefleet release ...)", EXIT_INVALID)
+    now = datetime.now(UTC)
+    live = {p: b for p, b in stored.items() if b.release.expires_at > now}
+    if not live:
+        expired = ", ".join(f"{p} at {b.release.expires}" for p, b in stored.items())
+        raise CommandFailed(f"release {name}@{version} expired ({expired}); release the model "
+                            "again under a new version", EXIT_INVALID)
     try:
-        stored = load_release(ctx.db, name, version)
-    except KeyError as e:
-        raise CommandFailed(f"no release {name}@{version} (litefleet release ...)",
-                            EXIT_INVALID) from e
-    release = stored.release
-    if release.expires_at <= datetime.now(UTC):
-        raise CommandFailed(f"release {name}@{version} expired at {release.expires}; release "
-                            "the model again under a new version", EXIT_INVALID)
-    try:
-        devices = resolve_targets(ctx.db, release, devices=args.device, group=args.group,
+        targets = resolve_targets(ctx.db, name, set(live), devices=args.device, group=args.group,
                                   profile=args.profile)
     except TargetError as e:
         raise CommandFailed(str(e), EXIT_INVALID) from e
+    devices = list(targets)
+    used = {targets[d] for d in devices}
     key = ctx.signing_key()
     plan = create_rollout(
-        ctx.db, release, stored.envelope, devices, waves, key, datetime.now(UTC),
+        ctx.db, {p: (live[p].release, live[p].envelope) for p in used}, targets, waves, key, now,
         lifetime_s=ctx.config.rollout.deployment_lifetime_s, success_threshold_pct=success,
         max_failures_pct=failures,
     )
     summary = {"id": plan.rollout_id, "release": f"{name}@{version}", "devices": len(devices),
+               "profiles": sorted(used),
                "waves": list(plan.waves), "wave_sizes": list(plan.sizes),
                "first_wave": list(devices[: plan.sizes[0]])}
     if args.out is not None:
-        files = write_bundle(args.out, release, stored.artifact_key, list(stored.delta_keys),
-                             plan.deployments, ctx.artifacts(),
+        builds = [(live[p].release, live[p].artifact_key, list(live[p].delta_keys))
+                  for p in sorted(used)]
+        files = write_bundle(args.out, builds, plan.deployments, ctx.artifacts(),
                              ctx.config.rollout.max_artifact_bytes)
         start_wave(ctx.db, plan.rollout_id, 0, lambda _d, _p: None, time.time())
         summary["files"] = [str(f) for f in files]

@@ -50,3 +50,38 @@ def test_deploy_refusals(cloud_env: CloudEnv, capsys) -> None:
     assert main(["deploy", "digits@1", "--group", "nobody", *cfg]) == 2
     assert "has no devices" in capsys.readouterr().err
     assert main(["deploy", "digits@1", "--device", "bad id!", *cfg]) == 3
+
+
+def test_each_device_gets_the_build_for_its_profile(cloud_env: CloudEnv, tmp_path, capsys) -> None:
+    cfg = ["--config", str(cloud_env.config)]
+    for profile in ("x86-gateway", "rpi4"):
+        assert main(["release", str(DIGITS), "--name", "digits", "--version", "1", "--profile",
+                     profile, *cfg]) == 0
+    db = cloud_env_db(cloud_env)
+    db.execute("INSERT INTO devices (device_id, profile, model_name) VALUES "
+               "('cam-x86', 'x86-gateway', 'digits'), ('cam-pi', 'rpi4', 'digits'), "
+               "('cam-new', '', NULL)")
+    db.conn.commit()
+    capsys.readouterr()
+    out = tmp_path / "bundle"
+    assert main(["deploy", "digits@1", "--device", "cam-x86", "cam-pi", "--out", str(out),
+                 "--json", *cfg]) == 0
+    assert json.loads(capsys.readouterr().out)["profiles"] == ["rpi4", "x86-gateway"]
+    keyring = Keyring((cloud_env.key.public,))
+    for device, profile in (("cam-x86", "x86-gateway"), ("cam-pi", "rpi4")):
+        update = verify_deployment(
+            (out / f"{device}.json").read_bytes(), keyring, device_id=device, profile=profile,
+            model_name="digits", installed_version=0, installed_sha256=None,
+            now=datetime.now(UTC))
+        assert update.release.profile == profile
+        assert (out / f"{update.release.artifact.sha256}.zst").exists()
+    # a device that never reported its profile cannot be given one of two builds
+    assert main(["deploy", "digits@1", "--device", "cam-new", *cfg]) == 2
+    assert "has not reported its profile" in capsys.readouterr().err
+
+
+def cloud_env_db(env: CloudEnv):  # the cloud store the commands above wrote
+    from cloud.config import load_cloud_config
+    from cloud.store import open_store
+
+    return open_store(load_cloud_config(env.config).store.db)

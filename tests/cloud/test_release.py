@@ -43,14 +43,14 @@ def test_release_signs_uploads_and_deltas(cloud_env: CloudEnv, capsys) -> None:
     assert r2.io.inputs[0].shape == (1, 28, 28, 1) and r2.io.inputs[0].dtype == "float32"
     assert r2.io.outputs[0].shape == (1, 10)
 
-    full = cloud_env.artifacts / "digits/2/digits-2.tflite.zst"
-    assert r2.artifact.url == "http://127.0.0.1:8080/artifacts/digits/2/digits-2.tflite.zst"
+    full = cloud_env.artifacts / "digits/2/x86-gateway/digits-2-x86-gateway.tflite.zst"
+    assert r2.artifact.url == "http://127.0.0.1:8080/artifacts/digits/2/x86-gateway/digits-2-x86-gateway.tflite.zst"
     assert hashlib.sha256(full.read_bytes()).hexdigest() == r2.artifact.sha256
     assert decompress(full.read_bytes(), r2.target.size) == DIGITS_FT.read_bytes()
 
     (delta,) = r2.deltas
     assert delta.base_sha256 == r1.target.sha256
-    data = (cloud_env.artifacts / f"digits/2/digits-2.from-{r1.target.sha256[:16]}.delta").read_bytes()
+    data = (cloud_env.artifacts / f"digits/2/x86-gateway/digits-2-x86-gateway.from-{r1.target.sha256[:16]}.delta").read_bytes()
     assert hashlib.sha256(data).hexdigest() == delta.sha256 and len(data) == delta.size
     assert delta_base_sha256(data) == r1.target.sha256
     assert delta_decode(DIGITS.read_bytes(), data, r2.target.size) == DIGITS_FT.read_bytes()
@@ -67,8 +67,21 @@ def test_versions_must_increase(cloud_env: CloudEnv, capsys) -> None:
         assert main(release(cloud_env, DIGITS_FT, version)) == 3
         assert "version_not_newer" in capsys.readouterr().err
     assert not (cloud_env.artifacts / "digits/1").exists()
-    files = sorted(p.name for p in (cloud_env.artifacts / "digits/2").iterdir())
-    assert files == ["digits-2.release.json", "digits-2.tflite.zst"]
+    files = sorted(p.name for p in (cloud_env.artifacts / "digits/2/x86-gateway").iterdir())
+    assert files == ["digits-2-x86-gateway.release.json", "digits-2-x86-gateway.tflite.zst"]
+
+
+def test_each_profile_gets_its_own_build_of_a_version(cloud_env: CloudEnv, capsys) -> None:
+    x86 = run_json(capsys, release(cloud_env, DIGITS, 1, "--json"))
+    args = release(cloud_env, DIGITS, 1, "--json")
+    args[args.index("--profile") + 1] = "rpi4"
+    rpi = run_json(capsys, args)
+    assert x86["envelope"]["signed"]["profile"] == "x86-gateway"
+    assert rpi["envelope"]["signed"]["profile"] == "rpi4"
+    assert x86["artifact"]["url"] != rpi["artifact"]["url"]
+    assert (cloud_env.artifacts / "digits/1/rpi4/digits-1-rpi4.tflite.zst").exists()
+    assert main(args) == 3  # the same profile again at the same version is refused
+    assert "version_not_newer" in capsys.readouterr().err
 
 
 def test_signing_key_readable_by_group_is_refused(cloud_env: CloudEnv, capsys) -> None:

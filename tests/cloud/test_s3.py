@@ -57,7 +57,7 @@ def test_release_in_s3_downloads_through_presigned_urls(cloud_env: CloudEnv, s3_
         outs.append(json.loads(capsys.readouterr().out))
     signed = outs[1]["envelope"]["signed"]
     url = signed["artifact"]["url"]
-    assert url.startswith(f"{s3_endpoint}/fleet-artifacts/releases/digits/2/digits-2.tflite.zst?")
+    assert url.startswith(f"{s3_endpoint}/fleet-artifacts/releases/digits/2/x86-gateway/digits-2-x86-gateway.tflite.zst?")
     assert "X-Amz-Expires=604800" in url  # 30 days asked for, capped at S3's 7-day maximum
 
     # the device side: no AWS credentials at all
