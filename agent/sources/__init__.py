@@ -1,7 +1,7 @@
 """Frame and sample sources, named by URI (see `agent.config.SOURCE_SCHEMES`).
 
     camera:0 | camera:/dev/video2 | /dev/video0      OpenCV camera (live)
-    file:///srv/video.mp4                             video file (every frame)
+    file:///srv/video.mp4[?fps=N]                     video file (every frame; ?fps paces playback)
     rtsp://... | http://... | https://...             network stream (live)
     images:///srv/frames                              image folder (every image)
     sensor+csv:///path                                CSV file (every sample) or FIFO (live)
@@ -69,7 +69,9 @@ def open_source(uri: str, camera: CameraDefaults | None = None,
         return VideoSource(camera_target(uri), live=True, width=camera.width,
                            height=camera.height, fps=camera.fps)
     if uri.startswith("file://"):
-        return VideoSource(str(_path(uri, "file://")), live=False)
+        pace = _number(query, "fps")
+        return VideoSource(str(_path(uri.split("?", 1)[0], "file://")), live=False,
+                           fps=int(pace) if pace else None)
     if uri.startswith(("rtsp://", "http://", "https://")):
         return VideoSource(uri, live=True)
     if uri.startswith("images://"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import cv2
@@ -23,8 +24,9 @@ DECODE_THREADS = 1  # the decoder shares the device with the interpreter: one co
 class VideoSource(Source):
     """A camera index, a device or file path, or a stream URL.
 
-    Files (`live=False`) deliver every frame and end; cameras and streams (`live=True`) are
-    read as fast as they produce, and a failed read is a disconnect.
+    Files (`live=False`) deliver every frame and end, as fast as they decode or, with `fps`,
+    paced like a camera (for demos and soak tests); cameras and streams (`live=True`) are read
+    as fast as they produce, and a failed read is a disconnect.
     """
 
     kind = "image"
@@ -36,6 +38,7 @@ class VideoSource(Source):
         self.size = (width, height)
         self.fps = fps
         self._cap: cv2.VideoCapture | None = None
+        self._next_due = 0.0
 
     def describe(self) -> str:
         return f"video {self.target}"
@@ -66,6 +69,11 @@ class VideoSource(Source):
         cap = self._cap
         if cap is None:
             raise SourceDown("not open")
+        if self.fps and not self.live:
+            wait = self._next_due - time.monotonic()
+            if wait > 0:
+                time.sleep(min(wait, timeout))
+            self._next_due = max(self._next_due, time.monotonic() - 1.0) + 1.0 / self.fps
         ok, frame = cap.read()
         if not ok or frame is None:
             if self.live:
