@@ -129,7 +129,7 @@ class Demo:
     # ---- commands -------------------------------------------------------------------------
     def litefleet(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "cloud.cli", *args]
-        if args and args[0] not in ("keys", "broker-config"):
+        if args and args[0] not in ("keys", "broker-config", "compress"):
             argv += ["--config", str(self.cloud_config)]
         result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=600)
         if check and result.returncode != 0:
@@ -172,13 +172,13 @@ class Demo:
         self.litefleet("keys", "generate", "--dir", str(self.work / "keys"))
         self.public_key = (self.work / "keys" / "release.pub").read_text().strip()
         self.cloud_config.write_text(
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {self.mqtt_port}\nprotocol = "{self.protocol}"\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {self.mqtt_port}\n\n'
             f'[store]\ndb = "{self.work}/cloud/cloud.db"\n'
             f'artifacts = "file://{self.work}/cloud/artifacts"\n'
             f'public_url = "http://127.0.0.1:{self.http_port}/artifacts"\n\n'
             f'[signing]\nkey = "{self.work}/keys/release.key"\n\n'
             f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\n\n'
-            "[rollouts]\ntick_s = 1\n"
+            "[rollout]\ntick_s = 1\n"
         )
 
     def write_agent_config(self, device_id: str, profile: str, model: Path, source: str) -> Path:
@@ -210,12 +210,12 @@ class Demo:
         wait_for_port(self.http_port)
         for device_id, profile in CAMERAS.items():
             config = self.write_agent_config(
-                device_id, profile, EXAMPLES / "models" / "digits.tflite", f"file://{video}")
+                device_id, profile, EXAMPLES / "models" / "digits.tflite", f"file://{video}?fps=15")
             self.procs.start(device_id, [sys.executable, "-m", "agent.cli", "run", "--config",
                                          str(config)])
         sensor_id, sensor_profile = SENSOR
         config = self.write_agent_config(
-            sensor_id, sensor_profile, EXAMPLES / "models" / "vibration.tflite", "synthetic:sensor")
+            sensor_id, sensor_profile, EXAMPLES / "models" / "vibration.tflite", "synthetic:sensor?rate=640")
         self.procs.start(sensor_id, [sys.executable, "-m", "agent.cli", "run", "--config",
                                      str(config)])
         self.wait("three devices online", lambda: self.online() >= 3)
@@ -258,6 +258,15 @@ class Demo:
     def rollout(self, rollout_id: str) -> dict[str, Any]:
         result: list[dict[str, Any]] = self.litefleet_json("rollouts", rollout_id)
         return result[0]
+
+    def last_outcome(self, device_id: str, version: int) -> str:
+        """The outcome the device reported for `version` of the model ('committed', ...)."""
+        for rollout in self.litefleet_json("rollouts"):
+            if rollout["release"] == f"{MODEL_NAME}@{version}":
+                failed = {f["device_id"]: f["reason"] for f in rollout["failures"]}
+                return str(failed.get(device_id, "committed" if rollout["state"] == "completed"
+                                      else rollout["state"]))
+        return "unknown"
 
     def camera_versions(self) -> dict[str, int]:
         return {d["device_id"]: (d.get("model") or {}).get("version", -1)
@@ -354,14 +363,13 @@ class Demo:
 
         say("5. summary")
         telemetry = self.litefleet_json("telemetry", "--since", "1h")
-        reasons = rollout3.get("failure_reasons") or rollout3.get("reasons") or {}
-        reason = "; ".join(f"{k}: {v}" for k, v in reasons.items()) if isinstance(
-            reasons, dict) else str(reasons)
+        reason = "; ".join(f"{f['device_id']}: {f['reason']} ({f['detail']})"
+                           for f in rollout3["failures"])
         full_bytes = sum(r["artifact"]["size"] for r in v2.values())
         delta_bytes = sum(min(d["size"] for d in r["deltas"]) for r in v2.values() if r["deltas"])
         summary = {
-            "devices": {d: {"version": v, "state": "committed"} for d, v in
-                        self.camera_versions().items()},
+            "devices": {d: {"version": v, "state": self.last_outcome(d, 2)}
+                        for d, v in self.camera_versions().items()},
             "good_release": 2,
             "bad_release": 3,
             "rolled_back": {"version": 3, "reason": reason},
@@ -370,9 +378,6 @@ class Demo:
             "full_bytes": full_bytes,
             "seconds": round(time.monotonic() - started, 1),
         }
-        for device in self.devices():
-            if device["device_id"] in summary["devices"]:
-                summary["devices"][device["device_id"]]["state"] = device.get("update_phase", "")
         return summary
 
 
