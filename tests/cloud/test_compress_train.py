@@ -1,7 +1,8 @@
 """The compression worker's Keras path: TF converter, pruning, distillation, QAT.
 
-Runs only where TensorFlow is installed (the [train] extra). Real model
-(examples/models/digits.keras), real training, real LiteRT.
+Marked `train`: `make test-train` runs them in .venv-train, where TensorFlow is installed (the
+[train] extra); `make test` deselects them. Real model (examples/models/digits.keras), real
+training, real LiteRT. The worker imports TensorFlow itself, only on the Keras path.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import json
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("tensorflow")
 
 from cloud.compress import CompressOptions, Report, compress
 from device_profiles import load_profile

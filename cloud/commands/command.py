@@ -1,0 +1,86 @@
+"""`litefleet command DEVICE... ACTION`: signed operator commands on `devices/{id}/cmd`.
+
+Actions: `report-now` (publish telemetry at once), `rollback` (end a running probation as
+failed and return to the previous model), `restart-source` (reopen the camera or sensor).
+Each command is signed with the release key, bound to one device, valid for `--expires`
+(default 5 minutes, at most a day) and carries a fresh nonce, so a captured command can be
+neither redirected nor replayed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from cloud.context import CommandFailed, Context, add_config_argument, run_command
+from cloud.durations import parse_duration
+from cloud.mqtt import CloudLink
+from shared.cli_support import EXIT_INVALID, EXIT_UNAVAILABLE
+from shared.documents import format_time
+from shared.envelope import sign_envelope
+from shared.errors import InvalidDeviceId, Unavailable
+from shared.messages import Command
+from shared.topics import Channel, topic, validate_device_id
+
+__all__ = ["ACTIONS", "build_command", "register"]
+
+ACTIONS = ("report-now", "rollback", "restart-source")
+MAX_LIFETIME_S = 24 * 3600
+
+
+def build_command(device_id: str, action: str, now: datetime, lifetime_s: int) -> dict[str, object]:
+    """The `signed` part of a command for one device (the schema field included)."""
+    command = Command(device_id=validate_device_id(device_id), command=action,
+                      issued=format_time(now), expires=format_time(now + timedelta(seconds=lifetime_s)),
+                      nonce=secrets.token_urlsafe(16))
+    return {"schema": Command.SCHEMA, "device_id": command.device_id, "command": command.command,
+            "issued": command.issued, "expires": command.expires, "nonce": command.nonce}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "command", help="send a signed command (report-now, rollback, restart-source) to devices",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("devices", nargs="+", metavar="DEVICE", help="device ids")
+    p.add_argument("action", choices=ACTIONS, help="what the devices should do")
+    p.add_argument("--expires", default="5m",
+                   help="how long the command stays valid: seconds or 30s/5m/1h (default 5m)")
+    p.add_argument("--json", action="store_true", help="print what was sent as JSON")
+    add_config_argument(p)
+    p.set_defaults(func=lambda args: run_command(args, lambda ctx: _send(ctx, args)))
+
+
+def _send(ctx: Context, args: argparse.Namespace) -> int:
+    try:
+        lifetime = parse_duration(args.expires)
+    except ValueError as e:
+        raise CommandFailed(f"--expires: {e}", EXIT_INVALID) from e
+    if not 0 < lifetime <= MAX_LIFETIME_S:
+        raise CommandFailed("--expires must be between 1 s and 1 day", EXIT_INVALID)
+    now = datetime.now(UTC)
+    key = ctx.signing_key()
+    try:
+        envelopes = {d: sign_envelope(build_command(d, args.action, now, lifetime), [key])
+                     for d in dict.fromkeys(args.devices)}
+    except InvalidDeviceId as e:
+        raise CommandFailed(str(e), EXIT_INVALID) from e
+    cfg = ctx.config.mqtt
+    link = CloudLink(cfg, f"{cfg.client_id}-cmd-{secrets.token_hex(3)}")
+    try:
+        link.start(timeout=10.0)
+        for device_id, envelope in envelopes.items():
+            link.publish(topic(device_id, Channel.CMD, cfg.topic_prefix),
+                         json.dumps(envelope).encode("utf-8"))
+    except Unavailable as e:
+        raise CommandFailed(f"not sent: {e}", EXIT_UNAVAILABLE) from e
+    finally:
+        link.stop()
+    if args.json:
+        print(json.dumps([{"device_id": d, "command": args.action, "nonce": e["signed"]["nonce"],
+                           "expires": e["signed"]["expires"]} for d, e in envelopes.items()]))
+    else:
+        for device_id in envelopes:
+            print(f"sent {args.action} to {device_id}")
+    return 0
