@@ -51,6 +51,7 @@ class MqttConfig:
     port: int = 1883
     topic_prefix: str = DEFAULT_PREFIX
     client_id: str = "litefleet-cloud"
+    protocol: str = "5"  # "5", or "3.1.1" for brokers that lack MQTT 5
     keepalive_s: int = 30
     session_expiry_s: int = 7 * 24 * 3600
     username: str | None = None
@@ -154,7 +155,7 @@ def parse_cloud_config(
         return r.positive(f"{prefix}{key}", r.get(table, key, kind, default, prefix), default)
 
     r.unknown(doc, {"mqtt", "store", "signing", "http", "ingest", "rollout"})
-    m = r.table(doc, "mqtt", {"host", "port", "topic_prefix", "client_id", "keepalive_s",
+    m = r.table(doc, "mqtt", {"host", "port", "topic_prefix", "client_id", "protocol", "keepalive_s",
                               "session_expiry_s", "username", "password_file", "tls_ca",
                               "max_payload_bytes"})
     mqtt = MqttConfig(
@@ -162,6 +163,7 @@ def parse_cloud_config(
         port=port_of(m, "port", 1883, "mqtt."),
         topic_prefix=r.get(m, "topic_prefix", str, DEFAULT_PREFIX, "mqtt."),
         client_id=r.get(m, "client_id", str, "litefleet-cloud", "mqtt."),
+        protocol=r.choice(m, "protocol", ("5", "3.1.1"), "5", "mqtt."),
         keepalive_s=pos(m, "keepalive_s", int, 30, "mqtt."),
         session_expiry_s=pos(m, "session_expiry_s", int, MqttConfig.session_expiry_s, "mqtt."),
         username=r.get(m, "username", str, None, "mqtt."),

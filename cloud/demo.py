@@ -115,8 +115,9 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
 
 
 class Demo:
-    def __init__(self, work: Path, with_training: bool) -> None:
+    def __init__(self, work: Path, with_training: bool, broker: str = "auto") -> None:
         self.work = work
+        self.broker = broker
         self.with_training = with_training
         self.logs = work / "logs"
         self.procs = Processes(self.logs)
@@ -143,7 +144,9 @@ class Demo:
 
     # ---- set-up ---------------------------------------------------------------------------
     def start_broker(self) -> None:
-        binary = mosquitto_binary()
+        binary = mosquitto_binary() if self.broker != "amqtt" else None
+        if self.broker == "mosquitto" and binary is None:
+            raise DemoFailed("mosquitto is not installed (apt-get install mosquitto)")
         broker_dir = self.work / "broker"
         broker_dir.mkdir()
         if binary:
@@ -165,14 +168,15 @@ class Demo:
             )
             amqtt = Path(sys.executable).parent / "amqtt"
             self.procs.start("broker", [str(amqtt), "-c", str(conf)])
-            print(f"broker: mosquitto not installed; embedded amqtt on 127.0.0.1:{self.mqtt_port}")
+            why = "asked for" if self.broker == "amqtt" else "mosquitto not installed"
+            print(f"broker: {why}: embedded amqtt on 127.0.0.1:{self.mqtt_port}")
         wait_for_port(self.mqtt_port)
 
     def write_cloud_config(self) -> None:
         self.litefleet("keys", "generate", "--dir", str(self.work / "keys"))
         self.public_key = (self.work / "keys" / "release.pub").read_text().strip()
         self.cloud_config.write_text(
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {self.mqtt_port}\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {self.mqtt_port}\nprotocol = "{self.protocol}"\n\n'
             f'[store]\ndb = "{self.work}/cloud/cloud.db"\n'
             f'artifacts = "file://{self.work}/cloud/artifacts"\n'
             f'public_url = "http://127.0.0.1:{self.http_port}/artifacts"\n\n'
@@ -397,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / ".demo", help="working folder")
+    parser.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
+                        help="auto: mosquitto when installed, else the embedded amqtt broker")
     parser.add_argument("--with-training", action="store_true",
                         help="compress from the Keras model with TensorFlow (the [train] extra)")
     args = parser.parse_args(argv)
@@ -404,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     if work.exists():
         shutil.rmtree(work)
     (work / "logs").mkdir(parents=True)
-    demo = Demo(work, args.with_training)
+    demo = Demo(work, args.with_training, args.broker)
 
     def interrupted(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt

@@ -1,4 +1,4 @@
-"""The cloud's MQTT connections (paho-mqtt 2, MQTT 5).
+"""The cloud's MQTT connections (paho-mqtt 2, MQTT 5, or 3.1.1 with `[mqtt] protocol`).
 
 `CloudLink` is one paho client: connect_async + loop_start, subscriptions renewed in
 `on_connect` (so a reconnect after a broker restart resubscribes), persistent sessions for
@@ -48,12 +48,15 @@ class CloudLink:
         self.persistent = persistent
         self._on_message_cb = on_message
         self._connected = threading.Event()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=manual_ack,
-        )
+        self.v5 = config.protocol == "5"
+        if self.v5:
+            self.client = mqtt.Client(
+                callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                protocol=mqtt.MQTTv5, manual_ack=manual_ack)
+        else:  # MQTT 3.1.1: the session persists with clean_session off, with no expiry
+            self.client = mqtt.Client(
+                callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                protocol=mqtt.MQTTv311, clean_session=not persistent, manual_ack=manual_ack)
         self.client.max_inflight_messages_set(1000)
         self.client.reconnect_delay_set(min_delay=1, max_delay=10)
         if config.username:
@@ -93,10 +96,14 @@ class CloudLink:
 
     def start(self, timeout: float | None = 10.0) -> None:
         """Connect in the background; with a timeout, wait for the first CONNACK."""
-        self.client.connect_async(
-            self.config.host, self.config.port, keepalive=self.config.keepalive_s,
-            clean_start=not self.persistent, properties=self._connect_props,
-        )
+        if self.v5:
+            self.client.connect_async(
+                self.config.host, self.config.port, keepalive=self.config.keepalive_s,
+                clean_start=not self.persistent, properties=self._connect_props,
+            )
+        else:
+            self.client.connect_async(self.config.host, self.config.port,
+                                      keepalive=self.config.keepalive_s)
         self.client.loop_start()
         if timeout is not None and not self._connected.wait(timeout):
             self.stop()

@@ -106,3 +106,18 @@ def test_every_process_was_stopped(story: Path) -> None:
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, timeout=30)
     leftovers = [line for line in ps.stdout.splitlines() if str(story) in line]
     assert leftovers == []
+
+
+def test_the_story_also_runs_on_the_embedded_broker(tmp_path: Path) -> None:
+    """Where mosquitto is not installed, `make demo` falls back to amqtt (MQTT 3.1.1)."""
+    work = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "cloud.demo", "--work", str(work), "--broker", "amqtt"],
+        cwd=ROOT, capture_output=True, text=True, timeout=480)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    assert "embedded amqtt" in result.stdout
+    summary = json.loads((work / "summary.json").read_text())
+    assert {d: i["version"] for d, i in summary["devices"].items()} == dict.fromkeys(CAMERAS, 2)
+    assert "probation_failed" in summary["rolled_back"]["reason"]
+    assert summary["telemetry_records"] > 0
+    assert 0 < summary["delta_bytes"] < summary["full_bytes"]
