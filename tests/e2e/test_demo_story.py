@@ -43,8 +43,10 @@ def test_summary_tells_the_story(story: Path) -> None:
         assert info == {"version": 2, "state": "committed"}
     assert summary["good_release"] == 2 and summary["bad_release"] == 3
     assert summary["rolled_back"]["version"] == 3
-    assert "probation_failed" in summary["rolled_back"]["reason"]
-    assert "agreement" in summary["rolled_back"]["reason"]
+    reason = summary["rolled_back"]["reason"]
+    assert "probation_failed" in reason
+    # it disagrees with version 2 on every frame; on a loaded machine it may also be too slow
+    assert "agreement" in reason or "p95" in reason
     assert summary["telemetry_records"] > 0
     assert 0 < summary["delta_bytes"] < summary["full_bytes"]
 
