@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.config import ConfigInvalid, load_config
+from agent.commands._config import load_or_report
 from agent.outbox import Outbox
 from agent.store import open_store
 from agent.update import Updater
@@ -63,11 +63,8 @@ def _print(outcome: dict[str, Any], as_json: bool) -> None:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigInvalid as e:
-        for line in e.problems:
-            print(line, file=sys.stderr)
+    config = load_or_report(args.config)
+    if config is None:
         return EXIT_INVALID
     path: Path = args.deployment
     try:

@@ -4,8 +4,10 @@ First the bare interpreter: one preprocessed input, then set input / invoke / re
 tight loop. Then the agent's own loop (capture thread, preprocessing, inference thread,
 postprocessing) over a source. `ratio` = loop_fps / invoke_fps says what the loop costs; for
 tiny models `overhead_us` is that cost per frame. With `--swap-every K` a fresh copy of the
-model is loaded off the hot path and hot-swapped in every K frames, and the largest gap between
-consecutive inferences around a swap is reported against the median interval.
+model is hot-swapped in every K frames (and the old one closed), and the largest gap between
+consecutive inferences around a swap is reported against the median interval. Each copy is
+loaded half-way between two swaps, as an update would arrive; the largest gap while one loads
+is reported too (`load_max_gap_ms`).
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _first_input(source: Any, stage: Any, timeout: float = 10.0) -> list[Any]:
     """One real preprocessed input from the source."""
     deadline = time.monotonic() + timeout
+    source.want(stage.need)  # decoded as the loop's capture thread has it decoded
     source.open()
     try:
         while time.monotonic() < deadline:
@@ -142,15 +145,20 @@ def run_bench(model_path: Path, source_uri: str | None, frames: int, threads: in
     total = frames + WARMUP
     done: list[tuple[float, float]] = []  # (finished at, invoke ms) per inference
     finished = threading.Event()
-    swap_due = threading.Event()
+    swap_due, load_due = threading.Event(), threading.Event()
+    load_due.set()  # the first copy loads at once
 
     def listen(result: InferenceResult) -> None:
         if not result.ok:
             return
         done.append((result.ts, result.latency_ms))
         n = len(done)
-        if swap_every and n > WARMUP and (n - WARMUP) % swap_every == 0:
-            swap_due.set()
+        if swap_every and n > WARMUP:
+            phase = (n - WARMUP) % swap_every
+            if phase == 0:
+                swap_due.set()
+            elif phase == swap_every // 2:
+                load_due.set()
         if n >= total:
             finished.set()
 
@@ -158,8 +166,10 @@ def run_bench(model_path: Path, source_uri: str | None, frames: int, threads: in
     loop = InferenceLoop(model, source(), stop, options)
     loop.add_listener(listen)
     swap_times: list[tuple[int, int]] = []  # len(done) just before and after each swap
+    load_times: list[tuple[int, int]] = []  # and each load of the next copy
     swapper = threading.Thread(target=_swapper, args=(loop, model_path, threads, delegates,
-                                                      swap_due, finished, swap_times, done),
+                                                      (load_due, swap_due), finished,
+                                                      (load_times, swap_times), done),
                                daemon=True) if swap_every else None
     rss = 0.0
     loop.start()
@@ -200,13 +210,12 @@ def run_bench(model_path: Path, source_uri: str | None, frames: int, threads: in
     }
     if swap_every:
         intervals = np.diff(np.array([t for t, _ in done])) * 1000.0
-        # the swap took effect between inference `before` and `after` (both counts): the
-        # intervals touching that stretch are the ones a swap could lengthen
-        around = [float(intervals[max(0, before - 1):after + 1].max()) for before, after
-                  in swap_times if after + 1 <= len(intervals)]
+        around = _gaps(intervals, swap_times)
+        loading = _gaps(intervals, [(b, a) for b, a in load_times if b >= WARMUP])
         result.update({
             "swaps": len(swap_times),
             "swap_max_gap_ms": round(max(around), 3) if around else None,
+            "load_max_gap_ms": round(max(loading), 3) if loading else None,
             "median_interval_ms": round(float(statistics.median(intervals[WARMUP:])), 3),
             # the noise floor: how long an ordinary interval gets on this machine right now
             "interval_p95_ms": round(float(np.percentile(intervals[WARMUP:], 95)), 3),
@@ -215,20 +224,41 @@ def run_bench(model_path: Path, source_uri: str | None, frames: int, threads: in
     return result
 
 
+def _gaps(intervals: Any, stretches: list[tuple[int, int]]) -> list[float]:
+    """The longest interval touching each stretch of inferences.
+
+    Something (a swap, a load) ran while the inference count went from `before` to `after`:
+    the intervals from the one ending at inference `before` to the one after inference `after`
+    are those it could lengthen.
+    """
+    return [float(intervals[max(0, before - 1):after + 1].max()) for before, after in stretches
+            if after + 1 <= len(intervals)]
+
+
+def _wait(event: threading.Event, finished: threading.Event) -> bool:
+    while not event.wait(0.1):
+        if finished.is_set():
+            return False
+    event.clear()
+    return True
+
+
 def _swapper(loop: Any, path: Path, threads: int, delegates: tuple[str, ...],
-             due: threading.Event, finished: threading.Event,
-             positions: list[tuple[int, int]], done: list[tuple[float, float]]) -> None:
-    """Load the next copy off the hot path; swap it in when due; close the old one."""
+             due: tuple[threading.Event, threading.Event], finished: threading.Event,
+             positions: tuple[list[tuple[int, int]], list[tuple[int, int]]],
+             done: list[tuple[float, float]]) -> None:
+    """Load the next copy off the hot path when due; swap it in when due; close the old one."""
     from agent.runtime import load_model
 
-    while not finished.is_set():
+    (load_due, swap_due), (loads, swaps) = due, positions
+    while _wait(load_due, finished):
+        before = len(done)
         fresh = load_model(path, threads, delegates)
-        while not due.wait(0.1):
-            if finished.is_set():
-                fresh.close()
-                return
-        due.clear()
+        loads.append((before, len(done)))
+        if not _wait(swap_due, finished):
+            fresh.close()
+            return
         before = len(done)
         old = loop.swap(fresh)
-        positions.append((before, len(done)))
+        swaps.append((before, len(done)))
         old.close()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from agent.config import ConfigInvalid, load_config
+from agent.commands._config import load_or_report
 from shared.cli_support import EXIT_INVALID
 
 __all__ = ["register"]
@@ -26,11 +25,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigInvalid as e:
-        for line in e.problems:
-            print(line, file=sys.stderr)
+    config = load_or_report(args.config)
+    if config is None:
         return EXIT_INVALID
     from agent.daemon import run_daemon  # the runtime and its dependencies load only here
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.config import ConfigInvalid, load_config
+from agent.commands._config import load_or_report
 from agent.outbox import OutboxStats, read_outbox_stats
 from agent.store import store_path
 from shared.cli_support import EXIT_INVALID
@@ -55,11 +54,8 @@ def _iso(ts: float | None) -> str | None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigInvalid as e:
-        for line in e.problems:
-            print(line, file=sys.stderr)
+    config = load_or_report(args.config)
+    if config is None:
         return EXIT_INVALID
     from agent.update import read_update_state
 
