@@ -1,10 +1,18 @@
 """Ingest throughput: records/s the ingester stores vs records/s `mosquitto_sub` receives.
 
-A private mosquitto on a free loopback port; `--devices` `mosquitto_pub -l` processes (C, QoS 1)
-each publish `--records` telemetry records on their device's topic; the ingester (persistent
-session, batched transactions, manual acks after commit) and a `mosquitto_sub -q 1` both
-subscribe to the same stream. Each rate is records over the time between the first and the
-last record seen by that side. Prints one JSON line.
+A private mosquitto on a free loopback port; the ingester runs as its own process, the way
+production runs it (`litefleet serve --no-http`: persistent session, batched transactions,
+manual acks after commit); a `mosquitto_sub -q 1` subscribes to the same stream. Once a
+warm-up record has reached both, `--devices` `mosquitto_pub -l` processes (C, QoS 1) each
+publish `--records` telemetry records on their device's topic.
+
+Each rate is records over the time from the start of the stream to the last record seen by
+that side: mosquitto_sub stamps every line it prints (`-F %U`, read after it exits), and this
+script reads the ingester's own `stored.telemetry` counter every 20 ms from a separate
+process, so the measurement takes no CPU time from the ingester's interpreter. Also
+reported: the CPU time the ingester process spent per record (user + system, all threads),
+which depends less on what else the machine is doing. Prints one JSON line, with the load
+average before and after the run.
 
     .venv/bin/python benchmarks/ingest.py [--devices 20] [--records 1000]
 """
@@ -16,19 +24,21 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from cloud.config import parse_cloud_config
-from cloud.ingest import Ingester
-from cloud.store import open_store
+import psutil
+
+from cloud.store import counter, open_store
 from shared.messages import ModelIdentity, TelemetryRecord, encode_message
 from shared.topics import Channel, fleet_subscription, topic
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -57,82 +67,116 @@ def start_broker(work: Path, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("mosquitto did not start")
 
 
+def records(device: str, count: int) -> bytes:
+    model = ModelIdentity("digits", 1, "ab" * 32)
+    return b"".join(encode_message(TelemetryRecord(
+        device_id=device, seq=seq, ts=time.time(), model=model, fps=15.0, latency_p95_ms=5.0,
+        inferences=seq)) + b"\n" for seq in range(1, count + 1))
+
+
+def stored(db_path: Path) -> int:
+    db = open_store(db_path)
+    try:
+        return counter(db, "stored.telemetry")
+    finally:
+        db.conn.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=20)
     ap.add_argument("--records", type=int, default=1000)
     args = ap.parse_args()
     total = args.devices * args.records
+    load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="lf-ingest-bench-"))
     port = free_port()
     broker = start_broker(work, port)
-    config = parse_cloud_config(
-        f'[mqtt]\nport = {port}\nclient_id = "bench"\n[store]\ndb = "cloud.db"\n'
-        '[ingest]\nbatch_max = 5000\nbatch_wait_s = 0.05\n', "bench", work)
-    ingester = Ingester(config)
+    (work / "cloud.toml").write_text(
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nclient_id = "bench"\n'
+        '[store]\ndb = "cloud.db"\n[http]\nenabled = false\n'
+        '[ingest]\nbatch_max = 5000\nbatch_wait_s = 0.05\n')
+    db_path = work / "cloud.db"
+    open_store(db_path).conn.close()
+    litefleet = Path(sys.executable).with_name("litefleet")
+    ingester = subprocess.Popen(
+        [str(litefleet), "serve", "--no-http", "--log-level", "WARNING",
+         "--config", str(work / "cloud.toml")],
+        cwd=work, stdout=subprocess.DEVNULL, stderr=(work / "serve.log").open("wb"))
+    sub_out = work / "sub.txt"
     sub = subprocess.Popen(
         ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-V", "5",
-         "-t", fleet_subscription(Channel.TELEMETRY), "-C", str(total)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    sub_times: list[float] = []
-
-    def read_sub() -> None:
-        assert sub.stdout is not None
-        for _ in sub.stdout:
-            sub_times.append(time.monotonic())
-
-    reader = threading.Thread(target=read_sub, daemon=True)
-    reader.start()
-    ingester.start()
-    time.sleep(1.0)  # both subscriptions in place
-    model = ModelIdentity("digits", 1, "ab" * 32)
-    pubs = []
-    for i in range(args.devices):
-        device = f"bench-{i:04d}"
-        lines = b"".join(encode_message(TelemetryRecord(
-            device_id=device, seq=seq, ts=time.time(), model=model, fps=15.0,
-            latency_p95_ms=5.0, inferences=seq)) + b"\n" for seq in range(1, args.records + 1))
-        path = work / f"{device}.jsonl"
-        path.write_bytes(lines)
-        pubs.append((device, path))
-    started = time.monotonic()
-    procs = [subprocess.Popen(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", "1",
-                               "-V", "5", "-t", topic(d, Channel.TELEMETRY), "-l"],
-                              stdin=p.open("rb"), stderr=subprocess.DEVNULL)
-             for d, p in pubs]
-    db = open_store(config.store.db)
-    first_stored = last_stored = None
-    deadline = time.monotonic() + 300
-    stored = 0
-    while time.monotonic() < deadline:
-        stored = db.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0]
-        now = time.monotonic()
-        if stored and first_stored is None:
-            first_stored = now
-        if stored >= total:
-            last_stored = now
-            break
-        time.sleep(0.01)
-    for p in procs:
-        p.wait(60)
-    reader.join(60)
-    sub.kill()
-    ingester.stop()
-    broker.kill()
-    broker.wait()
-    db.conn.close()
+         "-t", fleet_subscription(Channel.TELEMETRY), "-F", "%U"],
+        stdout=sub_out.open("wb"), stderr=subprocess.DEVNULL)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        # a warm-up record: both subscriptions are in place once both have seen it
+        warm = encode_message(TelemetryRecord(device_id="warm-up", seq=1, ts=time.time()))
+        deadline = time.monotonic() + 30
+        while stored(db_path) < 1 or sub_out.stat().st_size == 0:
+            if time.monotonic() > deadline or ingester.poll() is not None:
+                raise RuntimeError("the ingester or mosquitto_sub did not subscribe")
+            subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", "1",
+                            "-t", topic("warm-up", Channel.TELEMETRY), "-m", warm], check=True)
+            time.sleep(0.3)
+        warm_lines = len(sub_out.read_text().split())
+        files = []
+        for i in range(args.devices):
+            device = f"bench-{i:04d}"
+            path = work / f"{device}.jsonl"
+            path.write_bytes(records(device, args.records))
+            files.append((device, path))
+        base = stored(db_path)
+        ingester_cpu = psutil.Process(ingester.pid)
+        cpu_before = sum(ingester_cpu.cpu_times()[:2])
+        started_wall, started = time.time(), time.monotonic()
+        procs = [subprocess.Popen(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q",
+                                   "1", "-V", "5", "-t", topic(d, Channel.TELEMETRY), "-l"],
+                                  stdin=p.open("rb"), stderr=subprocess.DEVNULL)
+                 for d, p in files]
+        last_stored = None
+        count = 0
+        deadline = started + 300
+        while time.monotonic() < deadline:
+            count = stored(db_path) - base
+            if count >= total:
+                last_stored = time.monotonic()
+                cpu_used = sum(ingester_cpu.cpu_times()[:2]) - cpu_before
+                break
+            time.sleep(0.02)
+        for p in procs:
+            p.wait(60)
+        deadline = time.monotonic() + 30
+        while (len(sub_out.read_bytes().split()) < warm_lines + total
+               and time.monotonic() < deadline):
+            time.sleep(0.1)
+        sub.terminate()
+        sub.wait()
+        stamps = [float(x) for x in sub_out.read_text().split()][warm_lines:]
+        ingester.send_signal(signal.SIGTERM)
+        ingester.wait(30)
+    finally:
+        for p in (*procs, sub, ingester):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        broker.kill()
+        broker.wait()
     shutil.rmtree(work, ignore_errors=True)
-    if last_stored is None or first_stored is None or len(sub_times) < 2:
-        print(json.dumps({"error": "incomplete", "stored": stored, "sub": len(sub_times)}))
+    if last_stored is None or len(stamps) < total:
+        print(json.dumps({"benchmark": "ingest", "error": "incomplete", "stored": count,
+                          "sub": len(stamps)}))
         return 1
-    # the first row becomes visible one batch after the stream started: time from the start
     ingest_rate = total / (last_stored - started)
-    sub_rate = len(sub_times) / (sub_times[-1] - started)
+    sub_rate = total / (stamps[-1] - started_wall)
     print(json.dumps({
         "benchmark": "ingest", "devices": args.devices, "records": total,
-        "ingest_records_per_s": round(ingest_rate), "mosquitto_sub_records_per_s":
-        round(sub_rate), "ratio": round(ingest_rate / sub_rate, 3), "stored": stored,
+        "ingest_records_per_s": round(ingest_rate),
+        "mosquitto_sub_records_per_s": round(sub_rate), "ratio": round(ingest_rate / sub_rate, 3),
+        "ingest_cpu_us_per_record": round(cpu_used / total * 1e6, 1),
         "cpu_count": os.cpu_count(),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }))
     return 0
 

@@ -3,7 +3,9 @@
 `CloudLink` is one paho client: connect_async + loop_start, subscriptions renewed in
 `on_connect` (so a reconnect after a broker restart resubscribes), persistent sessions for
 the ingester (clean start off, a session expiry), and `publish_retained` that waits for the
-broker's PUBACK. Callbacks run on paho's network thread and only hand work on.
+broker's PUBACK. Callbacks run on paho's network thread and only hand work on. A link given
+`on_raw` receives through `cloud.mqtt_receive.ReceiveClient` (raw topic and payload, acks
+in batches with `ack_many`): the ingester's path.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -20,6 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cloud.config import MqttConfig
+from cloud.mqtt_receive import RawSink, ReceiveClient, supported
 from shared.errors import Unavailable
 
 __all__ = ["BrokerUnavailable", "CloudLink"]
@@ -40,6 +43,7 @@ class CloudLink:
         persistent: bool = False,
         subscriptions: tuple[str, ...] = (),
         on_message: Callable[[mqtt.MQTTMessage], None] | None = None,
+        on_raw: RawSink | None = None,
         manual_ack: bool = False,
         receive_maximum: int = 1000,
     ) -> None:
@@ -47,16 +51,19 @@ class CloudLink:
         self.subscriptions = subscriptions
         self.persistent = persistent
         self._on_message_cb = on_message
+        self._on_raw = on_raw
         self._connected = threading.Event()
         self.v5 = config.protocol == "5"
+        kwargs: dict[str, Any] = {"callback_api_version": CallbackAPIVersion.VERSION2,
+                                  "client_id": client_id, "manual_ack": manual_ack}
         if self.v5:
-            self.client = mqtt.Client(
-                callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                protocol=mqtt.MQTTv5, manual_ack=manual_ack)
+            kwargs["protocol"] = mqtt.MQTTv5
         else:  # MQTT 3.1.1: the session persists with clean_session off, with no expiry
-            self.client = mqtt.Client(
-                callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                protocol=mqtt.MQTTv311, clean_session=not persistent, manual_ack=manual_ack)
+            kwargs.update(protocol=mqtt.MQTTv311, clean_session=not persistent)
+        if on_raw is not None and supported():
+            self.client: mqtt.Client = ReceiveClient(sink=on_raw, **kwargs)
+        else:
+            self.client = mqtt.Client(**kwargs)
         self.client.max_inflight_messages_set(1000)
         self.client.reconnect_delay_set(min_delay=1, max_delay=10)
         if config.username:
@@ -93,6 +100,12 @@ class CloudLink:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if self._on_message_cb is not None:
             self._on_message_cb(message)
+        if self._on_raw is not None:  # what ReceiveClient leaves to paho, or a plain client
+            try:
+                name = message.topic.encode("utf-8")
+            except UnicodeDecodeError:
+                name = b""  # not a topic of the contract: dropped as malformed
+            self._on_raw(name, bytes(message.payload), message.mid, message.qos)
 
     def start(self, timeout: float | None = 10.0) -> None:
         """Connect in the background; with a timeout, wait for the first CONNACK."""
@@ -118,6 +131,14 @@ class CloudLink:
 
     def ack(self, mid: int, qos: int) -> None:
         self.client.ack(mid, qos)
+
+    def ack_many(self, mids: Iterable[int]) -> None:
+        """Acknowledge QoS 1 messages received with manual acks."""
+        if isinstance(self.client, ReceiveClient):
+            self.client.ack_many(mids)
+        else:
+            for mid in mids:
+                self.client.ack(mid, 1)
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False,
                 timeout: float = 10.0) -> None:

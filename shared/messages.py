@@ -166,28 +166,69 @@ def decode_message(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
     cls = _KINDS.get(schema) if isinstance(schema, str) else None
     if cls is None:
         raise UnknownSchema(f"unknown message schema {schema!r}")
-    body = {k: v for k, v in value.items() if k != "schema"}
-    result: Message = _build(cls, body, "$")
+    del value["schema"]
+    result: Message = _build(cls, value, "$")
     return result
 
 
-_PLANS: dict[type[Any], tuple[frozenset[str], tuple[tuple[str, Any, bool], ...]]] = {}
+# how `_build` reads a field without the general `_coerce`: the shapes the schemas use
+_EXACT, _FLOAT, _OPT_FLOAT, _OPT_OBJECT, _OBJECT, _DICT, _OTHER = range(7)
 
 
-def _plan(cls: type[Any]) -> tuple[frozenset[str], tuple[tuple[str, Any, bool], ...]]:
-    """(field names, (name, type hint, required) per field), resolved once per class:
-    resolving string annotations is slow and the schemas are fixed."""
+@dataclass(frozen=True)
+class _Plan:
+    """How to build one message class, resolved once: resolving string annotations is slow
+    and the schemas are fixed."""
+
+    names: frozenset[str]
+    fields: tuple[tuple[str, Any, bool, int, Any], ...]  # name, hint, required, shape, nested
+    defaults: dict[str, Any]  # plain defaults
+    factories: tuple[tuple[str, Any], ...]  # default factories
+    # a frozen dataclass with no __post_init__ is filled in directly: its generated
+    # __init__ (one object.__setattr__ per field) costs more than the whole check
+    direct: bool
+
+
+_PLANS: dict[type[Any], _Plan] = {}
+
+
+def _shape(hint: Any) -> tuple[int, Any]:
+    if hint in (str, int, bool):
+        return _EXACT, None
+    if hint is float:
+        return _FLOAT, None
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return _OBJECT, hint
+    if get_origin(hint) is dict:
+        return _DICT, None
+    if get_origin(hint) in (Union, types.UnionType):
+        options = [o for o in get_args(hint) if o is not type(None)]
+        if len(options) == 1 and len(get_args(hint)) == 2:
+            if options[0] is float:
+                return _OPT_FLOAT, None
+            if dataclasses.is_dataclass(options[0]) and isinstance(options[0], type):
+                return _OPT_OBJECT, options[0]
+    return _OTHER, None
+
+
+def _plan(cls: type[Any]) -> _Plan:
     plan = _PLANS.get(cls)
     if plan is None:
         hints = get_type_hints(cls)
         fields = dataclasses.fields(cls)
-        plan = _PLANS[cls] = (
-            frozenset(f.name for f in fields),
-            tuple(
-                (f.name, hints[f.name],
-                 f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        MISSING = dataclasses.MISSING
+        plan = _PLANS[cls] = _Plan(
+            names=frozenset(f.name for f in fields),
+            fields=tuple(
+                (f.name, hints[f.name], f.default is MISSING and f.default_factory is MISSING,
+                 *_shape(hints[f.name]))
                 for f in fields
             ),
+            defaults={f.name: f.default for f in fields if f.default is not MISSING},
+            factories=tuple((f.name, f.default_factory) for f in fields
+                            if f.default_factory is not MISSING),
+            direct=(not hasattr(cls, "__post_init__") and not hasattr(cls, "__slots__")
+                    and all(f.init for f in fields)),
         )
     return plan
 
@@ -195,26 +236,42 @@ def _plan(cls: type[Any]) -> tuple[frozenset[str], tuple[tuple[str, Any, bool], 
 def _build(cls: type[Any], value: Any, path: str) -> Any:
     if not isinstance(value, dict):
         raise MalformedDocument("expected an object", path)
-    names, fields = _plan(cls)
+    plan = _plan(cls)
     kwargs: dict[str, Any] = {}
-    for key in value:
-        if key not in names:
-            raise MalformedDocument("unknown field", f"{path}.{key}")
-    for name, hint, required in fields:
+    if not plan.names.issuperset(value):
+        for key in value:
+            if key not in plan.names:
+                raise MalformedDocument("unknown field", f"{path}.{key}")
+    for name, hint, required, shape, nested in plan.fields:
         if name not in value:
             if required:
                 raise MalformedDocument("missing", f"{path}.{name}")
             continue
         v = value[name]
         t = type(v)
-        # fast path for exact scalar types; everything else goes through _coerce
-        if t is hint and t in (str, int, bool):
+        # fast paths for the shapes the schemas use; anything else goes through _coerce,
+        # which accepts the same values and names the field in its errors
+        if shape == _EXACT and t is hint:
             kwargs[name] = v
-        elif hint is float and t in (float, int):
+        elif shape in (_FLOAT, _OPT_FLOAT) and (t is float or t is int):
             kwargs[name] = float(v)
+        elif v is None and shape in (_OPT_FLOAT, _OPT_OBJECT):
+            kwargs[name] = None
+        elif shape in (_OBJECT, _OPT_OBJECT) and t is dict:
+            kwargs[name] = _build(nested, v, f"{path}.{name}")
+        elif shape == _DICT and t is dict:
+            kwargs[name] = v
         else:
             kwargs[name] = _coerce(hint, v, f"{path}.{name}")
-    return cls(**kwargs)
+    if not plan.direct:
+        return cls(**kwargs)
+    for name, factory in plan.factories:
+        if name not in kwargs:
+            kwargs[name] = factory()
+    obj = object.__new__(cls)
+    obj.__dict__.update(plan.defaults)
+    obj.__dict__.update(kwargs)
+    return obj
 
 
 def _coerce(hint: Any, value: Any, path: str) -> Any:
