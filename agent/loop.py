@@ -2,12 +2,15 @@
 
 The capture thread (`agent.sources.capture`) reads the source and prepares model inputs. The
 inference thread sets the input, invokes, reads the output and records metrics; nothing else.
-A postprocessing thread interprets outputs (top-k, detections, summaries) and raises events.
+A postprocessing thread (`agent.processing.outputs`) interprets outputs (top-k, detections,
+summaries) in batches and raises events.
 
-Hot swap: `swap(model)` hands over a model that is already loaded and smoke-tested; the
-inference thread installs it between two frames, so every frame meets exactly one complete
-model, and `swap` returns the old one for the caller to close. Frames prepared for the old model
-are prepared again on the spot when the new model's input differs.
+Hot swap: `swap(model)` hands over a model that is already loaded and warmed up: `load_model`
+invoked it once (allocation, XNNPACK's weight packing), off the loop, and `swap` does so on the
+caller's thread for a model never invoked. The inference thread then installs it between two
+frames: a few reference assignments. Every frame meets exactly one complete model, and `swap`
+returns the old one for the caller to close. Frames prepared for the old model are prepared
+again on the spot when the new model's input differs.
 
 Watchdog: `heartbeat` is the time.monotonic() of the inference thread's latest iteration. It
 advances while the loop waits for frames (at most `WAIT_S` apart), so only a stuck loop goes
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -33,7 +37,7 @@ from agent.config import AgentConfig
 from agent.metrics import DEFAULT_WINDOW, LoopMetrics
 from agent.processing import (
     InputMismatch,
-    OutputSummary,
+    OutputStream,
     Postprocess,
     PrepOptions,
     SensorPrep,
@@ -43,7 +47,7 @@ from agent.processing import (
     prep_for,
 )
 from agent.runtime import LoadedModel
-from agent.sources import Capture, Feed, Frame, Source, Stage, open_source
+from agent.sources import Capture, Feed, Frame, FrameNeed, Source, Stage, open_source
 from shared.documents import IOSignature
 from shared.errors import IOSignatureMismatch
 
@@ -53,9 +57,10 @@ __all__ = ["InferenceLoop", "InferenceResult", "LoopOptions", "LoopSnapshot", "b
            "stage_for"]
 
 WAIT_S = 0.5  # longest wait for a frame; the heartbeat advances at least this often
-POST_INTERVAL_S = 0.02  # the postprocessing thread drains its queue this often
-EVENT_MIN_INTERVAL_S = 1.0  # at most one inference event per second
 STALL_ENV = "LITEFLEET_TEST_STALL_AFTER_FRAMES"
+# The longest a thread busy in Python (telemetry, an update, postprocessing) can keep the
+# inference thread waiting for the GIL when an invoke returns (CPython's default is 5 ms).
+GIL_SWITCH_S = 0.0005
 
 
 @dataclass(slots=True)
@@ -63,10 +68,18 @@ class InferenceResult:
     model_sha256: str
     ok: bool
     latency_ms: float
-    top1: int | None
     inputs: list[np.ndarray]
     index: int = -1  # the frame's position in its source
     ts: float = 0.0  # time.monotonic() when the inference finished (or failed)
+    outputs: list[np.ndarray] | None = None  # None when the inference failed
+    classifier: bool = False  # one [1, K] output: `top1` is its argmax
+
+    @property
+    def top1(self) -> int | None:
+        """The top class of a classifier (computed when asked, off the loop's budget)."""
+        if not self.classifier or not self.outputs:
+            return None
+        return int(np.argmax(self.outputs[0]))
 
 
 @dataclass(frozen=True)
@@ -115,7 +128,8 @@ def stage_for(signature: IOSignature, source_kind: str, options: LoopOptions) ->
         if isinstance(prep, SensorPrep):
             windower = Windower(prep.values, prep.channels, options.sensor_hop)
             return Stage(prep, windower, (prep.values, prep.channels or 0))
-        return Stage(prep, None, signature.inputs[0].shape)
+        return Stage(prep, None, signature.inputs[0].shape,
+                     FrameNeed(prep.width, prep.height, gray=prep.color == "gray"))
     except InputMismatch as e:
         raise IOSignatureMismatch(str(e)) from e
 
@@ -138,8 +152,7 @@ class InferenceLoop:
         self._source_kind = source.kind
         self._stage = stage_for(model.signature, source.kind, options)
         self._post = self._postprocess(model)
-        self._summary = OutputSummary(self._post.kind)
-        self._summary_lock = threading.Lock()
+        self._outputs = OutputStream(self._post.kind, options.post_queue, stop, self._emit)
         self.feed = Feed(options.buffer_frames, latest_wins=source.live)
         self.capture = Capture(source, self._stage, self.feed, stop, options.reconnect_max_s,
                                options.replay, on_status=self._source_status)
@@ -147,20 +160,15 @@ class InferenceLoop:
         self.heartbeat = time.monotonic()
         self.handled = 0  # frames the inference thread took from the feed
         self._recent: deque[list[np.ndarray]] = deque(maxlen=max(1, options.recent_inputs))
-        self._outputs: deque[tuple[Postprocess, list[np.ndarray]]] = deque()
-        self._post_dropped = 0
         self._listeners: list[Callable[[InferenceResult], None]] = []
         self._event_listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._pending: _Swap | None = None
         self._swap_lock = threading.Lock()
         self._running = False
-        self._last_event: tuple[float, Any] = (0.0, None)
         stall = os.environ.get(STALL_ENV, "")
         # blocks when it takes frame N + 1, i.e. after N frames
         self._stall_at = int(stall) + 1 if stall.strip().isdigit() else -1
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
-        self._post_thread = threading.Thread(target=self._run_post, name="postprocess",
-                                             daemon=True)
 
     # -- public surface ---------------------------------------------------------------------
 
@@ -172,20 +180,22 @@ class InferenceLoop:
         # OpenCV's own thread pool would compete with the interpreter's threads for the cores;
         # preprocessing runs on the capture thread alone (process-wide setting)
         cv2.setNumThreads(1)
+        if sys.getswitchinterval() > GIL_SWITCH_S:  # process-wide too
+            sys.setswitchinterval(GIL_SWITCH_S)
         with self._swap_lock:
             self._running = True
         self.capture.start()
         self._thread.start()
-        self._post_thread.start()
+        self._outputs.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Set the stop event and wait for the threads (the model stays loaded)."""
         self.stop_event.set()
         self.feed.wake()
         deadline = time.monotonic() + timeout
-        for thread in (self._thread, self._post_thread):
-            if thread.is_alive():
-                thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._outputs.join(max(0.0, deadline - time.monotonic()))
         self.capture.join(max(0.0, deadline - time.monotonic()))
         with self._swap_lock:
             self._running = False
@@ -204,37 +214,43 @@ class InferenceLoop:
         stage = self._stage
         if model.signature.inputs != self._model.signature.inputs:
             stage = stage_for(model.signature, self._source_kind, self.options)
+        if not model.invoked:  # its first invoke initialises lazily: not on the loop
+            model.invoke(model.sample_input())
         request = _Swap(model, stage, self._postprocess(model))
         with self._swap_lock:
             if not self._running or not self._thread.is_alive():
                 old = self._install(request)
+                self._log_swap(request)
                 return old
             self._pending = request
-        self.feed.wake()
-        if request.done.wait(timeout):
-            assert request.old is not None
-            return request.old
-        with self._swap_lock:
-            if self._pending is request:
-                self._pending = None
-                raise TimeoutError(f"the loop did not reach a frame boundary in {timeout} s")
-        request.done.wait()
+        self.feed.wake(producer=False)
+        if not request.done.wait(timeout):
+            with self._swap_lock:
+                if self._pending is request:
+                    self._pending = None
+                    raise TimeoutError(f"the loop did not reach a frame boundary in {timeout} s")
+            request.done.wait()
+        self._log_swap(request)
         assert request.old is not None
         return request.old
+
+    @staticmethod
+    def _log_swap(request: _Swap) -> None:
+        old = request.old.sha256[:12] if request.old is not None else "?"
+        logger.info("now serving model %s (was %s)", request.model.sha256[:12], old)
 
     def snapshot(self, reset_outputs: bool = False) -> LoopSnapshot:
         m = self.metrics
         p50, p95, p99 = m.invoke_ms.percentiles(50, 95, 99)
         e50, e95, e99 = m.e2e_ms.percentiles(50, 95, 99)
-        with self._summary_lock:
-            outputs = self._summary.take() if reset_outputs else self._summary.peek()
+        outputs = self._outputs.summary(reset_outputs)
         return LoopSnapshot(
             frames=self.capture.frames, inferences=m.inferences,
             errors=m.errors + self.capture.errors, dropped_frames=self.feed.dropped,
             fps=m.done.rate(), latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99,
             outputs=outputs, source_status=self.capture.status, heartbeat=self.heartbeat,
             model_sha256=self._model.sha256, e2e_p50_ms=e50, e2e_p95_ms=e95, e2e_p99_ms=e99,
-            post_dropped=self._post_dropped,
+            post_dropped=self._outputs.dropped,
         )
 
     def recent_inputs(self) -> list[list[np.ndarray]]:
@@ -247,6 +263,7 @@ class InferenceLoop:
     def add_event_listener(self, fn: Callable[[str, dict[str, Any]], None]) -> None:
         """`fn(kind, detail)` for inference events over the threshold and source up/down."""
         self._event_listeners = [*self._event_listeners, fn]
+        self._outputs.events = True
 
     @property
     def finished(self) -> bool:
@@ -257,15 +274,13 @@ class InferenceLoop:
 
     def _install(self, request: _Swap) -> LoadedModel:
         old = self._model
-        self._model, self._stage, self._post = request.model, request.stage, request.post
-        self.capture.set_stage(request.stage)
+        # the capture thread may keep a partial sensor window: its stage is the one to compare
+        self._stage = self.capture.set_stage(request.stage)
+        self._model, self._post = request.model, request.post
         self.metrics.new_model()
-        with self._summary_lock:
-            if self._summary.kind != request.post.kind:
-                self._summary = OutputSummary(request.post.kind)
+        self._outputs.use(request.post.kind)
         request.old = old
         request.done.set()
-        logger.info("now serving model %s (was %s)", request.model.sha256[:12], old.sha256[:12])
         return old
 
     def _take_swap(self) -> None:
@@ -285,7 +300,7 @@ class InferenceLoop:
 
     def _run(self) -> None:
         feed, metrics, stop = self.feed, self.metrics, self.stop_event
-        recent, outputs_queue, cap = self._recent, self._outputs, self.options.post_queue
+        recent, put_outputs = self._recent, self._outputs.put
         monotonic = time.monotonic
         while not stop.is_set():
             self.heartbeat = monotonic()
@@ -311,22 +326,17 @@ class InferenceLoop:
                 metrics.errors += 1
                 if metrics.errors <= 10 or metrics.errors % 1000 == 0:
                     logger.warning("inference failed (%d errors so far): %s", metrics.errors, e)
-                self._notify(InferenceResult(model.sha256, False, 0.0, None, inputs, frame.index,
+                self._notify(InferenceResult(model.sha256, False, 0.0, inputs, frame.index,
                                              monotonic()))
                 continue
             now = monotonic()
             latency_ms = (now - start) * 1000.0
             metrics.record(latency_ms, (now - frame.ts) * 1000.0, now)
             recent.append(inputs)
-            if len(outputs_queue) < cap:
-                outputs_queue.append((self._post, outputs))
-            else:
-                self._post_dropped += 1
+            put_outputs(self._post, outputs)
             if self._listeners:
-                top1 = (int(np.argmax(outputs[0])) if self._post.kind == "classification"
-                        else None)
-                self._notify(InferenceResult(model.sha256, True, latency_ms, top1, inputs,
-                                             frame.index, now))
+                self._notify(InferenceResult(model.sha256, True, latency_ms, inputs, frame.index,
+                                             now, outputs, self._post.kind == "classification"))
 
     def _notify(self, result: InferenceResult) -> None:
         for fn in self._listeners:
@@ -335,45 +345,11 @@ class InferenceLoop:
             except Exception:
                 logger.exception("inference listener failed")
 
-    # -- the postprocessing thread ----------------------------------------------------------
+    # -- outputs and events -----------------------------------------------------------------
 
     def _postprocess(self, model: LoadedModel) -> Postprocess:
         return Postprocess(model.signature, list(self.options.labels), self.options.top_k,
                            self.options.score_threshold)
-
-    def _run_post(self) -> None:
-        queue, stop = self._outputs, self.stop_event
-        while not stop.wait(POST_INTERVAL_S):
-            while queue:
-                post, outputs = queue.popleft()
-                try:
-                    result = post(outputs)
-                except Exception:
-                    logger.exception("postprocessing failed")
-                    continue
-                with self._summary_lock:
-                    self._summary.add(result)
-                self._maybe_event(post, result)
-
-    def _maybe_event(self, post: Postprocess, result: Any) -> None:
-        if not self._event_listeners:
-            return
-        detail: dict[str, Any] | None = None
-        if result.top and result.top[0][2] >= post.threshold:
-            cls, label, score = result.top[0]
-            detail = {"class": cls, "label": label, "score": round(score, 4)}
-            key: Any = label
-        elif result.detections:
-            detail = {"detections": result.detections}
-            key = tuple(sorted({d["label"] for d in result.detections}))
-        if detail is None:
-            return
-        now = time.monotonic()
-        last_time, last_key = self._last_event
-        if key == last_key or now - last_time < EVENT_MIN_INTERVAL_S:
-            return
-        self._last_event = (now, key)
-        self._emit("inference", detail)
 
     def _source_status(self, status: str) -> None:
         self._emit("source", {"status": status})

@@ -2,12 +2,14 @@
 
 First the bare interpreter: one preprocessed input, then set input / invoke / read output in a
 tight loop. Then the agent's own loop (capture thread, preprocessing, inference thread,
-postprocessing) over a source. `ratio` = loop_fps / invoke_fps says what the loop costs; for
-tiny models `overhead_us` is that cost per frame. With `--swap-every K` a fresh copy of the
-model is hot-swapped in every K frames (and the old one closed), and the largest gap between
-consecutive inferences around a swap is reported against the median interval. Each copy is
-loaded half-way between two swaps, as an update would arrive; the largest gap while one loads
-is reported too (`load_max_gap_ms`).
+postprocessing) over a source, then the bare interpreter again; the faster bare run is the
+reference. `ratio` = loop_fps / invoke_fps says what the loop costs; for tiny models
+`overhead_us` is that cost per frame. With `--swap-every K` a fresh copy of the
+model is hot-swapped in every K frames, and the largest gap between consecutive inferences
+around a swap is reported against the median interval. Half-way between two swaps the copy
+swapped out is closed and the next one loaded, as the updater loads a release before it swaps
+and closes the previous model after probation; the largest gap around that is reported too
+(`load_max_gap_ms`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import statistics
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from shared.cli_support import EXIT_INVALID, EXIT_REJECTED
 
 __all__ = ["register", "run_bench"]
 
-WARMUP = 10
+WARMUP = 10  # inferences left out at the start of the loop run
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -114,14 +117,77 @@ def _bare(model: Any, inputs: list[Any], frames: int) -> tuple[float, list[float
     return frames / (clock() - start), latencies
 
 
+@dataclass
+class _Run:
+    """One run of the loop: (finished at, invoke ms) per inference, and what it saw."""
+
+    done: list[tuple[float, float]] = field(default_factory=list)
+    swaps: list[tuple[int, int]] = field(default_factory=list)  # len(done) before/after each
+    loads: list[tuple[int, int]] = field(default_factory=list)  # and each load of a copy
+    errors: int = 0
+    dropped: int = 0
+    e2e: tuple[float, float] = (0.0, 0.0)
+    rss_mb: float = 0.0
+    model: Any = None  # the model serving at the end
+
+
+def _run_loop(model: Any, source: Any, options: Any, frames: int, swap_every: int,
+              load: Any) -> _Run:
+    """The agent's loop over `source` until WARMUP + `frames` inferences (or the source ends)."""
+    import psutil
+
+    from agent.loop import InferenceLoop, InferenceResult
+
+    run, total = _Run(), frames + WARMUP
+    finished = threading.Event()
+    swap_due, load_due = threading.Event(), threading.Event()
+    load_due.set()  # the first copy loads at once
+
+    def listen(result: InferenceResult) -> None:
+        if not result.ok:
+            return
+        run.done.append((result.ts, result.latency_ms))
+        n = len(run.done)
+        if swap_every and n > WARMUP:
+            phase = (n - WARMUP) % swap_every
+            if phase == 0:
+                swap_due.set()
+            elif phase == swap_every // 2:
+                load_due.set()
+        if n >= total:
+            finished.set()
+
+    loop = InferenceLoop(model, source, threading.Event(), options)
+    loop.add_listener(listen)
+    swapper = threading.Thread(target=_swapper, args=(loop, load, (load_due, swap_due),
+                                                      finished, run), daemon=True)
+    loop.start()
+    if swap_every:
+        swapper.start()
+    try:
+        while not finished.wait(0.2):
+            if loop.finished:
+                break
+            run.rss_mb = max(run.rss_mb, psutil.Process().memory_info().rss / 2**20)
+        run.rss_mb = max(run.rss_mb, psutil.Process().memory_info().rss / 2**20)
+    finally:
+        finished.set()
+        loop.stop()
+        if swapper.is_alive():
+            swapper.join(10)
+    snap = loop.snapshot()
+    run.errors, run.dropped = snap.errors, snap.dropped_frames
+    run.e2e, run.model = (snap.e2e_p50_ms, snap.e2e_p95_ms), loop.model
+    return run
+
+
 def run_bench(model_path: Path, source_uri: str | None, frames: int, threads: int,
               swap_every: int = 0, delegates: tuple[str, ...] = (), labels: Path | None = None,
               camera_size: tuple[int, int] = (640, 480)) -> dict[str, Any]:
     """Measure and return the figures `bench --json` prints."""
     import numpy as np
-    import psutil
 
-    from agent.loop import InferenceLoop, InferenceResult, LoopOptions, stage_for
+    from agent.loop import LoopOptions, stage_for
     from agent.processing import input_kind, load_labels
     from agent.runtime import load_model
     from agent.sources import open_source
@@ -138,89 +204,46 @@ def run_bench(model_path: Path, source_uri: str | None, frames: int, threads: in
     def source() -> Any:
         return open_source(uri, camera, sensor_channels=channels)
 
+    def load() -> Any:
+        return load_model(model_path, threads, delegates)
+
     probe = source()
     inputs = _first_input(probe, stage_for(model.signature, probe.kind, options))
-    invoke_fps, bare = _bare(model, inputs, frames)
-
-    total = frames + WARMUP
-    done: list[tuple[float, float]] = []  # (finished at, invoke ms) per inference
-    finished = threading.Event()
-    swap_due, load_due = threading.Event(), threading.Event()
-    load_due.set()  # the first copy loads at once
-
-    def listen(result: InferenceResult) -> None:
-        if not result.ok:
-            return
-        done.append((result.ts, result.latency_ms))
-        n = len(done)
-        if swap_every and n > WARMUP:
-            phase = (n - WARMUP) % swap_every
-            if phase == 0:
-                swap_due.set()
-            elif phase == swap_every // 2:
-                load_due.set()
-        if n >= total:
-            finished.set()
-
-    stop = threading.Event()
-    loop = InferenceLoop(model, source(), stop, options)
-    loop.add_listener(listen)
-    swap_times: list[tuple[int, int]] = []  # len(done) just before and after each swap
-    load_times: list[tuple[int, int]] = []  # and each load of the next copy
-    swapper = threading.Thread(target=_swapper, args=(loop, model_path, threads, delegates,
-                                                      (load_due, swap_due), finished,
-                                                      (load_times, swap_times), done),
-                               daemon=True) if swap_every else None
-    rss = 0.0
-    loop.start()
-    if swapper is not None:
-        swapper.start()
-    try:
-        while not finished.wait(0.2):
-            if loop.finished:
-                break
-            rss = max(rss, psutil.Process().memory_info().rss / 2**20)
-        rss = max(rss, psutil.Process().memory_info().rss / 2**20)
-    finally:
-        finished.set()
-        loop.stop()
-        if swapper is not None:
-            swapper.join(10)
-    snap = loop.snapshot()
+    first = _bare(model, inputs, frames)
+    last = _run_loop(model, source(), options, frames, swap_every, load)
+    model = last.model  # after swaps: the copy serving now
     # the bare interpreter again: of the two runs, the faster is the reference (on a busy
     # machine this keeps the ratio conservative)
-    again_fps, again = _bare(model if not model.closed else loop.model, inputs, frames)
-    if again_fps > invoke_fps:
-        invoke_fps, bare = again_fps, again
-    measured = done[WARMUP:total]
+    invoke_fps, bare_ms = max(first, _bare(model, inputs, frames), key=lambda run: run[0])
+    measured = last.done[WARMUP:WARMUP + frames]
     if len(measured) < 2:
         raise TimeoutError(f"only {len(measured)} frames inferred from {uri}")
-    times = np.array([t for t, _ in measured])
-    loop_fps = (len(times) - 1) / float(times[-1] - times[0])
-    p50, p95, p99 = (float(v) for v in np.percentile([ms for _, ms in measured], [50, 95, 99]))
+    loop_fps = (len(measured) - 1) / (measured[-1][0] - measured[0][0])
+    latencies = [ms for _, ms in measured]
+    p50, p95, p99 = (float(v) for v in np.percentile(latencies, [50, 95, 99]))
     result: dict[str, Any] = {
         "model": str(model_path), "backend": model.backend, "threads": threads, "source": uri,
-        "frames": len(measured), "invoke_fps": round(invoke_fps, 2),
+        "frames": len(latencies), "invoke_fps": round(invoke_fps, 2),
         "loop_fps": round(loop_fps, 2), "ratio": round(loop_fps / invoke_fps, 4),
         "p50_ms": round(p50, 3), "p95_ms": round(p95, 3), "p99_ms": round(p99, 3),
-        "invoke_p50_ms": round(float(np.percentile(bare, 50)), 3),
-        "e2e_p50_ms": snap.e2e_p50_ms, "e2e_p95_ms": snap.e2e_p95_ms,
+        "invoke_p50_ms": round(float(np.percentile(bare_ms, 50)), 3),
+        "e2e_p50_ms": last.e2e[0], "e2e_p95_ms": last.e2e[1],
         "overhead_us": round((1.0 / loop_fps - 1.0 / invoke_fps) * 1e6, 1),
-        "errors": snap.errors, "dropped_frames": snap.dropped_frames, "rss_mb": round(rss, 1),
+        "errors": last.errors, "dropped_frames": last.dropped, "rss_mb": round(last.rss_mb, 1),
     }
     if swap_every:
-        intervals = np.diff(np.array([t for t, _ in done])) * 1000.0
-        around = _gaps(intervals, swap_times)
-        loading = _gaps(intervals, [(b, a) for b, a in load_times if b >= WARMUP])
+        intervals = np.diff(np.array([t for t, _ in last.done])) * 1000.0
+        around = _gaps(intervals, last.swaps)
+        loading = _gaps(intervals, [(b, a) for b, a in last.loads if b >= WARMUP])
         result.update({
-            "swaps": len(swap_times),
+            "swaps": len(last.swaps),
             "swap_max_gap_ms": round(max(around), 3) if around else None,
             "load_max_gap_ms": round(max(loading), 3) if loading else None,
             "median_interval_ms": round(float(statistics.median(intervals[WARMUP:])), 3),
             # the noise floor: how long an ordinary interval gets on this machine right now
             "interval_p95_ms": round(float(np.percentile(intervals[WARMUP:], 95)), 3),
         })
-    loop.model.close()
+    model.close()
     return result
 
 
@@ -243,22 +266,24 @@ def _wait(event: threading.Event, finished: threading.Event) -> bool:
     return True
 
 
-def _swapper(loop: Any, path: Path, threads: int, delegates: tuple[str, ...],
-             due: tuple[threading.Event, threading.Event], finished: threading.Event,
-             positions: tuple[list[tuple[int, int]], list[tuple[int, int]]],
-             done: list[tuple[float, float]]) -> None:
-    """Load the next copy off the hot path when due; swap it in when due; close the old one."""
-    from agent.runtime import load_model
-
-    (load_due, swap_due), (loads, swaps) = due, positions
-    while _wait(load_due, finished):
-        before = len(done)
-        fresh = load_model(path, threads, delegates)
-        loads.append((before, len(done)))
-        if not _wait(swap_due, finished):
-            fresh.close()
-            return
-        before = len(done)
-        old = loop.swap(fresh)
-        swaps.append((before, len(done)))
-        old.close()
+def _swapper(loop: Any, load: Any, due: tuple[threading.Event, threading.Event],
+             finished: threading.Event, run: _Run) -> None:
+    """When a load is due: close the copy swapped out last, load the next; swap it in when due."""
+    load_due, swap_due = due
+    old: Any = None
+    try:
+        while _wait(load_due, finished):
+            before = len(run.done)
+            if old is not None:
+                old.close()
+            old = load()  # the next copy (closed here if it is never swapped in)
+            run.loads.append((before, len(run.done)))
+            if not _wait(swap_due, finished):
+                return
+            before = len(run.done)
+            old = loop.swap(old)
+            run.swaps.append((before, len(run.done)))
+            load_due.clear()  # a load falls due half-way to the next swap, not now
+    finally:
+        if old is not None:
+            old.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agent.processing.outputs import OutputStream
 from agent.processing.postprocess import (
     Interpretation,
     OutputSummary,
@@ -25,6 +26,7 @@ __all__ = [
     "ImagePrep",
     "InputMismatch",
     "Interpretation",
+    "OutputStream",
     "OutputSummary",
     "Postprocess",
     "PrepOptions",

@@ -44,6 +44,7 @@ class LoadedModel:
         self._inputs = tuple(int(d["index"]) for d in interpreter.get_input_details())
         self._outputs = tuple(int(d["index"]) for d in interpreter.get_output_details())
         self._lock = threading.Lock()
+        self.invoked = False  # the first invoke does lazy work (allocation, weight packing)
 
     def invoke(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Set the inputs, run the model, return copies of the outputs."""
@@ -54,6 +55,7 @@ class LoadedModel:
             for index, value in zip(self._inputs, inputs, strict=True):
                 interpreter.set_tensor(index, value)
             interpreter.invoke()
+            self.invoked = True
             return [interpreter.get_tensor(index) for index in self._outputs]
 
     def sample_input(self) -> list[np.ndarray]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from agent.sources.base import BadSample, Source, SourceDown, SourceEnded
+from agent.sources.base import BadSample, FrameNeed, Source, SourceDown, SourceEnded
 from agent.sources.capture import Capture, Stage
 from agent.sources.feed import Feed, Frame
 from agent.sources.images import ImageFolder
@@ -28,6 +28,7 @@ __all__ = [
     "Capture",
     "Feed",
     "Frame",
+    "FrameNeed",
     "ImageFolder",
     "LineSource",
     "Source",

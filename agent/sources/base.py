@@ -9,10 +9,13 @@ timeout, so the capture thread stays responsive to stop requests.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BadSample", "Source", "SourceDown", "SourceEnded"]
+__all__ = ["BadSample", "FrameNeed", "Source", "SourceDown", "SourceEnded"]
+
+SCALES = (8, 4, 2)  # the scale-downs a JPEG decoder does for a fraction of a full decode
 
 
 class SourceDown(Exception):
@@ -25,6 +28,24 @@ class SourceEnded(Exception):
 
 class BadSample(Exception):
     """One item could not be read or parsed; the source itself is fine (counted as an error)."""
+
+
+@dataclass(frozen=True)
+class FrameNeed:
+    """How much of a frame the model's preprocessing uses: a source may decode no more.
+
+    `width` x `height` is the model's input; a frame scaled down by `scale()` still covers it
+    wherever the model looks (centre crop or stretch). `gray`: the model reads luma only.
+    """
+
+    width: int
+    height: int
+    gray: bool = False
+
+    def scale(self, frame_width: int, frame_height: int) -> int:
+        """The largest of 8, 4, 2 (or 1) that keeps a frame at least the model's size."""
+        fit = min(frame_width / self.width, frame_height / self.height)
+        return next((s for s in SCALES if fit >= s), 1)
 
 
 class Source(ABC):
@@ -44,3 +65,11 @@ class Source(ABC):
 
     def describe(self) -> str:
         return type(self).__name__
+
+    def want(self, need: FrameNeed | None) -> None:
+        """A hint from the capture thread: frames reduced to `need` are enough (None: full).
+
+        Sources that can decode smaller or gray frames for less work (MJPG video) do so from
+        their next frame on; the others ignore it.
+        """
+        del need

@@ -18,7 +18,7 @@ import numpy as np
 
 from agent.processing.preprocess import InputMismatch
 from agent.processing.window import Windower
-from agent.sources.base import BadSample, Source, SourceDown, SourceEnded
+from agent.sources.base import BadSample, FrameNeed, Source, SourceDown, SourceEnded
 from agent.sources.feed import Feed, Frame
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class Stage:
     prep: Callable[[np.ndarray], list[np.ndarray]]
     windower: Windower | None = None
     geometry: tuple[int, ...] = ()  # two stages with the same geometry share a window in flight
+    need: FrameNeed | None = None  # image stages: how much of a frame `prep` uses
 
 
 class Capture:
@@ -45,6 +46,7 @@ class Capture:
                  on_status: Callable[[str], None] | None = None) -> None:
         self.source = source
         self.stage = stage
+        source.want(stage.need)
         self.feed = feed
         self.stop = stop
         self.reconnect_max_s = reconnect_max_s
@@ -63,12 +65,17 @@ class Capture:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def set_stage(self, stage: Stage) -> None:
-        """Prepare items for another model from now on (keeps a partial window if it fits)."""
+    def set_stage(self, stage: Stage) -> Stage:
+        """Prepare items for another model from now on (keeps a partial window if it fits).
+
+        Returns the stage frames will carry from now on (compare it by identity).
+        """
         if (stage.windower is not None and self.stage.windower is not None
                 and stage.geometry == self.stage.geometry):
-            stage = Stage(stage.prep, self.stage.windower, stage.geometry)
+            stage = Stage(stage.prep, self.stage.windower, stage.geometry, stage.need)
+        self.source.want(stage.need)
         self.stage = stage
+        return stage
 
     def _set_status(self, status: str) -> None:
         if status != self.status:

@@ -3,6 +3,11 @@
 Live sources use a one-slot feed where the latest frame wins and every overwritten frame is
 counted as dropped. Files use a small bounded queue whose producer waits, so every frame is
 inferred exactly once.
+
+Waking a thread costs the waker a system call and, on a small device, the woken thread then
+competes for the cores and the GIL. So each side is woken only when it has to be: the consumer
+when a frame arrives while it waits, the producer (waiting for room) only once the queue has
+drained to its low-water mark, from where it refills in one go while the consumer invokes.
 """
 
 from __future__ import annotations
@@ -35,13 +40,21 @@ class Feed:
         self.latest_wins = latest_wins
         self.dropped = 0
         self._items: deque[Frame] = deque()
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._arrived = threading.Condition(lock)  # the consumer waits for a frame
+        self._room = threading.Condition(lock)  # the producer waits for room
+        self._producer_waits = False
         self._finished = False
         self._woken = False
 
+    @property
+    def low_water(self) -> int:
+        """A producer waiting for room is woken once the queue holds this many frames."""
+        return (self.capacity - 1) // 2
+
     def put(self, frame: Frame, stop: threading.Event) -> bool:
         """Hand over a frame. Files wait for room (False if `stop` is set meanwhile)."""
-        with self._cond:
+        with self._room:
             if self.latest_wins:
                 if self._items:
                     self._items.popleft()
@@ -50,39 +63,50 @@ class Feed:
                 while len(self._items) >= self.capacity:
                     if stop.is_set():
                         return False
-                    self._cond.wait(0.25)
+                    self._producer_waits = True
+                    try:
+                        self._room.wait(0.25)
+                    finally:
+                        self._producer_waits = False
             self._items.append(frame)
-            self._cond.notify_all()
+            self._arrived.notify()
             return True
 
     def get(self, timeout: float) -> Frame | None:
         """The next frame, or None after `timeout` or a `wake()`."""
-        with self._cond:
-            if not self._items:
+        with self._arrived:
+            items = self._items
+            if not items:
                 if not self._woken:
-                    self._cond.wait(timeout)
-                if not self._items:
+                    self._arrived.wait(timeout)
+                if not items:
                     self._woken = False
                     return None
-            frame = self._items.popleft()
-            self._cond.notify_all()
+            frame = items.popleft()
+            if self._producer_waits and len(items) <= self.low_water:
+                self._room.notify()
             return frame
 
-    def wake(self) -> None:
-        """Make a waiting `get` return now (the consumer has something else to do)."""
-        with self._cond:
+    def wake(self, producer: bool = True) -> None:
+        """Make a waiting `get` return now (the consumer has something else to do).
+
+        A producer waiting for room is woken too (to see a stop), unless `producer` is False.
+        """
+        with self._arrived:
             self._woken = True
-            self._cond.notify_all()
+            self._arrived.notify_all()
+            if producer:
+                self._room.notify_all()
 
     def finish(self) -> None:
         """The source has ended: no more frames will come."""
-        with self._cond:
+        with self._arrived:
             self._finished = True
-            self._cond.notify_all()
+            self._arrived.notify_all()
 
     def restart(self, live: bool) -> None:
         """A (re)opened source: expect frames again, live or not (known only once open)."""
-        with self._cond:
+        with self._arrived:
             self._finished = False
             self.latest_wins = live
             self.capacity = 1 if live else self.buffer
@@ -90,7 +114,7 @@ class Feed:
     @property
     def finished(self) -> bool:
         """True once the source ended and every frame was taken."""
-        with self._cond:
+        with self._arrived:
             return self._finished and not self._items
 
     def __len__(self) -> int:

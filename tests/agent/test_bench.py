@@ -47,6 +47,7 @@ def test_bench_with_hot_swaps_on_the_default_synthetic_source() -> None:
     assert result["source"] == "synthetic:image"
     assert result["swaps"] >= 3
     assert result["swap_max_gap_ms"] > 0 and result["median_interval_ms"] > 0
+    assert result["load_max_gap_ms"] > 0  # loading the next copy beside the loop, reported
     assert result["errors"] == 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 from collections import Counter
@@ -14,7 +15,15 @@ import numpy as np
 import pytest
 
 from agent.config import parse_config
-from agent.loop import STALL_ENV, InferenceLoop, InferenceResult, LoopOptions, build_loop
+from agent.loop import (
+    GIL_SWITCH_S,
+    STALL_ENV,
+    InferenceLoop,
+    InferenceResult,
+    LoopOptions,
+    build_loop,
+)
+from agent.processing import OutputStream, Postprocess
 from agent.runtime import load_model
 from agent.sources import open_source
 from shared.errors import IOSignatureMismatch
@@ -246,3 +255,93 @@ def test_build_loop_from_the_agent_config(tmp_path: Path) -> None:
     finally:
         loop.stop()
     assert loop.snapshot().inferences == 30
+
+
+def test_a_model_never_invoked_is_warmed_up_on_the_callers_thread(tmp_path: Path) -> None:
+    first, second = load_model(DIGITS, threads=1), load_model(DIGITS_FT, threads=1)
+    assert second.invoked  # load_model's smoke test: the first invoke happens at load
+    second.invoked = False  # as if it had never run: swap must not leave that to the loop
+    threads: list[str] = []
+    invoke = second.invoke
+
+    def recorded(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        threads.append(threading.current_thread().name)
+        return invoke(inputs)
+
+    second.invoke = recorded  # type: ignore[method-assign]
+    loop = InferenceLoop(first, open_source("synthetic:image"), threading.Event())
+    loop.start()
+    try:
+        wait_for(lambda: loop.snapshot().inferences > 5)
+        assert loop.swap(second) is first
+        wait_for(lambda: len(threads) > 3)
+    finally:
+        loop.stop()
+    assert threads[0] == threading.current_thread().name
+    assert set(threads[1:]) == {"inference"}
+
+
+def test_results_carry_outputs_and_a_classifiers_top1() -> None:
+    loop = InferenceLoop(load_model(DIGITS, threads=1), open_source("synthetic:image"),
+                         threading.Event())
+    results: list[InferenceResult] = []
+    loop.add_listener(results.append)
+    loop.start()
+    try:
+        wait_for(lambda: len(results) > 5)
+    finally:
+        loop.stop()
+    for r in results[:5]:
+        assert r.ok and r.outputs is not None and r.outputs[0].shape == (1, 10)
+        assert r.top1 == int(np.argmax(r.outputs[0]))
+    failed = InferenceResult("x", False, 0.0, results[0].inputs)
+    assert failed.top1 is None
+
+
+def test_a_sensor_swap_keeps_frames_prepared_once() -> None:
+    vibration = MODELS / "vibration.tflite"
+    loop = InferenceLoop(load_model(vibration, threads=1), open_source("synthetic:sensor"),
+                         threading.Event())
+    loop.start()
+    try:
+        wait_for(lambda: loop.snapshot().inferences > 3)
+        loop.swap(load_model(vibration, threads=1)).close()
+        # the capture thread keeps its partial window in a stage of its own: the loop compares
+        # frames against that one, so it does not prepare every frame a second time
+        assert loop._stage is loop.capture.stage
+        done = loop.snapshot().inferences
+        wait_for(lambda: loop.snapshot().inferences > done + 3)
+        assert loop.snapshot().errors == 0
+    finally:
+        loop.stop()
+
+
+def test_start_bounds_how_long_a_busy_thread_holds_the_gil() -> None:
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    loop = InferenceLoop(load_model(DIGITS, threads=1), open_source("synthetic:image"),
+                         threading.Event())
+    try:
+        loop.start()
+        assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_S)
+    finally:
+        loop.stop()
+        sys.setswitchinterval(previous)
+
+
+def test_one_bad_output_costs_only_itself() -> None:
+    model = load_model(DIGITS, threads=1)
+    stop = threading.Event()
+    stream = OutputStream("classification", 64, stop, lambda kind, detail: None,
+                          interval_s=0.01)
+    post = Postprocess(model.signature, [], top_k=2)
+    good = model.invoke(model.sample_input())
+    for i in range(6):
+        stream.put(post, [] if i == 2 else good)  # an output list the model cannot give
+    stream.start()
+    try:
+        wait_for(lambda: stream.summary()["count"] == 5, timeout=10)
+    finally:
+        stop.set()
+        stream.join(2)
+    assert stream.summary()["count"] == 5 and stream.dropped == 0

@@ -21,6 +21,7 @@ from agent.processing import (
 )
 from agent.processing.preprocess import auto_normalization
 from agent.runtime import load_model
+from agent.sources import FrameNeed
 from shared.documents import IOSignature, TensorSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,3 +193,36 @@ def test_summary_counts_top_labels_and_mean_confidence() -> None:
 def test_dequantize_passes_floats_through() -> None:
     values = np.array([1.5], np.float32)
     assert dequantize(values, spec((1,))).tolist() == [1.5]
+
+
+@pytest.mark.parametrize("dtype, scale", [("uint8", "0.00390625"), ("int8", "0.0078125"),
+                                          ("float32", None)])
+def test_a_batch_is_interpreted_as_frame_by_frame(dtype: str, scale: str | None) -> None:
+    sig = IOSignature((spec((1, 8)),), (spec((1, 50), dtype, scale, -3 if scale else None),))
+    post = Postprocess(sig, [f"class{i}" for i in range(40)], top_k=4)
+    rng = np.random.default_rng(7)
+    outputs = [[rng.permutation(100)[:50].reshape(1, 50).astype(dtype)] for _ in range(30)]
+    batch = post.batch(outputs)
+    single = [post(o) for o in outputs]
+    assert [[(c, label) for c, label, _ in r.top] for r in batch] == \
+        [[(c, label) for c, label, _ in r.top] for r in single]
+    assert [s for r in batch for *_, s in r.top] == \
+        pytest.approx([s for r in single for *_, s in r.top])
+    assert all(isinstance(s, float) and isinstance(c, int) for r in batch for c, _, s in r.top)
+
+
+def test_a_batch_of_other_outputs_is_interpreted_one_by_one() -> None:
+    sig = IOSignature((spec((1, 8)),), (spec((1, 4, 4, 2), name="map"), spec((1, 3), name="v")))
+    post = Postprocess(sig, [])
+    outputs = [[np.full((1, 4, 4, 2), i, np.float32), np.array([[i, 2.0, 3.0]], np.float32)]
+               for i in range(3)]
+    assert [r.values[0]["mean"] for r in post.batch(outputs)] == [0.0, 1.0, 2.0]
+
+
+def test_frame_need_picks_the_largest_jpeg_scale_that_keeps_the_model_size() -> None:
+    assert FrameNeed(160, 160).scale(640, 480) == 2  # 480 / 160 = 3
+    assert FrameNeed(224, 224).scale(640, 480) == 2
+    assert FrameNeed(28, 28).scale(640, 480) == 8
+    assert FrameNeed(100, 50).scale(640, 480) == 4  # the width decides: 6.4
+    assert FrameNeed(300, 300).scale(640, 480) == 1
+    assert FrameNeed(640, 480).scale(640, 480) == 1

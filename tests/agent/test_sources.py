@@ -15,7 +15,16 @@ import pytest
 
 from agent.loop import InferenceLoop, LoopOptions
 from agent.runtime import LoadedModel, load_model
-from agent.sources import open_source
+from agent.sources import (
+    BadSample,
+    Feed,
+    Frame,
+    FrameNeed,
+    Source,
+    SourceEnded,
+    VideoSource,
+    open_source,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "examples" / "models" / "digits.tflite"
@@ -232,3 +241,123 @@ def test_unknown_uri_is_refused() -> None:
         open_source("ftp://example/video")
     with pytest.raises(ValueError):
         open_source("sensor+serial:///dev/ttyS0?baud=12345")
+
+
+def write_big_video(path: Path, frames: int, fourcc: str = "MJPG") -> Path:
+    """A 640x480 video of a white disc on gray, moving a little from frame to frame."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 30.0, (640, 480))
+    assert writer.isOpened()
+    for i in range(frames):
+        frame = np.full((480, 640, 3), 60, np.uint8)
+        cv2.circle(frame, (320 + 4 * i, 240), 150, (255, 255, 255), -1)
+        cv2.rectangle(frame, (100, 100), (200, 380), (30, 160, 220), -1)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def read_all(source: Source) -> list[np.ndarray | str]:
+    """Every item of a finite source; "bad" for an item it reports as bad."""
+    items: list[np.ndarray | str] = []
+    source.open()
+    try:
+        while True:
+            try:
+                item = source.read(1.0)
+            except BadSample:
+                items.append("bad")
+                continue
+            except SourceEnded:
+                return items
+            assert item is not None
+            items.append(item)
+    finally:
+        source.close()
+
+
+def test_mjpg_video_is_decoded_at_the_size_and_colour_the_model_needs(tmp_path: Path) -> None:
+    video = write_big_video(tmp_path / "big.avi", 6)
+    full = read_all(open_source(f"file://{video}"))
+    sizes = {}
+    for name, need in [("full", None), ("half", FrameNeed(160, 160)),
+                       ("eighth-gray", FrameNeed(28, 28, gray=True)),
+                       ("too-big", FrameNeed(400, 400))]:
+        source = open_source(f"file://{video}")
+        source.want(need)
+        frames = read_all(source)
+        assert isinstance(source, VideoSource) and source.packets  # JPEG packets, decoded here
+        assert len(frames) == 6
+        sizes[name] = {f.shape for f in frames if isinstance(f, np.ndarray)}
+        if need is not None and not need.gray:  # scaled in the DCT: a good downscale
+            for big, small in zip(full, frames, strict=True):
+                assert isinstance(big, np.ndarray) and isinstance(small, np.ndarray)
+                expected = cv2.resize(big, small.shape[1::-1], interpolation=cv2.INTER_AREA)
+                assert np.abs(expected.astype(int) - small.astype(int)).mean() < 4
+    assert sizes == {"full": {(480, 640, 3)}, "half": {(240, 320, 3)},
+                     "eighth-gray": {(60, 80)}, "too-big": {(480, 640, 3)}}
+
+
+def test_other_codecs_are_decoded_by_opencv_in_full(tmp_path: Path) -> None:
+    video = write_big_video(tmp_path / "big.mp4", 5, fourcc="mp4v")
+    source = open_source(f"file://{video}")
+    source.want(FrameNeed(28, 28, gray=True))
+    frames = read_all(source)
+    assert isinstance(source, VideoSource) and not source.packets
+    assert [f.shape for f in frames if isinstance(f, np.ndarray)] == [(480, 640, 3)] * 5
+
+
+def test_a_corrupt_mjpg_frame_is_a_counted_error_and_the_rest_are_inferred(
+        tmp_path: Path, digits: LoadedModel) -> None:
+    video = write_big_video(tmp_path / "big.avi", 12)
+    data = bytearray(video.read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i:i + 2] == b"\xff\xd8"]
+    assert len(starts) == 12
+    data[starts[5]:starts[5] + 2] = b"\x00\x00"  # frame 5 is no longer a JPEG image
+    video.write_bytes(bytes(data))
+    indexes: list[int] = []
+    loop = InferenceLoop(digits, open_source(f"file://{video}"), threading.Event(), FAST)
+    loop.add_listener(lambda r: indexes.append(r.index))
+    loop.start()
+    try:
+        wait_for(lambda: loop.finished)
+        snap = loop.snapshot()
+    finally:
+        loop.stop()
+    assert loop.capture.source.packets  # type: ignore[attr-defined]
+    assert (snap.frames, snap.inferences, snap.errors) == (11, 11, 1)
+    assert indexes == list(range(11))
+
+
+def test_feed_wakes_a_waiting_producer_only_at_its_low_water_mark() -> None:
+    feed = Feed(4, latest_wins=False)
+    wakes = 0
+    notify = feed._room.notify
+
+    def counted(n: int = 1) -> None:
+        nonlocal wakes
+        wakes += 1
+        notify(n)
+
+    feed._room.notify = counted  # type: ignore[method-assign]
+    wait = feed._room.wait
+    # the producer's periodic re-check (0.25 s) must not blur what wakes it on a slow machine
+    feed._room.wait = lambda timeout=None: wait(10.0)  # type: ignore[method-assign]
+    stop = threading.Event()
+    for i in range(4):
+        assert feed.put(Frame(i, 0.0, np.zeros(1), [], None), stop)
+    producer = threading.Thread(target=feed.put, args=(Frame(4, 0.0, np.zeros(1), [], None),
+                                                       stop))
+    producer.start()
+    wait_for(lambda: feed._producer_waits, timeout=5)
+    taken = []
+    for _ in range(2):
+        frame = feed.get(1.0)
+        assert frame is not None
+        taken.append(frame.index)
+    assert wakes == 0  # three and two frames left: the producer is not disturbed yet
+    frame = feed.get(1.0)
+    assert frame is not None and wakes == 1  # one left (the low-water mark): wake it
+    producer.join(5)
+    assert not producer.is_alive()
+    rest = [feed.get(1.0) for _ in range(2)]
+    assert taken + [frame.index] + [f.index for f in rest if f is not None] == [0, 1, 2, 3, 4]
