@@ -127,7 +127,7 @@ class VideoSource(Source):
             wait = self._next_due - time.monotonic()
             if wait > 0:
                 time.sleep(min(wait, timeout))
-            self._next_due = max(self._next_due, time.monotonic() - 1.0) + 1.0 / self.fps
+            self._next_due = max(self._next_due, time.monotonic()) + 1.0 / self.fps
         if self._pending is not None:
             ok, frame = True, self._pending
             self._pending = None

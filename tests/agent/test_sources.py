@@ -87,6 +87,23 @@ def test_video_file_every_frame_then_ended(tmp_path: Path, digits: LoadedModel) 
     assert indexes == list(range(40))
 
 
+def test_a_paced_video_file_plays_like_a_camera_and_still_delivers_every_frame(
+        tmp_path: Path, digits: LoadedModel) -> None:
+    video = write_video(tmp_path / "clip.avi", 10)
+    indexes: list[int] = []
+    loop = InferenceLoop(digits, open_source(f"file://{video}?fps=20"), threading.Event(), FAST)
+    loop.add_listener(lambda r: indexes.append(r.index))
+    started = time.monotonic()
+    loop.start()
+    try:
+        wait_for(lambda: loop.finished)
+        took = time.monotonic() - started
+    finally:
+        loop.stop()
+    assert indexes == list(range(10))
+    assert took >= 9 / 20  # ten frames at 20 fps: no burst at the start (a lower bound only)
+
+
 def test_missing_video_file_reports_down(tmp_path: Path, digits: LoadedModel) -> None:
     loop = running(digits, f"file://{tmp_path}/nothing.avi")
     try:
