@@ -222,7 +222,7 @@ class Demo:
             sensor_id, sensor_profile, EXAMPLES / "models" / "vibration.tflite", "synthetic:sensor?rate=640")
         self.procs.start(sensor_id, [sys.executable, "-m", "agent.cli", "run", "--config",
                                      str(config)])
-        self.wait("three devices online", lambda: self.online() >= 3)
+        self.wait("three devices online and reporting telemetry", lambda: self.reporting() >= 3)
         self.show_fleet()
 
     # ---- observing ------------------------------------------------------------------------
@@ -230,8 +230,8 @@ class Demo:
         result: list[dict[str, Any]] = self.litefleet_json("devices")
         return result
 
-    def online(self) -> int:
-        return sum(1 for d in self.devices() if d.get("online"))
+    def reporting(self) -> int:
+        return sum(1 for d in self.devices() if d.get("online") and d.get("fps"))
 
     def show_fleet(self) -> None:
         rows = self.devices()
