@@ -15,7 +15,7 @@ from typing import Any
 from device_profiles import load_profile
 from shared.keys import HEX64, Keyring
 from shared.profile import DeviceProfile, ProfileInvalid
-from shared.tomlcheck import TableReader
+from shared.tomlcheck import Problems, TableReader
 from shared.topics import DEFAULT_PREFIX, DEVICE_ID_RE
 
 __all__ = [
@@ -38,12 +38,8 @@ SOURCE_SCHEMES = (
 )
 
 
-class ConfigInvalid(ValueError):
+class ConfigInvalid(Problems):
     """An agent config with problems; `problems` has one line per mistake."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(problems))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.tomlcheck import TableReader
+from shared.tomlcheck import Problems, TableReader
 from shared.topics import DEFAULT_PREFIX
 
 __all__ = [
@@ -37,12 +37,8 @@ CONFIG_ENV = "LITEFLEET_CONFIG"
 DEFAULT_CONFIG_NAME = "cloud.toml"
 
 
-class CloudConfigInvalid(ValueError):
+class CloudConfigInvalid(Problems):
     """A cloud config with problems; `problems` has one line per mistake."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(problems))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 
-from shared.tomlcheck import TableReader
+from shared.tomlcheck import Problems, TableReader
 
 __all__ = [
     "QUANTIZATIONS",
@@ -26,12 +26,8 @@ QUANTIZATIONS = (
 )
 
 
-class ProfileInvalid(ValueError):
+class ProfileInvalid(Problems):
     """A profile with problems; `problems` has one human line per mistake."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
 
 
 @dataclass(frozen=True)

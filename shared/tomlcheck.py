@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TableReader"]
+__all__ = ["Problems", "TableReader"]
+
+
+class Problems(ValueError):
+    """Input with mistakes; `problems` has one human line per mistake."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
 
 
 class TableReader:
