@@ -105,6 +105,7 @@ class CloudService:
         """Start, wait for the stop event, stop."""
         self.start()
         try:
+            # a timed wait, so SIGTERM/SIGINT handlers on this (main) thread run promptly
             while not self.stop_event.wait(1.0):
                 pass
         finally:

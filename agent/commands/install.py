@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from agent.installer import (
     DEFAULT_PREFIX,
@@ -71,24 +73,18 @@ def _install(args: argparse.Namespace) -> int:
         python=args.python, pip_args=tuple(args.pip_arg), venv=not args.no_venv,
         start=not args.no_start,
     )
-    try:
-        report = install(options)
-    except InstallRefused as e:
-        for problem in e.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return EXIT_INVALID
-    except (StepFailed, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    for line in report.lines():
-        print(line)
-    print("installed" if report.changed else "nothing to do: the installation is up to date")
-    return 0
+    return _report(lambda: install(options), done=lambda r: (
+        "installed" if r.changed else "nothing to do: the installation is up to date"))
 
 
 def _uninstall(args: argparse.Namespace) -> int:
+    return _report(lambda: uninstall(args.root, args.prefix, args.purge))
+
+
+def _report(step: Callable[[], Any], done: Callable[[Any], str] | None = None) -> int:
+    """Run an install or uninstall step: print what it did, or why not, as an exit code."""
     try:
-        report = uninstall(args.root, args.prefix, args.purge)
+        report = step()
     except InstallRefused as e:
         for problem in e.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -98,4 +94,6 @@ def _uninstall(args: argparse.Namespace) -> int:
         return EXIT_UNAVAILABLE
     for line in report.lines():
         print(line)
+    if done is not None:
+        print(done(report))
     return 0

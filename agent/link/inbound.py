@@ -75,7 +75,7 @@ class Inbound:
         try:
             self._queue.put(None, timeout=timeout)
         except queue.Full:
-            pass
+            pass  # still full after the timeout: the daemon thread is left to end with the process
         if self._thread is not None:
             self._thread.join(timeout)
 

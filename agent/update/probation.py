@@ -128,7 +128,7 @@ class Probation:
             try:
                 self._shadow_queue.put_nowait(([np.array(a) for a in result.inputs], result.top1))
             except queue.Full:
-                pass
+                pass  # the shadow worker is busy: skip this frame, never block the loop
 
     # off the hot path ---------------------------------------------------------------------
 
