@@ -9,8 +9,9 @@ Hot swap: `swap(model)` hands over a model that is already loaded and warmed up:
 invoked it once (allocation, XNNPACK's weight packing), off the loop, and `swap` does so on the
 caller's thread for a model never invoked. The inference thread then installs it between two
 frames: a few reference assignments. Every frame meets exactly one complete model, and `swap`
-returns the old one for the caller to close. Frames prepared for the old model are prepared
-again on the spot when the new model's input differs.
+returns the old one for the caller to close, once the new model has taken its first frame (or
+the loop has waited a while for one): the caller's work after a swap stays off that frame. Frames
+prepared for the old model are prepared again on the spot when the new model's input differs.
 
 Watchdog: `heartbeat` is the time.monotonic() of the inference thread's latest iteration. It
 advances while the loop waits for frames (at most `WAIT_S` apart), so only a stuck loop goes
@@ -73,6 +74,7 @@ class InferenceResult:
     ts: float = 0.0  # time.monotonic() when the inference finished (or failed)
     outputs: list[np.ndarray] | None = None  # None when the inference failed
     classifier: bool = False  # one [1, K] output: `top1` is its argmax
+    captured: float = 0.0  # time.monotonic() when the frame was captured
 
     @property
     def top1(self) -> int | None:
@@ -163,6 +165,8 @@ class InferenceLoop:
         self._listeners: list[Callable[[InferenceResult], None]] = []
         self._event_listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._pending: _Swap | None = None
+        self._installed: _Swap | None = None  # installed, its caller not yet woken
+        self._installed_at = (0, 0.0)  # `handled` and time.monotonic() at that install
         self._swap_lock = threading.Lock()
         self._running = False
         stall = os.environ.get(STALL_ENV, "")
@@ -202,6 +206,8 @@ class InferenceLoop:
             pending, self._pending = self._pending, None
         if pending is not None and not self._thread.is_alive():
             self._install(pending)  # a swap that arrived as the loop stopped still completes
+            pending.done.set()
+        self._announce()
 
     def swap(self, model: LoadedModel, timeout: float = 5.0) -> LoadedModel:
         """Serve `model` from the next frame on; return the old model (the caller closes it).
@@ -216,10 +222,14 @@ class InferenceLoop:
             stage = stage_for(model.signature, self._source_kind, self.options)
         if not model.invoked:  # its first invoke initialises lazily: not on the loop
             model.invoke(model.sample_input())
-        request = _Swap(model, stage, self._postprocess(model))
+        post = self._post  # the same outputs (a new version of a model): interpreted alike
+        if model.signature.outputs != self._model.signature.outputs:
+            post = self._postprocess(model)
+        request = _Swap(model, stage, post)
         with self._swap_lock:
             if not self._running or not self._thread.is_alive():
                 old = self._install(request)
+                request.done.set()
                 self._log_swap(request)
                 return old
             self._pending = request
@@ -229,7 +239,7 @@ class InferenceLoop:
                 if self._pending is request:
                     self._pending = None
                     raise TimeoutError(f"the loop did not reach a frame boundary in {timeout} s")
-            request.done.wait()
+            # installed, not yet announced: it serves from now on all the same
         self._log_swap(request)
         assert request.old is not None
         return request.old
@@ -280,7 +290,6 @@ class InferenceLoop:
         self.metrics.new_model()
         self._outputs.use(request.post.kind)
         request.old = old
-        request.done.set()
         return old
 
     def _take_swap(self) -> None:
@@ -288,6 +297,23 @@ class InferenceLoop:
             request, self._pending = self._pending, None
         if request is not None:
             self._install(request)
+            self._installed = request
+            self._installed_at = (self.handled, time.monotonic())
+
+    def _announce_due(self, now: float) -> bool:
+        """The new model has taken a frame, or the loop has waited for one a while."""
+        handled, at = self._installed_at
+        return self.handled > handled or now - at >= WAIT_S / 2
+
+    def _announce(self) -> None:
+        """Wake the caller of the swap installed last (after the new model's first frame).
+
+        The woken caller (logging, the updater's next steps) competes for the GIL; waking it
+        only once the new model has served a frame keeps that off the first, cache-cold frame.
+        """
+        request, self._installed = self._installed, None
+        if request is not None:
+            request.done.set()
 
     def _inputs(self, frame: Frame) -> list[np.ndarray] | None:
         """Frames prepared for a previous model are prepared again for this one."""
@@ -304,6 +330,8 @@ class InferenceLoop:
         monotonic = time.monotonic
         while not stop.is_set():
             self.heartbeat = monotonic()
+            if self._installed is not None and self._announce_due(self.heartbeat):
+                self._announce()
             if self._pending is not None:
                 self._take_swap()
             frame = feed.get(WAIT_S)
@@ -336,7 +364,8 @@ class InferenceLoop:
             put_outputs(self._post, outputs)
             if self._listeners:
                 self._notify(InferenceResult(model.sha256, True, latency_ms, inputs, frame.index,
-                                             now, outputs, self._post.kind == "classification"))
+                                             now, outputs, self._post.kind == "classification",
+                                             frame.ts))
 
     def _notify(self, result: InferenceResult) -> None:
         for fn in self._listeners:

@@ -122,6 +122,20 @@ class Postprocess:
         return [Interpretation(top=[(c, label(c), v) for c, v in zip(cs, vs, strict=True)])
                 for cs, vs in zip(classes, values, strict=True)]
 
+    def top1(self, outputs: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """A classifier's best class and its score for each frame of a batch, as two arrays.
+
+        What the running summary and the events need, in a handful of numpy calls for the
+        whole batch: no per-frame Python objects.
+        """
+        if self.kind != "classification":
+            raise ValueError(f"top1 is for classifiers, not {self.kind} models")
+        first = [o[0] for o in outputs]
+        stacked = np.concatenate(first) if first[0].ndim == 2 else np.stack(first)
+        scores = dequantize(stacked.reshape(len(outputs), -1), self.signature.outputs[0])
+        classes = scores.argmax(axis=1)
+        return classes, scores[np.arange(len(outputs)), classes]
+
     def _generic(self, outputs: list[np.ndarray]) -> Interpretation:
         values = []
         for out, spec in zip(outputs, self.signature.outputs, strict=True):
@@ -157,6 +171,16 @@ class OutputSummary:
             self._detections[d["label"]] = self._detections.get(d["label"], 0) + 1
         if result.values:
             self._last_values = result.values
+
+    def add_top1(self, classes: np.ndarray, scores: np.ndarray, label: Any) -> None:
+        """Many classifier frames at once: `Postprocess.top1`'s arrays and its `label`."""
+        self._count += int(classes.size)
+        self._confidence += float(scores.sum())
+        counts = np.bincount(classes)
+        for cls in np.flatnonzero(counts).tolist():
+            name = label(cls)
+            if name in self._top1 or len(self._top1) < MAX_LABELS:
+                self._top1[name] = self._top1.get(name, 0) + int(counts[cls])
 
     def peek(self) -> dict[str, Any]:
         summary: dict[str, Any] = {"kind": self.kind, "count": self._count}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "examples" / "models" / "digits.tflite"
@@ -28,14 +29,17 @@ def test_bench_json_over_a_video_file(tmp_path: Path) -> None:
         writer.write(np.full((480, 640, 3), i * 5, np.uint8))
     writer.release()
     done = bench("--model", str(DIGITS), "--source", f"file://{video}", "--frames", "60",
-                 "--threads", "1", "--json")
+                 "--threads", "1", "--rounds", "2", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(result) >= KEYS
     assert result["frames"] == 60  # the 40-frame file is replayed to reach 60
     assert result["source"] == f"file://{video}" and result["threads"] == 1
     assert result["invoke_fps"] > 0 and result["loop_fps"] > 0
-    assert result["ratio"] == round(result["loop_fps"] / result["invoke_fps"], 4)
+    assert result["ratio"] == pytest.approx(result["loop_fps"] / result["invoke_fps"], abs=1e-4)
+    assert result["rounds"] == 2 and len(result["round_ratios"]) == 2
+    assert result["ratio"] == min(result["round_ratios"])  # of two rounds, the lower
+    assert result["outside_invoke_us"] > 0 and result["e2e_p50_ms"] >= result["p50_ms"]
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
     assert result["errors"] == 0 and result["dropped_frames"] == 0 and result["rss_mb"] > 10
 
@@ -45,7 +49,8 @@ def test_bench_with_hot_swaps_on_the_default_synthetic_source() -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["source"] == "synthetic:image"
-    assert result["swaps"] >= 3
+    assert result["swaps"] >= 3 and len(result["round_swap_gaps"]) == 5
+    assert result["swaps_all_rounds"] >= 5 * result["swaps"] - 4
     assert result["swap_max_gap_ms"] > 0 and result["median_interval_ms"] > 0
     assert result["load_max_gap_ms"] > 0  # loading the next copy beside the loop, reported
     assert result["errors"] == 0
@@ -57,6 +62,11 @@ def test_bench_table_for_a_sensor_model() -> None:
     assert done.returncode == 0, done.stderr
     assert "synthetic:sensor" in done.stdout
     assert any(line.split()[:1] == ["loop_fps"] for line in done.stdout.splitlines())
+
+
+def test_bench_refuses_zero_rounds() -> None:
+    done = bench("--model", str(DIGITS), "--rounds", "0", "--json")
+    assert done.returncode == 2 and "--rounds" in done.stderr
 
 
 def test_bench_refuses_a_broken_model(tmp_path: Path) -> None:

@@ -123,6 +123,35 @@ def test_swap_returns_the_old_model_and_the_new_one_serves(tmp_path: Path) -> No
         loop.stop()
 
 
+def test_swap_returns_once_the_new_model_has_served_a_frame() -> None:
+    first, second = load_model(DIGITS, threads=1), load_model(DIGITS_FT, threads=1)
+    loop = InferenceLoop(first, open_source("synthetic:image?fps=100"), threading.Event())
+    served: list[str] = []
+    loop.add_listener(lambda result: served.append(result.model_sha256))
+    loop.start()
+    try:
+        wait_for(lambda: len(served) > 5)
+        loop.swap(second)
+        assert second.sha256 in served  # its first frame is inferred before swap returns
+    finally:
+        loop.stop()
+
+
+def test_an_idle_loop_swaps_without_waiting_for_a_frame(tmp_path: Path) -> None:
+    first, second = load_model(DIGITS, threads=1), load_model(DIGITS_FT, threads=1)
+    loop = InferenceLoop(first, open_source(f"camera:{tmp_path}/none"), threading.Event(),
+                         LoopOptions(reconnect_max_s=0.5))
+    loop.start()
+    try:
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert loop.swap(second, timeout=5.0) is first
+        assert time.monotonic() - started < 2.0 and loop.model is second
+        assert loop.snapshot().inferences == 0
+    finally:
+        loop.stop()
+
+
 def test_swap_refuses_a_model_that_does_not_fit_the_source() -> None:
     loop = InferenceLoop(load_model(DIGITS, threads=1), open_source("synthetic:image"),
                          threading.Event())
@@ -345,3 +374,43 @@ def test_one_bad_output_costs_only_itself() -> None:
         stop.set()
         stream.join(2)
     assert stream.summary()["count"] == 5 and stream.dropped == 0
+
+
+def test_classifier_events_from_a_batch_are_rate_limited_and_name_the_class() -> None:
+    model = load_model(DIGITS, threads=1)
+    stop = threading.Event()
+    events: list[tuple[str, dict[str, object]]] = []
+    stream = OutputStream("classification", 64, stop, lambda kind, detail: events.append(
+        (kind, detail)), interval_s=0.01)
+    stream.events = True
+    post = Postprocess(model.signature, [f"digit{i}" for i in range(10)], threshold=0.9)
+
+    def scores(cls: int, top: float) -> list[np.ndarray]:
+        row = np.full((1, 10), (1.0 - top) / 9, np.float32)
+        row[0, cls] = top
+        return [row]
+
+    for frame in [scores(3, 0.5), scores(4, 0.6), scores(7, 0.95), scores(8, 0.99)]:
+        stream.put(post, frame)  # one batch: the first confident frame wins, the rest wait 1 s
+    stream.start()
+    try:
+        wait_for(lambda: stream.summary()["count"] == 4, timeout=10)
+    finally:
+        stop.set()
+        stream.join(2)
+    assert events == [("inference", {"class": 7, "label": "digit7", "score": 0.95})]
+    summary = stream.summary()
+    assert {d["label"] for d in summary["top"]} == {"digit3", "digit4", "digit7", "digit8"}
+
+
+def test_the_output_queue_is_bounded_by_bytes_as_well_as_count() -> None:
+    model = load_model(DIGITS, threads=1)
+    stream = OutputStream("generic", 1000, threading.Event(), lambda kind, detail: None,
+                          max_bytes=11 * 2**20)
+    post = Postprocess(model.signature, [])
+    feature_map = [np.zeros((1, 64, 64, 128), np.float32)]  # 2 MiB a frame
+    for _ in range(8):
+        stream.put(post, feature_map)  # the thread is not started: nothing drains
+    assert stream.queued_bytes == 5 * 2**21 and stream.dropped == 3
+    stream.put(post, [np.zeros((1, 10), np.float32)])  # a small one still fits
+    assert stream.dropped == 3 and stream.queued_bytes == 5 * 2**21 + 40

@@ -211,6 +211,34 @@ def test_a_batch_is_interpreted_as_frame_by_frame(dtype: str, scale: str | None)
     assert all(isinstance(s, float) and isinstance(c, int) for r in batch for c, _, s in r.top)
 
 
+@pytest.mark.parametrize("dtype, scale, shape", [("uint8", "0.00390625", (1, 9)),
+                                                 ("float32", None, (1, 9)),
+                                                 ("float32", None, (9,))])
+def test_a_classifier_batch_summarised_as_arrays_counts_as_frame_by_frame(
+        dtype: str, scale: str | None, shape: tuple[int, ...]) -> None:
+    sig = IOSignature((spec((1, 8)),), (spec(shape, dtype, scale, -3 if scale else None),))
+    post = Postprocess(sig, [f"class{i}" for i in range(6)])  # classes 6+ have no label
+    rng = np.random.default_rng(11)  # 9 classes: all fit in the summary's top 10
+    outputs = [[rng.permutation(100)[:9].reshape(shape).astype(dtype)] for _ in range(64)]
+    one_by_one, at_once = OutputSummary(post.kind), OutputSummary(post.kind)
+    for o in outputs:
+        one_by_one.add(post(o))
+    classes, scores = post.top1(outputs)
+    assert classes.tolist() == [post(o).top[0][0] for o in outputs]
+    at_once.add_top1(classes, scores, post.label)
+    expected, got = one_by_one.take(), at_once.take()
+    assert got["count"] == expected["count"] == 64
+    assert sorted(got["top"], key=str) == sorted(expected["top"], key=str)
+    assert {"class0", "8"} <= {d["label"] for d in got["top"]}
+    assert got["mean_confidence"] == pytest.approx(expected["mean_confidence"], abs=1e-4)
+
+
+def test_top1_is_only_for_classifiers() -> None:
+    sig = IOSignature((spec((1, 8)),), (spec((1, 4, 4, 2), name="map"), spec((1, 3), name="v")))
+    with pytest.raises(ValueError, match="generic"):
+        Postprocess(sig, []).top1([[np.zeros((1, 4, 4, 2), np.float32)]])
+
+
 def test_a_batch_of_other_outputs_is_interpreted_one_by_one() -> None:
     sig = IOSignature((spec((1, 8)),), (spec((1, 4, 4, 2), name="map"), spec((1, 3), name="v")))
     post = Postprocess(sig, [])
