@@ -358,6 +358,16 @@ def test_start_bounds_how_long_a_busy_thread_holds_the_gil() -> None:
         sys.setswitchinterval(previous)
 
 
+def drain(stream: OutputStream, stop: threading.Event, count: int) -> None:
+    """Run the postprocessing thread until its summary has counted `count` outputs."""
+    stream.start()
+    try:
+        wait_for(lambda: stream.summary()["count"] == count, timeout=10)
+    finally:
+        stop.set()
+        stream.join(2)
+
+
 def test_one_bad_output_costs_only_itself() -> None:
     model = load_model(DIGITS, threads=1)
     stop = threading.Event()
@@ -367,12 +377,7 @@ def test_one_bad_output_costs_only_itself() -> None:
     good = model.invoke(model.sample_input())
     for i in range(6):
         stream.put(post, [] if i == 2 else good)  # an output list the model cannot give
-    stream.start()
-    try:
-        wait_for(lambda: stream.summary()["count"] == 5, timeout=10)
-    finally:
-        stop.set()
-        stream.join(2)
+    drain(stream, stop, 5)
     assert stream.summary()["count"] == 5 and stream.dropped == 0
 
 
@@ -392,12 +397,7 @@ def test_classifier_events_from_a_batch_are_rate_limited_and_name_the_class() ->
 
     for frame in [scores(3, 0.5), scores(4, 0.6), scores(7, 0.95), scores(8, 0.99)]:
         stream.put(post, frame)  # one batch: the first confident frame wins, the rest wait 1 s
-    stream.start()
-    try:
-        wait_for(lambda: stream.summary()["count"] == 4, timeout=10)
-    finally:
-        stop.set()
-        stream.join(2)
+    drain(stream, stop, 4)
     assert events == [("inference", {"class": 7, "label": "digit7", "score": 0.95})]
     summary = stream.summary()
     assert {d["label"] for d in summary["top"]} == {"digit3", "digit4", "digit7", "digit8"}
