@@ -119,13 +119,14 @@ def _telemetry(ctx: Context, args: argparse.Namespace) -> int:
         print(json.dumps([r for _, r in rows]))
         return 0
     last = _print_records(rows, args.json)
-    while args.follow:
-        try:
+    try:
+        while args.follow:
             time.sleep(1.0)
-        except KeyboardInterrupt:
-            return 0
-        rows = telemetry_since(ctx.db, since, args.device, after_rowid=last, limit=args.limit)
-        last = _print_records(rows, args.json) or last
+            rows = telemetry_since(ctx.db, since, args.device, after_rowid=last,
+                                   limit=args.limit)
+            last = _print_records(rows, args.json) or last
+    except KeyboardInterrupt:  # Ctrl-C is how a follow ends
+        pass
     return 0
 
 
@@ -139,7 +140,7 @@ def _print_records(rows: list[tuple[int, dict[str, Any]]], as_json: bool) -> int
                   f"{m.get('name', '-')}@{m.get('version', '-')}  fps {r['fps']:.1f}  "
                   f"p95 {r['latency_p95_ms']:.1f} ms  errors {r['errors']}  "
                   f"cpu {r['cpu_percent']:.0f}%  outbox {r['outbox_depth']}")
-    sys.stdout.flush()
+    sys.stdout.flush()  # line by line into a pipe (`| jq`), not in 4 KiB blocks
     return rows[-1][0] if rows else 0
 
 

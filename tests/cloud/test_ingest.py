@@ -239,6 +239,18 @@ def test_the_receive_path_in_both_protocols(cloud_env: CloudEnv, mosquitto, monk
         again.stop()
 
 
+def publish_until_stored(client: mqtt.Client, db: Path, device_id: str) -> None:
+    """Send record 1 until an ingester that may still be subscribing has stored it."""
+    def first_stored() -> bool:
+        if db.exists() and rows(db, "telemetry") == 1:
+            return True
+        client.publish(topic(device_id, Channel.TELEMETRY), record(device_id, 1), qos=1)
+        time.sleep(0.2)
+        return False
+
+    wait_for(first_stored, 30, "the first record stored")
+
+
 def _serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "cloud.cli", "serve", "--no-http", "--config", str(config)],
@@ -258,14 +270,7 @@ def test_an_ingester_killed_before_its_commit_loses_nothing(cloud_env: CloudEnv,
     try:
         wait_for(client.is_connected, 10, "a connection")
 
-        def first_stored() -> bool:  # sent until the new ingester has subscribed
-            if cloud_env.db.exists() and rows(cloud_env.db, "telemetry") == 1:
-                return True
-            client.publish(topic("cam-09", Channel.TELEMETRY), record("cam-09", 1), qos=1)
-            time.sleep(0.2)
-            return False
-
-        wait_for(first_stored, 30, "the first ingester to store a record")
+        publish_until_stored(client, cloud_env.db, "cam-09")
         # the store is locked: the ingester receives the next records but cannot commit them
         lock = sqlite3.connect(cloud_env.db, timeout=30)
         lock.execute("BEGIN IMMEDIATE")

@@ -32,8 +32,10 @@ PROFILE = "x86-gateway"
 
 
 class SimulatedDevice:
-    def __init__(self, device_id: str, port: int, keyring: Keyring, fails: bool) -> None:
+    def __init__(self, device_id: str, port: int, keyring: Keyring, fails: bool,
+                 silent: bool = False) -> None:
         self.device_id, self.keyring, self.fails = device_id, keyring, fails
+        self.silent = silent  # receives deployments, never reports (powered off mid-rollout)
         self.model = ModelIdentity("digits", 1, "00" * 32)
         self.received: list[bytes] = []
         self.seq = 0
@@ -82,6 +84,8 @@ class SimulatedDevice:
                     return
                 data = self._work.pop(0)
             self.received.append(data)
+            if self.silent:
+                continue
             try:
                 update = verify_deployment(
                     data, self.keyring, device_id=self.device_id, profile=PROFILE,
@@ -108,8 +112,15 @@ class SimulatedDevice:
 
 
 @pytest.fixture
-def fleet(cloud_env: CloudEnv, mosquitto, capsys):
-    write_config(cloud_env.root, mqtt_port=mosquitto.port, extra="[rollout]\ntick_s = 0.2\n")
+def rollout_extra() -> str:
+    """More `[rollout]` settings for the fleet's config (tests override it by parametrizing)."""
+    return ""
+
+
+@pytest.fixture
+def fleet(cloud_env: CloudEnv, mosquitto, capsys, rollout_extra: str):
+    write_config(cloud_env.root, mqtt_port=mosquitto.port,
+                 extra="[rollout]\ntick_s = 0.2\n" + rollout_extra)
     for version, model in ((1, DIGITS), (2, DIGITS_FT)):
         assert main(["release", str(model), "--name", "digits", "--version", str(version),
                      "--profile", PROFILE, "--config", str(cloud_env.config)]) == 0
@@ -117,10 +128,11 @@ def fleet(cloud_env: CloudEnv, mosquitto, capsys):
     service.start()
     devices: list[SimulatedDevice] = []
 
-    def make(n: int, failing: set[int]) -> list[SimulatedDevice]:
+    def make(n: int, failing: set[int], silent: frozenset[int] = frozenset()
+             ) -> list[SimulatedDevice]:
         keyring = Keyring((cloud_env.key.public,))
-        devices.extend(SimulatedDevice(f"dev-{i:02d}", mosquitto.port, keyring, i in failing)
-                       for i in range(n))
+        devices.extend(SimulatedDevice(f"dev-{i:02d}", mosquitto.port, keyring, i in failing,
+                                       i in silent) for i in range(n))
         wait_for(lambda: json_out(capsys, ["devices"], cloud_env).__len__() == n, 30,
                  "every device known from its state")
         return devices
@@ -188,6 +200,64 @@ def test_rollout_pauses_when_probation_fails_and_shows_reasons(fleet, cloud_env,
     wait_for(lambda: state()["state"] == "paused" and state()["failed"] == 6, 60,
              "the third wave's failures to pause it again")
     assert state()["failure_reasons"] == {"probation_failed": 6}
+
+
+def retained(port: int, device_id: str, wait_s: float = 1.0) -> bytes | None:
+    """The retained `desired` message of a device on the broker, as a new subscriber sees it."""
+    got: list[bytes] = []
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                         client_id=f"probe-{device_id}", protocol=mqtt.MQTTv5)
+    client.on_message = lambda c, u, m: got.append(bytes(m.payload)) if m.retain else None
+    client.connect("127.0.0.1", port)
+    client.subscribe(topic(device_id, Channel.DESIRED), qos=1)
+    client.loop_start()
+    time.sleep(wait_s)
+    client.disconnect()
+    client.loop_stop()
+    return got[0] if got else None
+
+
+def test_abort_clears_the_deployment_of_a_device_that_never_started(
+        fleet, cloud_env, capsys, mosquitto) -> None:
+    devices = fleet(4, set(), silent=frozenset({3}))
+    rollout_id = str(json_out(capsys, ["deploy", "digits@2", "--profile", PROFILE, "--waves",
+                                       "100%"], cloud_env)["id"])
+
+    def state() -> dict:
+        return json_out(capsys, ["rollouts", rollout_id], cloud_env)[0]
+
+    wait_for(lambda: state()["committed"] == 3, 60, "three devices to commit")
+    assert state()["state"] == "running" and len(devices[3].received) == 1
+    assert retained(mosquitto.port, "dev-03") is not None  # waiting for the silent device
+
+    capsys.readouterr()
+    config = str(cloud_env.config)
+    assert main(["rollout", "abort", rollout_id, "--config", config]) == 0
+    assert f"rollout {rollout_id}: aborted" in capsys.readouterr().out
+    assert state()["state"] == "aborted" and state()["committed"] == 3
+    assert retained(mosquitto.port, "dev-03") is None  # it will not start when it wakes up
+    assert retained(mosquitto.port, "dev-00") is not None  # committed devices keep theirs
+    time.sleep(0.6)  # ticks go by: an aborted rollout sends nothing more
+    assert [len(d.received) for d in devices] == [1, 1, 1, 1]
+
+    assert main(["rollout", "abort", rollout_id, "--config", config]) == 2
+    assert "already aborted" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rollout_extra", ["device_timeout_s = 1.0\n"])
+def test_a_device_silent_past_the_timeout_counts_as_failed(fleet, cloud_env, capsys) -> None:
+    fleet(4, set(), silent=frozenset({3}))
+    rollout_id = str(json_out(capsys, ["deploy", "digits@2", "--profile", PROFILE, "--waves",
+                                       "100%", "--max-failures", "10%"], cloud_env)["id"])
+
+    def state() -> dict:
+        return json_out(capsys, ["rollouts", rollout_id], cloud_env)[0]
+
+    wait_for(lambda: state()["state"] == "paused", 60, "the timeout to pause the rollout")
+    view = state()
+    assert view["committed"] == 3 and view["failed"] == 1
+    assert view["failure_reasons"] == {"timeout": 1}
+    assert [f["device_id"] for f in view["failures"]] == ["dev-03"]
 
 
 def test_wave_sizes() -> None:
