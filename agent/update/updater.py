@@ -198,8 +198,8 @@ class Updater:
                 self._retry = None
                 outcome = self._run(data, dirs)
                 if outcome.reason == "fetch_failed" and self._retry is not None:
-                    self._retry = (data, dirs, time.monotonic() + delay * 2,
-                                   min(delay * 2, RETRY_MAX_S))
+                    delay = min(delay * 2, RETRY_MAX_S)  # doubling, capped
+                    self._retry = (data, dirs, time.monotonic() + delay, delay)
         finally:
             self._lock.release()
 

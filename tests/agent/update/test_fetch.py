@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import time
 
 import pytest
 
+from agent.update import updater as updater_module
 from agent.update.fetch import FileFetcher, HttpFetcher, fetcher_for
 from shared.errors import FetchFailed, SizeExceeded
 from shared.messages import UpdatePhase
@@ -45,6 +48,46 @@ def test_update_resumes_after_a_dropped_download(tmp_path, keys, device_factory,
     assert artifact_server.requests[-1][1] == f"bytes={size // 2}-"
     assert artifact_server.sent <= 1.1 * size
     assert device.updater.active().sha256 == sha(DIGITS_FT.read_bytes())
+
+
+def test_a_failed_fetch_is_retried_with_doubling_delays_up_to_the_cap(
+        tmp_path, keys, device_factory, artifact_server, monkeypatch):
+    monkeypatch.setattr(updater_module, "RETRY_MIN_S", 0.2)
+    monkeypatch.setattr(updater_module, "RETRY_MAX_S", 0.8)
+    device = device_factory(write_config(tmp_path, keys))
+    device.updater.recover()
+    bench = Bench(artifact_server.root, keys, base_url=artifact_server.url)
+    release = bench.release(DIGITS_FT.read_bytes(), 1)
+    artifact = artifact_server.root / release["signed"]["artifact"]["sha256"]
+    hidden = artifact.rename(tmp_path / "away")  # the store is missing it for now: HTTP 404
+    first = device.updater.handle_deployment(bench.deployment(release))
+    assert (first.phase, first.reason) == (UpdatePhase.IDLE, "fetch_failed")
+
+    attempts = [time.monotonic()]
+    seen = len(artifact_server.requests)
+    while len(attempts) < 5:  # the first attempt and four retries
+        device.updater.tick()
+        if len(artifact_server.requests) > seen:
+            seen = len(artifact_server.requests)
+            attempts.append(time.monotonic())
+        time.sleep(0.02)
+        assert time.monotonic() - attempts[0] < 10, "the retries stopped"
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    for gap, expected in zip(gaps, [0.2, 0.4, 0.8, 0.8], strict=True):  # 0.8: the cap
+        assert expected - 0.05 <= gap <= expected + 0.3, gaps
+
+    hidden.rename(artifact)  # the store has it again: the next retry installs it
+    deadline = time.monotonic() + 5
+    while device.updater.active().sha256 != sha(DIGITS_FT.read_bytes()):
+        assert time.monotonic() < deadline, "the retry after the store came back"
+        device.updater.tick()
+        time.sleep(0.02)
+    assert device.last_status().phase == UpdatePhase.COMMITTED
+    requests = len(artifact_server.requests)
+    for _ in range(60):  # 1.2 s of ticks: nothing is fetched again
+        device.updater.tick()
+        time.sleep(0.02)
+    assert len(artifact_server.requests) == requests
 
 
 def test_http_refuses_an_announced_length_over_the_cap(tmp_path, artifact_server):
