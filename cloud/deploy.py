@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import sqlite_utils
 
 from cloud.artifacts import ArtifactStore, StoreError
+from shared.atomic import write_atomic
 from shared.documents import Release
 
 __all__ = ["TargetError", "known_devices", "resolve_targets", "write_bundle"]
@@ -84,15 +84,6 @@ def resolve_targets(db: sqlite_utils.Database, name: str, profiles: Collection[s
     return targets
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_bundle(out: Path, builds: Collection[tuple[Release, str, list[str]]],
                  deployments: dict[str, dict[str, Any]], store: ArtifactStore,
                  max_bytes: int) -> list[Path]:
@@ -114,10 +105,10 @@ def write_bundle(out: Path, builds: Collection[tuple[Release, str, list[str]]],
             data = store.get(key, max_bytes)
             if hashlib.sha256(data).hexdigest() != sha:
                 raise StoreError(f"{key} in the store does not match its signed sha256")
-            _write(path, data)
+            write_atomic(path, data)
         written.append(path)
     for device_id, envelope in deployments.items():
         path = out / f"{device_id}.json"
-        _write(path, (json.dumps(envelope, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        write_atomic(path, (json.dumps(envelope, indent=2, sort_keys=True) + "\n").encode("utf-8"))
         written.append(path)
     return written

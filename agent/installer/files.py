@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from shared.atomic import write_atomic
 
 __all__ = ["Change", "remove_file", "remove_tree", "write_file", "write_symlink"]
 
@@ -41,17 +42,7 @@ def write_file(path: Path, data: bytes, mode: int) -> Change:
     else:
         action = "created"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, mode)
     _fsync_dir(path.parent)
     return Change(action, path)
 

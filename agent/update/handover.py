@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.atomic import write_atomic
+
 __all__ = ["MAX_SPOOL_BYTES", "SpoolRequest", "UpdateLock", "submit", "take_requests",
            "wait_result", "write_result"]
 
@@ -65,15 +67,6 @@ class UpdateLock:
             self._fd = None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 @dataclass(frozen=True)
 class SpoolRequest:
     id: str
@@ -87,7 +80,7 @@ def submit(state_dir: Path, deployment: bytes, artifact_dirs: list[Path]) -> str
     request_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
     body = {"deployment": deployment.decode("utf-8"),
             "artifact_dirs": [str(d.resolve()) for d in artifact_dirs]}
-    _write_atomic(spool / f"{request_id}.json", json.dumps(body).encode())
+    write_atomic(spool / f"{request_id}.json", json.dumps(body).encode())
     return request_id
 
 
@@ -116,7 +109,7 @@ def take_requests(state_dir: Path) -> list[SpoolRequest]:
 
 
 def write_result(state_dir: Path, request_id: str, outcome: dict[str, Any]) -> None:
-    _write_atomic(state_dir / SPOOL_DIR / f"{request_id}.result.json",
+    write_atomic(state_dir / SPOOL_DIR / f"{request_id}.result.json",
                   json.dumps(outcome).encode())
 
 

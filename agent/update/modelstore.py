@@ -122,10 +122,7 @@ class ModelStore:
         if not self.has(sha256):
             raise RuntimeError(f"cannot link {which} to missing model {sha256[:12]}")
         tmp = self.dir / f".{which}.tmp"
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         os.symlink(f"{sha256}.tflite", tmp)
         crashpoint("links.before_replace")
         os.replace(tmp, path)

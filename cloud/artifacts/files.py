@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from urllib.parse import quote, unquote, urlparse
 
 from cloud.artifacts import StoreError
 from cloud.config import StoreConfig
+from shared.atomic import write_atomic
 
 __all__ = ["FileStore", "safe_path"]
 
@@ -37,17 +37,7 @@ class FileStore:
     def put(self, key: str, data: bytes) -> None:
         path = safe_path(self.root, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, data, 0o644)
         dfd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dfd)

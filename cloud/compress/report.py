@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cloud.compress.measure import Measurement
+from shared.atomic import write_atomic
 
 __all__ = ["SCHEMA", "Report", "Skipped"]
 
@@ -68,8 +68,9 @@ class Report:
 
     def write(self, out_dir: Path) -> None:
         """Write report.json, report.md and report.png into `out_dir`."""
-        _atomic_write(out_dir / "report.json", json.dumps(self.to_dict(), indent=2) + "\n")
-        _atomic_write(out_dir / "report.md", self.markdown())
+        write_atomic(out_dir / "report.json",
+                     (json.dumps(self.to_dict(), indent=2) + "\n").encode("utf-8"))
+        write_atomic(out_dir / "report.md", self.markdown().encode("utf-8"))
         self.plot(out_dir / "report.png")
 
     def table(self) -> str:
@@ -180,12 +181,3 @@ class Report:
         os.replace(tmp, path)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -33,6 +33,7 @@ from cloud.compress.measure import Measurement, measure
 from cloud.compress.options import CompressOptions
 from cloud.compress.quantize import quantize_tflite
 from cloud.compress.report import Report, Skipped
+from shared.atomic import write_atomic
 from shared.profile import DeviceProfile
 
 __all__ = ["DEFAULT_METHODS", "METHODS", "ProgressCallback", "compress"]
@@ -111,7 +112,7 @@ def compress(
     step("measuring the original")
     threads = profile.runtime.threads
     base_path = out / "float32.tflite"
-    _write(base_path, base_blob)
+    write_atomic(base_path, base_blob)
     baseline, reference = measure(
         base_blob,
         method="float32",
@@ -138,7 +139,7 @@ def compress(
             skipped.append(Skipped(method, str(e)))
             continue
         path = out / f"{method}.tflite"
-        _write(path, blob)
+        write_atomic(path, blob)
         figures, _ = measure(
             blob,
             method=method,
@@ -316,7 +317,3 @@ def _provenance(
     }
 
 
-def _write(path: Path, blob: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(blob)
-    tmp.replace(path)
