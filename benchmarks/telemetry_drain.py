@@ -24,11 +24,11 @@ import threading
 import time
 from pathlib import Path
 
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script: the imports below need the repo
-
-import paho.mqtt.client as paho  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion  # noqa: E402
 
 from agent.config import MqttConfig, OutboxConfig  # noqa: E402
 from agent.link.client import MqttLink  # noqa: E402

@@ -73,7 +73,7 @@ class CloudLink:
             self.client.username_pw_set(config.username, password)
         if config.tls_ca is not None:
             self.client.tls_set(ca_certs=str(config.tls_ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        self._connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        self._connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # untyped in paho
         self._connect_props.ReceiveMaximum = receive_maximum
         if persistent:
             self._connect_props.SessionExpiryInterval = config.session_expiry_s

@@ -166,7 +166,7 @@ class MqttLink:
     def start(self) -> None:
         properties = None
         if self._v5:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # untyped in paho
             properties.SessionExpiryInterval = self.config.session_expiry_s
             self._client.connect_async(
                 self.config.host, self.config.port, self.config.keepalive_s,

@@ -63,7 +63,7 @@ class UpdateJournal:
         db = _own_database(db)
         self._db = db
         if ATTEMPTS not in db.table_names():
-            db[ATTEMPTS].create(  # type: ignore[union-attr]
+            db.table(ATTEMPTS).create(
                 {
                     "id": int, "rollout_id": str, "model": str, "version": int, "sha256": str,
                     "phase": str, "reason": str, "detail": str, "via": str, "from_sha256": str,
@@ -74,7 +74,7 @@ class UpdateJournal:
                 if_not_exists=True,
             )
         if MODELS not in db.table_names():
-            db[MODELS].create(  # type: ignore[union-attr]
+            db.table(MODELS).create(
                 {"sha256": str, "name": str, "version": int, "verified": float},
                 pk="sha256",
                 if_not_exists=True,
@@ -104,8 +104,8 @@ class UpdateJournal:
         row = {k: v for k, v in values.items() if k in _COLUMNS}
         row.update(started=now, updated=now)
         with self._db.conn:
-            table = self._db[ATTEMPTS]
-            table.insert(row)  # type: ignore[union-attr]
+            table = self._db.table(ATTEMPTS)
+            table.insert(row)
             entry_id = int(self._db.execute("SELECT last_insert_rowid()").fetchone()[0])
             self._db.execute(
                 f"DELETE FROM {ATTEMPTS} WHERE id <= ?", [entry_id - MAX_ROWS]
@@ -116,7 +116,7 @@ class UpdateJournal:
         self._db.close()
 
     def get(self, entry_id: int) -> JournalEntry:
-        return _entry(self._db[ATTEMPTS].get(entry_id))  # type: ignore[union-attr]
+        return _entry(self._db.table(ATTEMPTS).get(entry_id))
 
     def update(self, entry_id: int, **values: Any) -> JournalEntry:
         unknown = set(values) - _COLUMNS
@@ -124,7 +124,7 @@ class UpdateJournal:
             raise RuntimeError(f"unknown journal columns {sorted(unknown)}")
         values["updated"] = time.time()
         with self._db.conn:
-            self._db[ATTEMPTS].update(entry_id, values)  # type: ignore[union-attr]
+            self._db.table(ATTEMPTS).update(entry_id, values)
         return self.get(entry_id)
 
     def condemned(self, sha256: str, version: int) -> JournalEntry | None:
@@ -141,7 +141,7 @@ class UpdateJournal:
 
     def remember_model(self, sha256: str, name: str, version: int) -> None:
         with self._db.conn:
-            self._db[MODELS].upsert(  # type: ignore[union-attr]
+            self._db.table(MODELS).upsert(
                 {"sha256": sha256, "name": name, "version": version, "verified": time.time()},
                 pk="sha256",
             )

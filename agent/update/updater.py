@@ -227,11 +227,10 @@ class Updater:
     # the pipeline -------------------------------------------------------------------------
 
     def _defer(self, data: bytes, dirs: tuple[Path, ...]) -> UpdateOutcome:
-        active = self.active()
-        try:
-            verified = self._verify(data, active)
-        except Rejected as e:
-            return self._refuse(e)
+        admitted = self._admit(data)
+        if isinstance(admitted, UpdateOutcome):
+            return admitted
+        _, verified = admitted
         release = verified.release
         if verified.is_current:
             return self._outcome(UpdatePhase.PROBATION, verified, no_op=True,
@@ -240,6 +239,14 @@ class Updater:
         log.info("deployment of %s@%s waits for the running probation", release.name,
                  release.version)
         return self._outcome(UpdatePhase.IDLE, verified, detail="queued behind a probation")
+
+    def _admit(self, data: bytes) -> tuple[ModelIdentity, VerifiedUpdate] | UpdateOutcome:
+        """Verify `data` against the model serving now: (active, verified), or the refusal."""
+        active = self.active()
+        try:
+            return active, self._verify(data, active)
+        except Rejected as e:
+            return self._refuse(e)
 
     def _verify(self, data: bytes, active: ModelIdentity) -> VerifiedUpdate:
         return verify_deployment(
@@ -266,11 +273,10 @@ class Updater:
         return UpdateOutcome(UpdatePhase.REJECTED, error.reason, str(error))
 
     def _run(self, data: bytes, dirs: tuple[Path, ...]) -> UpdateOutcome:
-        active = self.active()
-        try:
-            verified = self._verify(data, active)
-        except Rejected as e:
-            return self._refuse(e)
+        admitted = self._admit(data)
+        if isinstance(admitted, UpdateOutcome):
+            return admitted
+        active, verified = admitted
         release = verified.release
         if verified.is_current:
             log.info("%s@%s is already active", release.name, release.version)
