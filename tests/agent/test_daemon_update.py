@@ -10,41 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-
 from shared.builders import build_deployment, build_release, package_model
-from shared.documents import IOSignature, ProbationPolicy, TensorSpec, format_time
-from shared.envelope import sign_envelope
+from shared.documents import ProbationPolicy
 from shared.keys import SigningKey
-from shared.messages import Command, encode_message
+from tests.agent.test_daemon_inbound import DEVICE, DIGITS_IO, PREFIX, publish, signed_command
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS = REPO / "examples" / "models" / "digits.tflite"
 DIGITS_FT = REPO / "examples" / "models" / "digits-ft.tflite"
-DEVICE = "dev-1"
-PREFIX = f"litefleet/v1/devices/{DEVICE}"
-DIGITS_IO = IOSignature(
-    inputs=(TensorSpec("image", (1, 28, 28, 1), "float32"),),
-    outputs=(TensorSpec("probs", (1, 10), "float32"),),
-)
-
-
-def publish(broker, topic: str, payload: bytes, retain: bool = False) -> None:  # type: ignore[no-untyped-def]
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"op-{uuid.uuid4().hex[:6]}")
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    try:
-        client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
 def deployment(tmp_path: Path, key: SigningKey) -> bytes:
     package = package_model(DIGITS_FT.read_bytes(), level=3)
     folder = tmp_path / "artifacts"
@@ -59,13 +35,6 @@ def deployment(tmp_path: Path, key: SigningKey) -> bytes:
     )
     return json.dumps(build_deployment(release=release, device_id=DEVICE, rollout_id="r-7",
                                        keys=[key], now=now)).encode()
-
-
-def rollback_command(key: SigningKey) -> bytes:
-    now = datetime.now(UTC)
-    cmd = Command(DEVICE, "rollback", format_time(now - timedelta(seconds=5)),
-                  format_time(now + timedelta(minutes=5)), uuid.uuid4().hex)
-    return json.dumps(sign_envelope(json.loads(encode_message(cmd)), [key])).encode()
 
 
 def test_deployment_over_desired_then_rollback_over_cmd(  # type: ignore[no-untyped-def]
@@ -91,7 +60,7 @@ def test_deployment_over_desired_then_rollback_over_cmd(  # type: ignore[no-unty
     assert sub.wait_for(lambda ms: states()[-1]["model"]["sha256"] == ft_sha, 20)
     assert states()[-1]["update_phase"] == "probation" and states()[-1]["model"]["version"] == 1
 
-    publish(mosquitto, f"{PREFIX}/cmd", rollback_command(key))
+    publish(mosquitto, f"{PREFIX}/cmd", signed_command(key, "rollback"))
     assert sub.wait_for(lambda ms: "rolled_back" in phases(), 30), (phases(), agent.log()[-3000:])
     rolled = [json.loads(p) for p in sub.payloads("/update")][-1]
     assert rolled["phase"] == "rolled_back" and rolled["reason"] == "probation_failed"

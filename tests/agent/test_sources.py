@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.loop import InferenceLoop, LoopOptions
+from agent.loop import InferenceLoop, LoopOptions, LoopSnapshot
 from agent.runtime import LoadedModel, load_model
 from agent.sources import (
     BadSample,
@@ -71,10 +71,11 @@ def running(model: LoadedModel, uri: str, options: LoopOptions = FAST) -> Infere
     return loop
 
 
-def test_video_file_every_frame_then_ended(tmp_path: Path, digits: LoadedModel) -> None:
-    video = write_video(tmp_path / "clip.avi", 40)
+def run_to_the_end(model: LoadedModel, uri: str) -> tuple[InferenceLoop, LoopSnapshot, list[int]]:
+    """Run a loop over a finite source until every frame was inferred: the loop, its last
+    snapshot and the source index of each inferred frame."""
     indexes: list[int] = []
-    loop = InferenceLoop(digits, open_source(f"file://{video}"), threading.Event(), FAST)
+    loop = InferenceLoop(model, open_source(uri), threading.Event(), FAST)
     loop.add_listener(lambda r: indexes.append(r.index))
     loop.start()
     try:
@@ -82,6 +83,12 @@ def test_video_file_every_frame_then_ended(tmp_path: Path, digits: LoadedModel) 
         snap = loop.snapshot()
     finally:
         loop.stop()
+    return loop, snap, indexes
+
+
+def test_video_file_every_frame_then_ended(tmp_path: Path, digits: LoadedModel) -> None:
+    video = write_video(tmp_path / "clip.avi", 40)
+    _, snap, indexes = run_to_the_end(digits, f"file://{video}")
     assert snap.source_status == "ended"
     assert (snap.frames, snap.inferences, snap.errors, snap.dropped_frames) == (40, 40, 0, 0)
     assert indexes == list(range(40))
@@ -331,15 +338,7 @@ def test_a_corrupt_mjpg_frame_is_a_counted_error_and_the_rest_are_inferred(
     assert len(starts) == 12
     data[starts[5]:starts[5] + 2] = b"\x00\x00"  # frame 5 is no longer a JPEG image
     video.write_bytes(bytes(data))
-    indexes: list[int] = []
-    loop = InferenceLoop(digits, open_source(f"file://{video}"), threading.Event(), FAST)
-    loop.add_listener(lambda r: indexes.append(r.index))
-    loop.start()
-    try:
-        wait_for(lambda: loop.finished)
-        snap = loop.snapshot()
-    finally:
-        loop.stop()
+    loop, snap, indexes = run_to_the_end(digits, f"file://{video}")
     assert loop.capture.source.packets  # type: ignore[attr-defined]
     assert (snap.frames, snap.inferences, snap.errors) == (11, 11, 1)
     assert indexes == list(range(11))
