@@ -161,6 +161,7 @@ class InferenceLoop:
         self.metrics = LoopMetrics(options.metrics_window)
         self.heartbeat = time.monotonic()
         self.handled = 0  # frames the inference thread took from the feed
+        self.completed = 0  # and has finished with (inferred, failed or skipped)
         self._recent: deque[list[np.ndarray]] = deque(maxlen=max(1, options.recent_inputs))
         self._listeners: list[Callable[[InferenceResult], None]] = []
         self._event_listeners: list[Callable[[str, dict[str, Any]], None]] = []
@@ -278,7 +279,8 @@ class InferenceLoop:
     @property
     def finished(self) -> bool:
         """A finite source has ended and every frame was inferred."""
-        return self.feed.finished and self.capture.status == "ended"
+        return (self.feed.finished and self.capture.status == "ended"
+                and self.completed == self.capture.frames)
 
     # -- the inference thread ---------------------------------------------------------------
 
@@ -343,29 +345,33 @@ class InferenceLoop:
                                self._stall_at - 1)
                 stop.wait()
                 break
-            model = self._model
-            inputs = frame.inputs if frame.stage is self._stage else self._inputs(frame)
-            if inputs is None:
-                continue
-            start = monotonic()
             try:
-                outputs = model.invoke(inputs)
-            except Exception as e:
-                metrics.errors += 1
-                if metrics.errors <= 10 or metrics.errors % 1000 == 0:
-                    logger.warning("inference failed (%d errors so far): %s", metrics.errors, e)
-                self._notify(InferenceResult(model.sha256, False, 0.0, inputs, frame.index,
-                                             monotonic()))
-                continue
-            now = monotonic()
-            latency_ms = (now - start) * 1000.0
-            metrics.record(latency_ms, (now - frame.ts) * 1000.0, now)
-            recent.append(inputs)
-            put_outputs(self._post, outputs)
-            if self._listeners:
-                self._notify(InferenceResult(model.sha256, True, latency_ms, inputs, frame.index,
-                                             now, outputs, self._post.kind == "classification",
-                                             frame.ts))
+                model = self._model
+                inputs = frame.inputs if frame.stage is self._stage else self._inputs(frame)
+                if inputs is None:
+                    continue
+                start = monotonic()
+                try:
+                    outputs = model.invoke(inputs)
+                except Exception as e:
+                    metrics.errors += 1
+                    if metrics.errors <= 10 or metrics.errors % 1000 == 0:
+                        logger.warning("inference failed (%d errors so far): %s",
+                                       metrics.errors, e)
+                    self._notify(InferenceResult(model.sha256, False, 0.0, inputs,
+                                                 frame.index, monotonic()))
+                    continue
+                now = monotonic()
+                latency_ms = (now - start) * 1000.0
+                metrics.record(latency_ms, (now - frame.ts) * 1000.0, now)
+                recent.append(inputs)
+                put_outputs(self._post, outputs)
+                if self._listeners:
+                    self._notify(InferenceResult(
+                        model.sha256, True, latency_ms, inputs, frame.index, now, outputs,
+                        self._post.kind == "classification", frame.ts))
+            finally:
+                self.completed += 1  # after its result reached the listeners
 
     def _notify(self, result: InferenceResult) -> None:
         for fn in self._listeners:
