@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
+import agent
 from agent import commands
 from shared.cli_support import build_parser, run_parser
 
@@ -23,7 +25,13 @@ Typical use:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser("litefleet-agent", DESCRIPTION, commands)
-    return run_parser(parser, argv)
+    parser.add_argument("--version", action="version",
+                        version=f"litefleet-agent {agent.__version__}")
+    try:
+        return run_parser(parser, argv)
+    except BrokenPipeError:  # `litefleet-agent status | head -1`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from importlib import metadata
 
-from cloud import commands
-from shared.cli_support import build_parser, run_parser
+from shared.cli_support import EXIT_INVALID, build_parser, run_parser
 
 DESCRIPTION = """\
 LiteFleet operator tool: make models fit devices, sign and publish them, roll them out in
@@ -15,18 +16,50 @@ The story:
   litefleet keys generate --dir keys/                    a release signing key
   litefleet compress model.keras --profile rpi4 --data train.npz --eval eval.npz --out out/
   litefleet release out/dynamic_int8.tflite --name digits --version 3 --profile rpi4
-  litefleet deploy digits@3 --group lobby --waves 1,10%,100%
+  litefleet deploy digits@3 --group lobby --waves 1,10%,100% --wait
   litefleet serve                                        ingest, rollout controller, artifacts
-  litefleet devices | telemetry --follow | rollouts
+  litefleet devices | releases | events | telemetry --follow | rollouts
 
 Every command reads --config (default: ./cloud.toml or $LITEFLEET_CONFIG) and most accept
 --json for scripting.
 """
 
+# Third-party modules only the [cloud] extra installs; a device (base) install lacks them.
+CLOUD_EXTRA_MODULES = frozenset({"rich", "boto3", "botocore", "matplotlib", "amqtt",
+                                 "ai_edge_quantizer", "prometheus_client"})
+
+
+def version() -> str:
+    try:
+        return metadata.version("litefleet")
+    except metadata.PackageNotFoundError:
+        from cloud import __version__
+
+        return __version__
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser("litefleet", DESCRIPTION, commands)
-    return run_parser(parser, argv)
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        from cloud import commands
+
+        parser = build_parser("litefleet", DESCRIPTION, commands)
+        parser.add_argument("--version", action="version", version=f"litefleet {version()}")
+        return run_parser(parser, args)
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in CLOUD_EXTRA_MODULES:
+            raise
+        if args == ["--version"]:
+            print(f"litefleet {version()}")
+            return 0
+        print(f"litefleet needs the cloud extra (missing module {e.name}): "
+              "pip install 'litefleet[cloud]'", file=sys.stderr)
+        return EXIT_INVALID
+    except BrokenPipeError:
+        # the reader went away (`litefleet devices | head -1`): stop quietly, and keep Python
+        # from printing a second error while flushing stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

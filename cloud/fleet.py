@@ -18,6 +18,7 @@ __all__ = [
     "remove_from_group",
     "rollout_views",
     "telemetry_since",
+    "unknown_devices",
 ]
 
 
@@ -138,6 +139,12 @@ def add_to_group(db: sqlite_utils.Database, group: str, devices: list[str]) -> i
         db.conn.executemany("INSERT OR IGNORE INTO groups (group_name, device_id) VALUES (?, ?)",
                             [(group, d) for d in devices])
         return db.conn.total_changes - before
+
+
+def unknown_devices(db: sqlite_utils.Database, devices: list[str]) -> list[str]:
+    """The ids in `devices` that the store has never heard from, in the given order."""
+    known = {r[0] for r in db.execute("SELECT device_id FROM devices")}
+    return [d for d in devices if d not in known]
 
 
 def remove_from_group(db: sqlite_utils.Database, group: str, devices: list[str]) -> int:

@@ -9,15 +9,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cloud.commands._rollout_wait import DownloadProgress, follow_rollout
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.deploy import TargetError, resolve_targets, write_bundle
-from cloud.durations import parse_share_pct
+from cloud.durations import parse_duration, parse_share_pct
 from cloud.mqtt import CloudLink
 from cloud.release import load_releases
 from cloud.rollout import Publish, create_rollout, parse_waves, start_wave
 from shared.cli_support import EXIT_INVALID, EXIT_UNAVAILABLE
 from shared.errors import Unavailable
-from shared.topics import Channel, topic
+from shared.topics import Channel, fleet_subscription, topic
 
 __all__ = ["parse_ref", "publisher", "register"]
 
@@ -59,17 +60,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="write DIR/<device>.json and the artifacts for `litefleet-agent apply` "
                    "instead of publishing")
-    p.add_argument("--json", action="store_true", help="print the rollout as JSON")
+    p.add_argument("--wait", action="store_true",
+                   help="follow the rollout wave by wave (needs `litefleet serve` running): "
+                   "exit 0 when it completes, 1 when it pauses or is aborted (with the "
+                   "devices' reasons), 3 when --timeout passes first")
+    p.add_argument("--timeout", default="30m",
+                   help="with --wait, give up after this long: 90, 10m, 2h (default 30m)")
+    p.add_argument("--json", action="store_true",
+                   help="print the rollout as JSON (with --wait: one JSON object per line)")
     add_config_argument(p)
     p.set_defaults(func=lambda args: run_command(args, lambda ctx: _deploy(ctx, args)))
 
 
 def _deploy(ctx: Context, args: argparse.Namespace) -> int:
     name, version = parse_ref(args.release)
+    if args.wait and args.out is not None:
+        raise CommandFailed("--wait follows a published rollout; an --out bundle is applied "
+                            "offline", EXIT_INVALID)
     try:
         waves = parse_waves("100%" if args.out else args.waves)
         success = parse_share_pct(args.success_threshold)
         failures = parse_share_pct(args.max_failures)
+        timeout_s = parse_duration(args.timeout)
     except ValueError as e:
         raise CommandFailed(str(e), EXIT_INVALID) from e
     stored = load_releases(ctx.db, name, version)
@@ -108,28 +120,37 @@ def _deploy(ctx: Context, args: argparse.Namespace) -> int:
         _print(summary, args.json, f"wrote {len(files)} files to {args.out}")
         return 0
     cfg = ctx.config.mqtt
-    link = CloudLink(cfg, f"{cfg.client_id}-deploy-{secrets.token_hex(3)}")
+    downloads = DownloadProgress(plan.rollout_id)
+    link = CloudLink(cfg, f"{cfg.client_id}-deploy-{secrets.token_hex(3)}",
+                     subscriptions=((fleet_subscription(Channel.UPDATE, cfg.topic_prefix),)
+                                    if args.wait else ()),
+                     on_message=downloads.on_message if args.wait else None)
     try:
-        link.start(timeout=10.0)
-        start_wave(ctx.db, plan.rollout_id, 0, publisher(link, cfg.topic_prefix), time.time())
-    except Unavailable as e:
-        summary["error"] = str(e)
-        _print(summary, args.json, f"rollout recorded, but wave 1 was not published: {e}; "
-               "`litefleet serve` publishes it once the broker is reachable")
-        return EXIT_UNAVAILABLE
+        try:
+            link.start(timeout=10.0)
+            start_wave(ctx.db, plan.rollout_id, 0, publisher(link, cfg.topic_prefix),
+                       time.time())
+        except Unavailable as e:
+            summary["error"] = str(e)
+            _print(summary, args.json, f"rollout recorded, but wave 1 was not published: {e}; "
+                   "`litefleet serve` publishes it once the broker is reachable")
+            return EXIT_UNAVAILABLE
+        _print(summary, args.json, f"published wave 1 to {plan.sizes[0]} device(s)")
+        if not args.wait:
+            return 0
+        return int(follow_rollout(ctx.db, plan.rollout_id, downloads, timeout_s=timeout_s,
+                                  as_json=args.json))
     finally:
         link.stop()
-    _print(summary, args.json, f"published wave 1 to {plan.sizes[0]} device(s)")
-    return 0
 
 
 def _print(summary: dict[str, object], as_json: bool, note: str) -> None:
     if as_json:
-        print(json.dumps(summary))
+        print(json.dumps(summary), flush=True)
         return
     print(f"rollout     {summary['id']}")
     print(f"release     {summary['release']} to {summary['devices']} device(s)")
     sizes = summary["wave_sizes"]
     assert isinstance(sizes, list)
     print(f"waves       {', '.join(str(n) for n in sizes)} (cumulative)")
-    print(note)
+    print(note, flush=True)

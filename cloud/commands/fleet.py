@@ -13,9 +13,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
-from rich.console import Console
-from rich.table import Table
-
+from cloud.commands._table import add_wide_argument, print_table
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.durations import parse_duration
 from cloud.fleet import (
@@ -25,6 +23,7 @@ from cloud.fleet import (
     remove_from_group,
     rollout_views,
     telemetry_since,
+    unknown_devices,
 )
 from cloud.mqtt import CloudLink
 from cloud.rollout import abort_rollout, pause_rollout, resume_rollout
@@ -58,7 +57,9 @@ def _add(sub: Sub, name: str, help_text: str, body: Any, json_flag: bool = True
 
 
 def register(subparsers: Sub) -> None:
-    _add(subparsers, "devices", "list known devices: online, profile, model, fps, p95", _devices)
+    d = _add(subparsers, "devices",
+             "list known devices: online, profile, model, source, fps, p95", _devices)
+    add_wide_argument(d)
     t = _add(subparsers, "telemetry", "show telemetry records as they were stored", _telemetry)
     t.add_argument("--device", metavar="ID", help="only this device")
     t.add_argument("--since", default="10m", help="how far back: 600, 10m, 2h, 1d (default 10m)")
@@ -67,6 +68,7 @@ def register(subparsers: Sub) -> None:
     r = _add(subparsers, "rollouts", "list rollouts with their progress and failure reasons",
              _rollouts)
     r.add_argument("id", nargs="?", help="one rollout")
+    add_wide_argument(r)
     ro = subparsers.add_parser("rollout", help="pause, resume or abort a rollout",
                                description="Pause, resume or abort a rollout.")
     ro_sub = ro.add_subparsers(title="actions", metavar="ACTION")
@@ -96,16 +98,17 @@ def _devices(ctx: Context, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(views))
         return 0
-    table = Table(title=f"{len(views)} device(s)")
-    for col in ("device", "online", "profile", "model", "fps", "p95 ms", "update", "last seen"):
-        table.add_column(col)
+    sha_chars = 64 if args.wide else 12
+    rows = []
     for v in views:
         m = v["model"]
-        table.add_row(v["device_id"], "yes" if v["online"] else "no", v["profile"],
-                      f"{m['name']}@{m['version']} {str(m['sha256'])[:8]}" if m else "-",
-                      _num(v["fps"]), _num(v["p95_ms"]), v["update_phase"] or "-",
-                      _when(v["last_seen"]))
-    Console().print(table)
+        rows.append([v["device_id"], "yes" if v["online"] else "no", v["profile"] or "-",
+                     f"{m['name']}@{m['version']} {str(m['sha256'])[:sha_chars]}" if m else "-",
+                     v["source_status"] or "-", _num(v["fps"]), _num(v["p95_ms"]),
+                     v["update_phase"] or "-", _when(v["last_seen"])])
+    print_table(f"{len(views)} device(s)", ("device", "online", "profile", "model", "source",
+                                            "fps", "p95 ms", "update", "last seen"),
+                rows, wide=args.wide)
     return 0
 
 
@@ -151,19 +154,18 @@ def _rollouts(ctx: Context, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(views))
         return 0
-    table = Table(title=f"{len(views)} rollout(s)")
-    for col in ("id", "release", "state", "wave", "committed", "failed", "pending", "reasons"):
-        table.add_column(col)
+    rows = []
     for v in views:
         reasons = ", ".join(f"{k}: {n}" for k, n in v["failure_reasons"].items()) or "-"
-        table.add_row(v["id"], v["release"], v["state"],
-                      f"{max(v['current_wave'], 0)}/{v['wave_count']}", str(v["committed"]),
-                      str(v["failed"]), str(v["pending"] + v["waiting"]), reasons)
-    console = Console()
-    console.print(table)
+        rows.append([v["id"], v["release"], v["state"],
+                     f"{max(v['current_wave'], 0)}/{v['wave_count']}", str(v["committed"]),
+                     str(v["failed"]), str(v["pending"] + v["waiting"]), reasons])
+    print_table(f"{len(views)} rollout(s)", ("id", "release", "state", "wave", "committed",
+                                             "failed", "pending", "reasons"),
+                rows, wide=args.wide)
     for v in views:
         if v["reason"]:
-            console.print(f"{v['id']}: {v['reason']}")
+            print(f"{v['id']}: {v['reason']}")
     return 0
 
 
@@ -211,6 +213,9 @@ def _groups(ctx: Context, args: argparse.Namespace) -> int:
 def _group_change(ctx: Context, args: argparse.Namespace) -> int:
     if args.action == "add":
         n = add_to_group(ctx.db, args.group, args.devices)
+        for device in unknown_devices(ctx.db, args.devices):
+            print(f"warning: {device} has never reported to this cloud (a typo?); added to "
+                  f"{args.group} anyway", file=sys.stderr)
         print(f"added {n} device(s) to {args.group}")
     else:
         n = remove_from_group(ctx.db, args.group, args.devices)

@@ -52,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--methods", help=f"comma-separated subset of: {METHOD_NAMES}")
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling and training")
     parser.add_argument("--json", action="store_true", help="print report.json to stdout")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="cloud config, accepted like every litefleet command's; "
+                        "compress reads nothing from it")
     parser.set_defaults(func=run_compress)
 
 
