@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from importlib import metadata
@@ -27,6 +28,8 @@ Every command reads --config (default: ./cloud.toml or $LITEFLEET_CONFIG) and mo
 # Third-party modules only the [cloud] extra installs; a device (base) install lacks them.
 CLOUD_EXTRA_MODULES = frozenset({"rich", "boto3", "botocore", "matplotlib", "amqtt",
                                  "ai_edge_quantizer", "prometheus_client"})
+# Checked before any command runs: what every operator command may reach for.
+REQUIRED_CLOUD_MODULES = ("rich", "boto3", "prometheus_client")
 
 
 def version() -> str:
@@ -38,8 +41,30 @@ def version() -> str:
         return __version__
 
 
+def missing_cloud_extra() -> str | None:
+    """The first module of the [cloud] extra that is not installed (a device install), or None."""
+    for name in REQUIRED_CLOUD_MODULES:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except (ImportError, ValueError):
+            return name
+    return None
+
+
+def _needs_extra(module: str) -> int:
+    print(f"litefleet needs the cloud extra (missing module {module}): "
+          "pip install 'litefleet[cloud]'", file=sys.stderr)
+    return EXIT_INVALID
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args == ["--version"]:
+        print(f"litefleet {version()}")
+        return 0
+    if (missing := missing_cloud_extra()) is not None:
+        return _needs_extra(missing)
     try:
         from cloud import commands
 
@@ -49,12 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] not in CLOUD_EXTRA_MODULES:
             raise
-        if args == ["--version"]:
-            print(f"litefleet {version()}")
-            return 0
-        print(f"litefleet needs the cloud extra (missing module {e.name}): "
-              "pip install 'litefleet[cloud]'", file=sys.stderr)
-        return EXIT_INVALID
+        return _needs_extra(str(e.name))
     except BrokenPipeError:
         # the reader went away (`litefleet devices | head -1`): stop quietly, and keep Python
         # from printing a second error while flushing stdout at exit

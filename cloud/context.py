@@ -98,6 +98,8 @@ def run_command(args: argparse.Namespace, body: Callable[[Context], int]) -> int
     except Rejected as e:
         print(f"error: {e} ({e.reason})", file=sys.stderr)
         return EXIT_REJECTED
+    except BrokenPipeError:
+        raise  # the reader went away: `litefleet.cli` ends quietly
     except (Unavailable, StoreError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE
