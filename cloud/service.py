@@ -1,8 +1,11 @@
 """`litefleet serve`: the composition root of the cloud's long-running side.
 
 config -> store -> ingester (persistent MQTT session) -> rollout controller and offline
-detection on an APScheduler tick -> artifact HTTP server (file stores). One stop event;
-SIGTERM and SIGINT set it, and everything stops in reverse order.
+detection on an APScheduler tick -> HTTP server (artifacts of a file store, `/healthz`,
+`/metrics`). One stop event; SIGTERM and SIGINT set it, and everything stops in reverse order.
+
+What the log says about the broker: one warning when it cannot be reached (checked at each
+tick), one line when it is back. APScheduler's own per-run lines are kept out of INFO.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from sqlite_utils import Database
 
 from cloud.artifacts.http import ArtifactServer
 from cloud.config import CloudConfig
+from cloud.health import HealthEndpoints
 from cloud.ingest import Ingester
 from cloud.mqtt import CloudLink
 from cloud.rollout import tick_rollouts
 from cloud.store import open_store
+from shared.errors import Unavailable
 from shared.topics import Channel, topic
 
 __all__ = ["CloudService", "mark_offline"]
@@ -52,11 +57,32 @@ class CloudService:
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.http: ArtifactServer | None = None
         serve_http = config.http.enabled if http is None else http
-        if serve_http and config.store.artifacts.startswith("file://"):
-            root = Path(unquote(urlparse(config.store.artifacts).path))
-            root.mkdir(parents=True, exist_ok=True)
-            self.http = ArtifactServer(root, config.http.host, config.http.port)
+        if serve_http:
+            root = None  # artifacts in S3: devices fetch them there
+            if config.store.artifacts.startswith("file://"):
+                root = Path(unquote(urlparse(config.store.artifacts).path))
+                root.mkdir(parents=True, exist_ok=True)
+            health = HealthEndpoints(config.store.db, config.ingest.offline_after_s,
+                                     self.broker_connected)
+            self.http = ArtifactServer(root, config.http.host, config.http.port,
+                                       routes=health.routes())
         self._tick_lock = threading.Lock()
+        self._broker_warned = False
+
+    def broker_connected(self) -> bool:
+        return self.link.connected and self.ingester.link.connected
+
+    def check_broker(self) -> None:
+        """Warn once while the broker cannot be reached; say so when it is back."""
+        cfg = self.config.mqtt
+        if not self.broker_connected():
+            if not self._broker_warned:
+                log.warning("broker %s:%s unreachable: device messages and rollouts wait; "
+                            "retrying in the background", cfg.host, cfg.port)
+                self._broker_warned = True
+        elif self._broker_warned:
+            log.info("broker %s:%s reachable again", cfg.host, cfg.port)
+            self._broker_warned = False
 
     def tick(self) -> None:
         """One controller step: offline detection, then every running rollout."""
@@ -64,6 +90,7 @@ class CloudService:
             return
         db = open_store(self.config.store.db)
         try:
+            self.check_broker()
             now = time.time()
             mark_offline(db, now, self.config.ingest.offline_after_s)
             prefix = self.config.mqtt.topic_prefix
@@ -73,6 +100,8 @@ class CloudService:
 
             if self.link.connected:
                 tick_rollouts(db, publish, now, self.config.rollout.device_timeout_s)
+        except Unavailable as e:  # the broker went away mid-tick: the next tick retries
+            log.warning("controller tick: %s; retrying at the next tick", e)
         except Exception:
             log.exception("controller tick failed")
         finally:
@@ -80,6 +109,9 @@ class CloudService:
             self._tick_lock.release()
 
     def start(self) -> None:
+        # "Running job ... executed successfully" at every tick is noise at INFO
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            logging.getLogger("apscheduler").setLevel(logging.WARNING)
         open_store(self.config.store.db).conn.close()
         if self.http is not None:
             self.http.start()

@@ -8,20 +8,29 @@
 
 Only single ranges are served; a multi-range request gets the whole file (RFC 9110 allows it).
 Artifacts are write-once, so the ETag is derived from size and modification time.
+
+Other exact paths (`/healthz`, `/metrics`: see cloud.health) are served by `routes`. A client
+that resets or closes its connection mid-request is logged at debug, never as a traceback.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from cloud.artifacts import StoreError
 from cloud.artifacts.files import safe_path
+
+if TYPE_CHECKING:
+    from cloud.health import Response
 
 __all__ = ["ArtifactServer", "parse_range"]
 
@@ -73,10 +82,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    def _route(self, path: str, body: bool) -> bool:
+        route = self.server.routes.get(path)
+        if route is None:
+            return False
+        response = route()
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if body:
+            self.wfile.write(response.body)
+        return True
+
     def _serve(self, body: bool) -> None:
         path = unquote(urlparse(self.path).path)
+        if self._route(path, body):
+            return
         prefix = self.server.prefix
-        if not path.startswith(prefix):
+        if self.server.root is None or not path.startswith(prefix):
             self._error(HTTPStatus.NOT_FOUND)
             return
         try:
@@ -131,20 +156,36 @@ class _Handler(BaseHTTPRequestHandler):
             log.debug("client went away during %s", path)
 
 
+_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    root: Path
+    root: Path | None
     prefix: str
+    routes: dict[str, Callable[[], Response]]
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Instead of socketserver's traceback on stderr: a client gone is routine (debug);
+        anything else is logged once, with its traceback, through logging."""
+        error = sys.exc_info()[1]
+        if isinstance(error, _GONE):
+            log.debug("HTTP client %s went away: %s", client_address, error)
+        else:
+            log.error("HTTP request from %s failed", client_address, exc_info=True)
 
 
 class ArtifactServer:
-    """Serves `root` under `/<prefix>/` on (host, port); port 0 picks a free one."""
+    """Serves `root` under `/<prefix>/` on (host, port); port 0 picks a free one. Without a
+    root (artifacts in S3) only `routes` are served."""
 
-    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0,
-                 prefix: str = "/artifacts/") -> None:
+    def __init__(self, root: Path | None, host: str = "127.0.0.1", port: int = 0,
+                 prefix: str = "/artifacts/",
+                 routes: dict[str, Callable[[], Response]] | None = None) -> None:
         self._server = _Server((host, port), _Handler)
         self._server.root = root
         self._server.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self._server.routes = dict(routes or {})
         self._thread: threading.Thread | None = None
 
     @property
@@ -163,7 +204,11 @@ class ArtifactServer:
         self._thread = threading.Thread(target=self._server.serve_forever, name="artifact-http",
                                         kwargs={"poll_interval": 0.2}, daemon=True)
         self._thread.start()
-        log.info("serving artifacts from %s at %s", self._server.root, self.base_url)
+        if self._server.root is not None:
+            log.info("serving artifacts from %s at %s", self._server.root, self.base_url)
+        for route in self._server.routes:
+            log.info("serving %s at http://%s:%s%s", route.lstrip("/"), self.host, self.port,
+                     route)
 
     def stop(self) -> None:
         if self._thread is not None:

@@ -1,0 +1,141 @@
+"""What `serve`'s HTTP port tells a monitoring system: `/healthz` and `/metrics`.
+
+`/metrics` is Prometheus text, read from the store at each scrape (so every `serve` process
+sharing a store reports the same figures):
+
+    litefleet_devices{state="online"|"offline"}          known devices by liveness
+    litefleet_records_ingested_total{kind=...}           telemetry, events, updates stored once
+    litefleet_records_quarantined_total                  messages refused by the ingester
+    litefleet_records_duplicate_total                    redeliveries stored before
+    litefleet_rollouts{state=...}                        running, paused, completed, aborted
+    litefleet_ingest_lag_seconds                         received - device ts, newest record
+    litefleet_broker_connected                           1 when this process has the broker
+
+`/healthz` is JSON: 200 with {"status": "ok"} when the store answers and the broker is
+connected, 200 with "degraded" when the broker is not, 503 when the store does not answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from cloud.rollout import STATES
+from cloud.store import open_store
+
+__all__ = ["FleetCollector", "HealthEndpoints", "Response"]
+
+log = logging.getLogger(__name__)
+
+INGESTED_KINDS = ("telemetry", "events", "updates")
+QUARANTINED = "quarantined"  # a counter another part of ingest adds; 0 while it has none
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    content_type: str
+    body: bytes
+
+
+class FleetCollector(Collector):
+    """Reads the store at each scrape; a store that does not answer yields no samples."""
+
+    def __init__(self, db_path: Path, offline_after_s: float,
+                 broker_connected: Callable[[], bool]) -> None:
+        self.db_path = db_path
+        self.offline_after_s = offline_after_s
+        self.broker_connected = broker_connected
+
+    def collect(self) -> Iterator[Metric]:
+        db = open_store(self.db_path)
+        try:
+            yield from self._collect(db.conn, time.time())
+        finally:
+            db.conn.close()
+
+    def _collect(self, conn: sqlite3.Connection, now: float) -> Iterator[Metric]:
+        counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+        online = conn.execute("SELECT COUNT(*) FROM devices WHERE online = 1 AND last_seen >= ?",
+                              (now - self.offline_after_s,)).fetchone()[0]
+        known = conn.execute("SELECT COUNT(*) FROM devices").fetchone()[0]
+        devices = GaugeMetricFamily("litefleet_devices", "Known devices by liveness",
+                                    labels=["state"])
+        devices.add_metric(["online"], online)
+        devices.add_metric(["offline"], known - online)
+        yield devices
+        ingested = CounterMetricFamily("litefleet_records_ingested",
+                                       "Device messages stored (each once)", labels=["kind"])
+        for kind in INGESTED_KINDS:
+            ingested.add_metric([kind], counters.get(f"stored.{kind}", 0))
+        yield ingested
+        yield CounterMetricFamily("litefleet_records_quarantined",
+                                  "Device messages the ingester refused and set aside",
+                                  value=counters.get(QUARANTINED, 0))
+        yield CounterMetricFamily("litefleet_records_duplicate",
+                                  "Redelivered device messages that were stored before",
+                                  value=counters.get("duplicates", 0))
+        by_state = dict(conn.execute("SELECT state, COUNT(*) FROM rollouts GROUP BY state"))
+        rollouts = GaugeMetricFamily("litefleet_rollouts", "Rollouts by state", labels=["state"])
+        for state in STATES:
+            rollouts.add_metric([state], by_state.get(state, 0))
+        yield rollouts
+        row = conn.execute("SELECT received - ts FROM telemetry ORDER BY received DESC "
+                           "LIMIT 1").fetchone()
+        yield GaugeMetricFamily("litefleet_ingest_lag_seconds",
+                                "Seconds from a device's timestamp to storage, newest record",
+                                value=max(0.0, float(row[0])) if row else 0.0)
+        yield GaugeMetricFamily("litefleet_broker_connected",
+                                "1 when this serve process is connected to the broker",
+                                value=1 if self.broker_connected() else 0)
+
+
+class HealthEndpoints:
+    """The `/healthz` and `/metrics` routes for the HTTP server."""
+
+    def __init__(self, db_path: Path, offline_after_s: float,
+                 broker_connected: Callable[[], bool]) -> None:
+        self.db_path = db_path
+        self.broker_connected = broker_connected
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(FleetCollector(db_path, offline_after_s, broker_connected))
+
+    def routes(self) -> dict[str, Callable[[], Response]]:
+        return {"/healthz": self.healthz, "/metrics": self.metrics}
+
+    def metrics(self) -> Response:
+        try:
+            body = generate_latest(self.registry)
+        except sqlite3.Error as e:
+            log.warning("metrics: the store did not answer: %s", e)
+            return Response(503, "text/plain; charset=utf-8", f"store: {e}\n".encode())
+        return Response(200, "text/plain; version=0.0.4; charset=utf-8", body)
+
+    def healthz(self) -> Response:
+        try:
+            db = open_store(self.db_path)
+            try:
+                db.execute("SELECT 1").fetchone()
+            finally:
+                db.conn.close()
+        except sqlite3.Error as e:
+            return _json(503, {"status": "failing", "store": str(e), "broker": self._broker()})
+        broker = self._broker()
+        return _json(200, {"status": "ok" if broker == "connected" else "degraded",
+                           "store": "ok", "broker": broker})
+
+    def _broker(self) -> str:
+        return "connected" if self.broker_connected() else "unreachable"
+
+
+def _json(status: int, body: dict[str, str]) -> Response:
+    return Response(status, "application/json", json.dumps(body).encode() + b"\n")
