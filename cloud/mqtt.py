@@ -34,6 +34,22 @@ class BrokerUnavailable(Unavailable):
     reason = "broker_unavailable"
 
 
+class _PahoLog(logging.Filter):
+    """paho's own log lines, through logging: "Client is not connected" is what paho says on
+    every attempt while the broker is away, which `serve` already reports once, so it goes to
+    debug instead of paho's error level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and "not connected" in record.getMessage():
+            log.debug("paho: %s", record.getMessage())
+            return False
+        return True
+
+
+_paho_log = logging.getLogger(f"{__name__}.paho")
+_paho_log.addFilter(_PahoLog())
+
+
 class CloudLink:
     def __init__(
         self,
@@ -64,6 +80,7 @@ class CloudLink:
             self.client: mqtt.Client = ReceiveClient(sink=on_raw, **kwargs)
         else:
             self.client = mqtt.Client(**kwargs)
+        self.client.enable_logger(_paho_log)
         self.client.max_inflight_messages_set(1000)
         self.client.reconnect_delay_set(min_delay=1, max_delay=10)
         if config.username:

@@ -172,7 +172,8 @@ class _Server(ThreadingHTTPServer):
         if isinstance(error, _GONE):
             log.debug("HTTP client %s went away: %s", client_address, error)
         else:
-            log.error("HTTP request from %s failed", client_address, exc_info=True)
+            log.error("HTTP request from %s failed", client_address,
+                      exc_info=sys.exc_info())  # called inside socketserver's except block
 
 
 class ArtifactServer:

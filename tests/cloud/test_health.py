@@ -5,6 +5,7 @@ scheduler line per tick, no traceback when an HTTP client resets."""
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import socket
 import struct
@@ -89,7 +90,7 @@ def test_health_metrics_and_a_readable_log_from_a_real_serve(cloud_env: CloudEnv
         wait_for(lambda: "unreachable" in log.read_text(), 30, "the broker warning")
         wait_for(lambda: get(f"{base}/healthz")[0] == 200, 30, "the HTTP port")
         status, body = get(f"{base}/healthz")
-        assert json.loads(body) == {"status": "degraded", "store": "ok",
+        assert status == 200 and json.loads(body) == {"status": "degraded", "store": "ok",
                                     "broker": "unreachable"}
         assert scrape(base)[("litefleet_broker_connected", ())] == 0
         time.sleep(1.0)  # five more ticks with the broker still away: still one warning
@@ -150,3 +151,16 @@ def test_health_metrics_and_a_readable_log_from_a_real_serve(cloud_env: CloudEnv
         if serve.poll() is None:
             serve.kill()
             serve.wait(10)
+
+
+def test_paho_not_connected_goes_through_logging_at_debug(caplog) -> None:
+    from cloud.config import MqttConfig
+    from cloud.mqtt import CloudLink
+
+    link = CloudLink(MqttConfig(host="127.0.0.1", port=free_port()), "probe")
+    with caplog.at_level(logging.DEBUG):
+        link.client.loop(0.01)  # never connected: paho says so
+    said = [r for r in caplog.records if "not connected" in r.getMessage()]
+    assert said, "paho's line reaches logging"
+    assert {r.levelno for r in said} == {logging.DEBUG}
+    assert all(r.name == "cloud.mqtt" for r in said)
