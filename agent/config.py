@@ -132,17 +132,20 @@ class AgentConfig:
     path: Path | None = None
 
 
-def load_config(path: Path) -> AgentConfig:
+def load_config(path: Path, *, check_files: bool = True) -> AgentConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigInvalid([f"{path}: cannot read: {e.strerror}"]) from e
-    return parse_config(text, str(path), path.parent, path)
+    return parse_config(text, str(path), path.parent, path, check_files=check_files)
 
 
 def parse_config(
-    text: str, source: str = "agent.toml", base_dir: Path | None = None, path: Path | None = None
+    text: str, source: str = "agent.toml", base_dir: Path | None = None, path: Path | None = None,
+    *, check_files: bool = True,
 ) -> AgentConfig:
+    """`check_files=False` skips the existence of the files it names: the installer checks
+    them inside the image tree it builds, not on the machine that builds it."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -156,7 +159,7 @@ def parse_config(
             return None
         p = Path(value)
         p = p if p.is_absolute() else base / p
-        if must_exist and not p.exists():
+        if must_exist and check_files and not p.exists():
             r.problem(f"{prefix}{key}", f"{p} does not exist")
         return p
 

@@ -12,6 +12,7 @@ from agent.installer import (
     DEFAULT_PREFIX,
     InstallOptions,
     InstallRefused,
+    InstallReport,
     StepFailed,
     install,
     uninstall,
@@ -29,7 +30,13 @@ Install the agent as the hardened systemd service litefleet-agent.service:
   /etc/tmpfiles.d/litefleet.conf     /etc/litefleet and /var/lib/litefleet
 then creates the user and directories, reloads systemd, enables and starts the service.
 Files already up to date are left alone (reported "unchanged"): running it twice is safe.
-With --root DIR everything goes into DIR (an image) and no systemd step runs.
+With --root DIR everything goes into DIR (an image) and no systemd step runs; the files the
+config names (model, labels, TLS files, password file) are looked for inside DIR.
+--dry-run checks the same and prints every file, user, unit and command it would touch.
+Refused, with a sentence each: relative paths; a model or password file under /tmp, /var/tmp,
+/home or /root (the unit's PrivateTmp= and ProtectHome= hide them from the service); a live
+install where systemd is not running, unless --no-start. mqtt.password_file is made readable
+by the litefleet group (0640, through tmpfiles.d).
 """
 
 
@@ -54,6 +61,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="do not create or update the venv (it is managed some other way)")
     p.add_argument("--no-start", action="store_true",
                    help="write the files only: do not enable or start the service")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check, and print every file, user, unit and command it would touch; "
+                   "change nothing")
     p.set_defaults(func=_install)
 
     u = subparsers.add_parser(
@@ -71,10 +81,20 @@ def _install(args: argparse.Namespace) -> int:
     options = InstallOptions(
         config=args.config, root=args.root, prefix=args.prefix, source=args.source,
         python=args.python, pip_args=tuple(args.pip_arg), venv=not args.no_venv,
-        start=not args.no_start,
+        start=not args.no_start, dry_run=args.dry_run,
     )
-    return _report(lambda: install(options), done=lambda r: (
-        "installed" if r.changed else "nothing to do: the installation is up to date"))
+    return _report(lambda: install(options), done=lambda r: _outcome(r, options))
+
+
+def _outcome(report: InstallReport, options: InstallOptions) -> str:
+    if options.dry_run:
+        return ("dry run: the install above would be made" if report.would_change else
+                "dry run: nothing to do, the installation is up to date")
+    if not report.changed:
+        return "nothing to do: the installation is up to date"
+    if not options.start:
+        return "installed (not started: --no-start)"
+    return "installed"
 
 
 def _uninstall(args: argparse.Namespace) -> int:

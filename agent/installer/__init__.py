@@ -13,6 +13,9 @@ Installed layout (relative to the root):
     etc/systemd/system/litefleet-agent.service.d/50-profile.conf   MemoryMax= from the profile
     etc/sysusers.d/litefleet.conf, etc/tmpfiles.d/litefleet.conf
     etc/systemd/system/multi-user.target.wants/litefleet-agent.service   (--root only: enabled)
+
+`InstallOptions(dry_run=True)` checks everything the same way and reports every file, user,
+unit and command it would touch ("would create", "would run: ..."), changing nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +30,16 @@ from pathlib import Path
 from agent.config import ConfigInvalid, load_config
 from shared.profile import DeviceProfile
 
-from .files import Change, remove_file, remove_tree, write_file, write_symlink
+from .files import (
+    Change,
+    plan_file,
+    plan_symlink,
+    remove_file,
+    remove_tree,
+    write_file,
+    write_symlink,
+)
+from .paths import path_problems
 from .process import Runner, StepFailed, run_command
 from .units import (
     DEFAULT_PREFIX,
@@ -58,9 +70,7 @@ DROPIN_PATH = f"/etc/systemd/system/{UNIT_NAME}.d/50-profile.conf"
 WANTS_PATH = f"/etc/systemd/system/multi-user.target.wants/{UNIT_NAME}"
 SYSUSERS_PATH = "/etc/sysusers.d/litefleet.conf"
 TMPFILES_PATH = "/etc/tmpfiles.d/litefleet.conf"
-# Config keys naming files: relative paths would resolve against /etc/litefleet once installed.
-_PATH_KEYS = (("model", "initial"), ("model", "labels"), ("mqtt", "tls_ca"), ("mqtt", "tls_cert"),
-              ("mqtt", "tls_key"), ("mqtt", "password_file"))
+SERVICE_USER = "litefleet"
 
 
 class InstallRefused(ValueError):
@@ -81,6 +91,7 @@ class InstallOptions:
     pip_args: tuple[str, ...] = ()
     venv: bool = True
     start: bool = True
+    dry_run: bool = False  # report what would be touched; touch nothing
 
     @property
     def live(self) -> bool:
@@ -94,7 +105,12 @@ class InstallReport:
 
     @property
     def changed(self) -> bool:
-        return any(c.action not in ("unchanged", "absent", "kept", "skipped") for c in self.changes)
+        return any(c.action not in ("unchanged", "absent", "kept", "skipped")
+                   and not c.action.startswith("would") for c in self.changes)
+
+    @property
+    def would_change(self) -> bool:
+        return any(c.action.startswith("would") for c in self.changes)
 
     def lines(self) -> list[str]:
         return [str(c) for c in self.changes] + self.notes
@@ -103,35 +119,51 @@ class InstallReport:
 def install(options: InstallOptions, run: Runner = run_command,
             systemd_running: bool | None = None) -> InstallReport:
     """Write the tree and (live, with systemd running) enable and start the service."""
-    profile, config_bytes, warnings = _check(options)
+    running = Path("/run/systemd/system").is_dir() if systemd_running is None else systemd_running
+    profile, config_bytes, warnings, password_file = _check(options, running)
     templates = find_templates()
     report = InstallReport(notes=warnings)
     at = _under(options.root)
+    put_file = plan_file if options.dry_run else write_file
+    put_link = plan_symlink if options.dry_run else write_symlink
     if options.venv:
         source = options.source or default_source()
         assert source is not None  # _check refused otherwise
         final = f"{options.prefix.rstrip('/')}/venv"
         plan = VenvPlan(at(final), final, source.resolve(), options.python, options.pip_args)
-        report.changes.append(ensure_venv(plan, run))
+        report.changes.append(
+            Change("would update" if plan.bin_python.exists() else "would create", plan.path,
+                   f"pip install {plan.source}")
+            if options.dry_run else ensure_venv(plan, run))
     else:
         report.changes.append(Change("skipped", at(options.prefix), "--no-venv"))
+    tmpfiles = templates.tmpfiles
+    if password_file is not None:  # the service user reads it; nobody else does
+        tmpfiles += (f"# The broker password named by mqtt.password_file.\n"
+                     f"z {password_file} 0640 root {SERVICE_USER} -\n")
     report.changes += [
-        write_file(at(CONFIG_PATH), config_bytes, 0o640),
-        write_file(at(UNIT_PATH), render_unit(templates.unit, options.prefix).encode(), 0o644),
-        write_file(at(DROPIN_PATH), render_profile_dropin(profile).encode(), 0o644),
-        write_file(at(SYSUSERS_PATH), templates.sysusers.encode(), 0o644),
-        write_file(at(TMPFILES_PATH), templates.tmpfiles.encode(), 0o644),
+        put_file(at(CONFIG_PATH), config_bytes, 0o640),
+        put_file(at(UNIT_PATH), render_unit(templates.unit, options.prefix).encode(), 0o644),
+        put_file(at(DROPIN_PATH), render_profile_dropin(profile).encode(), 0o644),
+        put_file(at(SYSUSERS_PATH), templates.sysusers.encode(), 0o644),
+        put_file(at(TMPFILES_PATH), tmpfiles.encode(), 0o644),
     ]
+    if password_file is not None:
+        report.changes.append(_share_password(at(password_file), options.dry_run))
+    report.notes.append(f"user: {SERVICE_USER} (groups video, dialout), made by "
+                        f"systemd-sysusers from {SYSUSERS_PATH}")
+    report.notes.append(f"unit: {UNIT_NAME}")
+    if options.dry_run:
+        report.notes.append("dry run: nothing was changed")
     if not options.live:
         if options.start:
-            report.changes.append(write_symlink(at(WANTS_PATH), UNIT_PATH))
+            report.changes.append(put_link(at(WANTS_PATH), UNIT_PATH))
         report.notes.append(
             f"systemd steps skipped (--root {options.root}): on first boot systemd-sysusers "
             "creates the litefleet user and systemd-tmpfiles the directories"
             + ("; the service is enabled and starts on boot" if options.start else
                f"; enable it with: systemctl --root={options.root} enable {UNIT_NAME}"))
         return report
-    running = Path("/run/systemd/system").is_dir() if systemd_running is None else systemd_running
     commands = live_systemd_commands(report.changed, options.start and running)
     if not running:
         commands = [c for c in commands if c[0] != "systemctl"]
@@ -140,9 +172,25 @@ def install(options: InstallOptions, run: Runner = run_command,
     elif not options.start:
         report.notes.append(f"--no-start: enable and start with: systemctl enable --now {UNIT_NAME}")
     for command in commands:
+        if options.dry_run:
+            report.notes.append(f"would run: {' '.join(command)}")
+            continue
         run(command)
         report.notes.append(f"ran: {' '.join(command)}")
     return report
+
+
+def _share_password(path: Path, dry_run: bool) -> Change:
+    """The password file, readable by the service's group (tmpfiles.d sets the group)."""
+    if not path.is_file():
+        return Change("absent", path, "mqtt.password_file: tmpfiles.d makes it 0640 root:"
+                      f"{SERVICE_USER} once it is there")
+    if path.stat().st_mode & 0o7777 == 0o640:
+        return Change("unchanged", path)
+    if not dry_run:
+        path.chmod(0o640)
+    return Change("would update" if dry_run else "updated", path,
+                  f"mode 0640, group {SERVICE_USER} by tmpfiles.d")
 
 
 def live_systemd_commands(changed: bool, start: bool) -> list[list[str]]:
@@ -198,14 +246,19 @@ def uninstall(root: Path = Path("/"), prefix: str = DEFAULT_PREFIX, purge: bool 
     return report
 
 
-def _check(options: InstallOptions) -> tuple[DeviceProfile, bytes, list[str]]:
-    """Validate everything before touching the tree; return (profile, config bytes, warnings)."""
+def _check(options: InstallOptions, systemd_running: bool
+           ) -> tuple[DeviceProfile, bytes, list[str], str | None]:
+    """Validate everything before touching the tree; return (profile, config bytes, warnings,
+    the password file the config names)."""
     problems: list[str] = []
-    warnings: list[str] = []
     if (prefix_problem := check_prefix(options.prefix)) is not None:
         problems.append(prefix_problem)
-    if options.live and os.geteuid() != 0:
+    if options.live and os.geteuid() != 0 and not options.dry_run:
         problems.append("installing into / needs root (or pass --root DIR to build a tree)")
+    if options.live and options.start and not systemd_running:
+        problems.append("systemd is not running here, so the service cannot be started: pass "
+                        "--no-start to write the files only (the service starts at the next "
+                        "boot with systemd), or --root DIR to build an image")
     if options.venv:
         source = options.source or default_source()
         if source is None:
@@ -214,20 +267,16 @@ def _check(options: InstallOptions) -> tuple[DeviceProfile, bytes, list[str]]:
         elif not source.exists():
             problems.append(f"--source {source}: no such file or folder")
     try:
-        config = load_config(options.config)
+        # with --root the files the config names are looked for in the tree, below
+        config = load_config(options.config, check_files=options.live)
     except ConfigInvalid as e:
         raise InstallRefused([*problems, *e.problems]) from e
     config_bytes = options.config.read_bytes()
     raw = tomllib.loads(config_bytes.decode("utf-8"))
-    for table, key in _PATH_KEYS:
-        value = raw.get(table, {}).get(key)
-        if isinstance(value, str) and not Path(value).is_absolute():
-            problems.append(f"{table}.{key}: {value!r} is relative; the installed config lives "
-                            f"in {Path(CONFIG_PATH).parent}, so give an absolute path")
-        elif (isinstance(value, str) and not options.live
-              and not _under(options.root)(value).exists()):
-            warnings.append(f"warning: {table}.{key} {value} is not in the tree "
-                                f"{options.root}: copy it there before booting the image")
+    path_issues, warnings = path_problems(raw, str(Path(CONFIG_PATH).parent),
+                                          None if options.live else options.root,
+                                          _under(options.root))
+    problems += path_issues
     profile_ref = raw.get("profile", "")
     if ("/" in profile_ref or profile_ref.endswith(".toml")) and not profile_ref.startswith("/"):
         problems.append(f"profile: {profile_ref!r} is relative; give an absolute path or a "
@@ -238,7 +287,8 @@ def _check(options: InstallOptions) -> tuple[DeviceProfile, bytes, list[str]]:
                         f"allows only its StateDirectory {STATE_DIR})")
     if problems:
         raise InstallRefused(problems)
-    return config.profile, config_bytes, warnings
+    password = raw.get("mqtt", {}).get("password_file")
+    return config.profile, config_bytes, warnings, password if isinstance(password, str) else None
 
 
 def _under(root: Path) -> Callable[[str], Path]:

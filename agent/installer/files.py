@@ -13,7 +13,8 @@ from pathlib import Path
 
 from shared.atomic import write_atomic
 
-__all__ = ["Change", "remove_file", "remove_tree", "write_file", "write_symlink"]
+__all__ = ["Change", "plan_file", "plan_symlink", "remove_file", "remove_tree", "write_file",
+           "write_symlink"]
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Change:
 
     def __str__(self) -> str:
         tail = f"  ({self.note})" if self.note else ""
-        return f"{self.action:<10}{self.path}{tail}"
+        return f"{self.action:<12} {self.path}{tail}"
 
 
 def write_file(path: Path, data: bytes, mode: int) -> Change:
@@ -81,3 +82,22 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def plan_file(path: Path, data: bytes, mode: int) -> Change:
+    """What `write_file` would do, without doing it (a dry run)."""
+    if path.is_file() and not path.is_symlink():
+        if path.read_bytes() == data:
+            if (path.stat().st_mode & 0o7777) != mode:
+                return Change("would update", path, f"mode {mode:04o}")
+            return Change("unchanged", path)
+        return Change("would update", path, f"mode {mode:04o}")
+    return Change("would create", path, f"mode {mode:04o}")
+
+
+def plan_symlink(path: Path, target: str) -> Change:
+    """What `write_symlink` would do, without doing it (a dry run)."""
+    if path.is_symlink() and os.readlink(path) == target:
+        return Change("unchanged", path)
+    return Change("would update" if path.is_symlink() or path.exists() else "would create",
+                  path, f"-> {target}")

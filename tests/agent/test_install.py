@@ -23,6 +23,9 @@ from device_profiles import bundled_profiles
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "examples" / "models" / "digits.tflite"
+# where the configs put the model: a device path, not this checkout (which may be under /home,
+# a path the unit hides from the service)
+INSTALLED_MODEL = Path("/usr/share/litefleet/digits.tflite")
 KEY = "ab" * 32
 EXPECTED = {
     "etc/litefleet/agent.toml",
@@ -34,7 +37,8 @@ EXPECTED = {
 }
 
 
-def agent_toml(profile: str = "x86-gateway", model: Path = MODEL, extra: str = "") -> str:
+def agent_toml(profile: str = "x86-gateway", model: Path = INSTALLED_MODEL,
+               extra: str = "") -> str:
     return f"""\
 device_id = "cam-01"
 profile = "{profile}"
@@ -202,7 +206,7 @@ def test_bad_prefix_is_refused(tmp_path: Path, config: Path, prefix: str) -> Non
 def test_model_missing_from_the_image_is_a_warning(tmp_path: Path, config: Path) -> None:
     report = install(InstallOptions(config=config, root=tmp_path / "root", venv=False))
     assert any(line.startswith("warning: model.initial") for line in report.notes)
-    target = tmp_path / "root" / str(MODEL).lstrip("/")
+    target = tmp_path / "root" / str(INSTALLED_MODEL).lstrip("/")
     target.parent.mkdir(parents=True)
     target.write_bytes(MODEL.read_bytes())
     report = install(InstallOptions(config=config, root=tmp_path / "root", venv=False))
