@@ -86,3 +86,49 @@ def test_the_bounds_of_the_link_and_the_outbox_are_checked(  # type: ignore[no-u
     for key in ("mqtt.inbound_queue", "outbox.max_rows", "outbox.synchronous",
                 "outbox.shutdown_flush_s", "telemetry.event_queue"):
         assert f": {key}: " in err, key
+
+
+def test_a_model_that_does_not_load_is_never_called_valid(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    bogus = tmp_path / "bogus.tflite"
+    bogus.write_bytes(b"TFL3 this is not a flatbuffer" * 10)
+    assert main(["check-config", "--config", str(write(tmp_path, valid(tmp_path, bogus))),
+                 "--offline"]) == 2
+    captured = capsys.readouterr()
+    assert "does not load" in captured.err
+    assert "valid" not in captured.out and "1 problem(s)" in captured.out
+
+
+def test_warns_about_a_source_it_cannot_open_and_a_broker_it_cannot_reach(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], mosquitto) -> None:
+    from tests.conftest import free_port
+
+    missing = tmp_path / "no-such-video.mp4"
+    body = valid(tmp_path).replace('uri = "synthetic:image"', f'uri = "file://{missing}"')
+    body = body.replace('host = "127.0.0.1"', f'host = "127.0.0.1"\nport = {free_port()}')
+    assert main(["check-config", "--config", str(write(tmp_path, body)), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True and report["problems"] == []
+    assert len(report["warnings"]) == 2
+    source, broker = report["warnings"]
+    assert source.startswith("warning: source.uri: cannot open") and str(missing) in source
+    assert broker.startswith("warning: mqtt: cannot reach the broker at 127.0.0.1:")
+
+    # the same config with a real video and a running broker: no warning
+    video = tmp_path / "ok.mp4"
+    _write_video(video)
+    body = valid(tmp_path).replace('uri = "synthetic:image"', f'uri = "file://{video}"')
+    body = body.replace('host = "127.0.0.1"', f'host = "127.0.0.1"\nport = {mosquitto.port}')
+    assert main(["check-config", "--config", str(write(tmp_path, body)), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["warnings"] == []
+
+
+def _write_video(path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (32, 32))
+    for i in range(5):
+        writer.write(np.full((32, 32, 3), i * 40, dtype=np.uint8))
+    writer.release()
