@@ -132,3 +132,16 @@ def _write_video(path: Path) -> None:
     for i in range(5):
         writer.write(np.full((32, 32, 3), i * 40, dtype=np.uint8))
     writer.release()
+
+
+def test_the_commented_example_config_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    example = REPO / "examples" / "agent.toml"
+    assert main(["check-config", "--config", str(example), "--json", "--offline"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True and report["problems"] == []
+    assert any("digits.tflite loads" in n for n in report["notes"])
+    text = example.read_text()
+    assert text.count("\n#") >= 20  # commented, line by line
+    for uri in ("camera:0", "/dev/video0", "file://", "rtsp://", "images://", "sensor+csv://",
+                "sensor+serial://", "synthetic:image", "synthetic:sensor"):
+        assert uri in text, uri
