@@ -145,3 +145,14 @@ def test_the_commented_example_config_passes(capsys: pytest.CaptureFixture[str])
     for uri in ("camera:0", "/dev/video0", "file://", "rtsp://", "images://", "sensor+csv://",
                 "sensor+serial://", "synthetic:image", "synthetic:sensor"):
         assert uri in text, uri
+
+
+def test_install_md_documents_every_source_uri_with_its_options() -> None:
+    from agent.config import SOURCE_SCHEMES
+
+    doc = (REPO / "docs" / "install.md").read_text()
+    table = doc[doc.index("### Sources"):]
+    for scheme in SOURCE_SCHEMES:
+        assert f"`{scheme}" in table, scheme
+    for option in ("?fps=N", "?rate=N", "?baud=N", "loop = true", "reconnect_max_s"):
+        assert option in table, option
