@@ -1,4 +1,4 @@
-"""OTA update figures for a ~5 MB float32 model whose fine-tune changes only the last layer.
+"""OTA update figures for a float32 model whose fine-tune changes only the last layer.
 
 Prints one JSON line: full and delta artifact bytes (zstd level 19, as `litefleet release`
 makes them), their ratio, time from deployment received to model active (delta and full
@@ -7,10 +7,16 @@ itself (last result of the old model to first of the new) and the largest betwee
 results while the update ran (verification, download, load and smoke test included), each
 also in frame intervals of the paced synthetic camera.
 
-The two models are made once with TensorFlow (/work/tfvenv, or $LITEFLEET_TF_PYTHON) and
-cached in $XDG_CACHE_HOME/litefleet/benchmarks (default ~/.cache/...), outside the repository.
+The models, by `--models`:
 
-    .venv/bin/python benchmarks/ota_update.py [--fps 50] [--runs 3]
+    examples   (default) examples/models/digits.tflite and digits-ft.tflite (~210 KB, the same
+               network with only its last Dense layer retrained): in every clone, no TensorFlow
+    large      a ~5 MB pair made once with TensorFlow and cached in
+               $XDG_CACHE_HOME/litefleet/benchmarks (default ~/.cache/...); the interpreter is
+               $LITEFLEET_TF_PYTHON, else .venv-train/bin/python (`make bench-large` builds
+               .venv-train and runs this)
+
+    .venv/bin/python benchmarks/ota_update.py [--fps 50] [--runs 3] [--models examples|large]
 """
 
 from __future__ import annotations
@@ -54,12 +60,18 @@ save("finetuned.tflite")
 """
 
 
-def models() -> tuple[bytes, bytes]:
+def models(kind: str) -> tuple[bytes, bytes]:
+    if kind == "examples":
+        folder = REPO / "examples" / "models"
+        return (folder / "digits.tflite").read_bytes(), (folder / "digits-ft.tflite").read_bytes()
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "litefleet" / "benchmarks"
     base, tuned = cache / "base.tflite", cache / "finetuned.tflite"
     if not (base.exists() and tuned.exists()):
         cache.mkdir(parents=True, exist_ok=True)
-        python = os.environ.get("LITEFLEET_TF_PYTHON", "/work/tfvenv/bin/python")
+        python = os.environ.get("LITEFLEET_TF_PYTHON", str(REPO / ".venv-train" / "bin" / "python"))
+        if not Path(python).exists():
+            raise SystemExit(f"--models large needs TensorFlow: {python} does not exist; run "
+                             "`make bench-large` (it builds .venv-train) or set LITEFLEET_TF_PYTHON")
         subprocess.run([python, "-c", MAKE_MODELS, str(cache)], check=True,
                        stdout=subprocess.DEVNULL)
     return base.read_bytes(), tuned.read_bytes()
@@ -69,6 +81,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fps", type=int, default=50, help="pace of the synthetic camera")
     parser.add_argument("--runs", type=int, default=3, help="updates per path (median reported)")
+    parser.add_argument("--models", choices=("examples", "large"), default="examples",
+                        help="the digits pair from examples/models (default) or a ~5 MB pair "
+                        "made with TensorFlow")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
@@ -79,7 +94,7 @@ def main() -> int:
     from shared.documents import IOSignature, ProbationPolicy, TensorSpec
     from shared.keys import SigningKey
 
-    base, tuned = models()
+    base, tuned = models(args.models)
     io = IOSignature((TensorSpec("image", (1, 28, 28, 1), "float32"),),
                      (TensorSpec("probs", (1, 10), "float32"),))
     keys = [SigningKey.generate()]
@@ -142,6 +157,7 @@ def main() -> int:
     interval_ms = 1000.0 / args.fps
     print(json.dumps({
         "benchmark": "ota_update",
+        "models": args.models,
         "model_bytes": len(tuned),
         "full_bytes": sizes["full_bytes"],
         "delta_bytes": sizes["delta_bytes"],

@@ -5,7 +5,7 @@ to float32 and to full int8 (uint8 or int8 input/output; a representative datase
 images). The files go into a cache folder (default .bench-models/, git-ignored); nothing here is
 committed. Needs TensorFlow (the [train] extra), e.g.:
 
-    /work/tfvenv/bin/python benchmarks/models/make_models.py --out .bench-models
+    .venv-train/bin/python benchmarks/models/make_models.py --out .bench-models   (make test-train builds .venv-train)
 """
 
 from __future__ import annotations

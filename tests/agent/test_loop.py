@@ -144,9 +144,9 @@ def test_an_idle_loop_swaps_without_waiting_for_a_frame(tmp_path: Path) -> None:
     loop.start()
     try:
         time.sleep(0.3)
-        started = time.monotonic()
+        # no frame ever comes: a swap that waited for one would raise TimeoutError
         assert loop.swap(second, timeout=5.0) is first
-        assert time.monotonic() - started < 2.0 and loop.model is second
+        assert loop.model is second
         assert loop.snapshot().inferences == 0
     finally:
         loop.stop()
@@ -174,7 +174,8 @@ def test_a_broken_model_is_counted_not_fatal_and_a_swap_recovers() -> None:
         wait_for(lambda: loop.snapshot().inferences > 5)
         model.close()  # every invoke now raises
         wait_for(lambda: loop.snapshot().errors > 5)
-        assert time.monotonic() - loop.snapshot().heartbeat < 2.0
+        beat = loop.snapshot().heartbeat
+        wait_for(lambda: loop.snapshot().heartbeat > beat)  # failing invokes: still alive
         loop.swap(load_model(DIGITS, threads=1))
         done = loop.snapshot().inferences
         wait_for(lambda: loop.snapshot().inferences > done + 5)
@@ -196,7 +197,7 @@ def test_heartbeat_advances_while_waiting_for_frames(tmp_path: Path) -> None:
         time.sleep(1.5)
         snap = loop.snapshot()
         assert snap.inferences == 0 and snap.source_status.startswith("down")
-        assert time.monotonic() - snap.heartbeat <= 1.0
+        wait_for(lambda: loop.snapshot().heartbeat > snap.heartbeat)  # still beating
     finally:
         loop.stop()
 
@@ -207,11 +208,13 @@ def test_stall_env_blocks_the_inference_thread(monkeypatch: pytest.MonkeyPatch) 
     loop = InferenceLoop(load_model(DIGITS, threads=1), open_source("synthetic:image"), stop)
     loop.start()
     try:
-        wait_for(lambda: loop.snapshot().inferences == 5)
-        time.sleep(1.5)
+        wait_for(lambda: loop.snapshot().inferences == 5)  # it ran and beat up to here
+        time.sleep(0.5)  # into the stall
+        before = loop.snapshot()
+        time.sleep(1.0)
         snap = loop.snapshot()
         assert snap.inferences == 5
-        assert time.monotonic() - snap.heartbeat > 1.2  # stale: a watchdog would fire
+        assert snap.heartbeat == before.heartbeat  # stale: a watchdog would fire
     finally:
         loop.stop()
     assert not loop._thread.is_alive()  # the stop event releases it

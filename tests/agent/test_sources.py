@@ -118,7 +118,8 @@ def test_missing_video_file_reports_down(tmp_path: Path, digits: LoadedModel) ->
         assert "does not exist" in loop.snapshot().source_status
         time.sleep(0.6)
         assert loop.capture.reconnects >= 2  # it keeps trying, with backoff
-        assert time.monotonic() - loop.snapshot().heartbeat < 2.0
+        beat = loop.snapshot().heartbeat
+        wait_for(lambda: loop.snapshot().heartbeat > beat)  # the loop is alive meanwhile
     finally:
         loop.stop()
 

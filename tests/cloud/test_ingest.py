@@ -232,10 +232,18 @@ def test_the_receive_path_in_both_protocols(cloud_env: CloudEnv, mosquitto, monk
     # session is sent nothing again
     again = Ingester(load_cloud_config(config))
     again.start()
+    late = device_client(mosquitto.port, "cam-08", v5=v5)
     try:
         time.sleep(1.0)
         assert again.snapshot()["received"] == 0
+        # the positive control: the same ingester does receive what is sent now
+        wait_for(late.is_connected, 10, "a connection")
+        late.publish(topic("cam-08", Channel.TELEMETRY), record("cam-08", 1), qos=1)
+        wait_for(lambda: again.snapshot()["received"] >= 1, 30, "the new record")
+        assert again.snapshot()["received"] == 1
     finally:
+        late.disconnect()
+        late.loop_stop()
         again.stop()
 
 

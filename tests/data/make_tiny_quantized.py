@@ -6,7 +6,7 @@
 A small seeded convolutional classifier over [0, 1] images, converted with a representative
 dataset of random images. Needs TensorFlow:
 
-    /work/tfvenv/bin/python tests/data/make_tiny_quantized.py
+    .venv-train/bin/python tests/data/make_tiny_quantized.py   (make test-train builds .venv-train)
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Every test runs a real inference loop on a paced synthetic camera, sends one hostile or broken
 deployment through the updater, and asserts: the outcome and the reported UpdateStatus carry
-the expected reason; the active link and the loop still hold the old model; and the loop's
-inference timestamps show no gap over two frame intervals while the update was handled.
+the expected reason; the active link and the loop still hold the old model; and every
+inference while the update was handled came from the old model (how long the loop may pause
+meanwhile is a figure of benchmarks/ota_update.py, not a wall-clock assertion here).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from .conftest import (
     DIGITS_BAD,
     DIGITS_FT,
     FRAME_FPS,
-    FRAME_INTERVAL_S,
     VIBRATION,
     VIBRATION_IO,
     Bench,
@@ -54,9 +54,10 @@ def refused(live, data: bytes, reason: str, phase: str = "rejected") -> None:
     assert ModelStore(live.device.config.state_dir, "digits").link(ACTIVE) == OLD
     assert live.serving() == OLD
     assert live.times[-1][1] == OLD
-    for since, until in windows:
-        gap = live.max_gap(since, until)
-        assert gap <= 2 * FRAME_INTERVAL_S, f"{gap * 1000:.0f} ms without an inference"
+    # refused before activation: the old model answered every frame from the start; rolled
+    # back: it answers every frame after the rollback
+    since = windows[-1][1] if len(windows) > 1 else started
+    assert {s for t, s in live.times if t >= since} == {OLD}
 
 
 @pytest.fixture
