@@ -4,7 +4,13 @@ the rollout wave by wave and its exit code says how the rollout ended."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +24,7 @@ from tests.cloud.test_rollout import PROFILE
 fleet = rollout_tests.fleet  # the fixtures of the rollout tests: config, releases, serve, devices
 rollout_extra = rollout_tests.rollout_extra
 
+REPO = Path(__file__).resolve().parents[2]
 MODEL_BYTES = 4096  # what each simulated device says it downloaded
 
 
@@ -99,3 +106,28 @@ def test_wait_piped_prints_plain_lines(fleet, cloud_env, capsys) -> None:
     assert "wave 2: 1 committed, 0 failed, 0 pending of 1" in out
     assert "completed" in out.splitlines()[-1]
     assert "\x1b[" not in out  # no terminal control codes into a pipe
+
+
+def test_wait_on_a_terminal_draws_a_bar_per_wave(fleet, cloud_env, capsys) -> None:
+    fleet(2, set())
+    primary, secondary = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120", "TERM": "xterm"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cloud.cli", "deploy", "digits@2", "--profile", PROFILE,
+         "--waves", "1,100%", "--wait", "--config", str(cloud_env.config)],
+        stdout=secondary, stderr=subprocess.PIPE, env=env)
+    out = b""
+    try:
+        while proc.poll() is None or select.select([primary], [], [], 0.2)[0]:
+            if select.select([primary], [], [], 0.2)[0]:
+                out += os.read(primary, 65536)
+        assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(primary)
+        os.close(secondary)
+    text = out.decode(errors="replace")
+    assert "wave 1" in text and "wave 2" in text and "━" in text  # rich's bars
+    assert "1 committed, 0 failed, 0 pending" in text
+    assert "completed" in text.splitlines()[-1]
