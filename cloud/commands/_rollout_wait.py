@@ -158,8 +158,9 @@ class _Display:
             print(json.dumps({"id": rollout_id, "state": state, "reason": reason,
                               "failures": failures, "result": result.name.lower()}))
             return
-        print(f"rollout {rollout_id} {state if result != WaitResult.TIMED_OUT else 'timed out'}"
-              f": {reason}" if reason else f"rollout {rollout_id} {state}")
+        outcome = "timed out" if result == WaitResult.TIMED_OUT else state
+        print(f"rollout {rollout_id} {outcome}: {reason}" if reason else
+              f"rollout {rollout_id} {outcome}")
         for f in failures:
             detail = f": {f['detail']}" if f.get("detail") else ""
             print(f"  {f['device_id']} (wave {f['wave']}) {f['reason']}{detail}")
