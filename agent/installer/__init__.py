@@ -164,7 +164,8 @@ def install(options: InstallOptions, run: Runner = run_command,
             + ("; the service is enabled and starts on boot" if options.start else
                f"; enable it with: systemctl --root={options.root} enable {UNIT_NAME}"))
         return report
-    commands = live_systemd_commands(report.changed, options.start and running)
+    commands = live_systemd_commands(report.changed or report.would_change,
+                                     options.start and running)
     if not running:
         commands = [c for c in commands if c[0] != "systemctl"]
         report.notes.append("systemd is not running here: service not reloaded, enabled or "
