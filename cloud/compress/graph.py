@@ -118,7 +118,8 @@ def _remove_tensors(model: Any, subgraph_index: int, unused: set[int]) -> None:
     if not unused:
         return
     subgraph = model.subgraphs[subgraph_index]
-    new_index, kept = {}, []
+    new_index: dict[int, int] = {}
+    kept: list[Any] = []
     for index, tensor in enumerate(subgraph.tensors):
         if index not in unused:
             new_index[index] = len(kept)

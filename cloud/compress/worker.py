@@ -87,7 +87,8 @@ def compress(
     data, generated inputs). `methods` defaults to every method the input supports except
     `qat`. `io` names the I/O signature candidates must keep (default: the original's; see
     `iospec`). Writes `float32.tflite` (the original as LiteRT runs it), `<method>.tflite` per
-    candidate and `report.{json,md,png}` into `out_dir`.
+    candidate, `chosen.tflite` (a copy of the chosen one, when one is) and
+    `report.{json,md,png}` into `out_dir`.
     """
     started = time.monotonic()
     options = options or CompressOptions()
@@ -237,6 +238,8 @@ def compress(
         provenances=provenances,
         seconds=time.monotonic() - started,
     )
+    if chosen is not None:
+        write_atomic(out / "chosen.tflite", Path(chosen.path).read_bytes())
     report.write(out)
     if progress is not None:
         progress(total, total, "done")
