@@ -24,7 +24,14 @@ import numpy as np
 
 from cloud.compress.errors import InputRejected
 
-__all__ = ["SIGNATURE_KEY", "Folded", "fold_float16_weights", "has_signature", "with_signature"]
+__all__ = [
+    "SIGNATURE_KEY",
+    "Folded",
+    "copy_io_names",
+    "fold_float16_weights",
+    "has_signature",
+    "with_signature",
+]
 
 SIGNATURE_KEY = "serving_default"
 _FLOAT32, _FLOAT16 = 0, 1
@@ -178,3 +185,25 @@ def with_signature(blob: bytes) -> bytes:
     signature.subgraphIndex = 0
     model.signatureDefs = [signature]
     return _write(model)
+
+
+def copy_io_names(source: bytes, target: bytes) -> bytes:
+    """`target` with its graph inputs and outputs named as `source`'s are (the quantizer names
+    the float32 edge tensors it adds `<name>_dequant`; an application may look tensors up by
+    name). A tensor inside `target` that held the name gets `<name>_inner`."""
+    src, dst = _read(source), _read(target)
+    a, b = src.subgraphs[0], dst.subgraphs[0]
+    pairs = [*zip(a.inputs, b.inputs, strict=False), *zip(a.outputs, b.outputs, strict=False)]
+    if len(a.inputs) != len(b.inputs) or len(a.outputs) != len(b.outputs):
+        return target
+    changed = False
+    for si, ti in pairs:
+        wanted = a.tensors[si].name
+        if b.tensors[ti].name == wanted:
+            continue
+        for tensor in b.tensors:
+            if tensor.name == wanted:
+                tensor.name = wanted + (b"_inner" if isinstance(wanted, bytes) else "_inner")
+        b.tensors[ti].name = wanted
+        changed = True
+    return _write(dst) if changed else target

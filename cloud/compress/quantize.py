@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cloud.compress.errors import MethodUnavailable
-from cloud.compress.graph import with_signature
+from cloud.compress.graph import copy_io_names, with_signature
 
 __all__ = ["TFLITE_METHODS", "Quantized", "quantize_tflite"]
 
@@ -105,7 +105,8 @@ def quantize_tflite(
             result = q.quantize(calibration_result, enable_progress_report=False)
     except (ValueError, RuntimeError, KeyError) as e:
         raise MethodUnavailable(f"{method}: ai-edge-quantizer failed: {e}") from e
-    return Quantized(bytes(result.quantized_model), f"{method}: {text}; {_version()}")
+    quantized = copy_io_names(blob, bytes(result.quantized_model))
+    return Quantized(quantized, f"{method}: {text}; {_version()}")
 
 
 def _calibrate(q: object, blob: bytes, calibration: list[np.ndarray]) -> object:

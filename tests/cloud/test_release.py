@@ -15,10 +15,10 @@ from cloud.cli import main
 from cloud.compress import CompressOptions, compress
 from cloud.compress.quantize import quantize_tflite
 from cloud.config import CloudConfigInvalid, parse_cloud_config
+from device_profiles import load_profile
 from shared.codec import decompress, delta_base_sha256, delta_decode
 from shared.documents import parse_time
 from shared.keys import Keyring
-from device_profiles import load_profile
 from shared.verify import verify_release
 from tests.cloud.conftest import DIGITS, DIGITS_FT, REPO, VIBRATION, CloudEnv
 
