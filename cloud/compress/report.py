@@ -95,9 +95,8 @@ class Report:
         b = self.baseline
         rows = []
         for m in (b, *self.candidates):
-            name = f"**{m.method}**" if self.is_chosen(m) else m.method
-            if m is b:
-                name += " (original)"
+            name = "original" if m is b else m.method  # float32 or not: the input model
+            name = f"**{name}**" if self.is_chosen(m) else name
             fits = "yes" if m.fits_budget else "no: " + "; ".join(m.misses)
             if m is b and self.chosen == "original":
                 fits = "kept: nothing compressed it"
@@ -168,8 +167,7 @@ class Report:
 
         models = (self.baseline, *self.candidates)
         labels = [
-            m.method
-            + (" (original)" if m is self.baseline else "")
+            ("original" if m is self.baseline else m.method)
             + (" [chosen]" if self.is_chosen(m) else "")
             for m in models
         ]

@@ -200,3 +200,17 @@ def test_a_signature_less_detector_without_data_on_the_tensorflow_free_path(
     assert dyn["bytes"] <= 0.55 * doc["baseline"]["bytes"]
     assert [o["kind"] for o in dyn["outputs"]] == ["classes", "boxes"]
     assert "generated inputs" in (out / "report.md").read_text()
+
+
+def test_io_names_a_model_or_is_refused_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cloud.compress.cli import main as compress_main
+
+    report = compress(DIGITS, load_profile("rpi5"), TRAIN, EVAL, ["int8"], tmp_path / "a",
+                      options=FAST, io=DIGITS)  # the model the devices run now
+    assert report.candidate("int8").io_change is None and report.chosen == "int8"
+    for io in ("int4", str(REPO / "examples" / "models" / "vibration.tflite")):
+        code = compress_main([str(DIGITS), "--profile", "rpi5", "--methods", "dynamic_int8",
+                              "--io", io, "--out", str(tmp_path / "b")])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: --io"), err
