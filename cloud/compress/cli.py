@@ -27,7 +27,8 @@ the best one within the device profile's budget.
 
 MODEL is a float .tflite (no TensorFlow needed), a .keras/.h5 file or a SavedModel folder
 (TensorFlow needed: the [train] extra). --data and --eval take an .npz with x (and y) or a
-folder of images with one sub-folder per class. Without labels, quality is agreement with the
+folder of images with one sub-folder per class; for a model with several inputs, an .npz with
+x0, x1, ... in the order the interpreter lists the inputs. Without labels, quality is agreement with the
 original model, output by output (top-1 for class scores, box IoU >= 0.5 for boxes, mask IoU for
 masks); without any data, candidates are compared on generated inputs and the report says so.
 

@@ -1,8 +1,7 @@
 """The inputs a model is calibrated and evaluated on: given data, or generated when there is none.
 
 Models are fed from the interpreter's input details, one array per input. Data (`--data`,
-`--eval`) describes the single input of one-input models; a model with several inputs is
-evaluated on generated inputs. Generated inputs are seeded and lie in the model's input range:
+`--eval`) gives one array per input (see `data`). Generated inputs are seeded and lie in the model's input range:
 [0, 1) for float inputs (the usual image scaling), the whole representable range for integer
 ones. The report says when its figures come from generated inputs.
 """
@@ -44,13 +43,23 @@ class Samples:
 def load(data: object, inputs: list[TensorInfo]) -> Dataset | None:
     """`data` (a path or a Dataset) for a model with these inputs; None stays None."""
     if data is None or isinstance(data, Dataset):
-        return data
-    if len(inputs) != 1:
+        dataset = data
+    else:
+        try:
+            dataset = load_dataset(data, *(spec.shape for spec in inputs))  # type: ignore[arg-type]
+        except InputRejected as e:
+            if len(inputs) == 1:
+                raise
+            order = ", ".join(
+                f"x{k} = {spec.name} {list(spec.shape)}" for k, spec in enumerate(inputs)
+            )
+            raise InputRejected(f"{e} (the model's inputs: {order})") from e
+    if dataset is not None and len(dataset.inputs) != len(inputs):
         raise InputRejected(
-            f"the model has {len(inputs)} inputs; data files describe one-input models "
-            "(leave --data and --eval out to compare on generated inputs)"
+            f"{dataset.source}: {len(dataset.inputs)} input arrays for a model with "
+            f"{len(inputs)} inputs"
         )
-    return load_dataset(data, inputs[0].shape)  # type: ignore[arg-type]
+    return dataset
 
 
 def generated(inputs: list[TensorInfo], n: int, seed: int) -> list[np.ndarray]:
@@ -85,13 +94,13 @@ def evaluation_samples(
         source = f"{GENERATED_SAMPLES} generated inputs, seeded, in the model's input range ({ranges})"
         return Samples(arrays, None, source, generated=True)
     chosen = chosen.subset(options.max_eval_samples, options.seed)
-    return Samples([chosen.x], chosen.y, source, generated=False)
+    return Samples(chosen.inputs, chosen.y, source, generated=False)
 
 
 def calibration_samples(train: Dataset | None, options: CompressOptions) -> list[np.ndarray] | None:
     if train is None:
         return None
-    return [train.subset(options.calibration_samples, options.seed).x]
+    return train.subset(options.calibration_samples, options.seed).inputs
 
 
 def _range(spec: TensorInfo) -> str:

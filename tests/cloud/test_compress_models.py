@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cloud.compress import CompressOptions, Report, compress
+from cloud.compress import CompressOptions, InputRejected, Report, compress
 from cloud.compress.choose import choose
 from cloud.modelinfo import read_io_signature
 from device_profiles import load_profile
@@ -214,3 +214,25 @@ def test_io_names_a_model_or_is_refused_in_one_line(
                               "--io", io, "--out", str(tmp_path / "b")])
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: --io"), err
+
+
+def test_a_model_with_two_inputs_is_calibrated_and_compared_from_its_input_details(
+        tmp_path: Path) -> None:
+    """No signature, two inputs: one array per input, in the interpreter's order."""
+
+    def features(n: int) -> np.ndarray:
+        return np.random.default_rng(4).normal(0.0, 1.0, (n, 8)).astype(np.float32)
+
+    model = DATA / "fp16_two_inputs.tflite"
+    np.savez(tmp_path / "data.npz", x0=features(48), x1=_scenes(48, 3, 32))
+    report = compress(model, loose(), tmp_path / "data.npz", None, None, tmp_path / "out",
+                      options=FAST)
+    assert report.skipped == () and report.eval_samples == 48
+    int8 = report.candidate("int8")
+    assert int8.no_effect is None and int8.io_change is None and int8.agreement >= 0.8
+    assert report.candidate("dynamic_int8").bytes <= 0.55 * report.baseline.bytes
+    # the arrays the other way round: one line that says which input is which
+    np.savez(tmp_path / "swapped.npz", x1=features(8), x0=_scenes(8, 3, 32))
+    with pytest.raises(InputRejected, match=r"x0 = serving_default_features:0 \[1, 8\]"):
+        compress(model, loose(), tmp_path / "swapped.npz", None, None, tmp_path / "o2",
+                 options=FAST)

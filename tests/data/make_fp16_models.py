@@ -12,6 +12,7 @@ of real inputs, as in make_foreign_model.py) and writes, beside itself:
 | `fp16_nosig_classifier.tflite` | the same file with its SignatureDef removed | [1, 64, 64, 3] | [1, 10] |
 | `fp16_detector.tflite` | float16 weights, no SignatureDef | [1, 96, 96, 3] | boxes [1, 288, 4] (y1, x1, y2, x2 in [0, 1]); class scores [1, 288, 3] |
 | `float_segmenter.tflite` | float32 | [1, 64, 64, 3] | foreground mask [1, 64, 64, 1] in [0, 1] |
+| `fp16_two_inputs.tflite` | float16 weights, no SignatureDef | image [1, 32, 32, 3] and features [1, 8] | probabilities [1, 5] |
 
     python tests/data/make_fp16_models.py        # needs TensorFlow; writes beside this file
 
@@ -37,6 +38,11 @@ from make_foreign_model import scenes, set_batch_norm_statistics  # noqa: E402
 
 SEED = 16
 HE = "he_normal"
+
+
+def features(n: int, seed: int) -> np.ndarray:
+    """`n` seeded feature vectors for the two-input model's second input."""
+    return np.random.default_rng(seed).normal(0.0, 1.0, (n, 8)).astype(np.float32)
 
 
 def _conv(layers, x, filters: int, stride: int, name: str):  # type: ignore[no-untyped-def]
@@ -92,6 +98,23 @@ def segmenter(keras):  # type: ignore[no-untyped-def]
     return keras.Model(image, mask, name="float_segmenter")
 
 
+def two_inputs(keras):  # type: ignore[no-untyped-def]
+    """An image and a feature vector (say, the camera's settings) into one classifier."""
+    from keras import layers
+
+    image = keras.Input(shape=(32, 32, 3), batch_size=1, name="image")
+    features = keras.Input(shape=(8,), batch_size=1, name="features")
+    x = image
+    for i, filters in enumerate((16, 32, 64, 96)):
+        x = _conv(layers, x, filters, 2, f"c{i}")
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    f = layers.Dense(16, activation="relu", kernel_initializer=HE, name="features_dense")(features)
+    x = layers.Concatenate(name="join")([x, f])
+    x = layers.Dense(5, kernel_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=SEED),
+                     name="logits")(x)
+    return keras.Model([image, features], layers.Softmax(name="probs")(x), name="fp16_two_inputs")
+
+
 def strip_signatures(blob: bytes) -> bytes:
     """The same model without SignatureDefs, as many published models come."""
     from ai_edge_litert.tools import flatbuffer_utils
@@ -119,19 +142,22 @@ def main() -> int:
         ("classifier", classifier, 64, True),
         ("detector", detector, 96, True),
         ("segmenter", segmenter, 64, False),
+        ("two_inputs", two_inputs, 32, True),
     ):
         keras.utils.set_random_seed(SEED)
         model = build(keras)
         images = scenes(64, SEED)  # 96x96
         if size != 96:
             images = tf.image.resize(images, (size, size)).numpy()
-        set_batch_norm_statistics(keras, model, images, np.random.default_rng(SEED))
+        inputs = images if len(model.inputs) == 1 else [images, features(64, SEED)]
+        set_batch_norm_statistics(keras, model, inputs, np.random.default_rng(SEED))
         made[name] = convert(tf, model, float16)
     files = {
         "fp16_classifier.tflite": made["classifier"],
         "fp16_nosig_classifier.tflite": strip_signatures(made["classifier"]),
         "fp16_detector.tflite": strip_signatures(made["detector"]),
         "float_segmenter.tflite": made["segmenter"],
+        "fp16_two_inputs.tflite": strip_signatures(made["two_inputs"]),
     }
     for file, blob in files.items():
         (HERE / file).write_bytes(blob)
