@@ -13,7 +13,7 @@ from shared.atomic import write_atomic
 
 __all__ = ["SCHEMA", "Report", "Skipped"]
 
-SCHEMA = "litefleet.compress-report/1"
+SCHEMA = "litefleet.compress-report/2"  # 2: fidelity per output, provenances, I/O
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ always against the input model itself.
 
 Two promises the report keeps:
 
-* **It never claims what did not happen.** A candidate whose size did not move beyond
-  `NO_EFFECT_MARGIN` of the original's is marked "no effect" with the reason, never chosen and
+* **It never claims what did not happen.** A candidate whose size and zstd size did not move
+  beyond `NO_EFFECT_MARGIN` of the original's is marked "no effect" with the reason, never chosen and
   never given a provenance. When nothing compressed the model, the report says so and keeps
   the original (chosen `original`).
 * **It keeps the application's I/O.** Candidates must keep the original's input and output
@@ -240,6 +240,8 @@ def compress(
     )
     if chosen is not None:
         write_atomic(out / "chosen.tflite", Path(chosen.path).read_bytes())
+    else:
+        (out / "chosen.tflite").unlink(missing_ok=True)  # never one left from an earlier run
     report.write(out)
     if progress is not None:
         progress(total, total, "done")
@@ -247,12 +249,15 @@ def compress(
 
 
 def _no_effect(candidate: Measurement, baseline: Measurement) -> str | None:
-    """Why `candidate` is not a compression of the original, or None when it is one."""
-    if candidate.bytes < (1.0 - NO_EFFECT_MARGIN) * baseline.bytes:
+    """Why `candidate` is not a compression of the original, or None when it is one: neither
+    its size nor its zstd size (where pruning shows) moved beyond `NO_EFFECT_MARGIN`."""
+    keep = 1.0 - NO_EFFECT_MARGIN
+    if candidate.bytes < keep * baseline.bytes or candidate.zstd_bytes < keep * baseline.zstd_bytes:
         return None
     return (
-        f"no effect: {candidate.bytes:,} B against the original's {baseline.bytes:,} B "
-        f"(within {NO_EFFECT_MARGIN:.0%}): {candidate.method} changed no weights of this model"
+        f"no effect: {candidate.bytes:,} B ({candidate.zstd_bytes:,} B zstd) against the "
+        f"original's {baseline.bytes:,} B ({baseline.zstd_bytes:,} B), within "
+        f"{NO_EFFECT_MARGIN:.0%}: {candidate.method} changed no weights of this model"
     )
 
 

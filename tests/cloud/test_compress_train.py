@@ -73,6 +73,7 @@ def test_prune_75_percent_zstd_under_040x_within_one_point(
     report, _ = keras_report
     prune = report.candidate("prune")
     assert prune.zstd_bytes <= 0.40 * report.baseline.zstd_bytes
+    assert prune.no_effect is None  # the same bytes unpacked, but they compress: an effect
     assert _drop(report, "prune") <= 0.01
     # 75 % of every kernel is zero; only biases (~300 numbers) are left whole
     assert prune.nonzero_params <= 0.26 * prune.params
