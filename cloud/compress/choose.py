@@ -3,7 +3,8 @@
 A candidate fits when its size is within `budget.max_model_bytes`, its p95 latency (measured on
 this machine) within `budget.max_latency_ms` when the profile sets one, and its quality drop
 against the original within `budget.max_accuracy_drop`. Quality is accuracy on labelled
-evaluation data, or top-1 agreement with the original model when there are no labels.
+evaluation data, or without labels the agreement with the original model (`fidelity`: the lowest
+of its outputs' agreements).
 
 Among the candidates that fit, the first in the profile's `quantizations` order wins; methods
 the profile does not list come after, smallest first. The original float32 model is a candidate
