@@ -4,6 +4,14 @@
 against each of the last few releases of the same model and profile, uploads them, signs the
 release (`shared.envelope` over `Release.to_signed()`), and records it in the cloud store.
 Versions strictly increase per model name; anything else is refused with `VersionNotNewer`.
+
+Two refusals protect the devices' application (`ReleaseRefused`, before anything is uploaded):
+
+* a model whose I/O signature (dtypes and shapes) differs from the previous release of that
+  model for that profile (or, for a first release on a profile, from the model's releases on
+  other profiles), unless the request says the application changed with it (`new_io`);
+* a `--from-report` provenance for another file: the report's chosen (or named) candidate must
+  have the model's sha256, and a candidate that had no effect or changed the I/O has none.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from shared.codec import compress, decompress, delta_encode
 from shared.documents import (
     Artifact,
     Delta,
+    IOSignature,
     ProbationPolicy,
     Provenance,
     Release,
@@ -35,10 +44,13 @@ from shared.documents import (
 from shared.envelope import sign_envelope
 from shared.errors import MalformedDocument, SizeExceeded, VersionNotNewer
 from shared.keys import SigningKey
+from shared.verify import describe_io
 
 __all__ = [
     "PublishedRelease",
+    "ReleaseRefused",
     "ReleaseRequest",
+    "check_io",
     "latest_version",
     "load_releases",
     "provenance_from_report",
@@ -59,6 +71,12 @@ class ReleaseRequest:
     provenance: Provenance = field(default_factory=Provenance)
     probation: ProbationPolicy = field(default_factory=ProbationPolicy)
     max_model_bytes: int | None = None  # the profile's budget, when known
+    new_io: bool = False  # the application changed with this model: its I/O may differ
+
+
+class ReleaseRefused(Exception):
+    """The release would break the devices' application, or its provenance is for another
+    file; the message is one sentence for the operator."""
 
 
 @dataclass(frozen=True)
@@ -107,23 +125,34 @@ def _metric(value: Any) -> str | int | None:
     return None
 
 
-def provenance_from_report(path: Path) -> Provenance:
-    """Provenance from a compression report.json: parent sha256, recipe and figures."""
+def provenance_from_report(path: Path, model_sha256: str, candidate: str | None = None
+                           ) -> Provenance:
+    """Provenance of the report's chosen candidate (or `candidate`), from a compression
+    report.json; `ReleaseRefused` unless that candidate's file has `model_sha256`."""
     try:
         report = load_json(path.read_bytes(), 16 * 1024 * 1024)
     except OSError as e:
         raise MalformedDocument(f"cannot read {path}: {e.strerror}", "report") from e
     if not isinstance(report, dict):
         raise MalformedDocument("a report is a JSON object", "report")
-    prov = report.get("provenance") or {}
-    if not isinstance(prov, dict):
-        raise MalformedDocument("expected an object", "report.provenance")
+    name = candidate or report.get("chosen")
+    if not isinstance(name, str):
+        raise ReleaseRefused(f"{path} chose no candidate; name the one to release with "
+                             "--candidate METHOD")
+    prov = _candidate_provenance(report, name, path)
     parent = prov.get("parent_sha256")
     if parent is not None and (not isinstance(parent, str) or len(parent) != 64):
         raise MalformedDocument("expected a sha256 hex string", "report.provenance.parent_sha256")
-    recipe = prov.get("recipe") or report.get("chosen") or "none"
-    metrics: dict[str, str | int] = {}
     raw_metrics = prov.get("metrics", {})
+    sha = raw_metrics.get("sha256") if isinstance(raw_metrics, dict) else None
+    if sha != model_sha256:
+        named = f"sha256 {sha[:16]}..." if isinstance(sha, str) else "no sha256"
+        raise ReleaseRefused(
+            f"the model's sha256 {model_sha256[:16]}... is not that of {path}'s {name} "
+            f"candidate ({named}): release that candidate's file, or name the candidate that "
+            "made this file with --candidate")
+    recipe = prov.get("recipe") or name
+    metrics: dict[str, str | int] = {}
     if isinstance(raw_metrics, dict):
         for k, v in raw_metrics.items():
             m = _metric(v)
@@ -134,15 +163,52 @@ def provenance_from_report(path: Path) -> Provenance:
             m = _metric(v)
             if m is not None:
                 metrics.setdefault(str(k), m)
-    chosen = report.get("chosen")
-    if isinstance(chosen, str):
-        metrics.setdefault("chosen", chosen)
+    metrics["chosen"] = name
     reason = report.get("reason")
-    if isinstance(reason, str):
+    if isinstance(reason, str) and name == report.get("chosen"):
         metrics.setdefault("reason", reason[:200])
     if not isinstance(recipe, str):
         recipe = json.dumps(recipe, sort_keys=True)
     return Provenance(parent_sha256=parent, recipe=recipe, metrics=metrics)
+
+
+def _candidate_provenance(report: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
+    """The report's provenance for candidate `name`; a refusal names why there is none."""
+    provenances = report.get("provenances")
+    if isinstance(provenances, dict):
+        prov = provenances.get(name)
+    else:  # a report from before per-candidate provenances: only the chosen one has one
+        prov = report.get("provenance") if name == report.get("chosen") else None
+    if isinstance(prov, dict):
+        return prov
+    entries = report.get("candidates")
+    entry = next((c for c in entries if isinstance(c, dict) and c.get("method") == name),
+                 None) if isinstance(entries, list) else None
+    if entry is None:
+        raise ReleaseRefused(f"{path} has no candidate {name!r}")
+    why = entry.get("no_effect") or entry.get("io_change") or "it has no provenance"
+    raise ReleaseRefused(f"{path}'s {name} candidate cannot be released as {name}: {str(why)[:200]}")
+
+
+def check_io(db: sqlite_utils.Database, req: ReleaseRequest, io: IOSignature) -> None:
+    """`ReleaseRefused` when `io` differs from the previous release of the model for the
+    profile (else on any profile), unless `req.new_io`."""
+    if req.new_io:
+        return
+    row = db.execute(
+        "SELECT version, profile, envelope FROM releases WHERE name = ? "
+        "ORDER BY profile = ? DESC, version DESC LIMIT 1", [req.name, req.profile]).fetchone()
+    if row is None:
+        return
+    version, profile, envelope = row
+    previous = Release.parse_signed(json.loads(envelope)["signed"]).io
+    if io.fits(previous):
+        return
+    raise ReleaseRefused(
+        f"{req.model} has I/O {describe_io(io)} but {req.name}@{version} for profile {profile} "
+        f"has {describe_io(previous)}, so devices running {req.name} would refuse it "
+        "(io_signature_mismatch): release it under another name, or pass --new-io if the "
+        "application changes with it")
 
 
 def _deltas(db: sqlite_utils.Database, store: ArtifactStore, req: ReleaseRequest, target: bytes,
@@ -195,6 +261,7 @@ def publish_release(db: sqlite_utils.Database, store: ArtifactStore, key: Signin
         raise SizeExceeded(f"{req.model} is {len(target)} bytes; profile {req.profile} allows "
                            f"{req.max_model_bytes}")
     io = read_io_signature(req.model)
+    check_io(db, req, io)
     target_sha = hashlib.sha256(target).hexdigest()
     lifetime = req.lifetime_s
     expires = now + timedelta(seconds=lifetime)

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.durations import parse_duration, parse_share_pct
-from cloud.release import ReleaseRequest, provenance_from_report, publish_release
+from cloud.release import (
+    ReleaseRefused,
+    ReleaseRequest,
+    provenance_from_report,
+    publish_release,
+)
 from device_profiles import load_profile
 from shared.cli_support import EXIT_INVALID
 from shared.documents import ProbationPolicy, Provenance
-from shared.profile import ProfileInvalid
+from shared.profile import DeviceProfile, ProfileInvalid
 
 __all__ = ["register"]
 
@@ -58,7 +64,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--version", required=True, type=int, help="integer, greater than the last")
     p.add_argument("--profile", required=True, help="device profile name or file")
     p.add_argument("--from-report", type=Path, default=None, metavar="REPORT.json",
-                   help="take provenance from a `litefleet compress` report")
+                   help="take provenance from a `litefleet compress` report; MODEL must be "
+                   "its chosen candidate's file (or --candidate's)")
+    p.add_argument("--candidate", default=None, metavar="METHOD",
+                   help="with --from-report: the report's candidate MODEL is, when not the "
+                   "chosen one")
+    p.add_argument("--new-io", action="store_true",
+                   help="the application changes with this model: allow inputs or outputs "
+                   "that differ from the previous release's")
     p.add_argument("--expires", type=_duration, default=90 * 86400, metavar="DURATION",
                    help="release lifetime: seconds or 30d / 12h / 10m (default 90d)")
     p.add_argument("--out", type=Path, default=None, metavar="FILE",
@@ -88,7 +101,23 @@ def _release(ctx: Context, args: argparse.Namespace) -> int:
         raise CommandFailed("\n".join(e.problems), EXIT_INVALID) from e
     if args.min_inferences < 1:
         raise CommandFailed("--min-inferences must be at least 1", EXIT_INVALID)
-    provenance = provenance_from_report(args.from_report) if args.from_report else Provenance()
+    if args.candidate and not args.from_report:
+        raise CommandFailed("--candidate needs --from-report", EXIT_INVALID)
+    try:
+        provenance = Provenance()
+        if args.from_report:
+            try:
+                sha = hashlib.sha256(args.model.read_bytes()).hexdigest()
+            except OSError as e:
+                raise CommandFailed(f"cannot read {args.model}: {e.strerror}", EXIT_INVALID) from e
+            provenance = provenance_from_report(args.from_report, sha, args.candidate)
+        return _publish(ctx, args, profile, provenance)
+    except ReleaseRefused as e:
+        raise CommandFailed(str(e), EXIT_INVALID) from e
+
+
+def _publish(ctx: Context, args: argparse.Namespace, profile: DeviceProfile,
+             provenance: Provenance) -> int:
     request = ReleaseRequest(
         model=args.model, name=args.name, version=args.version, profile=profile.name,
         lifetime_s=args.expires, provenance=provenance,
@@ -97,7 +126,7 @@ def _release(ctx: Context, args: argparse.Namespace) -> int:
             max_latency_ratio_pct=args.max_latency_ratio, min_agreement_pct=args.min_agreement,
             max_duration_s=args.max_probation,
         ),
-        max_model_bytes=profile.budget.max_model_bytes,
+        max_model_bytes=profile.budget.max_model_bytes, new_io=args.new_io,
     )
     published = publish_release(ctx.db, ctx.artifacts(), ctx.signing_key(), request,
                                 datetime.now(UTC), ctx.config.rollout.release_history)

@@ -3,11 +3,16 @@
 A candidate fits when its size is within `budget.max_model_bytes`, its p95 latency (measured on
 this machine) within `budget.max_latency_ms` when the profile sets one, and its quality drop
 against the original within `budget.max_accuracy_drop`. Quality is accuracy on labelled
-evaluation data, or top-1 agreement with the original model when there are no labels.
+evaluation data, or without labels the agreement with the original model (`fidelity`: the lowest
+of its outputs' agreements).
 
 Among the candidates that fit, the first in the profile's `quantizations` order wins; methods
 the profile does not list come after, smallest first. The original float32 model is a candidate
 only when the profile lists `float32`.
+
+A candidate marked "no effect" (it compressed nothing) or one that changes the application's
+I/O never fits. When candidates were built and none of them compressed anything, the choice is
+`original`: the input model, kept as it is, when it fits the budget.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from dataclasses import dataclass, replace
 from cloud.compress.measure import Measurement
 from shared.profile import DeviceProfile
 
-__all__ = ["Choice", "choose"]
+__all__ = ["ORIGINAL", "Choice", "choose"]
+
+ORIGINAL = "original"
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,7 @@ class Choice:
 
 def _misses(m: Measurement, baseline: Measurement, profile: DeviceProfile) -> tuple[str, ...]:
     budget = profile.budget
-    misses = []
+    misses = [why for why in (m.no_effect, m.io_change) if why is not None]
     if m.bytes > budget.max_model_bytes:
         misses.append(f"{m.bytes:,} B over the {budget.max_model_bytes:,} B budget")
     if budget.max_latency_ms is not None and m.latency_p95_ms > budget.max_latency_ms:
@@ -68,6 +75,8 @@ def choose(baseline: Measurement, candidates: list[Measurement], profile: Device
     )
     order = ", ".join(preferred) or "none"
     fitting = [m for m in ranked if m.fits_budget]
+    if not fitting and marked and all(c.no_effect is not None for c in marked):
+        return _keep_original(baseline, profile, tuple(marked))
     if not fitting:
         detail = "; ".join(_missed(m) for m in ranked) or "no candidates were built"
         return Choice(
@@ -102,6 +111,29 @@ def choose(baseline: Measurement, candidates: list[Measurement], profile: Device
     if passed_over:
         why += ". Passed over: " + "; ".join(_missed(m) for m in passed_over)
     return Choice(best.method, why + ".", tuple(marked))
+
+
+def _keep_original(
+    baseline: Measurement, profile: DeviceProfile, marked: tuple[Measurement, ...]
+) -> Choice:
+    methods = ", ".join(c.method for c in marked)
+    misses = [
+        why for why in _misses(baseline, baseline, profile) if not why.startswith("changes I/O")
+    ]
+    if baseline.io_change is not None or misses:
+        detail = "; ".join(misses) or baseline.io_change or ""
+        return Choice(
+            None,
+            f"nothing compressed this model ({methods}: no effect), and the original does not "
+            f"fit profile {profile.name}'s budget: {detail}",
+            marked,
+        )
+    return Choice(
+        ORIGINAL,
+        f"nothing compressed this model ({methods}: no effect, see each candidate); keeping "
+        f"the original, {baseline.bytes:,} B, unchanged.",
+        marked,
+    )
 
 
 def _missed(m: Measurement) -> str:

@@ -27,8 +27,15 @@ the best one within the device profile's budget.
 
 MODEL is a float .tflite (no TensorFlow needed), a .keras/.h5 file or a SavedModel folder
 (TensorFlow needed: the [train] extra). --data and --eval take an .npz with x (and y) or a
-folder of images with one sub-folder per class. Without labels, quality is top-1 agreement with
-the original model.
+folder of images with one sub-folder per class; for a model with several inputs, an .npz with
+x0, x1, ... in the order the interpreter lists the inputs. Without labels, quality is agreement with the
+original model, output by output (top-1 for class scores, box IoU >= 0.5 for boxes, mask IoU for
+masks); without any data, candidates are compared on generated inputs and the report says so.
+
+Candidates keep the application's I/O signature: the original model's, or --io (int8 for int8
+inputs and outputs, or the .tflite whose signature the devices expect). A candidate that would
+change it, or that compressed nothing ("no effect"), is never chosen; when nothing compresses
+the model, the original is kept (chosen: original).
 
 Methods: {METHOD_NAMES}. Default: all the input supports but qat.
 Writes float32.tflite, <method>.tflite, report.json, report.md and report.png into --out.
@@ -50,6 +57,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--eval", type=Path, help="held-out evaluation data")
     parser.add_argument("--out", type=Path, default=Path("compress-out"), help="output folder")
     parser.add_argument("--methods", help=f"comma-separated subset of: {METHOD_NAMES}")
+    parser.add_argument(
+        "--io",
+        help="I/O signature to keep: int8, float32 or a .tflite path (default: the model's own)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling and training")
     parser.add_argument("--json", action="store_true", help="print report.json to stdout")
     parser.add_argument("--config", type=Path, default=None,
@@ -95,7 +106,8 @@ def run_compress(args: argparse.Namespace) -> int:
         options = CompressOptions(seed=args.seed)
         if bar is None:
             report = compress(
-                args.model, profile, args.data, args.eval, methods, args.out, options=options
+                args.model, profile, args.data, args.eval, methods, args.out, options=options,
+                io=args.io,
             )
         else:
             with bar:
@@ -113,6 +125,7 @@ def run_compress(args: argparse.Namespace) -> int:
                     args.out,
                     options=options,
                     progress=progress,
+                    io=args.io,
                 )
     except (CompressError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -122,6 +135,12 @@ def run_compress(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(report.table())
+        if report.generated_inputs:
+            print("the figures come from generated inputs (no --data or --eval given)")
+        for c in report.candidates:
+            for why in (c.no_effect, c.io_change):
+                if why is not None:
+                    print(f"{c.method}: {why}")
         for s in report.skipped:
             print(f"skipped {s.method}: {s.reason}")
         print(f"chosen: {report.chosen or 'none'}  {report.chosen_path or ''}")

@@ -4,6 +4,8 @@ Two forms are accepted:
 
 * an `.npz` file with an array `x` (samples, shaped like the model input without its batch
   dimension, or with a missing trailing channel axis of 1) and optionally `y` (integer labels);
+  for a model with several inputs, one array per input instead, `x0`, `x1`, ... in the order
+  the interpreter lists the inputs;
 * a folder of images with one sub-folder per class. Sub-folders named by integers (`0`, `7`)
   give that integer as the label; otherwise the labels are the sorted sub-folder names' indices.
   Images are read with OpenCV, converted to the model's channel count (grey or RGB), resized to
@@ -31,12 +33,20 @@ class Dataset:
     x: np.ndarray  # float32, [N, *input shape without batch]
     y: np.ndarray | None  # int64 [N], or None when the data has no labels
     source: str
+    more: tuple[np.ndarray, ...] = ()  # the second, third ... inputs' samples, when several
 
     def __post_init__(self) -> None:
         if self.y is not None and len(self.y) != len(self.x):
             raise InputRejected(f"{self.source}: {len(self.x)} samples but {len(self.y)} labels")
         if len(self.x) == 0:
             raise InputRejected(f"{self.source}: no samples")
+        if any(len(m) != len(self.x) for m in self.more):
+            raise InputRejected(f"{self.source}: the inputs' arrays have different lengths")
+
+    @property
+    def inputs(self) -> list[np.ndarray]:
+        """One [N, ...] array per model input."""
+        return [self.x, *self.more]
 
     @property
     def labelled(self) -> bool:
@@ -50,18 +60,50 @@ class Dataset:
         if len(self) <= n:
             return self
         idx = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
-        return Dataset(self.x[idx], None if self.y is None else self.y[idx], self.source)
+        return Dataset(self.x[idx], None if self.y is None else self.y[idx], self.source,
+                       tuple(m[idx] for m in self.more))
 
 
-def load_dataset(path: str | Path, input_shape: tuple[int, ...]) -> Dataset:
-    """Load `path` for a model whose input is `input_shape` (batch dimension first)."""
+def load_dataset(path: str | Path, input_shape: tuple[int, ...],
+                 *more_shapes: tuple[int, ...]) -> Dataset:
+    """Load `path` for a model whose input is `input_shape` (batch dimension first), or whose
+    inputs are `input_shape` and `more_shapes`."""
     path = Path(path)
     sample_shape = tuple(input_shape[1:])
+    if more_shapes:
+        if path.suffix != ".npz":
+            raise InputRejected(f"{path}: a model with several inputs takes an .npz with arrays "
+                                f"x0 ... x{len(more_shapes)}")
+        return _load_npz_inputs(path, [sample_shape, *(tuple(s[1:]) for s in more_shapes)])
     if path.is_dir():
         return _load_folder(path, sample_shape)
     if path.suffix == ".npz":
         return _load_npz(path, sample_shape)
     raise InputRejected(f"{path}: expected an .npz file or a folder of images by class")
+
+
+def _load_npz_inputs(path: Path, sample_shapes: list[tuple[int, ...]]) -> Dataset:
+    names = [f"x{k}" for k in range(len(sample_shapes))]
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [n for n in names if n not in npz.files]
+            if missing:
+                raise InputRejected(f"{path}: the model has {len(names)} inputs; no array named "
+                                    f"{', '.join(missing)} (found {', '.join(npz.files)})")
+            arrays = [npz[n] for n in names]
+            y = npz["y"] if "y" in npz.files else None
+    except (OSError, ValueError) as e:
+        raise InputRejected(f"{path}: cannot read: {e}") from e
+    xs = []
+    for name, x, shape in zip(names, arrays, sample_shapes, strict=True):
+        if not np.issubdtype(x.dtype, np.number):
+            raise InputRejected(f"{path}: {name} has dtype {x.dtype}, expected numbers")
+        xs.append(_fit_shape(x.astype(np.float32), shape, f"{path}: {name}"))
+    if y is not None:
+        if not np.issubdtype(y.dtype, np.integer):
+            raise InputRejected(f"{path}: y has dtype {y.dtype}, expected integer labels")
+        y = y.reshape(-1).astype(np.int64)
+    return Dataset(xs[0], y, str(path), tuple(xs[1:]))
 
 
 def _fit_shape(x: np.ndarray, sample_shape: tuple[int, ...], source: str) -> np.ndarray:

@@ -8,7 +8,7 @@ importing this module stays cheap and a `.tflite` input never loads TensorFlow.
 | `float32` | no optimizations (the baseline) |
 | `float16` | `Optimize.DEFAULT`, `supported_types = [float16]` |
 | `dynamic_int8` | `Optimize.DEFAULT` |
-| `int8` | `Optimize.DEFAULT`, representative dataset, `TFLITE_BUILTINS_INT8`, int8 input and output |
+| `int8` | `Optimize.DEFAULT`, representative dataset, `TFLITE_BUILTINS_INT8`; float32 input and output (quantized inside) unless `int8_io` |
 """
 
 from __future__ import annotations
@@ -60,8 +60,11 @@ def _version(tf: Any) -> str:
     return f"TensorFlow {tf.__version__} TFLiteConverter"
 
 
-def convert(model: Any, method: str, representative: np.ndarray | None = None) -> tuple[bytes, str]:
-    """Convert a Keras model or a SavedModel folder (`Path`) with `method`.
+def convert(
+    model: Any, method: str, representative: np.ndarray | None = None, *, int8_io: bool = False
+) -> tuple[bytes, str]:
+    """Convert a Keras model or a SavedModel folder (`Path`) with `method`; a full `int8`
+    model keeps float32 inputs and outputs unless `int8_io`.
 
     Returns the `.tflite` bytes and a one-line recipe.
     """
@@ -91,9 +94,12 @@ def convert(model: Any, method: str, representative: np.ndarray | None = None) -
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-        text = f"full int8 (int8 input/output, {len(samples)} representative samples)"
+        io_text = "float32 input/output"
+        if int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+            io_text = "int8 input/output"
+        text = f"full int8 ({io_text}, {len(samples)} representative samples)"
     else:
         raise MethodUnavailable(f"{method}: not a converter method")
     # Keras 3 exports a temporary SavedModel for the converter and prints where, and the int8

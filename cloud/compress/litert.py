@@ -1,13 +1,14 @@
 """Running and inspecting `.tflite` models with LiteRT, the runtime the devices use.
 
 `TFLiteModel` wraps one interpreter: it feeds real-valued inputs (quantizing them when the model
-takes int8/uint8), returns real-valued outputs (dequantized), and times single inferences.
+takes int8/uint8), returns every output real-valued (dequantized), and times single inferences.
 `weight_stats` reads the flatbuffer to count parameters without running anything.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +45,11 @@ def _info(detail: dict[str, Any]) -> TensorInfo:
 
 
 class TFLiteModel:
-    """One LiteRT interpreter over a model's bytes, with real-valued input and output."""
+    """One LiteRT interpreter over a model's bytes, with real-valued inputs and outputs.
+
+    Inputs and outputs are taken from the interpreter's details (in their order), so a model
+    needs no SignatureDef and may have several of each.
+    """
 
     def __init__(self, blob: bytes, threads: int = 1) -> None:
         try:
@@ -53,22 +58,27 @@ class TFLiteModel:
         except (ValueError, RuntimeError) as e:
             raise InputRejected(f"LiteRT cannot load the model: {e}") from e
         inputs = self._interp.get_input_details()
-        if len(inputs) != 1:
-            raise InputRejected(f"expected a model with one input, found {len(inputs)}")
-        self._in_index = int(inputs[0]["index"])
-        self.input = _info(inputs[0])
         outputs = self._interp.get_output_details()
+        if not inputs or not outputs:
+            raise InputRejected("the model has no inputs or no outputs")
+        self._in_indices = [int(d["index"]) for d in inputs]
+        self.inputs = [_info(d) for d in inputs]
         self._out_indices = [int(o["index"]) for o in outputs]
         self.outputs = [_info(o) for o in outputs]
 
-    def _feed(self, sample: np.ndarray) -> None:
-        spec = self.input
-        value = sample.reshape(spec.shape)
-        if spec.quantized:
-            info = np.iinfo(spec.dtype)
-            value = np.round(value / spec.scale + spec.zero_point)
-            value = np.clip(value, info.min, info.max)
-        self._interp.set_tensor(self._in_index, value.astype(spec.dtype))
+    @property
+    def input(self) -> TensorInfo:
+        """The first input (the only one of most models)."""
+        return self.inputs[0]
+
+    def _feed(self, samples: Sequence[np.ndarray]) -> None:
+        for index, spec, sample in zip(self._in_indices, self.inputs, samples, strict=True):
+            value = sample.reshape(spec.shape)
+            if spec.quantized:
+                info = np.iinfo(spec.dtype)
+                value = np.round(value / spec.scale + spec.zero_point)
+                value = np.clip(value, info.min, info.max)
+            self._interp.set_tensor(index, value.astype(spec.dtype))
 
     def _output(self, k: int) -> np.ndarray:
         spec = self.outputs[k]
@@ -77,22 +87,24 @@ class TFLiteModel:
             raw = (raw - spec.zero_point) * np.float32(spec.scale)
         return raw
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Run every sample of `x` ([N, ...] real values); return the outputs as float32.
-
-        The first output is returned as [N, ...]; models with several outputs are compared on
-        the first one, which is the classifier head of the models this worker handles.
-        """
-        results = []
-        for sample in x:
-            self._feed(sample)
+    def predict(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run every sample (`inputs[k]` is [N, ...] real values for input k); return each
+        output as float32 [N, ...] (its batch dimension of 1 dropped)."""
+        results: list[list[np.ndarray]] = [[] for _ in self.outputs]
+        for n in range(len(inputs[0])):
+            self._feed([x[n] for x in inputs])
             self._interp.invoke()
-            results.append(self._output(0)[0] if self.outputs[0].shape[0] == 1 else self._output(0))
-        return np.stack(results).astype(np.float32)
+            for k, spec in enumerate(self.outputs):
+                out = self._output(k)
+                results[k].append(out[0] if len(spec.shape) > 1 and spec.shape[0] == 1 else out)
+        return [np.stack(r).astype(np.float32) for r in results]
 
-    def latency_ms(self, sample: np.ndarray, warmup: int, runs: int) -> tuple[float, float]:
-        """Median and 95th percentile of `runs` timed inferences after `warmup` untimed ones."""
-        self._feed(sample)
+    def latency_ms(
+        self, samples: Sequence[np.ndarray], warmup: int, runs: int
+    ) -> tuple[float, float]:
+        """Median and 95th percentile of `runs` timed inferences after `warmup` untimed ones;
+        `samples` holds one sample per input."""
+        self._feed(samples)
         for _ in range(warmup):
             self._interp.invoke()
         times = np.empty(runs, dtype=np.float64)

@@ -1,4 +1,5 @@
-"""Measuring a model: size, zstd size, quality, output error against the original, latency."""
+"""Measuring a model: size, zstd size, quality, fidelity per output against the original,
+latency."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from cloud.compress.data import Dataset
+from cloud.compress.fidelity import OutputFidelity, compare
 from cloud.compress.litert import TFLiteModel, weight_stats
 from cloud.compress.options import CompressOptions
 from shared.codec import compress as zstd_compress
@@ -19,7 +20,9 @@ __all__ = ["Measurement", "measure"]
 @dataclass(frozen=True)
 class Measurement:
     """One model's figures. `accuracy` is None when the evaluation data has no labels; then
-    `agreement` (top-1 agreement with the original model) is the quality figure."""
+    `agreement` (the lowest per-output agreement with the original, see `fidelity`) is the
+    quality figure. `no_effect` says why a candidate is not really compressed (its size did not
+    move); `io_change` how its inputs or outputs differ from what the application expects."""
 
     method: str
     path: str
@@ -37,6 +40,10 @@ class Measurement:
     latency_p95_ms: float
     build_seconds: float
     input_dtype: str
+    outputs: tuple[OutputFidelity, ...] = ()
+    io: str = ""
+    io_change: str | None = None
+    no_effect: str | None = None
     fits_budget: bool = True
     misses: tuple[str, ...] = field(default_factory=tuple)
 
@@ -47,6 +54,7 @@ class Measurement:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["misses"] = list(self.misses)
+        d["outputs"] = [o.to_dict() for o in self.outputs]
         for key in ("agreement", "max_abs_error", "mean_abs_error"):
             d[key] = round(d[key], 6)
         if d["accuracy"] is not None:
@@ -62,33 +70,37 @@ def measure(
     method: str,
     path: str,
     recipe: str,
-    eval_data: Dataset,
-    reference: np.ndarray | None,
+    inputs: list[np.ndarray],
+    labels: np.ndarray | None,
+    reference: list[np.ndarray] | None,
     threads: int,
     options: CompressOptions,
     build_seconds: float,
-) -> tuple[Measurement, np.ndarray]:
-    """Measure `blob` on `eval_data`; return the figures and the model's outputs.
+) -> tuple[Measurement, list[np.ndarray]]:
+    """Measure `blob` on `inputs` (one [N, ...] array per model input); return the figures and
+    the model's outputs.
 
-    `reference` is the original model's outputs on the same data (None for the original
-    itself, which then agrees with itself exactly).
+    `reference` is the original model's outputs on the same inputs (None for the original
+    itself, which then agrees with itself exactly). `labels` score the first output's top-1.
     """
     stats = weight_stats(blob)
     runner = TFLiteModel(blob, threads=1)
-    outputs = runner.predict(eval_data.x)
-    top1 = outputs.reshape(len(outputs), -1).argmax(axis=1)
+    outputs = runner.predict(inputs)
     accuracy = None
-    if eval_data.y is not None:
-        accuracy = float(np.mean(top1 == eval_data.y))
-    if reference is None:
-        agreement, max_err, mean_err = 1.0, 0.0, 0.0
-    else:
-        ref_top1 = reference.reshape(len(reference), -1).argmax(axis=1)
-        agreement = float(np.mean(top1 == ref_top1))
-        diff = np.abs(outputs.astype(np.float64) - reference.astype(np.float64))
-        max_err, mean_err = float(diff.max()), float(diff.mean())
+    if labels is not None:
+        top1 = outputs[0].reshape(len(outputs[0]), -1).argmax(axis=1)
+        accuracy = float(np.mean(top1 == labels))
+    names = [o.name for o in runner.outputs]
+    fidelity = tuple(
+        compare(name, out, out if reference is None else ref)
+        for name, out, ref in zip(names, outputs, reference or outputs, strict=True)
+    )
+    agreement = min(f.agreement for f in fidelity)
+    max_err = max(f.max_abs_error for f in fidelity)
+    mean_err = float(np.mean([f.mean_abs_error for f in fidelity]))
     timed = TFLiteModel(blob, threads=threads)
-    p50, p95 = timed.latency_ms(eval_data.x[0], options.latency_warmup, options.latency_runs)
+    p50, p95 = timed.latency_ms([x[0] for x in inputs], options.latency_warmup,
+                                options.latency_runs)
     return (
         Measurement(
             method=method,
@@ -107,6 +119,7 @@ def measure(
             latency_p95_ms=p95,
             build_seconds=build_seconds,
             input_dtype=runner.input.dtype.name,
+            outputs=fidelity,
         ),
         outputs,
     )

@@ -4,8 +4,12 @@
 |---|---|---|---|
 | `weight_only_int8` | `weight_only_wi8_afp32` | int8 per channel, dequantized before each op | float32 |
 | `dynamic_int8` | `dynamic_wi8_afp32` | int8 per channel | quantized on the fly by the kernels |
-| `int8` | `static_wi8_ai8` | int8 per channel | int8, ranges from calibration data; int8 model input and output |
+| `int8` | `static_wi8_ai8` | int8 per channel | int8, ranges from calibration data; the model's inputs and outputs stay float32 (quantized and dequantized inside) unless `int8_io` |
 | `float16` | float casting of FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D, CONV_2D_TRANSPOSE weights | float16, dequantized before each op | float32 |
+
+The quantizer starts from a float32 graph: a model whose weights are float16 behind `DEQUANTIZE`
+ops is folded to float32 first by the caller (`cloud.compress.graph`). Calibration runs a
+signature; a model without one gets `serving_default` added for it (`graph.with_signature`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cloud.compress.errors import InputRejected, MethodUnavailable
+from cloud.compress.errors import MethodUnavailable
+from cloud.compress.graph import copy_io_names, with_signature
 
 __all__ = ["TFLITE_METHODS", "Quantized", "quantize_tflite"]
 
@@ -37,8 +42,11 @@ def _version() -> str:
     return f"ai-edge-quantizer {version('ai-edge-quantizer')}"
 
 
-def quantize_tflite(blob: bytes, method: str, calibration: np.ndarray | None) -> Quantized:
-    """Quantize the float model `blob` with `method`; `calibration` is needed for `int8`."""
+def quantize_tflite(
+    blob: bytes, method: str, calibration: list[np.ndarray] | None, *, int8_io: bool = False
+) -> Quantized:
+    """Quantize the float model `blob` with `method`; `calibration` (one [N, ...] array per
+    model input) is needed for `int8`, whose inputs and outputs are int8 only with `int8_io`."""
     from ai_edge_quantizer import qtyping, quantizer, recipe
 
     if method == "weight_only_int8":
@@ -50,8 +58,18 @@ def quantize_tflite(blob: bytes, method: str, calibration: np.ndarray | None) ->
             "dynamic-range int8 (per-channel symmetric weights, activations quantized at run time)"
         )
     elif method == "int8":
+        blob = with_signature(blob)
         q = quantizer.Quantizer(blob, recipe.static_wi8_ai8())
-        text = "full int8 (per-channel int8 weights, int8 activations from calibration)"
+        text = "full int8 (per-channel int8 weights, int8 activations from calibration"
+        if int8_io:
+            text += ", int8 inputs and outputs)"
+        else:
+            for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+                q.update_quantization_recipe(
+                    regex=".*", operation_name=op,
+                    algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE,
+                )
+            text += ", float32 inputs and outputs)"
     elif method == "float16":
         q = quantizer.Quantizer(blob)
         for op in (
@@ -81,28 +99,33 @@ def quantize_tflite(blob: bytes, method: str, calibration: np.ndarray | None) ->
         if calibration is None:
             raise MethodUnavailable(f"{method}: needs calibration samples (--data)")
         calibration_result = _calibrate(q, blob, calibration)
-        text += f", calibrated on {len(calibration)} samples"
+        text += f", calibrated on {len(calibration[0])} samples"
     try:
         with _quiet():
             result = q.quantize(calibration_result, enable_progress_report=False)
     except (ValueError, RuntimeError, KeyError) as e:
         raise MethodUnavailable(f"{method}: ai-edge-quantizer failed: {e}") from e
-    return Quantized(bytes(result.quantized_model), f"{method}: {text}; {_version()}")
+    quantized = copy_io_names(blob, bytes(result.quantized_model))
+    return Quantized(quantized, f"{method}: {text}; {_version()}")
 
 
-def _calibrate(q: object, blob: bytes, calibration: np.ndarray) -> object:
+def _calibrate(q: object, blob: bytes, calibration: list[np.ndarray]) -> object:
+    """Run the calibration samples through the model's (first) signature, matching its inputs
+    to the interpreter's input details by tensor index."""
     from ai_edge_litert.interpreter import Interpreter
 
-    signatures = Interpreter(model_content=blob).get_signature_list()
-    if len(signatures) != 1:
-        raise MethodUnavailable(
-            f"int8: calibration needs exactly one signature, the model has {len(signatures)}"
-        )
-    key, spec = next(iter(signatures.items()))
-    if len(spec["inputs"]) != 1:
-        raise InputRejected(f"signature {key!r} has {len(spec['inputs'])} inputs, expected one")
-    name = spec["inputs"][0]
-    samples = [{name: sample[None].astype(np.float32)} for sample in calibration]
+    interpreter = Interpreter(model_content=blob)
+    key = next(iter(interpreter.get_signature_list()))
+    runner = interpreter.get_signature_runner(key)
+    by_tensor = {int(d["index"]): k for k, d in enumerate(interpreter.get_input_details())}
+    names = {
+        name: by_tensor[int(detail["index"])]
+        for name, detail in runner.get_input_details().items()
+    }
+    samples = [
+        {name: calibration[k][n][None].astype(np.float32) for name, k in names.items()}
+        for n in range(len(calibration[0]))
+    ]
     with _quiet():
         return q.calibrate({key: samples})  # type: ignore[attr-defined]
 

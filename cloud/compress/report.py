@@ -13,7 +13,7 @@ from shared.atomic import write_atomic
 
 __all__ = ["SCHEMA", "Report", "Skipped"]
 
-SCHEMA = "litefleet.compress-report/1"
+SCHEMA = "litefleet.compress-report/2"  # 2: fidelity per output, provenances, I/O
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,21 @@ class Report:
     eval_source: str
     eval_samples: int
     labelled: bool
+    generated_inputs: bool  # no data given: the figures come from generated inputs
+    expected_io: str  # the I/O signature candidates must keep
     baseline: Measurement
     candidates: tuple[Measurement, ...]
     skipped: tuple[Skipped, ...]
     chosen: str | None
     chosen_path: str | None
     reason: str
-    provenance: dict[str, Any] | None  # strings and integers only: it goes into a release
+    parent_sha256: str
+    provenance: dict[str, Any] | None  # the chosen one's; strings and integers only
+    provenances: dict[str, dict[str, Any]]  # every releasable candidate's, by method
     seconds: float
+
+    def is_chosen(self, m: Measurement) -> bool:
+        return m.method == self.chosen or (m is self.baseline and self.chosen == "original")
 
     def candidate(self, method: str) -> Measurement:
         return next(c for c in self.candidates if c.method == method)
@@ -54,15 +61,19 @@ class Report:
                 "source": self.eval_source,
                 "samples": self.eval_samples,
                 "labelled": self.labelled,
+                "generated": self.generated_inputs,
                 "quality": "accuracy" if self.labelled else "agreement",
             },
+            "expected_io": self.expected_io,
             "baseline": self.baseline.to_dict(),
             "candidates": [c.to_dict() for c in self.candidates],
             "skipped": [{"method": s.method, "reason": s.reason} for s in self.skipped],
             "chosen": self.chosen,
             "chosen_path": self.chosen_path,
             "reason": self.reason,
+            "parent_sha256": self.parent_sha256,
             "provenance": self.provenance,
+            "provenances": self.provenances,
             "seconds": round(self.seconds, 2),
         }
 
@@ -84,11 +95,12 @@ class Report:
         b = self.baseline
         rows = []
         for m in (b, *self.candidates):
-            name = f"**{m.method}**" if m.method == self.chosen else m.method
-            if m is b:
-                name += " (original)"
+            name = "original" if m is b else m.method  # float32 or not: the input model
+            name = f"**{name}**" if self.is_chosen(m) else name
             fits = "yes" if m.fits_budget else "no: " + "; ".join(m.misses)
-            if m is b and self.chosen != "float32":
+            if m is b and self.chosen == "original":
+                fits = "kept: nothing compressed it"
+            elif m is b and self.chosen != "float32":
                 fits = "-"
             rows.append(
                 f"| {name} | {m.bytes:,} | {m.bytes / b.bytes:.2f} | {m.zstd_bytes:,} | "
@@ -99,18 +111,41 @@ class Report:
             )
         return head + "\n".join(rows) + "\n"
 
+    def outputs_table(self) -> str:
+        """Fidelity per output of every candidate against the original."""
+        head = (
+            "| method | output | kind | agreement | max abs err | mean abs err |\n"
+            "|---|---|---|--:|--:|--:|\n"
+        )
+        rows = [
+            f"| {m.method} | `{o.name}` | {o.kind} | {o.agreement:.4f} | "
+            f"{o.max_abs_error:.4g} | {o.mean_abs_error:.4g} |"
+            for m in self.candidates
+            for o in m.outputs
+        ]
+        return head + "\n".join(rows) + "\n"
+
     def markdown(self) -> str:
+        if self.labelled:
+            quality = "."
+        else:
+            quality = (
+                " without labels: quality is agreement with the original model, output by "
+                "output (see below), the lowest counting."
+            )
+        generated = (
+            "**The figures come from generated inputs** (no data given), not from real data. "
+            if self.generated_inputs
+            else ""
+        )
         parts = [
             f"# Compression report: {Path(self.model).name}\n",
             f"Profile `{self.profile}` ({self.threads} threads). Evaluated on "
-            f"{self.eval_samples} samples from `{self.eval_source}`"
-            + (
-                "."
-                if self.labelled
-                else " without labels: quality is top-1 agreement with the original model."
-            )
-            + " Latency is LiteRT on the machine that ran the worker.\n",
+            f"{self.eval_samples} samples from `{self.eval_source}`{quality} {generated}"
+            f"Latency is LiteRT on the machine that ran the worker. Candidates keep the "
+            f"application's I/O: `{self.expected_io}`.\n",
             self.table(),
+            "## Fidelity per output\n\n" + self.outputs_table(),
             f"**Chosen:** {self.chosen or 'none'}"
             + (f" (`{self.chosen_path}`)" if self.chosen_path else "")
             + f"\n\n{self.reason}\n",
@@ -132,17 +167,16 @@ class Report:
 
         models = (self.baseline, *self.candidates)
         labels = [
-            m.method
-            + (" (original)" if m is self.baseline else "")
-            + (" [chosen]" if m.method == self.chosen else "")
+            ("original" if m is self.baseline else m.method)
+            + (" [chosen]" if self.is_chosen(m) else "")
             for m in models
         ]
         sizes = [m.bytes / 1024 for m in models]
         quality = [m.quality * 100 for m in models]
         latency = [m.latency_p50_ms for m in models]
-        edges = ["red" if m.method == self.chosen else "black" for m in models]
-        widths = [2.5 if m.method == self.chosen else 0.8 for m in models]
-        quality_name = "accuracy (%)" if self.labelled else "top-1 agreement with original (%)"
+        edges = ["red" if self.is_chosen(m) else "black" for m in models]
+        widths = [2.5 if self.is_chosen(m) else 0.8 for m in models]
+        quality_name = "accuracy (%)" if self.labelled else "agreement with original (%)"
 
         fig = Figure(figsize=(13, 5.5), dpi=100)
         FigureCanvasAgg(fig)

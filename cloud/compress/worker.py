@@ -11,30 +11,46 @@ Inputs and the methods each supports:
 | `.keras` / `.h5` | TF converter, float32 | TF converter | ai-edge-quantizer on the baseline | Keras 3 training |
 | SavedModel folder | TF converter, float32 | TF converter | ai-edge-quantizer on the baseline | - |
 
-The `.tflite` path never imports TensorFlow.
+The `.tflite` path never imports TensorFlow. A `.tflite` whose weights are float16 behind
+`DEQUANTIZE` ops is quantized from its float32 fold (`graph.fold_float16_weights`); figures are
+always against the input model itself.
+
+Two promises the report keeps:
+
+* **It never claims what did not happen.** A candidate whose size and zstd size did not move
+  beyond `NO_EFFECT_MARGIN` of the original's is marked "no effect" with the reason, never chosen and
+  never given a provenance. When nothing compressed the model, the report says so and keeps
+  the original (chosen `original`).
+* **It keeps the application's I/O.** Candidates must keep the original's input and output
+  dtypes and shapes (or those `io` names); one that changes them is marked and never chosen.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cloud.compress.choose import choose
-from cloud.compress.data import Dataset, load_dataset
+from cloud.compress import samples as sampling
+from cloud.compress.choose import ORIGINAL, choose
+from cloud.compress.data import Dataset
 from cloud.compress.errors import InputRejected, MethodUnavailable
+from cloud.compress.graph import fold_float16_weights
+from cloud.compress.iospec import expected_io, io_change, read_io, wants_int8_io
 from cloud.compress.litert import TFLiteModel, weight_stats
 from cloud.compress.measure import Measurement, measure
 from cloud.compress.options import CompressOptions
+from cloud.compress.provenance import provenance, sha256_of
 from cloud.compress.quantize import quantize_tflite
 from cloud.compress.report import Report, Skipped
 from shared.atomic import write_atomic
 from shared.profile import DeviceProfile
+from shared.verify import describe_io as describe
 
 __all__ = ["DEFAULT_METHODS", "METHODS", "ProgressCallback", "compress"]
 
@@ -46,7 +62,7 @@ DEFAULT_METHODS = {
     "keras": ("float16", "weight_only_int8", "dynamic_int8", "int8", "prune", "distill"),
     "saved_model": ("float16", "weight_only_int8", "dynamic_int8", "int8"),
 }
-RANDOM_EVAL_SAMPLES = 64
+NO_EFFECT_MARGIN = 0.02  # a candidate within 2 % of the original's bytes compressed nothing
 
 # (steps done, steps in all, what is happening now)
 ProgressCallback = Callable[[int, int, str], None]
@@ -62,14 +78,17 @@ def compress(
     *,
     options: CompressOptions | None = None,
     progress: ProgressCallback | None = None,
+    io: str | Path | None = None,
 ) -> Report:
     """Build, measure and choose among compressed candidates of `model_path` for `profile`.
 
     `train_data` feeds calibration and the training methods; `eval_data` is held out for the
-    figures (without labels the quality figure is agreement with the original). `methods`
-    defaults to every method the input supports except `qat`. Writes `float32.tflite` (the
-    original as LiteRT runs it), `<method>.tflite` per candidate and `report.{json,md,png}`
-    into `out_dir`.
+    figures (without labels the quality figure is agreement with the original; without any
+    data, generated inputs). `methods` defaults to every method the input supports except
+    `qat`. `io` names the I/O signature candidates must keep (default: the original's; see
+    `iospec`). Writes `float32.tflite` (the original as LiteRT runs it), `<method>.tflite` per
+    candidate, `chosen.tflite` (a copy of the chosen one, when one is) and
+    `report.{json,md,png}` into `out_dir`.
     """
     started = time.monotonic()
     options = options or CompressOptions()
@@ -88,11 +107,19 @@ def compress(
 
     step(f"loading {model_path.name}")
     keras_model: Any = None
+    work_blob = None  # what the quantizer starts from, when not the original itself
     if kind == "tflite":
         base_blob = model_path.read_bytes()
         if not weight_stats(base_blob).float_model:
             raise InputRejected(f"{model_path}: already quantized; give the float model")
         base_recipe = "float32: the input model"
+        folded = fold_float16_weights(base_blob)
+        if folded.folded:
+            work_blob = folded.blob
+            base_recipe = (
+                f"the input model ({folded.float16_params:,} weights stored as float16 behind "
+                f"{folded.folded} DEQUANTIZE ops; the quantizers start from them folded to float32)"
+            )
     else:
         from cloud.compress import keras_convert
 
@@ -103,26 +130,34 @@ def compress(
             base_blob, base_recipe = keras_convert.convert(source, "float32")
         except MethodUnavailable as e:
             raise InputRejected(f"{model_path}: cannot convert to TFLite: {e}") from e
-    input_shape = TFLiteModel(base_blob).input.shape
-    train = _dataset(train_data, input_shape)
-    evaluation, eval_source = _eval_dataset(eval_data, train, input_shape, options)
-    calibration = None if train is None else train.subset(options.calibration_samples, options.seed)
+    model_inputs = TFLiteModel(base_blob).inputs
+    train = sampling.load(train_data, model_inputs)
+    evaluation = sampling.evaluation_samples(
+        sampling.load(eval_data, model_inputs), train, model_inputs, options
+    )
+    calibration = sampling.calibration_samples(train, options)
 
     out.mkdir(parents=True, exist_ok=True)
     step("measuring the original")
     threads = profile.runtime.threads
     base_path = out / "float32.tflite"
     write_atomic(base_path, base_blob)
+    original_io = read_io(base_path)
+    expected = expected_io(original_io, io)
     baseline, reference = measure(
         base_blob,
         method="float32",
         path=str(base_path),
         recipe=base_recipe,
-        eval_data=evaluation,
+        inputs=evaluation.inputs,
+        labels=evaluation.labels,
         reference=None,
         threads=threads,
         options=options,
         build_seconds=0.0,
+    )
+    baseline = replace(
+        baseline, io=describe(original_io), io_change=io_change(expected, original_io)
     )
 
     candidates: list[Measurement] = []
@@ -132,7 +167,15 @@ def compress(
         began = time.monotonic()
         try:
             blob, recipe = _build(
-                method, kind, model_path, keras_model, base_blob, train, calibration, options
+                method,
+                kind,
+                model_path,
+                keras_model,
+                work_blob or base_blob,
+                train,
+                calibration,
+                options,
+                int8_io=wants_int8_io(expected),
             )
         except MethodUnavailable as e:
             log.info("skipping %s: %s", method, e)
@@ -145,39 +188,77 @@ def compress(
             method=method,
             path=str(path),
             recipe=recipe,
-            eval_data=evaluation,
+            inputs=evaluation.inputs,
+            labels=evaluation.labels,
             reference=reference,
             threads=threads,
             options=options,
             build_seconds=time.monotonic() - began,
+        )
+        actual_io = read_io(path)
+        figures = replace(
+            figures,
+            io=describe(actual_io),
+            io_change=io_change(expected, actual_io),
+            no_effect=_no_effect(figures, baseline),
         )
         log.info("%s: %d bytes, quality %.4f", method, figures.bytes, figures.quality)
         candidates.append(figures)
 
     step("choosing and writing the report")
     choice = choose(baseline, candidates, profile)
-    chosen = next((m for m in (*choice.candidates, baseline) if m.method == choice.method), None)
+    parent = sha256_of(model_path)
+    releasable = [*choice.candidates, replace(baseline, method=ORIGINAL)]
+    if choice.method == baseline.method:  # the profile lists float32 and it won
+        releasable.append(baseline)
+    provenances = {
+        c.method: provenance(parent, profile, baseline, c)
+        for c in releasable
+        if c.no_effect is None and c.io_change is None
+    }
+    chosen = next((m for m in releasable if m.method == choice.method), None)
     report = Report(
         model=str(model_path),
         input_kind=kind,
         profile=profile.name,
         threads=threads,
-        eval_source=eval_source,
+        eval_source=evaluation.source,
         eval_samples=len(evaluation),
-        labelled=evaluation.labelled,
+        labelled=evaluation.labels is not None,
+        generated_inputs=evaluation.generated,
+        expected_io=describe(expected),
         baseline=baseline,
         candidates=choice.candidates,
         skipped=tuple(skipped),
         chosen=choice.method,
         chosen_path=None if chosen is None else chosen.path,
         reason=choice.reason,
-        provenance=None if chosen is None else _provenance(model_path, profile, baseline, chosen),
+        parent_sha256=parent,
+        provenance=None if choice.method is None else provenances.get(choice.method),
+        provenances=provenances,
         seconds=time.monotonic() - started,
     )
+    if chosen is not None:
+        write_atomic(out / "chosen.tflite", Path(chosen.path).read_bytes())
+    else:
+        (out / "chosen.tflite").unlink(missing_ok=True)  # never one left from an earlier run
     report.write(out)
     if progress is not None:
         progress(total, total, "done")
     return report
+
+
+def _no_effect(candidate: Measurement, baseline: Measurement) -> str | None:
+    """Why `candidate` is not a compression of the original, or None when it is one: neither
+    its size nor its zstd size (where pruning shows) moved beyond `NO_EFFECT_MARGIN`."""
+    keep = 1.0 - NO_EFFECT_MARGIN
+    if candidate.bytes < keep * baseline.bytes or candidate.zstd_bytes < keep * baseline.zstd_bytes:
+        return None
+    return (
+        f"no effect: {candidate.bytes:,} B ({candidate.zstd_bytes:,} B zstd) against the "
+        f"original's {baseline.bytes:,} B ({baseline.zstd_bytes:,} B), within "
+        f"{NO_EFFECT_MARGIN:.0%}: {candidate.method} changed no weights of this model"
+    )
 
 
 def input_kind(path: Path) -> str:
@@ -208,31 +289,6 @@ def _resolve_methods(methods: Iterable[str] | None, kind: str) -> tuple[str, ...
     return wanted
 
 
-def _dataset(data: str | Path | Dataset | None, input_shape: tuple[int, ...]) -> Dataset | None:
-    if data is None or isinstance(data, Dataset):
-        return data
-    return load_dataset(data, input_shape)
-
-
-def _eval_dataset(
-    data: str | Path | Dataset | None,
-    train: Dataset | None,
-    input_shape: tuple[int, ...],
-    options: CompressOptions,
-) -> tuple[Dataset, str]:
-    evaluation = _dataset(data, input_shape)
-    if evaluation is not None:
-        source = evaluation.source
-    elif train is not None:
-        evaluation, source = train, f"{train.source} (the training data: no --eval given)"
-    else:
-        rng = np.random.default_rng(options.seed)
-        x = rng.random((RANDOM_EVAL_SAMPLES, *input_shape[1:]), dtype=np.float32)
-        source = f"{RANDOM_EVAL_SAMPLES} seeded uniform [0, 1) inputs (no data given)"
-        evaluation = Dataset(x, None, source)
-    return evaluation.subset(options.max_eval_samples, options.seed), source
-
-
 def _build(
     method: str,
     kind: str,
@@ -240,21 +296,23 @@ def _build(
     keras_model: Any,
     base_blob: bytes,
     train: Dataset | None,
-    calibration: Dataset | None,
+    calibration: list[np.ndarray] | None,
     options: CompressOptions,
+    *,
+    int8_io: bool,
 ) -> tuple[bytes, str]:
-    calib_x = None if calibration is None else calibration.x
     if kind == "tflite" or method == "weight_only_int8":
         if method in ("prune", "distill", "qat"):
             raise MethodUnavailable(f"{method}: needs a Keras model (.keras), not a .tflite")
-        q = quantize_tflite(base_blob, method, calib_x)
+        q = quantize_tflite(base_blob, method, calibration, int8_io=int8_io)
         return q.blob, q.recipe
+    calib_x = None if calibration is None else calibration[0]
 
     from cloud.compress import keras_convert
 
     if method in ("float16", "dynamic_int8", "int8"):
         source = keras_model if keras_model is not None else model_path
-        return keras_convert.convert(source, method, calib_x)
+        return keras_convert.convert(source, method, calib_x, int8_io=int8_io)
     if keras_model is None:
         raise MethodUnavailable(
             f"{method}: needs a Keras model (.keras); a SavedModel cannot be fine-tuned here"
@@ -269,51 +327,5 @@ def _build(
         blob, converted = keras_convert.convert(student, "float32")
     else:  # qat
         tuned, recipe = keras_train.qat(keras_model, train, options)
-        blob, converted = keras_convert.convert(tuned, "int8", calib_x)
+        blob, converted = keras_convert.convert(tuned, "int8", calib_x, int8_io=int8_io)
     return blob, f"{recipe}; converted as {converted}"
-
-
-def _sha256_of(path: Path) -> str:
-    """The file's sha256, or for a SavedModel folder the sha256 of its sorted file list with
-    each file's sha256 (one `<sha256>  <relative path>` line per file)."""
-    if path.is_file():
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    lines = "".join(
-        f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.relative_to(path).as_posix()}\n"
-        for f in sorted(path.rglob("*"))
-        if f.is_file()
-    )
-    return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def _provenance(
-    model_path: Path, profile: DeviceProfile, baseline: Measurement, chosen: Measurement
-) -> dict[str, Any]:
-    """What a release records about where its model came from: strings and integers only."""
-    metrics: dict[str, str | int] = {
-        "method": chosen.method,
-        "profile": profile.name,
-        "sha256": chosen.sha256,
-        "bytes": chosen.bytes,
-        "zstd_bytes": chosen.zstd_bytes,
-        "params": chosen.params,
-        "nonzero_params": chosen.nonzero_params,
-        "agreement": f"{chosen.agreement:.4f}",
-        "max_abs_error": f"{chosen.max_abs_error:.6g}",
-        "mean_abs_error": f"{chosen.mean_abs_error:.6g}",
-        "latency_p50_us": round(chosen.latency_p50_ms * 1000),
-        "latency_p95_us": round(chosen.latency_p95_ms * 1000),
-        "threads": profile.runtime.threads,
-        "baseline_sha256": baseline.sha256,
-        "baseline_bytes": baseline.bytes,
-    }
-    if chosen.accuracy is not None and baseline.accuracy is not None:
-        metrics["accuracy"] = f"{chosen.accuracy:.4f}"
-        metrics["baseline_accuracy"] = f"{baseline.accuracy:.4f}"
-    return {
-        "parent_sha256": _sha256_of(model_path),
-        "recipe": chosen.recipe,
-        "metrics": metrics,
-    }
-
-

@@ -92,7 +92,9 @@ def test_every_tflite_method_is_built_measured_and_written(
         assert c.accuracy is not None and c.accuracy >= report.baseline.accuracy - 0.01  # type: ignore[operator]
         assert 0.0 <= c.mean_abs_error <= c.max_abs_error < 0.5
     int8 = report.candidate("int8")
-    assert int8.input_dtype == "int8"  # full integer: the runner quantized the inputs
+    # full integer inside, float32 at the edges: the application's I/O is kept
+    assert int8.input_dtype == "float32" and int8.io_change is None
+    assert "float32 inputs and outputs" in int8.recipe
     assert report.candidate("float16").bytes < 0.55 * report.baseline.bytes
     assert report.candidate("weight_only_int8").bytes < 0.35 * report.baseline.bytes
 
@@ -109,6 +111,7 @@ def test_report_files_and_json_shape(digits_report: tuple[Report, Path]) -> None
         "source": str(EVAL),
         "samples": 450,
         "labelled": True,
+        "generated": False,
         "quality": "accuracy",
     }
     assert (out / "float32.tflite").read_bytes() == DIGITS.read_bytes()
@@ -214,7 +217,7 @@ def test_a_foreign_float_model_goes_through_with_fidelity(
         assert 0.5 <= c.agreement <= 1.0 and c.max_abs_error < 1.0
     f16 = report.candidate("float16")
     assert f16.agreement >= 0.97 and f16.max_abs_error < 0.05
-    assert report.candidate("int8").input_dtype == "int8"
+    assert report.candidate("int8").input_dtype == "float32"
     assert (tmp_path / "out" / "report.png").is_file()
 
 

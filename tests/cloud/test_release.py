@@ -8,15 +8,19 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cloud.cli import main
+from cloud.compress import CompressOptions, compress
+from cloud.compress.quantize import quantize_tflite
 from cloud.config import CloudConfigInvalid, parse_cloud_config
+from device_profiles import load_profile
 from shared.codec import decompress, delta_base_sha256, delta_decode
 from shared.documents import parse_time
 from shared.keys import Keyring
 from shared.verify import verify_release
-from tests.cloud.conftest import DIGITS, DIGITS_FT, CloudEnv
+from tests.cloud.conftest import DIGITS, DIGITS_FT, REPO, VIBRATION, CloudEnv
 
 PROFILE = "x86-gateway"
 
@@ -105,12 +109,14 @@ def test_not_a_model_is_refused_and_nothing_is_recorded(cloud_env: CloudEnv, tmp
 
 def test_provenance_from_report_and_expiry(cloud_env: CloudEnv, tmp_path, capsys) -> None:
     parent = "ab" * 32
+    sha = hashlib.sha256(DIGITS.read_bytes()).hexdigest()  # the report is about this file
     report = tmp_path / "report.json"
     report.write_text(json.dumps({
         "baseline": {"accuracy": 0.98}, "candidates": [{"method": "dynamic_int8"}],
         "chosen": "dynamic_int8", "reason": "smallest within budget",
         "provenance": {"parent_sha256": parent, "recipe": "dynamic_int8",
-                       "metrics": {"accuracy": 0.9811, "size_bytes": 61234, "ok": True}},
+                       "metrics": {"accuracy": 0.9811, "size_bytes": 61234, "ok": True,
+                                   "sha256": sha}},
     }))
     out = run_json(capsys, release(cloud_env, DIGITS, 1, "--json", "--from-report", str(report),
                                    "--expires", "12h", "--min-inferences", "20",
@@ -161,3 +167,94 @@ def test_config_paths_resolve_against_its_folder(tmp_path: Path) -> None:
     assert cfg.store.db == tmp_path / "x" / "cloud.db"
     assert cfg.store.artifacts == (tmp_path / "arts").as_uri()
     assert cfg.signing.key == tmp_path / "k" / "release.key"
+
+
+# ---- the devices' application: I/O signature and provenance checks ---------------------------
+
+FP16_CLASSIFIER = REPO / "tests" / "data" / "fp16_classifier.tflite"
+TRAIN = REPO / "examples" / "data" / "digits-train.npz"
+FAST = CompressOptions(latency_warmup=1, latency_runs=5, calibration_samples=64,
+                       max_eval_samples=100)
+
+
+def refused(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run a release that must be refused with exit 2 and one line; return that line."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def no_release_recorded(env: CloudEnv, version: int) -> bool:
+    return not list(env.artifacts.glob(f"digits/{version}/*/*.release.json"))
+
+
+def test_a_model_with_other_io_than_the_previous_release_is_refused(
+        cloud_env: CloudEnv, tmp_path: Path, capsys) -> None:
+    run_json(capsys, release(cloud_env, DIGITS, 1, "--json"))
+    with np.load(TRAIN) as npz:
+        calibration = [npz["x"][:64].astype(np.float32)]
+    int8_io = tmp_path / "digits-int8-io.tflite"  # what `compress` chose before: int8 in and out
+    int8_io.write_bytes(quantize_tflite(DIGITS.read_bytes(), "int8", calibration,
+                                        int8_io=True).blob)
+    err = refused(capsys, release(cloud_env, int8_io, 2))
+    assert "io_signature_mismatch" in err and "int8[1,28,28,1]" in err and "--new-io" in err
+    assert no_release_recorded(cloud_env, 2)
+    # the operator says the application changes with it
+    signed = run_json(capsys, release(cloud_env, int8_io, 2, "--json", "--new-io"))
+    assert signed["envelope"]["signed"]["io"]["inputs"][0]["dtype"] == "int8"
+
+
+def test_another_models_io_under_a_released_name_is_refused(cloud_env: CloudEnv, capsys) -> None:
+    args = release(cloud_env, DIGITS, 1, "--json")
+    args[args.index("--profile") + 1] = "rpi4"
+    run_json(capsys, args)
+    # vibration under `digits`, on a profile where digits was never released
+    err = refused(capsys, release(cloud_env, VIBRATION, 2))
+    assert "digits@1 for profile rpi4" in err and "io_signature_mismatch" in err
+    assert no_release_recorded(cloud_env, 2)
+
+
+def test_from_report_refuses_a_file_that_is_not_the_chosen_candidate(
+        cloud_env: CloudEnv, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    report = compress(DIGITS, load_profile("rpi5"), TRAIN, None, ["dynamic_int8", "int8"], out,
+                      options=FAST)
+    assert report.chosen == "int8"  # rpi5 prefers it, and it keeps float32 I/O
+    args = ["--from-report", str(out / "report.json")]
+    # the journey's bug: the dynamic_int8 file signed as "chosen": "int8"
+    err = refused(capsys, release(cloud_env, out / "dynamic_int8.tflite", 1, *args))
+    assert "is not that of" in err and "int8 candidate" in err
+    assert no_release_recorded(cloud_env, 1)
+
+    signed = run_json(capsys, release(cloud_env, out / "chosen.tflite", 1, "--json", *args))
+    prov = signed["envelope"]["signed"]["provenance"]
+    assert prov["metrics"]["method"] == prov["metrics"]["chosen"] == "int8"
+    assert prov["metrics"]["sha256"] == signed["envelope"]["signed"]["target"]["sha256"]
+    # another candidate, named: its own provenance
+    signed = run_json(capsys, release(cloud_env, out / "dynamic_int8.tflite", 2, "--json", *args,
+                                      "--candidate", "dynamic_int8"))
+    prov = signed["envelope"]["signed"]["provenance"]
+    assert prov["metrics"]["method"] == prov["metrics"]["chosen"] == "dynamic_int8"
+    assert prov["recipe"].startswith("dynamic_int8: ")
+
+
+def test_a_no_effect_candidate_is_never_signed_as_its_method(
+        cloud_env: CloudEnv, tmp_path: Path, capsys) -> None:
+    """float16 on a model whose weights are float16 already compresses nothing."""
+    out = tmp_path / "out"
+    report = compress(FP16_CLASSIFIER, load_profile("x86-gateway"), None, None, ["float16"], out,
+                      options=FAST)
+    assert report.candidate("float16").no_effect is not None
+    assert report.chosen == "original" and "float16" not in report.provenances
+    args = ["--from-report", str(out / "report.json")]
+    err = refused(capsys, release(cloud_env, out / "float16.tflite", 1, *args,
+                                  "--candidate", "float16"))
+    assert "cannot be released as float16: no effect" in err
+    # nor under the chosen name: the float16 file is not the original
+    refused(capsys, release(cloud_env, out / "float16.tflite", 1, *args))
+    assert no_release_recorded(cloud_env, 1)
+    signed = run_json(capsys, release(cloud_env, out / "chosen.tflite", 1, "--json", *args))
+    assert signed["envelope"]["signed"]["provenance"]["metrics"]["method"] == "original"
+    assert signed["envelope"]["signed"]["target"]["sha256"] == hashlib.sha256(
+        FP16_CLASSIFIER.read_bytes()).hexdigest()
