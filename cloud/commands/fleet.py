@@ -16,6 +16,7 @@ from typing import Any, TypeAlias
 from rich.console import Console
 from rich.table import Table
 
+from cloud import audit
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.durations import parse_duration
 from cloud.fleet import (
@@ -177,6 +178,7 @@ def _rollout_action(ctx: Context, args: argparse.Namespace) -> int:
             _abort(ctx, args.id)
     except KeyError as e:
         raise CommandFailed(str(e.args[0]), EXIT_INVALID) from e
+    audit.record(ctx.db, audit.Action(f"rollout.{args.action}"), args.id)
     print(f"rollout {args.id}: {args.action}d" if args.action != "abort"
           else f"rollout {args.id}: aborted")
     return 0
@@ -209,6 +211,8 @@ def _groups(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _group_change(ctx: Context, args: argparse.Namespace) -> int:
+    audit.record(ctx.db, audit.Action(f"group.{args.action}"), args.group,
+                 detail=" ".join(args.devices))
     if args.action == "add":
         n = add_to_group(ctx.db, args.group, args.devices)
         print(f"added {n} device(s) to {args.group}")

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cloud import audit
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.durations import parse_duration, parse_share_pct
 from cloud.release import ReleaseRequest, provenance_from_report, publish_release
@@ -101,6 +102,8 @@ def _release(ctx: Context, args: argparse.Namespace) -> int:
     )
     published = publish_release(ctx.db, ctx.artifacts(), ctx.signing_key(), request,
                                 datetime.now(UTC), ctx.config.rollout.release_history)
+    audit.record(ctx.db, audit.Action.RELEASE, f"{request.name}@{request.version}/{profile.name}",
+                 sha256=audit.document_sha256(published.envelope))
     out: Path = args.out or (ctx.config.store.db.parent / "releases" /
                              f"{request.name}-{request.version}.release.json")
     out.parent.mkdir(parents=True, exist_ok=True)
