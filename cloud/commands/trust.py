@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import secrets
+from datetime import UTC, datetime
 
 from cloud import audit
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
@@ -53,6 +54,10 @@ def _publish(ctx: Context, args: argparse.Namespace) -> int:
         raise CommandFailed("no root to publish: write one with `litefleet keys rotate`",
                             EXIT_INVALID)
     newest = current_root(ctx.db, None)
+    if newest.root.expires_at is not None and newest.root.expires_at <= datetime.now(UTC):
+        raise CommandFailed(f"root v{newest.version} expired at {newest.root.expires}; devices "
+                            "would refuse it: renew it with `litefleet keys rotate --sign ...`",
+                            EXIT_INVALID)
     cfg = ctx.config.mqtt
     name = fleet_topic(FleetChannel.TRUST_ROOT, cfg.topic_prefix)
     link = CloudLink(cfg, f"{cfg.client_id}-trust-{secrets.token_hex(3)}")

@@ -214,3 +214,33 @@ def test_release_signed_by_a_revoked_key_is_refused_and_one_by_the_new_key_insta
     installed = rig.wait_update("probation")
     assert installed["sha256"] == NEW and installed["version"] == 2
     assert rig.wait_update("committed")["version"] == 2
+
+
+def test_a_deployment_refused_under_the_old_root_installs_once_the_new_root_arrives(
+        rig: Rig) -> None:
+    k2 = SigningKey.generate()
+    rig.deploy(1, [k2])  # signed by a key that only the next root will list
+    assert rig.wait_update("rejected")["reason"] == "bad_signature"
+    rig.publish_roots(make_root(2, [k2], [rig.k1], [rig.k1]))  # the deployment is not resent
+    rig.wait_trusted(2)
+    installed = rig.wait_update("probation")
+    assert installed["sha256"] == NEW and installed["version"] == 1
+
+
+def test_commands_follow_the_root_a_revoked_key_is_refused_the_new_key_obeyed(rig: Rig) -> None:
+    from tests.agent.test_daemon_inbound import signed_command
+
+    k1, k2 = rig.k1, SigningKey.generate()
+    cmd_topic = f"litefleet/v1/devices/{DEVICE}/cmd"
+    rig.publish_roots(make_root(2, [k2], [k1], [k1]))
+    rig.wait_trusted(2)
+    rig._publish(rig.broker, cmd_topic, signed_command(k1, "report-now", device_id=DEVICE))
+    deadline = time.monotonic() + 30
+    while "dropped a cmd message: bad_signature" not in rig.agent.log():
+        assert time.monotonic() < deadline, rig.log()
+        time.sleep(0.05)
+    assert "running operator command" not in rig.agent.log()
+    rig._publish(rig.broker, cmd_topic, signed_command(k2, "report-now", device_id=DEVICE))
+    while "running operator command 'report-now'" not in rig.agent.log():
+        assert time.monotonic() < deadline, rig.log()
+        time.sleep(0.05)
