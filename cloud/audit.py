@@ -65,9 +65,13 @@ def _os_user() -> str:
         return "unknown"
 
 
-def record(db: sqlite_utils.Database, action: Action, target: str, *, sha256: str = "",
-           detail: str = "", actor: str | None = None) -> None:
-    """Append one row (committed at once); `actor` defaults to the OS user."""
+def record(db: sqlite_utils.Database, action: Action, target: str, *,
+           signed: dict[str, Any] | None = None, sha256: str = "", detail: str = "",
+           actor: str | None = None) -> None:
+    """Append one row (committed at once). `signed` is the envelope the action signed (its
+    `document_sha256` is recorded), else `sha256` is; `actor` defaults to the OS user."""
+    if signed is not None:
+        sha256 = document_sha256(signed)
     with db.conn:
         db.conn.execute(
             "INSERT INTO audit (ts, actor, action, target, sha256, detail) "

@@ -79,8 +79,7 @@ def _send(ctx: Context, args: argparse.Namespace) -> int:
     finally:
         link.stop()
     for device_id, envelope in envelopes.items():
-        audit.record(ctx.db, audit.Action.COMMAND, device_id, sha256=audit.document_sha256(
-            envelope), detail=args.action)
+        audit.record(ctx.db, audit.Action.COMMAND, device_id, signed=envelope, detail=args.action)
     if args.json:
         print(json.dumps([{"device_id": d, "command": args.action, "nonce": e["signed"]["nonce"],
                            "expires": e["signed"]["expires"]} for d, e in envelopes.items()]))

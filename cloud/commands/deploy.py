@@ -98,7 +98,7 @@ def _deploy(ctx: Context, args: argparse.Namespace) -> int:
     )
     for device_id, envelope in plan.deployments.items():
         audit.record(ctx.db, audit.Action.DEPLOY, f"{plan.rollout_id}/{device_id}",
-                     sha256=audit.document_sha256(envelope), detail=f"{name}@{version}")
+                     signed=envelope, detail=f"{name}@{version}")
     summary = {"id": plan.rollout_id, "release": f"{name}@{version}", "devices": len(devices),
                "profiles": sorted(used),
                "waves": list(plan.waves), "wave_sizes": list(plan.sizes),

@@ -211,12 +211,12 @@ def _groups(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _group_change(ctx: Context, args: argparse.Namespace) -> int:
-    audit.record(ctx.db, audit.Action(f"group.{args.action}"), args.group,
-                 detail=" ".join(args.devices))
     if args.action == "add":
         n = add_to_group(ctx.db, args.group, args.devices)
         print(f"added {n} device(s) to {args.group}")
     else:
         n = remove_from_group(ctx.db, args.group, args.devices)
         print(f"removed {n} device(s) from {args.group}")
+    audit.record(ctx.db, audit.Action(f"group.{args.action}"), args.group,
+                 detail=" ".join(args.devices))
     return 0

@@ -158,7 +158,7 @@ def _rotate(ctx: Context, args: argparse.Namespace) -> int:
     removed = ", ".join(k.keyid[:16] for k in change.remove) or "none"
     added = ", ".join(k.keyid[:16] for k in change.add) or "none"
     audit.record(ctx.db, audit.Action.KEYS_ROTATE, f"root v{trusted.version}",
-                 sha256=trusted.sha256, detail=f"release keys added {added}, removed {removed}")
+                 signed=trusted.envelope, detail=f"release keys added {added}, removed {removed}")
     out = ctx.config.store.db.parent / "roots" / f"{trusted.version}.root.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(trusted.envelope, indent=2, sort_keys=True) + "\n")

@@ -103,7 +103,7 @@ def _release(ctx: Context, args: argparse.Namespace) -> int:
     published = publish_release(ctx.db, ctx.artifacts(), ctx.signing_key(), request,
                                 datetime.now(UTC), ctx.config.rollout.release_history)
     audit.record(ctx.db, audit.Action.RELEASE, f"{request.name}@{request.version}/{profile.name}",
-                 sha256=audit.document_sha256(published.envelope))
+                 signed=published.envelope)
     out: Path = args.out or (ctx.config.store.db.parent / "releases" /
                              f"{request.name}-{request.version}.release.json")
     out.parent.mkdir(parents=True, exist_ok=True)
