@@ -16,7 +16,7 @@ from device_profiles import load_profile
 from shared.errors import Rejected
 from shared.keys import HEX64, Keyring
 from shared.profile import DeviceProfile, ProfileInvalid
-from shared.root import TrustedRoot, implicit_root, self_signed_root
+from shared.root import MAX_ROOT_KEYS, TrustedRoot, implicit_root, self_signed_root
 from shared.tomlcheck import Problems, TableReader
 from shared.topics import DEFAULT_PREFIX, DEVICE_ID_RE
 
@@ -100,7 +100,7 @@ class TrustConfig:
     def initial_root(self) -> TrustedRoot:
         if self.root is not None:
             return self.root
-        ring = Keyring.from_hex(list(self.keys), self.threshold)
+        ring = Keyring.from_hex(list(dict.fromkeys(self.keys)), self.threshold)
         return implicit_root(ring.keys, ring.threshold)
 
 
@@ -283,6 +283,8 @@ def parse_config(
         for i, key in enumerate(trust.keys):
             if not HEX64.match(key):
                 r.problem(f"trust.keys[{i}]", "a public key is 64 lowercase hex characters")
+        if len(set(trust.keys)) > MAX_ROOT_KEYS:
+            r.problem("trust.keys", f"at most {MAX_ROOT_KEYS} distinct keys")
         if len(set(trust.keys)) < threshold or threshold < 1:
             r.problem("trust.threshold", f"{threshold} needs that many distinct trusted keys "
                       f"({len(set(trust.keys))} listed)")

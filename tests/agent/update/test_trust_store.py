@@ -152,3 +152,10 @@ def test_apply_refuses_a_bundle_whose_root_is_forged(tmp_path, keys, capsys):
     assert code == EXIT_REJECTED
     assert "root refused: bad_signature" in err and err.count("\n") == 1
     assert not (load(config).state_dir / TRUST_FILE).exists()
+
+
+def test_keys_listed_twice_in_the_config_still_make_a_root(tmp_path, keys):
+    path = write_config(tmp_path, keys + keys)  # accepted before roots existed: still accepted
+    config = load(path)
+    assert [k.hex for k in TrustStore(config.trust, config.state_dir).keyring().keys] == [
+        keys[0].public.hex]
