@@ -32,9 +32,10 @@ PUBLIC_NAME = "release.pub"
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = subparsers.add_parser(
         "keys",
-        help="generate or show the Ed25519 release signing key",
+        help="generate or show a signing key; rotate the keys devices trust",
         description="Manage the Ed25519 key that signs releases and deployments. Devices trust "
-        "its public key (the 64 hex characters in release.pub) in their [trust] keys.",
+        "its public key (the 64 hex characters in release.pub) in their [trust] keys, and "
+        "`keys rotate` changes the keys they trust over the air (docs/security.md).",
     )
     sub = keys.add_subparsers(title="actions", metavar="ACTION")
     gen = sub.add_parser(
@@ -170,6 +171,10 @@ def _rotate(ctx: Context, args: argparse.Namespace) -> int:
     print(f"sha256      {trusted.sha256}")
     print(f"file        {out}")
     print("next        litefleet trust publish; then sign releases with a current release key")
+    if signing is not None and signing.public not in trusted.root.release_keys:
+        print(f"warning: [signing] key {ctx.config.signing.key} is not a release key of root "
+              f"v{trusted.version}: point it at one after `litefleet trust publish`",
+              file=sys.stderr)
     return 0
 
 
