@@ -130,3 +130,21 @@ def test_provisioned_root_must_be_self_signed(k1) -> None:
     assert self_signed_root(good).version == 1
     with pytest.raises(BadSignature):
         self_signed_root(json.dumps(make_root(1, [k1], [k1], [other])).encode())
+
+
+def test_a_refusal_names_a_revoked_key_only_when_its_signature_is_valid(k1) -> None:
+    from shared.keys import Keyring, RevokedKey
+    from shared.verify import verify_signed
+
+    k2 = SigningKey.generate()
+    ring = Keyring((k2.public,), 1, (RevokedKey(k1.public, 3),))
+    signed_by_k1 = sign_envelope({"x": 1}, [k1])
+    with pytest.raises(BadSignature, match=rf"revoked key {k1.keyid[:16]} \(revoked by root "
+                       r"version 3\)"):
+        verify_signed(signed_by_k1, ring, "release")
+    forged = sign_envelope({"x": 1}, [SigningKey.generate()])
+    forged["signatures"][0]["keyid"] = k1.keyid  # claims the revoked key, signature does not fit
+    with pytest.raises(BadSignature) as refused:
+        verify_signed(forged, ring, "release")
+    assert "revoked" not in str(refused.value)
+    assert verify_signed(sign_envelope({"x": 1}, [k2]), ring, "release") == {"x": 1}
