@@ -34,7 +34,7 @@ from agent.config import TrustConfig
 from shared.atomic import write_atomic
 from shared.documents import load_json
 from shared.envelope import verify_envelope
-from shared.errors import BadSignature, Rejected
+from shared.errors import BadSignature, MalformedDocument, Rejected
 from shared.keys import Keyring, PublicKey, RevokedKey
 from shared.root import TrustedRoot, check_fresh, describe, parse_root, walk_chain
 
@@ -135,19 +135,19 @@ def _read_state(data: bytes) -> tuple[TrustedRoot, tuple[RevokedKey, ...]]:
     """The persisted root (re-checked against its own root keys) and the revoked keys."""
     state = load_json(data, MAX_STATE_BYTES)
     if not isinstance(state, dict) or state.get("schema") != STATE_SCHEMA:
-        raise BadSignature(f"not a {STATE_SCHEMA} file")
+        raise MalformedDocument(f"not a {STATE_SCHEMA} file", "schema")
     envelope, listed = state.get("root"), state.get("revoked")
-    root = parse_root(envelope.get("signed") if isinstance(envelope, dict) else None, "root")
+    if not isinstance(envelope, dict) or not isinstance(listed, list):
+        raise MalformedDocument("expected a root envelope and a revoked list", "root")
+    root = parse_root(envelope.get("signed"), "root.signed")
     verify_envelope(envelope, root.root_keyring())
-    if not isinstance(listed, list):
-        raise BadSignature("revoked: not a list")
     revoked = []
-    for item in listed[:MAX_REVOKED]:
-        if not isinstance(item, dict) or not isinstance(item.get("key"), str) or isinstance(
-                item.get("version"), bool) or not isinstance(item.get("version"), int):
-            raise BadSignature("revoked: expected {key, version} entries")
-        revoked.append(RevokedKey(PublicKey.from_hex(item["key"]), item["version"]))
-    assert isinstance(envelope, dict)
+    for i, item in enumerate(listed[:MAX_REVOKED]):
+        version = item.get("version") if isinstance(item, dict) else None
+        if isinstance(version, bool) or not isinstance(version, int) or not isinstance(
+                item.get("key"), str):
+            raise MalformedDocument("expected {key, version}", f"revoked[{i}]")
+        revoked.append(RevokedKey(PublicKey.from_hex(item["key"]), version))
     return TrustedRoot(root, envelope), tuple(revoked)
 
 
