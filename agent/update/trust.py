@@ -90,6 +90,8 @@ class TrustStore:
         self._lock_path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock, _FileLock(self._lock_path):
             self._reload()
+            if self._broken is not None:  # never walk from the config's root instead
+                raise BadSignature(self._broken)
             walked_from = self._trusted
             trusted, walked = walk_chain(walked_from, data, self._now())
             if not walked:

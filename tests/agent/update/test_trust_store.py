@@ -70,6 +70,8 @@ def test_an_unreadable_trust_file_refuses_every_deployment(tmp_path, keys, devic
     state.write_text(state.read_text().replace('"version": 2', '"version": 3'))  # sig breaks
     with pytest.raises(BadSignature, match="unreadable"):
         TrustStore(config.trust, config.state_dir).keyring()
+    with pytest.raises(BadSignature, match="unreadable"):  # nor walked from the config's root
+        TrustStore(config.trust, config.state_dir).offer(chain(make_root(2, keys, keys, keys)))
     device = device_factory(path)
     device.updater.recover()
     bench = Bench(tmp_path / "artifacts", keys)
