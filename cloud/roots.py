@@ -12,6 +12,7 @@ device that missed several rotations walks them in order.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -87,12 +88,16 @@ def rotate(db: sqlite_utils.Database, current: TrustedRoot, change: RootChange,
                threshold, roots, root_threshold)
     envelope = sign_envelope(nxt.to_signed(), signers)
     trusted = update_root(current, envelope)  # what every device will check, checked here first
-    with db.conn:
-        db.conn.execute(
-            "INSERT INTO roots (version, sha256, issued, expires, envelope, created) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (nxt.version, trusted.sha256, nxt.issued, nxt.expires, json.dumps(envelope),
-             time.time()))
+    try:
+        with db.conn:
+            db.conn.execute(
+                "INSERT INTO roots (version, sha256, issued, expires, envelope, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (nxt.version, trusted.sha256, nxt.issued, nxt.expires, json.dumps(envelope),
+                 time.time()))
+    except sqlite3.IntegrityError as e:
+        raise ValueError(f"root version {nxt.version} was written by someone else meanwhile; "
+                         "check `litefleet trust show` and rotate again") from e
     return trusted
 
 

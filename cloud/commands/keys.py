@@ -12,7 +12,7 @@ from pathlib import Path
 from cloud import audit
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.durations import parse_duration
-from cloud.roots import RootChange, current_root, rotate
+from cloud.roots import RootChange, current_root, rotate, stored_roots
 from shared.cli_support import EXIT_INVALID
 from shared.errors import MalformedDocument
 from shared.keys import (
@@ -138,6 +138,27 @@ def _public(text: str) -> PublicKey:
         raise CommandFailed(f"{text}: {e}", EXIT_INVALID) from e
 
 
+def _configured_key(ctx: Context) -> SigningKey | None:
+    """The `[signing] key`: it stands for root version 1 until a root is stored, and is only
+    checked against the new root afterwards (an unreadable one is then no reason to stop)."""
+    if ctx.config.signing.key is None:
+        return None
+    try:
+        return ctx.signing_key()
+    except CommandFailed:
+        if not stored_roots(ctx.db):
+            raise
+        return None
+
+
+def _change_detail(change: RootChange) -> str:
+    def ids(keys: tuple[PublicKey, ...]) -> str:
+        return ",".join(k.keyid[:16] for k in keys) or "-"
+
+    return (f"release keys +{ids(change.add)} -{ids(change.remove)}; root keys "
+            f"+{ids(change.add_root)} -{ids(change.remove_root)}")
+
+
 def _rotate(ctx: Context, args: argparse.Namespace) -> int:
     try:
         lifetime = parse_duration(args.expires)
@@ -149,17 +170,15 @@ def _rotate(ctx: Context, args: argparse.Namespace) -> int:
         threshold=args.threshold, add_root=tuple(_public(k) for k in args.add_root),
         remove_root=tuple(_public(k) for k in args.remove_root),
         root_threshold=args.root_threshold, lifetime=timedelta(seconds=lifetime))
-    signing = ctx.signing_key() if ctx.config.signing.key is not None else None
+    signing = _configured_key(ctx)
     try:
         current = current_root(ctx.db, signing)
         trusted = rotate(ctx.db, current, change, signers, datetime.now(UTC))
     except ValueError as e:
         raise CommandFailed(str(e), EXIT_INVALID) from e
     assert trusted.envelope is not None
-    removed = ", ".join(k.keyid[:16] for k in change.remove) or "none"
-    added = ", ".join(k.keyid[:16] for k in change.add) or "none"
     audit.record(ctx.db, audit.Action.KEYS_ROTATE, f"root v{trusted.version}",
-                 signed=trusted.envelope, detail=f"release keys added {added}, removed {removed}")
+                 signed=trusted.envelope, detail=_change_detail(change))
     out = ctx.config.store.db.parent / "roots" / f"{trusted.version}.root.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(trusted.envelope, indent=2, sort_keys=True) + "\n")
