@@ -39,6 +39,7 @@ from agent.store import open_store
 from agent.system_metrics import SystemMetrics
 from agent.telemetry import EventRecorder, TelemetryReporter
 from agent.update import Updater
+from agent.update.trust import TrustStore
 from shared.errors import InvalidModel
 from shared.messages import DeviceState, ModelIdentity, encode_message
 
@@ -95,7 +96,9 @@ class Daemon:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
         db = open_store(cfg.state_dir, cfg.outbox.synchronous)
         outbox = Outbox(db, cfg.outbox)
-        updater = Updater(cfg, db, outbox, on_state_change=self._state_changed)
+        trust = TrustStore(cfg.trust, cfg.state_dir)
+        updater = Updater(cfg, db, outbox, on_state_change=self._state_changed,
+                          keyring=trust.keyring)
         model_path = updater.recover()
         try:
             model = load_model(model_path, cfg.profile.runtime.threads, cfg.profile.runtime.delegates)
@@ -112,7 +115,7 @@ class Daemon:
         loop.start()
         updater.attach(loop)
 
-        gate = CommandGate(cfg.state_dir, cfg.trust.keyring(), cfg.device_id, cfg.outbox.synchronous)
+        gate = CommandGate(cfg.state_dir, trust.keyring, cfg.device_id, cfg.outbox.synchronous)
         telemetry = TelemetryReporter(
             cfg.device_id, outbox, SystemMetrics(cfg.state_dir), self._model_identity,
             lambda: loop.snapshot(reset_outputs=True),  # outputs summarised per interval
@@ -121,6 +124,7 @@ class Daemon:
             gate, updater.handle_deployment,
             handlers=self._command_handlers(updater, telemetry),
             max_payload_bytes=cfg.mqtt.max_payload_bytes, queue_size=cfg.mqtt.inbound_queue,
+            on_root=trust.offer,
         )
         link = MqttLink(cfg.device_id, cfg.mqtt, self._state_payload, inbound.offer)
         drain = OutboxDrain(outbox, link, cfg.outbox.publish_window)

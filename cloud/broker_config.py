@@ -21,7 +21,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.topics import DEFAULT_PREFIX, Channel, validate_device_id
+from shared.topics import DEFAULT_PREFIX, Channel, FleetChannel, validate_device_id
 
 __all__ = ["BrokerFiles", "acl_text", "hash_password", "write_broker_config"]
 
@@ -51,11 +51,13 @@ def acl_text(cloud_user: str, prefix: str = DEFAULT_PREFIX) -> str:
         "# LiteFleet broker ACL: each device may touch only its own topics.",
         f"user {cloud_user}",
         f"topic readwrite {prefix}/devices/#",
+        f"topic readwrite {prefix}/trust/#",
         "",
         "# Every other user is a device whose user name is its device id (%u).",
     ]
     lines += [f"pattern write {prefix}/devices/%u/{c.value}" for c in _DEVICE_WRITES]
     lines += [f"pattern read {prefix}/devices/%u/{c.value}" for c in _DEVICE_READS]
+    lines += [f"pattern read {prefix}/{c.value}" for c in FleetChannel]  # the root chain
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,8 @@ The story:
   litefleet deploy digits@3 --group lobby --waves 1,10%,100% --wait
   litefleet serve                                        ingest, rollout controller, artifacts
   litefleet devices | releases | events | telemetry --follow | rollouts
+  litefleet keys rotate --add NEW.pub --remove OLD.pub --sign ROOT.key ; litefleet trust publish
+  litefleet audit --since 7d                             who released, deployed, rotated what
 
 Every command reads --config (default: ./cloud.toml or $LITEFLEET_CONFIG) and most accept
 --json for scripting.

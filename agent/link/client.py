@@ -10,8 +10,8 @@
   from a file.
 - The last will is `online: false` on the retained `state` topic; the retained state is
   published on every connect and whenever `publish_state` is called.
-- `desired` and `cmd` are subscribed in `on_connect` after checking the reason code, so every
-  reconnect renews them.
+- `desired` and `cmd` (and the fleet's retained `trust/root`) are subscribed in `on_connect`
+  after checking the reason code, so every reconnect renews them.
 
 Callbacks run on paho's network thread and only hand work over: inbound messages go to the
 `on_message` hand-off given to the constructor, acknowledgements to `on_ack`, connection changes
@@ -34,13 +34,14 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttConfig
-from shared.topics import Channel, topic
+from shared.topics import Channel, FleetChannel, fleet_topic, topic
 
 __all__ = ["Backoff", "MqttLink", "PublishHandle"]
 
 log = logging.getLogger(__name__)
 
 SUBSCRIBED = (Channel.DESIRED, Channel.CMD)
+FLEET_SUBSCRIBED = (FleetChannel.TRUST_ROOT,)  # subscribed first: a new root before a deployment
 
 PublishHandle = paho.MQTTMessageInfo
 
@@ -71,7 +72,7 @@ class MqttLink:
         device_id: str,
         config: MqttConfig,
         state_payload: Callable[[bool], bytes],
-        on_message: Callable[[Channel, bytes], None],
+        on_message: Callable[[Channel | FleetChannel, bytes], None],
         on_ack: Callable[[int, bool], None] | None = None,
         on_connected: Callable[[], None] | None = None,
     ) -> None:
@@ -85,9 +86,11 @@ class MqttLink:
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         self._stopping = False
         self._v5 = config.protocol == "5"
-        self._inbound_topics = {
-            topic(device_id, channel, config.topic_prefix): channel for channel in SUBSCRIBED
+        self._inbound_topics: dict[str, Channel | FleetChannel] = {
+            fleet_topic(channel, config.topic_prefix): channel for channel in FLEET_SUBSCRIBED
         }
+        self._inbound_topics.update(
+            {topic(device_id, channel, config.topic_prefix): channel for channel in SUBSCRIBED})
         self._client = self._build_client()
 
     # -- set-up ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import logging
 import re
 import sqlite3
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -76,8 +77,9 @@ def verify_command(
 class CommandGate:
     """`verify_command` plus a persisted replay guard on the nonce."""
 
-    def __init__(self, state_dir: Path, keyring: Keyring, device_id: str,
+    def __init__(self, state_dir: Path, keyring: Keyring | Callable[[], Keyring], device_id: str,
                  synchronous: str = "NORMAL") -> None:
+        # a fixed keyring, or the trust store's (whose release keys change when roots rotate)
         self.keyring = keyring
         self.device_id = device_id
         self._lock = threading.Lock()
@@ -88,7 +90,8 @@ class CommandGate:
 
     def admit(self, data: bytes, now: datetime) -> Command:
         """Verify and record the command; raise `Rejected` (incl. `Replayed`) otherwise."""
-        command = verify_command(data, self.keyring, self.device_id, now)
+        keyring = self.keyring() if callable(self.keyring) else self.keyring
+        command = verify_command(data, keyring, self.device_id, now)
         expires = parse_time(command.expires).timestamp()
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")

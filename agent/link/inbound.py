@@ -9,6 +9,9 @@ the rest on a small bounded queue (a full queue drops and logs; the cloud resend
   reconnect) are handled once per process.
 - `cmd`: `CommandGate.admit` verifies the signed command (keyring, device, expiry, replay);
   anything else is logged and dropped. A verified command runs its handler.
+- `trust/root` (fleet-wide, retained): the root chain goes to `on_root` (the trust store walks
+  and persists it). When it moved the trusted root forward, the last deployment is handled
+  again: it may have been refused under the old keys, or be signed by a key now revoked.
 
 Nothing a message contains can stop the worker: every failure is logged and the next message
 is taken.
@@ -26,7 +29,7 @@ from typing import Any
 
 from agent.link.commands import CommandGate
 from shared.errors import Rejected
-from shared.topics import Channel
+from shared.topics import Channel, FleetChannel
 
 __all__ = ["Inbound"]
 
@@ -42,6 +45,7 @@ class Inbound:
         max_payload_bytes: int = 1024 * 1024,
         queue_size: int = 16,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_root: Callable[[bytes], list[Any]] | None = None,
     ) -> None:
         self.gate = gate
         self.handlers = handlers
@@ -50,13 +54,16 @@ class Inbound:
         self.handled = 0
         self._on_deployment = on_deployment
         self._now = now
-        self._queue: queue.Queue[tuple[Channel, bytes] | None] = queue.Queue(queue_size)
+        self._queue: queue.Queue[tuple[Channel | FleetChannel, bytes] | None] = queue.Queue(
+            queue_size)
         self._last_deployment: str | None = None
+        self._on_root = on_root
+        self._desired: bytes = b""  # the last deployment handled, for a re-run after a new root
         self._thread: threading.Thread | None = None
 
     # -- paho's hand-off ---------------------------------------------------------------------
 
-    def offer(self, channel: Channel, payload: bytes) -> None:
+    def offer(self, channel: Channel | FleetChannel, payload: bytes) -> None:
         if len(payload) > self.max_payload_bytes:
             self._drop(channel, f"{len(payload)} bytes is over the {self.max_payload_bytes}-byte cap")
             return
@@ -92,6 +99,8 @@ class Inbound:
                     self._deployment(payload)
                 elif channel is Channel.CMD:
                     self._command(payload)
+                elif channel is FleetChannel.TRUST_ROOT:
+                    self._root(payload)
                 self.handled += 1
             except Exception:
                 log.exception("handling a %s message failed; dropped it", channel)
@@ -106,8 +115,21 @@ class Inbound:
             log.debug("deployment %s seen before; ignored", digest[:12])
             return
         outcome = self._on_deployment(payload)
-        self._last_deployment = digest
+        self._last_deployment, self._desired = digest, payload
         log.info("deployment %s handled: %s", digest[:12], outcome)
+
+    def _root(self, payload: bytes) -> None:
+        if self._on_root is None or not payload:
+            return
+        try:
+            walked = self._on_root(payload)
+        except Rejected as e:
+            self._drop(FleetChannel.TRUST_ROOT, f"root refused: {e.reason}: {e}")
+            return
+        if walked and self._desired:
+            log.info("the trusted root changed; handling the last deployment again")
+            self._last_deployment = None
+            self._deployment(self._desired)
 
     def _command(self, payload: bytes) -> None:
         try:
@@ -123,6 +145,6 @@ class Inbound:
         log.info("running operator command %r (nonce %s)", command.command, command.nonce)
         handler()
 
-    def _drop(self, channel: Channel, why: str) -> None:
+    def _drop(self, channel: Channel | FleetChannel, why: str) -> None:
         self.dropped += 1
         log.warning("dropped a %s message: %s", channel, why)

@@ -46,6 +46,7 @@ from agent.update.modelstore import ACTIVE, PREVIOUS, ModelStore
 from agent.update.probation import LatencyWindow, Probation, Verdict
 from agent.update.retrieval import Retrieval, TargetRetriever
 from agent.update.state import active_identity
+from agent.update.trust import TrustStore
 from shared.documents import IOSignature, Release
 from shared.errors import (
     InvalidModel,
@@ -54,6 +55,7 @@ from shared.errors import (
     Rejected,
     Unavailable,
 )
+from shared.keys import Keyring
 from shared.messages import ModelIdentity, UpdatePhase, UpdateStatus
 from shared.topics import Channel
 from shared.verify import VerifiedUpdate, describe_io, verify_deployment
@@ -116,7 +118,8 @@ class Updater:
                  fetchers: Callable[[str], Fetcher] | None = None,
                  load_model: Callable[[Path, int, tuple[str, ...]], Any] = _loader,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 lock: UpdateLock | None = None) -> None:
+                 lock: UpdateLock | None = None,
+                 keyring: Callable[[], Keyring] | None = None) -> None:
         self.config = config
         self._journal = UpdateJournal(db)
         self._store = ModelStore(config.state_dir, config.model.name)
@@ -127,7 +130,8 @@ class Updater:
         self._fetchers = fetchers or (lambda url: fetcher_for(url, timeout))
         self._load = load_model
         self._now = now
-        self._keyring = config.trust.keyring()
+        # the trusted root's release keys, asked for at each verification (roots rotate them)
+        self._keyring = keyring or TrustStore(config.trust, config.state_dir, now).keyring
         self._lock = threading.RLock()
         self._loop: Loop | None = None
         self._latency = LatencyWindow()
@@ -251,7 +255,7 @@ class Updater:
     def _verify(self, data: bytes, active: ModelIdentity) -> VerifiedUpdate:
         return verify_deployment(
             data,
-            self._keyring,
+            self._keyring(),
             device_id=self.config.device_id,
             profile=self.config.profile.name,
             model_name=self.config.model.name,
