@@ -38,7 +38,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloud.config import CloudConfig
+from cloud.config import CloudConfig, CloudRole
 from cloud.mqtt import CloudLink
 from cloud.store import add_counter, open_store
 from shared.errors import LiteFleetError
@@ -248,7 +248,7 @@ class Ingester:
             config.mqtt, client_id or f"{config.mqtt.client_id}-ingest", persistent=True,
             subscriptions=tuple(fleet_subscription(c, prefix) for c in _CHANNELS),
             on_raw=self._enqueue, manual_ack=True,
-            receive_maximum=min(65535, config.ingest.queue_max),
+            receive_maximum=min(65535, config.ingest.queue_max), role=CloudRole.INGEST,
         )
         self._writer = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
 
