@@ -163,11 +163,12 @@ def _check_mqtt_files(r: TableReader, mqtt: MqttConfig) -> None:
         for name, p in paths:
             if p is not None and not p.exists():
                 r.problem(f"{prefix}{name}", f"{p} does not exist")
-    for role in (None, *mqtt.roles):
-        view = mqtt if role is None else mqtt.for_role(role)
-        where = "mqtt" if role is None else f"mqtt.{role.value}"
-        if view.tls_key is not None and view.tls_cert is None:
-            r.problem(f"{where}.tls_key", "a client key needs its certificate (tls_cert)")
+    lonely = "a client key needs its certificate (tls_cert)"
+    if mqtt.tls_key is not None and mqtt.tls_cert is None:
+        r.problem("mqtt.tls_key", lonely)
+    for role, own in mqtt.roles.items():
+        if own.tls_key is not None and mqtt.for_role(role).tls_cert is None:
+            r.problem(f"mqtt.{role.value}.tls_key", lonely)
 
 
 def default_config_path() -> Path:
