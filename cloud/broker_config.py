@@ -163,7 +163,7 @@ def write_broker_config(out: Path, devices: list[str], *, prefix: str = DEFAULT_
                                "passwords for everyone with --rotate")
     data = (persistence_dir or out / "data").resolve()
     for folder in (out, data):
-        folder.mkdir(parents=True, exist_ok=True)
+        _make_dirs(folder)
     _chown(data, owner, 0o700)
     blocked = [f for f in (out, data) if not _reachable(f, owner)]
     if blocked:
@@ -269,6 +269,15 @@ def _chown(path: Path, owner: BrokerOwner, mode: int) -> None:
     if (st.st_uid, st.st_gid) != (owner.uid, owner.gid) and os.geteuid() == 0:
         os.chown(path, owner.uid, owner.gid)
     os.chmod(path, mode)
+
+
+def _make_dirs(folder: Path) -> None:
+    """Create the missing folders on the way, mode 0755 whatever the umask (the broker's
+    user must pass through them; what is secret inside is 0600)."""
+    for path in (*reversed(folder.parents), folder):
+        if not path.exists():
+            path.mkdir()
+            path.chmod(0o755)
 
 
 def _reachable(folder: Path, owner: BrokerOwner) -> bool:
