@@ -47,6 +47,7 @@ __all__ = [
     "BrokerFiles",
     "BrokerOwner",
     "BrokerSetupError",
+    "DeviceTls",
     "acl_text",
     "add_devices",
     "cloud_acl_text",
@@ -97,15 +98,54 @@ class BrokerOwner:
 
     def can_enter(self, folder: Path) -> bool:
         """Whether this user may search `folder` (and so reach what is inside)."""
-        st = folder.stat()
+        return self._may(folder, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)
+
+    def can_read(self, path: Path) -> bool:
+        return self._may(path, stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH)
+
+    def _may(self, path: Path, user_bit: int, group_bit: int, other_bit: int) -> bool:
+        st = path.stat()
         if self.uid == 0:
             return True
         if st.st_uid == self.uid:
-            return bool(st.st_mode & stat.S_IXUSR)
+            return bool(st.st_mode & user_bit)
         groups = {self.gid, *(g.gr_gid for g in grp.getgrall() if self.user in g.gr_mem)}
         if st.st_gid in groups:
-            return bool(st.st_mode & stat.S_IXGRP)
-        return bool(st.st_mode & stat.S_IXOTH)
+            return bool(st.st_mode & group_bit)
+        return bool(st.st_mode & other_bit)
+
+
+@dataclass(frozen=True)
+class DeviceTls:
+    """TLS on the devices listener; with `require_certificate`, mutual TLS in which the
+    certificate's CN is the device's user name (so its device id and its client id) and no
+    device password is issued."""
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path | None = None
+    require_certificate: bool = False
+
+    def check(self, owner: BrokerOwner) -> None:
+        """Mosquitto reads these after it dropped to `owner`: they must be readable by it."""
+        if self.require_certificate and self.cafile is None:
+            raise BrokerSetupError("client certificates need the CA that signs them (--tls-ca)")
+        for path in (self.certfile, self.keyfile, self.cafile):
+            if path is None:
+                continue
+            if not path.is_file():
+                raise BrokerSetupError(f"{path} is not a file")
+            if not (_reachable(path.resolve().parent, owner) and owner.can_read(path)):
+                raise BrokerSetupError(f"user {owner.user}, which the broker runs as, cannot "
+                                       f"read {path}; give it (or its group) read access")
+
+    def lines(self) -> list[str]:
+        lines = [f"certfile {self.certfile.resolve()}", f"keyfile {self.keyfile.resolve()}"]
+        if self.cafile is not None:
+            lines.append(f"cafile {self.cafile.resolve()}")
+        if self.require_certificate:
+            lines += ["require_certificate true", "use_identity_as_username true"]
+        return lines
 
 
 @dataclass(frozen=True)
@@ -149,13 +189,17 @@ def cloud_acl_text(prefix: str = DEFAULT_PREFIX) -> str:
 def write_broker_config(out: Path, devices: list[str], *, prefix: str = DEFAULT_PREFIX,
                         port: int = 1883, listen: str = "0.0.0.0", cloud_port: int = 1884,
                         cloud_listen: str = "127.0.0.1", persistence_dir: Path | None = None,
-                        broker_user: str | None = None, rotate: bool = False) -> BrokerFiles:
+                        broker_user: str | None = None, rotate: bool = False,
+                        tls: DeviceTls | None = None) -> BrokerFiles:
     """Write mosquitto.conf, the password files and ACLs into `out`; returns fresh passwords
-    for every device and cloud role. Refuses to overwrite an existing setup unless `rotate`."""
+    for every device (unless they log in with certificates) and cloud role. Refuses to
+    overwrite an existing setup unless `rotate`."""
     _check_devices(devices)
     if port == cloud_port:
         raise BrokerSetupError(f"the devices and the cloud listener both want port {port}")
     owner = BrokerOwner.choose(broker_user)
+    if tls is not None:
+        tls.check(owner)
     out = out.resolve()
     passwd = out / "passwd"
     if passwd.exists() and not rotate:
@@ -171,14 +215,15 @@ def write_broker_config(out: Path, devices: list[str], *, prefix: str = DEFAULT_
                                "way is closed to it); choose another --out or open the path")
     devices = list(dict.fromkeys(devices))
     cloud = {CLOUD_USERS[r]: secrets.token_urlsafe(18) for r in CloudRole}
-    mine = {d: secrets.token_urlsafe(18) for d in devices}
+    by_certificate = tls is not None and tls.require_certificate
+    mine = {} if by_certificate else {d: secrets.token_urlsafe(18) for d in devices}
     files = BrokerFiles(out / "mosquitto.conf", passwd, out / "acl", out / "cloud-passwd",
                         out / "cloud-acl", data, owner.user, {**cloud, **mine})
     _write_owned(files.password_file, _passwd_text(mine), owner)
     _write_owned(files.cloud_password_file, _passwd_text(cloud), owner)
     _write_owned(files.acl_file, acl_text(prefix), owner)
     _write_owned(files.cloud_acl_file, cloud_acl_text(prefix), owner)
-    write_atomic(files.config, _config_text(files, port, listen, cloud_port, cloud_listen)
+    write_atomic(files.config, _config_text(files, port, listen, cloud_port, cloud_listen, tls)
                  .encode(), mode=0o644)
     return files
 
@@ -219,7 +264,12 @@ def _passwd_text(passwords: dict[str, str]) -> str:
 
 
 def _config_text(files: BrokerFiles, port: int, listen: str, cloud_port: int,
-                 cloud_listen: str) -> str:
+                 cloud_listen: str, tls: DeviceTls | None) -> str:
+    if tls is None:
+        device_tls = ["# For links that leave the machine: broker-config --tls-cert/--tls-key",
+                      "# (with --tls-ca --require-certificate for mutual TLS)."]
+    else:
+        device_tls = tls.lines()
     return "\n".join([
         "# LiteFleet broker, written by `litefleet broker-config`. Start: mosquitto -c <this file>",
         "per_listener_settings true",
@@ -235,8 +285,7 @@ def _config_text(files: BrokerFiles, port: int, listen: str, cloud_port: int,
         "allow_anonymous false",
         f"password_file {files.password_file}",
         f"acl_file {files.acl_file}",
-        "# For links that leave the machine add certfile, keyfile (and cafile with",
-        "# require_certificate true + use_identity_as_username true for mutual TLS) here.",
+        *device_tls,
         "",
         "# The cloud: one user per role (ingest, controller, operator); devices cannot log in.",
         f"listener {cloud_port} {cloud_listen}",

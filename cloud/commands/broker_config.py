@@ -13,6 +13,7 @@ from cloud.broker_config import (
     CLOUD_USERS,
     BrokerFiles,
     BrokerSetupError,
+    DeviceTls,
     add_devices,
     write_broker_config,
 )
@@ -59,6 +60,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--broker-user", default=None,
                    help="the user mosquitto runs as (default: mosquitto when run as root and "
                    "it exists, else you)")
+    p.add_argument("--tls-cert", type=Path, default=None,
+                   help="server certificate for the devices listener (TLS), with --tls-key")
+    p.add_argument("--tls-key", type=Path, default=None, help="its private key")
+    p.add_argument("--tls-ca", type=Path, default=None,
+                   help="the CA that signs device certificates (with --require-certificate)")
+    p.add_argument("--require-certificate", action="store_true",
+                   help="mutual TLS: devices log in with a certificate whose CN is their id "
+                   "(no device passwords are issued)")
     p.add_argument("--password-dir", type=Path, default=None,
                    help="write <user>.password files (mode 0600) instead of printing passwords")
     p.add_argument("--json", action="store_true", help="print files and passwords as JSON")
@@ -68,6 +77,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _run(args: argparse.Namespace) -> int:
     files: BrokerFiles | None = None
     try:
+        tls = _tls(args)
         if args.add:
             passwords = add_devices(args.out, args.devices)
         else:
@@ -75,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
                 args.out, args.devices, prefix=args.topic_prefix, port=args.port,
                 listen=args.listen, cloud_port=args.cloud_port, cloud_listen=args.cloud_listen,
                 persistence_dir=args.persistence_dir, broker_user=args.broker_user,
-                rotate=args.rotate)
+                rotate=args.rotate, tls=tls)
             passwords = files.passwords
     except (BrokerSetupError, InvalidDeviceId, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -101,6 +111,17 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     _print(args, files, passwords, paths)
     return 0
+
+
+def _tls(args: argparse.Namespace) -> DeviceTls | None:
+    if args.tls_cert is None and args.tls_key is None:
+        if args.tls_ca is not None or args.require_certificate:
+            raise BrokerSetupError("--tls-ca and --require-certificate need --tls-cert and "
+                                   "--tls-key")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise BrokerSetupError("--tls-cert and --tls-key go together")
+    return DeviceTls(args.tls_cert, args.tls_key, args.tls_ca, args.require_certificate)
 
 
 def _save_passwords(folder: Path, passwords: dict[str, str]) -> dict[str, str]:

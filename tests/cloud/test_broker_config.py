@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -13,12 +15,15 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cloud.broker_config import hash_password
 from cloud.cli import main
+from tests.agent.test_mqtt_security import _cert, _write, make_pki
 from tests.cloud.generated_broker import GeneratedBroker, generated_broker
 
 P = "litefleet/v1/devices"
@@ -28,8 +33,9 @@ HAS_MOSQUITTO_USER = any(u.pw_name == "mosquitto" for u in pwd.getpwall())
 
 
 class Client:
-    def __init__(self, port: int, user: str, password: str, *, client_id: str | None = None,
-                 persistent: bool = False, wait: bool = True) -> None:
+    def __init__(self, port: int, user: str, password: str | None, *,
+                 client_id: str | None = None, persistent: bool = False, wait: bool = True,
+                 tls: tuple[Path, Path, Path] | None = None) -> None:
         self.messages: list[tuple[str, bytes]] = []
         self.pubacks: dict[int, int] = {}
         self.subacks: dict[int, list[int]] = {}
@@ -40,6 +46,9 @@ class Client:
         c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
                         client_id=client_id or user, protocol=mqtt.MQTTv5)
         c.username_pw_set(user, password)
+        if tls is not None:
+            ca, cert, key = tls
+            c.tls_set(ca_certs=str(ca), certfile=str(cert), keyfile=str(key))
         c.on_connect = self._on_connect
         c.on_disconnect = lambda _c, _u, _f, rc, _p: self.disconnects.append(rc.value)
         c.on_message = lambda _c, _u, m: self.messages.append((m.topic, bytes(m.payload)))
@@ -221,6 +230,56 @@ def test_a_device_cannot_take_over_another_device_or_the_cloud(broker: Generated
         b.close()
     log = broker.log()
     assert "as dev-a (p5" in log and f"as {ingest_id} (p5" in log  # both ids were in use
+
+
+def test_with_mutual_tls_the_certificate_names_the_device(tmp_path: Path, request) -> None:  # type: ignore[no-untyped-def]
+    """--require-certificate: the CN is the user name and so the client id; dev-a with its own
+    certificate asking for dev-b's client id gets its own, and dev-b stays connected."""
+    pki = make_pki(tmp_path / "pki")
+    ca_key = load_pem_private_key((pki / "ca.key").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    for device in ("dev-a", "dev-b"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        _write(pki / device, key, _cert(device, key, "test-ca", ca_key))
+    server = ("--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+              "--tls-ca", str(pki / "ca.pem"), "--require-certificate")
+    if AS_ROOT and HAS_MOSQUITTO_USER:  # pytest's folders are closed to the broker's user
+        assert main(["broker-config", "--out", str(tmp_path / "b"), "--devices", "dev-a",
+                     *server]) == 2
+        assert not (tmp_path / "b" / "passwd").exists()
+    shared = Path(tempfile.mkdtemp(dir="/tmp"))  # where the broker's user may read them
+    shutil.copytree(pki, shared / "pki")
+    shared.chmod(0o755)
+    (shared / "pki").chmod(0o755)
+    for f in (shared / "pki").iterdir():
+        f.chmod(0o644)
+    request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
+    pki = shared / "pki"
+    server = ("--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+              "--tls-ca", str(pki / "ca.pem"), "--require-certificate")
+
+    def tls(device: str) -> tuple[Path, Path, Path]:
+        return pki / "ca.pem", pki / f"{device}.pem", pki / f"{device}.key"
+
+    with generated_broker(["dev-a", "dev-b"], *server) as broker:
+        assert set(broker.password_files) == {INGEST, CONTROLLER, OPERATOR}  # no device ones
+        ingest = Client(broker.cloud_port, INGEST, broker.password(INGEST))
+        b = Client(broker.port, "dev-b", None, tls=tls("dev-b"))
+        a = Client(broker.port, "dev-a", None, client_id="dev-b", tls=tls("dev-a"))
+        try:
+            assert (b.connack, a.connack) == (0, 0)
+            assert ingest.subscribe(f"{P}/+/telemetry") == [1]
+            assert a.publish(f"{P}/dev-a/telemetry", b"from-a") == 0  # its own, as dev-a
+            assert a.publish(f"{P}/dev-b/telemetry", b"spoof") == 135
+            assert b.publish(f"{P}/dev-b/telemetry", b"from-b") == 0
+            assert wait_until(lambda: set(ingest.messages) == {
+                (f"{P}/dev-a/telemetry", b"from-a"), (f"{P}/dev-b/telemetry", b"from-b")})
+            assert b.disconnects == []
+        finally:
+            for c in (a, b, ingest):
+                c.close()
+        # no certificate, no connection (the TLS handshake fails before any CONNACK)
+        assert refused(broker.port, "dev-a", "anything") is None
 
 
 @pytest.mark.skipif(not (AS_ROOT and HAS_MOSQUITTO_USER), reason="needs root and a mosquitto user")
