@@ -7,6 +7,9 @@ SIGKILL stayed "online" until the silence check.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +33,13 @@ def online(db_path: Path, device_id: str) -> int | None:
     finally:
         db.conn.close()
     return None if row is None else int(row[0])
+
+
+def listed_online(config: Path, device_id: str) -> bool:
+    """What `litefleet devices --json` says."""
+    out = subprocess.run([sys.executable, "-m", "cloud.cli", "devices", "--json", "--config",
+                          str(config)], capture_output=True, text=True, timeout=60, check=True)
+    return bool(next(d for d in json.loads(out.stdout) if d["device_id"] == device_id)["online"])
 
 
 def apply(db_path: Path, *states: DeviceState) -> None:
@@ -83,11 +93,13 @@ def test_a_killed_agent_shows_offline_within_its_keepalive(cloud_env: CloudEnv,
                 agent.start()
                 wait_for(lambda: online(cloud_env.db, "cam-01") == 1, 60,
                          f"cam-01 online (start {round_ + 1})")
+                assert listed_online(config, "cam-01")
                 time.sleep(1.5)  # a few states and records after the connect
                 agent.kill()  # SIGKILL: no clean offline state, only the broker's will
                 wait_for(lambda: online(cloud_env.db, "cam-01") == 0, 60,
                          f"cam-01 offline after SIGKILL {round_ + 1}: "
                          f"{(cloud_env.root / 'serve.log').read_text()[-2000:]}")
+                assert not listed_online(config, "cam-01")
         finally:
             serve.terminate()
             serve.wait(30)
