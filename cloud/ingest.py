@@ -214,7 +214,7 @@ def write_batch(conn: sqlite3.Connection, messages: list[tuple[Message, bytes]],
              s.source_status, s.fps, s.ts, s.device_id, s.ts),
         )
         if not s.online:  # a last will's ts is its connection's start, older than the states
-            # sent on that connection: its offline stands until a later state says online
+            # sent on that connection: its offline stands until the device is heard from again
             conn.execute("UPDATE devices SET online = 0 WHERE device_id = ?", (s.device_id,))
     for t in latest.values():
         conn.execute("UPDATE devices SET fps = ?, p95_ms = ? WHERE device_id = ?",
