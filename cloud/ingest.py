@@ -14,7 +14,8 @@ Two threads in one process:
 
     telemetry / events / updates   INSERT OR IGNORE on (device_id, seq): a redelivered or
                                    resent record is counted as a duplicate and dropped
-    state                          the device row, when newer than what is stored
+    state                          in arrival order: the device row when newer than what is
+                                   stored; `online: false` (a last will) whatever its ts
     updates                        also move the device's row in its rollout (outcomes)
 
 Messages are acknowledged to the broker (manual QoS 1 acks, one write per batch) only after
@@ -38,7 +39,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloud.config import CloudConfig
+from cloud.config import CloudConfig, CloudRole
 from cloud.mqtt import CloudLink
 from cloud.store import add_counter, open_store
 from shared.errors import LiteFleetError
@@ -159,7 +160,7 @@ def write_batch(conn: sqlite3.Connection, messages: list[tuple[Message, bytes]],
     telemetry: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
     updates: list[tuple[Any, ...]] = []
-    states: dict[str, DeviceState] = {}
+    states: list[DeviceState] = []  # in arrival order
     latest: dict[str, TelemetryRecord] = {}
     seen: set[str] = set()
     talking: set[str] = set()  # sent something other than state: connected right now
@@ -183,9 +184,7 @@ def write_batch(conn: sqlite3.Connection, messages: list[tuple[Message, bytes]],
             updates.append((m.device_id, m.seq, m.ts, now, m.rollout_id, m.phase, m.model,
                             m.version, m.sha256, m.reason, m.detail, m.via))
         elif isinstance(m, DeviceState):
-            prev_state = states.get(m.device_id)
-            if prev_state is None or m.ts >= prev_state.ts:
-                states[m.device_id] = m
+            states.append(m)
     conn.executemany("INSERT OR IGNORE INTO devices (device_id) VALUES (?)",
                      [(d,) for d in seen])
     conn.executemany("UPDATE devices SET last_seen = MAX(last_seen, ?) WHERE device_id = ?",
@@ -204,7 +203,7 @@ def write_batch(conn: sqlite3.Connection, messages: list[tuple[Message, bytes]],
         stats.duplicates += len(rows) - stored
         add_counter(conn, f"stored.{table}", stored)
         add_counter(conn, "duplicates", len(rows) - stored)
-    for s in states.values():
+    for s in states:
         model = s.model
         conn.execute(
             "UPDATE devices SET online = ?, profile = ?, agent_version = ?, model_name = ?, "
@@ -214,6 +213,9 @@ def write_batch(conn: sqlite3.Connection, messages: list[tuple[Message, bytes]],
              model.version if model else None, model.sha256 if model else None, s.update_phase,
              s.source_status, s.fps, s.ts, s.device_id, s.ts),
         )
+        if not s.online:  # a last will's ts is its connection's start, older than the states
+            # sent on that connection: its offline stands until the device is heard from again
+            conn.execute("UPDATE devices SET online = 0 WHERE device_id = ?", (s.device_id,))
     for t in latest.values():
         conn.execute("UPDATE devices SET fps = ?, p95_ms = ? WHERE device_id = ?",
                      (t.fps, t.latency_p95_ms, t.device_id))
@@ -248,7 +250,7 @@ class Ingester:
             config.mqtt, client_id or f"{config.mqtt.client_id}-ingest", persistent=True,
             subscriptions=tuple(fleet_subscription(c, prefix) for c in _CHANNELS),
             on_raw=self._enqueue, manual_ack=True,
-            receive_maximum=min(65535, config.ingest.queue_max),
+            receive_maximum=min(65535, config.ingest.queue_max), role=CloudRole.INGEST,
         )
         self._writer = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
 

@@ -21,7 +21,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlite_utils import Database
 
 from cloud.artifacts.http import ArtifactServer
-from cloud.config import CloudConfig
+from cloud.config import CloudConfig, CloudRole
 from cloud.health import HealthEndpoints
 from cloud.ingest import Ingester
 from cloud.mqtt import CloudLink
@@ -53,7 +53,7 @@ class CloudService:
         self.stop_event = threading.Event()
         self.ingester = Ingester(config)
         self.link = CloudLink(config.mqtt, f"{config.mqtt.client_id}-controller-"
-                              f"{secrets.token_hex(3)}")
+                              f"{secrets.token_hex(3)}", role=CloudRole.CONTROLLER)
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.http: ArtifactServer | None = None
         serve_http = config.http.enabled if http is None else http
