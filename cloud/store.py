@@ -10,7 +10,8 @@ Tables:
     groups           (group_name, device_id) membership
     rollouts         one row per rollout: release, waves, state, thresholds
     rollout_devices  one row per (rollout_id, device_id): wave, status, reason, deployment
-    counters         named integers (ingest: stored, duplicates, malformed, ...)
+    counters         named integers (ingest: stored, duplicates, quarantined, ...)
+    quarantine       dead letters: device messages the ingester refused (cloud/quarantine.py)
 
 Each thread opens its own connection with `open_store`; SQLite serialises the writers.
 """
@@ -65,6 +66,10 @@ CREATE TABLE IF NOT EXISTS rollout_devices (
     deployment TEXT NOT NULL, published REAL, updated REAL NOT NULL,
     PRIMARY KEY (rollout_id, device_id));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY, received REAL NOT NULL, topic TEXT NOT NULL,
+    device_id TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL, reason TEXT NOT NULL,
+    detail TEXT NOT NULL, payload BLOB NOT NULL);
 """
 
 
