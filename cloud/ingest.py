@@ -51,6 +51,7 @@ from typing import Any
 
 from cloud.config import CloudConfig
 from cloud.ingest_queue import Handoff as _Handoff
+from cloud.ingest_queue import Item
 from cloud.mqtt import CloudLink
 from cloud.quarantine import DeadLetter, Reason, write_dead_letters
 from cloud.store import add_counter, open_store
@@ -158,6 +159,7 @@ def write_batch(conn: sqlite3.Connection, messages: list[tuple[Message, bytes]],
     latest: dict[str, TelemetryRecord] = {}
     seen: set[str] = set()
     talking: set[str] = set()  # sent something other than state: connected right now
+    state_count = 0
     for m, payload in messages:
         seen.add(m.device_id)
         if not isinstance(m, DeviceState):
@@ -178,6 +180,7 @@ def write_batch(conn: sqlite3.Connection, messages: list[tuple[Message, bytes]],
             updates.append((m.device_id, m.seq, m.ts, now, m.rollout_id, m.phase, m.model,
                             m.version, m.sha256, m.reason, m.detail, m.via))
         elif isinstance(m, DeviceState):
+            state_count += 1
             prev_state = states.get(m.device_id)
             if prev_state is None or m.ts >= prev_state.ts:
                 states[m.device_id] = m
@@ -199,6 +202,8 @@ def write_batch(conn: sqlite3.Connection, messages: list[tuple[Message, bytes]],
         stats.duplicates += len(rows) - stored
         add_counter(conn, f"stored.{table}", stored)
         add_counter(conn, "duplicates", len(rows) - stored)
+    stats.stored["state"] += state_count  # applied, or older than the state already stored
+    add_counter(conn, "stored.state", state_count)
     for s in states.values():
         model = s.model
         conn.execute(
@@ -244,6 +249,7 @@ class Ingester:
         self._lock = threading.Lock()
         self._on_death = on_death
         prefix = config.mqtt.topic_prefix
+        self._decode = _Decoder(prefix, config.mqtt.max_payload_bytes)  # the writer's own
         self.link = CloudLink(
             config.mqtt, client_id or f"{config.mqtt.client_id}-ingest", persistent=True,
             subscriptions=tuple(fleet_subscription(c, prefix) for c in _CHANNELS),
@@ -332,27 +338,29 @@ class Ingester:
             if self._on_death is not None:
                 self._on_death("the ingest writer", e)
 
+    def write(self, conn: sqlite3.Connection, batch: list[Item]) -> bool:
+        """Check and store one batch (the writer's step); True once it is committed, when
+        every message in it is stored, a duplicate or quarantined."""
+        now = time.time()
+        messages: list[tuple[Message, bytes]] = []
+        topics: list[bytes] = []
+        letters: list[DeadLetter] = []
+        for name, payload, _, _ in batch:
+            m = self._decode(name, payload, now)
+            if isinstance(m, DeadLetter):
+                letters.append(m)
+            else:
+                messages.append((m, payload))
+                topics.append(name)
+        return self._store(conn, messages, topics, letters, len(batch))
+
     def _write_until_stopped(self) -> None:
         conn = open_store(self.config.store.db).conn
-        decode = _Decoder(self.config.mqtt.topic_prefix, self.config.mqtt.max_payload_bytes)
         try:
             cfg = self.config.ingest
             while not (self._stop.is_set() and not self._queue):
                 batch = self._queue.take(cfg.batch_max, cfg.batch_wait_s)
-                if not batch:
-                    continue
-                now = time.time()
-                messages: list[tuple[Message, bytes]] = []
-                topics: list[bytes] = []
-                letters: list[DeadLetter] = []
-                for name, payload, _, _ in batch:
-                    m = decode(name, payload, now)
-                    if isinstance(m, DeadLetter):
-                        letters.append(m)
-                    else:
-                        messages.append((m, payload))
-                        topics.append(name)
-                if not self._store(conn, messages, topics, letters, len(batch)):
+                if not batch or not self.write(conn, batch):
                     continue
                 self.link.ack_many(mid for _, _, mid, qos in batch if qos == 1)
                 for _, _, mid, qos in batch:
