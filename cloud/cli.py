@@ -17,7 +17,7 @@ The story:
   litefleet release out/dynamic_int8.tflite --name digits --version 3 --profile rpi4
   litefleet deploy digits@3 --group lobby --waves 1,10%,100%
   litefleet serve                                        ingest, rollout controller, artifacts
-  litefleet devices | telemetry --follow | rollouts
+  litefleet devices | telemetry --follow | rollouts | quarantine
 
 Every command reads --config (default: ./cloud.toml or $LITEFLEET_CONFIG) and most accept
 --json for scripting.

@@ -83,6 +83,7 @@ _TOPIC_CACHE_MAX = 65_536  # parsed topic names kept (4 per device); emptied whe
 _DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError,
                 sqlite3.ProgrammingError, OverflowError, ValueError, TypeError)
 _TRACEBACK_EVERY_S = 60.0  # unexpected parser failures: one traceback a minute in the log
+_LOG_WINDOW_S, _LOG_LINES = 60.0, 20  # quarantined messages logged one by one, then summed up
 
 
 @dataclass
@@ -110,6 +111,7 @@ class _Decoder:
         self.prefix, self.max_bytes = prefix, max_bytes
         self._topics: dict[bytes, ParsedTopic] = {}
         self._last_traceback = 0.0
+        self._window_start, self._logged, self._unlogged = 0.0, 0, 0
 
     def _topic(self, name: bytes) -> ParsedTopic:
         parsed = self._topics.get(name)
@@ -142,10 +144,22 @@ class _Decoder:
                                 f"names device {message.device_id!r}", device)
         return message
 
-    @staticmethod
-    def _refuse(name: bytes, payload: bytes, reason: str, detail: str,
+    def _refuse(self, name: bytes, payload: bytes, reason: str, detail: str,
                 device: str) -> DeadLetter:
-        log.warning("quarantined a message on %s (%s): %s", _shown(name), reason, detail[:200])
+        """A dead letter, logged: one line each up to `_LOG_LINES` a minute (a device that
+        floods garbage must not flood the journal), then how many more."""
+        now = time.monotonic()
+        if now - self._window_start >= _LOG_WINDOW_S:
+            if self._unlogged:
+                log.warning("quarantined %s more message(s) in the last minute "
+                            "(`litefleet quarantine` lists them)", self._unlogged)
+            self._window_start, self._logged, self._unlogged = now, 0, 0
+        if self._logged < _LOG_LINES:
+            self._logged += 1
+            log.warning("quarantined a message on %s (%s): %s", _shown(name), reason,
+                        detail[:200])
+        else:
+            self._unlogged += 1
         return DeadLetter(name, payload, reason, detail, device)
 
 
