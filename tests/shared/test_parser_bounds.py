@@ -116,6 +116,13 @@ def test_out_of_bounds_fields_are_malformed(payload: bytes, field: str) -> None:
     assert info.value.field == field
 
 
+def test_an_integer_too_large_for_a_float_is_malformed_not_an_overflow_error() -> None:
+    for digits in (400, 5000):
+        with pytest.raises(MalformedDocument):
+            decode_message(telemetry().replace(f'"ts": {NOW}'.encode(),
+                                               b'"ts": 1' + b"0" * digits))
+
+
 def test_nan_and_infinity_in_messages_are_malformed() -> None:
     for raw in (b"NaN", b"Infinity", b"-1e999"):
         with pytest.raises(MalformedDocument):
