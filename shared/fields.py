@@ -42,7 +42,8 @@ _TEXT_RULE = (MAX_TEXT, _CONTROL, None)
 
 
 # how `build` reads a field without the general `_coerce`: the shapes the schemas use
-_INT, _STR, _BOOL, _FLOAT, _OPT_FLOAT, _OPT_OBJECT, _OBJECT, _DICT, _OTHER = range(9)
+# (most telemetry fields are floats: tested first)
+_FLOAT, _INT, _STR, _BOOL, _OPT_FLOAT, _OPT_OBJECT, _OBJECT, _DICT, _OTHER = range(9)
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,9 @@ class _Plan:
     and the schemas are fixed."""
 
     names: frozenset[str]
-    # name, hint, required, shape, nested class, bound (a (low, high) range or a text rule)
-    fields: tuple[tuple[str, Any, bool, int, Any, Any], ...]
+    # name, hint, required, shape, nested class, and two bounds: the range of a number, or
+    # the longest length and (characters refused, pattern required) of a text
+    fields: tuple[tuple[str, Any, bool, int, Any, Any, Any], ...]
     defaults: dict[str, Any]  # plain defaults
     factories: tuple[tuple[str, Any], ...]  # default factories
     # a frozen dataclass with no __post_init__ is filled in directly: its generated
@@ -86,12 +88,15 @@ def _shape(hint: Any) -> tuple[int, Any]:
     return _OTHER, None
 
 
-def _bound(name: str, shape: int) -> Any:
+def _bounds(name: str, shape: int) -> tuple[Any, Any]:
     if shape in (_FLOAT, _OPT_FLOAT):
         return _FLOAT_RANGES.get(name, _MEASURE_RANGE)
     if shape == _STR:
-        return _TEXT_RULES.get(name, _TEXT_RULE)
-    return None
+        longest, unprintable, pattern = _TEXT_RULES.get(name, _TEXT_RULE)
+        return longest, (unprintable, pattern)
+    if shape == _INT:
+        return 0, INT64_MAX
+    return None, None
 
 
 def _plan(cls: type[Any]) -> _Plan:
@@ -105,7 +110,7 @@ def _plan(cls: type[Any]) -> _Plan:
             names=frozenset(f.name for f in fields),
             fields=tuple(
                 (f.name, hints[f.name], f.default is MISSING and f.default_factory is MISSING,
-                 *shapes[f.name], _bound(f.name, shapes[f.name][0]))
+                 *shapes[f.name], *_bounds(f.name, shapes[f.name][0]))
                 for f in fields
             ),
             defaults={f.name: f.default for f in fields if f.default is not MISSING},
@@ -126,7 +131,7 @@ def build(cls: type[Any], value: Any, path: str) -> Any:
         for key in value:
             if key not in plan.names:
                 raise MalformedDocument("unknown field", f"{path}.{str(key)[:80]}")
-    for name, hint, required, shape, nested, bound in plan.fields:
+    for name, hint, required, shape, nested, low, high in plan.fields:
         if name not in value:
             if required:
                 raise MalformedDocument("missing", f"{path}.{name}")
@@ -135,24 +140,27 @@ def build(cls: type[Any], value: Any, path: str) -> Any:
         t = type(v)
         # fast paths for the shapes the schemas use; anything else goes through _coerce,
         # which refuses what these do not accept and names the field in its errors
-        if shape == _INT and t is int:
-            if not 0 <= v <= INT64_MAX:
-                raise MalformedDocument("out of range (0 .. 2**63-1)", f"{path}.{name}")
+        if shape <= _INT and (t is float or t is int):  # a float field, or an int field
+            if shape == _FLOAT:
+                v = float(v)  # an int of at most 32 digits (load_json): no overflow
+            elif t is not int:
+                raise MalformedDocument("expected an integer", f"{path}.{name}")
+            if not low <= v <= high:  # also false for NaN
+                raise MalformedDocument(f"out of range ({low:g} .. {high:g})", f"{path}.{name}")
             kwargs[name] = v
         elif shape == _STR and t is str:
-            longest, unprintable, pattern = bound
-            if len(v) > longest or unprintable.search(v) or (pattern and not pattern.match(v)):
-                raise MalformedDocument(f"longer than {longest} characters, control characters "
+            unprintable, pattern = high
+            if len(v) > low or unprintable.search(v) or (pattern and not pattern.match(v)):
+                raise MalformedDocument(f"longer than {low} characters, control characters "
                                         "or not of its pattern", f"{path}.{name}")
             kwargs[name] = v
         elif shape == _BOOL and t is bool:
             kwargs[name] = v
-        elif shape in (_FLOAT, _OPT_FLOAT) and (t is float or t is int):
-            f = float(v)  # an int of at most 32 digits (load_json): no overflow
-            if not bound[0] <= f <= bound[1]:  # also false for NaN
-                raise MalformedDocument(f"out of range ({bound[0]:g} .. {bound[1]:g})",
-                                        f"{path}.{name}")
-            kwargs[name] = f
+        elif shape == _OPT_FLOAT and (t is float or t is int):
+            v = float(v)
+            if not low <= v <= high:
+                raise MalformedDocument(f"out of range ({low:g} .. {high:g})", f"{path}.{name}")
+            kwargs[name] = v
         elif v is None and shape in (_OPT_FLOAT, _OPT_OBJECT):
             kwargs[name] = None
         elif shape in (_OBJECT, _OPT_OBJECT) and t is dict:
@@ -174,43 +182,32 @@ def build(cls: type[Any], value: Any, path: str) -> Any:
 
 
 def _check_free(value: Any, path: str) -> None:
-    """Hold free-form JSON (`outputs`, event `detail`) to the bounds of the contract."""
-    t = type(value)
-    if t is dict:
-        if len(value) > MAX_FREE_ITEMS:
-            raise MalformedDocument(f"more than {MAX_FREE_ITEMS} entries", path)
-        for key, item in value.items():
-            if len(key) > MAX_TEXT or _CONTROL.search(key):
-                raise MalformedDocument("a key too long or with control characters", path)
-            if type(item) in _FREE_SCALARS:
-                _check_scalar(item, path)
-            else:
-                _check_free(item, f"{path}.{key[:80]}")
-    elif t is list:
-        if len(value) > MAX_FREE_ITEMS:
-            raise MalformedDocument(f"more than {MAX_FREE_ITEMS} items", path)
-        for index, item in enumerate(value):
-            if type(item) in _FREE_SCALARS:
-                _check_scalar(item, path)
-            else:
-                _check_free(item, f"{path}[{index}]")
-    else:
-        _check_scalar(value, path)
-
-
-def _check_scalar(value: Any, path: str) -> None:
-    t = type(value)
-    if t is str:
-        if len(value) > MAX_FREE_TEXT or _FREE_CONTROL.search(value):
+    """Hold free-form JSON (`outputs`, event `detail`) to the bounds of the contract. Errors
+    name the field, not the place inside it (the walk is flat, for speed)."""
+    pending = [value]
+    pop, push = pending.pop, pending.extend
+    while pending:
+        node = pop()
+        t = type(node)
+        if t is float:
+            if node - node != 0.0:  # inf - inf and nan - nan are nan
+                raise MalformedDocument("a number that is not finite", path)
+        elif t is int:
+            if not INT64_MIN <= node <= INT64_MAX:
+                raise MalformedDocument("an integer out of the 64-bit range", path)
+        elif t is list:
+            if len(node) > MAX_FREE_ITEMS:
+                raise MalformedDocument(f"more than {MAX_FREE_ITEMS} items in an array", path)
+            push(node)
+        elif t is dict:
+            if len(node) > MAX_FREE_ITEMS:
+                raise MalformedDocument(f"more than {MAX_FREE_ITEMS} entries in an object", path)
+            for key in node:
+                if len(key) > MAX_TEXT or _CONTROL.search(key):
+                    raise MalformedDocument("a key too long or with control characters", path)
+            push(node.values())
+        elif t is str and (len(node) > MAX_FREE_TEXT or _FREE_CONTROL.search(node)):
             raise MalformedDocument("text too long or with control characters", path)
-    elif t is int:
-        if not INT64_MIN <= value <= INT64_MAX:
-            raise MalformedDocument("an integer out of the 64-bit range", path)
-    elif t is float and not math.isfinite(value):
-        raise MalformedDocument("a number that is not finite", path)
-
-
-_FREE_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _coerce(hint: Any, value: Any, path: str) -> Any:

@@ -100,7 +100,7 @@ def test_a_lone_surrogate_is_malformed_not_a_unicode_error() -> None:
     (telemetry(temperature_c=-500.0), "$.temperature_c"),
     (telemetry(source_status="up\u0000"), "$.source_status"),
     (telemetry(source_status="x" * 300), "$.source_status"),
-    (telemetry(outputs={"top": list(range(300))}), "$.outputs.top"),
+    (telemetry(outputs={"top": list(range(300))}), "$.outputs"),
     (telemetry(outputs={"x": 2**64}), "$.outputs"),
     (telemetry(outputs={"x": "\ud800"}), "$.outputs"),
     (telemetry(device_id="dev x"), "$.device_id"),
