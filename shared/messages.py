@@ -18,7 +18,8 @@ The bounds every field is held to (the contract, both directions):
                   phases, reasons, kinds, statuses); `detail` sentences up to MAX_FREE_TEXT
                   (4096), where tabs and newlines are allowed
     free objects  `outputs` and event `detail`: at most MAX_FREE_ITEMS (256) entries per object
-                  or array, text as above, integers within int64, finite floats
+                  or array, keys as other text, text as `detail`, integers within int64,
+                  finite floats
 
 `load_json` has already refused oversize, deep (> 32) or long-integer input before parsing.
 """
