@@ -63,6 +63,7 @@ class _Plan:
 
 
 _PLANS: dict[type[Any], _Plan] = {}
+_ABSENT = object()
 
 
 def _shape(hint: Any) -> tuple[int, Any]:
@@ -132,11 +133,11 @@ def build(cls: type[Any], value: Any, path: str) -> Any:
             if key not in plan.names:
                 raise MalformedDocument("unknown field", f"{path}.{str(key)[:80]}")
     for name, hint, required, shape, nested, low, high in plan.fields:
-        if name not in value:
+        v = value.get(name, _ABSENT)
+        if v is _ABSENT:
             if required:
                 raise MalformedDocument("missing", f"{path}.{name}")
             continue
-        v = value[name]
         t = type(v)
         # fast paths for the shapes the schemas use; anything else goes through _coerce,
         # which refuses what these do not accept and names the field in its errors
@@ -166,7 +167,8 @@ def build(cls: type[Any], value: Any, path: str) -> Any:
         elif shape in (_OBJECT, _OPT_OBJECT) and t is dict:
             kwargs[name] = build(nested, v, f"{path}.{name}")
         elif shape == _DICT and t is dict:
-            _check_free(v, f"{path}.{name}")
+            if v:
+                _check_free(v, f"{path}.{name}")
             kwargs[name] = v
         else:
             kwargs[name] = _coerce(hint, v, f"{path}.{name}")
