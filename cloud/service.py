@@ -6,7 +6,8 @@ SIGTERM and SIGINT set it, and everything stops in reverse order.
 
 No half-alive process: the ingest writer reports its own death, and every second `run` checks
 that the other worker threads (paho's network threads of the ingester and the controller, the
-artifact HTTP server) still run. A worker that died sets `failure` (one line: which worker and
+scheduler that runs the controller's ticks, the artifact HTTP server) still run. A tick that
+fails is logged and the next one runs: that is not a death. A worker that died sets `failure` (one line: which worker and
 why) and the stop event; `run` then stops the rest and returns `EXIT_WORKER_DIED`, so systemd
 (`Restart=on-failure`) starts a fresh process.
 """
@@ -38,9 +39,10 @@ log = logging.getLogger(__name__)
 EXIT_WORKER_DIED = 70  # EX_SOFTWARE: a worker thread died; a restart gets a whole process back
 
 
-def _network_thread_alive(link: CloudLink) -> bool:
-    """Whether paho's network thread runs (True when this paho keeps it elsewhere)."""
-    thread = getattr(link.client, "_thread", None)
+def _thread_alive(owner: object) -> bool:
+    """Whether the thread a paho client or an APScheduler scheduler started runs (both keep it
+    in `_thread`; True when this version keeps it elsewhere)."""
+    thread = getattr(owner, "_thread", None)
     return not isinstance(thread, threading.Thread) or thread.is_alive()
 
 
@@ -116,9 +118,9 @@ class CloudService:
     def _workers(self) -> list[tuple[str, Callable[[], bool]]]:
         workers: list[tuple[str, Callable[[], bool]]] = [
             ("the ingest writer", lambda: self.ingester.writing),
-            ("the ingester's MQTT network thread",
-             lambda: _network_thread_alive(self.ingester.link)),
-            ("the controller's MQTT network thread", lambda: _network_thread_alive(self.link)),
+            ("the ingester's MQTT network thread", lambda: _thread_alive(self.ingester.link.client)),
+            ("the controller's MQTT network thread", lambda: _thread_alive(self.link.client)),
+            ("the controller's scheduler", lambda: _thread_alive(self.scheduler)),
         ]
         http = self.http
         if http is not None:
