@@ -7,8 +7,9 @@ shutdown flushes the outbox for as long as the broker allows (`[outbox] shutdown
 and leaves `online: false` as the retained state.
 
 Threads: the loop's capture, inference and postprocessing threads; paho's network thread; the
-outbox drain; the inbound worker (deployments and commands); APScheduler's scheduler running the
-periodic jobs (telemetry, state heartbeat, updater tick and event flush, systemd watchdog).
+outbox drain; the inbound workers (one runs deployments, one runs commands, so a slow download
+never holds up a command); APScheduler's scheduler running the periodic jobs (telemetry, state
+heartbeat, updater tick and event flush, systemd watchdog).
 """
 
 from __future__ import annotations
@@ -119,8 +120,9 @@ class Daemon:
         )
         inbound = Inbound(
             gate, updater.handle_deployment,
-            handlers=self._command_handlers(updater, telemetry),
+            handlers=self._command_handlers(updater, telemetry, loop),
             max_payload_bytes=cfg.mqtt.max_payload_bytes, queue_size=cfg.mqtt.inbound_queue,
+            supersede=updater.supersede, report=events.offer,
         )
         link = MqttLink(cfg.device_id, cfg.mqtt, self._state_payload, inbound.offer)
         drain = OutboxDrain(outbox, link, cfg.outbox.publish_window)
@@ -221,8 +223,9 @@ class Daemon:
             fps=float(snap.fps) if snap is not None else 0.0,
         ))
 
-    def _command_handlers(self, updater: Updater, telemetry: TelemetryReporter
-                          ) -> dict[str, Callable[[], None]]:
+    def _command_handlers(self, updater: Updater, telemetry: TelemetryReporter,
+                          loop: InferenceLoop) -> dict[str, Callable[[], None]]:
+        """One handler per command in the contract (`agent.link.commands.COMMANDS`)."""
         def report_now() -> None:
             telemetry.report()
             if self._parts is not None:
@@ -231,7 +234,10 @@ class Daemon:
         def rollback() -> None:
             updater.rollback()  # ends a running probation as failed; logs when there is none
 
-        handlers: dict[str, Callable[[], None]] = {"report-now": report_now, "rollback": rollback}
+        handlers: dict[str, Callable[[], None]] = {
+            "report-now": report_now, "rollback": rollback,
+            "restart-source": loop.restart_source,  # the source reports restarting, then up
+        }
         return handlers
 
     # -- shutdown ----------------------------------------------------------------------------

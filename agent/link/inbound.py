@@ -1,17 +1,23 @@
 """Messages from the cloud (`desired`, `cmd`), handled off paho's network thread.
 
-`offer` is the hand-off paho's `on_message` calls: it drops oversized payloads at once and puts
-the rest on a small bounded queue (a full queue drops and logs; the cloud resends what matters:
-`desired` is retained). One worker thread takes them in order:
+`offer` is the hand-off paho's `on_message` calls; it never blocks and never raises. Oversized
+payloads are dropped at once (counted and logged). Then each channel has its own worker, so a
+slow download never holds up an operator's command:
 
-- `desired`: the deployment bytes go to `on_deployment` (the updater's whole pipeline, which
-  verifies and reports). The same bytes arriving again (the retained message after every
-  reconnect) are handled once per process.
-- `cmd`: `CommandGate.admit` verifies the signed command (keyring, device, expiry, replay);
-  anything else is logged and dropped. A verified command runs its handler.
+- `desired` goes to a one-message mailbox: the retained deployment is the whole desired state,
+  so the newest wins. One that replaces a message not yet taken is counted and logged. The
+  deployment worker hands the bytes to `on_deployment` (the updater's whole pipeline, which
+  verifies and reports); the same bytes arriving again (the retained message after every
+  reconnect) are handled once per process. When a different deployment arrives while one is
+  being handled, the command worker asks `supersede` to look at it: an authentic newer
+  deployment cancels the running download, and the deployment worker takes it next.
+- `cmd` goes to a bounded queue (`[mqtt] inbound_queue`); the command worker verifies each
+  with `CommandGate.admit` (keyring, device, expiry, replay) and runs its handler. Every
+  command's outcome is reported through `report` (an event of kind `command`: done, refused
+  with its reason, failed, or dropped because the queue was full), and counted.
 
-Nothing a message contains can stop the worker: every failure is logged and the next message
-is taken.
+Nothing a message contains can stop a worker: every failure is logged, counted and reported,
+and the next message is taken.
 """
 
 from __future__ import annotations
@@ -25,12 +31,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.link.commands import CommandGate
-from shared.errors import Rejected
+from shared.errors import Rejected, reason_of
 from shared.topics import Channel
 
-__all__ = ["Inbound"]
+__all__ = ["COMMAND_EVENT", "Inbound"]
 
 log = logging.getLogger(__name__)
+
+COMMAND_EVENT = "command"  # the event kind that reports a command's outcome
+_SCREEN = None  # a command-queue item: look at the desired mailbox (a deployment is running)
+
+Report = Callable[[str, dict[str, Any]], None]  # (event kind, detail)
 
 
 class Inbound:
@@ -42,60 +53,105 @@ class Inbound:
         max_payload_bytes: int = 1024 * 1024,
         queue_size: int = 16,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        supersede: Callable[[bytes], bool] | None = None,
+        report: Report | None = None,
     ) -> None:
         self.gate = gate
         self.handlers = handlers
         self.max_payload_bytes = max_payload_bytes
-        self.dropped = 0
+        self.dropped = 0  # messages not handled: oversized, refused, queue full, failed
+        self.replaced = 0  # desired messages replaced by a newer one before they were taken
         self.handled = 0
         self._on_deployment = on_deployment
+        self._supersede = supersede
+        self._report = report
         self._now = now
-        self._queue: queue.Queue[tuple[Channel, bytes] | None] = queue.Queue(queue_size)
+        self._commands: queue.Queue[bytes | None] = queue.Queue(queue_size)
+        self._mailbox = threading.Condition()
+        self._desired: bytes | None = None  # the newest desired message not yet taken
+        self._running: str | None = None  # digest of the deployment being handled
+        self._stopping = False
         self._last_deployment: str | None = None
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     # -- paho's hand-off ---------------------------------------------------------------------
 
     def offer(self, channel: Channel, payload: bytes) -> None:
-        if len(payload) > self.max_payload_bytes:
-            self._drop(channel, f"{len(payload)} bytes is over the {self.max_payload_bytes}-byte cap")
-            return
         try:
-            self._queue.put_nowait((channel, payload))
+            if len(payload) > self.max_payload_bytes:
+                self._drop(channel, f"{len(payload)} bytes is over the "
+                                    f"{self.max_payload_bytes}-byte cap", "payload_too_large")
+            elif channel is Channel.DESIRED:
+                self._offer_desired(payload)
+            elif channel is Channel.CMD:
+                self._enqueue_command(payload)
+        except Exception:  # never into paho's thread
+            log.exception("taking a %s message failed", channel)
+
+    def _offer_desired(self, payload: bytes) -> None:
+        with self._mailbox:
+            if self._desired is not None:
+                self.replaced += 1
+                log.warning("a newer desired message replaced one not yet handled (%s so far)",
+                            self.replaced)
+            self._desired = payload
+            busy = self._running is not None
+            self._mailbox.notify_all()
+        if busy and self._supersede is not None:
+            try:
+                self._commands.put_nowait(_SCREEN)
+            except queue.Full:
+                log.warning("the command queue is full: the new deployment waits for the "
+                            "running one to end")
+
+    def _enqueue_command(self, payload: bytes) -> None:
+        try:
+            self._commands.put_nowait(payload)
         except queue.Full:
-            self._drop(channel, "the inbound queue is full")
+            self._drop(Channel.CMD, "the command queue is full", "queue_full")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="inbound", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run_deployments, name="inbound-desired", daemon=True),
+            threading.Thread(target=self._run_commands, name="inbound-cmd", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        with self._mailbox:
+            self._stopping = True
+            self._mailbox.notify_all()
         try:
-            self._queue.put(None, timeout=timeout)
+            self._commands.put(_SCREEN, timeout=timeout)
         except queue.Full:
             pass  # still full after the timeout: the daemon thread is left to end with the process
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
-    # -- the worker --------------------------------------------------------------------------
+    # -- the deployment worker ---------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run_deployments(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            channel, payload = item
+            with self._mailbox:
+                while self._desired is None and not self._stopping:
+                    self._mailbox.wait()
+                payload, self._desired = self._desired, None
+                if self._stopping or payload is None:
+                    return
+                self._running = hashlib.sha256(payload).hexdigest()
             try:
-                if channel is Channel.DESIRED:
-                    self._deployment(payload)
-                elif channel is Channel.CMD:
-                    self._command(payload)
+                self._deployment(payload)
                 self.handled += 1
             except Exception:
-                log.exception("handling a %s message failed; dropped it", channel)
+                log.exception("handling a desired message failed; dropped it")
                 self.dropped += 1
+            finally:
+                with self._mailbox:
+                    self._running = None
 
     def _deployment(self, payload: bytes) -> None:
         if not payload:
@@ -109,20 +165,60 @@ class Inbound:
         self._last_deployment = digest
         log.info("deployment %s handled: %s", digest[:12], outcome)
 
+    # -- the command worker ------------------------------------------------------------------
+
+    def _run_commands(self) -> None:
+        while True:
+            item = self._commands.get()
+            if item is _SCREEN:
+                with self._mailbox:
+                    if self._stopping:
+                        return
+                    waiting, running = self._desired, self._running
+                if waiting and running and hashlib.sha256(waiting).hexdigest() != running:
+                    self._screen(waiting)
+                continue
+            try:
+                self._command(item)
+                self.handled += 1
+            except Exception as e:
+                log.exception("a command failed")
+                self.dropped += 1
+                self._tell({"outcome": "failed", "reason": reason_of(e), "detail": str(e)[:200]})
+
+    def _screen(self, payload: bytes) -> None:
+        assert self._supersede is not None
+        try:
+            self._supersede(payload)
+        except Exception:
+            log.exception("checking whether a new deployment supersedes the running one failed")
+
     def _command(self, payload: bytes) -> None:
         try:
             command = self.gate.admit(payload, self._now())
         except Rejected as e:
-            self._drop(Channel.CMD, f"{e.reason}: {e}")
+            self._drop(Channel.CMD, f"{e.reason}: {e}", e.reason)
             return
         handler = self.handlers.get(command.command)
-        if handler is None:
-            log.warning("command %r (nonce %s) is not supported here; ignored", command.command,
-                        command.nonce)
+        if handler is None:  # every command in the contract has one; a gap is a bug here
+            log.error("command %r (nonce %s) has no handler", command.command, command.nonce)
+            self._tell({"outcome": "failed", "reason": "unsupported", "command": command.command,
+                        "nonce": command.nonce})
             return
         log.info("running operator command %r (nonce %s)", command.command, command.nonce)
         handler()
+        self._tell({"outcome": "done", "command": command.command, "nonce": command.nonce})
 
-    def _drop(self, channel: Channel, why: str) -> None:
+    def _drop(self, channel: Channel, why: str, reason: str) -> None:
         self.dropped += 1
         log.warning("dropped a %s message: %s", channel, why)
+        if channel is Channel.CMD:
+            self._tell({"outcome": "refused", "reason": reason, "detail": why[:200]})
+
+    def _tell(self, detail: dict[str, Any]) -> None:
+        if self._report is None:
+            return
+        try:
+            self._report(COMMAND_EVENT, detail)
+        except Exception:
+            log.exception("could not report a command outcome")

@@ -11,12 +11,15 @@ Recovery after a crash (`recover`, at start):
   settled as `idle`. The retained deployment (or a second `apply`) starts it again, resuming
   the partial download, or finding the model in the store, where it is re-verified by hash
   and re-validated before use.
-- interrupted while loading the new model for validation, or while it was on probation: the
-  links are put back and the attempt is settled as `rejected` (`invalid_model`) or
-  `rolled_back` (`probation_failed`). It does not resume: a process that died while the new
-  model ran may have died of that model (a native crash, memory exhaustion), and resuming
-  would turn one bad model into a crash loop. Those bytes at that version are not tried
-  again; an operator re-releases them under a new version if they were blameless.
+- interrupted while loading the new model for validation: the links are put back and the
+  attempt is settled as `rejected` (`invalid_model`).
+- interrupted while on probation: a power cut is no verdict on a model, so the first time the
+  new model stays active and probation starts again once the loop runs (reported as
+  `probation` with the detail "probation interrupted, resumed"). A second interruption of the
+  same probation is taken as the model's doing (a native crash, memory exhaustion): the links
+  are put back and the attempt is `rolled_back` (`crashed`), so a bad model cannot become a
+  crash loop. Condemned bytes at that version are not tried again; an operator re-releases
+  them under a new version if they were blameless.
 
 Whatever the journal says, `recover` returns a file whose bytes hash to the name it has in
 the store: `active`, else `previous`, else the configured initial model.
@@ -24,6 +27,7 @@ the store: `active`, else `previous`, else the configured initial model.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import threading
@@ -38,25 +42,29 @@ import numpy as np
 import sqlite_utils
 
 from agent.config import AgentConfig
+from agent.update.admission import admit_deployment, claimed_rollout_id
 from agent.update.crash import crashpoint
-from agent.update.fetch import Fetcher, fetcher_for
+from agent.update.fetch import Fetcher, Transfer, fetcher_for
 from agent.update.handover import UpdateLock, take_requests, write_result
 from agent.update.journal import JournalEntry, UpdateJournal
 from agent.update.modelstore import ACTIVE, PREVIOUS, ModelStore
 from agent.update.probation import LatencyWindow, Probation, Verdict
-from agent.update.retrieval import Retrieval, TargetRetriever
+from agent.update.retrieval import Pace, Retrieval, TargetRetriever
 from agent.update.state import active_identity
-from shared.documents import IOSignature, Release
+from shared.documents import Deployment, IOSignature, Release, load_json
 from shared.errors import (
+    DiskFull,
     InvalidModel,
     IOSignatureMismatch,
+    ProbationCrashed,
     ProbationFailed,
     Rejected,
+    Superseded,
     Unavailable,
 )
 from shared.messages import ModelIdentity, UpdatePhase, UpdateStatus
 from shared.topics import Channel
-from shared.verify import VerifiedUpdate, describe_io, verify_deployment
+from shared.verify import VerifiedUpdate, describe_io
 
 __all__ = ["UpdateOutcome", "Updater"]
 
@@ -68,6 +76,7 @@ LOCK_WAIT_S = 120.0  # how long `recover` waits for an `apply` running without t
 RETRY_MIN_S, RETRY_MAX_S = 10.0, 600.0  # backoff after a failed fetch
 MAX_DETAIL = 500
 VALIDATING = "loading and smoke-testing the model"  # journal detail while the model first runs
+RESUMED = "probation interrupted, resumed"
 
 
 class Outbox(Protocol):
@@ -138,6 +147,9 @@ class Updater:
         self._io: dict[str, IOSignature] = {}
         self._last_progress = 0.0
         self._update_lock = lock or UpdateLock(config.state_dir)
+        self._pace = Pace(config.update.min_download_rate, config.update.download_grace_s)
+        self._transfer: tuple[str, Transfer] | None = None  # (deployment digest, its download)
+        self._resume: JournalEntry | None = None  # an interrupted probation, resumed on attach
 
     # public -----------------------------------------------------------------------------
 
@@ -166,6 +178,36 @@ class Updater:
         """Enable hot swap and probation: the daemon calls this once the loop runs."""
         self._loop = loop
         loop.add_listener(self._observe)
+        with self._lock:
+            if self._resume is not None:
+                self._resume_probation(self._resume)
+                self._resume = None
+
+    def supersede(self, data: bytes) -> bool:
+        """A deployment arrived while another one downloads (any thread; no store access).
+
+        When `data` is an authentic deployment for this device and not the one downloading,
+        the running download is cancelled, so the worker turns to `data` at once; returns
+        whether it was. Whatever `data` holds is judged in full when its turn comes.
+        """
+        running = self._transfer
+        digest = hashlib.sha256(data).hexdigest()
+        if running is None or running[0] == digest:
+            return False
+        try:
+            verified = admit_deployment(
+                data, self._keyring, device_id=self.config.device_id,
+                profile=self.config.profile.name, model_name=self.config.model.name,
+                installed_version=0, installed_sha256=None, now=self._now(),
+                max_model_bytes=self.config.update.max_model_bytes, expected_io=None)
+        except Rejected as e:
+            log.info("a deployment that does not verify (%s) does not stop the running "
+                     "download", e.reason)
+            return False
+        why = f"superseded by rollout {verified.deployment.rollout_id}"
+        log.info("cancelling the running download: %s", why)
+        running[1].cancel(why)
+        return True
 
     def handle_deployment(self, data: bytes, artifact_dirs: Sequence[Path] = ()) -> UpdateOutcome:
         """Run the whole pipeline for one deployment document (from a worker thread)."""
@@ -197,7 +239,7 @@ class Updater:
                 data, dirs, _, delay = self._retry
                 self._retry = None
                 outcome = self._run(data, dirs)
-                if outcome.reason == "fetch_failed" and self._retry is not None:
+                if self._retry is not None:  # failed again (fetch, deadline, full disk)
                     delay = min(delay * 2, RETRY_MAX_S)  # doubling, capped
                     self._retry = (data, dirs, time.monotonic() + delay, delay)
         finally:
@@ -207,6 +249,9 @@ class Updater:
         """The operator's `rollback` command: end a running probation as failed, so the previous
         model serves again. A committed model stays (an older model comes back as a new
         release); returns whether anything was rolled back."""
+        if self._probation is None:  # never waits behind a download: none runs on probation
+            log.info("rollback requested, but no update is on probation; nothing to do")
+            return False
         with self._lock:
             if self._probation is None:
                 log.info("rollback requested, but no update is on probation; nothing to do")
@@ -243,34 +288,27 @@ class Updater:
     def _admit(self, data: bytes) -> tuple[ModelIdentity, VerifiedUpdate] | UpdateOutcome:
         """Verify `data` against the model serving now: (active, verified), or the refusal."""
         active = self.active()
+        expected_io = self._active_io(active.sha256)
         try:
-            return active, self._verify(data, active)
+            return active, admit_deployment(
+                data, self._keyring, device_id=self.config.device_id,
+                profile=self.config.profile.name, model_name=self.config.model.name,
+                installed_version=active.version, installed_sha256=active.sha256,
+                now=self._now(), max_model_bytes=self.config.update.max_model_bytes,
+                expected_io=expected_io)
         except Rejected as e:
-            return self._refuse(e)
+            return self._refuse(e, claimed_rollout_id(data))
 
-    def _verify(self, data: bytes, active: ModelIdentity) -> VerifiedUpdate:
-        return verify_deployment(
-            data,
-            self._keyring,
-            device_id=self.config.device_id,
-            profile=self.config.profile.name,
-            model_name=self.config.model.name,
-            installed_version=active.version,
-            installed_sha256=active.sha256,
-            now=self._now(),
-            max_model_bytes=self.config.update.max_model_bytes,
-            expected_io=self._active_io(active.sha256),
-        )
-
-    def _refuse(self, error: Rejected) -> UpdateOutcome:
-        """A document that failed verification: nothing about it can be trusted."""
+    def _refuse(self, error: Rejected, rollout_id: str) -> UpdateOutcome:
+        """A document that failed verification: nothing in it is trusted but the rollout id
+        it claims, reported so the refusal counts in that rollout (for this device only)."""
         log.warning("deployment rejected: %s: %s", error.reason, error)
-        self._journal.begin(rollout_id="", model="", version=0, sha256="",
-                            phase=UpdatePhase.REJECTED, reason=error.reason,
-                            detail=str(error)[:MAX_DETAIL])
-        self._report(UpdatePhase.REJECTED, None, reason=error.reason, detail=str(error))
+        entry = self._journal.begin(rollout_id=rollout_id, model="", version=0, sha256="",
+                                    phase=UpdatePhase.REJECTED, reason=error.reason,
+                                    detail=str(error)[:MAX_DETAIL])
+        self._report(UpdatePhase.REJECTED, entry, reason=error.reason, detail=str(error))
         self._on_state_change()
-        return UpdateOutcome(UpdatePhase.REJECTED, error.reason, str(error))
+        return UpdateOutcome(UpdatePhase.REJECTED, error.reason, str(error), rollout_id)
 
     def _run(self, data: bytes, dirs: tuple[Path, ...]) -> UpdateOutcome:
         admitted = self._admit(data)
@@ -300,25 +338,46 @@ class Updater:
         self._report(UpdatePhase.DOWNLOADING, entry, total=release.artifact.size)
         self._on_state_change()
         crashpoint("journal.downloading")
-        try:
-            return self._install(entry, release, active, dirs)
-        except Rejected as e:
-            return self._reject(entry, e)
-        except Unavailable as e:
-            log.warning("update %s@%s could not be fetched: %s", release.name, release.version, e)
-            self._journal.update(entry.id, phase=UpdatePhase.IDLE, reason=e.reason,
-                                 detail=str(e)[:MAX_DETAIL])
-            self._report(UpdatePhase.IDLE, entry, reason=e.reason, detail=str(e))
-            self._on_state_change()
-            self._retry = (data, dirs, time.monotonic() + RETRY_MIN_S, RETRY_MIN_S)
-            return self._outcome(UpdatePhase.IDLE, verified, reason=e.reason, detail=str(e))
-
-    def _install(self, entry: JournalEntry, release: Release, active: ModelIdentity,
-                 dirs: tuple[Path, ...]) -> UpdateOutcome:
-        target = release.target
+        transfer = Transfer()
+        self._transfer = (hashlib.sha256(data).hexdigest(), transfer)
         retriever = TargetRetriever(self._downloads, self._fetchers,
                                     lambda phase, via, done, total: self._progress(
-                                        entry, phase, via, done, total), dirs)
+                                        entry, phase, via, done, total), dirs, transfer,
+                                    self._pace)
+        try:
+            try:
+                return self._install(entry, release, active, retriever)
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise DiskFull(f"no space left to install the model: {e.strerror}") from e
+        except Rejected as e:
+            retriever.discard(release)
+            return self._reject(entry, e)
+        except Superseded as e:
+            retriever.discard(release)
+            return self._stop(entry, verified, e)
+        except Unavailable as e:
+            outcome = self._stop(entry, verified, e)
+            self._retry = (data, dirs, time.monotonic() + RETRY_MIN_S, RETRY_MIN_S)
+            return outcome
+        finally:
+            self._transfer = None
+
+    def _stop(self, entry: JournalEntry, verified: VerifiedUpdate, error: Unavailable
+              ) -> UpdateOutcome:
+        """The attempt ends without a verdict on the release: reported, journal back to idle."""
+        log.warning("update %s@%s stopped: %s: %s", entry.model, entry.version, error.reason,
+                    error)
+        self._journal.update(entry.id, phase=UpdatePhase.IDLE, reason=error.reason,
+                             detail=str(error)[:MAX_DETAIL])
+        self._report(UpdatePhase.IDLE, entry, reason=error.reason, detail=str(error))
+        self._on_state_change()
+        return self._outcome(UpdatePhase.IDLE, verified, reason=error.reason, detail=str(error))
+
+    def _install(self, entry: JournalEntry, release: Release, active: ModelIdentity,
+                 retriever: TargetRetriever) -> UpdateOutcome:
+        target = release.target
         if self._store.verified_path(target.sha256) is not None:
             retrieval = Retrieval(b"", "local")
         else:
@@ -429,6 +488,11 @@ class Updater:
 
     def _roll_back(self, entry: JournalEntry, old: Any, error: Rejected) -> None:
         log.warning("rolling back %s@%s: %s", entry.model, entry.version, error)
+        if self._loop is not None and old is None and self._loop.model.sha256 == entry.sha256:
+            path = self._store.verified_path(entry.from_sha256)
+            if path is not None:
+                runtime = self.config.profile.runtime
+                old = self._load(path, runtime.threads, runtime.delegates)
         if self._loop is not None and old is not None:
             new = self._loop.swap(old)
             new.close()
@@ -456,12 +520,21 @@ class Updater:
 
     def _settle_interrupted(self, entry: JournalEntry) -> None:
         was = entry.phase
+        if (was == UpdatePhase.PROBATION and entry.interruptions == 0
+                and self._store.link(ACTIVE) == entry.sha256
+                and self._store.verified_path(entry.sha256) is not None):
+            entry = self._journal.update(entry.id, interruptions=1, detail=RESUMED)
+            self._report(UpdatePhase.PROBATION, entry, detail=RESUMED)
+            log.warning("the agent stopped while %s@%s was on probation: resuming it",
+                        entry.model, entry.version)
+            self._resume = entry
+            return
         if self._store.link(ACTIVE) != entry.from_sha256 and self._store.has(entry.from_sha256):
             self._store.restore(entry.from_sha256, entry.prev_sha256 or None)
         error: Rejected | None = None
         if was == UpdatePhase.PROBATION:
-            error = ProbationFailed(f"the agent stopped while {entry.model}@{entry.version} was "
-                                    "on probation: rolled back")
+            error = ProbationCrashed(f"the agent stopped twice while {entry.model}@"
+                                     f"{entry.version} was on probation: rolled back")
             phase = UpdatePhase.ROLLED_BACK
         elif entry.detail == VALIDATING:
             error = InvalidModel("the agent stopped while loading and smoke-testing this model")
@@ -476,6 +549,31 @@ class Updater:
         detail = f"interrupted while {was}; the next delivery of the deployment resumes it"
         entry = self._journal.update(entry.id, phase=UpdatePhase.IDLE, detail=detail)
         self._report(UpdatePhase.IDLE, entry, detail=detail)
+
+    def _resume_probation(self, entry: JournalEntry) -> None:
+        """Start the probation again on the model the loop serves (after one interruption)."""
+        assert self._loop is not None
+        try:
+            envelope = load_json(entry.deployment.encode("utf-8"))
+            deployment = Deployment.parse_signed(envelope["signed"])
+            release = Release.parse_signed(deployment.release["signed"], "release.signed")
+        except (Rejected, KeyError, TypeError) as e:  # verified when stored: not expected
+            self._roll_back(entry, None, ProbationFailed(f"cannot resume probation: {e}"))
+            self._on_state_change()
+            return
+        old = None
+        path = self._store.verified_path(entry.from_sha256)
+        if path is not None:
+            runtime = self.config.profile.runtime
+            try:
+                old = self._load(path, runtime.threads, runtime.delegates)
+            except Rejected as e:
+                log.warning("the previous model does not load (%s); no shadow checks", e)
+        self._previous_model = old
+        self._probation = Probation(entry.sha256, release.probation, None, old)
+        self._journal.update(entry.id, probation_started=time.time())
+        crashpoint("probation.resumed")
+        self._on_state_change()
 
     def _serve_path(self) -> Path:
         for which in (ACTIVE, PREVIOUS):
