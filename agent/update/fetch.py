@@ -215,9 +215,11 @@ class HttpFetcher(Fetcher):
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
+        response: http.client.HTTPResponse | None = None
         try:
             conn.request("GET", target, headers=headers)
-            transfer.watch(conn.sock)
+            sock = conn.sock  # the response keeps reading it after `conn` lets go of it
+            transfer.watch(sock)
             response = conn.getresponse()
             status = response.status
             if status in (301, 302, 303, 307, 308):
@@ -235,7 +237,7 @@ class HttpFetcher(Fetcher):
                 raise SizeExceeded(
                     f"server announces {offset + int(declared)} bytes, over the signed {max_length}"
                 )
-            done = _copy(_bounded(response, conn, transfer, self.timeout_s), dest, offset,
+            done = _copy(_bounded(response, sock, transfer, self.timeout_s), dest, offset,
                          max_length, progress, transfer)
             if declared is not None and declared.isdigit() and done != offset + int(declared):
                 raise FetchFailed(f"connection closed after {done} bytes")
@@ -245,15 +247,17 @@ class HttpFetcher(Fetcher):
             raise FetchFailed(f"{_redact(url)}: {e}") from e
         finally:
             transfer.watch(None)
+            if response is not None:
+                response.close()
             conn.close()
 
 
-def _bounded(response: http.client.HTTPResponse, conn: http.client.HTTPConnection,
+def _bounded(response: http.client.HTTPResponse, sock: socket.socket | None,
              transfer: Transfer, timeout_s: float) -> Callable[[int], bytes]:
     """`response.read1`, each read waiting no longer than the socket timeout or the deadline."""
     def read(n: int) -> bytes:
-        if conn.sock is not None:
-            conn.sock.settimeout(transfer.read_timeout(timeout_s))
+        if sock is not None:
+            sock.settimeout(transfer.read_timeout(timeout_s))
         return response.read1(n)
 
     return read
