@@ -488,6 +488,8 @@ class Updater:
 
     def _roll_back(self, entry: JournalEntry, old: Any, error: Rejected) -> None:
         log.warning("rolling back %s@%s: %s", entry.model, entry.version, error)
+        # the verdict first: a crash from here on finishes the rollback, never resumes probation
+        entry = self._journal.update(entry.id, reason=error.reason, detail=str(error)[:MAX_DETAIL])
         if self._loop is not None and old is None and self._loop.model.sha256 == entry.sha256:
             path = self._store.verified_path(entry.from_sha256)
             if path is not None:
@@ -520,7 +522,7 @@ class Updater:
 
     def _settle_interrupted(self, entry: JournalEntry) -> None:
         was = entry.phase
-        if (was == UpdatePhase.PROBATION and entry.interruptions == 0
+        if (was == UpdatePhase.PROBATION and entry.interruptions == 0 and not entry.reason
                 and self._store.link(ACTIVE) == entry.sha256
                 and self._store.verified_path(entry.sha256) is not None):
             entry = self._journal.update(entry.id, interruptions=1, detail=RESUMED)
@@ -532,7 +534,10 @@ class Updater:
         if self._store.link(ACTIVE) != entry.from_sha256 and self._store.has(entry.from_sha256):
             self._store.restore(entry.from_sha256, entry.prev_sha256 or None)
         error: Rejected | None = None
-        if was == UpdatePhase.PROBATION:
+        if was == UpdatePhase.PROBATION and entry.reason:  # a verdict, cut short: finish it
+            error = ProbationFailed(entry.detail)
+            phase = UpdatePhase.ROLLED_BACK
+        elif was == UpdatePhase.PROBATION:
             error = ProbationCrashed(f"the agent stopped twice while {entry.model}@"
                                      f"{entry.version} was on probation: rolled back")
             phase = UpdatePhase.ROLLED_BACK
