@@ -164,6 +164,10 @@ def _rollouts(ctx: Context, args: argparse.Namespace) -> int:
     for v in views:
         if v["reason"]:
             console.print(f"{v['id']}: {v['reason']}")
+    if args.id:  # one rollout: each failed device's own sentence
+        for f in views[0]["failures"]:
+            sentence = f"{f['reason']}: {f['detail']}" if f["detail"] else f["reason"]
+            console.print(f"{f['device_id']}: {sentence}", markup=False, highlight=False)
     return 0
 
 
