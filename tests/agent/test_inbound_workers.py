@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from agent.link.commands import CommandGate
 from agent.link.inbound import COMMAND_EVENT, Inbound
+from shared.errors import Rejected
 from shared.keys import Keyring, SigningKey
 from shared.topics import Channel
 from tests.agent.test_daemon_inbound import DEVICE, signed_command
@@ -134,3 +141,62 @@ def test_refused_commands_are_reported_with_their_reason(tmp_path) -> None:
     finally:
         h.close()
 
+
+
+# -- properties (hypothesis' settings profile; `make fuzz` may pick a larger one) ---------------
+
+@pytest.fixture
+def harness(tmp_path) -> Iterator[Harness]:
+    h = Harness(tmp_path, queue_size=64)
+    yield h
+    h.close()
+
+
+def _mutate(data: bytes, edits: list[tuple[int, int]]) -> bytes:
+    out = bytearray(data)
+    for position, value in edits:
+        out[position % len(out)] = value
+    return bytes(out)
+
+
+def _offer_and_wait(h: Harness, payload: bytes) -> dict[str, Any]:
+    before = len(h.events)
+    h.inbound.offer(Channel.CMD, payload)  # raises nothing into paho's thread
+    assert wait(lambda: len(h.events) > before), "every command gets a reported outcome"
+    kind, detail = h.events[before]
+    assert kind == COMMAND_EVENT
+    return detail
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=st.one_of(
+    st.binary(max_size=4096),
+    st.sampled_from([b"[" * 50_000, b'{"signed": ' + b"7" * 5000 + b"}",
+                     b'{"signed": {"schema": "litefleet.cmd/1", "nonce": "\\udc80"}}']),
+))
+def test_random_cmd_payloads_are_refused_and_reported(harness, payload) -> None:
+    try:
+        harness.gate.admit(payload, datetime.now(UTC))
+        admitted = True
+    except Rejected:  # the only error type that may leave the verify step
+        admitted = False
+    if admitted:
+        return
+    detail = _offer_and_wait(harness, payload)
+    assert detail["outcome"] == "refused" and detail["reason"], detail
+    assert harness.inbound.dropped >= 1
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.integers(0, 2**12), st.integers(0, 255)), min_size=1,
+                      max_size=6))
+def test_mutated_signed_commands_are_refused_or_run_and_always_reported(harness, edits) -> None:
+    signed = signed_command(harness.key, "report-now")
+    detail = _offer_and_wait(harness, _mutate(signed, edits))
+    assert detail["outcome"] in ("refused", "done"), detail
+    if detail["outcome"] == "refused":
+        assert detail["reason"] != "internal_error", detail
+    # the worker still serves: a fresh valid command runs
+    ran = harness.ran.count("report-now")
+    assert _offer_and_wait(harness, signed_command(harness.key, "report-now"))["outcome"] == "done"
+    assert harness.ran.count("report-now") == ran + 1
