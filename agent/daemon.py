@@ -155,6 +155,9 @@ class Daemon:
         scheduler.add_job(self._guard(self._heartbeat), "interval",
                           seconds=cfg.telemetry.heartbeat_s, id="heartbeat", **job)
         scheduler.add_job(self._guard(self._tick), "interval", seconds=TICK_S, id="tick", **job)
+        # its own job: a retried download running in the updater's tick never holds events up
+        scheduler.add_job(self._guard(parts.events.flush), "interval", seconds=TICK_S,
+                          id="events", **job)
         interval = self.notifier.watchdog_interval_s
         if interval:
             scheduler.add_job(self._guard(self._watchdog), "interval", seconds=interval,
@@ -188,7 +191,6 @@ class Daemon:
     def _tick(self) -> None:
         parts = self._parts
         assert parts is not None
-        parts.events.flush()
         parts.updater.tick()
 
     def _watchdog(self) -> None:
@@ -246,6 +248,7 @@ class Daemon:
         parts = self._parts
         assert parts is not None
         self.notifier.stopping()
+        parts.updater.interrupt()  # a running download stops now (its part is kept to resume)
         log.info("stopping: outbox depth %s", parts.outbox.depth())
         parts.scheduler.shutdown(wait=True)
         parts.loop.stop()

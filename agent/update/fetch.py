@@ -35,7 +35,14 @@ from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
 from agent.update.crash import crashpoint
-from shared.errors import DiskFull, FetchFailed, SizeExceeded, SlowRetrieval, Superseded
+from shared.errors import (
+    DiskFull,
+    FetchFailed,
+    SizeExceeded,
+    SlowRetrieval,
+    Superseded,
+    Unavailable,
+)
 
 __all__ = ["Fetcher", "FileFetcher", "HttpFetcher", "Transfer", "fetcher_for", "is_disk_full"]
 
@@ -63,6 +70,7 @@ class Transfer:
         self._limit_s = 0.0
         self._lock = threading.Lock()
         self._cancelled = ""
+        self._error: type[Unavailable] = Superseded
         self._abort: Callable[[], None] | None = None
 
     def limit(self, seconds: float | None) -> None:
@@ -70,9 +78,11 @@ class Transfer:
         self._limit_s = seconds or 0.0
         self._deadline = None if seconds is None else self._clock() + seconds
 
-    def cancel(self, why: str) -> None:
+    def cancel(self, why: str, error: type[Unavailable] = Superseded) -> None:
+        """End the download: the fetch raises `error(why)` (from any thread)."""
         with self._lock:
             self._cancelled = why or "cancelled"
+            self._error = error
             abort = self._abort
         if abort is not None:
             abort()
@@ -82,9 +92,9 @@ class Transfer:
         return bool(self._cancelled)
 
     def check(self) -> None:
-        """Raise `Superseded` once cancelled, `SlowRetrieval` once past the deadline."""
+        """Raise the cancel's error once cancelled, `SlowRetrieval` once past the deadline."""
         if self._cancelled:
-            raise Superseded(self._cancelled)
+            raise self._error(self._cancelled)
         if self._deadline is not None and self._clock() >= self._deadline - _DEADLINE_SLACK_S:
             raise SlowRetrieval(f"the download did not finish within its {self._limit_s:.0f} s "
                                 "deadline (size / minimum rate)")

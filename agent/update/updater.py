@@ -54,6 +54,7 @@ from agent.update.state import active_identity
 from shared.documents import Deployment, IOSignature, Release, load_json
 from shared.errors import (
     DiskFull,
+    FetchFailed,
     InvalidModel,
     IOSignatureMismatch,
     ProbationCrashed,
@@ -208,6 +209,12 @@ class Updater:
         log.info("cancelling the running download: %s", why)
         running[1].cancel(why)
         return True
+
+    def interrupt(self) -> None:
+        """The agent is stopping: end a running download now (any thread); it resumes later."""
+        running = self._transfer
+        if running is not None:
+            running[1].cancel("the agent is stopping", FetchFailed)
 
     def handle_deployment(self, data: bytes, artifact_dirs: Sequence[Path] = ()) -> UpdateOutcome:
         """Run the whole pipeline for one deployment document (from a worker thread)."""

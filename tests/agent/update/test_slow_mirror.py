@@ -167,3 +167,24 @@ def test_while_a_mirror_drips_commands_are_answered_and_a_newer_deployment_takes
     assert sub.wait_for(answered, 20), sub.payloads("/events")
     assert agent.alive()
     assert agent.terminate() == 0
+
+
+def test_the_agent_stops_cleanly_while_a_mirror_drips_and_keeps_the_part(
+        mosquitto, mqtt_subscriber, agent_process, drip):
+    key = SigningKey.generate()
+    sub = mqtt_subscriber(mosquitto, [f"{PREFIX}/+"])
+    agent = agent_process(mosquitto, [key.public.hex], telemetry_s=3600,
+                          extra_toml="[update]\ndownload_grace_s = 600\n")
+    assert sub.wait_for(lambda ms: any(m.topic.endswith("/state") and json.loads(m.payload)[
+        "online"] for m in ms), 30), agent.log()[-3000:]
+    server = drip(len(package_model(DIGITS_BAD.read_bytes(), level=3).full))
+    publish(mosquitto, f"{PREFIX}/desired",
+            _deployment(key, 1, f"{server.url}/artifact", "r-slow", DIGITS_BAD.read_bytes()),
+            retain=True)
+    assert sub.wait_for(lambda ms: any(
+        json.loads(p)["phase"] == "downloading" and json.loads(p)["bytes_done"] > 0
+        for p in sub.payloads("/update")), 30), agent.log()[-3000:]
+    assert server.dripping == 1
+    assert agent.terminate(timeout=30) == 0  # not held by the download (a give-up bound)
+    parts = list((agent.state_dir / "downloads").glob("*.part"))
+    assert len(parts) == 1 and parts[0].stat().st_size > 0  # kept, to resume
