@@ -10,7 +10,8 @@ slow download never holds up an operator's command:
   verifies and reports); the same bytes arriving again (the retained message after every
   reconnect) are handled once per process. When a different deployment arrives while one is
   being handled, the command worker asks `supersede` to look at it: an authentic newer
-  deployment cancels the running download, and the deployment worker takes it next.
+  deployment cancels the running download, and the deployment worker takes it next (the
+  deployment worker asks too before it starts one, for a retry downloading elsewhere).
 - `cmd` goes to a bounded queue (`[mqtt] inbound_queue`); the command worker verifies each
   with `CommandGate.admit` (keyring, device, expiry, replay) and runs its handler. Every
   command's outcome is reported through `report` (an event of kind `command`: done, refused
@@ -161,6 +162,8 @@ class Inbound:
         if digest == self._last_deployment:
             log.debug("deployment %s seen before; ignored", digest[:12])
             return
+        if self._supersede is not None:  # a retry may be downloading on the updater's tick
+            self._screen(payload)
         outcome = self._on_deployment(payload)
         self._last_deployment = digest
         log.info("deployment %s handled: %s", digest[:12], outcome)

@@ -47,9 +47,14 @@ class Harness:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.superseded: list[bytes] = []
 
+        self.current: bytes | None = None
+        self.hold = False  # a supersede is recorded, the running deployment released by the test
+
         def deployment(data: bytes) -> str:
             self.deployments.append(data)
+            self.current = data
             self.release_deployment.wait(30)
+            self.current = None
             return "done"
 
         def slow() -> None:
@@ -66,8 +71,12 @@ class Harness:
         self.inbound.start()
 
     def _supersede(self, data: bytes) -> bool:
+        """Like the updater's: a running deployment other than `data` gives way."""
+        if self.current is None or self.current == data:
+            return False
         self.superseded.append(data)
-        self.release_deployment.set()  # what cancelling the download does for the worker
+        if not self.hold:
+            self.release_deployment.set()  # what cancelling the download does for the worker
         return True
 
     def outcomes(self, outcome: str) -> list[dict[str, Any]]:
@@ -97,14 +106,17 @@ def test_a_command_runs_while_a_deployment_is_being_handled(tmp_path) -> None:
 def test_desired_keeps_the_newest_and_a_newer_one_asks_to_supersede(tmp_path) -> None:
     h = Harness(tmp_path)
     try:
+        h.hold = True
         h.inbound.offer(Channel.DESIRED, b"deployment-1")
         assert wait(lambda: len(h.deployments) == 1)
         for n in (2, 3, 4):
             h.inbound.offer(Channel.DESIRED, f"deployment-{n}".encode())
-        # the running one was asked to give way to a newer one; only the newest runs next
+        # the running one was asked to give way to a newer one ...
+        assert wait(lambda: len(h.superseded) >= 1)
+        assert set(h.superseded) <= {b"deployment-2", b"deployment-3", b"deployment-4"}
+        h.release_deployment.set()
+        # ... and only the newest runs next
         assert wait(lambda: h.deployments == [b"deployment-1", b"deployment-4"])
-        assert h.superseded and h.superseded[-1] in (b"deployment-2", b"deployment-3",
-                                                     b"deployment-4")
         assert h.inbound.replaced == 2  # deployment-2 and -3 were replaced, and counted
     finally:
         h.close()
