@@ -33,7 +33,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,6 +47,7 @@ from agent.update.fetch import Fetcher, Transfer, fetcher_for
 from agent.update.handover import UpdateLock, take_requests, write_result
 from agent.update.journal import JournalEntry, UpdateJournal
 from agent.update.modelstore import ACTIVE, PREVIOUS, ModelStore
+from agent.update.outcome import MAX_DETAIL, Outbox, StatusReporter, UpdateOutcome, entry_like
 from agent.update.probation import LatencyWindow, Probation, Verdict
 from agent.update.retrieval import Pace, Retrieval, TargetRetriever
 from agent.update.state import active_identity
@@ -63,8 +63,7 @@ from shared.errors import (
     Superseded,
     Unavailable,
 )
-from shared.messages import ModelIdentity, UpdatePhase, UpdateStatus
-from shared.topics import Channel
+from shared.messages import ModelIdentity, UpdatePhase
 from shared.verify import VerifiedUpdate, describe_io
 
 __all__ = ["UpdateOutcome", "Updater"]
@@ -75,13 +74,8 @@ PROGRESS_EVERY_S = 1.0  # download progress reports at most this often
 STALE_DOWNLOAD_S = 24 * 3600  # partial downloads untouched this long are removed
 LOCK_WAIT_S = 120.0  # how long `recover` waits for an `apply` running without the daemon
 RETRY_MIN_S, RETRY_MAX_S = 10.0, 600.0  # backoff after a failed fetch
-MAX_DETAIL = 500
 VALIDATING = "loading and smoke-testing the model"  # journal detail while the model first runs
 RESUMED = "probation interrupted, resumed"
-
-
-class Outbox(Protocol):
-    def append(self, channel: Channel, make: Callable[[int], Any]) -> int: ...
 
 
 class Loop(Protocol):
@@ -90,28 +84,6 @@ class Loop(Protocol):
     def swap(self, model: Any, timeout: float = 5.0) -> Any: ...
     def recent_inputs(self) -> list[list[np.ndarray]]: ...
     def add_listener(self, fn: Callable[[Any], None]) -> None: ...
-
-
-@dataclass(frozen=True)
-class UpdateOutcome:
-    """Where `handle_deployment` left an update: active (probation or committed) or not."""
-
-    phase: str
-    reason: str = ""
-    detail: str = ""
-    rollout_id: str = ""
-    model: str = ""
-    version: int = 0
-    sha256: str = ""
-    via: str = ""
-    no_op: bool = False
-
-    @property
-    def active(self) -> bool:
-        return self.phase in (UpdatePhase.PROBATION, UpdatePhase.COMMITTED)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "active": self.active}
 
 
 def _loader(path: Path, threads: int, delegates: tuple[str, ...]) -> Any:
@@ -131,7 +103,7 @@ class Updater:
         self._journal = UpdateJournal(db)
         self._store = ModelStore(config.state_dir, config.model.name)
         self._downloads = config.state_dir / "downloads"
-        self._outbox = outbox
+        self._status = StatusReporter(config.device_id, outbox)
         self._on_state_change = on_state_change
         timeout = config.update.download_timeout_s
         self._fetchers = fetchers or (lambda url: fetcher_for(url, timeout))
@@ -285,12 +257,12 @@ class Updater:
         _, verified = admitted
         release = verified.release
         if verified.is_current:
-            return self._outcome(UpdatePhase.PROBATION, verified, no_op=True,
+            return UpdateOutcome.of_verified(UpdatePhase.PROBATION, verified, no_op=True,
                                  detail="already on probation")
         self._pending = (data, dirs)
         log.info("deployment of %s@%s waits for the running probation", release.name,
                  release.version)
-        return self._outcome(UpdatePhase.IDLE, verified, detail="queued behind a probation")
+        return UpdateOutcome.of_verified(UpdatePhase.IDLE, verified, detail="queued behind a probation")
 
     def _admit(self, data: bytes) -> tuple[ModelIdentity, VerifiedUpdate] | UpdateOutcome:
         """Verify `data` against the model serving now: (active, verified), or the refusal."""
@@ -313,7 +285,7 @@ class Updater:
         entry = self._journal.begin(rollout_id=rollout_id, model="", version=0, sha256="",
                                     phase=UpdatePhase.REJECTED, reason=error.reason,
                                     detail=str(error)[:MAX_DETAIL])
-        self._report(UpdatePhase.REJECTED, entry, reason=error.reason, detail=str(error))
+        self._status.report(UpdatePhase.REJECTED, entry, reason=error.reason, detail=str(error))
         self._on_state_change()
         return UpdateOutcome(UpdatePhase.REJECTED, error.reason, str(error), rollout_id)
 
@@ -325,15 +297,15 @@ class Updater:
         release = verified.release
         if verified.is_current:
             log.info("%s@%s is already active", release.name, release.version)
-            self._report(UpdatePhase.COMMITTED, _entry_like(verified), detail="already active")
-            return self._outcome(UpdatePhase.COMMITTED, verified, no_op=True,
+            self._status.report(UpdatePhase.COMMITTED, entry_like(verified), detail="already active")
+            return UpdateOutcome.of_verified(UpdatePhase.COMMITTED, verified, no_op=True,
                                  detail="already active")
         condemned = self._journal.condemned(release.target.sha256, release.version)
         if condemned is not None:
             detail = f"refused earlier ({condemned.reason}): {condemned.detail}"
-            self._report(UpdatePhase.REJECTED, _entry_like(verified), reason=condemned.reason,
+            self._status.report(UpdatePhase.REJECTED, entry_like(verified), reason=condemned.reason,
                          detail=detail)
-            return self._outcome(UpdatePhase.REJECTED, verified, reason=condemned.reason,
+            return UpdateOutcome.of_verified(UpdatePhase.REJECTED, verified, reason=condemned.reason,
                                  detail=detail)
         entry = self._journal.begin(
             rollout_id=verified.deployment.rollout_id, model=release.name,
@@ -342,7 +314,7 @@ class Updater:
             prev_sha256=self._store.link(PREVIOUS) or "",
             deployment=data.decode("utf-8"),
         )
-        self._report(UpdatePhase.DOWNLOADING, entry, total=release.artifact.size)
+        self._status.report(UpdatePhase.DOWNLOADING, entry, total=release.artifact.size)
         self._on_state_change()
         crashpoint("journal.downloading")
         transfer = Transfer()
@@ -378,9 +350,9 @@ class Updater:
                     error)
         self._journal.update(entry.id, phase=UpdatePhase.IDLE, reason=error.reason,
                              detail=str(error)[:MAX_DETAIL])
-        self._report(UpdatePhase.IDLE, entry, reason=error.reason, detail=str(error))
+        self._status.report(UpdatePhase.IDLE, entry, reason=error.reason, detail=str(error))
         self._on_state_change()
-        return self._outcome(UpdatePhase.IDLE, verified, reason=error.reason, detail=str(error))
+        return UpdateOutcome.of_verified(UpdatePhase.IDLE, verified, reason=error.reason, detail=str(error))
 
     def _install(self, entry: JournalEntry, release: Release, active: ModelIdentity,
                  retriever: TargetRetriever) -> UpdateOutcome:
@@ -400,7 +372,7 @@ class Updater:
         model = self._validate(path, release)
         entry = self._journal.update(entry.id, phase=UpdatePhase.STAGED, detail="")
         self._journal.remember_model(target.sha256, release.name, release.version)
-        self._report(UpdatePhase.STAGED, entry, detail=retrieval.delta_error, via=retrieval.via)
+        self._status.report(UpdatePhase.STAGED, entry, detail=retrieval.delta_error, via=retrieval.via)
         crashpoint("journal.staged")
         return self._activate(entry, release, model)
 
@@ -439,7 +411,7 @@ class Updater:
 
     def _activate(self, entry: JournalEntry, release: Release, model: Any) -> UpdateOutcome:
         entry = self._journal.update(entry.id, phase=UpdatePhase.ACTIVATING)
-        self._report(UpdatePhase.ACTIVATING, entry)
+        self._status.report(UpdatePhase.ACTIVATING, entry)
         crashpoint("journal.activating")
         self._store.activate(entry.sha256)
         if self._loop is None:
@@ -447,10 +419,10 @@ class Updater:
             detail = "installed with no inference loop running: committed without probation"
             entry = self._journal.update(entry.id, phase=UpdatePhase.COMMITTED, detail=detail)
             crashpoint("journal.committed")
-            self._report(UpdatePhase.COMMITTED, entry, detail=detail)
+            self._status.report(UpdatePhase.COMMITTED, entry, detail=detail)
             self._on_state_change()
             self._housekeeping()
-            return self._entry_outcome(entry)
+            return UpdateOutcome.of_entry(entry)
         baseline = self._latency.p95(entry.from_sha256)
         try:
             old = self._loop.swap(model)
@@ -465,10 +437,10 @@ class Updater:
         self._probation = Probation(entry.sha256, release.probation, baseline, old)
         entry = self._journal.update(entry.id, phase=UpdatePhase.PROBATION,
                                      probation_started=time.time())
-        self._report(UpdatePhase.PROBATION, entry)
+        self._status.report(UpdatePhase.PROBATION, entry)
         self._on_state_change()
         crashpoint("journal.probation")
-        return self._entry_outcome(entry)
+        return UpdateOutcome.of_entry(entry)
 
     def _settle_probation(self, verdict: Verdict) -> None:
         crashpoint("probation.verdict")
@@ -486,7 +458,7 @@ class Updater:
             entry = self._journal.update(entry.id, phase=UpdatePhase.COMMITTED,
                                          detail=verdict.detail[:MAX_DETAIL])
             crashpoint("journal.committed")
-            self._report(UpdatePhase.COMMITTED, entry, detail=verdict.detail)
+            self._status.report(UpdatePhase.COMMITTED, entry, detail=verdict.detail)
             log.info("committed %s@%s: %s", entry.model, entry.version, verdict.detail)
         else:
             self._roll_back(entry, old, ProbationFailed(verdict.detail))
@@ -510,7 +482,7 @@ class Updater:
         entry = self._journal.update(entry.id, phase=UpdatePhase.ROLLED_BACK,
                                      reason=error.reason, detail=str(error)[:MAX_DETAIL])
         crashpoint("journal.rolled_back")
-        self._report(UpdatePhase.ROLLED_BACK, entry, reason=error.reason, detail=str(error))
+        self._status.report(UpdatePhase.ROLLED_BACK, entry, reason=error.reason, detail=str(error))
 
     def _reject(self, entry: JournalEntry, error: Rejected) -> UpdateOutcome:
         log.warning("update %s@%s rejected: %s: %s", entry.model, entry.version, error.reason,
@@ -521,9 +493,9 @@ class Updater:
                 self._store.remove(entry.sha256)
         entry = self._journal.update(entry.id, phase=UpdatePhase.REJECTED, reason=error.reason,
                                      detail=str(error)[:MAX_DETAIL])
-        self._report(UpdatePhase.REJECTED, entry, reason=error.reason, detail=str(error))
+        self._status.report(UpdatePhase.REJECTED, entry, reason=error.reason, detail=str(error))
         self._on_state_change()
-        return self._entry_outcome(entry)
+        return UpdateOutcome.of_entry(entry)
 
     # recovery ---------------------------------------------------------------------------
 
@@ -533,7 +505,7 @@ class Updater:
                 and self._store.link(ACTIVE) == entry.sha256
                 and self._store.verified_path(entry.sha256) is not None):
             entry = self._journal.update(entry.id, interruptions=1, detail=RESUMED)
-            self._report(UpdatePhase.PROBATION, entry, detail=RESUMED)
+            self._status.report(UpdatePhase.PROBATION, entry, detail=RESUMED)
             log.warning("the agent stopped while %s@%s was on probation: resuming it",
                         entry.model, entry.version)
             self._resume = entry
@@ -554,13 +526,13 @@ class Updater:
         if error is not None:
             entry = self._journal.update(entry.id, phase=phase, reason=error.reason,
                                          detail=str(error))
-            self._report(phase, entry, reason=error.reason, detail=str(error))
+            self._status.report(phase, entry, reason=error.reason, detail=str(error))
             return
         if was == UpdatePhase.STAGED and self._store.verified_path(entry.sha256) is None:
             log.warning("staged model %s failed re-verification", entry.sha256[:12])
         detail = f"interrupted while {was}; the next delivery of the deployment resumes it"
         entry = self._journal.update(entry.id, phase=UpdatePhase.IDLE, detail=detail)
-        self._report(UpdatePhase.IDLE, entry, detail=detail)
+        self._status.report(UpdatePhase.IDLE, entry, detail=detail)
 
     def _resume_probation(self, entry: JournalEntry) -> None:
         """Start the probation again on the model the loop serves (after one interruption)."""
@@ -639,7 +611,7 @@ class Updater:
         if phase == UpdatePhase.VERIFYING:
             if self._journal.get(entry.id).phase != UpdatePhase.VERIFYING:
                 self._journal.update(entry.id, phase=UpdatePhase.VERIFYING, via=via)
-                self._report(UpdatePhase.VERIFYING, entry, done=done, total=total, via=via)
+                self._status.report(UpdatePhase.VERIFYING, entry, done=done, total=total, via=via)
                 self._on_state_change()
                 crashpoint("journal.verifying")
             return
@@ -649,26 +621,8 @@ class Updater:
         self._last_progress = now
         if self._journal.get(entry.id).phase != UpdatePhase.DOWNLOADING:
             self._journal.update(entry.id, phase=UpdatePhase.DOWNLOADING, via=via)
-        self._report(UpdatePhase.DOWNLOADING, entry, done=done, total=total, via=via)
+        self._status.report(UpdatePhase.DOWNLOADING, entry, done=done, total=total, via=via)
         crashpoint("download.progress")
-
-    def _report(self, phase: str, entry: JournalEntry | None, *, reason: str = "",
-                detail: str = "", done: int = 0, total: int = 0, via: str = "") -> None:
-        device = self.config.device_id
-
-        def make(seq: int) -> UpdateStatus:
-            return UpdateStatus(
-                device_id=device, seq=seq, ts=time.time(),
-                rollout_id=entry.rollout_id if entry else "", phase=phase,
-                model=entry.model if entry else "", version=entry.version if entry else 0,
-                sha256=entry.sha256 if entry else "", reason=reason, detail=detail[:MAX_DETAIL],
-                bytes_done=done, bytes_total=total, via=via or (entry.via if entry else ""),
-            )
-
-        try:
-            self._outbox.append(Channel.UPDATE, make)
-        except Exception:
-            log.exception("could not record the update status %s", phase)
 
     def _housekeeping(self) -> None:
         protect = tuple(e.sha256 for e in (self._journal.in_progress(),) if e is not None)
@@ -685,20 +639,3 @@ class Updater:
                         part.unlink()
                 except OSError:
                     continue
-
-    def _outcome(self, phase: str, verified: VerifiedUpdate, *, reason: str = "",
-                 detail: str = "", no_op: bool = False) -> UpdateOutcome:
-        release = verified.release
-        return UpdateOutcome(phase, reason, detail, verified.deployment.rollout_id, release.name,
-                             release.version, release.target.sha256, no_op=no_op)
-
-    def _entry_outcome(self, entry: JournalEntry) -> UpdateOutcome:
-        return UpdateOutcome(entry.phase, entry.reason, entry.detail, entry.rollout_id,
-                             entry.model, entry.version, entry.sha256, entry.via)
-
-
-def _entry_like(verified: VerifiedUpdate) -> JournalEntry:
-    release = verified.release
-    return JournalEntry(0, verified.deployment.rollout_id, release.name, release.version,
-                        release.target.sha256, UpdatePhase.IDLE)
-
