@@ -122,7 +122,8 @@ class Updater:
         self._update_lock = lock or UpdateLock(config.state_dir)
         self._pace = Pace(config.update.min_download_rate, config.update.download_grace_s)
         self._transfer: tuple[str, Transfer] | None = None  # (deployment digest, its download)
-        self._resume: JournalEntry | None = None  # an interrupted probation, resumed on attach
+        self._resume: JournalEntry | None = None
+        self._stopping = False  # an interrupted probation, resumed on attach
 
     # public -----------------------------------------------------------------------------
 
@@ -184,6 +185,7 @@ class Updater:
 
     def interrupt(self) -> None:
         """The agent is stopping: end a running download now (any thread); it resumes later."""
+        self._stopping = True  # and one that would start after this is cancelled at once
         running = self._transfer
         if running is not None:
             running[1].cancel("the agent is stopping", FetchFailed)
@@ -319,6 +321,8 @@ class Updater:
         crashpoint("journal.downloading")
         transfer = Transfer()
         self._transfer = (hashlib.sha256(data).hexdigest(), transfer)
+        if self._stopping:
+            transfer.cancel("the agent is stopping", FetchFailed)
         retriever = TargetRetriever(self._downloads, self._fetchers,
                                     lambda phase, via, done, total: self._progress(
                                         entry, phase, via, done, total), dirs, transfer,
