@@ -122,7 +122,7 @@ class Daemon:
             gate, updater.handle_deployment,
             handlers=self._command_handlers(updater, telemetry, loop),
             max_payload_bytes=cfg.mqtt.max_payload_bytes, queue_size=cfg.mqtt.inbound_queue,
-            supersede=updater.supersede, report=events.offer,
+            supersede=updater.supersede, report=events.offer, on_refused=updater.refuse,
         )
         link = MqttLink(cfg.device_id, cfg.mqtt, self._state_payload, inbound.offer)
         drain = OutboxDrain(outbox, link, cfg.outbox.publish_window)

@@ -1,8 +1,9 @@
 """Messages from the cloud (`desired`, `cmd`), handled off paho's network thread.
 
 `offer` is the hand-off paho's `on_message` calls; it never blocks and never raises. Oversized
-payloads are dropped at once (counted and logged). Then each channel has its own worker, so a
-slow download never holds up an operator's command:
+payloads are dropped at once (counted and logged; an oversized `desired` is reported as
+refused, `payload_too_large`, through `on_refused`). Then each channel has its own worker, so
+a slow download never holds up an operator's command:
 
 - `desired` goes to a one-message mailbox: the retained deployment is the whole desired state,
   so the newest wins. One that replaces a message not yet taken is counted and logged. The
@@ -32,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.link.commands import CommandGate
-from shared.errors import Rejected, reason_of
+from shared.errors import PayloadTooLarge, Rejected, reason_of
 from shared.topics import Channel
 
 __all__ = ["COMMAND_EVENT", "Inbound"]
@@ -57,6 +58,7 @@ class Inbound:
         *,
         supersede: Callable[[bytes], bool] | None = None,
         report: Report | None = None,
+        on_refused: Callable[[Rejected], Any] | None = None,
     ) -> None:
         self.gate = gate
         self.handlers = handlers
@@ -66,11 +68,13 @@ class Inbound:
         self.handled = 0
         self._on_deployment = on_deployment
         self._supersede = supersede
+        self._on_refused = on_refused
         self._report = report
         self._now = now
         self._commands: queue.Queue[bytes | None] = queue.Queue(queue_size)
         self._mailbox = threading.Condition()
-        self._desired: bytes | None = None  # the newest desired message not yet taken
+        # the newest desired message not yet taken, or the refusal of one too big to keep
+        self._desired: bytes | Rejected | None = None
         self._running: str | None = None  # digest of the deployment being handled
         self._stopping = False
         self._last_deployment: str | None = None
@@ -81,8 +85,12 @@ class Inbound:
     def offer(self, channel: Channel, payload: bytes) -> None:
         try:
             if len(payload) > self.max_payload_bytes:
-                self._drop(channel, f"{len(payload)} bytes is over the "
-                                    f"{self.max_payload_bytes}-byte cap", "payload_too_large")
+                why = f"{len(payload)} bytes is over the {self.max_payload_bytes}-byte cap"
+                self._drop(channel, why, "payload_too_large")
+                if channel is Channel.DESIRED and self._on_refused is not None:
+                    self._offer_desired(PayloadTooLarge(
+                        f"a desired message of {len(payload)} bytes; at most "
+                        f"{self.max_payload_bytes} are taken"))
             elif channel is Channel.DESIRED:
                 self._offer_desired(payload)
             elif channel is Channel.CMD:
@@ -90,7 +98,7 @@ class Inbound:
         except Exception:  # never into paho's thread
             log.exception("taking a %s message failed", channel)
 
-    def _offer_desired(self, payload: bytes) -> None:
+    def _offer_desired(self, payload: bytes | Rejected) -> None:
         with self._mailbox:
             if self._desired is not None:
                 self.replaced += 1
@@ -99,7 +107,7 @@ class Inbound:
             self._desired = payload
             busy = self._running is not None
             self._mailbox.notify_all()
-        if busy and self._supersede is not None:
+        if busy and self._supersede is not None and isinstance(payload, bytes):
             try:
                 self._commands.put_nowait(_SCREEN)
             except queue.Full:
@@ -143,9 +151,14 @@ class Inbound:
                 payload, self._desired = self._desired, None
                 if self._stopping or payload is None:
                     return
-                self._running = hashlib.sha256(payload).hexdigest()
+                if isinstance(payload, bytes):
+                    self._running = hashlib.sha256(payload).hexdigest()
             try:
-                self._deployment(payload)
+                if isinstance(payload, Rejected):
+                    assert self._on_refused is not None
+                    self._on_refused(payload)
+                else:
+                    self._deployment(payload)
                 self.handled += 1
             except Exception:
                 log.exception("handling a desired message failed; dropped it")
@@ -178,7 +191,8 @@ class Inbound:
                     if self._stopping:
                         return
                     waiting, running = self._desired, self._running
-                if waiting and running and hashlib.sha256(waiting).hexdigest() != running:
+                if (isinstance(waiting, bytes) and waiting and running
+                        and hashlib.sha256(waiting).hexdigest() != running):
                     self._screen(waiting)
                 continue
             try:

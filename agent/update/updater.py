@@ -190,6 +190,11 @@ class Updater:
         if running is not None:
             running[1].cancel("the agent is stopping", FetchFailed)
 
+    def refuse(self, error: Rejected) -> UpdateOutcome:
+        """Report a `desired` message refused before it got here (too big to keep)."""
+        with self._lock:
+            return self._refuse(error, "")
+
     def handle_deployment(self, data: bytes, artifact_dirs: Sequence[Path] = ()) -> UpdateOutcome:
         """Run the whole pipeline for one deployment document (from a worker thread)."""
         with self._lock:

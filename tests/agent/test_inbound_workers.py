@@ -46,6 +46,7 @@ class Harness:
         self.ran: list[str] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.superseded: list[bytes] = []
+        self.refused: list[Rejected] = []
 
         self.current: bytes | None = None
         self.hold = False  # a supersede is recorded, the running deployment released by the test
@@ -67,6 +68,7 @@ class Harness:
              "restart-source": lambda: self.ran.append("restart-source")},
             queue_size=queue_size, supersede=self._supersede,
             report=lambda kind, detail: self.events.append((kind, detail)),
+            on_refused=self.refused.append,
         )
         self.inbound.start()
 
@@ -212,3 +214,14 @@ def test_mutated_signed_commands_are_refused_or_run_and_always_reported(harness,
     ran = harness.ran.count("report-now")
     assert _offer_and_wait(harness, signed_command(harness.key, "report-now"))["outcome"] == "done"
     assert harness.ran.count("report-now") == ran + 1
+
+
+def test_an_oversized_desired_message_is_refused_through_the_updater(tmp_path) -> None:
+    h = Harness(tmp_path)
+    try:
+        h.inbound.offer(Channel.DESIRED, b"{" + b" " * (2 * 1024 * 1024) + b"}")
+        assert wait(lambda: len(h.refused) == 1)
+        assert h.refused[0].reason == "payload_too_large"
+        assert h.deployments == [] and h.inbound.dropped == 1
+    finally:
+        h.close()
