@@ -100,7 +100,7 @@ class Transfer:
                                 "deadline (size / minimum rate)")
 
     def read_timeout(self, timeout_s: float) -> float:
-        """How long the next blocking read may wait: the socket timeout, or less near the deadline."""
+        """How long the next read may block: the socket timeout, or less near the deadline."""
         if self._deadline is None:
             return timeout_s
         return max(0.01, min(timeout_s, self._deadline - self._clock()))

@@ -122,8 +122,8 @@ class Updater:
         self._update_lock = lock or UpdateLock(config.state_dir)
         self._pace = Pace(config.update.min_download_rate, config.update.download_grace_s)
         self._transfer: tuple[str, Transfer] | None = None  # (deployment digest, its download)
-        self._resume: JournalEntry | None = None
-        self._stopping = False  # an interrupted probation, resumed on attach
+        self._resume: JournalEntry | None = None  # an interrupted probation, resumed on attach
+        self._stopping = False
 
     # public -----------------------------------------------------------------------------
 
@@ -265,11 +265,12 @@ class Updater:
         release = verified.release
         if verified.is_current:
             return UpdateOutcome.of_verified(UpdatePhase.PROBATION, verified, no_op=True,
-                                 detail="already on probation")
+                                             detail="already on probation")
         self._pending = (data, dirs)
         log.info("deployment of %s@%s waits for the running probation", release.name,
                  release.version)
-        return UpdateOutcome.of_verified(UpdatePhase.IDLE, verified, detail="queued behind a probation")
+        return UpdateOutcome.of_verified(UpdatePhase.IDLE, verified,
+                                         detail="queued behind a probation")
 
     def _admit(self, data: bytes) -> tuple[ModelIdentity, VerifiedUpdate] | UpdateOutcome:
         """Verify `data` against the model serving now: (active, verified), or the refusal."""
@@ -304,16 +305,17 @@ class Updater:
         release = verified.release
         if verified.is_current:
             log.info("%s@%s is already active", release.name, release.version)
-            self._status.report(UpdatePhase.COMMITTED, entry_like(verified), detail="already active")
+            self._status.report(UpdatePhase.COMMITTED, entry_like(verified),
+                                detail="already active")
             return UpdateOutcome.of_verified(UpdatePhase.COMMITTED, verified, no_op=True,
-                                 detail="already active")
+                                             detail="already active")
         condemned = self._journal.condemned(release.target.sha256, release.version)
         if condemned is not None:
             detail = f"refused earlier ({condemned.reason}): {condemned.detail}"
-            self._status.report(UpdatePhase.REJECTED, entry_like(verified), reason=condemned.reason,
-                         detail=detail)
-            return UpdateOutcome.of_verified(UpdatePhase.REJECTED, verified, reason=condemned.reason,
-                                 detail=detail)
+            self._status.report(UpdatePhase.REJECTED, entry_like(verified),
+                                reason=condemned.reason, detail=detail)
+            return UpdateOutcome.of_verified(UpdatePhase.REJECTED, verified,
+                                             reason=condemned.reason, detail=detail)
         entry = self._journal.begin(
             rollout_id=verified.deployment.rollout_id, model=release.name,
             version=release.version, sha256=release.target.sha256,
@@ -361,7 +363,8 @@ class Updater:
                              detail=str(error)[:MAX_DETAIL])
         self._status.report(UpdatePhase.IDLE, entry, reason=error.reason, detail=str(error))
         self._on_state_change()
-        return UpdateOutcome.of_verified(UpdatePhase.IDLE, verified, reason=error.reason, detail=str(error))
+        return UpdateOutcome.of_verified(UpdatePhase.IDLE, verified, reason=error.reason,
+                                         detail=str(error))
 
     def _install(self, entry: JournalEntry, release: Release, active: ModelIdentity,
                  retriever: TargetRetriever) -> UpdateOutcome:
@@ -381,7 +384,8 @@ class Updater:
         model = self._validate(path, release)
         entry = self._journal.update(entry.id, phase=UpdatePhase.STAGED, detail="")
         self._journal.remember_model(target.sha256, release.name, release.version)
-        self._status.report(UpdatePhase.STAGED, entry, detail=retrieval.delta_error, via=retrieval.via)
+        self._status.report(UpdatePhase.STAGED, entry, detail=retrieval.delta_error,
+                            via=retrieval.via)
         crashpoint("journal.staged")
         return self._activate(entry, release, model)
 
