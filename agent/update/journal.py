@@ -104,7 +104,7 @@ class UpdateJournal:
 
     def begin(self, **values: Any) -> JournalEntry:
         now = time.time()
-        row = {k: v for k, v in values.items() if k in _COLUMNS}
+        row = {k: _storable(v) for k, v in values.items() if k in _COLUMNS}
         row.update(started=now, updated=now)
         with self._db.conn:
             table = self._db.table(ATTEMPTS)
@@ -125,6 +125,7 @@ class UpdateJournal:
         unknown = set(values) - _COLUMNS
         if unknown:
             raise RuntimeError(f"unknown journal columns {sorted(unknown)}")
+        values = {k: _storable(v) for k, v in values.items()}
         values["updated"] = time.time()
         with self._db.conn:
             self._db.table(ATTEMPTS).update(entry_id, values)
@@ -152,6 +153,13 @@ class UpdateJournal:
     def model_version(self, sha256: str) -> int | None:
         rows = list(self._db.query(f"SELECT version FROM {MODELS} WHERE sha256 = ?", [sha256]))
         return int(rows[0]["version"]) if rows else None
+
+
+def _storable(value: Any) -> Any:
+    """Text SQLite can store: a lone surrogate quoted from hostile input is escaped."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def _own_database(db: sqlite_utils.Database) -> sqlite_utils.Database:

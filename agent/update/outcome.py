@@ -84,7 +84,8 @@ class StatusReporter:
                 device_id=device, seq=seq, ts=time.time(),
                 rollout_id=entry.rollout_id if entry else "", phase=phase,
                 model=entry.model if entry else "", version=entry.version if entry else 0,
-                sha256=entry.sha256 if entry else "", reason=reason, detail=detail[:MAX_DETAIL],
+                sha256=entry.sha256 if entry else "", reason=reason,
+                detail=detail[:MAX_DETAIL].encode("utf-8", "backslashreplace").decode("utf-8"),
                 bytes_done=done, bytes_total=total, via=via or (entry.via if entry else ""),
             )
 

@@ -140,3 +140,17 @@ def test_random_desired_payloads_only_raise_project_errors_and_are_reported(host
     except Rejected:
         pass
     _check_refused(device, data, len(device.statuses()), sha(DIGITS.read_bytes()))
+
+
+def test_a_refusal_that_quotes_a_lone_surrogate_is_journaled_and_reported(
+        tmp_path, keys, device_factory):
+    """Error sentences may quote hostile text; SQLite and the wire get it escaped."""
+    from shared.errors import MalformedDocument
+
+    device = device_factory(write_config(tmp_path, keys))
+    device.updater.recover()
+    outcome = device.updater.refuse(MalformedDocument("unknown field", "signed.\udc80"))
+    assert outcome.reason == "malformed"
+    status = device.last_status()
+    assert (status.phase, status.reason) == ("rejected", "malformed")
+    assert "\\udc80" in status.detail
