@@ -304,3 +304,30 @@ def test_a_deployment_a_real_agent_refuses_counts_as_failed_with_its_sentence(
         assert agent.alive()
     finally:
         service.stop()
+
+
+def test_a_device_that_took_a_newer_deployment_no_longer_counts(fleet, cloud_env, capsys,
+                                                                 mosquitto) -> None:
+    """`idle`/`superseded` from a device: its row leaves the count, the rollout completes."""
+    fleet(2, set(), silent=frozenset({1}))
+    rollout_id = str(json_out(capsys, ["deploy", "digits@2", "--profile", PROFILE, "--waves",
+                                       "100%"], cloud_env)["id"])
+
+    def state() -> dict:
+        return json_out(capsys, ["rollouts", rollout_id], cloud_env)[0]
+
+    wait_for(lambda: state()["committed"] == 1, 60, "dev-00 to commit")
+    time.sleep(0.6)  # ticks go by: dev-01 keeps the rollout running (the positive control)
+    assert state()["state"] == "running" and state()["pending"] == 1
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                         client_id="dev-01-report", protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", mosquitto.port)
+    client.loop_start()
+    status = UpdateStatus("dev-01", 1000, time.time(), rollout_id, "idle", "digits", 2,
+                          reason="superseded", detail="superseded by rollout other-1")
+    client.publish(topic("dev-01", Channel.UPDATE), encode_message(status), qos=1).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+    wait_for(lambda: state()["state"] == "completed", 30, "the rollout to complete without it")
+    view = state()
+    assert view["committed"] == 1 and view["failed"] == 0 and view["pending"] == 0
