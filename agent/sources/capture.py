@@ -2,9 +2,10 @@
 
 It owns the source's life: open, read, reconnect with capped exponential backoff, and a
 status string for telemetry ("starting", "up", "down: <reason>", "restarting", "ended").
-`restart` (the operator's `restart-source` command) closes and reopens the source at once. Preprocessing runs
-here, off the inference thread; the inference thread only invokes. Nothing a source does
-(missing device, disconnect, bad line, exception) ends the thread before `stop` is set.
+`restart` (the operator's `restart-source` command) closes and reopens the source at once.
+Preprocessing runs here, off the inference thread; the inference thread only invokes. Nothing
+a source does (missing device, disconnect, bad line, exception) ends the thread before `stop`
+is set.
 """
 
 from __future__ import annotations
