@@ -51,6 +51,7 @@ from agent.update.outcome import MAX_DETAIL, Outbox, StatusReporter, UpdateOutco
 from agent.update.probation import LatencyWindow, Probation, Verdict
 from agent.update.retrieval import Pace, Retrieval, TargetRetriever
 from agent.update.state import active_identity
+from agent.update.validation import check_model
 from shared.documents import Deployment, IOSignature, Release, load_json
 from shared.errors import (
     DiskFull,
@@ -64,7 +65,7 @@ from shared.errors import (
     Unavailable,
 )
 from shared.messages import ModelIdentity, UpdatePhase
-from shared.verify import VerifiedUpdate, describe_io
+from shared.verify import VerifiedUpdate
 
 __all__ = ["UpdateOutcome", "Updater"]
 
@@ -394,29 +395,8 @@ class Updater:
         runtime = self.config.profile.runtime
         model = self._load(path, runtime.threads, runtime.delegates)
         try:
-            if not model.signature.fits(release.io):
-                raise IOSignatureMismatch(
-                    f"model has {describe_io(model.signature)}, the release declares "
-                    f"{describe_io(release.io)}"
-                )
-            expected = self._active_io(self.active().sha256)
-            if expected is not None and not model.signature.fits(expected):
-                raise IOSignatureMismatch(
-                    f"model has {describe_io(model.signature)}, the application expects "
-                    f"{describe_io(expected)}"
-                )
-            samples = [model.sample_input()]
-            if self._loop is not None:
-                samples += self._loop.recent_inputs()
-            for inputs in samples:
-                try:
-                    outputs = model.invoke(inputs)
-                except Exception as e:
-                    raise InvalidModel(f"smoke test failed: {e}") from e
-                for out in outputs:
-                    arr = np.asarray(out)
-                    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-                        raise InvalidModel("smoke test produced NaN or infinite outputs")
+            recent = self._loop.recent_inputs() if self._loop is not None else []
+            check_model(model, release, self._active_io(self.active().sha256), recent)
         except BaseException:
             model.close()
             raise
