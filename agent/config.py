@@ -125,7 +125,10 @@ class OutboxConfig:
 @dataclass(frozen=True)
 class UpdateConfig:
     max_model_bytes: int = 64 * 1024 * 1024
-    download_timeout_s: float = 30.0
+    download_timeout_s: float = 30.0  # per socket read
+    # a whole download may take download_grace_s + size / min_download_rate (bytes per second)
+    min_download_rate: int = 16 * 1024
+    download_grace_s: float = 60.0
     keep_models: int = 4  # active, previous and a few recent ones
     shadow_frames: int = 8  # recent real frames kept for smoke tests and agreement checks
 
@@ -320,13 +323,19 @@ def parse_config(
     )
 
     u = r.table(doc, "update", {"max_model_bytes", "download_timeout_s", "keep_models",
-                                "shadow_frames"})
+                                "shadow_frames", "min_download_rate", "download_grace_s"})
     update = UpdateConfig(
         max_model_bytes=r.positive("update.max_model_bytes", r.get(
             u, "max_model_bytes", int, UpdateConfig.max_model_bytes, "update."),
             UpdateConfig.max_model_bytes),
         download_timeout_s=float(r.positive("update.download_timeout_s", r.get(
             u, "download_timeout_s", (int, float), 30.0, "update."), 30.0)),
+        min_download_rate=r.positive("update.min_download_rate", r.get(
+            u, "min_download_rate", int, UpdateConfig.min_download_rate, "update."),
+            UpdateConfig.min_download_rate),
+        download_grace_s=float(r.positive("update.download_grace_s", r.get(
+            u, "download_grace_s", (int, float), UpdateConfig.download_grace_s, "update."),
+            UpdateConfig.download_grace_s)),
         keep_models=r.get(u, "keep_models", int, 4, "update."),
         shadow_frames=r.get(u, "shadow_frames", int, 8, "update."),
     )

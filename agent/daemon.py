@@ -7,8 +7,9 @@ shutdown flushes the outbox for as long as the broker allows (`[outbox] shutdown
 and leaves `online: false` as the retained state.
 
 Threads: the loop's capture, inference and postprocessing threads; paho's network thread; the
-outbox drain; the inbound worker (deployments and commands); APScheduler's scheduler running the
-periodic jobs (telemetry, state heartbeat, updater tick and event flush, systemd watchdog).
+outbox drain; the inbound workers (one runs deployments, one runs commands, so a slow download
+never holds up a command); APScheduler's scheduler running the periodic jobs (telemetry, state
+heartbeat, updater tick and event flush, systemd watchdog).
 """
 
 from __future__ import annotations
@@ -122,8 +123,9 @@ class Daemon:
         )
         inbound = Inbound(
             gate, updater.handle_deployment,
-            handlers=self._command_handlers(updater, telemetry),
+            handlers=self._command_handlers(updater, telemetry, loop),
             max_payload_bytes=cfg.mqtt.max_payload_bytes, queue_size=cfg.mqtt.inbound_queue,
+            supersede=updater.supersede, report=events.offer, on_refused=updater.refuse,
             on_root=trust.offer,
         )
         link = MqttLink(cfg.device_id, cfg.mqtt, self._state_payload, inbound.offer)
@@ -157,6 +159,9 @@ class Daemon:
         scheduler.add_job(self._guard(self._heartbeat), "interval",
                           seconds=cfg.telemetry.heartbeat_s, id="heartbeat", **job)
         scheduler.add_job(self._guard(self._tick), "interval", seconds=TICK_S, id="tick", **job)
+        # its own job: a retried download running in the updater's tick never holds events up
+        scheduler.add_job(self._guard(parts.events.flush), "interval", seconds=TICK_S,
+                          id="events", **job)
         interval = self.notifier.watchdog_interval_s
         if interval:
             scheduler.add_job(self._guard(self._watchdog), "interval", seconds=interval,
@@ -190,7 +195,6 @@ class Daemon:
     def _tick(self) -> None:
         parts = self._parts
         assert parts is not None
-        parts.events.flush()
         parts.updater.tick()
 
     def _watchdog(self) -> None:
@@ -225,8 +229,9 @@ class Daemon:
             fps=float(snap.fps) if snap is not None else 0.0,
         ))
 
-    def _command_handlers(self, updater: Updater, telemetry: TelemetryReporter
-                          ) -> dict[str, Callable[[], None]]:
+    def _command_handlers(self, updater: Updater, telemetry: TelemetryReporter,
+                          loop: InferenceLoop) -> dict[str, Callable[[], None]]:
+        """One handler per command in the contract (`agent.link.commands.COMMANDS`)."""
         def report_now() -> None:
             telemetry.report()
             if self._parts is not None:
@@ -235,7 +240,10 @@ class Daemon:
         def rollback() -> None:
             updater.rollback()  # ends a running probation as failed; logs when there is none
 
-        handlers: dict[str, Callable[[], None]] = {"report-now": report_now, "rollback": rollback}
+        handlers: dict[str, Callable[[], None]] = {
+            "report-now": report_now, "rollback": rollback,
+            "restart-source": loop.restart_source,  # the source reports restarting, then up
+        }
         return handlers
 
     # -- shutdown ----------------------------------------------------------------------------
@@ -244,6 +252,7 @@ class Daemon:
         parts = self._parts
         assert parts is not None
         self.notifier.stopping()
+        parts.updater.interrupt()  # a running download stops now (its part is kept to resume)
         log.info("stopping: outbox depth %s", parts.outbox.depth())
         parts.scheduler.shutdown(wait=True)
         parts.loop.stop()

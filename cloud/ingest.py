@@ -239,6 +239,8 @@ def write_batch(conn: sqlite3.Connection, messages: list[tuple[Message, bytes]],
         if not rollout_id:
             continue
         status = _OUTCOMES.get(phase)
+        if phase == UpdatePhase.IDLE and reason == "superseded":
+            status = "superseded"  # a newer deployment took this device over: not a failure
         if status is None:
             conn.execute(
                 "UPDATE rollout_devices SET phase = ?, updated = ? WHERE rollout_id = ? AND "
