@@ -106,6 +106,9 @@ class OutboxConfig:
     synchronous: str = "NORMAL"
     publish_window: int = 100  # QoS 1 messages in flight at once
     shutdown_flush_s: float = 5.0  # on stop, how long to wait for the broker to take the rest
+    # records held in memory while the disk refuses writes (full); the oldest go first, counted
+    # in `outbox_dropped`
+    memory_rows: int = 1000
 
 
 @dataclass(frozen=True)
@@ -276,7 +279,7 @@ def parse_config(
     )
 
     o = r.table(doc, "outbox", {"max_rows", "max_bytes", "synchronous", "publish_window",
-                                "shutdown_flush_s"})
+                                "shutdown_flush_s", "memory_rows"})
     outbox = OutboxConfig(
         max_rows=r.positive("outbox.max_rows", r.get(o, "max_rows", int, OutboxConfig.max_rows,
                                                      "outbox."), OutboxConfig.max_rows),
@@ -288,6 +291,8 @@ def parse_config(
             o, "publish_window", int, 100, "outbox."), 100),
         shutdown_flush_s=float(r.positive("outbox.shutdown_flush_s", r.get(
             o, "shutdown_flush_s", (int, float), 5.0, "outbox."), 5.0)),
+        memory_rows=r.positive("outbox.memory_rows", r.get(
+            o, "memory_rows", int, OutboxConfig.memory_rows, "outbox."), OutboxConfig.memory_rows),
     )
 
     u = r.table(doc, "update", {"max_model_bytes", "download_timeout_s", "keep_models",
