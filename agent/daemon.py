@@ -96,7 +96,14 @@ class Daemon:
         db = open_store(cfg.state_dir, cfg.outbox.synchronous)
         outbox = Outbox(db, cfg.outbox)
         updater = Updater(cfg, db, outbox, on_state_change=self._state_changed)
-        model_path = updater.recover()
+        try:
+            model_path = updater.recover()
+        except InvalidModel as e:
+            log.error("[model] initial %s does not load (%s); nothing was made active: fix the "
+                      "config and restart", cfg.model.initial, e)
+            updater.close()
+            outbox.close()
+            return EXIT_MODEL_INVALID
         try:
             model = load_model(model_path, cfg.profile.runtime.threads, cfg.profile.runtime.delegates)
         except InvalidModel as e:
