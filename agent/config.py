@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.opencv import OpenCVMissing, gives_frames, opencv
 from device_profiles import load_profile
 from shared.keys import HEX64, Keyring
 from shared.profile import DeviceProfile, ProfileInvalid
@@ -242,6 +243,11 @@ def parse_config(
         r.problem("source.uri", "missing (for example file:///srv/video.mp4 or camera:0)")
     elif not uri.startswith(SOURCE_SCHEMES):
         r.problem("source.uri", f"{uri!r} is not one of {', '.join(SOURCE_SCHEMES)}")
+    elif gives_frames(uri):
+        try:
+            opencv(f"the frames of {uri.split('?', 1)[0]}")
+        except OpenCVMissing as e:
+            r.problem("source.uri", str(e))
     source_cfg = SourceConfig(
         uri=uri or "",
         reconnect_max_s=float(r.positive("source.reconnect_max_s", r.get(

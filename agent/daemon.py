@@ -33,6 +33,7 @@ from agent.link.inbound import Inbound
 from agent.logs import configure_logging
 from agent.loop import InferenceLoop, build_loop
 from agent.notify import Notifier
+from agent.opencv import OpenCVMissing
 from agent.outbox import Outbox
 from agent.runtime import LoadedModel, load_model
 from agent.store import open_store
@@ -111,7 +112,14 @@ class Daemon:
             updater.close()
             outbox.close()
             return EXIT_MODEL_INVALID
-        loop = build_loop(cfg, model, self.stop_event)
+        try:
+            loop = build_loop(cfg, model, self.stop_event)
+        except OpenCVMissing as e:
+            log.error("%s", e)
+            model.close()
+            updater.close()
+            outbox.close()
+            return EXIT_MODEL_INVALID
         self._loop = loop
         self._identity, self._phase = updater.active(), updater.phase()
         events = EventRecorder(cfg.device_id, outbox, cfg.telemetry.event_queue)

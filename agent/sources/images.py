@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agent.sources.base import BadSample, Source, SourceDown, SourceEnded
+from agent.sources.base import BadSample, Pacer, Source, SourceDown, SourceEnded
 
 __all__ = ["ImageFolder"]
 
@@ -21,13 +21,18 @@ class ImageFolder(Source):
     kind = "image"
     live = False
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, fps: float | None = None) -> None:
         self.folder = folder
+        self._pace = Pacer(fps)
         self._files: list[Path] = []
         self._next = 0
 
     def describe(self) -> str:
         return f"images {self.folder}"
+
+    @property
+    def pace(self) -> float | None:
+        return self._pace.rate
 
     def open(self) -> None:
         try:
@@ -39,6 +44,8 @@ class ImageFolder(Source):
         self._next = 0
 
     def read(self, timeout: float) -> np.ndarray | None:
+        if not self._pace.wait(timeout):
+            return None
         if self._next >= len(self._files):
             raise SourceEnded(f"{len(self._files)} images read")
         path = self._files[self._next]

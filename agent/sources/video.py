@@ -64,6 +64,10 @@ class VideoSource(Source):
     def describe(self) -> str:
         return f"video {self.target}"
 
+    @property
+    def pace(self) -> float | None:
+        return None if self.live else self.fps
+
     def want(self, need: FrameNeed | None) -> None:
         self._need = need
 
