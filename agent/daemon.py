@@ -176,14 +176,18 @@ class Daemon:
     # -- periodic jobs -----------------------------------------------------------------------
 
     def _guard(self, fn: Callable[[], Any]) -> Callable[[], None]:
+        name = getattr(fn, "__name__", "job").lstrip("_")
+
         def run() -> None:
             if self.stop_event.is_set():
                 return
             try:
                 fn()
             except Exception:
-                log.exception("periodic job %s failed", getattr(fn, "__name__", fn))
+                log.exception("periodic job %s failed", name)
 
+        # APScheduler names a job after its function: "telemetry", not "Daemon._guard.<locals>"
+        run.__name__ = run.__qualname__ = name
         return run
 
     def _heartbeat(self) -> None:

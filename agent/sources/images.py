@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from agent.opencv import opencv
 from agent.sources.base import BadSample, Pacer, Source, SourceDown, SourceEnded
+
+opencv("image folders")  # before cv2 loads: quiets its native logging, or names the extra
+import cv2  # noqa: E402
 
 __all__ = ["ImageFolder"]
 
