@@ -7,8 +7,8 @@ shutdown flushes the outbox for as long as the broker allows (`[outbox] shutdown
 and leaves `online: false` as the retained state.
 
 Threads: the loop's capture, inference and postprocessing threads; paho's network thread; the
-outbox drain; the inbound worker (deployments and commands); APScheduler's scheduler running the
-periodic jobs (telemetry, state heartbeat, updater tick and event flush, systemd watchdog).
+outbox drain; the inbound worker (deployments and commands); one thread per periodic job
+(telemetry, state heartbeat, updater tick and event flush, systemd watchdog; `agent.periodic`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from apscheduler.schedulers.background import BackgroundScheduler
-
 import agent
 from agent.config import AgentConfig
 from agent.link.client import MqttLink
@@ -35,6 +33,7 @@ from agent.loop import InferenceLoop, build_loop
 from agent.notify import Notifier
 from agent.opencv import OpenCVMissing
 from agent.outbox import Outbox
+from agent.periodic import PeriodicJobs
 from agent.runtime import LoadedModel, load_model
 from agent.store import open_store
 from agent.system_metrics import SystemMetrics
@@ -64,7 +63,7 @@ class _Parts:
     gate: CommandGate
     telemetry: TelemetryReporter
     events: EventRecorder
-    scheduler: BackgroundScheduler
+    scheduler: PeriodicJobs
 
 
 class Daemon:
@@ -93,7 +92,6 @@ class Daemon:
 
     def run(self) -> int:
         cfg = self.config
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
         db = open_store(cfg.state_dir, cfg.outbox.synchronous)
         outbox = Outbox(db, cfg.outbox)
         updater = Updater(cfg, db, outbox, on_state_change=self._state_changed)
@@ -141,7 +139,7 @@ class Daemon:
         drain = OutboxDrain(outbox, link, cfg.outbox.publish_window)
         link.set_window(cfg.outbox.publish_window)
         link.set_handoffs(on_ack=drain.ack, on_connected=drain.wake)
-        scheduler = BackgroundScheduler(daemon=True)
+        scheduler = PeriodicJobs()
         self._parts = _Parts(db, outbox, updater, loop, link, drain, inbound, gate, telemetry,
                              events, scheduler)
 
@@ -158,20 +156,16 @@ class Daemon:
         self._shutdown()
         return 0
 
-    def _schedule(self, scheduler: BackgroundScheduler) -> None:
+    def _schedule(self, scheduler: PeriodicJobs) -> None:
         parts = self._parts
         assert parts is not None
         cfg = self.config
-        job = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
-        scheduler.add_job(self._guard(parts.telemetry.report), "interval",
-                          seconds=cfg.telemetry.interval_s, id="telemetry", **job)
-        scheduler.add_job(self._guard(self._heartbeat), "interval",
-                          seconds=cfg.telemetry.heartbeat_s, id="heartbeat", **job)
-        scheduler.add_job(self._guard(self._tick), "interval", seconds=TICK_S, id="tick", **job)
+        scheduler.every(cfg.telemetry.interval_s, self._guard(parts.telemetry.report), "telemetry")
+        scheduler.every(cfg.telemetry.heartbeat_s, self._guard(self._heartbeat), "heartbeat")
+        scheduler.every(TICK_S, self._guard(self._tick), "tick")
         interval = self.notifier.watchdog_interval_s
         if interval:
-            scheduler.add_job(self._guard(self._watchdog), "interval", seconds=interval,
-                              id="watchdog", **job)
+            scheduler.every(interval, self._guard(self._watchdog), "watchdog")
 
     # -- periodic jobs -----------------------------------------------------------------------
 
@@ -186,8 +180,6 @@ class Daemon:
             except Exception:
                 log.exception("periodic job %s failed", name)
 
-        # APScheduler names a job after its function: "telemetry", not "Daemon._guard.<locals>"
-        run.__name__ = run.__qualname__ = name
         return run
 
     def _heartbeat(self) -> None:
@@ -260,7 +252,7 @@ class Daemon:
         assert parts is not None
         self.notifier.stopping()
         log.info("stopping: outbox depth %s", parts.outbox.depth())
-        parts.scheduler.shutdown(wait=True)
+        parts.scheduler.shutdown()
         parts.loop.stop()
         parts.inbound.stop()
         parts.events.flush()
