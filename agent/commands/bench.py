@@ -203,9 +203,8 @@ class _Run:
 def _run_loop(model: Any, source: Any, options: Any, frames: int, swap_every: int,
               load: Any) -> _Run:
     """The agent's loop over `source` until WARMUP + `frames` inferences (or the source ends)."""
-    import psutil
-
     from agent.loop import InferenceLoop, InferenceResult
+    from agent.system_metrics import read_rss_mb
 
     run, total = _Run(), frames + WARMUP
     finished = threading.Event()
@@ -242,8 +241,8 @@ def _run_loop(model: Any, source: Any, options: Any, frames: int, swap_every: in
         while not finished.wait(0.2):
             if loop.finished:
                 break
-            run.rss_mb = max(run.rss_mb, psutil.Process().memory_info().rss / 2**20)
-        run.rss_mb = max(run.rss_mb, psutil.Process().memory_info().rss / 2**20)
+            run.rss_mb = max(run.rss_mb, read_rss_mb() * 1e6 / 2**20)
+        run.rss_mb = max(run.rss_mb, read_rss_mb() * 1e6 / 2**20)
     finally:
         finished.set()
         loop.stop()
