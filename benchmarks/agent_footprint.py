@@ -10,9 +10,12 @@ Prints one JSON line. Runs from a fresh clone, on loopback only:
   nothing listens (the outbox buffers on disk, as on a device that is offline).
 
 Each agent's RSS and PSS (/proc/PID/smaps_rollup) at 1 minute and at the end, the growth
-between them, its average CPU (% of one core) from 1 minute to the end, and the size of a
-sensor venv (`pip install .`) and a camera venv (`pip install '.[camera]'`) built in a
-temporary folder (`--no-venvs` to skip; pip's cache makes a second run quick).
+between them, and its average CPU (% of one core) from 1 minute to the end. Unless
+`--no-venvs`, a sensor venv (`pip install .`) and a camera venv (`pip install '.[camera]'`) are
+built in a temporary folder first (pip's cache makes a second run quick), their sizes reported,
+and each agent runs from its own venv, as installed on a device; with `--no-venvs` both run with
+this Python and the checkout. `--malloc-arena-max N` sets MALLOC_ARENA_MAX for the agents (it
+made no difference here: glibc's default is kept).
 
     python benchmarks/agent_footprint.py                # 10 minutes
     python benchmarks/agent_footprint.py --quick        # 1 minute, no venvs: to try it out
@@ -43,7 +46,6 @@ sys.path.insert(0, str(ROOT / "examples"))  # make_digits_video's drawing
 FPS = 15
 SENSOR_HZ = 100
 BOUNDARY = "frame"
-ENV = {"MALLOC_ARENA_MAX": "2"}  # as the systemd unit sets it
 
 CONFIG = """
 device_id = "{device}"
@@ -144,7 +146,8 @@ def start_broker(tmp: Path) -> tuple[subprocess.Popen[bytes] | None, int]:
     return proc, port
 
 
-def start_agent(tmp: Path, name: str, model: str, uri: str, port: int) -> subprocess.Popen[bytes]:
+def start_agent(tmp: Path, name: str, model: str, uri: str, port: int, python: str,
+                env: dict[str, str]) -> subprocess.Popen[bytes]:
     folder = tmp / name
     folder.mkdir()
     config = folder / "agent.toml"
@@ -152,9 +155,8 @@ def start_agent(tmp: Path, name: str, model: str, uri: str, port: int) -> subpro
                                     model_path=ROOT / "examples" / "models" / f"{model}.tflite",
                                     uri=uri, key="ab" * 32))
     log = (folder / "agent.log").open("wb")
-    env = {**os.environ, **ENV, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    return subprocess.Popen([python, "-m", "agent.cli", "run", "--config", str(config)],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=folder, env=env)
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -172,8 +174,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def venv_mb(tmp: Path, extra: str) -> float:
-    """Build a venv with `pip install .[extra]` (from a copy of the tree) and measure it."""
+def build_venv(tmp: Path, extra: str) -> tuple[float, str]:
+    """A venv with `pip install .[extra]` (from a copy of the tree): (its MB, its python)."""
     venv = tmp / f"venv-{extra or 'base'}"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     src = tmp / "src"
@@ -184,24 +186,34 @@ def venv_mb(tmp: Path, extra: str) -> float:
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
                     "--disable-pip-version-check", requirement], check=True)
     total = sum(p.lstat().st_size for p in venv.rglob("*") if p.is_file() or p.is_symlink())
-    return round(total / 1e6, 1)
+    return round(total / 1e6, 1), str(venv / "bin" / "python")
 
 
-def measure(minutes: float, first: float, venvs: bool) -> dict[str, Any]:
-    result: dict[str, Any] = {"minutes": minutes, "first_sample_min": first}
+def measure(minutes: float, first: float, venvs: bool, arenas: int) -> dict[str, Any]:
+    result: dict[str, Any] = {"minutes": minutes, "first_sample_min": round(first, 2),
+                              "malloc_arena_max": arenas or "default"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MALLOC_ARENA_MAX")}
+    if arenas:
+        env["MALLOC_ARENA_MAX"] = str(arenas)
     with tempfile.TemporaryDirectory(prefix="litefleet-footprint-") as name:
         tmp = Path(name)
+        pythons = {"sensor": sys.executable, "camera": sys.executable}
         if venvs:
-            result["venv_sensor_mb"] = venv_mb(tmp, "")
-            result["venv_camera_mb"] = venv_mb(tmp, "camera")
+            result["venv_sensor_mb"], pythons["sensor"] = build_venv(tmp, "")
+            result["venv_camera_mb"], pythons["camera"] = build_venv(tmp, "camera")
+        else:
+            env["PYTHONPATH"] = str(ROOT)
+        result["agents_from"] = "venvs" if venvs else "checkout"
         server = MjpegServer(jpeg_frames(), FPS)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         broker, port = start_broker(tmp)
         result["broker"] = "mosquitto" if broker is not None else "unreachable (outbox buffers)"
         agents = {
-            "camera": start_agent(tmp, "camera", "digits", server.url, port),
+            "camera": start_agent(tmp, "camera", "digits", server.url, port, pythons["camera"],
+                                  env),
             "sensor": start_agent(tmp, "sensor", "vibration",
-                                  f"synthetic:sensor?rate={SENSOR_HZ}", port),
+                                  f"synthetic:sensor?rate={SENSOR_HZ}", port, pythons["sensor"],
+                                  env),
         }
         try:
             time.sleep(first * 60)
@@ -242,12 +254,15 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="how long the agents run")
     parser.add_argument("--quick", action="store_true",
                         help="1 minute, first sample at 20 s, no venvs (to try the script)")
-    parser.add_argument("--no-venvs", action="store_true", help="skip the install sizes")
+    parser.add_argument("--no-venvs", action="store_true",
+                        help="skip the install sizes; run the agents from this checkout")
+    parser.add_argument("--malloc-arena-max", type=int, default=0,
+                        help="MALLOC_ARENA_MAX for the agents (0: glibc's default)")
     args = parser.parse_args()
     minutes, first, venvs = args.minutes, min(1.0, args.minutes / 2), not args.no_venvs
     if args.quick:
         minutes, first, venvs = 1.0, 1 / 3, False
-    print(json.dumps(measure(minutes, first, venvs)))
+    print(json.dumps(measure(minutes, first, venvs, args.malloc_arena_max)))
 
 
 if __name__ == "__main__":
