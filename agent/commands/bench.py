@@ -66,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from agent.opencv import OpenCVMissing
     from device_profiles import load_profile
     from shared.errors import Rejected
     from shared.profile import ProfileInvalid
@@ -88,7 +89,7 @@ def _bench(args: argparse.Namespace) -> int:
     except Rejected as e:
         print(f"error: {e.reason}: {e}", file=sys.stderr)
         return EXIT_REJECTED
-    except (ValueError, TimeoutError) as e:
+    except (ValueError, TimeoutError, OpenCVMissing) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INVALID
     if args.json:

@@ -106,3 +106,10 @@ def test_check_config_of_a_sensor_agent_without_opencv_is_valid(tmp_path: Path) 
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "OPENCV_IMPORTED False" in out
+
+
+def test_bench_of_an_image_model_without_opencv_names_the_extra() -> None:
+    proc = agent("no-opencv", "bench", "--model", str(MODELS / "digits.tflite"), "--frames", "20")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out
+    assert "litefleet[camera]" in out and "Traceback" not in out
