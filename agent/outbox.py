@@ -32,7 +32,6 @@ import logging
 import sqlite3
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,8 @@ from pathlib import Path
 import sqlite_utils
 
 from agent.config import OutboxConfig
+from agent.outbox_hold import HeldRecords
+from agent.outbox_hold import disk_refused as _disk_refused
 from agent.store import connect
 from shared.errors import PayloadTooLarge
 from shared.messages import (
@@ -63,8 +64,6 @@ _KIND_OF_CHANNEL: dict[Channel, type] = {
     Channel.UPDATE: UpdateStatus,
 }
 _CHUNK = 500  # SQLite host parameters per statement, well under its limit
-_DISK_REFUSES = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)  # primary result codes
-REFUSAL_LOG_S = 60.0  # at most one "disk refuses writes" warning this often
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -111,11 +110,9 @@ class Outbox:
         self._depth = self._bytes = self._last_seq = self._dropped = 0
         # while the disk refuses writes: records waiting for a seq, acknowledged records waiting
         # for their delete, and evictions not yet in outbox_meta
-        self._waiting: deque[tuple[Channel, type, Callable[[int], Message]]] = deque()
+        self._waiting = HeldRecords(self.limits.memory_rows)
         self._undeleted: list[tuple[list[int], bool]] = []
         self._dropped_unsaved = 0
-        self._refusal_logged: float | None = None  # time.monotonic() of the last warning
-        self._refusing = False
         self._reload_counters()
         last = self._meta("last_publish")
         self._last_publish: float | None = None if last is None else float(last)
@@ -184,11 +181,9 @@ class Outbox:
         return seq
 
     def _hold(self, channel: Channel, kind: type, make: Callable[[int], Message]) -> None:
-        if len(self._waiting) >= self.limits.memory_rows:
-            self._waiting.popleft()
+        if self._waiting.hold((channel, kind, make)):  # the oldest held record went
             self._dropped += 1
             self._dropped_unsaved += 1
-        self._waiting.append((channel, kind, make))
 
     def _store_waiting(self) -> int:
         """Move held records to the disk, oldest first, while it takes them; the last seq."""
@@ -196,7 +191,7 @@ class Outbox:
         try:
             self._delete_undeleted()
             while self._waiting:
-                channel, kind, make = self._waiting[0]
+                channel, kind, make = self._waiting.first()
                 try:
                     last = self._append_one(channel, kind, make)
                 except sqlite3.OperationalError as e:
@@ -205,27 +200,17 @@ class Outbox:
                     log.error("dropped a held %s record the store refused: %s", channel, e)
                     self._dropped += 1
                     self._dropped_unsaved += 1
-                self._waiting.popleft()
+                self._waiting.stored_first()
         except sqlite3.OperationalError as e:
             if not _disk_refused(e):
                 raise
             self._note_refusal(e)
             return last
-        if self._refusing:
-            self._refusing = False
-            log.warning("the disk takes outbox writes again: records held in memory are stored "
-                        "(%s dropped in total)", self._dropped)
+        self._waiting.accepted(self._dropped)
         return last
 
     def _note_refusal(self, error: sqlite3.OperationalError) -> None:
-        self._refusing = True
-        now = time.monotonic()
-        if self._refusal_logged is not None and now - self._refusal_logged < REFUSAL_LOG_S:
-            return
-        self._refusal_logged = now
-        log.warning("the disk refuses outbox writes (%s): %s records held in memory (at most %s, "
-                    "the oldest dropped beyond that), %s dropped in total; retrying every second",
-                    error, len(self._waiting), self.limits.memory_rows, self._dropped)
+        self._waiting.refused(error, self._dropped)
 
     def _append_locked(self, channel: Channel, kind: type, make: Callable[[int], Message]) -> int:
         if self._depth >= self.limits.max_rows:
@@ -443,11 +428,6 @@ def read_outbox_stats(db: sqlite_utils.Database) -> OutboxStats:
         int(depth), int(size), int(meta.get("dropped", 0)), int(meta.get("last_seq", 0)),
         None if last_publish is None else float(last_publish),
     )
-
-
-def _disk_refused(error: sqlite3.OperationalError) -> bool:
-    """SQLITE_FULL or SQLITE_IOERR: the disk refuses the write (not a bug in the statement)."""
-    return (getattr(error, "sqlite_errorcode", 0) & 0xFF) in _DISK_REFUSES
 
 
 def _own_connection(db: sqlite_utils.Database, synchronous: str) -> sqlite3.Connection:
