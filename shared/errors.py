@@ -31,6 +31,8 @@ status messages, so operators can group failures by it.
 
 from __future__ import annotations
 
+from shared.phases import Reason
+
 __all__ = [
     "BadSignature",
     "CorruptArtifact",
@@ -63,17 +65,17 @@ __all__ = [
 class LiteFleetError(Exception):
     """Root of every error the wire contract raises."""
 
-    reason = "error"
+    reason: str = Reason.ERROR
 
 
 class Rejected(LiteFleetError):
     """The input is bad. `reason` is the stable code reported on the wire."""
 
-    reason = "rejected"
+    reason = Reason.REJECTED
 
 
 class MalformedDocument(Rejected):
-    reason = "malformed"
+    reason = Reason.MALFORMED
 
     def __init__(self, message: str, field: str | None = None) -> None:
         self.field = field
@@ -81,89 +83,89 @@ class MalformedDocument(Rejected):
 
 
 class PayloadTooLarge(Rejected):
-    reason = "payload_too_large"
+    reason = Reason.PAYLOAD_TOO_LARGE
 
 
 class UnknownSchema(Rejected):
-    reason = "unknown_schema"
+    reason = Reason.UNKNOWN_SCHEMA
 
 
 class InvalidDeviceId(Rejected):
-    reason = "invalid_device_id"
+    reason = Reason.INVALID_DEVICE_ID
 
 
 class BadSignature(Rejected):
-    reason = "bad_signature"
+    reason = Reason.BAD_SIGNATURE
 
 
 class Expired(Rejected):
-    reason = "expired"
+    reason = Reason.EXPIRED
 
 
 class VersionNotNewer(Rejected):
-    reason = "version_not_newer"
+    reason = Reason.VERSION_NOT_NEWER
 
 
 class WrongDevice(Rejected):
-    reason = "wrong_device"
+    reason = Reason.WRONG_DEVICE
 
 
 class WrongProfile(Rejected):
-    reason = "wrong_profile"
+    reason = Reason.WRONG_PROFILE
 
 
 class HashMismatch(Rejected):
-    reason = "hash_mismatch"
+    reason = Reason.HASH_MISMATCH
 
 
 class SizeExceeded(Rejected):
-    reason = "size_exceeded"
+    reason = Reason.SIZE_EXCEEDED
 
 
 class DeltaBaseMismatch(Rejected):
-    reason = "delta_base_mismatch"
+    reason = Reason.DELTA_BASE_MISMATCH
 
 
 class CorruptArtifact(Rejected):
-    reason = "corrupt_artifact"
+    reason = Reason.CORRUPT_ARTIFACT
 
 
 class InvalidModel(Rejected):
-    reason = "invalid_model"
+    reason = Reason.INVALID_MODEL
 
 
 class IOSignatureMismatch(Rejected):
-    reason = "io_signature_mismatch"
+    reason = Reason.IO_SIGNATURE_MISMATCH
 
 
 class ProbationFailed(Rejected):
-    reason = "probation_failed"
+    reason = Reason.PROBATION_FAILED
 
 
 class ProbationCrashed(ProbationFailed):
-    reason = "crashed"
+    reason = Reason.CRASHED
 
 
 class Unavailable(LiteFleetError):
     """The transport failed (network, broker, store). Retry later."""
 
-    reason = "unavailable"
+    reason = Reason.UNAVAILABLE
 
 
 class FetchFailed(Unavailable):
-    reason = "fetch_failed"
+    reason = Reason.FETCH_FAILED
 
 
 class SlowRetrieval(FetchFailed):
-    reason = "slow_retrieval"
+    reason = Reason.SLOW_RETRIEVAL
 
 
 class DiskFull(Unavailable):
-    reason = "disk_full"
+    reason = Reason.DISK_FULL
 
 
 class Superseded(Unavailable):
-    reason = "superseded"
+    reason = Reason.SUPERSEDED
 
 
 def reason_of(error: BaseException) -> str:
@@ -171,4 +173,4 @@ def reason_of(error: BaseException) -> str:
     reason = getattr(error, "reason", None)
     if isinstance(error, LiteFleetError) and isinstance(reason, str):
         return reason
-    return "internal_error"
+    return Reason.INTERNAL_ERROR

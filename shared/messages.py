@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 from shared.errors import MalformedDocument, UnknownSchema
 from shared.fields import TS_MAX, build
 from shared.jsonload import load_json
+from shared.phases import UpdatePhase
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -55,26 +56,6 @@ __all__ = [
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_TS_AGE_S = 5 * 365 * 86_400  # a record may wait this long in a device's outbox
 MAX_TS_AHEAD_S = 86_400  # a device clock may run this far ahead of the receiver's
-
-
-class UpdatePhase:
-    """The update journal's phases (ARCHITECTURE.md, device state)."""
-
-    IDLE = "idle"
-    DOWNLOADING = "downloading"
-    VERIFYING = "verifying"
-    STAGED = "staged"
-    ACTIVATING = "activating"
-    PROBATION = "probation"
-    COMMITTED = "committed"
-    ROLLED_BACK = "rolled_back"
-    REJECTED = "rejected"
-
-    ALL: ClassVar[tuple[str, ...]] = (
-        IDLE, DOWNLOADING, VERIFYING, STAGED, ACTIVATING, PROBATION, COMMITTED, ROLLED_BACK,
-        REJECTED,
-    )
-    TERMINAL: ClassVar[tuple[str, ...]] = (IDLE, COMMITTED, ROLLED_BACK, REJECTED)
 
 
 @dataclass(frozen=True)

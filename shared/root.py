@@ -37,6 +37,7 @@ from shared.documents import load_json, parse_time
 from shared.envelope import verify_envelope
 from shared.errors import BadSignature, Expired, MalformedDocument, Rejected, VersionNotNewer
 from shared.keys import Keyring, PublicKey, RevokedKey
+from shared.phases import Reason
 
 __all__ = [
     "BUNDLE_FILE",
@@ -71,7 +72,7 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 class MissingRoot(Rejected):
     """A root whose predecessor is missing: the chain has a gap, nothing after it can be checked."""
 
-    reason = "missing_root"
+    reason = Reason.MISSING_ROOT
 
 
 @dataclass(frozen=True)

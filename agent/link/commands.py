@@ -30,6 +30,7 @@ from shared.envelope import verify_envelope
 from shared.errors import Expired, MalformedDocument, Rejected, WrongDevice
 from shared.keys import Keyring
 from shared.messages import Command, decode_message
+from shared.phases import Reason
 
 __all__ = ["COMMANDS", "CommandGate", "Replayed", "verify_command"]
 
@@ -44,7 +45,7 @@ _NONCE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
 class Replayed(Rejected):
-    reason = "replayed"
+    reason = Reason.REPLAYED
 
 
 def verify_command(

@@ -1,7 +1,10 @@
 """The update journal: one row per update attempt, persisted in the device store.
 
-    idle -> downloading -> verifying -> staged -> activating -> probation
-         -> committed | rolled_back | rejected
+    downloading -> verifying -> validating -> staged -> activating -> probation
+         -> committed | rolled_back | rejected | idle
+
+(the allowed moves are declared once, in `shared.phases.TRANSITIONS`; `Attempts.advance` is
+the one caller that changes a phase)
 
 A row is written before the step it names is taken, so after a crash the last row says what
 may be half done. `update_models` remembers the name and version of every model that was ever
@@ -18,15 +21,14 @@ from typing import Any
 import sqlite_utils
 
 from agent.store import connect
-from shared.messages import UpdatePhase
+from shared.phases import MODEL_REASONS, UpdatePhase
 
-__all__ = ["JournalEntry", "UpdateJournal"]
+__all__ = ["JournalEntry", "JournalValue", "UpdateJournal"]
 
 ATTEMPTS = "update_journal"
 MODELS = "update_models"
 MAX_ROWS = 1000  # attempts kept; older ones are trimmed
-# Reasons that condemn the model itself: the same bytes are never tried again.
-MODEL_REASONS = ("invalid_model", "io_signature_mismatch", "probation_failed", "crashed")
+JournalValue = str | int | float  # what a journal column holds
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class JournalEntry:
     model: str
     version: int
     sha256: str
-    phase: str
+    phase: UpdatePhase
     reason: str = ""
     detail: str = ""
     via: str = ""
@@ -50,7 +52,7 @@ class JournalEntry:
 
     @property
     def terminal(self) -> bool:
-        return self.phase in UpdatePhase.TERMINAL
+        return self.phase.terminal
 
 
 _COLUMNS = {f.name for f in fields(JournalEntry)}
@@ -98,11 +100,11 @@ class UpdateJournal:
         ))
         return _entry(rows[0]) if rows else None
 
-    def phase(self) -> str:
+    def phase(self) -> UpdatePhase:
         entry = self.in_progress() or self.latest()
         return entry.phase if entry else UpdatePhase.IDLE
 
-    def begin(self, **values: Any) -> JournalEntry:
+    def begin(self, **values: JournalValue) -> JournalEntry:
         now = time.time()
         row = {k: _storable(v) for k, v in values.items() if k in _COLUMNS}
         row.update(started=now, updated=now)
@@ -121,7 +123,7 @@ class UpdateJournal:
     def get(self, entry_id: int) -> JournalEntry:
         return _entry(self._db.table(ATTEMPTS).get(entry_id))
 
-    def update(self, entry_id: int, **values: Any) -> JournalEntry:
+    def update(self, entry_id: int, **values: JournalValue) -> JournalEntry:
         unknown = set(values) - _COLUMNS
         if unknown:
             raise RuntimeError(f"unknown journal columns {sorted(unknown)}")
@@ -155,7 +157,7 @@ class UpdateJournal:
         return int(rows[0]["version"]) if rows else None
 
 
-def _storable(value: Any) -> Any:
+def _storable(value: JournalValue) -> JournalValue:
     """Text SQLite can store: a lone surrogate quoted from hostile input is escaped."""
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -170,11 +172,13 @@ def _own_database(db: sqlite_utils.Database) -> sqlite_utils.Database:
 
 
 def _entry(row: dict[str, Any]) -> JournalEntry:
-    return JournalEntry(**{k: (v if v is not None else _default(k)) for k, v in row.items()
-                           if k in _COLUMNS})
+    values: dict[str, Any] = {k: (v if v is not None else _default(k)) for k, v in row.items()
+                              if k in _COLUMNS}
+    values["phase"] = UpdatePhase(values["phase"])
+    return JournalEntry(**values)
 
 
-def _default(key: str) -> Any:
+def _default(key: str) -> JournalValue:
     if key == "interruptions":
         return 0
     return 0.0 if key in ("started", "updated", "probation_started") else ""

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from agent.update.journal import JournalEntry
-from shared.messages import UpdatePhase, UpdateStatus
+from shared.messages import UpdateStatus
+from shared.phases import UpdatePhase
 from shared.topics import Channel
 from shared.verify import VerifiedUpdate
 
@@ -33,7 +34,7 @@ class Outbox(Protocol):
 class UpdateOutcome:
     """Where `handle_deployment` left an update: active (probation or committed) or not."""
 
-    phase: str
+    phase: UpdatePhase
     reason: str = ""
     detail: str = ""
     rollout_id: str = ""
@@ -51,7 +52,7 @@ class UpdateOutcome:
         return {**asdict(self), "active": self.active}
 
     @classmethod
-    def of_verified(cls, phase: str, verified: VerifiedUpdate, *, reason: str = "",
+    def of_verified(cls, phase: UpdatePhase, verified: VerifiedUpdate, *, reason: str = "",
                     detail: str = "", no_op: bool = False) -> UpdateOutcome:
         release = verified.release
         return cls(phase, reason, detail, verified.deployment.rollout_id, release.name,
@@ -75,7 +76,7 @@ class StatusReporter:
         self.device_id = device_id
         self._outbox = outbox
 
-    def report(self, phase: str, entry: JournalEntry | None, *, reason: str = "",
+    def report(self, phase: UpdatePhase, entry: JournalEntry | None, *, reason: str = "",
                detail: str = "", done: int = 0, total: int = 0, via: str = "") -> None:
         device = self.device_id
 

@@ -11,8 +11,8 @@ Recovery after a crash (`recover`, at start):
   settled as `idle`. The retained deployment (or a second `apply`) starts it again, resuming
   the partial download, or finding the model in the store, where it is re-verified by hash
   and re-validated before use.
-- interrupted while loading the new model for validation: the links are put back and the
-  attempt is settled as `rejected` (`invalid_model`).
+- interrupted while `validating` (loading and smoke-testing the new model): the links are put
+  back and the attempt is settled as `rejected` (`invalid_model`).
 - interrupted while on probation: a power cut is no verdict on a model, so the first time the
   new model stays active and probation starts again once the loop runs (reported as
   `probation` with the detail "probation interrupted, resumed"). A second interruption of the
@@ -42,6 +42,7 @@ import sqlite_utils
 
 from agent.config import AgentConfig
 from agent.update.admission import admit_deployment, claimed_rollout_id
+from agent.update.attempts import Attempts
 from agent.update.crash import crashpoint
 from agent.update.fetch import Fetcher, Transfer, fetcher_for
 from agent.update.handover import UpdateLock, take_requests, write_result
@@ -66,7 +67,8 @@ from shared.errors import (
     Unavailable,
 )
 from shared.keys import Keyring
-from shared.messages import ModelIdentity, UpdatePhase
+from shared.messages import ModelIdentity
+from shared.phases import UpdatePhase
 from shared.verify import VerifiedUpdate
 
 __all__ = ["UpdateOutcome", "Updater"]
@@ -77,7 +79,8 @@ PROGRESS_EVERY_S = 1.0  # download progress reports at most this often
 STALE_DOWNLOAD_S = 24 * 3600  # partial downloads untouched this long are removed
 LOCK_WAIT_S = 120.0  # how long `recover` waits for an `apply` running without the daemon
 RETRY_MIN_S, RETRY_MAX_S = 10.0, 600.0  # backoff after a failed fetch
-VALIDATING = "loading and smoke-testing the model"  # journal detail while the model first runs
+# journal detail that meant "validating" before it was a phase (a journal from an older agent)
+LEGACY_VALIDATING = "loading and smoke-testing the model"
 RESUMED = "probation interrupted, resumed"
 
 
@@ -109,6 +112,7 @@ class Updater:
         self._downloads = config.state_dir / "downloads"
         self._status = StatusReporter(config.device_id, outbox)
         self._on_state_change = on_state_change
+        self._steps = Attempts(self._journal, self._status, on_state_change)
         timeout = config.update.download_timeout_s
         self._fetchers = fetchers or (lambda url: fetcher_for(url, timeout))
         self._load = load_model
@@ -150,7 +154,7 @@ class Updater:
     def active(self) -> ModelIdentity:
         return active_identity(self.config, self._store, self._journal)
 
-    def phase(self) -> str:
+    def phase(self) -> UpdatePhase:
         return self._journal.phase()
 
     def attach(self, loop: Loop) -> None:
@@ -295,11 +299,8 @@ class Updater:
         """A document that failed verification: nothing in it is trusted but the rollout id
         it claims, reported so the refusal counts in that rollout (for this device only)."""
         log.warning("deployment rejected: %s: %s", error.reason, error)
-        entry = self._journal.begin(rollout_id=rollout_id, model="", version=0, sha256="",
-                                    phase=UpdatePhase.REJECTED, reason=error.reason,
-                                    detail=str(error)[:MAX_DETAIL])
-        self._status.report(UpdatePhase.REJECTED, entry, reason=error.reason, detail=str(error))
-        self._on_state_change()
+        self._steps.begin(UpdatePhase.REJECTED, reason=error.reason, detail=str(error),
+                          rollout_id=rollout_id, model="", version=0, sha256="")
         return UpdateOutcome(UpdatePhase.REJECTED, error.reason, str(error), rollout_id)
 
     def _run(self, data: bytes, dirs: tuple[Path, ...]) -> UpdateOutcome:
@@ -310,27 +311,24 @@ class Updater:
         release = verified.release
         if verified.is_current:
             log.info("%s@%s is already active", release.name, release.version)
-            self._status.report(UpdatePhase.COMMITTED, entry_like(verified),
-                                detail="already active")
+            self._steps.report(UpdatePhase.COMMITTED, entry_like(verified),
+                               detail="already active")
             return UpdateOutcome.of_verified(UpdatePhase.COMMITTED, verified, no_op=True,
                                              detail="already active")
         condemned = self._journal.condemned(release.target.sha256, release.version)
         if condemned is not None:
             detail = f"refused earlier ({condemned.reason}): {condemned.detail}"
-            self._status.report(UpdatePhase.REJECTED, entry_like(verified),
-                                reason=condemned.reason, detail=detail)
+            self._steps.report(UpdatePhase.REJECTED, entry_like(verified),
+                               reason=condemned.reason, detail=detail)
             return UpdateOutcome.of_verified(UpdatePhase.REJECTED, verified,
                                              reason=condemned.reason, detail=detail)
-        entry = self._journal.begin(
+        entry = self._steps.begin(
+            UpdatePhase.DOWNLOADING, total=release.artifact.size,
             rollout_id=verified.deployment.rollout_id, model=release.name,
             version=release.version, sha256=release.target.sha256,
-            phase=UpdatePhase.DOWNLOADING, from_sha256=active.sha256,
-            prev_sha256=self._store.link(PREVIOUS) or "",
+            from_sha256=active.sha256, prev_sha256=self._store.link(PREVIOUS) or "",
             deployment=data.decode("utf-8"),
         )
-        self._status.report(UpdatePhase.DOWNLOADING, entry, total=release.artifact.size)
-        self._on_state_change()
-        crashpoint("journal.downloading")
         transfer = Transfer()
         self._transfer = (hashlib.sha256(data).hexdigest(), transfer)
         if self._stopping:
@@ -364,10 +362,7 @@ class Updater:
         """The attempt ends without a verdict on the release: reported, journal back to idle."""
         log.warning("update %s@%s stopped: %s: %s", entry.model, entry.version, error.reason,
                     error)
-        self._journal.update(entry.id, phase=UpdatePhase.IDLE, reason=error.reason,
-                             detail=str(error)[:MAX_DETAIL])
-        self._status.report(UpdatePhase.IDLE, entry, reason=error.reason, detail=str(error))
-        self._on_state_change()
+        self._steps.advance(entry, UpdatePhase.IDLE, error.reason, str(error))
         return UpdateOutcome.of_verified(UpdatePhase.IDLE, verified, reason=error.reason,
                                          detail=str(error))
 
@@ -383,15 +378,10 @@ class Updater:
             crashpoint("retrieval.done")
             self._store.install(retrieval.data, target.sha256)
             retriever.discard(release)
-        entry = self._journal.update(entry.id, via=retrieval.via)
-        path = self._store.path_of(target.sha256)
-        entry = self._journal.update(entry.id, detail=VALIDATING)
-        model = self._validate(path, release)
-        entry = self._journal.update(entry.id, phase=UpdatePhase.STAGED, detail="")
+        entry = self._steps.advance(entry, UpdatePhase.VALIDATING, via=retrieval.via)
+        model = self._validate(self._store.path_of(target.sha256), release)
         self._journal.remember_model(target.sha256, release.name, release.version)
-        self._status.report(UpdatePhase.STAGED, entry, detail=retrieval.delta_error,
-                            via=retrieval.via)
-        crashpoint("journal.staged")
+        entry = self._steps.advance(entry, UpdatePhase.STAGED, detail=retrieval.delta_error)
         return self._activate(entry, release, model)
 
     def _validate(self, path: Path, release: Release) -> Any:
@@ -407,17 +397,12 @@ class Updater:
         return model
 
     def _activate(self, entry: JournalEntry, release: Release, model: Any) -> UpdateOutcome:
-        entry = self._journal.update(entry.id, phase=UpdatePhase.ACTIVATING)
-        self._status.report(UpdatePhase.ACTIVATING, entry)
-        crashpoint("journal.activating")
+        entry = self._steps.advance(entry, UpdatePhase.ACTIVATING)
         self._store.activate(entry.sha256)
         if self._loop is None:
             model.close()
             detail = "installed with no inference loop running: committed without probation"
-            entry = self._journal.update(entry.id, phase=UpdatePhase.COMMITTED, detail=detail)
-            crashpoint("journal.committed")
-            self._status.report(UpdatePhase.COMMITTED, entry, detail=detail)
-            self._on_state_change()
+            entry = self._steps.advance(entry, UpdatePhase.COMMITTED, detail=detail)
             self._housekeeping()
             return UpdateOutcome.of_entry(entry)
         baseline = self._latency.p95(entry.from_sha256)
@@ -432,11 +417,7 @@ class Updater:
         crashpoint("loop.swapped")
         self._previous_model = old
         self._probation = Probation(entry.sha256, release.probation, baseline, old)
-        entry = self._journal.update(entry.id, phase=UpdatePhase.PROBATION,
-                                     probation_started=time.time())
-        self._status.report(UpdatePhase.PROBATION, entry)
-        self._on_state_change()
-        crashpoint("journal.probation")
+        entry = self._steps.advance(entry, UpdatePhase.PROBATION, probation_started=time.time())
         return UpdateOutcome.of_entry(entry)
 
     def _settle_probation(self, verdict: Verdict) -> None:
@@ -452,10 +433,7 @@ class Updater:
         if verdict.passed:
             if old is not None:
                 old.close()
-            entry = self._journal.update(entry.id, phase=UpdatePhase.COMMITTED,
-                                         detail=verdict.detail[:MAX_DETAIL])
-            crashpoint("journal.committed")
-            self._status.report(UpdatePhase.COMMITTED, entry, detail=verdict.detail)
+            entry = self._steps.advance(entry, UpdatePhase.COMMITTED, detail=verdict.detail)
             log.info("committed %s@%s: %s", entry.model, entry.version, verdict.detail)
         else:
             self._roll_back(entry, old, ProbationFailed(verdict.detail))
@@ -465,7 +443,7 @@ class Updater:
     def _roll_back(self, entry: JournalEntry, old: Any, error: Rejected) -> None:
         log.warning("rolling back %s@%s: %s", entry.model, entry.version, error)
         # the verdict first: a crash from here on finishes the rollback, never resumes probation
-        entry = self._journal.update(entry.id, reason=error.reason, detail=str(error)[:MAX_DETAIL])
+        entry = self._steps.note(entry, reason=error.reason, detail=str(error)[:MAX_DETAIL])
         if self._loop is not None and old is None and self._loop.model.sha256 == entry.sha256:
             path = self._store.verified_path(entry.from_sha256)
             if path is not None:
@@ -476,10 +454,7 @@ class Updater:
             new.close()
         crashpoint("rollback.swapped")
         self._store.restore(entry.from_sha256, entry.prev_sha256 or None)
-        entry = self._journal.update(entry.id, phase=UpdatePhase.ROLLED_BACK,
-                                     reason=error.reason, detail=str(error)[:MAX_DETAIL])
-        crashpoint("journal.rolled_back")
-        self._status.report(UpdatePhase.ROLLED_BACK, entry, reason=error.reason, detail=str(error))
+        self._steps.advance(entry, UpdatePhase.ROLLED_BACK, error.reason, str(error))
 
     def _reject(self, entry: JournalEntry, error: Rejected) -> UpdateOutcome:
         log.warning("update %s@%s rejected: %s: %s", entry.model, entry.version, error.reason,
@@ -488,10 +463,7 @@ class Updater:
             linked = (self._store.link(ACTIVE), self._store.link(PREVIOUS))
             if entry.sha256 not in linked:
                 self._store.remove(entry.sha256)
-        entry = self._journal.update(entry.id, phase=UpdatePhase.REJECTED, reason=error.reason,
-                                     detail=str(error)[:MAX_DETAIL])
-        self._status.report(UpdatePhase.REJECTED, entry, reason=error.reason, detail=str(error))
-        self._on_state_change()
+        entry = self._steps.advance(entry, UpdatePhase.REJECTED, error.reason, str(error))
         return UpdateOutcome.of_entry(entry)
 
     # recovery ---------------------------------------------------------------------------
@@ -501,8 +473,8 @@ class Updater:
         if (was == UpdatePhase.PROBATION and entry.interruptions == 0 and not entry.reason
                 and self._store.link(ACTIVE) == entry.sha256
                 and self._store.verified_path(entry.sha256) is not None):
-            entry = self._journal.update(entry.id, interruptions=1, detail=RESUMED)
-            self._status.report(UpdatePhase.PROBATION, entry, detail=RESUMED)
+            entry = self._steps.advance(entry, UpdatePhase.PROBATION, detail=RESUMED,
+                                        interruptions=1)
             log.warning("the agent stopped while %s@%s was on probation: resuming it",
                         entry.model, entry.version)
             self._resume = entry
@@ -517,19 +489,16 @@ class Updater:
             error = ProbationCrashed(f"the agent stopped twice while {entry.model}@"
                                      f"{entry.version} was on probation: rolled back")
             phase = UpdatePhase.ROLLED_BACK
-        elif entry.detail == VALIDATING:
+        elif was == UpdatePhase.VALIDATING or entry.detail == LEGACY_VALIDATING:
             error = InvalidModel("the agent stopped while loading and smoke-testing this model")
             phase = UpdatePhase.REJECTED
         if error is not None:
-            entry = self._journal.update(entry.id, phase=phase, reason=error.reason,
-                                         detail=str(error))
-            self._status.report(phase, entry, reason=error.reason, detail=str(error))
+            self._steps.advance(entry, phase, error.reason, str(error))
             return
         if was == UpdatePhase.STAGED and self._store.verified_path(entry.sha256) is None:
             log.warning("staged model %s failed re-verification", entry.sha256[:12])
         detail = f"interrupted while {was}; the next delivery of the deployment resumes it"
-        entry = self._journal.update(entry.id, phase=UpdatePhase.IDLE, detail=detail)
-        self._status.report(UpdatePhase.IDLE, entry, detail=detail)
+        self._steps.advance(entry, UpdatePhase.IDLE, detail=detail)
 
     def _resume_probation(self, entry: JournalEntry) -> None:
         """Start the probation again on the model the loop serves (after one interruption)."""
@@ -552,7 +521,7 @@ class Updater:
                 log.warning("the previous model does not load (%s); no shadow checks", e)
         self._previous_model = old
         self._probation = Probation(entry.sha256, release.probation, None, old)
-        self._journal.update(entry.id, probation_started=time.time())
+        self._steps.note(entry, probation_started=time.time())
         crashpoint("probation.resumed")
         self._on_state_change()
 
@@ -624,20 +593,20 @@ class Updater:
             probation.observe(result)
 
     def _progress(self, entry: JournalEntry, phase: str, via: str, done: int, total: int) -> None:
-        if phase == UpdatePhase.VERIFYING:
+        step = UpdatePhase(phase)
+        if step == UpdatePhase.VERIFYING:
             if self._journal.get(entry.id).phase != UpdatePhase.VERIFYING:
-                self._journal.update(entry.id, phase=UpdatePhase.VERIFYING, via=via)
-                self._status.report(UpdatePhase.VERIFYING, entry, done=done, total=total, via=via)
-                self._on_state_change()
-                crashpoint("journal.verifying")
+                self._steps.advance(entry, step, via=via, done=done, total=total)
             return
         now = time.monotonic()
         if done < total and now - self._last_progress < PROGRESS_EVERY_S:
             return
         self._last_progress = now
-        if self._journal.get(entry.id).phase != UpdatePhase.DOWNLOADING:
-            self._journal.update(entry.id, phase=UpdatePhase.DOWNLOADING, via=via)
-        self._status.report(UpdatePhase.DOWNLOADING, entry, done=done, total=total, via=via)
+        current = self._journal.get(entry.id)
+        if current.phase != UpdatePhase.DOWNLOADING or current.via != via:
+            self._steps.advance(entry, step, via=via, done=done, total=total)
+        else:
+            self._steps.report(step, current, done=done, total=total)
         crashpoint("download.progress")
 
     def _housekeeping(self) -> None:
