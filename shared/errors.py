@@ -71,7 +71,7 @@ class LiteFleetError(Exception):
 class Rejected(LiteFleetError):
     """The input is bad. `reason` is the stable code reported on the wire."""
 
-    reason = Reason.REJECTED
+    reason: str = Reason.REJECTED
 
 
 class MalformedDocument(Rejected):
@@ -149,7 +149,7 @@ class ProbationCrashed(ProbationFailed):
 class Unavailable(LiteFleetError):
     """The transport failed (network, broker, store). Retry later."""
 
-    reason = Reason.UNAVAILABLE
+    reason: str = Reason.UNAVAILABLE
 
 
 class FetchFailed(Unavailable):
