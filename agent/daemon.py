@@ -35,7 +35,7 @@ from agent.notify import Notifier
 from agent.opencv import OpenCVMissing
 from agent.outbox import Outbox
 from agent.periodic import PeriodicJobs
-from agent.runtime import LoadedModel, load_model
+from agent.runtime import load_model
 from agent.store import open_store
 from agent.system_metrics import SystemMetrics
 from agent.telemetry import EventRecorder, TelemetryReporter
@@ -276,8 +276,7 @@ class Daemon:
         parts.updater.close()
         parts.gate.close()
         parts.outbox.close()
-        model: LoadedModel = parts.loop.model
-        model.close()
+        parts.loop.model.close()
 
 
 def run_daemon(config: AgentConfig) -> int:

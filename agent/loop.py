@@ -46,7 +46,7 @@ from agent.processing import (
     load_labels,
     prep_for,
 )
-from agent.runtime import LoadedModel
+from agent.runtime.protocol import Model
 from agent.sources import Capture, Feed, Frame, FrameNeed, Source, Stage, open_source
 from shared.documents import IOSignature
 from shared.errors import IOSignatureMismatch
@@ -137,15 +137,15 @@ def stage_for(signature: IOSignature, source_kind: str, options: LoopOptions) ->
 
 @dataclass
 class _Swap:
-    model: LoadedModel
+    model: Model
     stage: Stage
     post: Postprocess
     done: threading.Event = field(default_factory=threading.Event)
-    old: LoadedModel | None = None
+    old: Model | None = None
 
 
 class InferenceLoop:
-    def __init__(self, model: LoadedModel, source: Source, stop: threading.Event,
+    def __init__(self, model: Model, source: Source, stop: threading.Event,
                  options: LoopOptions = LoopOptions()) -> None:
         self.options = options
         self.stop_event = stop
@@ -177,7 +177,7 @@ class InferenceLoop:
     # -- public surface ---------------------------------------------------------------------
 
     @property
-    def model(self) -> LoadedModel:
+    def model(self) -> Model:
         return self._model
 
     def start(self) -> None:
@@ -212,7 +212,7 @@ class InferenceLoop:
             pending.done.set()
         self._announce()
 
-    def swap(self, model: LoadedModel, timeout: float = 5.0) -> LoadedModel:
+    def swap(self, model: Model, timeout: float = 5.0) -> Model:
         """Serve `model` from the next frame on; return the old model (the caller closes it).
 
         Raises IOSignatureMismatch when the model cannot take this source's input, and
@@ -290,7 +290,7 @@ class InferenceLoop:
 
     # -- the inference thread ---------------------------------------------------------------
 
-    def _install(self, request: _Swap) -> LoadedModel:
+    def _install(self, request: _Swap) -> Model:
         old = self._model
         # the capture thread may keep a partial sensor window: its stage is the one to compare
         self._stage = self.capture.set_stage(request.stage)
@@ -388,7 +388,7 @@ class InferenceLoop:
 
     # -- outputs and events -----------------------------------------------------------------
 
-    def _postprocess(self, model: LoadedModel) -> Postprocess:
+    def _postprocess(self, model: Model) -> Postprocess:
         return Postprocess(model.signature, list(self.options.labels), self.options.top_k,
                            self.options.score_threshold)
 
@@ -403,7 +403,7 @@ class InferenceLoop:
                 logger.exception("event listener failed")
 
 
-def build_loop(config: AgentConfig, model: LoadedModel, stop: threading.Event) -> InferenceLoop:
+def build_loop(config: AgentConfig, model: Model, stop: threading.Event) -> InferenceLoop:
     """The loop the agent config describes, serving `model` (not started yet)."""
     spec = model.signature.inputs[0]
     channels = spec.shape[-1] if len(spec.shape) == 3 else 1

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from agent.runtime.backend import Backend, NoRuntime, backend
 from agent.runtime.model import LoadedModel, load_model, sample_for
+from agent.runtime.protocol import Model, ModelLoader
 from agent.runtime.signature import io_signature, tensor_spec
 
 __all__ = [
     "Backend",
     "LoadedModel",
+    "Model",
+    "ModelLoader",
     "NoRuntime",
     "backend",
     "io_signature",

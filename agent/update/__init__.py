@@ -1,5 +1,6 @@
 """Over-the-air model updates: verify, fetch, validate, install, hot swap, probation, commit
-or roll back. See `agent.update.updater` for the pipeline and crash recovery.
+or roll back. See `agent.update.updater` for the stages and `agent.update.recovery` for crash
+recovery.
 
     updater = Updater(config, db, outbox, on_state_change)
     model_path = updater.recover()           # at start: settle the journal, pick the model

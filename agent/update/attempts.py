@@ -57,6 +57,10 @@ class Attempts:
             raise RuntimeError("a phase changes only through advance()")
         return self._journal.update(entry.id, **columns)
 
+    def changed(self) -> None:
+        """Tell the daemon the state changed without a step (a probation resumed)."""
+        self._notify()
+
     def report(self, phase: UpdatePhase, entry: JournalEntry, *, reason: str = "",
                detail: str = "", done: int = 0, total: int = 0) -> None:
         """A report that is not a step: progress within a phase, or an attempt never journaled."""

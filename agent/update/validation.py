@@ -8,7 +8,7 @@ sample input and on recent real frames, whose float outputs must be finite.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,10 +16,13 @@ from shared.documents import IOSignature, Release
 from shared.errors import InvalidModel, IOSignatureMismatch
 from shared.verify import describe_io
 
+if TYPE_CHECKING:
+    from agent.runtime.protocol import Model
+
 __all__ = ["check_model"]
 
 
-def check_model(model: Any, release: Release, expected: IOSignature | None,
+def check_model(model: Model, release: Release, expected: IOSignature | None,
                 recent_inputs: Sequence[list[np.ndarray]] = ()) -> None:
     """Raise `IOSignatureMismatch` or `InvalidModel` when `model` may not serve."""
     if not model.signature.fits(release.io):

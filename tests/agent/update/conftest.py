@@ -83,6 +83,19 @@ def load(path: Path) -> AgentConfig:
     return parse_config(path.read_text(), str(path), path.parent, path)
 
 
+class SteppedClock:
+    """A monotonic clock the test moves by hand (retries, probation): no waiting on wall time."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @dataclass
 class Device:
     """An agent's update side, opened on a state dir: config, store, outbox, updater."""

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agent.update import updater as updater_module
+from agent.update.retry import RetryPolicy
 from shared.messages import UpdatePhase
 
-from .conftest import DIGITS_FT, Bench, sha, write_config
+from .conftest import DIGITS_FT, Bench, SteppedClock, sha, write_config
 
 NEW = DIGITS_FT.read_bytes()
 
@@ -51,11 +50,11 @@ def fill(folder: Path, leave: int) -> Path:
 
 
 def test_a_full_model_store_is_reported_and_the_update_retried_when_space_returns(
-        tmp_path, keys, device_factory, small_fs, monkeypatch):
-    monkeypatch.setattr(updater_module, "RETRY_MIN_S", 0.2)
+        tmp_path, keys, device_factory, small_fs):
     config = write_config(tmp_path, keys)
     models = small_fs(tmp_path / "state" / "models", 512)
-    device = device_factory(config)
+    clock = SteppedClock()
+    device = device_factory(config, clock=clock, retry=RetryPolicy(first_s=0.2))
     device.updater.recover()  # the initial model goes into the small store
     filler = fill(models, 16 * 1024)
     bench = Bench(tmp_path / "artifacts", keys)
@@ -69,20 +68,20 @@ def test_a_full_model_store_is_reported_and_the_update_retried_when_space_return
     assert not any(p.name.endswith(".tmp") for p in models.rglob("*"))  # nothing half-written
 
     filler.unlink()  # space comes back: the retry installs it
-    deadline = time.monotonic() + 30
-    while device.updater.active().sha256 != sha(NEW):
-        assert time.monotonic() < deadline, device.statuses()[-3:]
-        device.updater.tick()
-        time.sleep(0.05)
+    device.updater.tick()  # not yet due: the retry waits its time
+    assert device.updater.active().sha256 != sha(NEW)
+    clock.advance(0.2)
+    device.updater.tick()
+    assert device.updater.active().sha256 == sha(NEW), device.statuses()[-3:]
     assert device.last_status().phase == UpdatePhase.COMMITTED
 
 
 def test_a_full_download_folder_is_disk_full_not_a_fetch_failure(
-        tmp_path, keys, device_factory, small_fs, artifact_server, monkeypatch):
-    monkeypatch.setattr(updater_module, "RETRY_MIN_S", 0.2)
+        tmp_path, keys, device_factory, small_fs, artifact_server):
     config = write_config(tmp_path, keys)
     downloads = small_fs(tmp_path / "state" / "downloads", 256)
-    device = device_factory(config)
+    clock = SteppedClock()
+    device = device_factory(config, clock=clock, retry=RetryPolicy(first_s=0.2))
     device.updater.recover()
     filler = fill(downloads, 8 * 1024)
     bench = Bench(artifact_server.root, keys, base_url=artifact_server.url)
@@ -93,9 +92,9 @@ def test_a_full_download_folder_is_disk_full_not_a_fetch_failure(
     assert device.last_status().reason == "disk_full"
 
     filler.unlink()
-    deadline = time.monotonic() + 30
-    while device.updater.active().sha256 != sha(NEW):
-        assert time.monotonic() < deadline, device.statuses()[-3:]
-        device.updater.tick()
-        time.sleep(0.05)
+    device.updater.tick()  # not yet due: the retry waits its time
+    assert device.updater.active().sha256 != sha(NEW)
+    clock.advance(0.2)
+    device.updater.tick()
+    assert device.updater.active().sha256 == sha(NEW), device.statuses()[-3:]
     assert device.last_status().phase == UpdatePhase.COMMITTED

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import itertools
 import os
-import time
 
 import pytest
 
-from agent.update import updater as updater_module
 from agent.update.fetch import FileFetcher, HttpFetcher, fetcher_for
+from agent.update.retry import RetryPolicy
 from shared.errors import FetchFailed, SizeExceeded
 from shared.messages import UpdatePhase
 
-from .conftest import DIGITS_FT, Bench, sha, write_config
+from .conftest import DIGITS_FT, Bench, SteppedClock, sha, write_config
 
 BLOB = os.urandom(300_000)
 
@@ -51,10 +49,10 @@ def test_update_resumes_after_a_dropped_download(tmp_path, keys, device_factory,
 
 
 def test_a_failed_fetch_is_retried_with_doubling_delays_up_to_the_cap(
-        tmp_path, keys, device_factory, artifact_server, monkeypatch):
-    monkeypatch.setattr(updater_module, "RETRY_MIN_S", 0.2)
-    monkeypatch.setattr(updater_module, "RETRY_MAX_S", 0.8)
-    device = device_factory(write_config(tmp_path, keys))
+        tmp_path, keys, device_factory, artifact_server):
+    clock = SteppedClock()
+    device = device_factory(write_config(tmp_path, keys), clock=clock,
+                            retry=RetryPolicy(first_s=0.2, max_s=0.8))
     device.updater.recover()
     bench = Bench(artifact_server.root, keys, base_url=artifact_server.url)
     release = bench.release(DIGITS_FT.read_bytes(), 1)
@@ -63,33 +61,31 @@ def test_a_failed_fetch_is_retried_with_doubling_delays_up_to_the_cap(
     first = device.updater.handle_deployment(bench.deployment(release))
     assert (first.phase, first.reason) == (UpdatePhase.IDLE, "fetch_failed")
 
-    attempts = [time.monotonic()]
-    delays = [device.updater._retry[3]]  # the wait the updater stored before its next try
-    seen = len(artifact_server.requests)
-    while len(attempts) < 5:  # the first attempt and four retries
+    delays = []
+    for _ in range(5):  # four retries after the first attempt, and the wait stored after them
+        pending = device.updater._retries.pending  # the wait stored before the next try
+        assert pending is not None, "the retries stopped"
+        delays.append(pending.delay)
+        if len(delays) == 5:
+            break
+        seen = len(artifact_server.requests)
+        clock.advance(pending.delay - 0.01)
         device.updater.tick()
-        if len(artifact_server.requests) > seen:
-            seen = len(artifact_server.requests)
-            attempts.append(time.monotonic())
-            delays.append(device.updater._retry[3])
-        time.sleep(0.02)
-        assert time.monotonic() - attempts[0] < 60, "the retries stopped"
-    assert delays == [0.2, 0.4, 0.8, 0.8, 0.8]  # doubling, capped at RETRY_MAX_S
-    gaps = [b - a for a, b in itertools.pairwise(attempts)]
-    for gap, expected in zip(gaps, delays, strict=False):  # never earlier than stored
-        assert gap >= expected - 0.05, gaps
+        assert len(artifact_server.requests) == seen  # never earlier than stored
+        clock.advance(0.01)
+        device.updater.tick()
+        assert len(artifact_server.requests) > seen  # and at its time, it does try
+    assert delays == [0.2, 0.4, 0.8, 0.8, 0.8]  # doubling, capped at max_s
 
     hidden.rename(artifact)  # the store has it again: the next retry installs it
-    deadline = time.monotonic() + 5
-    while device.updater.active().sha256 != sha(DIGITS_FT.read_bytes()):
-        assert time.monotonic() < deadline, "the retry after the store came back"
-        device.updater.tick()
-        time.sleep(0.02)
+    clock.advance(0.8)
+    device.updater.tick()
+    assert device.updater.active().sha256 == sha(DIGITS_FT.read_bytes())
     assert device.last_status().phase == UpdatePhase.COMMITTED
     requests = len(artifact_server.requests)
-    for _ in range(60):  # 1.2 s of ticks: nothing is fetched again
+    for _ in range(60):  # ten minutes of ticks: nothing is fetched again
+        clock.advance(10)
         device.updater.tick()
-        time.sleep(0.02)
     assert len(artifact_server.requests) == requests
 
 
