@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 help:
 	@echo "make demo          run the whole story on this machine (broker, cloud, three devices)"
-	@echo "make test          ruff, mypy and the test suite (sets up $(VENV) first)"
+	@echo "make test          ruff, import contracts, mypy and the test suite (sets up $(VENV) first)"
 	@echo "make fuzz          the property-based fuzz tests (tests/fuzz) with many more examples"
 	@echo "make test-train    the tests that need TensorFlow, in .venv-train"
 	@echo "make test-fallback the tflite-runtime fallback test, in .venv-fallback (numpy<2)"
@@ -27,9 +27,10 @@ venv: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
-	$(PY) -m mypy agent cloud shared
+	$(PY) -m mypy agent cloud shared localio device_profiles
 
 pytest: $(STAMP)
 	$(PY) -m pytest -m "not train and not fallback" -q

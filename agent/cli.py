@@ -7,7 +7,7 @@ import sys
 
 import agent
 from agent import commands
-from shared.cli_support import build_parser, run_parser
+from localio.cli import build_parser, run_parser
 
 DESCRIPTION = """\
 The LiteFleet device agent. It runs a TFLite model on a camera or sensor, reports telemetry

@@ -43,6 +43,7 @@ from agent.update import Updater
 from agent.update.trust import TrustStore
 from shared.errors import InvalidModel
 from shared.messages import DeviceState, ModelIdentity, encode_message
+from shared.vocabulary import CommandName
 
 __all__ = ["Daemon", "run_daemon"]
 
@@ -129,7 +130,7 @@ class Daemon:
         loop.start()
         updater.attach(loop)
 
-        gate = CommandGate(cfg.state_dir, trust.keyring, cfg.device_id, cfg.outbox.synchronous)
+        gate = CommandGate(db, trust.keyring, cfg.device_id)
         telemetry = TelemetryReporter(
             cfg.device_id, outbox, SystemMetrics(cfg.state_dir), self._model_identity,
             lambda: loop.snapshot(reset_outputs=True),  # outputs summarised per interval
@@ -240,7 +241,7 @@ class Daemon:
         ))
 
     def _command_handlers(self, updater: Updater, telemetry: TelemetryReporter,
-                          loop: InferenceLoop) -> dict[str, Callable[[], None]]:
+                          loop: InferenceLoop) -> dict[CommandName, Callable[[], None]]:
         """One handler per command in the contract (`agent.link.commands.COMMANDS`)."""
         def report_now() -> None:
             telemetry.report()
@@ -250,9 +251,9 @@ class Daemon:
         def rollback() -> None:
             updater.rollback()  # ends a running probation as failed; logs when there is none
 
-        handlers: dict[str, Callable[[], None]] = {
-            "report-now": report_now, "rollback": rollback,
-            "restart-source": loop.restart_source,  # the source reports restarting, then up
+        handlers: dict[CommandName, Callable[[], None]] = {
+            CommandName.REPORT_NOW: report_now, CommandName.ROLLBACK: rollback,
+            CommandName.RESTART_SOURCE: loop.restart_source,  # reports restarting, then up
         }
         return handlers
 

@@ -50,6 +50,7 @@ from agent.runtime.protocol import Model
 from agent.sources import Capture, Feed, Frame, FrameNeed, Source, Stage, open_source
 from shared.documents import IOSignature
 from shared.errors import IOSignatureMismatch
+from shared.fields import FreeObject
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ class InferenceLoop:
         self.completed = 0  # and has finished with (inferred, failed or skipped)
         self._recent: deque[list[np.ndarray]] = deque(maxlen=max(1, options.recent_inputs))
         self._listeners: list[Callable[[InferenceResult], None]] = []
-        self._event_listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self._event_listeners: list[Callable[[str, FreeObject], None]] = []
         self._pending: _Swap | None = None
         self._installed: _Swap | None = None  # installed, its caller not yet woken
         self._installed_at = (0, 0.0)  # `handled` and time.monotonic() at that install
@@ -277,7 +278,7 @@ class InferenceLoop:
         """`fn(result)` after every frame, on the inference thread: it must be cheap."""
         self._listeners = [*self._listeners, fn]
 
-    def add_event_listener(self, fn: Callable[[str, dict[str, Any]], None]) -> None:
+    def add_event_listener(self, fn: Callable[[str, FreeObject], None]) -> None:
         """`fn(kind, detail)` for inference events over the threshold and source up/down."""
         self._event_listeners = [*self._event_listeners, fn]
         self._outputs.events = True
@@ -395,7 +396,7 @@ class InferenceLoop:
     def _source_status(self, status: str) -> None:
         self._emit("source", {"status": status})
 
-    def _emit(self, kind: str, detail: dict[str, Any]) -> None:
+    def _emit(self, kind: str, detail: FreeObject) -> None:
         for fn in self._event_listeners:
             try:
                 fn(kind, detail)

@@ -22,8 +22,9 @@ counted nowhere: they were never numbered). Deliveries acknowledged while the di
 delete are remembered and deleted with the next write that succeeds. One warning a minute at
 most says how many records are held and dropped; one line says when the disk takes writes again.
 
-The outbox keeps its own SQLite connection to the store file, serialized by a lock, so its
-short transactions never interleave with other parts' transactions on their connection.
+The outbox asks the device store (`agent.store`, which owns the tables) for a SQLite connection
+of its own, serialized by a lock, so its short transactions never interleave with other parts'
+transactions on their connection.
 """
 
 from __future__ import annotations
@@ -34,14 +35,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import sqlite_utils
 
 from agent.config import OutboxConfig
 from agent.outbox_hold import HeldRecords
 from agent.outbox_hold import disk_refused as _disk_refused
-from agent.store import connect
+from agent.store import DeviceStore
 from shared.errors import PayloadTooLarge
 from shared.messages import (
     MAX_MESSAGE_BYTES,
@@ -65,19 +65,6 @@ _KIND_OF_CHANNEL: dict[Channel, type] = {
 }
 _CHUNK = 500  # SQLite host parameters per statement, well under its limit
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY,
-    channel TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS outbox_meta (
-    key TEXT PRIMARY KEY,
-    value NOT NULL
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -99,14 +86,14 @@ class OutboxStats:
 class Outbox:
     """Append records with their `seq`; hand them out oldest-first; delete them once acked."""
 
-    def __init__(self, db: sqlite_utils.Database, limits: OutboxConfig | None = None) -> None:
+    def __init__(self, db: DeviceStore, limits: OutboxConfig | None = None) -> None:
         self.limits = limits or OutboxConfig()
         self._lock = threading.RLock()
         self._appended = threading.Condition(self._lock)
         self._listeners: list[Callable[[], None]] = []
         self._held: set[int] = set()
-        self._conn = _own_connection(db, self.limits.synchronous)
-        self._conn.executescript(_SCHEMA)
+        # a connection of its own (its tables are the store's: `agent.store`)
+        self._conn = db.connection(autocommit=True, synchronous=self.limits.synchronous)
         self._depth = self._bytes = self._last_seq = self._dropped = 0
         # while the disk refuses writes: records waiting for a seq, acknowledged records waiting
         # for their delete, and evictions not yet in outbox_meta
@@ -428,13 +415,3 @@ def read_outbox_stats(db: sqlite_utils.Database) -> OutboxStats:
         int(depth), int(size), int(meta.get("dropped", 0)), int(meta.get("last_seq", 0)),
         None if last_publish is None else float(last_publish),
     )
-
-
-def _own_connection(db: sqlite_utils.Database, synchronous: str) -> sqlite3.Connection:
-    files = [row[2] for row in db.execute("PRAGMA database_list").fetchall() if row[1] == "main"]
-    if not files or not files[0]:
-        # an in-memory database has no file to open twice: share its connection
-        conn: sqlite3.Connection = db.conn
-        conn.isolation_level = None
-        return conn
-    return connect(Path(files[0]), synchronous, autocommit=True)

@@ -19,6 +19,7 @@ from typing import Any
 from agent.loop import LoopSnapshot
 from agent.outbox import Outbox
 from agent.system_metrics import SystemMetrics
+from shared.fields import FreeObject
 from shared.messages import Event, ModelIdentity, TelemetryRecord
 from shared.topics import Channel
 
@@ -78,9 +79,9 @@ class EventRecorder:
         self.device_id = device_id
         self.outbox = outbox
         self.dropped = 0
-        self._pending: queue.Queue[tuple[float, str, dict[str, Any]]] = queue.Queue(max_pending)
+        self._pending: queue.Queue[tuple[float, str, FreeObject]] = queue.Queue(max_pending)
 
-    def offer(self, kind: str, detail: dict[str, Any]) -> None:
+    def offer(self, kind: str, detail: FreeObject) -> None:
         try:
             self._pending.put_nowait((time.time(), kind, dict(detail)))
         except queue.Full:
@@ -105,5 +106,5 @@ class EventRecorder:
                 log.exception("could not store a %s event", kind)
 
 
-def _event_maker(device_id: str, ts: float, kind: str, detail: dict[str, Any]) -> Callable[[int], Event]:
+def _event_maker(device_id: str, ts: float, kind: str, detail: FreeObject) -> Callable[[int], Event]:
     return lambda seq: Event(device_id, seq, ts, kind, detail)

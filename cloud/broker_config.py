@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloud.config import CloudRole
-from shared.atomic import write_atomic
+from localio.atomic import write_atomic
 from shared.topics import DEFAULT_PREFIX, Channel, FleetChannel, validate_device_id
 
 __all__ = [

@@ -7,7 +7,7 @@ import os
 import sys
 from importlib import metadata
 
-from shared.cli_support import EXIT_INVALID, build_parser, run_parser
+from localio.cli import EXIT_INVALID, build_parser, run_parser
 
 DESCRIPTION = """\
 LiteFleet operator tool: make models fit devices, sign and publish them, roll them out in

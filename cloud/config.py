@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from shared.tomlcheck import Problems, TableReader
+from localio.tomlcheck import Problems, TableReader
 from shared.topics import DEFAULT_PREFIX
 
 __all__ = [
@@ -186,7 +186,7 @@ def load_cloud_config(path: Path | None = None) -> CloudConfig:
     return parse_cloud_config(text, str(path), path.resolve().parent, path)
 
 
-def parse_cloud_config(
+def parse_cloud_config(  # noqa: C901 — one flat read of every cloud.toml table, one problem line each
     text: str, source: str = "cloud.toml", base_dir: Path | None = None, path: Path | None = None
 ) -> CloudConfig:
     try:

@@ -14,8 +14,9 @@ import sqlite_utils
 from cloud.artifacts import ArtifactStore, open_artifact_store
 from cloud.config import CloudConfig, CloudConfigInvalid, default_config_path, load_cloud_config
 from cloud.store import open_store
+from localio.keyfiles import load_signing_key
 from shared.errors import Rejected, Unavailable
-from shared.keys import KeyFileError, SigningKey, load_signing_key
+from shared.keys import KeyFileError, SigningKey
 
 __all__ = ["CommandFailed", "Context", "add_config_argument", "open_context", "run_command"]
 
@@ -53,7 +54,7 @@ class Context:
         return open_artifact_store(self.config.store, self.default_public_url())
 
     def signing_key(self) -> SigningKey:
-        from shared.cli_support import EXIT_INVALID
+        from localio.cli import EXIT_INVALID
 
         path = self.config.signing.key
         if path is None:
@@ -71,7 +72,7 @@ class Context:
 
 
 def open_context(args: argparse.Namespace) -> Context:
-    from shared.cli_support import EXIT_INVALID
+    from localio.cli import EXIT_INVALID
 
     path: Path = getattr(args, "config", None) or default_config_path()
     try:
@@ -83,7 +84,7 @@ def open_context(args: argparse.Namespace) -> Context:
 def run_command(args: argparse.Namespace, body: Callable[[Context], int]) -> int:
     """Open the context, run `body`, and turn every expected failure into a line and a code."""
     from cloud.artifacts import StoreError
-    from shared.cli_support import EXIT_INVALID, EXIT_REJECTED, EXIT_UNAVAILABLE
+    from localio.cli import EXIT_INVALID, EXIT_REJECTED, EXIT_UNAVAILABLE
 
     try:
         ctx = open_context(args)

@@ -22,7 +22,7 @@ from typing import Any
 import sqlite_utils
 
 from cloud.artifacts import ArtifactStore, StoreError
-from shared.atomic import write_atomic
+from localio.atomic import write_atomic
 from shared.documents import Release
 from shared.root import BUNDLE_FILE
 
@@ -37,7 +37,7 @@ def known_devices(db: sqlite_utils.Database) -> dict[str, dict[str, Any]]:
     return {r["device_id"]: r for r in db.query("SELECT * FROM devices ORDER BY device_id")}
 
 
-def resolve_targets(db: sqlite_utils.Database, name: str, profiles: Collection[str], *,
+def resolve_targets(db: sqlite_utils.Database, name: str, profiles: Collection[str], *,  # noqa: C901 — the target selectors (devices, group, profile) and their mutual checks
                     devices: list[str] | None = None, group: str | None = None,
                     profile: str | None = None) -> dict[str, str]:
     """The devices to deploy to, in a stable order, each with the profile whose build it gets.

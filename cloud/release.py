@@ -125,7 +125,7 @@ def _metric(value: Any) -> str | int | None:
     return None
 
 
-def provenance_from_report(path: Path, model_sha256: str, candidate: str | None = None
+def provenance_from_report(path: Path, model_sha256: str, candidate: str | None = None  # noqa: C901 — each refusal of a report is its own branch with its own message
                            ) -> Provenance:
     """Provenance of the report's chosen candidate (or `candidate`), from a compression
     report.json; `ReleaseRefused` unless that candidate's file has `model_sha256`."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from shared.profile import DeviceProfile, ProfileInvalid, parse_profile
+from device_profiles.profile import DeviceProfile, ProfileInvalid, parse_profile
 
 __all__ = ["bundled_profiles", "load_profile"]
 

@@ -7,11 +7,8 @@ lowercase hex characters; private keys live in PKCS#8 PEM files readable by thei
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -29,8 +26,6 @@ __all__ = [
     "PublicKey",
     "RevokedKey",
     "SigningKey",
-    "load_signing_key",
-    "save_signing_key",
 ]
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -110,29 +105,6 @@ class SigningKey:
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyFileError("the private key is not an Ed25519 key")
         return cls(key)
-
-
-def save_signing_key(key: SigningKey, path: Path) -> None:
-    """Write the private key with mode 0600, refusing to overwrite an existing file."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.to_pem())
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def load_signing_key(path: Path) -> SigningKey:
-    """Load a private key, refusing a file that group or others can read."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as e:
-        raise KeyFileError(f"{path}: {e.strerror}") from e
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(
-            f"{path}: mode {stat.S_IMODE(mode):04o} lets group or others read the signing key; "
-            f"run `chmod 600 {path}`"
-        )
-    return SigningKey.from_pem(path.read_bytes())
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from agent.store import open_store
 from agent.update import Updater
 from agent.update.handover import MAX_SPOOL_BYTES, UpdateLock, submit, wait_result
 from agent.update.trust import TrustStore
-from shared.cli_support import EXIT_INVALID, EXIT_REJECTED, EXIT_UNAVAILABLE
+from localio.cli import EXIT_INVALID, EXIT_REJECTED, EXIT_UNAVAILABLE
 from shared.errors import Rejected, Unavailable
 from shared.root import BUNDLE_FILE
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.cli_support import EXIT_INVALID, EXIT_REJECTED
+from localio.cli import EXIT_INVALID, EXIT_REJECTED
 
 __all__ = ["register", "run_bench"]
 
@@ -68,8 +68,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _bench(args: argparse.Namespace) -> int:
     from agent.opencv import OpenCVMissing
     from device_profiles import load_profile
+    from device_profiles.profile import ProfileInvalid
     from shared.errors import Rejected
-    from shared.profile import ProfileInvalid
 
     if (args.frames < WARMUP + 2 or args.swap_every < 0 or (args.threads or 1) < 1
             or args.rounds < 1):
@@ -264,7 +264,7 @@ def run_bench(model_path: Path, source_uri: str | None, frames: int, threads: in
     from agent.processing import Postprocess, input_kind, load_labels
     from agent.runtime import load_model
     from agent.sources import open_source
-    from shared.profile import CameraDefaults
+    from device_profiles.profile import CameraDefaults
 
     model = load_model(model_path, threads, delegates)
     kind = input_kind(model.signature)

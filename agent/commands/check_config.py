@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from agent.config import AgentConfig, ConfigInvalid, load_config
-from shared.cli_support import EXIT_INVALID
+from localio.cli import EXIT_INVALID
 from shared.errors import Rejected
 
 __all__ = ["register"]

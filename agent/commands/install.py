@@ -17,7 +17,7 @@ from agent.installer import (
     install,
     uninstall,
 )
-from shared.cli_support import EXIT_INVALID, EXIT_UNAVAILABLE
+from localio.cli import EXIT_INVALID, EXIT_UNAVAILABLE
 
 __all__ = ["register"]
 

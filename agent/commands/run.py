@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from agent.commands._config import load_or_report
-from shared.cli_support import EXIT_INVALID
+from localio.cli import EXIT_INVALID
 
 __all__ = ["register"]
 

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agent.commands._config import load_or_report
 from agent.outbox import OutboxStats, read_outbox_stats
-from agent.store import store_path
+from agent.store import open_existing
 from agent.update.trust import TrustStore
-from shared.cli_support import EXIT_INVALID
+from localio.cli import EXIT_INVALID
 from shared.root import describe
 
 __all__ = ["register"]
@@ -37,16 +36,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _outbox_stats(state_dir: Path) -> OutboxStats:
-    path = store_path(state_dir)
-    if not path.exists():
+    store = open_existing(state_dir)
+    if store is None:
         return OutboxStats(0, 0, 0, 0, None)
-    import sqlite_utils
-
-    conn = sqlite3.connect(str(path), timeout=10.0)
     try:
-        return read_outbox_stats(sqlite_utils.Database(conn))
+        return read_outbox_stats(store)
     finally:
-        conn.close()
+        store.close()
 
 
 def _iso(ts: float | None) -> str | None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from agent.config import ConfigInvalid, load_config
 from agent.opencv import gives_frames
-from shared.profile import DeviceProfile
+from device_profiles.profile import DeviceProfile
 
 from .files import (
     Change,

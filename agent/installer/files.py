@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.atomic import write_atomic
+from localio.atomic import write_atomic
 
 __all__ = ["Change", "plan_file", "plan_symlink", "remove_file", "remove_tree", "write_file",
            "write_symlink"]

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path, PurePosixPath
 
 import agent
-from shared.profile import DeviceProfile
+from device_profiles.profile import DeviceProfile
 
 __all__ = [
     "DEFAULT_PREFIX",

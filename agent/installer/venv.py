@@ -25,7 +25,8 @@ from .process import Runner, run_command
 __all__ = ["STAMP_NAME", "VenvPlan", "default_source", "ensure_venv", "source_fingerprint"]
 
 STAMP_NAME = "litefleet-install.json"
-_TREE_PARTS = ("pyproject.toml", "agent", "shared", "cloud", "device_profiles", "systemd")
+_TREE_PARTS = ("pyproject.toml", "agent", "shared", "localio", "cloud", "device_profiles",
+               "systemd")
 _SKIP = ("__pycache__", ".pyc", ".pyo")
 
 @dataclass(frozen=True)

@@ -22,21 +22,21 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 
-from agent.store import connect
+from agent.store import DeviceStore
 from shared.documents import load_json, parse_time
 from shared.envelope import verify_envelope
 from shared.errors import Expired, MalformedDocument, Rejected, WrongDevice
 from shared.keys import Keyring
 from shared.messages import Command, decode_message
 from shared.phases import Reason
+from shared.vocabulary import CommandName
 
 __all__ = ["COMMANDS", "CommandGate", "Replayed", "verify_command"]
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("report-now", "rollback", "restart-source")
+COMMANDS = tuple(CommandName)  # declared once, in shared.vocabulary
 MAX_COMMAND_BYTES = 16 * 1024
 MAX_LIFETIME = timedelta(days=1)
 CLOCK_SKEW = timedelta(minutes=5)
@@ -83,16 +83,14 @@ def verify_command(
 class CommandGate:
     """`verify_command` plus a persisted replay guard on the nonce."""
 
-    def __init__(self, state_dir: Path, keyring: Keyring | Callable[[], Keyring], device_id: str,
-                 synchronous: str = "NORMAL") -> None:
+    def __init__(self, store: DeviceStore, keyring: Keyring | Callable[[], Keyring],
+                 device_id: str) -> None:
         # a fixed keyring, or the trust store's (whose release keys change when roots rotate)
         self.keyring = keyring
         self.device_id = device_id
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection = connect(state_dir / "agent.db", synchronous, autocommit=True)
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS command_nonces (nonce TEXT PRIMARY KEY, expires REAL NOT NULL)"
-        )
+        # a connection of its own; `command_nonces` is the store's table (`agent.store`)
+        self._conn = store.connection(autocommit=True)
 
     def admit(self, data: bytes, now: datetime) -> Command:
         """Verify and record the command; raise `Rejected` (incl. `Replayed`) otherwise."""

@@ -34,13 +34,14 @@ import hashlib
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from agent.link.commands import CommandGate
 from shared.errors import PayloadTooLarge, Rejected, reason_of
+from shared.fields import FreeObject
 from shared.topics import Channel, FleetChannel
+from shared.vocabulary import CommandName
 
 __all__ = ["COMMAND_EVENT", "Inbound"]
 
@@ -49,23 +50,23 @@ log = logging.getLogger(__name__)
 COMMAND_EVENT = "command"  # the event kind that reports a command's outcome
 _SCREEN = None  # a command-queue item: look at the desired mailbox (a deployment is running)
 
-Report = Callable[[str, dict[str, Any]], None]  # (event kind, detail)
+Report = Callable[[str, FreeObject], None]  # (event kind, detail)
 
 
 class Inbound:
     def __init__(
         self,
         gate: CommandGate,
-        on_deployment: Callable[[bytes], Any],
-        handlers: dict[str, Callable[[], None]],
+        on_deployment: Callable[[bytes], object],
+        handlers: Mapping[CommandName, Callable[[], None]],
         max_payload_bytes: int = 1024 * 1024,
         queue_size: int = 16,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         *,
         supersede: Callable[[bytes], bool] | None = None,
         report: Report | None = None,
-        on_refused: Callable[[Rejected], Any] | None = None,
-        on_root: Callable[[bytes], list[Any]] | None = None,
+        on_refused: Callable[[Rejected], object] | None = None,
+        on_root: Callable[[bytes], Sequence[object]] | None = None,
     ) -> None:
         self.gate = gate
         self.handlers = handlers
@@ -259,7 +260,7 @@ class Inbound:
         except Rejected as e:
             self._drop(Channel.CMD, f"{e.reason}: {e}", e.reason)
             return
-        handler = self.handlers.get(command.command)
+        handler = self.handlers.get(CommandName(command.command))  # the gate checked it
         if handler is None:  # every command in the contract has one; a gap is a bug here
             log.error("command %r (nonce %s) has no handler", command.command, command.nonce)
             self._tell({"outcome": "failed", "reason": "unsupported", "command": command.command,
@@ -275,7 +276,7 @@ class Inbound:
         if channel is Channel.CMD:
             self._tell({"outcome": "refused", "reason": reason, "detail": why[:200]})
 
-    def _tell(self, detail: dict[str, Any]) -> None:
+    def _tell(self, detail: FreeObject) -> None:
         if self._report is None:
             return
         try:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from agent.processing.postprocess import Interpretation, OutputSummary, Postprocess
+from shared.fields import FreeObject
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class OutputStream:
     """Outputs in, a bounded summary and rate-limited events out (`emit(kind, detail)`)."""
 
     def __init__(self, kind: str, capacity: int, stop: threading.Event,
-                 emit: Callable[[str, dict[str, Any]], None],
+                 emit: Callable[[str, FreeObject], None],
                  interval_s: float = INTERVAL_S, max_bytes: int = MAX_QUEUED_BYTES) -> None:
         self.capacity = capacity
         self.max_bytes = max_bytes
@@ -77,7 +78,7 @@ class OutputStream:
     def queued_bytes(self) -> int:
         return self._bytes_in - self._bytes_out
 
-    def summary(self, reset: bool = False) -> dict[str, Any]:
+    def summary(self, reset: bool = False) -> FreeObject:
         with self._lock:
             return self._summary.take() if reset else self._summary.peek()
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from agent.processing.quantize import dequantize
 from shared.documents import IOSignature
+from shared.fields import FreeObject
 
 __all__ = ["Interpretation", "OutputSummary", "Postprocess", "load_labels", "output_kind"]
 
@@ -182,7 +183,7 @@ class OutputSummary:
             if name in self._top1 or len(self._top1) < MAX_LABELS:
                 self._top1[name] = self._top1.get(name, 0) + int(counts[cls])
 
-    def peek(self) -> dict[str, Any]:
+    def peek(self) -> FreeObject:
         summary: dict[str, Any] = {"kind": self.kind, "count": self._count}
         if self.kind == "classification" and self._count:
             top = sorted(self._top1.items(), key=lambda kv: -kv[1])[:MAX_SUMMARY_LABELS]
@@ -195,7 +196,7 @@ class OutputSummary:
             summary["outputs"] = self._last_values[:8]
         return summary
 
-    def take(self) -> dict[str, Any]:
+    def take(self) -> FreeObject:
         summary = self.peek()
         self._reset()
         return summary

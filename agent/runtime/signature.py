@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from shared.documents import IOSignature, TensorSpec
 
-__all__ = ["io_signature", "tensor_spec"]
+__all__ = ["Interpreter", "io_signature", "tensor_spec"]
 
 
-def tensor_spec(detail: dict[str, Any]) -> TensorSpec:
+class Interpreter(Protocol):
+    """What is read of a LiteRT (or tflite-runtime) interpreter: its tensor details."""
+
+    def get_input_details(self) -> Sequence[Mapping[str, Any]]: ...
+    def get_output_details(self) -> Sequence[Mapping[str, Any]]: ...
+
+
+def tensor_spec(detail: Mapping[str, Any]) -> TensorSpec:
     """One interpreter tensor detail as a `TensorSpec` (scale as the repr of the float)."""
     scale, zero_point = detail.get("quantization", (0.0, 0))
     quantized = float(scale) != 0.0
@@ -24,7 +32,7 @@ def tensor_spec(detail: dict[str, Any]) -> TensorSpec:
     )
 
 
-def io_signature(interpreter: Any) -> IOSignature:
+def io_signature(interpreter: Interpreter) -> IOSignature:
     return IOSignature(
         inputs=tuple(tensor_spec(d) for d in interpreter.get_input_details()),
         outputs=tuple(tensor_spec(d) for d in interpreter.get_output_details()),

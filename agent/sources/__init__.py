@@ -26,7 +26,7 @@ from agent.sources.capture import Capture, Stage
 from agent.sources.feed import Feed, Frame
 from agent.sources.sensor import BAUDS, LineSource, parse_sample
 from agent.sources.synthetic import SyntheticImage, SyntheticSensor
-from shared.profile import CameraDefaults
+from device_profiles.profile import CameraDefaults
 
 if TYPE_CHECKING:  # they import OpenCV: loaded on first use (see __getattr__), never for sensors
     from agent.sources.images import ImageFolder
@@ -84,7 +84,7 @@ def _number(query: dict[str, list[str]], key: str, zero: bool = False) -> float 
     return value
 
 
-def open_source(uri: str, camera: CameraDefaults | None = None,
+def open_source(uri: str, camera: CameraDefaults | None = None,  # noqa: C901 — one branch per URI scheme, each a line; a table would hide the argument checks
                 sensor_channels: int = 3, paced: bool = False) -> Source:
     """The source a URI names (not opened yet). ValueError for a URI it does not understand.
 

@@ -19,11 +19,12 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.atomic import write_atomic
+from localio.atomic import write_atomic
 
 __all__ = ["MAX_SPOOL_BYTES", "SpoolRequest", "UpdateLock", "submit", "take_requests",
            "wait_result", "write_result"]
@@ -108,7 +109,7 @@ def take_requests(state_dir: Path) -> list[SpoolRequest]:
     return requests
 
 
-def write_result(state_dir: Path, request_id: str, outcome: dict[str, Any]) -> None:
+def write_result(state_dir: Path, request_id: str, outcome: Mapping[str, object]) -> None:
     write_atomic(state_dir / SPOOL_DIR / f"{request_id}.result.json",
                   json.dumps(outcome).encode())
 

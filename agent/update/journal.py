@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
-from agent.store import connect
+from agent.store import DeviceStore
 from shared.phases import MODEL_REASONS, UpdatePhase
 
 __all__ = ["JournalEntry", "JournalValue", "UpdateJournal"]
@@ -59,31 +56,11 @@ _COLUMNS = {f.name for f in fields(JournalEntry)}
 
 
 class UpdateJournal:
-    """The journal on a connection of its own to the store file (other parts of the agent
+    """The journal on a connection of its own to the device store (other parts of the agent
     write on theirs from other threads); callers serialize writes (the updater's lock)."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
-        db = _own_database(db)
-        self._db = db
-        if ATTEMPTS not in db.table_names():
-            db.table(ATTEMPTS).create(
-                {
-                    "id": int, "rollout_id": str, "model": str, "version": int, "sha256": str,
-                    "phase": str, "reason": str, "detail": str, "via": str, "from_sha256": str,
-                    "prev_sha256": str, "deployment": str, "started": float, "updated": float,
-                    "probation_started": float, "interruptions": int,
-                },
-                pk="id",
-                if_not_exists=True,
-            )
-        elif "interruptions" not in db.table(ATTEMPTS).columns_dict:  # a store from before
-            db.table(ATTEMPTS).add_column("interruptions", int, not_null_default=0)
-        if MODELS not in db.table_names():
-            db.table(MODELS).create(
-                {"sha256": str, "name": str, "version": int, "verified": float},
-                pk="sha256",
-                if_not_exists=True,
-            )
+    def __init__(self, store: DeviceStore) -> None:
+        self._db = store.database()  # the tables are the store's (`agent.store`)
 
     # attempts ---------------------------------------------------------------------------
 
@@ -162,13 +139,6 @@ def _storable(value: JournalValue) -> JournalValue:
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value
-
-
-def _own_database(db: sqlite_utils.Database) -> sqlite_utils.Database:
-    files = [row[2] for row in db.execute("PRAGMA database_list").fetchall() if row[1] == "main"]
-    if not files or not files[0]:
-        return db  # in-memory: nothing to open twice
-    return sqlite_utils.Database(connect(Path(files[0])))
 
 
 def _entry(row: dict[str, Any]) -> JournalEntry:

@@ -11,10 +11,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from agent.update.journal import JournalEntry
-from shared.messages import UpdateStatus
+from shared.messages import Message, UpdateStatus
 from shared.phases import UpdatePhase
 from shared.topics import Channel
 from shared.verify import VerifiedUpdate
@@ -27,7 +27,7 @@ MAX_DETAIL = 500  # characters of a detail sentence kept in the journal and on t
 
 
 class Outbox(Protocol):
-    def append(self, channel: Channel, make: Callable[[int], Any]) -> int: ...
+    def append(self, channel: Channel, make: Callable[[int], Message]) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class UpdateOutcome:
     def active(self) -> bool:
         return self.phase in (UpdatePhase.PROBATION, UpdatePhase.COMMITTED)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {**asdict(self), "active": self.active}
 
     @classmethod

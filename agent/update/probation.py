@@ -25,11 +25,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from shared.documents import ProbationPolicy
+
+if TYPE_CHECKING:
+    from agent.loop import InferenceResult
 
 __all__ = ["LatencyWindow", "Probation", "Verdict", "top1_of"]
 
@@ -113,7 +116,7 @@ class Probation:
 
     # called on the inference thread: cheap ------------------------------------------------
 
-    def observe(self, result: Any) -> None:
+    def observe(self, result: InferenceResult) -> None:
         if result.model_sha256 != self.sha256:
             return
         with self._lock:

@@ -38,18 +38,20 @@ from shared.errors import (
     SizeExceeded,
     SlowRetrieval,
 )
+from shared.phases import UpdatePhase
+from shared.vocabulary import Via
 
 __all__ = ["Retrieval", "TargetRetriever"]
 
 log = logging.getLogger(__name__)
 
-PhaseReport = Callable[[str, str, int, int], None]  # phase, via, bytes done, bytes total
+PhaseReport = Callable[[UpdatePhase, Via, int, int], None]  # phase, via, bytes done, total
 
 
 @dataclass(frozen=True)
 class Retrieval:
     data: bytes
-    via: str  # "local" | "delta" | "full"
+    via: Via
     delta_error: str = ""  # why a delta was tried and dropped, if it was
 
 
@@ -114,10 +116,10 @@ class TargetRetriever:
         delta = release.delta_for(base[0]) if base is not None else None
         if delta is not None and base is not None:
             try:
-                raw = self._download(delta.url, delta.sha256, delta.size, "delta")
+                raw = self._download(delta.url, delta.sha256, delta.size, Via.DELTA)
                 crashpoint("retrieval.delta_downloaded")
                 data = self._rebuild_delta(base[1], raw, release)
-                return Retrieval(data, "delta")
+                return Retrieval(data, Via.DELTA)
             except (Rejected, FetchFailed) as e:
                 if isinstance(e, SlowRetrieval):
                     raise  # the same mirror serves the full artifact: retry later instead
@@ -126,16 +128,16 @@ class TargetRetriever:
                 delta_error = f"delta failed ({e.reason}: {e}); fetching the full artifact"
                 log.warning("%s", delta_error)
         art = release.artifact
-        raw = self._download(art.url, art.sha256, art.size, "full")
+        raw = self._download(art.url, art.sha256, art.size, Via.FULL)
         crashpoint("retrieval.full_downloaded")
-        self._report("verifying", "full", art.size, art.size)
+        self._report(UpdatePhase.VERIFYING, Via.FULL, art.size, art.size)
         data = decompress(raw, target.size)
         check_bytes(data, target.size, target.sha256, "decompressed model")
-        return Retrieval(data, "full", delta_error)
+        return Retrieval(data, Via.FULL, delta_error)
 
     def _rebuild_delta(self, base_path: Path, raw: bytes, release: Release) -> bytes:
         target = release.target
-        self._report("verifying", "delta", len(raw), len(raw))
+        self._report(UpdatePhase.VERIFYING, Via.DELTA, len(raw), len(raw))
         data = delta_decode(base_path.read_bytes(), raw, target.size)
         check_bytes(data, target.size, target.sha256, "model rebuilt from the delta")
         return data
@@ -148,7 +150,7 @@ class TargetRetriever:
         if path is not None:
             data = _read_capped(path, target.size)
             check_bytes(data, target.size, target.sha256, path.name)
-            return Retrieval(data, "local")
+            return Retrieval(data, Via.LOCAL)
         delta = release.delta_for(base[0]) if base is not None else None
         if delta is not None and base is not None:
             path = find_local(self._local, delta.sha256, DELTA_NAMES)
@@ -156,7 +158,7 @@ class TargetRetriever:
                 try:
                     raw = _read_capped(path, delta.size)
                     check_bytes(raw, delta.size, delta.sha256, path.name)
-                    return Retrieval(self._rebuild_delta(base[1], raw, release), "local")
+                    return Retrieval(self._rebuild_delta(base[1], raw, release), Via.LOCAL)
                 except Rejected as e:
                     log.warning("local delta %s refused (%s); trying the full artifact", path, e)
         art = release.artifact
@@ -165,18 +167,18 @@ class TargetRetriever:
             return None
         raw = _read_capped(path, art.size)
         check_bytes(raw, art.size, art.sha256, path.name)
-        self._report("verifying", "local", art.size, art.size)
+        self._report(UpdatePhase.VERIFYING, Via.LOCAL, art.size, art.size)
         data = decompress(raw, target.size)
         check_bytes(data, target.size, target.sha256, "decompressed model")
-        return Retrieval(data, "local")
+        return Retrieval(data, Via.LOCAL)
 
-    def _download(self, url: str, sha256: str, size: int, via: str) -> bytes:
+    def _download(self, url: str, sha256: str, size: int, via: Via) -> bytes:
         part = self.downloads / f"{sha256}.part"
-        self._report("downloading", via, _size(part), size)
+        self._report(UpdatePhase.DOWNLOADING, via, _size(part), size)
         self._transfer.limit(self._pace.deadline_s(size - min(_size(part), size)))
         try:
             self._fetcher_for(url).fetch(
-                url, part, size, lambda done: self._report("downloading", via, done, size),
+                url, part, size, lambda done: self._report(UpdatePhase.DOWNLOADING, via, done, size),
                 self._transfer,
             )
         except SizeExceeded:

@@ -17,6 +17,7 @@ from agent.update.validation import check_model
 from shared.documents import Release
 from shared.messages import ModelIdentity
 from shared.phases import UpdatePhase
+from shared.vocabulary import Via
 
 if TYPE_CHECKING:
     from agent.runtime.protocol import Model
@@ -46,7 +47,7 @@ def _obtain(ctx: UpdateContext, release: Release, active: ModelIdentity,
             retriever: TargetRetriever) -> Retrieval:
     target = release.target
     if ctx.store.verified_path(target.sha256) is not None:
-        return Retrieval(b"", "local")
+        return Retrieval(b"", Via.LOCAL)
     base_path = ctx.store.verified_path(active.sha256)
     base = (active.sha256, base_path) if base_path is not None else None
     retrieval = retriever.obtain(release, base)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.config import AgentConfig
-from agent.update.db import open_device_store
+from agent.store import open_store
 from agent.update.journal import UpdateJournal
 from agent.update.modelstore import ACTIVE, ModelStore, file_sha256
 from shared.messages import ModelIdentity
@@ -35,7 +35,7 @@ def _initial_sha(path: Path) -> str:
 
 def read_update_state(config: AgentConfig) -> tuple[ModelIdentity, str]:
     """(active model, journal phase) as recorded in the state dir."""
-    db = open_device_store(config.state_dir)
+    db = open_store(config.state_dir)
     try:
         journal = UpdateJournal(db)
         try:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import TrustConfig
-from shared.atomic import write_atomic
+from localio.atomic import write_atomic
 from shared.documents import load_json
 from shared.envelope import verify_envelope
 from shared.errors import BadSignature, MalformedDocument, Rejected

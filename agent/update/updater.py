@@ -27,9 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import sqlite_utils
-
 from agent.config import AgentConfig
+from agent.store import DeviceStore
 from agent.update.activation import Activation
 from agent.update.admission import admit_deployment, claimed_rollout_id
 from agent.update.attempts import Attempts
@@ -59,6 +58,7 @@ from shared.keys import Keyring
 from shared.messages import ModelIdentity
 from shared.phases import UpdatePhase
 from shared.verify import VerifiedUpdate
+from shared.vocabulary import Via
 
 if TYPE_CHECKING:
     from agent.runtime.protocol import Model, ModelLoader
@@ -78,7 +78,7 @@ def _loader(path: Path, threads: int, delegates: tuple[str, ...]) -> Model:
 
 
 class Updater:
-    def __init__(self, config: AgentConfig, db: sqlite_utils.Database, outbox: Outbox,
+    def __init__(self, config: AgentConfig, db: DeviceStore, outbox: Outbox,
                  on_state_change: Callable[[], None], *,
                  fetchers: Callable[[str], Fetcher] | None = None,
                  load_model: ModelLoader = _loader,
@@ -360,8 +360,9 @@ class Updater:
         entry = self._ctx.steps.advance(entry, UpdatePhase.REJECTED, error.reason, str(error))
         return UpdateOutcome.of_entry(entry)
 
-    def _progress(self, entry: JournalEntry, phase: str, via: str, done: int, total: int) -> None:
-        step, journal = UpdatePhase(phase), self._ctx.journal
+    def _progress(self, entry: JournalEntry, step: UpdatePhase, via: Via, done: int,
+                  total: int) -> None:
+        journal = self._ctx.journal
         if step == UpdatePhase.VERIFYING:
             if journal.get(entry.id).phase != UpdatePhase.VERIFYING:
                 self._ctx.steps.advance(entry, step, via=via, done=done, total=total)

@@ -9,7 +9,7 @@ from urllib.parse import quote, unquote, urlparse
 
 from cloud.artifacts import StoreError
 from cloud.config import StoreConfig
-from shared.atomic import write_atomic
+from localio.atomic import write_atomic
 
 __all__ = ["FileStore", "safe_path"]
 

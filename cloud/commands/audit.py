@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from cloud.audit import entries
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.durations import parse_duration
-from shared.cli_support import EXIT_INVALID
+from localio.cli import EXIT_INVALID
 from shared.documents import parse_time
 from shared.errors import MalformedDocument
 

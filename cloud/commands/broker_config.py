@@ -18,7 +18,7 @@ from cloud.broker_config import (
     write_broker_config,
 )
 from cloud.config import CloudRole
-from shared.cli_support import EXIT_INVALID
+from localio.cli import EXIT_INVALID
 from shared.errors import InvalidDeviceId
 from shared.topics import DEFAULT_PREFIX
 

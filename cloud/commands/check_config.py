@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 from cloud.config import CloudConfig, CloudConfigInvalid, default_config_path, load_cloud_config
-from shared.cli_support import EXIT_INVALID
-from shared.keys import KeyFileError, load_signing_key
+from localio.cli import EXIT_INVALID
+from localio.keyfiles import load_signing_key
+from shared.keys import KeyFileError
 
 __all__ = ["register"]
 

@@ -18,7 +18,7 @@ from cloud import audit
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.durations import parse_duration
 from cloud.mqtt import CloudLink
-from shared.cli_support import EXIT_INVALID, EXIT_UNAVAILABLE
+from localio.cli import EXIT_INVALID, EXIT_UNAVAILABLE
 from shared.documents import format_time
 from shared.envelope import sign_envelope
 from shared.errors import InvalidDeviceId, Unavailable

@@ -18,7 +18,7 @@ from cloud.mqtt import CloudLink
 from cloud.release import load_releases
 from cloud.rollout import Publish, create_rollout, parse_waves, start_wave
 from cloud.roots import chain_message
-from shared.cli_support import EXIT_INVALID, EXIT_UNAVAILABLE
+from localio.cli import EXIT_INVALID, EXIT_UNAVAILABLE
 from shared.errors import Unavailable
 from shared.topics import Channel, fleet_subscription, topic
 

@@ -13,7 +13,7 @@ import sqlite_utils
 
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.durations import parse_duration
-from shared.cli_support import EXIT_INVALID
+from localio.cli import EXIT_INVALID
 
 __all__ = ["events_since", "register"]
 

@@ -28,7 +28,7 @@ from cloud.fleet import (
 )
 from cloud.mqtt import CloudLink
 from cloud.rollout import abort_rollout, pause_rollout, resume_rollout
-from shared.cli_support import EXIT_INVALID
+from localio.cli import EXIT_INVALID
 from shared.errors import Unavailable
 from shared.topics import Channel, topic
 

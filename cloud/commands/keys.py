@@ -13,16 +13,10 @@ from cloud import audit
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.durations import parse_duration
 from cloud.roots import RootChange, current_root, rotate, stored_roots
-from shared.cli_support import EXIT_INVALID
+from localio.cli import EXIT_INVALID
+from localio.keyfiles import load_signing_key, save_signing_key
 from shared.errors import MalformedDocument
-from shared.keys import (
-    HEX64,
-    KeyFileError,
-    PublicKey,
-    SigningKey,
-    load_signing_key,
-    save_signing_key,
-)
+from shared.keys import HEX64, KeyFileError, PublicKey, SigningKey
 from shared.root import describe
 
 PRIVATE_NAME = "release.key"

@@ -15,7 +15,7 @@ from cloud.context import CommandFailed, Context, add_config_argument, run_comma
 from cloud.durations import parse_duration
 from cloud.quarantine import quarantine_views
 from cloud.store import counter
-from shared.cli_support import EXIT_INVALID
+from localio.cli import EXIT_INVALID
 
 __all__ = ["register"]
 

@@ -18,9 +18,9 @@ from cloud.release import (
     publish_release,
 )
 from device_profiles import load_profile
-from shared.cli_support import EXIT_INVALID
+from device_profiles.profile import DeviceProfile, ProfileInvalid
+from localio.cli import EXIT_INVALID
 from shared.documents import ProbationPolicy, Provenance
-from shared.profile import DeviceProfile, ProfileInvalid
 
 __all__ = ["register"]
 

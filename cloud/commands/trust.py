@@ -19,7 +19,7 @@ from cloud import audit
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.mqtt import CloudLink
 from cloud.roots import chain_message, current_root, stored_roots
-from shared.cli_support import EXIT_INVALID, EXIT_UNAVAILABLE
+from localio.cli import EXIT_INVALID, EXIT_UNAVAILABLE
 from shared.errors import Unavailable
 from shared.root import describe, parse_root
 from shared.topics import FleetChannel, fleet_topic

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from cloud.compress.measure import Measurement
-from shared.profile import DeviceProfile
+from device_profiles.profile import DeviceProfile
 
 __all__ = ["ORIGINAL", "Choice", "choose"]
 

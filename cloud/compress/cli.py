@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.cli_support import EXIT_INVALID, EXIT_REJECTED
+from localio.cli import EXIT_INVALID, EXIT_REJECTED
 
 __all__ = ["add_compress_command", "main", "register", "run_compress"]
 
@@ -92,7 +92,7 @@ def _progress_bar() -> Any:
 def run_compress(args: argparse.Namespace) -> int:
     from cloud.compress import CompressError, CompressOptions, compress
     from device_profiles import load_profile
-    from shared.profile import ProfileInvalid
+    from device_profiles.profile import ProfileInvalid
 
     try:
         profile = load_profile(args.profile)

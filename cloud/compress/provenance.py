@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud.compress.measure import Measurement
-from shared.profile import DeviceProfile
+from device_profiles.profile import DeviceProfile
 
 __all__ = ["provenance", "sha256_of"]
 

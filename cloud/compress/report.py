@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud.compress.measure import Measurement
-from shared.atomic import write_atomic
+from localio.atomic import write_atomic
 
 __all__ = ["SCHEMA", "Report", "Skipped"]
 

@@ -48,8 +48,8 @@ from cloud.compress.options import CompressOptions
 from cloud.compress.provenance import provenance, sha256_of
 from cloud.compress.quantize import quantize_tflite
 from cloud.compress.report import Report, Skipped
-from shared.atomic import write_atomic
-from shared.profile import DeviceProfile
+from device_profiles.profile import DeviceProfile
+from localio.atomic import write_atomic
 from shared.verify import describe_io as describe
 
 __all__ = ["DEFAULT_METHODS", "METHODS", "ProgressCallback", "compress"]
@@ -68,7 +68,7 @@ NO_EFFECT_MARGIN = 0.02  # a candidate within 2 % of the original's bytes compre
 ProgressCallback = Callable[[int, int, str], None]
 
 
-def compress(
+def compress(  # noqa: C901 — the compression pipeline in order; each branch is an optional stage
     model_path: str | Path,
     profile: DeviceProfile,
     train_data: str | Path | Dataset | None,

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from agent.link.commands import CommandGate
 from agent.link.inbound import COMMAND_EVENT, Inbound
+from agent.store import open_store
 from shared.errors import Rejected
 from shared.keys import Keyring, SigningKey
 from shared.topics import Channel
@@ -39,7 +40,7 @@ class Harness:
     def __init__(self, tmp_path: Path, queue_size: int = 4) -> None:
         self.key = SigningKey.generate()
         (tmp_path / "state").mkdir()
-        self.gate = CommandGate(tmp_path / "state", Keyring((self.key.public,)), DEVICE)
+        self.gate = CommandGate(open_store(tmp_path / "state"), Keyring((self.key.public,)), DEVICE)
         self.release_deployment = threading.Event()
         self.release_command = threading.Event()
         self.deployments: list[bytes] = []

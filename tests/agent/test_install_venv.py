@@ -23,7 +23,7 @@ from agent.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "examples" / "models" / "digits.tflite"
-PACKAGES = ("agent", "shared", "cloud", "device_profiles")
+PACKAGES = ("agent", "shared", "localio", "cloud", "device_profiles")
 
 
 def build_wheel(out: Path) -> Path:

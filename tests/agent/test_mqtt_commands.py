@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.link.commands import CommandGate, Replayed, verify_command
+from agent.store import open_store
 from shared.documents import format_time
 from shared.envelope import sign_envelope
 from shared.errors import BadSignature, Expired, MalformedDocument, PayloadTooLarge, WrongDevice
@@ -54,12 +55,12 @@ def test_bad_commands_are_refused_with_a_typed_reason(data: bytes, error: type[E
 
 
 def test_a_nonce_is_accepted_once_even_across_restarts(tmp_path: Path) -> None:
-    gate = CommandGate(tmp_path, RING, "cam-01")
+    gate = CommandGate(open_store(tmp_path), RING, "cam-01")
     gate.admit(command(nonce="nonce-aaaa"), NOW)
     with pytest.raises(Replayed):
         gate.admit(command(nonce="nonce-aaaa"), NOW)
     gate.close()
-    reopened = CommandGate(tmp_path, RING, "cam-01")
+    reopened = CommandGate(open_store(tmp_path), RING, "cam-01")
     with pytest.raises(Replayed):
         reopened.admit(command(nonce="nonce-aaaa"), NOW)
     reopened.admit(command(nonce="nonce-bbbb"), NOW)

@@ -12,7 +12,7 @@ import pytest
 from agent.cli import main
 from agent.config import ConfigInvalid, load_config
 from device_profiles import bundled_profiles, load_profile
-from shared.profile import QUANTIZATIONS, ProfileInvalid
+from device_profiles.profile import QUANTIZATIONS, ProfileInvalid
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "examples" / "models" / "digits.tflite"

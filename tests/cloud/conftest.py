@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.keys import SigningKey, save_signing_key
+from localio.keyfiles import save_signing_key
+from shared.keys import SigningKey
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS = REPO / "examples" / "models" / "digits.tflite"

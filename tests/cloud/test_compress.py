@@ -29,8 +29,8 @@ from cloud.compress import (
 from cloud.compress.choose import choose
 from cloud.compress.cli import main as compress_main
 from device_profiles import load_profile
+from device_profiles.profile import Budget, DeviceProfile
 from shared.canonical import check_canonical_types
-from shared.profile import Budget, DeviceProfile
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS = REPO / "examples" / "models" / "digits.tflite"

@@ -22,7 +22,7 @@ from cloud.compress import CompressOptions, InputRejected, Report, compress
 from cloud.compress.choose import choose
 from cloud.modelinfo import read_io_signature
 from device_profiles import load_profile
-from shared.profile import Budget, DeviceProfile
+from device_profiles.profile import Budget, DeviceProfile
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"

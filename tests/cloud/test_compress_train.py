@@ -15,8 +15,8 @@ import pytest
 
 from cloud.compress import CompressOptions, Report, compress
 from device_profiles import load_profile
+from device_profiles.profile import DeviceProfile
 from shared.canonical import check_canonical_types
-from shared.profile import DeviceProfile
 
 pytestmark = pytest.mark.train
 

@@ -3,7 +3,8 @@ import stat
 import subprocess
 import sys
 
-from shared.keys import PublicKey, load_signing_key
+from localio.keyfiles import load_signing_key
+from shared.keys import PublicKey
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

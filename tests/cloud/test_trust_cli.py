@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cloud.cli import main
-from shared.cli_support import EXIT_INVALID, EXIT_REJECTED
-from shared.keys import SigningKey, save_signing_key
+from localio.cli import EXIT_INVALID, EXIT_REJECTED
+from localio.keyfiles import save_signing_key
+from shared.keys import SigningKey
 from shared.root import implicit_root, walk_chain
 from tests.cloud.conftest import DIGITS, CloudEnv, write_config
 

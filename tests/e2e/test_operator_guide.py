@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli_support import build_parser
+from localio.cli import build_parser
 from tests.cloud.conftest import write_config
 from tests.e2e.guide import GUIDE, argv, guide_blocks, run_block
 

@@ -4,7 +4,8 @@ import stat
 
 import pytest
 
-from shared.keys import KeyFileError, PublicKey, SigningKey, load_signing_key, save_signing_key
+from localio.keyfiles import load_signing_key, save_signing_key
+from shared.keys import KeyFileError, PublicKey, SigningKey
 
 
 def test_keyid_is_sha256_of_raw_public_key():

@@ -11,7 +11,7 @@ import time
 from agent.cli import main
 from agent.update.modelstore import ACTIVE, ModelStore
 from agent.update.state import read_update_state
-from shared.cli_support import EXIT_REJECTED
+from localio.cli import EXIT_REJECTED
 from shared.documents import ProbationPolicy
 
 from .conftest import DIGITS, DIGITS_FT, REPO, Bench, load, sha, write_config

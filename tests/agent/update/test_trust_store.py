@@ -15,7 +15,7 @@ from agent.cli import main
 from agent.config import ConfigInvalid
 from agent.update.state import read_update_state
 from agent.update.trust import TRUST_FILE, TrustStore
-from shared.cli_support import EXIT_REJECTED
+from localio.cli import EXIT_REJECTED
 from shared.documents import format_time
 from shared.envelope import sign_envelope
 from shared.errors import BadSignature, Expired

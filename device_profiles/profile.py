@@ -9,7 +9,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 
-from shared.tomlcheck import Problems, TableReader
+from localio.tomlcheck import Problems, TableReader
 
 __all__ = [
     "QUANTIZATIONS",

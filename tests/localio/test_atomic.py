@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.atomic import write_atomic
+from localio.atomic import write_atomic
 
 
 def test_replaces_the_content_and_leaves_no_temporary_file(tmp_path: Path) -> None:
