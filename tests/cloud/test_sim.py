@@ -1,0 +1,209 @@
+"""`litefleet sim` against a real broker and a real `serve`: simulated devices that report, take
+real rollouts (real verification, real HTTP downloads of deltas and full artifacts) and fail
+the way they are told to."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from cloud.cli import main
+from cloud.config import load_cloud_config
+from cloud.service import CloudService
+from cloud.sim.audit import missing_seqs
+from tests.cloud.conftest import DIGITS, DIGITS_FT, CloudEnv
+from tests.cloud.test_ingest import wait_for
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+PROFILE = "x86-gateway"
+
+
+class SimProcess:
+    def __init__(self, env: CloudEnv, n: int, *extra: str) -> None:
+        self.log = env.root / f"sim-{time.monotonic_ns()}.log"
+        self.out = self.log.with_suffix(".json")
+        argv = [sys.executable, "-m", "cloud.cli", "sim", "--config", str(env.config),
+                "--devices", str(n), "--group", "lab", "--initial", str(DIGITS),
+                "--telemetry-interval", "0.5", "--probation", "0.2", "--offline-for", "1",
+                "--log-level", "INFO", *extra]
+        with self.log.open("wb") as log, self.out.open("wb") as out:
+            self.process = subprocess.Popen(argv, stdout=out, stderr=log, cwd=REPO,
+                                            env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    def stop(self) -> dict:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(60) == 0, self.log.read_text()
+        return json.loads(self.out.read_text())
+
+
+@pytest.fixture
+def cloud(cloud_env: CloudEnv, mosquitto) -> Iterator[CloudEnv]:
+    http_port = free_port()
+    cloud_env.config.write_text(f"""
+[mqtt]
+host = "127.0.0.1"
+port = {mosquitto.port}
+
+[store]
+db = "cloud.db"
+artifacts = "file://artifacts"
+public_url = "http://127.0.0.1:{http_port}/artifacts"
+
+[signing]
+key = "keys/release.key"
+
+[http]
+host = "127.0.0.1"
+port = {http_port}
+
+[ingest]
+batch_wait_s = 0.05
+
+[rollout]
+tick_s = 0.2
+""")
+    for version, model in ((1, DIGITS), (2, DIGITS_FT)):
+        assert main(["release", str(model), "--name", "digits", "--version", str(version),
+                     "--profile", PROFILE, "--config", str(cloud_env.config)]) == 0
+    service = CloudService(load_cloud_config(cloud_env.config))
+    service.start()
+    yield cloud_env
+    service.stop()
+
+
+@pytest.fixture
+def sim(cloud: CloudEnv) -> Iterator[Callable[..., SimProcess]]:
+    made: list[SimProcess] = []
+
+    def start(n: int, *extra: str) -> SimProcess:
+        made.append(SimProcess(cloud, n, *extra))
+        return made[-1]
+
+    yield start
+    for p in made:
+        if p.process.poll() is None:
+            p.process.kill()
+            p.process.wait()
+
+
+def query(env: CloudEnv, sql: str, *params: object) -> list[tuple]:
+    conn = sqlite3.connect(str(env.db), timeout=30)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def count(env: CloudEnv, sql: str, *params: object) -> int:
+    return int(query(env, sql, *params)[0][0])
+
+
+def deploy(env: CloudEnv, capsys, ref: str, waves: str) -> str:
+    capsys.readouterr()
+    assert main(["deploy", ref, "--group", "lab", "--waves", waves, "--json",
+                 "--config", str(env.config)]) == 0
+    return str(json.loads(capsys.readouterr().out)["id"])
+
+
+def statuses(env: CloudEnv, rollout_id: str) -> dict[str, int]:
+    return dict(query(env, "SELECT status, COUNT(*) FROM rollout_devices WHERE rollout_id = ? "
+                           "GROUP BY status", rollout_id))
+
+
+def wait_online(env: CloudEnv, n: int) -> None:
+    wait_for(lambda: count(env, "SELECT COUNT(*) FROM devices WHERE online = 1 AND profile = ?",
+                           PROFILE) == n, 60, f"{n} simulated devices online in the store")
+
+
+def test_a_simulated_fleet_reports_and_takes_a_rollout_to_committed(cloud, sim, capsys,
+                                                                   mosquitto, mqtt_subscriber):
+    reports = mqtt_subscriber(mosquitto, ["litefleet/v1/devices/+/update"])
+    fleet = sim(20, "--offline", "10", "--restart", "10", "--restart-within", "3")
+    wait_online(cloud, 20)
+    assert sorted(r[0] for r in query(cloud, "SELECT device_id FROM groups WHERE group_name = "
+                                      "'lab'")) == [f"sim-{i:04d}" for i in range(20)]
+    wait_for(lambda: count(cloud, "SELECT COUNT(DISTINCT device_id) FROM telemetry") == 20, 30,
+             "telemetry from every device")
+
+    first = deploy(cloud, capsys, "digits@1", "1,50%,100%")  # full artifacts: no delta to v1
+    wait_for(lambda: statuses(cloud, first) == {"committed": 20}, 90, "every device committed v1")
+    second = deploy(cloud, capsys, "digits@2", "1,50%,100%")  # deltas from v1
+    wait_for(lambda: statuses(cloud, second) == {"committed": 20}, 90, "every device committed v2")
+    wait_for(lambda: count(cloud, "SELECT COUNT(*) FROM rollouts WHERE state = 'completed'") == 2,
+             30, "both rollouts completed")
+    summary = fleet.stop()
+
+    assert summary["models"] == {"digits@2": 20}
+    assert summary["outcomes"]["committed"] == 40
+    assert summary["outcomes"]["offline_mid_download"] == 2
+    assert summary["outcomes"]["restarts"] == 2
+    vias = dict(query(cloud, "SELECT rollout_id, GROUP_CONCAT(DISTINCT via) FROM updates "
+                             "WHERE phase = 'committed' AND via != '' GROUP BY rollout_id"))
+    assert vias == {first: "full", second: "delta"}
+    phases = [r[0] for r in query(cloud, "SELECT phase FROM updates WHERE device_id = 'sim-0000' "
+                                         "AND rollout_id = ? ORDER BY seq", second)]
+    assert [p for i, p in enumerate(phases) if p not in phases[:i]] == [
+        "downloading", "verifying", "staged", "activating", "probation", "committed"]
+    # download progress on the wire: complete transfers, and the halves the offline devices
+    # got before they went away (they resumed from there)
+    full_size = query(cloud, "SELECT envelope FROM releases WHERE version = 1")[0][0]
+    full_size = json.loads(full_size)["signed"]["artifact"]["size"]
+    downloading = [json.loads(p) for p in reports.payloads("/update")]
+    downloading = [m for m in downloading if m["phase"] == "downloading"
+                   and m["rollout_id"] == first and m["bytes_done"]]
+    assert {m["bytes_total"] for m in downloading} == {full_size}
+    assert sum(1 for m in downloading if m["bytes_done"] == full_size) == 20
+    assert any(0 < m["bytes_done"] < full_size for m in downloading)
+    models = {r[0] for r in query(cloud, "SELECT model_version FROM devices")}
+    assert models == {2}
+    # every device came back online after its fault, and nothing it sent was lost
+    with sqlite3.connect(str(cloud.db)) as conn:
+        assert missing_seqs(conn, "sim-") == {}
+    assert count(cloud, "SELECT COUNT(*) FROM telemetry") >= 20
+    assert count(cloud, "SELECT COUNT(*) FROM devices WHERE online = 0") == 20  # clean stop
+
+
+def test_failed_probations_roll_back_and_pause_the_rollout(cloud, sim, capsys) -> None:
+    fleet = sim(6, "--fail-probation", "100")
+    wait_online(cloud, 6)
+    rollout = deploy(cloud, capsys, "digits@1", "1,100%")
+    wait_for(lambda: count(cloud, "SELECT COUNT(*) FROM rollouts WHERE state = 'paused'") == 1,
+             60, "the rollout to pause")
+    assert statuses(cloud, rollout) == {"failed": 1, "waiting": 5}
+    assert query(cloud, "SELECT reason FROM rollout_devices WHERE status = 'failed'") == [
+        ("probation_failed",)]
+    rolled = query(cloud, "SELECT device_id, reason FROM updates WHERE phase = 'rolled_back'")
+    assert len(rolled) == 1 and rolled[0][1] == "probation_failed"
+    # the failed device still runs the model it had (version 0, the initial one)
+    assert query(cloud, "SELECT model_version FROM devices WHERE device_id = ?",
+                 rolled[0][0]) == [(0,)]
+    assert fleet.stop()["outcomes"] == {"rolled_back:probation_failed": 1}
+
+
+def test_a_tampered_artifact_is_refused_with_hash_mismatch(cloud, sim, capsys) -> None:
+    key = query(cloud, "SELECT artifact_key FROM releases WHERE version = 1")[0][0]
+    path = cloud.artifacts / key
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, other bytes: only the hash can tell
+    path.write_bytes(bytes(data))
+
+    fleet = sim(4)
+    wait_online(cloud, 4)
+    rollout = deploy(cloud, capsys, "digits@1", "100%")
+    wait_for(lambda: statuses(cloud, rollout) == {"failed": 4}, 60, "every device refusing")
+    assert {r[0] for r in query(cloud, "SELECT reason FROM rollout_devices")} == {"hash_mismatch"}
+    assert count(cloud, "SELECT COUNT(*) FROM updates WHERE phase = 'rejected' AND "
+                        "reason = 'hash_mismatch' AND rollout_id = ?", rollout) == 4
+    assert {r[0] for r in query(cloud, "SELECT model_version FROM devices")} == {0}
+    assert fleet.stop()["outcomes"] == {"rejected:hash_mismatch": 4}
