@@ -23,6 +23,7 @@ standby controller) are null with a note.
 
     .venv/bin/python benchmarks/fleet.py [--devices 1000] [--backend sqlite]
         [--ingest-workers 1] [--duration 30] [--telemetry-interval 1] [--backlog 20]
+        [--downloads 32]
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sim = b.spawn("sim", "sim", "--devices", str(n), "--id-prefix", PREFIX, "--group", GROUP,
                   "--initial", str(MODELS / "digits.tflite"),
                   "--telemetry-interval", str(args.telemetry_interval),
-                  "--log-level", "WARNING")
+                  "--downloads", str(args.downloads), "--log-level", "WARNING")
     sim_ps = psutil.Process(sim.pid)
     b.wait(lambda: sim.poll() is None and b.count(
         "SELECT COUNT(*) FROM devices WHERE online = 1 AND profile != ''") == n,
@@ -241,6 +242,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "rollout_cpu_s": {k: round(v, 1) for k, v in cpu.items()},
         "ramp_up_s": round(ramp_s, 1),
         "telemetry_interval_s": args.telemetry_interval,
+        "sim_downloads": args.downloads,
         "telemetry_offered_per_s": round(n / args.telemetry_interval),
         "telemetry_stored_per_s": round(steady),
         "telemetry_records": b.count("SELECT COUNT(*) FROM telemetry WHERE device_id LIKE ?",
@@ -271,6 +273,8 @@ def main() -> int:
                     help="seconds between a device's telemetry records (default 1)")
     ap.add_argument("--backlog", type=float, default=20.0,
                     help="seconds the ingest is paused while the fleet sends (default 20)")
+    ap.add_argument("--downloads", type=int, default=32,
+                    help="the simulator's concurrent downloads (default 32)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, store)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lf-fleet-bench-"))

@@ -20,6 +20,7 @@ The story:
   litefleet deploy digits@3 --group lobby --waves 1,10%,100% --wait
   litefleet serve                                        ingest, rollout controller, artifacts
   litefleet devices | releases | events | telemetry --follow | rollouts
+  litefleet sim --devices 1000 --group lab               simulated devices (docs/scale.md)
 
 Every command reads --config (default: ./cloud.toml or $LITEFLEET_CONFIG) and most accept
 --json for scripting.

@@ -309,8 +309,9 @@ class SimDevice:
                 await self._go_offline(len(buf), size)
                 continue
             break
-        check_bytes(buf, size, sha256, f"{via} artifact")
-        return bytes(buf)
+        data = bytes(buf)
+        await self.env.downloads.work(lambda: check_bytes(data, size, sha256, f"{via} artifact"))
+        return data
 
     async def _go_offline(self, done: int, size: int) -> None:
         self._went_offline = True
