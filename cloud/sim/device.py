@@ -108,7 +108,8 @@ class SimDevice:
         self._tasks: list[asyncio.Task[None]] = []
         self._running: bytes | None = None  # the deployment being worked on
         self._next: bytes | None = None  # the newest one that arrived meanwhile
-        self._refused: dict[tuple[str, int], str] = {}  # (sha256, version) -> reason
+        # (sha256, version) -> reason: models that failed their probation are not tried again
+        self._refused: dict[tuple[str, int], str] = {}
         self._went_offline = False
         self._last_progress = 0.0
         self._frames = 0
@@ -233,8 +234,7 @@ class SimDevice:
         self._enter(UpdatePhase.DOWNLOADING, attempt, total=release.artifact.size)
         try:
             model, via, delta_error = await self._obtain(attempt, release)
-        except Rejected as e:
-            self._refused[(attempt.sha256, attempt.version)] = e.reason
+        except Rejected as e:  # the bytes were bad: a mended mirror may serve good ones later
             self.env.outcomes[f"rejected:{e.reason}"] += 1
             self._enter(UpdatePhase.REJECTED, attempt, reason=e.reason, detail=str(e))
             return

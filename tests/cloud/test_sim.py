@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from cloud.artifacts.http import ArtifactServer
 from cloud.cli import main
 from cloud.config import load_cloud_config
 from cloud.service import CloudService
 from cloud.sim.audit import missing_seqs
+from cloud.sim.download import fetch_into
+from shared.errors import SizeExceeded
 from tests.cloud.conftest import DIGITS, DIGITS_FT, CloudEnv
 from tests.cloud.test_ingest import wait_for
 from tests.conftest import free_port
@@ -167,11 +170,23 @@ def test_a_simulated_fleet_reports_and_takes_a_rollout_to_committed(cloud, sim, 
     assert any(0 < m["bytes_done"] < full_size for m in downloading)
     models = {r[0] for r in query(cloud, "SELECT model_version FROM devices")}
     assert models == {2}
-    # every device came back online after its fault, and nothing it sent was lost
-    with sqlite3.connect(str(cloud.db)) as conn:
+    # a clean stop: every device's last state says offline; nothing any device sent was lost
+    wait_for(lambda: count(cloud, "SELECT COUNT(*) FROM devices WHERE online = 0") == 20, 30,
+             "every device offline after the stop")
+    sent = summary["records_sent"]
+    wait_for(lambda: count(cloud, "SELECT (SELECT COUNT(*) FROM telemetry) + (SELECT COUNT(*) "
+                                  "FROM updates) + (SELECT COUNT(*) FROM events)") == sent, 30,
+             f"all {sent} records the fleet sent in the store")
+    assert summary["unacknowledged"] == 0
+    conn = sqlite3.connect(str(cloud.db))
+    try:
         assert missing_seqs(conn, "sim-") == {}
-    assert count(cloud, "SELECT COUNT(*) FROM telemetry") >= 20
-    assert count(cloud, "SELECT COUNT(*) FROM devices WHERE online = 0") == 20  # clean stop
+        with conn:  # the positive control: a record lost in the middle is found
+            conn.execute("DELETE FROM telemetry WHERE device_id = 'sim-0003' AND seq = "
+                         "(SELECT MIN(seq) FROM telemetry WHERE device_id = 'sim-0003')")
+        assert missing_seqs(conn, "sim-") == {"sim-0003": 1}
+    finally:
+        conn.close()
 
 
 def test_failed_probations_roll_back_and_pause_the_rollout(cloud, sim, capsys) -> None:
@@ -207,3 +222,24 @@ def test_a_tampered_artifact_is_refused_with_hash_mismatch(cloud, sim, capsys) -
                         "reason = 'hash_mismatch' AND rollout_id = ?", rollout) == 4
     assert {r[0] for r in query(cloud, "SELECT model_version FROM devices")} == {0}
     assert fleet.stop()["outcomes"] == {"rejected:hash_mismatch": 4}
+
+
+def test_a_download_cut_halfway_resumes_with_a_range_request(tmp_path) -> None:
+    (tmp_path / "m").mkdir()
+    data = DIGITS.read_bytes()
+    (tmp_path / "m" / "model.bin").write_bytes(data)
+    server = ArtifactServer(tmp_path)
+    server.start()
+    try:
+        url = f"{server.base_url}/m/model.bin"
+        buf = bytearray()
+        fetch_into(buf, url, len(data), stop_at=len(data) // 2)
+        assert len(data) // 2 <= len(buf) < len(data)  # the link went down here
+        seen: list[int] = []
+        fetch_into(buf, url, len(data), progress=seen.append)
+        assert bytes(buf) == data
+        assert seen[0] > len(data) // 2  # went on from the prefix: the server honoured Range
+        with pytest.raises(SizeExceeded):
+            fetch_into(bytearray(), url, len(data) - 1)  # never past the signed size
+    finally:
+        server.stop()
