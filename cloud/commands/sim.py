@@ -17,7 +17,7 @@ from cloud.fleet import add_to_group
 from cloud.sim import Fleet, SimOptions, device_ids, raise_file_limit
 from device_profiles import load_profile
 from shared.cli_support import EXIT_INVALID
-from shared.errors import MalformedDocument
+from shared.errors import InvalidDeviceId, MalformedDocument
 from shared.keys import Keyring, PublicKey
 from shared.messages import ModelIdentity
 from shared.profile import ProfileInvalid
@@ -117,15 +117,21 @@ def _sim(ctx: Context, args: argparse.Namespace) -> int:
             downloads=args.downloads, seed=args.seed,
             session_expiry_s=ctx.config.mqtt.session_expiry_s)
         profile = load_profile(args.profile)
-        validate_device_id(device_ids(args.id_prefix, args.devices)[-1])  # a usable prefix
     except ProfileInvalid as e:
         raise CommandFailed("\n".join(e.problems), EXIT_INVALID) from e
-    except (ValueError, MalformedDocument) as e:
+    except ValueError as e:
         raise CommandFailed(str(e), EXIT_INVALID) from e
+    try:
+        validate_device_id(device_ids(args.id_prefix, args.devices)[-1])
+    except InvalidDeviceId as e:
+        raise CommandFailed(f"--id-prefix {args.id_prefix!r}: {e}", EXIT_INVALID) from e
     keyring = _keyring(ctx, args)
     initial = None
     if args.initial is not None:
-        data = args.initial.read_bytes()
+        try:
+            data = args.initial.read_bytes()
+        except OSError as e:
+            raise CommandFailed(f"--initial {args.initial}: {e.strerror}", EXIT_INVALID) from e
         initial = (ModelIdentity(args.model, 0, hashlib.sha256(data).hexdigest()), data)
     if (problem := raise_file_limit(args.devices)) is not None:
         raise CommandFailed(problem, EXIT_INVALID)

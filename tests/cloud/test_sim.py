@@ -243,3 +243,17 @@ def test_a_download_cut_halfway_resumes_with_a_range_request(tmp_path) -> None:
             fetch_into(bytearray(), url, len(data) - 1)  # never past the signed size
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--devices", "0"], "--devices 0: between 1 and 20000"),
+    (["--devices", "2", "--id-prefix", "bad/prefix"], "is not [A-Za-z0-9_-]"),
+    (["--devices", "2", "--initial", "/nonexistent.tflite"], "--initial /nonexistent.tflite"),
+    (["--devices", "2", "--trust-key", "zz"], "--trust-key"),
+    (["--devices", "2", "--profile", "no-such-profile"], "no-such-profile"),
+    (["--devices", "2", "--group", "a group"], "group name"),
+])
+def test_bad_input_is_one_line_and_exit_2(cloud_env, capsys, argv, message) -> None:
+    assert main(["sim", *argv, "--config", str(cloud_env.config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "Traceback" not in err
