@@ -86,6 +86,7 @@ def raise_file_limit(devices: int) -> str | None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.info("open-file limit raised from %s to %s", soft, hard)
         soft = hard
     if soft != resource.RLIM_INFINITY and soft < need:
         return (f"{devices} devices need about {need} open files, and this process may open "
@@ -196,6 +197,7 @@ class Fleet:
             "unacknowledged": sum(d.link.pending for d in self.devices),
             "outbox_dropped": sum(d.link.dropped for d in self.devices),
             "connects": sum(d.link.connects for d in self.devices),
+            "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "models": dict(Counter(f"{d.model.name}@{d.model.version}" if d.model else "-"
                                    for d in self.devices)),
             "outcomes": dict(sorted(self.outcomes.items())),
