@@ -19,7 +19,7 @@ from shared.errors import FetchFailed, SizeExceeded
 
 __all__ = ["fetch_into"]
 
-CHUNK = 16 * 1024
+CHUNK = 64 * 1024
 _MAX_REDIRECTS = 3
 
 
