@@ -257,3 +257,19 @@ def test_bad_input_is_one_line_and_exit_2(cloud_env, capsys, argv, message) -> N
     assert main(["sim", *argv, "--config", str(cloud_env.config)]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_the_fleet_benchmark_prints_one_line_with_every_device_committed(tmp_path) -> None:
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "fleet.py"), "--devices",
+                           "20", "--duration", "1", "--backlog", "2"], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert result["rollout_committed"] == result["rollout_delta_committed"] == 20
+    assert result["telemetry_missing"] == 0 and result["telemetry_records"] > 0
+    assert result["records_stored"] == result["records_sent"]
+    assert result["controller_failover_s"] is None and "controller_failover_s" in result["note"]
