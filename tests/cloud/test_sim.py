@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import tests.cloud.test_s3 as s3_tests
 from cloud.artifacts.http import ArtifactServer
 from cloud.cli import main
 from cloud.config import load_cloud_config
@@ -29,6 +30,7 @@ from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = "x86-gateway"
+s3_endpoint = s3_tests.s3_endpoint  # moto in server mode: real HTTP on loopback
 
 
 class SimProcess:
@@ -51,7 +53,17 @@ class SimProcess:
 
 
 @pytest.fixture
-def cloud(cloud_env: CloudEnv, mosquitto) -> Iterator[CloudEnv]:
+def store_lines(request) -> str:
+    """The `[store]` artifact settings: a folder, or with `indirect` "s3" a moto server."""
+    if getattr(request, "param", "file") == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        return (f'artifacts = "s3://fleet-artifacts/releases"\nendpoint_url = "{endpoint}"\n'
+                'region = "us-east-1"')
+    return 'artifacts = "file://artifacts"'
+
+
+@pytest.fixture
+def cloud(cloud_env: CloudEnv, mosquitto, store_lines: str) -> Iterator[CloudEnv]:
     http_port = free_port()
     cloud_env.config.write_text(f"""
 [mqtt]
@@ -60,7 +72,7 @@ port = {mosquitto.port}
 
 [store]
 db = "cloud.db"
-artifacts = "file://artifacts"
+{store_lines}
 public_url = "http://127.0.0.1:{http_port}/artifacts"
 
 [signing]
@@ -187,6 +199,19 @@ def test_a_simulated_fleet_reports_and_takes_a_rollout_to_committed(cloud, sim, 
         assert missing_seqs(conn, "sim-") == {"sim-0003": 1}
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("store_lines", ["s3"], indirect=True)
+def test_deltas_come_from_s3_through_presigned_urls(cloud, sim, capsys) -> None:
+    fleet = sim(5)
+    wait_online(cloud, 5)
+    rollout = deploy(cloud, capsys, "digits@2", "100%")  # a delta from the initial model
+    wait_for(lambda: statuses(cloud, rollout) == {"committed": 5}, 60, "every device committed")
+    assert query(cloud, "SELECT DISTINCT via FROM updates WHERE phase = 'committed'") == [
+        ("delta",)]
+    envelope = json.loads(query(cloud, "SELECT envelope FROM releases WHERE version = 2")[0][0])
+    assert "X-Amz-Signature=" in envelope["signed"]["deltas"][0]["url"]  # presigned, in S3
+    assert fleet.stop()["models"] == {"digits@2": 5}
 
 
 def test_failed_probations_roll_back_and_pause_the_rollout(cloud, sim, capsys) -> None:
