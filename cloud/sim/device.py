@@ -159,11 +159,20 @@ class SimDevice:
             device_id=self.device_id, seq=seq, ts=time.time(), model=self.model,
             frames=self._frames, inferences=self._frames, fps=random.uniform(9.5, 10.5),
             latency_p50_ms=p50, latency_p95_ms=p50 * 1.5, latency_p99_ms=p50 * 2,
-            outputs={"top": [[random.randrange(10), round(random.uniform(0.6, 1.0), 3)]]},
+            outputs=self._outputs(round(10 * self.env.telemetry_interval_s)),
             cpu_percent=random.uniform(10, 40), rss_mb=random.uniform(80, 120),
             disk_free_mb=4096.0, outbox_depth=self.link.pending,
             outbox_dropped=self.link.dropped, source_status="ok",
             uptime_s=time.monotonic() - self.started)
+
+    @staticmethod
+    def _outputs(frames: int) -> dict[str, Any]:
+        """A classifier's summary, shaped as the agent's postprocessing makes it."""
+        first = random.randrange(10)
+        return {"kind": "classification", "count": frames,
+                "top": [{"label": str(first), "count": frames - frames // 5},
+                        {"label": str((first + 1) % 10), "count": frames // 5}],
+                "mean_confidence": round(random.uniform(0.7, 0.95), 4)}
 
     def _report(self, phase: str, attempt: _Attempt | None, *, reason: str = "",
                 detail: str = "", done: int = 0, total: int = 0, via: str = "") -> None:

@@ -57,7 +57,7 @@ class SimOptions:
     download_timeout_s: float = 30.0
     session_expiry_s: int = 3600
     keepalive_s: int = 60
-    outbox_max: int = 10_000  # records per device kept while it is away
+    outbox_max: int = 1_000  # records per device kept while it is away; older ones dropped
     seed: int = 1
 
     def __post_init__(self) -> None:
