@@ -6,6 +6,7 @@
     update.py    model checks and rebuilding (shared.codec), the shared model cache
     device.py    one device: state, telemetry, the update state machine, faults
     fleet.py     N devices: ramp-up, fault assignment, run, stop, summary
+    audit.py     gaps in the devices' seqs in the store
 """
 
 from cloud.sim.fleet import Fleet, SimOptions, device_ids, raise_file_limit
