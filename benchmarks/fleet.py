@@ -233,8 +233,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     serve.send_signal(signal.SIGTERM)
     serve.wait(60)
 
-    with sqlite3.connect(str(b.db)) as conn:
+    conn = sqlite3.connect(str(b.db))
+    try:
         missing = missing_seqs(conn, PREFIX)
+    finally:
+        conn.close()
     return {
         "benchmark": "fleet", "devices": n, "backend": args.backend,
         "ingest_workers": args.ingest_workers,
