@@ -12,15 +12,16 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from shared.cli_support import EXIT_INVALID
+
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.fleet import add_to_group
 from cloud.sim import Fleet, SimOptions, device_ids, raise_file_limit
 from device_profiles import load_profile
-from shared.cli_support import EXIT_INVALID
+from device_profiles.profile import ProfileInvalid
 from shared.errors import InvalidDeviceId, MalformedDocument
 from shared.keys import Keyring, PublicKey
 from shared.messages import ModelIdentity
-from shared.profile import ProfileInvalid
 from shared.topics import validate_device_id
 
 __all__ = ["register"]

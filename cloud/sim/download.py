@@ -46,7 +46,7 @@ def fetch_into(buf: bytearray, url: str, max_length: int, *, timeout_s: float = 
     raise FetchFailed(f"more than {_MAX_REDIRECTS} redirects")
 
 
-def _fetch_once(buf: bytearray, url: str, max_length: int, timeout_s: float,
+def _fetch_once(buf: bytearray, url: str, max_length: int, timeout_s: float,  # noqa: C901 — one ranged GET: each status code the simulator meets is its own branch
                 stop_at: int | None, progress: Callable[[int], None] | None) -> str | None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
