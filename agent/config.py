@@ -10,12 +10,21 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from agent.opencv import OpenCVMissing, gives_frames, opencv
 from device_profiles import load_profile
 from device_profiles.profile import DeviceProfile, ProfileInvalid
-from localio.tomlcheck import Problems, TableReader
+from localio.tomlcheck import (
+    POSITIVE,
+    Bound,
+    MustExist,
+    Paths,
+    Problems,
+    Required,
+    TableReader,
+    read,
+)
 from shared.errors import Rejected
 from shared.keys import HEX64, Keyring
 from shared.root import MAX_ROOT_KEYS, TrustedRoot, implicit_root, self_signed_root
@@ -45,43 +54,49 @@ class ConfigInvalid(Problems):
     """An agent config with problems; `problems` has one line per mistake."""
 
 
+Positive = Annotated[int, POSITIVE]
+PositiveS = Annotated[float, POSITIVE]  # seconds (or another positive measure)
+ExistingFile = Annotated[Path | None, MustExist()]
+
+
 @dataclass(frozen=True)
 class MqttConfig:
     host: str = "127.0.0.1"
-    port: int = 1883
-    protocol: str = "5"  # "5" or "3.1.1"
+    port: Annotated[int, Bound(1, 65535, message="{value} is not a TCP port (1-65535)")] = 1883
+    protocol: Literal["5", "3.1.1"] = "5"
     topic_prefix: str = DEFAULT_PREFIX
-    keepalive_s: int = 30
+    keepalive_s: Positive = 30
     session_expiry_s: int = 7 * 24 * 3600
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 60.0
-    max_payload_bytes: int = 1024 * 1024  # inbound messages larger than this are dropped
-    inbound_queue: int = 16  # desired/cmd messages waiting for the worker; more are dropped
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
+    reconnect_min_s: PositiveS = 1.0
+    reconnect_max_s: PositiveS = 60.0
+    max_payload_bytes: Positive = 1024 * 1024  # inbound messages larger than this are dropped
+    inbound_queue: Positive = 16  # desired/cmd messages waiting for the worker; more dropped
+    tls_ca: ExistingFile = None
+    tls_cert: ExistingFile = None
+    tls_key: ExistingFile = None
     username: str | None = None
-    password_file: Path | None = None
+    password_file: ExistingFile = None
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
-    initial: Path
-    labels: Path | None = None
-    normalization: str = "auto"  # auto | 0_1 | -1_1 | none
-    color: str = "auto"  # auto | rgb | bgr | gray
-    top_k: int = 3
+    initial: Annotated[Path, MustExist(),
+                       Required("the model served until the first update commits")]
+    labels: ExistingFile = None
+    normalization: Literal["auto", "0_1", "-1_1", "none"] = "auto"
+    color: Literal["auto", "rgb", "bgr", "gray"] = "auto"
+    top_k: Positive = 3
     score_threshold: float = 0.5  # detections or top-1 above this become events
-    crop: str = "center"  # center (keep the aspect ratio) | stretch (whole frame)
+    crop: Literal["center", "stretch"] = "center"  # keep the aspect ratio | whole frame
 
 
 @dataclass(frozen=True)
 class SourceConfig:
-    uri: str
-    reconnect_max_s: float = 30.0
+    uri: Annotated[str, Required("for example file:///srv/video.mp4 or camera:0")]
+    reconnect_max_s: PositiveS = 30.0
     loop: bool = False  # replay a file source from the start when it ends
-    buffer_frames: int = 4  # prepared frames waiting for the inference thread (files)
+    buffer_frames: Positive = 4  # prepared frames waiting for the inference thread (files)
 
 
 @dataclass(frozen=True)
@@ -107,33 +122,34 @@ class TrustConfig:
 
 @dataclass(frozen=True)
 class TelemetryConfig:
-    interval_s: float
-    heartbeat_s: float = 60.0
-    event_queue: int = 256  # loop events waiting to be stored; more are dropped and counted
+    interval_s: PositiveS  # the profile's, unless set
+    heartbeat_s: PositiveS = 60.0
+    event_queue: Positive = 256  # loop events waiting to be stored; more are dropped, counted
 
 
 @dataclass(frozen=True)
 class OutboxConfig:
-    max_rows: int = 100_000
-    max_bytes: int = 64 * 1024 * 1024
+    max_rows: Positive = 100_000
+    max_bytes: Positive = 64 * 1024 * 1024
     # SQLite synchronous: NORMAL (WAL; a power cut may lose the last few records, never corrupt
     # the store) or FULL (every append survives a power cut; slower on SD cards).
-    synchronous: str = "NORMAL"
-    publish_window: int = 100  # QoS 1 messages in flight at once
-    shutdown_flush_s: float = 5.0  # on stop, how long to wait for the broker to take the rest
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    publish_window: Positive = 100  # QoS 1 messages in flight at once
+    shutdown_flush_s: PositiveS = 5.0  # on stop, how long to wait for the broker to take the rest
     # records held in memory while the disk refuses writes (full); the oldest go first, counted
     # in `outbox_dropped`
-    memory_rows: int = 1000
+    memory_rows: Positive = 1000
 
 
 @dataclass(frozen=True)
 class UpdateConfig:
-    max_model_bytes: int = 64 * 1024 * 1024
-    download_timeout_s: float = 30.0  # per socket read
+    max_model_bytes: Positive = 64 * 1024 * 1024
+    download_timeout_s: PositiveS = 30.0  # per socket read
     # a whole download may take download_grace_s + size / min_download_rate (bytes per second)
-    min_download_rate: int = 16 * 1024
-    download_grace_s: float = 60.0
-    keep_models: int = 4  # active, previous and a few recent ones
+    min_download_rate: Positive = 16 * 1024
+    download_grace_s: PositiveS = 60.0
+    # active, previous and a few recent ones
+    keep_models: Annotated[int, Bound(2, message="must be at least 2 (active and previous)")] = 4
     shadow_frames: int = 8  # recent real frames kept for smoke tests and agreement checks
 
 
@@ -149,7 +165,7 @@ class AgentConfig:
     telemetry: TelemetryConfig
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
-    log_format: str = "auto"  # auto (JSON under systemd, text on a terminal) | json | text
+    log_format: Literal["auto", "json", "text"] = "auto"  # auto: JSON under systemd
     path: Path | None = None
 
 
@@ -161,126 +177,100 @@ def load_config(path: Path, *, check_files: bool = True) -> AgentConfig:
     return parse_config(text, str(path), path.parent, path, check_files=check_files)
 
 
-def parse_config(  # noqa: C901 — one flat read of every agent.toml table, one problem line each
+def parse_config(
     text: str, source: str = "agent.toml", base_dir: Path | None = None, path: Path | None = None,
     *, check_files: bool = True,
 ) -> AgentConfig:
     """`check_files=False` skips the existence of the files it names: the installer checks
-    them inside the image tree it builds, not on the machine that builds it."""
+    them inside the image tree it builds, not on the machine that builds it.
+
+    Each table is read by `localio.tomlcheck.read` from its dataclass above (types, choices,
+    bounds); what spans keys or needs more than a type (device id, profile, source URI, trust)
+    is checked here.
+    """
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigInvalid([f"{source}: not valid TOML: {e}"]) from e
     r = TableReader(source)
     base = base_dir or Path.cwd()
+    paths = Paths(base, check_files=check_files)
 
-    def file_path(table: dict[str, Any], key: str, prefix: str, must_exist: bool) -> Path | None:
-        value = r.get(table, key, str, None, prefix)
-        if value is None:
-            return None
-        p = Path(value)
-        p = p if p.is_absolute() else base / p
-        if must_exist and check_files and not p.exists():
-            r.problem(f"{prefix}{key}", f"{p} does not exist")
-        return p
+    def section(key: str) -> dict[str, Any]:
+        table: dict[str, Any] = r.get(doc, key, dict, {})
+        return table
 
-    r.unknown(doc, {"device_id", "profile", "state_dir", "log_format", "mqtt", "model", "source",
-                    "trust", "telemetry", "outbox", "update"})
-    device_id = r.get(doc, "device_id", str, None)
+    top = read(r, AgentConfig, doc, "", paths,
+               skip={"device_id", "profile", "state_dir", "mqtt", "model", "source", "trust",
+                     "telemetry", "outbox", "update"}, not_keys={"path"})
+    device_id = _device_id(r, doc)
+    profile = _profile(r, doc, base)
+    state_dir = Path(r.get(doc, "state_dir", str, "/var/lib/litefleet"))
+
+    mqtt = MqttConfig(**read(r, MqttConfig, section("mqtt"), "mqtt.", paths))
+    if (mqtt.tls_cert is None) != (mqtt.tls_key is None):
+        r.problem("mqtt.tls_cert", "tls_cert and tls_key go together (mutual TLS needs both)")
+    model = ModelConfig(**read(r, ModelConfig, section("model"), "model.", paths))
+    source_cfg = SourceConfig(**read(r, SourceConfig, section("source"), "source.", paths))
+    _check_source(r, source_cfg.uri)
+    trust = _trust(r, section("trust"), paths)
+    interval = profile.telemetry_interval_s if profile else 10.0
+    telemetry = TelemetryConfig(**read(r, TelemetryConfig, section("telemetry"), "telemetry.",
+                                       paths, defaults={"interval_s": interval}))
+    outbox = OutboxConfig(**read(r, OutboxConfig, section("outbox"), "outbox.", paths))
+    update = UpdateConfig(**read(r, UpdateConfig, section("update"), "update.", paths))
+
+    if r.problems or profile is None or device_id is None:
+        raise ConfigInvalid(r.problems)
+    return AgentConfig(
+        device_id=device_id, profile=profile, state_dir=state_dir, mqtt=mqtt, model=model,
+        source=source_cfg, trust=trust, telemetry=telemetry, outbox=outbox, update=update,
+        log_format=top["log_format"], path=path,
+    )
+
+
+def _device_id(r: TableReader, doc: dict[str, Any]) -> str | None:
+    device_id: str | None = r.get(doc, "device_id", str, None)
     if device_id is None:
         r.problem("device_id", "missing")
     elif not DEVICE_ID_RE.match(device_id):
         r.problem("device_id", f"{device_id!r} is not [A-Za-z0-9_-]{{1,64}}")
+    return device_id
 
-    profile: DeviceProfile | None = None
-    profile_name = r.get(doc, "profile", str, None)
-    if profile_name is None:
+
+def _profile(r: TableReader, doc: dict[str, Any], base: Path) -> DeviceProfile | None:
+    name = r.get(doc, "profile", str, None)
+    if name is None:
         r.problem("profile", "missing (a name in device_profiles/ or a path to a profile file)")
-    else:
-        try:
-            profile = load_profile(profile_name, base)
-        except ProfileInvalid as e:
-            r.problems.extend(e.problems)
+        return None
+    try:
+        return load_profile(name, base)
+    except ProfileInvalid as e:
+        r.problems.extend(e.problems)
+        return None
 
-    state_dir = Path(r.get(doc, "state_dir", str, "/var/lib/litefleet"))
-    log_format = r.choice(doc, "log_format", ("auto", "json", "text"), "auto")
 
-    m = r.table(doc, "mqtt", {"host", "port", "protocol", "topic_prefix", "keepalive_s",
-                              "session_expiry_s", "reconnect_min_s", "reconnect_max_s",
-                              "max_payload_bytes", "tls_ca", "tls_cert", "tls_key", "username",
-                              "password_file", "inbound_queue"})
-    port = r.get(m, "port", int, 1883, "mqtt.")
-    if not 0 < port < 65536:
-        r.problem("mqtt.port", f"{port} is not a TCP port (1-65535)")
-    mqtt = MqttConfig(
-        host=r.get(m, "host", str, "127.0.0.1", "mqtt."),
-        port=port,
-        protocol=r.choice(m, "protocol", ("5", "3.1.1"), "5", "mqtt."),
-        topic_prefix=r.get(m, "topic_prefix", str, DEFAULT_PREFIX, "mqtt."),
-        keepalive_s=r.positive("mqtt.keepalive_s", r.get(m, "keepalive_s", int, 30, "mqtt."), 30),
-        session_expiry_s=r.get(m, "session_expiry_s", int, MqttConfig.session_expiry_s, "mqtt."),
-        reconnect_min_s=float(r.positive(
-            "mqtt.reconnect_min_s", r.get(m, "reconnect_min_s", (int, float), 1.0, "mqtt."), 1.0)),
-        reconnect_max_s=float(r.positive(
-            "mqtt.reconnect_max_s", r.get(m, "reconnect_max_s", (int, float), 60.0, "mqtt."), 60.0)),
-        max_payload_bytes=r.positive("mqtt.max_payload_bytes", r.get(
-            m, "max_payload_bytes", int, MqttConfig.max_payload_bytes, "mqtt."),
-            MqttConfig.max_payload_bytes),
-        tls_ca=file_path(m, "tls_ca", "mqtt.", True),
-        tls_cert=file_path(m, "tls_cert", "mqtt.", True),
-        tls_key=file_path(m, "tls_key", "mqtt.", True),
-        username=r.get(m, "username", str, None, "mqtt."),
-        password_file=file_path(m, "password_file", "mqtt.", True),
-        inbound_queue=r.positive("mqtt.inbound_queue", r.get(
-            m, "inbound_queue", int, MqttConfig.inbound_queue, "mqtt."), MqttConfig.inbound_queue),
-    )
-    if (mqtt.tls_cert is None) != (mqtt.tls_key is None):
-        r.problem("mqtt.tls_cert", "tls_cert and tls_key go together (mutual TLS needs both)")
-
-    md = r.table(doc, "model", {"name", "initial", "labels", "normalization", "color", "top_k",
-                                "score_threshold", "crop"})
-    model_name = r.get(md, "name", str, None, "model.")
-    if model_name is None:
-        r.problem("model.name", "missing")
-    initial = file_path(md, "initial", "model.", True)
-    if initial is None:
-        r.problem("model.initial", "missing (the model served until the first update commits)")
-    model = ModelConfig(
-        name=model_name or "",
-        initial=initial or Path(),
-        labels=file_path(md, "labels", "model.", True),
-        normalization=r.choice(md, "normalization", ("auto", "0_1", "-1_1", "none"), "auto",
-                               "model."),
-        color=r.choice(md, "color", ("auto", "rgb", "bgr", "gray"), "auto", "model."),
-        top_k=r.positive("model.top_k", r.get(md, "top_k", int, 3, "model."), 3),
-        score_threshold=float(r.get(md, "score_threshold", (int, float), 0.5, "model.")),
-        crop=r.choice(md, "crop", ("center", "stretch"), "center", "model."),
-    )
-
-    s = r.table(doc, "source", {"uri", "reconnect_max_s", "loop", "buffer_frames"})
-    uri = r.get(s, "uri", str, None, "source.")
+def _check_source(r: TableReader, uri: str | None) -> None:
     if uri is None:
-        r.problem("source.uri", "missing (for example file:///srv/video.mp4 or camera:0)")
-    elif not uri.startswith(SOURCE_SCHEMES):
+        return  # reported as missing
+    if not uri.startswith(SOURCE_SCHEMES):
         r.problem("source.uri", f"{uri!r} is not one of {', '.join(SOURCE_SCHEMES)}")
     elif gives_frames(uri):
         try:
             opencv(f"the frames of {uri.split('?', 1)[0]}")
         except OpenCVMissing as e:
             r.problem("source.uri", str(e))
-    source_cfg = SourceConfig(
-        uri=uri or "",
-        reconnect_max_s=float(r.positive("source.reconnect_max_s", r.get(
-            s, "reconnect_max_s", (int, float), 30.0, "source."), 30.0)),
-        loop=r.get(s, "loop", bool, False, "source."),
-        buffer_frames=r.positive("source.buffer_frames", r.get(
-            s, "buffer_frames", int, 4, "source."), 4),
-    )
 
-    t = r.table(doc, "trust", {"keys", "threshold", "root"})
+
+def _trust(r: TableReader, t: dict[str, Any], paths: Paths) -> TrustConfig:
+    """`keys` and `threshold`, or `root`: one of the two, checked together."""
+    r.unknown(t, {"keys", "threshold", "root"}, "trust.")
     keys = r.get(t, "keys", list, None, "trust.")
     threshold = r.get(t, "threshold", int, 1, "trust.")
-    root_path = file_path(t, "root", "trust.", must_exist=True)
+    root_value = r.get(t, "root", str, None, "trust.")
+    root_path = paths.resolve(root_value) if root_value is not None else None
+    if root_path is not None and paths.check_files and not root_path.exists():
+        r.problem("trust.root", f"{root_path} does not exist")
     root = None
     if root_path is not None and keys:
         r.problem("trust.root", "set either keys (an implicit root version 1) or root, not both")
@@ -303,60 +293,4 @@ def parse_config(  # noqa: C901 — one flat read of every agent.toml table, one
         if len(set(trust.keys)) < threshold or threshold < 1:
             r.problem("trust.threshold", f"{threshold} needs that many distinct trusted keys "
                       f"({len(set(trust.keys))} listed)")
-
-    tl = r.table(doc, "telemetry", {"interval_s", "heartbeat_s", "event_queue"})
-    default_interval = profile.telemetry_interval_s if profile else 10.0
-    telemetry = TelemetryConfig(
-        interval_s=float(r.positive("telemetry.interval_s", r.get(
-            tl, "interval_s", (int, float), default_interval, "telemetry."), default_interval)),
-        heartbeat_s=float(r.positive("telemetry.heartbeat_s", r.get(
-            tl, "heartbeat_s", (int, float), 60.0, "telemetry."), 60.0)),
-        event_queue=r.positive("telemetry.event_queue", r.get(
-            tl, "event_queue", int, TelemetryConfig.event_queue, "telemetry."),
-            TelemetryConfig.event_queue),
-    )
-
-    o = r.table(doc, "outbox", {"max_rows", "max_bytes", "synchronous", "publish_window",
-                                "shutdown_flush_s", "memory_rows"})
-    outbox = OutboxConfig(
-        max_rows=r.positive("outbox.max_rows", r.get(o, "max_rows", int, OutboxConfig.max_rows,
-                                                     "outbox."), OutboxConfig.max_rows),
-        max_bytes=r.positive("outbox.max_bytes", r.get(o, "max_bytes", int,
-                                                       OutboxConfig.max_bytes, "outbox."),
-                             OutboxConfig.max_bytes),
-        synchronous=r.choice(o, "synchronous", ("NORMAL", "FULL"), "NORMAL", "outbox."),
-        publish_window=r.positive("outbox.publish_window", r.get(
-            o, "publish_window", int, 100, "outbox."), 100),
-        shutdown_flush_s=float(r.positive("outbox.shutdown_flush_s", r.get(
-            o, "shutdown_flush_s", (int, float), 5.0, "outbox."), 5.0)),
-        memory_rows=r.positive("outbox.memory_rows", r.get(
-            o, "memory_rows", int, OutboxConfig.memory_rows, "outbox."), OutboxConfig.memory_rows),
-    )
-
-    u = r.table(doc, "update", {"max_model_bytes", "download_timeout_s", "keep_models",
-                                "shadow_frames", "min_download_rate", "download_grace_s"})
-    update = UpdateConfig(
-        max_model_bytes=r.positive("update.max_model_bytes", r.get(
-            u, "max_model_bytes", int, UpdateConfig.max_model_bytes, "update."),
-            UpdateConfig.max_model_bytes),
-        download_timeout_s=float(r.positive("update.download_timeout_s", r.get(
-            u, "download_timeout_s", (int, float), 30.0, "update."), 30.0)),
-        min_download_rate=r.positive("update.min_download_rate", r.get(
-            u, "min_download_rate", int, UpdateConfig.min_download_rate, "update."),
-            UpdateConfig.min_download_rate),
-        download_grace_s=float(r.positive("update.download_grace_s", r.get(
-            u, "download_grace_s", (int, float), UpdateConfig.download_grace_s, "update."),
-            UpdateConfig.download_grace_s)),
-        keep_models=r.get(u, "keep_models", int, 4, "update."),
-        shadow_frames=r.get(u, "shadow_frames", int, 8, "update."),
-    )
-    if update.keep_models < 2:
-        r.problem("update.keep_models", "must be at least 2 (active and previous)")
-
-    if r.problems or profile is None:
-        raise ConfigInvalid(r.problems)
-    return AgentConfig(
-        device_id=device_id, profile=profile, state_dir=state_dir, mqtt=mqtt, model=model,
-        source=source_cfg, trust=trust, telemetry=telemetry, outbox=outbox, update=update,
-        log_format=log_format, path=path,
-    )
+    return trust

@@ -13,9 +13,9 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from localio.tomlcheck import Problems, TableReader
+from localio.tomlcheck import POSITIVE, Bound, Paths, Problems, TableReader, read
 from shared.topics import DEFAULT_PREFIX
 
 __all__ = [
@@ -57,7 +57,10 @@ class CloudRole(StrEnum):
         return f"litefleet-{self.value}"
 
 
-_CREDENTIAL_KEYS = {"username", "password_file", "tls_cert", "tls_key"}
+Positive = Annotated[int, POSITIVE]
+PositiveS = Annotated[float, POSITIVE]
+Port = Annotated[int, Bound(0, 65535, message="{value} is not a TCP port (0-65535)")]
+PRESIGN_MAX_S = 7 * 24 * 3600  # S3's longest presigned URL
 
 
 @dataclass(frozen=True)
@@ -73,18 +76,18 @@ class MqttCredentials:
 @dataclass(frozen=True)
 class MqttConfig:
     host: str = "127.0.0.1"
-    port: int = 1883
+    port: Port = 1883
     topic_prefix: str = DEFAULT_PREFIX
     client_id: str = "litefleet-cloud"
-    protocol: str = "5"  # "5", or "3.1.1" for brokers that lack MQTT 5
-    keepalive_s: int = 30
-    session_expiry_s: int = 7 * 24 * 3600
+    protocol: Literal["5", "3.1.1"] = "5"  # 3.1.1 for brokers that lack MQTT 5
+    keepalive_s: Positive = 30
+    session_expiry_s: Positive = 7 * 24 * 3600
     username: str | None = None
     password_file: Path | None = None
     tls_ca: Path | None = None
     tls_cert: Path | None = None  # a client certificate (mutual TLS), with tls_key
     tls_key: Path | None = None
-    max_payload_bytes: int = 64 * 1024  # device messages larger than this are dropped
+    max_payload_bytes: Positive = 64 * 1024  # device messages larger than this are dropped
     roles: dict[CloudRole, MqttCredentials] = field(default_factory=dict)
 
     def for_role(self, role: CloudRole) -> MqttConfig:
@@ -108,7 +111,9 @@ class StoreConfig:
     endpoint_url: str | None = None  # S3-compatible servers
     region: str | None = None
     # presigned URLs live as long as the release, capped at S3's 7-day maximum
-    presign_max_s: int = 7 * 24 * 3600
+    presign_max_s: Annotated[int, POSITIVE, Bound(
+        max=PRESIGN_MAX_S,
+        message="{value} exceeds S3's 7-day presign maximum (604800)")] = PRESIGN_MAX_S
 
 
 @dataclass(frozen=True)
@@ -119,25 +124,26 @@ class SigningConfig:
 @dataclass(frozen=True)
 class HttpConfig:
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: Port = 8080
     enabled: bool = True
 
 
 @dataclass(frozen=True)
 class IngestConfig:
-    queue_max: int = 50_000  # messages waiting for the writer; beyond this paho's window holds
-    batch_max: int = 2_000  # messages per transaction
-    batch_wait_s: float = 0.2  # longest a message waits before its batch is written
-    offline_after_s: float = 180.0  # no message for this long: the device counts as offline
+    queue_max: Positive = 50_000  # messages waiting for the writer; then paho's window holds
+    batch_max: Positive = 2_000  # messages per transaction
+    batch_wait_s: PositiveS = 0.2  # longest a message waits before its batch is written
+    offline_after_s: PositiveS = 180.0  # no message for this long: the device is offline
 
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    tick_s: float = 5.0
-    device_timeout_s: float = 1800.0  # a device silent this long after its wave started: timed out
-    deployment_lifetime_s: int = 7 * 24 * 3600
-    release_history: int = 3  # deltas are made against this many previous releases
-    max_artifact_bytes: int = 256 * 1024 * 1024
+    tick_s: PositiveS = 5.0
+    device_timeout_s: PositiveS = 1800.0  # silent this long after its wave started: timed out
+    deployment_lifetime_s: Positive = 7 * 24 * 3600
+    # deltas are made against this many previous releases
+    release_history: Annotated[int, Bound(0, message="must be 0 or more")] = 3
+    max_artifact_bytes: Positive = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -186,132 +192,65 @@ def load_cloud_config(path: Path | None = None) -> CloudConfig:
     return parse_cloud_config(text, str(path), path.resolve().parent, path)
 
 
-def parse_cloud_config(  # noqa: C901 — one flat read of every cloud.toml table, one problem line each
+def parse_cloud_config(
     text: str, source: str = "cloud.toml", base_dir: Path | None = None, path: Path | None = None
 ) -> CloudConfig:
+    """Each table is read by `localio.tomlcheck.read` from its dataclass above (types, choices,
+    bounds); the role tables, the artifact store's URL and the files named are checked here."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise CloudConfigInvalid([f"{source}: not valid TOML: {e}"]) from e
     r = TableReader(source)
     base = base_dir or Path.cwd()
+    paths = Paths(base, expand_user=True, check_files=False)  # files: _check_mqtt_files
 
-    def resolve(value: str) -> Path:
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else base / p
-
-    def opt_path(table: dict[str, Any], key: str, prefix: str) -> Path | None:
-        value = r.get(table, key, str, None, prefix)
-        return None if value is None else resolve(value)
-
-    def port_of(table: dict[str, Any], key: str, default: int, prefix: str) -> int:
-        port: int = r.get(table, key, int, default, prefix)
-        if not 0 <= port < 65536:
-            r.problem(f"{prefix}{key}", f"{port} is not a TCP port (0-65535)")
-            return default
-        return port
-
-    def pos(table: dict[str, Any], key: str, kind: Any, default: Any, prefix: str) -> Any:
-        return r.positive(f"{prefix}{key}", r.get(table, key, kind, default, prefix), default)
+    def section(key: str) -> dict[str, Any]:
+        table: dict[str, Any] = r.get(doc, key, dict, {})
+        return table
 
     r.unknown(doc, {"mqtt", "store", "signing", "http", "ingest", "rollout"})
-    m = r.table(doc, "mqtt", {"host", "port", "topic_prefix", "client_id", "protocol", "keepalive_s",
-                              "session_expiry_s", "username", "password_file", "tls_ca",
-                              "tls_cert", "tls_key", "max_payload_bytes",
-                              *(role.value for role in CloudRole)})
+    m = section("mqtt")
     roles: dict[CloudRole, MqttCredentials] = {}
     for role in CloudRole:
-        if role.value not in m:
-            continue
-        t = r.get(m, role.value, dict, {}, "mqtt.")
-        r.unknown(t, _CREDENTIAL_KEYS, f"mqtt.{role.value}.")
-        pre = f"mqtt.{role.value}."
-        roles[role] = MqttCredentials(
-            username=r.get(t, "username", str, None, pre),
-            password_file=opt_path(t, "password_file", pre),
-            tls_cert=opt_path(t, "tls_cert", pre), tls_key=opt_path(t, "tls_key", pre))
-    mqtt = MqttConfig(
-        host=r.get(m, "host", str, "127.0.0.1", "mqtt."),
-        port=port_of(m, "port", 1883, "mqtt."),
-        topic_prefix=r.get(m, "topic_prefix", str, DEFAULT_PREFIX, "mqtt."),
-        client_id=r.get(m, "client_id", str, "litefleet-cloud", "mqtt."),
-        protocol=r.choice(m, "protocol", ("5", "3.1.1"), "5", "mqtt."),
-        keepalive_s=pos(m, "keepalive_s", int, 30, "mqtt."),
-        session_expiry_s=pos(m, "session_expiry_s", int, MqttConfig.session_expiry_s, "mqtt."),
-        username=r.get(m, "username", str, None, "mqtt."),
-        password_file=opt_path(m, "password_file", "mqtt."),
-        tls_ca=opt_path(m, "tls_ca", "mqtt."),
-        tls_cert=opt_path(m, "tls_cert", "mqtt."),
-        tls_key=opt_path(m, "tls_key", "mqtt."),
-        max_payload_bytes=pos(m, "max_payload_bytes", int, MqttConfig.max_payload_bytes, "mqtt."),
-        roles=roles,
-    )
+        if role.value in m:
+            pre = f"mqtt.{role.value}."
+            own: dict[str, Any] = r.get(m, role.value, dict, {}, "mqtt.")
+            roles[role] = MqttCredentials(**read(r, MqttCredentials, own, pre, paths))
+    mqtt = MqttConfig(**read(r, MqttConfig, m, "mqtt.", paths, skip={"roles"},
+                             extra_keys={role.value for role in CloudRole}), roles=roles)
     _check_mqtt_files(r, mqtt)
 
-    s = r.table(doc, "store", {"db", "artifacts", "public_url", "endpoint_url", "region",
-                               "presign_max_s"})
-    db = opt_path(s, "db", "store.")
-    if db is None:
-        db = base / "cloud.db"
-    artifacts = r.get(s, "artifacts", str, None, "store.")
-    if artifacts is None:
-        artifacts = (base / "artifacts").as_uri()
-    elif artifacts.startswith("file://"):
-        artifacts = resolve(artifacts.removeprefix("file://")).as_uri()
-    elif artifacts.startswith("s3://"):
-        if not artifacts.removeprefix("s3://").split("/", 1)[0]:
-            r.problem("store.artifacts", f"{artifacts!r} names no bucket (s3://bucket/prefix)")
-    else:
-        r.problem("store.artifacts", f"{artifacts!r} is neither file:///dir nor s3://bucket/prefix")
-    public_url = r.get(s, "public_url", str, None, "store.")
-    if public_url is not None and not public_url.startswith(("http://", "https://")):
-        r.problem("store.public_url", f"{public_url!r} is not an http(s) URL")
-    presign = pos(s, "presign_max_s", int, StoreConfig.presign_max_s, "store.")
-    if presign > StoreConfig.presign_max_s:
-        r.problem("store.presign_max_s", f"{presign} exceeds S3's 7-day presign maximum (604800)")
-        presign = StoreConfig.presign_max_s
-    store = StoreConfig(
-        db=db,
-        artifacts=artifacts,
-        public_url=public_url.rstrip("/") if public_url else None,
-        endpoint_url=r.get(s, "endpoint_url", str, None, "store."),
-        region=r.get(s, "region", str, None, "store."),
-        presign_max_s=presign,
-    )
+    s = section("store")
+    values = read(r, StoreConfig, s, "store.", paths, skip={"artifacts"},
+                  defaults={"db": base / "cloud.db"})
+    store = StoreConfig(**values, artifacts=_artifacts(r, s, paths))
+    if store.public_url is not None:
+        if not store.public_url.startswith(("http://", "https://")):
+            r.problem("store.public_url", f"{store.public_url!r} is not an http(s) URL")
+        store = replace(store, public_url=store.public_url.rstrip("/"))
 
-    g = r.table(doc, "signing", {"key"})
-    signing = SigningConfig(key=opt_path(g, "key", "signing."))
-
-    h = r.table(doc, "http", {"host", "port", "enabled"})
-    http = HttpConfig(
-        host=r.get(h, "host", str, "127.0.0.1", "http."),
-        port=port_of(h, "port", 8080, "http."),
-        enabled=r.get(h, "enabled", bool, True, "http."),
-    )
-
-    i = r.table(doc, "ingest", {"queue_max", "batch_max", "batch_wait_s", "offline_after_s"})
-    ingest = IngestConfig(
-        queue_max=pos(i, "queue_max", int, IngestConfig.queue_max, "ingest."),
-        batch_max=pos(i, "batch_max", int, IngestConfig.batch_max, "ingest."),
-        batch_wait_s=float(pos(i, "batch_wait_s", (int, float), 0.2, "ingest.")),
-        offline_after_s=float(pos(i, "offline_after_s", (int, float), 180.0, "ingest.")),
-    )
-
-    o = r.table(doc, "rollout", {"tick_s", "device_timeout_s", "deployment_lifetime_s",
-                                 "release_history", "max_artifact_bytes"})
-    rollout = RolloutConfig(
-        tick_s=float(pos(o, "tick_s", (int, float), 5.0, "rollout.")),
-        device_timeout_s=float(pos(o, "device_timeout_s", (int, float), 1800.0, "rollout.")),
-        deployment_lifetime_s=pos(o, "deployment_lifetime_s", int,
-                                  RolloutConfig.deployment_lifetime_s, "rollout."),
-        release_history=r.get(o, "release_history", int, 3, "rollout."),
-        max_artifact_bytes=pos(o, "max_artifact_bytes", int, RolloutConfig.max_artifact_bytes,
-                               "rollout."),
-    )
-    if rollout.release_history < 0:
-        r.problem("rollout.release_history", "must be 0 or more")
+    signing = SigningConfig(**read(r, SigningConfig, section("signing"), "signing.", paths))
+    http = HttpConfig(**read(r, HttpConfig, section("http"), "http.", paths))
+    ingest = IngestConfig(**read(r, IngestConfig, section("ingest"), "ingest.", paths))
+    rollout = RolloutConfig(**read(r, RolloutConfig, section("rollout"), "rollout.", paths))
 
     if r.problems:
         raise CloudConfigInvalid(r.problems)
     return CloudConfig(mqtt=mqtt, store=store, signing=signing, http=http, ingest=ingest,
                        rollout=rollout, path=path)
+
+
+def _artifacts(r: TableReader, store: dict[str, Any], paths: Paths) -> str:
+    """`store.artifacts`: a file:///dir (relative to the config) or s3://bucket/prefix URL."""
+    artifacts: str | None = r.get(store, "artifacts", str, None, "store.")
+    if artifacts is None:
+        return (paths.base / "artifacts").as_uri()
+    if artifacts.startswith("file://"):
+        return paths.resolve(artifacts.removeprefix("file://")).as_uri()
+    if artifacts.startswith("s3://"):
+        if not artifacts.removeprefix("s3://").split("/", 1)[0]:
+            r.problem("store.artifacts", f"{artifacts!r} names no bucket (s3://bucket/prefix)")
+    else:
+        r.problem("store.artifacts", f"{artifacts!r} is neither file:///dir nor s3://bucket/prefix")
+    return artifacts

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
 
-from localio.tomlcheck import Problems, TableReader
+from localio.tomlcheck import POSITIVE, Paths, Problems, Required, TableReader, read
 
 __all__ = [
     "QUANTIZATIONS",
@@ -30,31 +32,34 @@ class ProfileInvalid(Problems):
     """A profile with problems; `problems` has one human line per mistake."""
 
 
+Positive = Annotated[int, POSITIVE]
+
+
 @dataclass(frozen=True)
 class RuntimeSettings:
-    threads: int = 2
+    threads: Positive = 2
     delegates: tuple[str, ...] = ()  # external delegate libraries, tried in order
 
 
 @dataclass(frozen=True)
 class Budget:
-    max_model_bytes: int = 16 * 1024 * 1024
-    memory_mb: int = 512
-    max_latency_ms: float | None = None
+    max_model_bytes: Positive = 16 * 1024 * 1024
+    memory_mb: Positive = 512
+    max_latency_ms: Annotated[float | None, POSITIVE] = None
     max_accuracy_drop: float = 0.01
 
 
 @dataclass(frozen=True)
 class CameraDefaults:
-    width: int = 640
-    height: int = 480
-    fps: int = 30
+    width: Positive = 640
+    height: Positive = 480
+    fps: Positive = 30
 
 
 @dataclass(frozen=True)
 class DeviceProfile:
-    name: str
-    arch: str
+    name: Annotated[str, Required()]
+    arch: Annotated[str, Required()]
     description: str = ""
     accelerators: tuple[str, ...] = ()
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
@@ -64,70 +69,42 @@ class DeviceProfile:
     camera: CameraDefaults = field(default_factory=CameraDefaults)
 
 
+@dataclass(frozen=True)
+class _Telemetry:
+    """The profile's `[telemetry]` table (`DeviceProfile.telemetry_interval_s`)."""
+
+    interval_s: Annotated[float, POSITIVE] = 10.0
+
+
 def parse_profile(text: str, source: str = "profile") -> DeviceProfile:
-    """Parse a profile's TOML text; raise `ProfileInvalid` listing every problem."""
+    """Parse a profile's TOML text; raise `ProfileInvalid` listing every problem.
+
+    Each table is read by `localio.tomlcheck.read` from the dataclasses above."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ProfileInvalid([f"{source}: not valid TOML: {e}"]) from e
     r = TableReader(source)
-    r.unknown(doc, {"name", "arch", "description", "accelerators", "runtime", "quantizations",
-                    "budget", "telemetry", "camera"})
-    name = r.get(doc, "name", str, None)
-    if name is None:
-        r.problem("name", "missing")
-    arch = r.get(doc, "arch", str, None)
-    if arch is None:
-        r.problem("arch", "missing")
-    accelerators = r.get(doc, "accelerators", list, [])
-    quantizations = r.get(doc, "quantizations", list, ["dynamic_int8", "float16"])
-    for q in quantizations:
+    paths = Paths(Path.cwd())  # a profile names no files
+
+    def section(key: str) -> dict[str, Any]:
+        table: dict[str, Any] = r.get(doc, key, dict, {})
+        return table
+
+    top = read(r, DeviceProfile, doc, "", paths, skip={"runtime", "budget", "camera"},
+               extra_keys={"telemetry"}, not_keys={"telemetry_interval_s"})
+    for q in top["quantizations"]:
         if q not in QUANTIZATIONS:
             r.problem("quantizations", f"unknown method {q!r} (one of {', '.join(QUANTIZATIONS)})")
-
-    rt = r.get(doc, "runtime", dict, {})
-    r.unknown(rt, {"threads", "delegates"}, "runtime.")
-    threads = r.positive("runtime.threads", r.get(rt, "threads", int, 2, "runtime."), 2)
-    delegates = r.get(rt, "delegates", list, [], "runtime.")
-    if not all(isinstance(d, str) for d in delegates):
+    runtime = read(r, RuntimeSettings, section("runtime"), "runtime.", paths)
+    if not all(isinstance(d, str) for d in runtime["delegates"]):
         r.problem("runtime.delegates", "expected a list of library names")
-        delegates = []
-
-    b = r.get(doc, "budget", dict, {})
-    r.unknown(b, {"max_model_bytes", "memory_mb", "max_latency_ms", "max_accuracy_drop"}, "budget.")
-    budget = Budget(
-        max_model_bytes=r.positive(
-            "budget.max_model_bytes", r.get(b, "max_model_bytes", int, Budget.max_model_bytes,
-                                            "budget."), Budget.max_model_bytes),
-        memory_mb=r.positive("budget.memory_mb", r.get(b, "memory_mb", int, Budget.memory_mb,
-                                                        "budget."), Budget.memory_mb),
-        max_latency_ms=r.positive("budget.max_latency_ms",
-                                  r.get(b, "max_latency_ms", (int, float), None, "budget."), None),
-        max_accuracy_drop=float(r.get(b, "max_accuracy_drop", (int, float), 0.01, "budget.")),
-    )
-
-    t = r.get(doc, "telemetry", dict, {})
-    r.unknown(t, {"interval_s"}, "telemetry.")
-    interval = r.positive("telemetry.interval_s",
-                          r.get(t, "interval_s", (int, float), 10.0, "telemetry."), 10.0)
-
-    c = r.get(doc, "camera", dict, {})
-    r.unknown(c, {"width", "height", "fps"}, "camera.")
-    camera = CameraDefaults(
-        width=r.positive("camera.width", r.get(c, "width", int, 640, "camera."), 640),
-        height=r.positive("camera.height", r.get(c, "height", int, 480, "camera."), 480),
-        fps=r.positive("camera.fps", r.get(c, "fps", int, 30, "camera."), 30),
-    )
+        runtime["delegates"] = ()
+    budget = read(r, Budget, section("budget"), "budget.", paths)
+    telemetry = read(r, _Telemetry, section("telemetry"), "telemetry.", paths)
+    camera = read(r, CameraDefaults, section("camera"), "camera.", paths)
     if r.problems:
         raise ProfileInvalid(r.problems)
-    return DeviceProfile(
-        name=name,
-        arch=arch,
-        description=r.get(doc, "description", str, ""),
-        accelerators=tuple(accelerators),
-        runtime=RuntimeSettings(threads=threads, delegates=tuple(delegates)),
-        quantizations=tuple(quantizations),
-        budget=budget,
-        telemetry_interval_s=float(interval),
-        camera=camera,
-    )
+    return DeviceProfile(**top, runtime=RuntimeSettings(**runtime), budget=Budget(**budget),
+                         telemetry_interval_s=telemetry["interval_s"],
+                         camera=CameraDefaults(**camera))

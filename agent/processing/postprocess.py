@@ -8,6 +8,7 @@ between two telemetry records and stays small whatever the traffic.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,8 @@ class OutputSummary:
         if result.values:
             self._last_values = result.values
 
-    def add_top1(self, classes: np.ndarray, scores: np.ndarray, label: Any) -> None:
+    def add_top1(self, classes: np.ndarray, scores: np.ndarray,
+                 label: Callable[[int], str]) -> None:
         """Many classifier frames at once: `Postprocess.top1`'s arrays and its `label`."""
         self._count += int(classes.size)
         self._confidence += float(scores.sum())

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from agent.runtime.backend import Backend, NoRuntime, backend
-from agent.runtime.signature import io_signature
+from agent.runtime.signature import Interpreter, io_signature
 from shared.documents import IOSignature, TensorSpec
 from shared.errors import InvalidModel
 
@@ -32,7 +32,7 @@ MAX_MODEL_BYTES = 512 * 1024 * 1024  # a sanity cap; deployments carry their own
 class LoadedModel:
     """An interpreter holding one model. `invoke` is serialised: one caller at a time."""
 
-    def __init__(self, path: Path, sha256: str, interpreter: Any, backend_name: str,
+    def __init__(self, path: Path, sha256: str, interpreter: Interpreter, backend_name: str,
                  threads: int, delegates: tuple[str, ...]) -> None:
         self.path = path
         self.sha256 = sha256
@@ -40,7 +40,7 @@ class LoadedModel:
         self.threads = threads
         self.delegates = delegates  # the delegate libraries actually in use
         self.signature: IOSignature = io_signature(interpreter)
-        self._interpreter: Any = interpreter
+        self._interpreter: Interpreter | None = interpreter
         self._inputs = tuple(int(d["index"]) for d in interpreter.get_input_details())
         self._outputs = tuple(int(d["index"]) for d in interpreter.get_output_details())
         self._lock = threading.Lock()

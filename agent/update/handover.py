@@ -22,7 +22,6 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from localio.atomic import write_atomic
 
@@ -114,12 +113,12 @@ def write_result(state_dir: Path, request_id: str, outcome: Mapping[str, object]
                   json.dumps(outcome).encode())
 
 
-def wait_result(state_dir: Path, request_id: str, timeout: float) -> dict[str, Any] | None:
+def wait_result(state_dir: Path, request_id: str, timeout: float) -> dict[str, object] | None:
     path = state_dir / SPOOL_DIR / f"{request_id}.result.json"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists():
-            result: dict[str, Any] = json.loads(path.read_bytes())
+            result: dict[str, object] = json.loads(path.read_bytes())
             path.unlink(missing_ok=True)
             return result
         time.sleep(0.1)
