@@ -24,6 +24,7 @@ from cloud.config import CloudConfig, CloudRole
 from cloud.deploy import TargetError, resolve_targets
 from cloud.mqtt import CloudLink
 from cloud.release import load_releases
+from cloud.web import queries
 from cloud.rollout import (
     Publish,
     abort_rollout,
@@ -70,6 +71,11 @@ def rollout_action(db: sqlite_utils.Database, config: CloudConfig, rollout_id: s
     """Pause, resume or abort; returns the sentence to show."""
     if action not in ROLLOUT_ACTIONS:
         raise ActionRefused(f"unknown action {action!r}", 404)
+    found = queries.rollout(db, rollout_id)
+    if found is None:
+        raise ActionRefused(f"no rollout {rollout_id!r}", 404)
+    if action == "abort" and found["state"] in ("completed", "aborted"):  # before connecting
+        raise ActionRefused(f"rollout {rollout_id} is already {found['state']}")
     try:
         if action == "pause":
             pause_rollout(db, rollout_id)
