@@ -24,7 +24,6 @@ from cloud.config import CloudConfig, CloudRole
 from cloud.deploy import TargetError, resolve_targets
 from cloud.mqtt import CloudLink
 from cloud.release import load_releases
-from cloud.web import queries
 from cloud.rollout import (
     Publish,
     abort_rollout,
@@ -33,6 +32,7 @@ from cloud.rollout import (
     pause_rollout,
     resume_rollout,
 )
+from cloud.web import queries
 from shared.envelope import sign_envelope
 from shared.errors import Unavailable
 from shared.keys import KeyFileError, SigningKey, load_signing_key

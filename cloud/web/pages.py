@@ -8,7 +8,7 @@ need the operator role; the answer is a redirect back with a signed note of what
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 import sqlite_utils
@@ -93,8 +93,9 @@ def device(request: Request, device_id: str, db: Db, principal: User) -> Respons
 
 
 @router.get("/devices/{device_id}/live")
-def device_live(request: Request, device_id: str, db: Db, principal: User) -> Response:
-    return _render(request, "_device_live.html", principal, d=_device(request, db, device_id))
+def device_live(request: Request, device_id: str, db: Db, principal: User,
+                part: Literal["facts", "history"] = "facts") -> Response:
+    return _render(request, f"_device_{part}.html", principal, d=_device(request, db, device_id))
 
 
 @router.post("/devices/{device_id}/command")

@@ -121,7 +121,8 @@ def series(db: sqlite_utils.Database, device_id: str, window: str, now: float | 
         cols["p95_ms"].append(_round(a["p95_ms"]))
         for k in ("cpu_percent", "rss_mb", "outbox_depth"):
             cols[k].append(_round(g.get(k)))
-    return {"window": window, "bucket_s": bucket, **cols}
+    return {"window": window, "bucket_s": bucket, "since": int(now - span), "until": int(now),
+            **cols}
 
 
 def _round(v: Any) -> float | None:

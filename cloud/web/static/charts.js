@@ -9,17 +9,21 @@
                   ["outbox_depth", "outbox depth", "records"]];
   let windowName = root.dataset.window || "15m";
   const plots = {};
+  let span = [0, 1];  // the window shown, whatever the points: [since, until] in epoch s
 
   function draw(data) {
     for (const [key, title, unit] of series) {
       const box = document.getElementById("chart-" + key);
       const cols = [data.t, data[key]];
+      span = [data.since, data.until];
       if (plots[key]) { plots[key].setData(cols); continue; }
       box.innerHTML = "";
       plots[key] = new uPlot({
         width: Math.max(320, box.clientWidth - 10), height: 170,
+        scales: {x: {time: true, range: () => span}},
         series: [{}, {label: title + " (" + unit + ")", stroke: "#2d6cdf", width: 1.5,
-                      fill: "rgba(45,108,223,0.08)", spanGaps: false}],
+                      fill: "rgba(45,108,223,0.08)", spanGaps: false,
+                      points: {show: data.t.length < 60}}],
         axes: [{}, {size: 55}], legend: {show: true},
       }, cols, box);
     }
