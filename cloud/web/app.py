@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -183,6 +184,14 @@ def create_app(config: CloudConfig, *, secret: bytes | None = None,
                              LoginLimiter(web.login_failures_max, web.login_window_s),
                              StoreHandles(config.store.db), templates, dict(extra or {}))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.middleware("http")
+    async def _server_timing(request: Request, call_next: Any) -> Response:
+        """`Server-Timing: app;dur=<ms>`: what the server spent, seen in a browser's tools."""
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1e3:.1f}"
+        return response
 
     @app.exception_handler(LoginRequired)
     async def _to_login(request: Request, _exc: LoginRequired) -> Response:
