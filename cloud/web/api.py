@@ -67,7 +67,7 @@ def telemetry(device_id: str, db: Db, _user: User, since: float = 0.0,
     """Raw telemetry records with a device timestamp at or after `since` (epoch seconds)."""
     rows = queries.telemetry_since(db, device_id, since, limit)
     return {"device_id": device_id, "records": [
-        {**views._body(r["body"]), "received": r["received"]} for r in rows]}
+        {**views.record_body(r["body"]), "received": r["received"]} for r in rows]}
 
 
 @router.get(f"{v1}/devices/{{device_id}}/series", tags=["fleet"])

@@ -16,8 +16,8 @@ import sqlite_utils
 from cloud.web import queries
 from shared.documents import Release
 
-__all__ = ["WINDOWS", "device_detail", "device_row", "fleet_table", "release_groups",
-           "rollout_detail", "rollout_summary", "series"]
+__all__ = ["WINDOWS", "TableRequest", "device_detail", "device_row", "fleet_table",
+           "record_body", "release_groups", "rollout_detail", "rollout_summary", "series"]
 
 # chart window -> (seconds, bucket seconds): each at most a few hundred points
 WINDOWS = {"15m": (15 * 60, 10), "6h": (6 * 3600, 120), "7d": (7 * 86400, 3600)}
@@ -26,7 +26,7 @@ MAX_BODY = 64 * 1024  # a stored telemetry body larger than this is not parsed
 PROBATION_PHASES = ("probation", "committed", "rolled_back")
 
 
-def _body(text: str | None) -> dict[str, Any]:
+def record_body(text: str | None) -> dict[str, Any]:
     """A stored telemetry body (ingest validated it); {} for anything unexpected."""
     if not text or len(text) > MAX_BODY:
         return {}
@@ -81,7 +81,7 @@ def device_detail(db: sqlite_utils.Database, device_id: str, offline_after_s: fl
     if r is None:
         return None
     out = device_row(r)
-    latest = _body(queries.latest_telemetry_body(db, device_id))
+    latest = record_body(queries.latest_telemetry_body(db, device_id))
     out.update({
         "groups": r["groups"],
         "model_sha256": r["model_sha256"],
@@ -111,7 +111,7 @@ def series(db: sqlite_utils.Database, device_id: str, window: str, now: float | 
     span, bucket = WINDOWS[window]
     now = time.time() if now is None else now
     averages, lasts = queries.device_series(db, device_id, now - span, bucket)
-    gauges = {int(r["seq"]): _body(r["body"]) for r in lasts}
+    gauges = {int(r["seq"]): record_body(r["body"]) for r in lasts}
     cols: dict[str, list[Any]] = {k: [] for k in ("t", "fps", "p95_ms", "cpu_percent",
                                                   "rss_mb", "outbox_depth")}
     for a in averages:
