@@ -89,7 +89,7 @@ def device_detail(db: sqlite_utils.Database, device_id: str, offline_after_s: fl
         "facts": {k: latest.get(k) for k in (
             "cpu_percent", "rss_mb", "temperature_c", "disk_free_mb", "outbox_depth",
             "outbox_dropped", "uptime_s", "frames", "inferences", "errors", "dropped_frames",
-            "latency_p50_ms", "latency_p99_ms") if k in latest},
+            "latency_p50_ms", "latency_p99_ms")},
         "updates": queries.device_updates(db, device_id),
         "events": [{**e, "detail": _json_or_text(e["detail"])}
                    for e in queries.device_events(db, device_id)],
