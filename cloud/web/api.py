@@ -9,20 +9,18 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-import sqlite_utils
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from cloud.web import actions, queries, views
-from cloud.web.app import api_operator, api_user, page_user, state_of, store
+from cloud.web.app import Db, api_operator, api_user, page_user, state_of
 from cloud.web.auth import Principal
 
 __all__ = ["router"]
 
 router = APIRouter()
 v1 = "/api/v1"
-Db = Annotated[sqlite_utils.Database, Depends(store)]
 User = Annotated[Principal, Depends(api_user)]
 Operator = Annotated[Principal, Depends(api_operator)]
 TELEMETRY_MAX = 5000

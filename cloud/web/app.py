@@ -15,11 +15,12 @@ listing it at /api/docs.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,23 +52,30 @@ STATIC = HERE / "static"
 TEMPLATES = HERE / "templates"
 
 
-class StoreHandles:
-    """One store connection per worker thread, all closed at shutdown."""
+class StorePool:
+    """Store connections, each lent to one request at a time (a request's dependencies and
+    its handler may run on different worker threads), all closed at shutdown."""
 
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
-        self._local = threading.local()
+        self._free: queue.LifoQueue[sqlite_utils.Database] = queue.LifoQueue()
         self._all: list[sqlite_utils.Database] = []
         self._lock = threading.Lock()
 
-    def get(self) -> sqlite_utils.Database:
-        db: sqlite_utils.Database | None = getattr(self._local, "db", None)
-        if db is None:
+    @contextmanager
+    def connection(self) -> Iterator[sqlite_utils.Database]:
+        try:
+            db = self._free.get_nowait()
+        except queue.Empty:  # at most one per concurrent request: uvicorn's worker threads
             db = open_store(self.db_path)
-            self._local.db = db
             with self._lock:
                 self._all.append(db)
-        return db
+        try:
+            yield db
+        finally:
+            if db.conn.in_transaction:
+                db.conn.rollback()
+            self._free.put(db)
 
     def close(self) -> None:
         with self._lock:
@@ -81,9 +89,8 @@ class WebState:
     config: CloudConfig
     sessions: Sessions
     limiter: LoginLimiter
-    stores: StoreHandles
+    stores: StorePool
     templates: Jinja2Templates
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def offline_after_s(self) -> float:
@@ -95,17 +102,21 @@ def state_of(request: Request) -> WebState:
     return state
 
 
-def store(request: Request) -> sqlite_utils.Database:
-    return state_of(request).stores.get()
+def store(request: Request) -> Iterator[sqlite_utils.Database]:
+    """The request's store connection (one per request, shared by its dependencies)."""
+    with state_of(request).stores.connection() as db:
+        yield db
+
+
+Db = Annotated[sqlite_utils.Database, Depends(store)]
 
 
 class LoginRequired(Exception):
     """A page asked for without a session: answered with a redirect to the login page."""
 
 
-def _principal(request: Request) -> Principal | None:
+def _principal(request: Request, db: sqlite_utils.Database) -> Principal | None:
     state = state_of(request)
-    db = state.stores.get()
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         user = accounts.user_for_token(db, auth[7:].strip())
@@ -117,16 +128,16 @@ def _principal(request: Request) -> Principal | None:
     return Principal(user, session[1], True) if user is not None else None
 
 
-def api_user(request: Request) -> Principal:
-    principal = _principal(request)
+def api_user(request: Request, db: Db) -> Principal:
+    principal = _principal(request, db)
     if principal is None:
         raise HTTPException(401, "log in: Authorization: Bearer <token> (litefleet users add "
                                  "NAME --token)", headers={"WWW-Authenticate": "Bearer"})
     return principal
 
 
-def page_user(request: Request) -> Principal:
-    principal = _principal(request)
+def page_user(request: Request, db: Db) -> Principal:
+    principal = _principal(request, db)
     if principal is None:
         raise LoginRequired()
     return principal
@@ -162,11 +173,9 @@ async def page_operator(request: Request, principal: Annotated[Principal, Depend
     return await _operator(request, principal)
 
 
-def create_app(config: CloudConfig, *, secret: bytes | None = None,
-               extra: dict[str, Any] | None = None) -> FastAPI:
+def create_app(config: CloudConfig, *, secret: bytes | None = None) -> FastAPI:
     """The dashboard for `config`'s store. `secret` signs session cookies (default: the
-    `[web] secret_file`, created beside the store on first use); `extra` holds optional
-    collaborators (`publisher`: an MQTT publisher factory for actions)."""
+    `[web] secret_file`, created beside the store on first use)."""
     web = config.web
     if secret is None:
         secret = load_secret(web.secret_file or config.store.db.parent / "web-secret")
@@ -182,7 +191,7 @@ def create_app(config: CloudConfig, *, secret: bytes | None = None,
     templates.env.filters.update(filters.FILTERS)
     app.state.web = WebState(config, Sessions(secret, web.session_max_age_s),
                              LoginLimiter(web.login_failures_max, web.login_window_s),
-                             StoreHandles(config.store.db), templates, dict(extra or {}))
+                             StorePool(config.store.db), templates)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.middleware("http")

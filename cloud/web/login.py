@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from cloud.web import accounts
-from cloud.web.app import page_user, state_of
+from cloud.web.app import Db, page_user, state_of
 from cloud.web.auth import COOKIE, Principal
 
 __all__ = ["router"]
@@ -43,7 +43,7 @@ def login_form(request: Request, next: str = "/fleet") -> Response:
 
 
 @router.post("/login")
-def login(request: Request, name: Annotated[str, Form(max_length=64)],
+def login(request: Request, db: Db, name: Annotated[str, Form(max_length=64)],
           password: Annotated[str, Form(max_length=256)],
           next: Annotated[str, Form(max_length=2000)] = "/fleet") -> Response:
     state = state_of(request)
@@ -54,7 +54,7 @@ def login(request: Request, name: Annotated[str, Form(max_length=64)],
         log.warning("login for %r from %s refused: too many failures", name, client)
         return _login_page(request, error=f"Too many failed logins: try again in "
                            f"{int(wait) + 1} s.", next_path=_safe_next(next), status=429)
-    user = accounts.authenticate(state.stores.get(), name, password)
+    user = accounts.authenticate(db, name, password)
     if user is None:
         state.limiter.failed(key)
         log.info("failed login for %r from %s", name, client)

@@ -17,13 +17,12 @@ from fastapi.responses import RedirectResponse, Response
 
 from cloud.web import actions, queries, views
 from cloud.web.api import table_request
-from cloud.web.app import page_operator, page_user, state_of, store
+from cloud.web.app import Db, page_operator, page_user, state_of
 from cloud.web.auth import Principal
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
-Db = Annotated[sqlite_utils.Database, Depends(store)]
 User = Annotated[Principal, Depends(page_user)]
 Operator = Annotated[Principal, Depends(page_operator)]
 TableReq = Annotated[views.TableRequest, Depends(table_request)]
