@@ -10,7 +10,8 @@ Tables:
     groups           (group_name, device_id) membership
     rollouts         one row per rollout: release, waves, state, thresholds
     rollout_devices  one row per (rollout_id, device_id): wave, status, reason, deployment
-    counters         named integers (ingest: stored, duplicates, malformed, ...)
+    counters         named integers (ingest: stored, duplicates, quarantined, ...)
+    quarantine       dead letters: device messages the ingester refused (cloud/quarantine.py)
     roots            one row per signed root version (`litefleet keys rotate`), the chain
     audit            append-only: who did what, when, and the sha256 of what was signed
                      (triggers refuse UPDATE and DELETE; see `cloud.audit`)
@@ -88,6 +89,10 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY, received REAL NOT NULL, topic TEXT NOT NULL,
+    device_id TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL, reason TEXT NOT NULL,
+    detail TEXT NOT NULL, payload BLOB NOT NULL);
 """
 
 

@@ -23,8 +23,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Subscribe to every device's state, telemetry, events and update topics "
         "(persistent session) and store them once each; drive rollouts from device reports; "
         "mark silent devices offline; serve a file artifact store over HTTP with Range and "
-        "ETag; serve the web dashboard and its JSON API at [web] listen (default 127.0.0.1:8080). "
-        "SIGTERM or SIGINT stops it cleanly.",
+        "ETag; serve the web dashboard and its JSON API at [web] listen (default "
+        "127.0.0.1:8080). A message a device sends that cannot be stored is quarantined "
+        "(`litefleet quarantine`). SIGTERM or SIGINT stops it cleanly (status 0); a worker "
+        "thread that dies ends it with status 70, for systemd to restart it.",
     )
     p.add_argument("--no-http", action="store_true", help="do not serve artifacts over HTTP")
     p.add_argument("--no-web", action="store_true",
@@ -46,5 +48,8 @@ def _serve(ctx: Context, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    service.run()
-    return 0
+    status = service.run()
+    if service.failure is not None:
+        logging.getLogger(__name__).critical("exiting with status %s: %s", status,
+                                             service.failure)
+    return status

@@ -43,6 +43,10 @@ class WebServer:
             self.port = int(sockets[0].getsockname()[1])
         log.info("dashboard on http://%s:%s/", self.host, self.port)
 
+    @property
+    def serving(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._server.should_exit = True
         if self._thread.is_alive():
