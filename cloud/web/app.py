@@ -204,9 +204,11 @@ def create_app(config: CloudConfig, *, secret: bytes | None = None) -> FastAPI:
 
     @app.exception_handler(LoginRequired)
     async def _to_login(request: Request, _exc: LoginRequired) -> Response:
-        target = request.url.path
+        target = request.url.path  # back here after the login: only what a GET can show
         if request.url.query:
             target += "?" + request.url.query
+        if request.method != "GET" or target.endswith("/live") or "/live?" in target:
+            target = "/fleet"
         if request.headers.get("hx-request"):  # htmx: reload the whole page onto the login
             return Response(status_code=401, headers={"HX-Redirect": "/login"})
         return RedirectResponse(f"/login?next={_quote(target)}", status_code=303)

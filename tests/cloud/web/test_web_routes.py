@@ -46,6 +46,8 @@ def test_every_route_needs_a_login(dashboard: Dashboard) -> None:
             else:  # a page: to the login page, and back here afterwards
                 assert r.status_code == 303, (method, path, r.status_code)
                 assert r.headers["location"].startswith("/login?next="), (method, path)
+                if method == "POST":  # after the login, to a page, never to the bare action
+                    assert r.headers["location"] == "/login?next=/fleet", (method, path)
     # a forged session cookie is no session either
     with dashboard.client() as c:
         c.cookies.set("litefleet_session", "eyJ1Ijoib2xnYSJ9.forged.sig")
