@@ -42,6 +42,7 @@ from cloud.web.auth import (
     Sessions,
     load_secret,
 )
+from cloud.web.limits import MAX_BODY_BYTES, BodyLimit
 
 __all__ = ["WebState", "api_operator", "api_user", "create_app", "page_operator", "page_user"]
 
@@ -193,6 +194,7 @@ def create_app(config: CloudConfig, *, secret: bytes | None = None) -> FastAPI:
                              LoginLimiter(web.login_failures_max, web.login_window_s),
                              StorePool(config.store.db), templates)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
     @app.middleware("http")
     async def _server_timing(request: Request, call_next: Any) -> Response:

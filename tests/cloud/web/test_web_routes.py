@@ -102,3 +102,21 @@ def test_an_operator_form_without_the_csrf_token_is_refused(dashboard: Dashboard
                              headers={"X-CSRF-Token": csrf}).status_code == 404
     finally:
         operator.close()
+
+
+def test_a_body_over_the_bound_is_refused_before_anything_reads_it(dashboard: Dashboard) -> None:
+    big = b"x" * (64 * 1024 + 1)
+    with dashboard.client() as anonymous:
+        r = anonymous.post("/api/v1/deployments", content=big,
+                           headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "over 65536 bytes" in r.text
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams in
+            for _ in range(80):
+                yield b"y" * 1024
+
+        r = anonymous.post("/login", content=chunks(),
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 413
+        # control: a small body goes through to the guard
+        assert anonymous.post("/api/v1/deployments", json={}).status_code == 401
