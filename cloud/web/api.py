@@ -26,10 +26,13 @@ Operator = Annotated[Principal, Depends(api_operator)]
 TELEMETRY_MAX = 5000
 
 
+Short = Annotated[str, Query(max_length=100)]
+
+
 def table_request(
-    group: str = "", profile: str = "", model: str = "",
+    group: Short = "", profile: Short = "", model: Short = "",
     state: Literal["", "online", "offline", "failing", "updating"] = "",
-    q: Annotated[str, Query(max_length=100)] = "", sort: str = "device_id", desc: bool = False,
+    q: Short = "", sort: Short = "device_id", desc: bool = False,
     page: Annotated[int, Query(ge=1)] = 1,
     per_page: Annotated[int, Query(ge=1, le=views.PAGE_MAX)] = 50,
 ) -> views.TableRequest:
