@@ -6,9 +6,10 @@ function takes the store handle as its first argument and goes through `execute`
 the only two functions that touch a connection: pointing them at another store (a SQLAlchemy
 engine, whose `text()` takes the same `:param` style) moves the whole module.
 
-One difference the SQL cannot hide: `CAST(x AS INTEGER)` truncates on SQLite and rounds on
-PostgreSQL, so the series buckets of `device_series` start half a bucket apart on the two; each
-row still falls in exactly one bucket. The series are computed from raw telemetry; once
+`CAST(x AS INTEGER)` truncates on SQLite and rounds on PostgreSQL: `_BUCKET` corrects the
+rounding, so the series buckets of `device_series` are the same on both. (The outer query
+groups by the output alias, not by a repeated expression: PostgreSQL does not see two bound
+copies of one parameter as the same expression.) The series are computed from raw telemetry; once
 per-minute rollups exist, `device_series` is the one function to point at them.
 """
 
@@ -62,6 +63,9 @@ SORTS = {"device_id": "device_id", "profile": "profile", "model": "model_name",
 STATES = ("online", "offline", "failing", "updating")
 FAILED_PHASES = ("rolled_back", "rejected")
 BUSY_PHASES = ("downloading", "verifying", "staged", "activating", "probation")
+# floor(ts / :b) for positive ts, alike on SQLite (CAST truncates) and PostgreSQL (CAST rounds)
+_BUCKET = ("(CAST(ts / :b AS INTEGER) - CASE WHEN CAST(ts / :b AS INTEGER) > ts / :b "
+           "THEN 1 ELSE 0 END)")
 
 
 def execute(db: sqlite_utils.Database, sql: str, params: dict[str, Any] | None = None
@@ -237,14 +241,13 @@ def device_series(db: sqlite_utils.Database, device_id: str, since: float, bucke
     bucket's last record, for the gauges kept only in the body: CPU, RSS, outbox depth)."""
     params = {"d": device_id, "since": since, "b": bucket_s}
     averages = execute(
-        db, "SELECT CAST(ts / :b AS INTEGER) AS bucket, AVG(fps) AS fps, "
+        db, f"SELECT {_BUCKET} AS bucket, AVG(fps) AS fps, "
             "AVG(latency_p95_ms) AS p95_ms, MAX(seq) AS last_seq FROM telemetry "
-            "WHERE device_id = :d AND ts >= :since GROUP BY CAST(ts / :b AS INTEGER) "
-            "ORDER BY bucket", params)
+            "WHERE device_id = :d AND ts >= :since GROUP BY bucket ORDER BY bucket", params)
     lasts = execute(
         db, "SELECT seq, body FROM telemetry WHERE device_id = :d AND seq IN ("
             "SELECT MAX(seq) FROM telemetry WHERE device_id = :d AND ts >= :since "
-            "GROUP BY CAST(ts / :b AS INTEGER)) ORDER BY seq", params)
+            f"GROUP BY {_BUCKET}) ORDER BY seq", params)
     return averages, lasts
 
 
@@ -297,7 +300,8 @@ def release_envelopes(db: sqlite_utils.Database, limit: int = 500) -> list[Row]:
 def running_counts(db: sqlite_utils.Database) -> list[Row]:
     """How many devices run each (model, version, profile)."""
     return execute(db, "SELECT model_name, model_version, profile, COUNT(*) AS n FROM devices "
-                       "WHERE model_name IS NOT NULL GROUP BY model_name, model_version, profile")
+                       "WHERE model_name IS NOT NULL GROUP BY model_name, model_version, profile "
+                       "ORDER BY model_name, model_version, profile")
 
 
 def running_devices(db: sqlite_utils.Database, name: str, version: int, profile: str,
