@@ -254,7 +254,7 @@ def device_series(db: sqlite_utils.Database, device_id: str, since: float, bucke
 # ---- rollouts ------------------------------------------------------------------------------
 
 def rollouts(db: sqlite_utils.Database, limit: int = 100) -> list[Row]:
-    """The newest rollouts, each with its device counts per status."""
+    """The newest rollouts, each with its device counts per status and its last wave."""
     rows = execute(db, "SELECT * FROM rollouts ORDER BY created DESC LIMIT :lim", {"lim": limit})
     if not rows:
         return rows
@@ -263,8 +263,12 @@ def rollouts(db: sqlite_utils.Database, limit: int = 100) -> list[Row]:
     for c in execute(db, f"SELECT rollout_id, status, COUNT(*) AS n FROM rollout_devices "
                          f"WHERE rollout_id IN ({ids}) GROUP BY rollout_id, status", params):
         counts.setdefault(c["rollout_id"], {})[c["status"]] = int(c["n"])
+    last_wave = {c["rollout_id"]: int(c["last_wave"]) for c in execute(
+        db, f"SELECT rollout_id, MAX(wave) AS last_wave FROM rollout_devices "
+            f"WHERE rollout_id IN ({ids}) GROUP BY rollout_id", params)}
     for r in rows:
         r["counts"] = counts.get(r["id"], {})
+        r["last_wave"] = last_wave.get(r["id"], -1)
     return rows
 
 

@@ -135,7 +135,8 @@ def rollout_summary(r: dict[str, Any]) -> dict[str, Any]:
     return {"id": r["id"], "release": f"{r['release_name']}@{r['release_version']}",
             "state": r["state"], "reason": r["reason"], "created": r["created"],
             "updated": r["updated"], "waves": json.loads(r["waves"]),
-            "current_wave": r["current_wave"] + 1, "devices": total,
+            "current_wave": r["current_wave"] + 1, "wave_count": r["last_wave"] + 1,
+            "devices": total,
             "committed": counts.get("committed", 0),
             "failed": counts.get("failed", 0) + counts.get("timed_out", 0),
             "pending": counts.get("pending", 0), "waiting": counts.get("waiting", 0)}
@@ -154,6 +155,7 @@ def rollout_detail(db: sqlite_utils.Database, rollout_id: str) -> dict[str, Any]
         counts[status] += int(w["n"])
         counts["total"] += int(w["n"])
     r["counts"] = {}
+    r["last_wave"] = max(waves, default=-1)
     for counts in waves.values():
         for k, n in counts.items():
             if k != "total":
@@ -164,10 +166,14 @@ def rollout_detail(db: sqlite_utils.Database, rollout_id: str) -> dict[str, Any]
         grouped[f["reason"] or f["status"]].append(
             {"device_id": f["device_id"], "wave": int(f["wave"]) + 1, "detail": f["detail"] or ""})
     out = rollout_summary(r)
-    out["wave_progress"] = [
-        {"wave": i + 1, "total": c["total"], "committed": c["committed"], "failed": c["failed"],
-         "downloading": c["downloading"], "pending": c["pending"], "waiting": c["waiting"]}
-        for i, c in sorted(waves.items())]
+    out["wave_progress"] = []
+    released = 0
+    for i, c in sorted(waves.items()):
+        released += c["total"]
+        out["wave_progress"].append(
+            {"wave": i + 1, "total": c["total"], "cumulative": released,
+             "committed": c["committed"], "failed": c["failed"],
+             "downloading": c["downloading"], "pending": c["pending"], "waiting": c["waiting"]})
     out["failures"] = [{"reason": k, "devices": v} for k, v in
                        sorted(grouped.items(), key=lambda kv: -len(kv[1]))]
     out["success_threshold_pct"] = r["success_threshold_pct"]

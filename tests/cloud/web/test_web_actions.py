@@ -42,6 +42,9 @@ def test_command_deploy_pause_resume_abort_through_the_api(  # type: ignore[no-u
             rollout = api.get(f"/api/v1/rollouts/{rid}").json()
             assert (rollout["state"], rollout["devices"], rollout["waiting"]) == ("running", 2, 2)
             assert [w["total"] for w in rollout["wave_progress"]] == [1, 1]
+            assert [w["cumulative"] for w in rollout["wave_progress"]] == [1, 2]
+            listed = api.get("/api/v1/rollouts").json()
+            assert [(r["id"], r["wave_count"]) for r in listed] == [(rid, 2)]
             refused = api.post("/api/v1/deployments", json={"name": "digits", "version": 9,
                                                             "group": "lab"})
             assert refused.status_code == 404 and "no release digits@9" in refused.text
