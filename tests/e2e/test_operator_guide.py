@@ -18,8 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import sqlite3
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -248,12 +251,49 @@ def test_the_guide_runs_as_written(fleet: GuideFleet) -> None:
         wait_for(lambda d=device_id, n=produced: set(range(1, n + 1)) <= stored_seqs(fleet, d),
                  60, f"every seq of {device_id} up to {produced} in the cloud store")
 
-    # 4. Watch: the commands that end by themselves (not --follow, not a placeholder id).
+    # 4. Watch: every command of the block; `<id>` is the rollout's, and a `--follow` runs
+    # until it has printed what it follows.
+    conn = store(fleet)
+    try:
+        (rollout_id,) = conn.execute("SELECT id FROM rollouts").fetchone()
+    finally:
+        conn.close()
     watch = fleet.block("watch")
+    with_id = fleet.rewrite.also({"<id>": rollout_id})
     for command in watch.commands:
-        if "--follow" in command or "<id>" in command:
+        if "--follow" in command:
+            follow(fleet, command)
             continue
-        ran = run_block(replace(watch, commands=(command,)), work, fleet.env, 60, fleet.rewrite)
+        ran = run_block(replace(watch, commands=(command,)), work, fleet.env, 60, with_id)
         assert ran[0].code == 0, ran
         if command.startswith("litefleet devices"):
             assert all(d in ran[0].out for d in DEVICES) and "digits@7" in ran[0].out, ran[0].out
+        if "<id>" in command:
+            (shown,) = json.loads(ran[0].out)
+            assert (shown["id"], shown["state"]) == (rollout_id, "completed"), shown
+
+    # Logs an operator can read: each agent says what it did with the deployment, in words,
+    # and no log holds an object's repr.
+    for device_id in DEVICES:
+        assert re.search(r"deployment \w+ handled: probation digits@7 \(", fleet.log_text(device_id))
+    for key in (*DEVICES, "serve"):
+        assert not OBJECT_REPR.findall(fleet.log_text(key)), key
+
+
+OBJECT_REPR = re.compile(r"\b[A-Z]\w+\((?:[a-z_]+=)")  # UpdateOutcome(phase='probation', ...)
+
+
+def follow(fleet: GuideFleet, command: str) -> None:
+    """Start a `--follow` command as written, wait for its first lines, stop it (SIGTERM)."""
+    out = fleet.root / "follow.out"
+    out.unlink(missing_ok=True)
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(["bash", "-c", f"exec {fleet.rewrite(command)}"], cwd=fleet.work,
+                                env=fleet.env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "cam-01" in out.read_text(errors="replace"), 60,
+                 f"{command!r} to print cam-01's records: {out.read_text(errors='replace')}")
+        assert proc.poll() is None  # it follows: still running
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
