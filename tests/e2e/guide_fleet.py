@@ -17,9 +17,13 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import free_port
 from tests.e2e.guide import (
@@ -145,6 +149,33 @@ class GuideFleet:
         for pid in pids:
             os.kill(pid, signal.SIGTERM)
         wait_for(lambda: not self.broker_pids(), 30, "the broker to exit")
+
+    def reload_broker(self) -> None:
+        """SIGHUP to this fleet's broker (the guide's `systemctl reload mosquitto`)."""
+        for pid in self.broker_pids():
+            os.kill(pid, signal.SIGHUP)
+
+    def logs_in(self, user: str, password: str) -> bool:
+        """Whether the devices listener accepts `user` (a device id) with `password`."""
+        answer: list[bool] = []
+        done = threading.Event()
+
+        def on_connect(client, userdata, flags, reason_code, properties):  # type: ignore[no-untyped-def]
+            answer.append(not reason_code.is_failure)
+            done.set()
+
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=user,
+                             protocol=mqtt.MQTTv5)
+        client.username_pw_set(user, password)
+        client.on_connect = on_connect
+        client.connect("127.0.0.1", self.devices_port)
+        client.loop_start()
+        try:
+            assert done.wait(30), f"no CONNACK for {user}"
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        return answer[0]
 
     # -- devices -------------------------------------------------------------------------------
 

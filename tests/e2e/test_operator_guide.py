@@ -24,6 +24,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -160,7 +161,10 @@ def test_the_guide_runs_as_written(fleet: GuideFleet) -> None:
     fleet.run("keys")
     trusted = (fleet.root / "etc" / "litefleet-cloud" / "release.pub").read_text().strip()
     assert len(trusted) == 64
-    fleet.run("broker-config")
+    (configured,) = fleet.run("broker-config")
+    # what it prints for cloud.toml is what the guide's cloud.toml says
+    printed = tomllib.loads(configured.out.split("in cloud.toml:", 1)[1])
+    assert printed["mqtt"] == tomllib.loads(fleet.rewrite(fleet.block("cloud.toml").text))["mqtt"]
     fleet.start_broker()
     fleet.write_guide_file("cloud.toml", work / "cloud.toml", CLOUD_TUNING)
     (check,) = fleet.run("check-config")
@@ -203,6 +207,17 @@ def test_the_guide_runs_as_written(fleet: GuideFleet) -> None:
                  f"{fleet.log_text(device_id)[-2000:]})")
         assert device_row(fleet, device_id) == (1, profile, "digits", 0, digits_sha)
         assert active_sha(fleet, device_id) == digits_sha  # the positive control of cam-02's
+
+    # A third device later: its password is added, nobody else's changes, and the broker lets
+    # it in once reloaded (refused before: the positive control of the reload).
+    passwords = fleet.root / "etc" / "litefleet-cloud" / "passwords"
+    kept = {f.name: f.read_bytes() for f in passwords.iterdir()}
+    fleet.run("broker-add")
+    cam03 = (passwords / "cam-03.password").read_text().strip()
+    assert {f.name: f.read_bytes() for f in passwords.iterdir() if f.name in kept} == kept
+    assert not fleet.logs_in("cam-03", cam03)
+    fleet.reload_broker()
+    wait_for(lambda: fleet.logs_in("cam-03", cam03), 30, "cam-03 let in after the reload")
 
     # A broker restart while both agents measure. What they produce meanwhile waits in their
     # outboxes. The agents (reconnect_max_s = 2) are back before serve, whose back-off has grown
