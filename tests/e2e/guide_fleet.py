@@ -3,8 +3,9 @@
 `GuideFleet` holds the folder the guide's `/etc` and `/var/lib` paths are moved into, the free
 ports that stand for 1883, 1884 and 8080, the environment the commands run with, and every
 process the guide's blocks started (mosquitto, serve, agents), so that teardown stops each by
-its own pid. The substitutions are the whole list in `rewrite`: nothing else of a command is
-changed.
+its own pid. The substitutions are the whole list in `rewrite`, plus `/etc/litefleet` (each
+agent's own folder, `agent_rewrite`) and, in the test, `<id>` (the rollout's id): nothing else
+of a command is changed.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def test_the_guide_marks_its_blocks() -> None:
 
 def test_every_guide_command_is_accepted_as_written(capsys) -> None:
     checked = 0
-    for block in guide_blocks(GUIDE.read_text()) + guide_blocks(INSTALL.read_text()):
+    for doc, block in [(d, b) for d in (GUIDE, INSTALL) for b in guide_blocks(d.read_text())]:
         for command in block.commands:
             words = argv(command)
             if words[0] not in ("litefleet", "litefleet-agent"):
@@ -70,7 +70,7 @@ def test_every_guide_command_is_accepted_as_written(capsys) -> None:
             try:
                 parser_for(words[0]).parse_args(words[1:])
             except SystemExit as e:
-                pytest.fail(f"{GUIDE.name} line {block.line} ({block.name}): {command!r} is "
+                pytest.fail(f"{doc.name} line {block.line} ({block.name}): {command!r} is "
                             f"refused: {capsys.readouterr().err.strip()} (exit {e.code})")
             checked += 1
     assert checked >= 8
