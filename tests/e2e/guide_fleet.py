@@ -237,14 +237,17 @@ class GuideFleet:
     # -- teardown ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        for proc in reversed(list(self.processes.values())):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        for pid in self.broker_pids():
-            os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            for proc in reversed(list(self.processes.values())):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+        finally:
+            for pid in self.broker_pids():
+                os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: not self.broker_pids(), 30, "the broker to exit")
+            shutil.rmtree(self.root, ignore_errors=True)
