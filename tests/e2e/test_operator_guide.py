@@ -187,6 +187,9 @@ def test_the_guide_runs_as_written(fleet: GuideFleet) -> None:
     fleet.write_agent_config("cam-01", DEVICES["cam-01"], DIGITS, trusted)
     fleet.write_agent_config("cam-02", DEVICES["cam-02"], not_a_model, trusted)
     fleet.run("agent-check", cwd=fleet.agent_config("cam-01").parent)
+    (refused,) = fleet.run("agent-check", cwd=fleet.agent_config("cam-02").parent, ok=False)
+    assert refused.code == 2 and "does not load" in refused.out + refused.err, refused
+    assert not re.search(r"\bvalid\b", refused.out + refused.err), refused
     cam01 = fleet.start_agent("cam-01")
     broken = fleet.start_agent("cam-02")
     assert broken.wait(60) == 2
