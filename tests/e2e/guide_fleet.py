@@ -1,7 +1,7 @@
 """What the guide's end-to-end test runs its blocks in: a temporary machine.
 
 `GuideFleet` holds the folder the guide's `/etc` and `/var/lib` paths are moved into, the free
-ports that stand for 1883, 1884 and 8080, the environment the commands run with, and every
+ports that stand for 1883, 1884, 8080 and 8081, the environment the commands run with, and every
 process the guide's blocks started (mosquitto, serve, agents), so that teardown stops each by
 its own pid. The substitutions are the whole list in `rewrite`, plus `/etc/litefleet` (each
 agent's own folder, `agent_rewrite`) and, in the test, `<id>` (the rollout's id): nothing else
@@ -68,7 +68,8 @@ class GuideFleet:
         self.root.chmod(0o755)
         self.work = self.root / "operator"  # where the operator runs `litefleet`
         self.work.mkdir()
-        self.devices_port, self.cloud_port, self.http_port = free_port(), free_port(), free_port()
+        self.devices_port, self.cloud_port = free_port(), free_port()
+        self.http_port, self.web_port = free_port(), free_port()  # artifacts + health, dashboard
         self.rewrite = Rewrite({
             "/etc/litefleet-cloud": f"{self.root}/etc/litefleet-cloud",
             "/var/lib/litefleet-cloud": f"{self.root}/var/lib/litefleet-cloud",
@@ -76,7 +77,8 @@ class GuideFleet:
             "/var/lib/mosquitto/litefleet": f"{self.root}/var/lib/mosquitto/litefleet",
             "1883": str(self.devices_port),
             "1884": str(self.cloud_port),
-            "8080": str(self.http_port),
+            "8081": str(self.http_port),
+            "8080": str(self.web_port),
             "fleet.example": "127.0.0.1",  # the artifacts' public URL
             "0.0.0.0": "127.0.0.1",  # serve's HTTP listener, loopback only here
         })
