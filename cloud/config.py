@@ -31,6 +31,7 @@ __all__ = [
     "RolloutConfig",
     "SigningConfig",
     "StoreConfig",
+    "WebConfig",
     "default_config_path",
     "load_cloud_config",
     "parse_cloud_config",
@@ -123,9 +124,30 @@ class SigningConfig:
 
 @dataclass(frozen=True)
 class HttpConfig:
+    """The artifact server (file stores) with `/healthz` and `/metrics`: what devices reach."""
+
     host: str = "127.0.0.1"
-    port: Port = 8080
+    port: Port = 8081
     enabled: bool = True
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The dashboard and its JSON API (`cloud.web`): what operators reach, loopback by default.
+
+    `host` and `port` come from one key, `listen = "HOST:PORT"`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    enabled: bool = True
+    secret_file: Path | None = None  # signs session cookies; default: web-secret beside the db
+    session_max_age_s: Positive = 12 * 3600
+    login_failures_max: Positive = 5  # failed logins per client and user name in login_window_s
+    login_window_s: PositiveS = 300.0
+
+    @property
+    def listen(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -152,6 +174,7 @@ class CloudConfig:
     store: StoreConfig
     signing: SigningConfig = field(default_factory=SigningConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     path: Path | None = None
@@ -209,7 +232,7 @@ def parse_cloud_config(
         table: dict[str, Any] = r.get(doc, key, dict, {})
         return table
 
-    r.unknown(doc, {"mqtt", "store", "signing", "http", "ingest", "rollout"})
+    r.unknown(doc, {"mqtt", "store", "signing", "http", "web", "ingest", "rollout"})
     m = section("mqtt")
     roles: dict[CloudRole, MqttCredentials] = {}
     for role in CloudRole:
@@ -232,13 +255,33 @@ def parse_cloud_config(
 
     signing = SigningConfig(**read(r, SigningConfig, section("signing"), "signing.", paths))
     http = HttpConfig(**read(r, HttpConfig, section("http"), "http.", paths))
+    web = _web(r, section("web"), paths)
+    if (web.enabled and http.enabled and web.port == http.port and web.port != 0
+            and web.host == http.host):
+        r.problem("web.listen", f"{web.listen} is also [http]'s address (the artifact server): "
+                  "give one of them another port")
     ingest = IngestConfig(**read(r, IngestConfig, section("ingest"), "ingest.", paths))
     rollout = RolloutConfig(**read(r, RolloutConfig, section("rollout"), "rollout.", paths))
 
     if r.problems:
         raise CloudConfigInvalid(r.problems)
-    return CloudConfig(mqtt=mqtt, store=store, signing=signing, http=http, ingest=ingest,
-                       rollout=rollout, path=path)
+    return CloudConfig(mqtt=mqtt, store=store, signing=signing, http=http, web=web,
+                       ingest=ingest, rollout=rollout, path=path)
+
+
+def _web(r: TableReader, w: dict[str, Any], paths: Paths) -> WebConfig:
+    """`[web]`: its dataclass's keys, but `listen = "HOST:PORT"` for `host` and `port`."""
+    values = read(r, WebConfig, w, "web.", paths, extra_keys={"listen"},
+                  not_keys={"host", "port"})
+    listen: str = r.get(w, "listen", str, WebConfig().listen, "web.")
+    host, sep, port_text = listen.rpartition(":")
+    port = WebConfig.port
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        r.problem("web.listen", f"{listen!r} is not HOST:PORT (for example 127.0.0.1:8080)")
+    else:
+        port = int(port_text)
+    host = host.removeprefix("[").removesuffix("]")  # [::1]:8080
+    return WebConfig(host=host or WebConfig.host, port=port, **values)
 
 
 def _artifacts(r: TableReader, store: dict[str, Any], paths: Paths) -> str:

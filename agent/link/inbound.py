@@ -36,6 +36,7 @@ import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from agent.link.commands import CommandGate
 from shared.errors import PayloadTooLarge, Rejected, reason_of
@@ -50,6 +51,12 @@ log = logging.getLogger(__name__)
 COMMAND_EVENT = "command"  # the event kind that reports a command's outcome
 _SCREEN = None  # a command-queue item: look at the desired mailbox (a deployment is running)
 
+class Handled(Protocol):
+    """What the deployment handler returns (the updater's `UpdateOutcome`): one log line."""
+
+    def describe(self) -> str: ...
+
+
 Report = Callable[[str, FreeObject], None]  # (event kind, detail)
 
 
@@ -57,7 +64,7 @@ class Inbound:
     def __init__(
         self,
         gate: CommandGate,
-        on_deployment: Callable[[bytes], object],
+        on_deployment: Callable[[bytes], Handled],
         handlers: Mapping[CommandName, Callable[[], None]],
         max_payload_bytes: int = 1024 * 1024,
         queue_size: int = 16,
@@ -206,7 +213,7 @@ class Inbound:
             self._screen(payload)
         outcome = self._on_deployment(payload)
         self._last_deployment, self._handled_desired = digest, payload
-        log.info("deployment %s handled: %s", digest[:12], outcome)
+        log.info("deployment %s handled: %s", digest[:12], outcome.describe())
 
     def _walk_root(self, payload: bytes) -> bool:
         """Walk a root chain; True when the trusted root moved on."""

@@ -8,13 +8,11 @@ be reached from here now, as `serve` keeps retrying).
 from __future__ import annotations
 
 import argparse
-import json
 import socket
-import sys
 from pathlib import Path
 
 from cloud.config import CloudConfig, CloudConfigInvalid, default_config_path, load_cloud_config
-from localio.cli import EXIT_INVALID
+from localio.cli import print_check_report
 from localio.keyfiles import load_signing_key
 from shared.keys import KeyFileError
 
@@ -78,12 +76,4 @@ def _check(args: argparse.Namespace) -> int:
         notes.append(f"config {path} has {len(problems)} problem(s)" if problems else
                      f"config {path} is valid (store {config.store.db}, artifacts "
                      f"{config.store.artifacts}, broker {config.mqtt.host}:{config.mqtt.port})")
-    if args.json:
-        print(json.dumps({"ok": not problems, "problems": problems, "warnings": warnings,
-                          "notes": notes}))
-    else:
-        for line in problems + warnings:
-            print(line, file=sys.stderr)
-        for line in notes:
-            print(line)
-    return EXIT_INVALID if problems else 0
+    return print_check_report(problems, warnings, notes, args.json)

@@ -12,13 +12,12 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from shared.cli_support import EXIT_INVALID
-
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.fleet import add_to_group
 from cloud.sim import Fleet, SimOptions, device_ids, raise_file_limit
 from device_profiles import load_profile
 from device_profiles.profile import ProfileInvalid
+from localio.cli import EXIT_INVALID
 from shared.errors import InvalidDeviceId, MalformedDocument
 from shared.keys import Keyring, PublicKey
 from shared.messages import ModelIdentity
