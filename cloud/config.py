@@ -102,6 +102,8 @@ class MqttConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
+    # the SQLite file (`[store] db`, or the path of a sqlite:/// url); with PostgreSQL, where
+    # files the commands write (signed releases, roots) go next to: the config's folder
     db: Path
     artifacts: str  # file:///dir or s3://bucket/prefix
     public_url: str | None = None  # what devices fetch file-store artifacts from
@@ -109,6 +111,12 @@ class StoreConfig:
     region: str | None = None
     # presigned URLs live as long as the release, capped at S3's 7-day maximum
     presign_max_s: int = 7 * 24 * 3600
+    url: str = ""  # sqlite:///PATH (the embedded default, from `db`) or postgresql://HOST/DB
+    password_file: Path | None = None  # PostgreSQL's password (else PGPASSWORD, ~/.pgpass)
+
+    @property
+    def backend(self) -> str:
+        return "postgresql" if self.url.startswith(("postgresql:", "postgres:")) else "sqlite"
 
 
 @dataclass(frozen=True)
@@ -248,11 +256,20 @@ def parse_cloud_config(
     )
     _check_mqtt_files(r, mqtt)
 
-    s = r.table(doc, "store", {"db", "artifacts", "public_url", "endpoint_url", "region",
-                               "presign_max_s"})
+    s = r.table(doc, "store", {"db", "url", "password_file", "artifacts", "public_url",
+                               "endpoint_url", "region", "presign_max_s"})
     db = opt_path(s, "db", "store.")
+    url = r.get(s, "url", str, None, "store.")
+    if url is not None and db is not None:
+        r.problem("store.url", "set either url or db (db = PATH is sqlite:///PATH), not both")
+    if url is not None and url.startswith("sqlite:///"):
+        db = resolve(url.removeprefix("sqlite:///"))
+    elif url is not None and not url.startswith(("postgresql://", "postgres://")):
+        r.problem("store.url", f"{url!r} is neither sqlite:///PATH nor postgresql://HOST/DB")
     if db is None:
         db = base / "cloud.db"
+    if url is None or url.startswith("sqlite:"):
+        url = f"sqlite:///{db}"
     artifacts = r.get(s, "artifacts", str, None, "store.")
     if artifacts is None:
         artifacts = (base / "artifacts").as_uri()
@@ -272,6 +289,8 @@ def parse_cloud_config(
         presign = StoreConfig.presign_max_s
     store = StoreConfig(
         db=db,
+        url=url,
+        password_file=opt_path(s, "password_file", "store."),
         artifacts=artifacts,
         public_url=public_url.rstrip("/") if public_url else None,
         endpoint_url=r.get(s, "endpoint_url", str, None, "store."),

@@ -26,7 +26,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlite_utils import Database
 
 from cloud.artifacts.http import ArtifactServer
 from cloud.config import CloudConfig, CloudRole
@@ -34,7 +33,8 @@ from cloud.health import HealthEndpoints
 from cloud.ingest import Ingester
 from cloud.mqtt import CloudLink
 from cloud.rollout import tick_rollouts
-from cloud.store import open_store
+from cloud.store import Store, describe_error, open_store
+from cloud.store.devices import mark_offline as _mark_offline
 from shared.errors import Unavailable
 from shared.topics import Channel, topic
 
@@ -51,16 +51,12 @@ def _thread_alive(owner: object) -> bool:
     return not isinstance(thread, threading.Thread) or thread.is_alive()
 
 
-def mark_offline(db: Database, now: float, offline_after_s: float) -> int:
+def mark_offline(store: Store, now: float, offline_after_s: float) -> int:
     """Devices silent for `offline_after_s` are marked offline; returns how many changed."""
-    with db.conn:
-        cur = db.conn.execute(
-            "UPDATE devices SET online = 0 WHERE online = 1 AND last_seen < ?",
-            (now - offline_after_s,))
-    if cur.rowcount:
-        log.info("%s device(s) went silent for %s s: marked offline", cur.rowcount,
-                 offline_after_s)
-    return int(cur.rowcount)
+    count = _mark_offline(store, now - offline_after_s)
+    if count:
+        log.info("%s device(s) went silent for %s s: marked offline", count, offline_after_s)
+    return count
 
 
 class CloudService:
@@ -79,7 +75,7 @@ class CloudService:
             if config.store.artifacts.startswith("file://"):
                 root = Path(unquote(urlparse(config.store.artifacts).path))
                 root.mkdir(parents=True, exist_ok=True)
-            health = HealthEndpoints(config.store.db, config.ingest.offline_after_s,
+            health = HealthEndpoints(config.store, config.ingest.offline_after_s,
                                      self.broker_connected)
             self.http = ArtifactServer(root, config.http.host, config.http.port,
                                        routes=health.routes())
@@ -105,7 +101,7 @@ class CloudService:
         """One controller step: offline detection, then every running rollout."""
         if not self._tick_lock.acquire(blocking=False):
             return
-        db = open_store(self.config.store.db)
+        db = open_store(self.config.store)
         try:
             self.check_broker()
             now = time.time()
@@ -122,14 +118,14 @@ class CloudService:
         except Exception:
             log.exception("controller tick failed")
         finally:
-            db.conn.close()
+            db.close()
             self._tick_lock.release()
 
     def start(self) -> None:
         # "Running job ... executed successfully" at every tick is noise at INFO
         if not logging.getLogger().isEnabledFor(logging.DEBUG):
             logging.getLogger("apscheduler").setLevel(logging.WARNING)
-        open_store(self.config.store.db).conn.close()
+        open_store(self.config.store).close()
         if self.http is not None:
             self.http.start()
         self.ingester.start(connect_timeout=None)
@@ -143,7 +139,7 @@ class CloudService:
     def worker_died(self, worker: str, error: BaseException | None = None) -> None:
         """A worker thread ended on its own: stop everything, and fail."""
         if self.failure is None:
-            self.failure = worker + (f" died: {type(error).__name__}: {error}"
+            self.failure = worker + (f" died: {describe_error(error)}"
                                      if error is not None else " died")
         self.stop_event.set()
 

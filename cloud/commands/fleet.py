@@ -28,6 +28,7 @@ from cloud.fleet import (
 )
 from cloud.mqtt import CloudLink
 from cloud.rollout import abort_rollout, pause_rollout, resume_rollout
+from cloud.store.records import Cursor
 from shared.cli_support import EXIT_INVALID
 from shared.errors import Unavailable
 from shared.topics import Channel, topic
@@ -126,15 +127,15 @@ def _telemetry(ctx: Context, args: argparse.Namespace) -> int:
     try:
         while args.follow:
             time.sleep(1.0)
-            rows = telemetry_since(ctx.db, since, args.device, after_rowid=last,
-                                   limit=args.limit)
+            rows = telemetry_since(ctx.db, since, args.device, after=last, limit=args.limit)
             last = _print_records(rows, args.json) or last
     except KeyboardInterrupt:  # Ctrl-C is how a follow ends
         pass
     return 0
 
 
-def _print_records(rows: list[tuple[int, dict[str, Any]]], as_json: bool) -> int:
+def _print_records(rows: list[tuple[Cursor, dict[str, Any]]],
+                   as_json: bool) -> Cursor | None:
     for _, r in rows:
         if as_json:
             print(json.dumps(r))
@@ -145,7 +146,7 @@ def _print_records(rows: list[tuple[int, dict[str, Any]]], as_json: bool) -> int
                   f"p95 {r['latency_p95_ms']:.1f} ms  errors {r['errors']}  "
                   f"cpu {r['cpu_percent']:.0f}%  outbox {r['outbox_depth']}")
     sys.stdout.flush()  # line by line into a pipe (`| jq`), not in 4 KiB blocks
-    return rows[-1][0] if rows else 0
+    return rows[-1][0] if rows else None
 
 
 def _rollouts(ctx: Context, args: argparse.Namespace) -> int:
