@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.opencv import OpenCVMissing, gives_frames, opencv
 from device_profiles import load_profile
 from shared.errors import Rejected
 from shared.keys import HEX64, Keyring
@@ -120,12 +121,18 @@ class OutboxConfig:
     synchronous: str = "NORMAL"
     publish_window: int = 100  # QoS 1 messages in flight at once
     shutdown_flush_s: float = 5.0  # on stop, how long to wait for the broker to take the rest
+    # records held in memory while the disk refuses writes (full); the oldest go first, counted
+    # in `outbox_dropped`
+    memory_rows: int = 1000
 
 
 @dataclass(frozen=True)
 class UpdateConfig:
     max_model_bytes: int = 64 * 1024 * 1024
-    download_timeout_s: float = 30.0
+    download_timeout_s: float = 30.0  # per socket read
+    # a whole download may take download_grace_s + size / min_download_rate (bytes per second)
+    min_download_rate: int = 16 * 1024
+    download_grace_s: float = 60.0
     keep_models: int = 4  # active, previous and a few recent ones
     shadow_frames: int = 8  # recent real frames kept for smoke tests and agreement checks
 
@@ -256,6 +263,11 @@ def parse_config(
         r.problem("source.uri", "missing (for example file:///srv/video.mp4 or camera:0)")
     elif not uri.startswith(SOURCE_SCHEMES):
         r.problem("source.uri", f"{uri!r} is not one of {', '.join(SOURCE_SCHEMES)}")
+    elif gives_frames(uri):
+        try:
+            opencv(f"the frames of {uri.split('?', 1)[0]}")
+        except OpenCVMissing as e:
+            r.problem("source.uri", str(e))
     source_cfg = SourceConfig(
         uri=uri or "",
         reconnect_max_s=float(r.positive("source.reconnect_max_s", r.get(
@@ -305,7 +317,7 @@ def parse_config(
     )
 
     o = r.table(doc, "outbox", {"max_rows", "max_bytes", "synchronous", "publish_window",
-                                "shutdown_flush_s"})
+                                "shutdown_flush_s", "memory_rows"})
     outbox = OutboxConfig(
         max_rows=r.positive("outbox.max_rows", r.get(o, "max_rows", int, OutboxConfig.max_rows,
                                                      "outbox."), OutboxConfig.max_rows),
@@ -317,16 +329,24 @@ def parse_config(
             o, "publish_window", int, 100, "outbox."), 100),
         shutdown_flush_s=float(r.positive("outbox.shutdown_flush_s", r.get(
             o, "shutdown_flush_s", (int, float), 5.0, "outbox."), 5.0)),
+        memory_rows=r.positive("outbox.memory_rows", r.get(
+            o, "memory_rows", int, OutboxConfig.memory_rows, "outbox."), OutboxConfig.memory_rows),
     )
 
     u = r.table(doc, "update", {"max_model_bytes", "download_timeout_s", "keep_models",
-                                "shadow_frames"})
+                                "shadow_frames", "min_download_rate", "download_grace_s"})
     update = UpdateConfig(
         max_model_bytes=r.positive("update.max_model_bytes", r.get(
             u, "max_model_bytes", int, UpdateConfig.max_model_bytes, "update."),
             UpdateConfig.max_model_bytes),
         download_timeout_s=float(r.positive("update.download_timeout_s", r.get(
             u, "download_timeout_s", (int, float), 30.0, "update."), 30.0)),
+        min_download_rate=r.positive("update.min_download_rate", r.get(
+            u, "min_download_rate", int, UpdateConfig.min_download_rate, "update."),
+            UpdateConfig.min_download_rate),
+        download_grace_s=float(r.positive("update.download_grace_s", r.get(
+            u, "download_grace_s", (int, float), UpdateConfig.download_grace_s, "update."),
+            UpdateConfig.download_grace_s)),
         keep_models=r.get(u, "keep_models", int, 4, "update."),
         shadow_frames=r.get(u, "shadow_frames", int, 8, "update."),
     )

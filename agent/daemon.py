@@ -7,8 +7,9 @@ shutdown flushes the outbox for as long as the broker allows (`[outbox] shutdown
 and leaves `online: false` as the retained state.
 
 Threads: the loop's capture, inference and postprocessing threads; paho's network thread; the
-outbox drain; the inbound worker (deployments and commands); APScheduler's scheduler running the
-periodic jobs (telemetry, state heartbeat, updater tick and event flush, systemd watchdog).
+outbox drain; the inbound workers (one runs deployments, one runs commands, so a slow download
+never holds up a command); one thread per periodic job (telemetry, state heartbeat, updater
+tick, event flush, systemd watchdog; `agent.periodic`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from apscheduler.schedulers.background import BackgroundScheduler
-
 import agent
 from agent.config import AgentConfig
 from agent.link.client import MqttLink
@@ -33,7 +32,9 @@ from agent.link.inbound import Inbound
 from agent.logs import configure_logging
 from agent.loop import InferenceLoop, build_loop
 from agent.notify import Notifier
+from agent.opencv import OpenCVMissing
 from agent.outbox import Outbox
+from agent.periodic import PeriodicJobs
 from agent.runtime import LoadedModel, load_model
 from agent.store import open_store
 from agent.system_metrics import SystemMetrics
@@ -64,7 +65,7 @@ class _Parts:
     gate: CommandGate
     telemetry: TelemetryReporter
     events: EventRecorder
-    scheduler: BackgroundScheduler
+    scheduler: PeriodicJobs
 
 
 class Daemon:
@@ -93,13 +94,19 @@ class Daemon:
 
     def run(self) -> int:
         cfg = self.config
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
         db = open_store(cfg.state_dir, cfg.outbox.synchronous)
         outbox = Outbox(db, cfg.outbox)
         trust = TrustStore(cfg.trust, cfg.state_dir)
         updater = Updater(cfg, db, outbox, on_state_change=self._state_changed,
                           keyring=trust.keyring)
-        model_path = updater.recover()
+        try:
+            model_path = updater.recover()
+        except InvalidModel as e:
+            log.error("[model] initial %s does not load (%s); nothing was made active: fix the "
+                      "config and restart", cfg.model.initial, e)
+            updater.close()
+            outbox.close()
+            return EXIT_MODEL_INVALID
         try:
             model = load_model(model_path, cfg.profile.runtime.threads, cfg.profile.runtime.delegates)
         except InvalidModel as e:
@@ -107,7 +114,14 @@ class Daemon:
             updater.close()
             outbox.close()
             return EXIT_MODEL_INVALID
-        loop = build_loop(cfg, model, self.stop_event)
+        try:
+            loop = build_loop(cfg, model, self.stop_event)
+        except OpenCVMissing as e:
+            log.error("%s", e)
+            model.close()
+            updater.close()
+            outbox.close()
+            return EXIT_MODEL_INVALID
         self._loop = loop
         self._identity, self._phase = updater.active(), updater.phase()
         events = EventRecorder(cfg.device_id, outbox, cfg.telemetry.event_queue)
@@ -122,15 +136,16 @@ class Daemon:
         )
         inbound = Inbound(
             gate, updater.handle_deployment,
-            handlers=self._command_handlers(updater, telemetry),
+            handlers=self._command_handlers(updater, telemetry, loop),
             max_payload_bytes=cfg.mqtt.max_payload_bytes, queue_size=cfg.mqtt.inbound_queue,
+            supersede=updater.supersede, report=events.offer, on_refused=updater.refuse,
             on_root=trust.offer,
         )
         link = MqttLink(cfg.device_id, cfg.mqtt, self._state_payload, inbound.offer)
         drain = OutboxDrain(outbox, link, cfg.outbox.publish_window)
         link.set_window(cfg.outbox.publish_window)
         link.set_handoffs(on_ack=drain.ack, on_connected=drain.wake)
-        scheduler = BackgroundScheduler(daemon=True)
+        scheduler = PeriodicJobs()
         self._parts = _Parts(db, outbox, updater, loop, link, drain, inbound, gate, telemetry,
                              events, scheduler)
 
@@ -147,31 +162,31 @@ class Daemon:
         self._shutdown()
         return 0
 
-    def _schedule(self, scheduler: BackgroundScheduler) -> None:
+    def _schedule(self, scheduler: PeriodicJobs) -> None:
         parts = self._parts
         assert parts is not None
         cfg = self.config
-        job = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
-        scheduler.add_job(self._guard(parts.telemetry.report), "interval",
-                          seconds=cfg.telemetry.interval_s, id="telemetry", **job)
-        scheduler.add_job(self._guard(self._heartbeat), "interval",
-                          seconds=cfg.telemetry.heartbeat_s, id="heartbeat", **job)
-        scheduler.add_job(self._guard(self._tick), "interval", seconds=TICK_S, id="tick", **job)
+        scheduler.every(cfg.telemetry.interval_s, self._guard(parts.telemetry.report), "telemetry")
+        scheduler.every(cfg.telemetry.heartbeat_s, self._guard(self._heartbeat), "heartbeat")
+        scheduler.every(TICK_S, self._guard(self._tick), "tick")
+        # its own job: a retried download running in the updater's tick never holds events up
+        scheduler.every(TICK_S, self._guard(parts.events.flush), "events")
         interval = self.notifier.watchdog_interval_s
         if interval:
-            scheduler.add_job(self._guard(self._watchdog), "interval", seconds=interval,
-                              id="watchdog", **job)
+            scheduler.every(interval, self._guard(self._watchdog), "watchdog")
 
     # -- periodic jobs -----------------------------------------------------------------------
 
     def _guard(self, fn: Callable[[], Any]) -> Callable[[], None]:
+        name = getattr(fn, "__name__", "job").lstrip("_")
+
         def run() -> None:
             if self.stop_event.is_set():
                 return
             try:
                 fn()
             except Exception:
-                log.exception("periodic job %s failed", getattr(fn, "__name__", fn))
+                log.exception("periodic job %s failed", name)
 
         return run
 
@@ -190,7 +205,6 @@ class Daemon:
     def _tick(self) -> None:
         parts = self._parts
         assert parts is not None
-        parts.events.flush()
         parts.updater.tick()
 
     def _watchdog(self) -> None:
@@ -225,8 +239,9 @@ class Daemon:
             fps=float(snap.fps) if snap is not None else 0.0,
         ))
 
-    def _command_handlers(self, updater: Updater, telemetry: TelemetryReporter
-                          ) -> dict[str, Callable[[], None]]:
+    def _command_handlers(self, updater: Updater, telemetry: TelemetryReporter,
+                          loop: InferenceLoop) -> dict[str, Callable[[], None]]:
+        """One handler per command in the contract (`agent.link.commands.COMMANDS`)."""
         def report_now() -> None:
             telemetry.report()
             if self._parts is not None:
@@ -235,7 +250,10 @@ class Daemon:
         def rollback() -> None:
             updater.rollback()  # ends a running probation as failed; logs when there is none
 
-        handlers: dict[str, Callable[[], None]] = {"report-now": report_now, "rollback": rollback}
+        handlers: dict[str, Callable[[], None]] = {
+            "report-now": report_now, "rollback": rollback,
+            "restart-source": loop.restart_source,  # the source reports restarting, then up
+        }
         return handlers
 
     # -- shutdown ----------------------------------------------------------------------------
@@ -244,8 +262,9 @@ class Daemon:
         parts = self._parts
         assert parts is not None
         self.notifier.stopping()
+        parts.updater.interrupt()  # a running download stops now (its part is kept to resume)
         log.info("stopping: outbox depth %s", parts.outbox.depth())
-        parts.scheduler.shutdown(wait=True)
+        parts.scheduler.shutdown()
         parts.loop.stop()
         parts.inbound.stop()
         parts.events.flush()

@@ -4,11 +4,15 @@ A rollout has waves given as device counts or shares of the targeted devices (`1
 cumulative: the last wave always covers every device). Each device's row in `rollout_devices`
 moves through
 
-    waiting -> pending (deployment published) -> committed | failed | timed_out
+    waiting -> pending (deployment published) -> committed | failed | timed_out | superseded
 
-`failed` carries the device's reason (`probation_failed`, `hash_mismatch`, ...); a pending
-device silent for `device_timeout_s` after its deployment went out is `timed_out` and counts as
-a failure. On each tick, a running rollout:
+(`cloud.store.rollouts` holds every transition.) `failed` carries the device's reason
+(`probation_failed`, `hash_mismatch`, ...), reported by the device with this rollout's id even
+when it refused the deployment unread (the id is then the device's claim, applied to that
+device's row only); a pending device silent for `device_timeout_s` after its deployment went
+out is `timed_out` and counts as a failure. A device that dropped this deployment for a newer
+one (another rollout) is `superseded`: it no longer counts in this rollout, neither way. On
+each tick, a running rollout:
 
   * pauses when failures exceed `max_failures_pct` of the devices released so far (in the manner
     of hawkBit's error threshold), recording the reasons;
@@ -169,7 +173,7 @@ def _tick_one(store: Store, row: dict[str, Any], publish: Publish, now: float,
         return
     rs.time_out_pending(store, rid, now - device_timeout_s, now)
     counts = rs.status_counts(store, rid, up_to_wave=wave)
-    released = sum(counts.values())
+    released = sum(counts.values()) - counts[rs.DeviceStatus.SUPERSEDED]
     failed = counts[rs.DeviceStatus.FAILED] + counts[rs.DeviceStatus.TIMED_OUT]
     accepted = int(row["failures_accepted"])
     new_failures = failed - accepted

@@ -52,9 +52,14 @@ def verify_command(
     max_bytes: int = MAX_COMMAND_BYTES,
 ) -> Command:
     """The verified command in `data`, or the `Rejected` that stops it."""
-    envelope = load_json(data, max_bytes)
-    signed = verify_envelope(envelope, keyring)
-    message = decode_message(json.dumps(signed).encode("utf-8"), max_bytes)
+    try:
+        envelope = load_json(data, max_bytes)
+        signed = verify_envelope(envelope, keyring)
+        message = decode_message(json.dumps(signed).encode("utf-8"), max_bytes)
+    except Rejected:
+        raise
+    except Exception as e:  # a parser let a non-project error out: still a bad command
+        raise MalformedDocument(f"unreadable command ({type(e).__name__})") from e
     if not isinstance(message, Command):
         raise MalformedDocument(f"expected a command, got {type(message).__name__}", "signed.schema")
     if message.device_id != device_id:

@@ -168,6 +168,10 @@ def _rollouts(ctx: Context, args: argparse.Namespace) -> int:
     for v in views:
         if v["reason"]:
             print(f"{v['id']}: {v['reason']}")
+    if args.id:  # one rollout: each failed device's own sentence
+        for f in views[0]["failures"]:
+            sentence = f"{f['reason']}: {f['detail']}" if f["detail"] else f["reason"]
+            print(f"{f['device_id']}: {sentence}")
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Table, select, tuple_
+from sqlalchemy import Connection, Table, func, select, tuple_, union_all
 
 from cloud.store.schema import events, telemetry, updates
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from cloud.store.engine import Store
 
 __all__ = ["RECORD_TABLES", "Cursor", "columns", "events_since", "insert_new", "newest_lag",
-           "telemetry_since"]
+           "seq_gaps", "stored_count", "telemetry_since"]
 
 Cursor = tuple[float, str, int]  # (received, device_id, seq) of the last row seen
 START: Cursor = (float("-inf"), "", -1)
@@ -90,3 +90,25 @@ def newest_lag(conn: Connection) -> float | None:
     row = conn.execute(select(telemetry.c.received - telemetry.c.ts)
                        .order_by(telemetry.c.received.desc()).limit(1)).first()
     return float(row[0]) if row else None
+
+
+def stored_count(store: Store) -> int:
+    """Telemetry, events and update reports stored, all devices."""
+    with store.connect() as conn:
+        return sum(int(conn.scalar(select(func.count()).select_from(t)) or 0)
+                   for t in RECORD_TABLES.values())
+
+
+def seq_gaps(store: Store, id_prefix: str = "") -> dict[str, int]:
+    """Devices (whose id starts with `id_prefix`) with seqs missing in the store, and how
+    many each: a device numbers everything it sends (telemetry, events, update reports) with
+    one increasing seq from 1, so a highest stored seq H with fewer than H seqs stored means
+    the difference was lost."""
+    pattern = id_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    parts = union_all(*(select(t.c.device_id, t.c.seq).where(
+        t.c.device_id.like(pattern, escape="\\")) for t in RECORD_TABLES.values())).subquery()
+    query = (select(parts.c.device_id, func.max(parts.c.seq),
+                    func.count(parts.c.seq.distinct()))
+             .group_by(parts.c.device_id))
+    with store.connect() as conn:
+        return {d: int(top) - int(n) for d, top, n in conn.execute(query) if top != n}

@@ -4,6 +4,8 @@ A rollout:     running -> paused (thresholds, operator) -> running (resume) ...
                running -> completed;  running | paused -> aborted
 A device in it: waiting -> pending (its deployment published) -> committed | failed
                 pending -> timed_out (silent) -> committed | failed (a late report still counts)
+                pending | timed_out -> superseded (the device took a newer rollout's
+                                       deployment instead: counts neither way)
 
 `cloud.rollout` decides when (waves, thresholds); `cloud.ingest` reports device outcomes
 through `record_reports`. Nothing else writes `rollouts` or `rollout_devices`.
@@ -66,6 +68,7 @@ class DeviceStatus(StrEnum):
     COMMITTED = "committed"
     FAILED = "failed"
     TIMED_OUT = "timed_out"  # silent for device_timeout_s after publication: a failure
+    SUPERSEDED = "superseded"  # dropped this deployment for a newer one: not counted
 
 
 FAILURES = (DeviceStatus.FAILED, DeviceStatus.TIMED_OUT)
@@ -213,6 +216,8 @@ def record_reports(conn: Connection, reports: Iterable[tuple[str, str, str, str]
         if not rollout_id:
             continue
         status = OUTCOMES.get(phase)
+        if phase == "idle" and reason == "superseded":
+            status = DeviceStatus.SUPERSEDED  # a newer deployment took this device over
         if status is None:
             progress.append({"p": phase, "u": now, "r": rollout_id, "d": device_id})
         else:
