@@ -137,6 +137,8 @@ class IngestConfig:
     batch_max: int = 2_000  # messages per transaction
     batch_wait_s: float = 0.2  # longest a message waits before its batch is written
     offline_after_s: float = 180.0  # no message for this long: the device counts as offline
+    # `serve --role ingest` workers share the device topics as $share/<share_group>/...
+    share_group: str = "litefleet-ingest"
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,9 @@ class RolloutConfig:
     deployment_lifetime_s: int = 7 * 24 * 3600
     release_history: int = 3  # deltas are made against this many previous releases
     max_artifact_bytes: int = 256 * 1024 * 1024
+    # the active controller's lease (`serve --role controller`): a standby takes over at most
+    # about 4/3 of this after the active one dies
+    lease_s: float = 6.0
 
 
 @dataclass(frozen=True)
@@ -308,16 +313,21 @@ def parse_cloud_config(
         enabled=r.get(h, "enabled", bool, True, "http."),
     )
 
-    i = r.table(doc, "ingest", {"queue_max", "batch_max", "batch_wait_s", "offline_after_s"})
+    i = r.table(doc, "ingest", {"queue_max", "batch_max", "batch_wait_s", "offline_after_s",
+                                "share_group"})
     ingest = IngestConfig(
         queue_max=pos(i, "queue_max", int, IngestConfig.queue_max, "ingest."),
         batch_max=pos(i, "batch_max", int, IngestConfig.batch_max, "ingest."),
         batch_wait_s=float(pos(i, "batch_wait_s", (int, float), 0.2, "ingest.")),
         offline_after_s=float(pos(i, "offline_after_s", (int, float), 180.0, "ingest.")),
+        share_group=r.get(i, "share_group", str, IngestConfig.share_group, "ingest."),
     )
+    if not ingest.share_group or any(c in ingest.share_group for c in "/+#"):
+        r.problem("ingest.share_group", f"{ingest.share_group!r} must be a non-empty name "
+                  "without /, + or #")
 
     o = r.table(doc, "rollout", {"tick_s", "device_timeout_s", "deployment_lifetime_s",
-                                 "release_history", "max_artifact_bytes"})
+                                 "release_history", "max_artifact_bytes", "lease_s"})
     rollout = RolloutConfig(
         tick_s=float(pos(o, "tick_s", (int, float), 5.0, "rollout.")),
         device_timeout_s=float(pos(o, "device_timeout_s", (int, float), 1800.0, "rollout.")),
@@ -326,6 +336,7 @@ def parse_cloud_config(
         release_history=r.get(o, "release_history", int, 3, "rollout."),
         max_artifact_bytes=pos(o, "max_artifact_bytes", int, RolloutConfig.max_artifact_bytes,
                                "rollout."),
+        lease_s=float(pos(o, "lease_s", (int, float), RolloutConfig.lease_s, "rollout.")),
     )
     if rollout.release_history < 0:
         r.problem("rollout.release_history", "must be 0 or more")

@@ -16,6 +16,10 @@ Two threads in one process:
                                    a redelivered or resent record is counted as a duplicate
     state                          in arrival order: the device row when newer than what is
                                    stored; `online: false` (a last will) whatever its ts
+                                   (with several ingesters sharing the topics, see
+                                   docs/scale.md: a will may be applied after the
+                                   reconnected device's first state; its next telemetry
+                                   marks it online again)
     updates                        also move the device's row in its rollout (outcomes,
                                    `cloud.store.rollouts.record_reports`)
 
@@ -230,13 +234,16 @@ def write_batch(conn: Connection, messages: list[tuple[Message, bytes]], now: fl
 
 
 class Ingester:
-    """Subscribes to every device's state, telemetry, events and update topics.
+    """Subscribes to every device's state, telemetry, events and update topics; `shared`:
+    as one of several ingesters (an MQTT shared subscription, `$share/<share_group>/...`: the
+    broker hands each message to one of them).
 
     `on_death(worker, error)` is called if the writer ends for any reason but `stop()`.
     """
 
     def __init__(self, config: CloudConfig, client_id: str | None = None,
-                 on_death: Callable[[str, BaseException], None] | None = None) -> None:
+                 on_death: Callable[[str, BaseException], None] | None = None,
+                 shared: bool = False) -> None:
         self.config = config
         self.stats = IngestStats()
         self._queue = _Handoff(config.ingest.queue_max)
@@ -247,7 +254,9 @@ class Ingester:
         self._decode = _Decoder(prefix, config.mqtt.max_payload_bytes)  # the writer's own
         self.link = CloudLink(
             config.mqtt, client_id or f"{config.mqtt.client_id}-ingest", persistent=True,
-            subscriptions=tuple(fleet_subscription(c, prefix) for c in _CHANNELS),
+            subscriptions=tuple(
+                f"$share/{config.ingest.share_group}/{fleet_subscription(c, prefix)}" if shared
+                else fleet_subscription(c, prefix) for c in _CHANNELS),
             on_raw=self._enqueue, manual_ack=True,
             receive_maximum=min(65535, config.ingest.queue_max), role=CloudRole.INGEST,
         )

@@ -20,8 +20,10 @@ def insert_ignore(conn: Connection, table: Table) -> Any:
     return _insert(conn, table).on_conflict_do_nothing()
 
 
-def upsert(conn: Connection, table: Table, keys: list[str], set_: dict[str, Any]) -> Any:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE SET set_ (values may use `.excluded`)."""
+def upsert(conn: Connection, table: Table, keys: list[str], set_: dict[str, Any],
+           where: Any = None) -> Any:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE SET set_ [WHERE where]; a value may be a
+    function of the row that was to be inserted (`excluded`)."""
     stmt = _insert(conn, table)
     values = {k: (v(stmt.excluded) if callable(v) else v) for k, v in set_.items()}
-    return stmt.on_conflict_do_update(index_elements=keys, set_=values)
+    return stmt.on_conflict_do_update(index_elements=keys, set_=values, where=where)

@@ -51,7 +51,14 @@ def test_the_controller_tick_uses_the_configured_age(cloud_env: CloudEnv) -> Non
     now = time.time()
     seed(cloud_env.db, {"quiet": (1, now - 45), "chatty": (1, now - 5)})
     service = CloudService(config, http=False)  # no broker: the tick skips the rollouts
-    service.tick()
+    service.tick()  # a controller that does not hold the lease does nothing (control)
+    assert online(cloud_env.db) == {"quiet": 1, "chatty": 1}
+    assert service.lease is not None
+    service.lease.start()  # the only controller: it takes the lease at once
+    try:
+        service.tick()
+    finally:
+        service.lease.stop()
     assert online(cloud_env.db) == {"quiet": 0, "chatty": 1}
 
 
