@@ -1,12 +1,17 @@
-"""`litefleet store migrate|version`: the store's schema version, and bringing it up to date."""
+"""`litefleet store migrate|version|prune`: the store's schema version, bringing it up to date,
+and dropping old telemetry."""
 
 from __future__ import annotations
 
 import argparse
+import time
 
-from cloud.context import Context, add_config_argument, run_command
+from cloud.context import CommandFailed, Context, add_config_argument, run_command
+from cloud.durations import parse_duration
 from cloud.store import Store, engine_url
 from cloud.store.migrate import HEAD, current_version, migrate
+from cloud.store.records import prune
+from shared.cli_support import EXIT_INVALID
 
 __all__ = ["register"]
 
@@ -24,6 +29,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         q = sub.add_parser(name, help=helptext)
         add_config_argument(q)
         q.set_defaults(func=lambda args: run_command(args, lambda ctx: _store(ctx, args)))
+    q = sub.add_parser("prune", help="delete telemetry and events older than a duration "
+                       "(update reports, rollouts and the audit trail stay)")
+    q.add_argument("--older-than", required=True, metavar="DURATION",
+                   help="received longer ago than this: 3600, 12h, 30d")
+    add_config_argument(q)
+    q.set_defaults(func=lambda args: run_command(args, lambda ctx: _prune(ctx, args)))
+
+
+def _prune(ctx: Context, args: argparse.Namespace) -> int:
+    try:
+        age = parse_duration(args.older_than)
+    except ValueError as e:
+        raise CommandFailed(str(e), EXIT_INVALID) from e
+    deleted = prune(ctx.db, time.time() - age)
+    print(", ".join(f"{n} {kind} record(s)" for kind, n in deleted.items())
+          + f" older than {args.older_than} deleted")
+    return 0
 
 
 def _store(ctx: Context, args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Table, func, select, tuple_, union_all
+from sqlalchemy import Connection, Table, delete, func, select, tuple_, union_all
 
 from cloud.store.schema import events, telemetry, updates
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from cloud.store.engine import Store
 
 __all__ = ["RECORD_TABLES", "Cursor", "columns", "events_since", "insert_new", "newest_lag",
-           "seq_gaps", "stored_count", "telemetry_since"]
+           "prune", "seq_gaps", "stored_count", "telemetry_since"]
 
 Cursor = tuple[float, str, int]  # (received, device_id, seq) of the last row seen
 START: Cursor = (float("-inf"), "", -1)
@@ -112,3 +112,17 @@ def seq_gaps(store: Store, id_prefix: str = "") -> dict[str, int]:
              .group_by(parts.c.device_id))
     with store.connect() as conn:
         return {d: int(top) - int(n) for d, top, n in conn.execute(query) if top != n}
+
+
+PRUNED = ("telemetry", "events")  # update reports stay: they are the rollouts' history
+
+
+def prune(store: Store, received_before: float) -> dict[str, int]:
+    """Delete telemetry and events received before `received_before`; how many of each."""
+    out = {}
+    with store.begin() as conn:
+        for kind in PRUNED:
+            table = RECORD_TABLES[kind]
+            out[kind] = int(conn.execute(delete(table).where(
+                table.c.received < received_before)).rowcount)
+    return out

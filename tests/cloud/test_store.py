@@ -315,3 +315,27 @@ def test_the_audit_trail_is_append_only(store: Store) -> None:
         with pytest.raises(DBAPIError, match="append-only"):
             store.execute(statement)
     assert len(audit.entries(store)) == 1
+
+
+def test_prune_drops_old_telemetry_and_events_and_keeps_the_rest(store_url: str,
+                                                                 tmp_path: Path) -> None:
+    s = open_store(store_url)
+    now = time.time()
+    write(s, TelemetryRecord("cam-1", 1, now - 40 * 86400), Event("cam-1", 2, now, "source"),
+          UpdateStatus("cam-1", 3, now, "", "committed"), now=now - 40 * 86400)
+    write(s, TelemetryRecord("cam-1", 4, now), now=now)
+    config = tmp_path / "cloud.toml"
+    config.write_text(f'[store]\nurl = "{store_url}"\n')
+    done = subprocess.run([sys.executable, "-m", "cloud.cli", "store", "prune", "--older-than",
+                           "30d", "--config", str(config)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "1 telemetry record(s), 1 events record(s) older than 30d deleted" in done.stdout
+    assert rows(s, "SELECT seq FROM telemetry") == [(4,)]
+    assert rows(s, "SELECT COUNT(*) FROM events") == [(0,)]
+    assert rows(s, "SELECT seq FROM updates") == [(3,)]  # the rollouts' history stays
+    bad = subprocess.run([sys.executable, "-m", "cloud.cli", "store", "prune", "--older-than",
+                          "soon", "--config", str(config)], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    s.close()
