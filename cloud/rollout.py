@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 # publish(device_id, payload): retained on devices/{id}/desired; b"" clears it
 Publish = Callable[[str, bytes], None]
 STATES = tuple(RolloutState)
+_MARK_EVERY = 100  # deployments published between two writes of their pending status
 
 
 def parse_waves(text: str) -> list[str]:
@@ -152,9 +153,13 @@ def create_rollout(
 def start_wave(store: Store, rollout_id: str, wave: int, publish: Publish, now: float) -> int:
     """Publish the deployments of `wave` and mark them pending; returns how many went out."""
     rows = rs.waiting_in_wave(store, rollout_id, wave)
-    for device_id, deployment in rows:
-        publish(device_id, deployment.encode("utf-8"))
-        rs.mark_pending(store, rollout_id, device_id, now)
+    # published, then marked pending, 100 at a time: a controller that dies in between leaves
+    # them waiting, and the next one publishes them again (the same retained deployment)
+    for start in range(0, len(rows), _MARK_EVERY):
+        chunk = rows[start:start + _MARK_EVERY]
+        for device_id, deployment in chunk:
+            publish(device_id, deployment.encode("utf-8"))
+        rs.mark_pending(store, rollout_id, [d for d, _ in chunk], now)
     rs.wave_started(store, rollout_id, wave, now)
     log.info("rollout %s: wave %s started (%s devices)", rollout_id, wave + 1, len(rows))
     return len(rows)

@@ -140,10 +140,11 @@ def waiting_in_wave(store: Store, rollout_id: str, wave: int) -> list[tuple[str,
                 rd.c.status == DeviceStatus.WAITING))]
 
 
-def mark_pending(store: Store, rollout_id: str, device_id: str, now: float) -> None:
-    """waiting -> pending: its deployment went out."""
+def mark_pending(store: Store, rollout_id: str, device_ids: list[str], now: float) -> None:
+    """waiting -> pending: their deployments went out."""
     with store.begin() as conn:
-        conn.execute(update(rd).where(rd.c.rollout_id == rollout_id, rd.c.device_id == device_id,
+        conn.execute(update(rd).where(rd.c.rollout_id == rollout_id,
+                                      rd.c.device_id.in_(device_ids),
                                       rd.c.status == DeviceStatus.WAITING)
                      .values(status=DeviceStatus.PENDING, published=now, updated=now))
 
