@@ -33,7 +33,8 @@ CLOUD_EXTRA_MODULES = frozenset({"rich", "boto3", "botocore", "matplotlib", "amq
                                  "ai_edge_quantizer", "prometheus_client", "sqlalchemy",
                                  "alembic", "psycopg"})
 # Checked before any command runs: what every operator command may reach for.
-REQUIRED_CLOUD_MODULES = ("rich", "boto3", "prometheus_client", "sqlalchemy", "alembic")
+REQUIRED_CLOUD_MODULES = ("rich", "boto3", "prometheus_client", "sqlalchemy", "alembic", "fastapi",
+                          "uvicorn", "argon2")
 
 
 def version() -> str:

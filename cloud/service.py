@@ -2,7 +2,8 @@
 
 config -> store -> ingester (persistent MQTT session) -> rollout controller and offline
 detection on an APScheduler tick -> HTTP server (artifacts of a file store, `/healthz`,
-`/metrics`). One stop event; SIGTERM and SIGINT set it, and everything stops in reverse order.
+`/metrics`, at `[http]`) -> the dashboard (`cloud.web`, at `[web] listen`). One stop event;
+SIGTERM and SIGINT set it, and everything stops in reverse order.
 
 What the log says about the broker: one warning when it cannot be reached (checked at each
 tick), one line when it is back. APScheduler's own per-run lines are kept out of INFO.
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -39,6 +41,9 @@ from cloud.store import Store, describe_error, open_store
 from cloud.store.devices import mark_offline as _mark_offline
 from shared.errors import Unavailable
 from shared.topics import Channel, topic
+
+if TYPE_CHECKING:
+    from cloud.web import WebServer
 
 __all__ = ["EXIT_WORKER_DIED", "CloudService", "ServeRole", "check_role", "mark_offline"]
 
@@ -68,6 +73,7 @@ class ServeRole(StrEnum):
     INGEST = "ingest"  # one of any number of ingesters sharing the device topics
     CONTROLLER = "controller"  # rollout ticks and offline detection; one active (a lease)
     ARTIFACTS = "artifacts"  # the artifact HTTP server, /healthz and /metrics
+    WEB = "web"  # the dashboard and its API ([web] listen)
 
 
 def check_role(config: CloudConfig, role: ServeRole) -> str | None:
@@ -80,7 +86,8 @@ def check_role(config: CloudConfig, role: ServeRole) -> str | None:
 
 class CloudService:
     def __init__(self, config: CloudConfig, *, http: bool | None = None,
-                 role: ServeRole = ServeRole.ALL, worker: str | None = None) -> None:
+                 web: bool | None = None, role: ServeRole = ServeRole.ALL,
+                 worker: str | None = None) -> None:
         self.config = config
         self.role = role
         self.stop_event = threading.Event()
@@ -114,6 +121,11 @@ class CloudService:
                                      self.broker_connected)
             self.http = ArtifactServer(root, config.http.host, config.http.port,
                                        routes=health.routes())
+        self.web: WebServer | None = None
+        if (config.web.enabled if web is None else web) and ServeRole.WEB in runs:
+            from cloud.web import WebServer, create_app  # FastAPI is imported only when served
+
+            self.web = WebServer(create_app(config), config.web.host, config.web.port)
         self._tick_lock = threading.Lock()
         self._broker_warned = False
 
@@ -172,6 +184,8 @@ class CloudService:
         open_store(self.config.store).close()
         if self.http is not None:
             self.http.start()
+        if self.web is not None:
+            self.web.start()
         if self.ingester is not None:
             self.ingester.start(connect_timeout=None)
         if self.link is not None and self.lease is not None and self.scheduler is not None:
@@ -204,6 +218,9 @@ class CloudService:
         http = self.http
         if http is not None:
             workers.append(("the artifact HTTP server", lambda: http.serving))
+        web = self.web
+        if web is not None:
+            workers.append(("the dashboard's web server", lambda: web.serving))
         return workers
 
     def check_workers(self) -> None:
@@ -221,6 +238,8 @@ class CloudService:
             self.link.stop()
         if self.ingester is not None:
             self.ingester.stop()
+        if self.web is not None:
+            self.web.stop()
         if self.http is not None:
             self.http.stop()
         log.info("stopped")

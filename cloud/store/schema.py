@@ -16,6 +16,8 @@ the two. Times are epoch seconds (floats) unless the column holds a document's o
     roots            one row per signed root version (`litefleet keys rotate`), the chain
     audit            append-only: who did what, when (triggers refuse UPDATE and DELETE)
     leases           who holds a singleton role (the active controller) and until when
+    users            dashboard users: name, role (viewer | operator), password hash (argon2id)
+    api_tokens       one row per API token: the token's sha256 (never the token), its user
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from sqlalchemy import (
 
 __all__ = [
     "AUDIT_TRIGGERS",
+    "api_tokens",
     "audit",
     "counters",
     "create_all",
@@ -51,6 +54,7 @@ __all__ = [
     "roots",
     "telemetry",
     "updates",
+    "users",
 ]
 
 metadata = MetaData()
@@ -173,6 +177,20 @@ quarantine = Table(
     Column("device_id", Text, nullable=False), Column("size", Integer, nullable=False),
     Column("sha256", Text, nullable=False), Column("reason", Text, nullable=False),
     Column("detail", Text, nullable=False), Column("payload", LargeBinary, nullable=False),
+)
+
+users = Table(
+    "users", metadata,
+    Column("name", Text, primary_key=True), Column("role", Text, nullable=False),
+    Column("password_hash", Text, nullable=False, server_default=""),
+    Column("created", Double, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens", metadata,
+    Column("token_sha256", Text, primary_key=True), Column("user_name", Text, nullable=False),
+    Column("created", Double, nullable=False),
+    Index("api_tokens_user", "user_name"),
 )
 
 leases = Table(
