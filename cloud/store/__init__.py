@@ -1,9 +1,15 @@
 """The cloud store: schema, migrations and every query of the cloud side.
 
-    engine      `Store`: one SQLAlchemy engine, SQLite (embedded default) or PostgreSQL
-    schema      the tables (SQLAlchemy Core); `migrations/` the versioned Alembic scripts
-    migrate     schema versions: checked at open, `litefleet store migrate`
-    ...         one module per part of the data (devices, rollouts, releases, ...)
+    engine        `Store`: one SQLAlchemy engine, SQLite (embedded default) or PostgreSQL
+    schema        the tables (SQLAlchemy Core); `migrations/` the versioned Alembic scripts
+    migrate       schema versions: checked at open, `litefleet store migrate`
+    devices       devices and groups; ingest's device writes
+    records       telemetry, events, update reports: stored once, read in pages, pruned
+    rollouts      the rollout state machine (states as StrEnums, every transition)
+    releases      releases; trail: the root chain and the audit trail
+    dead_letters  the quarantine; counters: named integers; leases: the active controller
+    dashboard     the dashboard's queries (portable SQL through `text()`)
+    dialect       the two statements SQLite and PostgreSQL spell alike but SQLAlchemy does not
 
 `open_store` takes the `[store]` config (its `url`), a URL, or a SQLite file path.
 """

@@ -4,11 +4,15 @@ is active, the standby taking over when the active one is killed."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from cloud.store import open_store
 from cloud.store.leases import holder
@@ -150,3 +154,23 @@ def test_one_controller_is_active_and_a_standby_takes_over_when_it_is_killed(
         assert holder(remaining, "controller") is None
     finally:
         remaining.close()
+
+
+@pytest.mark.slow
+def test_the_fleet_benchmark_on_postgresql_survives_a_killed_worker_and_controller(
+        tmp_path: Path) -> None:
+    """20 devices, 2 ingest workers: one killed -9 mid-rollout, the active controller killed
+    -9 mid-rollout; every device commits both rollouts and no record is missing."""
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "fleet.py"), "--devices", "20", "--duration",
+         "1", "--backlog", "2", "--backend", "postgresql", "--ingest-workers", "2"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(repo)},
+        timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["backend"] == "postgresql" and result["ingest_workers"] == 2, result
+    assert result["rollout_committed"] == result["rollout_delta_committed"] == 20
+    assert result["ingest_worker_killed"] is True
+    assert result["controller_failover_s"] is not None
+    assert result["telemetry_missing"] == 0 and result["records_stored"] == result["records_sent"]
