@@ -339,3 +339,14 @@ def test_prune_drops_old_telemetry_and_events_and_keeps_the_rest(store_url: str,
                          timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     s.close()
+
+
+def test_check_config_names_a_postgresql_store_without_its_password(tmp_path: Path) -> None:
+    config = tmp_path / "cloud.toml"
+    config.write_text('[store]\nurl = "postgresql://fleet:s3cret@db.example:5433/litefleet"\n'
+                      '[mqtt]\nport = 1\n')
+    done = subprocess.run([sys.executable, "-m", "cloud.cli", "check-config", "--config",
+                           str(config)], capture_output=True, text=True, timeout=60)
+    out = done.stdout + done.stderr
+    assert "store postgresql://fleet:***@db.example:5433/litefleet" in out, out
+    assert "s3cret" not in out
