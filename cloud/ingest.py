@@ -67,6 +67,7 @@ from cloud.store import Store, add_counter, describe_error, open_store
 from cloud.store import devices as device_rows
 from cloud.store.records import insert_new
 from cloud.store.rollouts import record_reports
+from cloud.store.rollup import add_records
 from shared.errors import LiteFleetError
 from shared.messages import (
     DeviceState,
@@ -218,6 +219,8 @@ def write_batch(conn: Connection, messages: list[tuple[Message, bytes]], now: fl
         if not table_rows:
             continue
         stored = insert_new(conn, table, table_rows)
+        if table == "telemetry":
+            add_records(conn, table_rows, all_new=stored == len(table_rows))
         stats.stored[table] += stored
         stats.duplicates += len(table_rows) - stored
         add_counter(conn, f"stored.{table}", stored)

@@ -15,6 +15,7 @@ per-minute rollups exist, `device_series` is the one function to point at them.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -234,11 +235,20 @@ def telemetry_since(db: Store, device_id: str, since: float, limit: int
                    {"d": device_id, "since": since, "lim": limit})
 
 
-def device_series(db: Store, device_id: str, since: float, bucket_s: int
-                  ) -> tuple[list[Row], list[Row]]:
+# buckets this long or longer (the 7-day chart) are read from the per-minute rollup
+ROLLUP_FROM_S = 3600
+
+
+def device_series(db: Store, device_id: str, since: float, bucket_s: int,
+                  rollup: bool | None = None) -> tuple[list[Row], list[Row]]:
     """Bucketed series from `since`: (averages of fps and p95 per bucket, and the body of each
-    bucket's last record, for the gauges kept only in the body: CPU, RSS, outbox depth)."""
+    bucket's last record, for the gauges kept only in the body: CPU, RSS, outbox depth).
+    Whole-minute buckets of an hour or more come from `telemetry_minutes` (`rollup`)."""
     params = {"d": device_id, "since": since, "b": bucket_s}
+    if rollup is None:
+        rollup = bucket_s >= ROLLUP_FROM_S and bucket_s % 60 == 0
+    if rollup:
+        return _rollup_series(db, params)
     averages = execute(
         db, f"SELECT {_BUCKET} AS bucket, AVG(fps) AS fps, "
             "AVG(latency_p95_ms) AS p95_ms, MAX(seq) AS last_seq FROM telemetry "
@@ -247,6 +257,24 @@ def device_series(db: Store, device_id: str, since: float, bucket_s: int
         db, "SELECT seq, body FROM telemetry WHERE device_id = :d AND seq IN ("
             "SELECT MAX(seq) FROM telemetry WHERE device_id = :d AND ts >= :since "
             f"GROUP BY {_BUCKET}) ORDER BY seq", params)
+    return averages, lasts
+
+
+def _rollup_series(db: Store, params: dict[str, Any]) -> tuple[list[Row], list[Row]]:
+    """`device_series` from the rollup: minutes from the one holding `since` (whole minutes:
+    up to a minute more than the raw series at its start)."""
+    params = {**params, "m": params["b"] // 60, "since_m": math.floor(params["since"] / 60)}
+    bucket = ("(CAST(minute / :m AS BIGINT) - CASE WHEN CAST(minute / :m AS BIGINT) * :m > "
+              "minute THEN 1 ELSE 0 END)")
+    averages = execute(
+        db, f"SELECT {bucket} AS bucket, SUM(fps_sum) / SUM(records) AS fps, "
+            "SUM(p95_sum) / SUM(records) AS p95_ms, MAX(last_seq) AS last_seq "
+            "FROM telemetry_minutes WHERE device_id = :d AND minute >= :since_m "
+            "GROUP BY bucket ORDER BY bucket", params)
+    lasts = execute(
+        db, "SELECT seq, body FROM telemetry WHERE device_id = :d AND seq IN ("
+            "SELECT MAX(last_seq) FROM telemetry_minutes WHERE device_id = :d AND minute >= "
+            f":since_m GROUP BY {bucket}) ORDER BY seq", params)
     return averages, lasts
 
 

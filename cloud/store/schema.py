@@ -16,6 +16,8 @@ the two. Times are epoch seconds (floats) unless the column holds a document's o
     roots            one row per signed root version (`litefleet keys rotate`), the chain
     audit            append-only: who did what, when (triggers refuse UPDATE and DELETE)
     leases           who holds a singleton role (the active controller) and until when
+    telemetry_minutes  per device and minute of device time: records, fps and p95 sums, the
+                     last seq (kept by ingest in its transaction; serves long chart windows)
     users            dashboard users: name, role (viewer | operator), password hash (argon2id)
     api_tokens       one row per API token: the token's sha256 (never the token), its user
 """
@@ -53,6 +55,7 @@ __all__ = [
     "rollouts",
     "roots",
     "telemetry",
+    "telemetry_minutes",
     "updates",
     "users",
 ]
@@ -191,6 +194,14 @@ api_tokens = Table(
     Column("token_sha256", Text, primary_key=True), Column("user_name", Text, nullable=False),
     Column("created", Double, nullable=False),
     Index("api_tokens_user", "user_name"),
+)
+
+telemetry_minutes = Table(
+    "telemetry_minutes", metadata,
+    Column("device_id", Text, nullable=False), Column("minute", BigInteger, nullable=False),
+    Column("records", BigInteger, nullable=False), Column("fps_sum", Double, nullable=False),
+    Column("p95_sum", Double, nullable=False), Column("last_seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("device_id", "minute"),
 )
 
 leases = Table(

@@ -350,3 +350,25 @@ def test_check_config_names_a_postgresql_store_without_its_password(tmp_path: Pa
     out = done.stdout + done.stderr
     assert "store postgresql://fleet:***@db.example:5433/litefleet" in out, out
     assert "s3cret" not in out
+
+
+def test_the_minute_rollup_gives_the_long_chart_what_the_raw_records_give(store: Store) -> None:
+    """Kept by ingest (a redelivered batch counted once); the 7-day chart's hourly buckets
+    read from it equal those computed from every record."""
+    from cloud.store import dashboard
+
+    start = 3600.0 * 500_000  # an hour boundary
+    records = [TelemetryRecord("cam-1", s, start + 37.0 * s, fps=float(s % 7),
+                               latency_p95_ms=float(s % 5)) for s in range(1, 400)]
+    for i in range(0, len(records), 50):
+        write(store, *records[i:i + 50], now=start + 20_000)
+    write(store, *records[100:160], TelemetryRecord("cam-1", 400, start + 37.0 * 400, fps=3.0),
+          now=start + 20_000)  # a redelivery, with one new record
+    assert rows(store, "SELECT SUM(records) FROM telemetry_minutes") == [(400,)]
+    raw = dashboard.device_series(store, "cam-1", start, 3600, rollup=False)
+    rolled = dashboard.device_series(store, "cam-1", start, 3600)
+    assert len(raw[0]) == 5  # 400 records 37 s apart: 4.1 hours
+    for a, b in zip(raw[0], rolled[0], strict=True):
+        assert a["bucket"] == b["bucket"] and a["last_seq"] == b["last_seq"]
+        assert a["fps"] == pytest.approx(b["fps"]) and a["p95_ms"] == pytest.approx(b["p95_ms"])
+    assert raw[1] == rolled[1]

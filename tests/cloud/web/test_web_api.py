@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
+from cloud.ingest import IngestStats, write_batch
 from cloud.store import open_store
+from shared.messages import TelemetryRecord, encode_message
 from tests.cloud.web.conftest import Dashboard
 
 
@@ -25,13 +26,13 @@ def seed(db_path: Path, now: float) -> None:
     for i in range(10):
         db.execute("INSERT INTO groups (group_name, device_id) VALUES ('north', ?)",
                    (f"cam-{i:03d}",))
-    # cam-001: 30 minutes of telemetry, one record a minute, fps = minute index
-    for m in range(30):
-        db.execute("INSERT INTO telemetry (device_id, seq, ts, received, fps, latency_p95_ms, body) "
-                   "VALUES ('cam-001', ?, ?, ?, ?, ?, ?)",
-                   (m + 1, now - (30 - m) * 60, now, float(m), 5.0,
-                    json.dumps({"seq": m + 1, "fps": float(m), "cpu_percent": 10.0 + m,
-                                "rss_mb": 100.0, "outbox_depth": m % 2})))
+    # cam-001: 30 minutes of telemetry, one record a minute, fps = minute index; stored by
+    # ingest's own writer (which also keeps the per-minute rollup the 7-day chart reads)
+    records = [TelemetryRecord("cam-001", m + 1, now - (30 - m) * 60, fps=float(m),
+                               latency_p95_ms=5.0, cpu_percent=10.0 + m, rss_mb=100.0,
+                               outbox_depth=m % 2) for m in range(30)]
+    with db.begin() as conn:
+        write_batch(conn, [(r, encode_message(r)) for r in records], now, IngestStats())
     db.close()
 
 
