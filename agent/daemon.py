@@ -7,7 +7,8 @@ shutdown flushes the outbox for as long as the broker allows (`[outbox] shutdown
 and leaves `online: false` as the retained state.
 
 Threads: the loop's capture, inference and postprocessing threads; paho's network thread; the
-outbox drain; the inbound worker (deployments and commands); APScheduler's scheduler running the
+outbox drain; the inbound worker (deployments and commands); drift, sample capture and sample
+upload (`agent.watch`); APScheduler's scheduler running the
 periodic jobs (telemetry, state heartbeat, updater tick and event flush, systemd watchdog).
 """
 
@@ -39,8 +40,10 @@ from agent.store import open_store
 from agent.system_metrics import SystemMetrics
 from agent.telemetry import EventRecorder, TelemetryReporter
 from agent.update import Updater
+from agent.watch import ModelWatch
 from shared.errors import InvalidModel
 from shared.messages import DeviceState, ModelIdentity, encode_message
+from shared.topics import Channel
 
 __all__ = ["Daemon", "run_daemon"]
 
@@ -64,6 +67,7 @@ class _Parts:
     telemetry: TelemetryReporter
     events: EventRecorder
     scheduler: BackgroundScheduler
+    watch: ModelWatch
 
 
 class Daemon:
@@ -109,6 +113,10 @@ class Daemon:
         self._identity, self._phase = updater.active(), updater.phase()
         events = EventRecorder(cfg.device_id, outbox, cfg.telemetry.event_queue)
         loop.add_event_listener(events.offer)
+        watch = ModelWatch(cfg, loop, self.stop_event, self._model_identity,
+                           self._publish_capture, events.offer)
+        updater.on_release = watch.remember_release
+        watch.start()
         loop.start()
         updater.attach(loop)
 
@@ -116,10 +124,12 @@ class Daemon:
         telemetry = TelemetryReporter(
             cfg.device_id, outbox, SystemMetrics(cfg.state_dir), self._model_identity,
             lambda: loop.snapshot(reset_outputs=True),  # outputs summarised per interval
+            drift=watch.summary,
         )
         inbound = Inbound(
             gate, updater.handle_deployment,
             handlers=self._command_handlers(updater, telemetry),
+            command_handlers={"capture": watch.capture_command, "upload": watch.upload_command},
             max_payload_bytes=cfg.mqtt.max_payload_bytes, queue_size=cfg.mqtt.inbound_queue,
         )
         link = MqttLink(cfg.device_id, cfg.mqtt, self._state_payload, inbound.offer)
@@ -128,7 +138,7 @@ class Daemon:
         link.set_handoffs(on_ack=drain.ack, on_connected=drain.wake)
         scheduler = BackgroundScheduler(daemon=True)
         self._parts = _Parts(db, outbox, updater, loop, link, drain, inbound, gate, telemetry,
-                             events, scheduler)
+                             events, scheduler, watch)
 
         inbound.start()
         drain.start()
@@ -170,6 +180,11 @@ class Daemon:
                 log.exception("periodic job %s failed", getattr(fn, "__name__", fn))
 
         return run
+
+    def _publish_capture(self, payload: bytes) -> None:
+        parts = self._parts
+        if parts is not None:
+            parts.link.publish(Channel.CAPTURE, payload)
 
     def _heartbeat(self) -> None:
         parts = self._parts
@@ -243,6 +258,7 @@ class Daemon:
         log.info("stopping: outbox depth %s", parts.outbox.depth())
         parts.scheduler.shutdown(wait=True)
         parts.loop.stop()
+        parts.watch.stop()
         parts.inbound.stop()
         parts.events.flush()
         flushed = parts.drain.flush(self.config.outbox.shutdown_flush_s)

@@ -43,7 +43,9 @@ from shared.documents import (
 )
 from shared.envelope import sign_envelope
 from shared.errors import MalformedDocument, SizeExceeded, VersionNotNewer
+from shared.features import FeatureExtractor
 from shared.keys import SigningKey
+from shared.reference import ReferenceProfile
 from shared.verify import describe_io
 
 __all__ = [
@@ -72,6 +74,7 @@ class ReleaseRequest:
     probation: ProbationPolicy = field(default_factory=ProbationPolicy)
     max_model_bytes: int | None = None  # the profile's budget, when known
     new_io: bool = False  # the application changed with this model: its I/O may differ
+    reference: ReferenceProfile | None = None  # signed with the model; devices measure drift
 
 
 class ReleaseRefused(Exception):
@@ -262,6 +265,11 @@ def publish_release(db: sqlite_utils.Database, store: ArtifactStore, key: Signin
                            f"{req.max_model_bytes}")
     io = read_io_signature(req.model)
     check_io(db, req, io)
+    if req.reference is not None:
+        wanted = FeatureExtractor(io).names
+        if tuple(f.name for f in req.reference.features) != wanted:
+            raise ReleaseRefused(f"the reference profile does not describe {req.model}'s I/O "
+                                 f"(features {', '.join(wanted)} expected)")
     target_sha = hashlib.sha256(target).hexdigest()
     lifetime = req.lifetime_s
     expires = now + timedelta(seconds=lifetime)
@@ -276,7 +284,7 @@ def publish_release(db: sqlite_utils.Database, store: ArtifactStore, key: Signin
         name=req.name, version=req.version, profile=req.profile, created=format_time(now),
         expires=format_time(expires), target=Target(target_sha, len(target)), artifact=artifact,
         deltas=tuple(d for d, _ in deltas), io=io, provenance=req.provenance,
-        probation=req.probation,
+        probation=req.probation, reference=req.reference,
     )
     envelope = sign_envelope(release.to_signed(), [key])
     rkey = release_key(req.name, req.version, req.profile)

@@ -20,7 +20,9 @@ from urllib.parse import unquote, urlparse
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlite_utils import Database
 
+from cloud.artifacts.files import UPLOAD_KEY_FILE
 from cloud.artifacts.http import ArtifactServer
+from cloud.artifacts.upload import UploadSigner
 from cloud.config import CloudConfig
 from cloud.health import HealthEndpoints
 from cloud.ingest import Ingester
@@ -59,13 +61,15 @@ class CloudService:
         serve_http = config.http.enabled if http is None else http
         if serve_http:
             root = None  # artifacts in S3: devices fetch them there
+            uploads = None
             if config.store.artifacts.startswith("file://"):
                 root = Path(unquote(urlparse(config.store.artifacts).path))
                 root.mkdir(parents=True, exist_ok=True)
+                uploads = UploadSigner.from_file(config.store.db.parent / UPLOAD_KEY_FILE)
             health = HealthEndpoints(config.store.db, config.ingest.offline_after_s,
                                      self.broker_connected)
             self.http = ArtifactServer(root, config.http.host, config.http.port,
-                                       routes=health.routes())
+                                       routes=health.routes(), uploads=uploads)
         self._tick_lock = threading.Lock()
         self._broker_warned = False
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.errors import MalformedDocument, PayloadTooLarge
+from shared.reference import ReferenceProfile
 
 __all__ = [
     "DEFAULT_MAX_DOCUMENT_BYTES",
@@ -282,6 +283,8 @@ class Release:
     io: IOSignature
     provenance: Provenance
     probation: ProbationPolicy
+    # the evaluation set's input and output statistics (signed with the model; optional)
+    reference: ReferenceProfile | None = None
 
     @property
     def expires_at(self) -> datetime:
@@ -292,7 +295,7 @@ class Release:
 
     def to_signed(self) -> dict[str, Any]:
         """The `signed` part of the release envelope."""
-        return {
+        signed: dict[str, Any] = {
             "_type": "release",
             "spec_version": SPEC_VERSION,
             "name": self.name,
@@ -311,6 +314,9 @@ class Release:
             },
             "probation": asdict(self.probation),
         }
+        if self.reference is not None:  # absent, not null: older releases sign the same bytes
+            signed["reference"] = self.reference.to_dict()
+        return signed
 
     @classmethod
     def parse_signed(cls, value: Any, path: str = "signed") -> Release:
@@ -360,10 +366,13 @@ class Release:
             metrics[key] = mv
         p.done()
         probation = _probation(o.obj("probation"))
+        raw_reference = o._get("reference", optional=True)
+        reference = (None if raw_reference is None
+                     else ReferenceProfile.parse(raw_reference, o.sub("reference")))
         o.done()
         return cls(
             name, version, profile, created, expires, target, artifact, tuple(deltas), io,
-            Provenance(parent, recipe, metrics), probation,
+            Provenance(parent, recipe, metrics), probation, reference,
         )
 
 

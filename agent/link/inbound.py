@@ -26,6 +26,7 @@ from typing import Any
 
 from agent.link.commands import CommandGate
 from shared.errors import Rejected
+from shared.messages import Command
 from shared.topics import Channel
 
 __all__ = ["Inbound"]
@@ -42,9 +43,11 @@ class Inbound:
         max_payload_bytes: int = 1024 * 1024,
         queue_size: int = 16,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        command_handlers: dict[str, Callable[[Command], None]] | None = None,
     ) -> None:
         self.gate = gate
         self.handlers = handlers
+        self.command_handlers = command_handlers or {}  # handlers that read `args`
         self.max_payload_bytes = max_payload_bytes
         self.dropped = 0
         self.handled = 0
@@ -114,6 +117,14 @@ class Inbound:
             command = self.gate.admit(payload, self._now())
         except Rejected as e:
             self._drop(Channel.CMD, f"{e.reason}: {e}")
+            return
+        with_args = self.command_handlers.get(command.command)
+        if with_args is not None:
+            log.info("running operator command %r (nonce %s)", command.command, command.nonce)
+            try:
+                with_args(command)
+            except Rejected as e:
+                self._drop(Channel.CMD, f"{e.reason}: {e}")
             return
         handler = self.handlers.get(command.command)
         if handler is None:

@@ -138,6 +138,8 @@ class Updater:
         self._io: dict[str, IOSignature] = {}
         self._last_progress = 0.0
         self._update_lock = lock or UpdateLock(config.state_dir)
+        # told each verified release before its model is activated (its reference profile)
+        self.on_release: Callable[[Release], None] | None = None
 
     # public -----------------------------------------------------------------------------
 
@@ -334,6 +336,8 @@ class Updater:
         model = self._validate(path, release)
         entry = self._journal.update(entry.id, phase=UpdatePhase.STAGED, detail="")
         self._journal.remember_model(target.sha256, release.name, release.version)
+        if self.on_release is not None:
+            self.on_release(release)
         self._report(UpdatePhase.STAGED, entry, detail=retrieval.delta_error, via=retrieval.via)
         crashpoint("journal.staged")
         return self._activate(entry, release, model)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cloud.compress.reference import FILE_NAME, read_reference
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.durations import parse_duration, parse_share_pct
 from cloud.release import (
@@ -20,6 +22,7 @@ from device_profiles import load_profile
 from shared.cli_support import EXIT_INVALID
 from shared.documents import ProbationPolicy, Provenance
 from shared.profile import DeviceProfile, ProfileInvalid
+from shared.reference import ReferenceProfile
 
 __all__ = ["register"]
 
@@ -69,6 +72,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--candidate", default=None, metavar="METHOD",
                    help="with --from-report: the report's candidate MODEL is, when not the "
                    "chosen one")
+    p.add_argument("--reference", type=Path, default=None, metavar="REFERENCE.json",
+                   help="the reference profile to sign with the model (default with "
+                   "--from-report: the reference.json next to the report)")
+    p.add_argument("--drift-threshold", type=float, default=None, metavar="PSI",
+                   help="drift score above which devices raise a drift event (default: the "
+                   "reference's, 0.25)")
+    p.add_argument("--capture-confidence", type=_share, default=None, metavar="PCT",
+                   help="devices capturing samples keep frames whose top score is below this "
+                   "(default: the reference's, 50%%)")
     p.add_argument("--new-io", action="store_true",
                    help="the application changes with this model: allow inputs or outputs "
                    "that differ from the previous release's")
@@ -111,13 +123,34 @@ def _release(ctx: Context, args: argparse.Namespace) -> int:
             except OSError as e:
                 raise CommandFailed(f"cannot read {args.model}: {e.strerror}", EXIT_INVALID) from e
             provenance = provenance_from_report(args.from_report, sha, args.candidate)
-        return _publish(ctx, args, profile, provenance)
+        return _publish(ctx, args, profile, provenance, _reference(args))
     except ReleaseRefused as e:
         raise CommandFailed(str(e), EXIT_INVALID) from e
 
 
+def _reference(args: argparse.Namespace) -> ReferenceProfile | None:
+    path: Path | None = args.reference
+    if path is None and args.from_report is not None:
+        beside = args.from_report.parent / FILE_NAME
+        path = beside if beside.exists() else None
+    if path is None:
+        if args.drift_threshold is not None or args.capture_confidence is not None:
+            raise CommandFailed("--drift-threshold and --capture-confidence need a reference "
+                                "profile (--reference or --from-report)", EXIT_INVALID)
+        return None
+    reference = read_reference(path)
+    if args.drift_threshold is not None:
+        if not 0 < args.drift_threshold <= 1000:
+            raise CommandFailed("--drift-threshold must be within (0, 1000]", EXIT_INVALID)
+        reference = replace(reference, drift_threshold_milli=max(1, round(args.drift_threshold
+                                                                          * 1000)))
+    if args.capture_confidence is not None:
+        reference = replace(reference, confidence_threshold_pct=args.capture_confidence)
+    return reference
+
+
 def _publish(ctx: Context, args: argparse.Namespace, profile: DeviceProfile,
-             provenance: Provenance) -> int:
+             provenance: Provenance, reference: ReferenceProfile | None) -> int:
     request = ReleaseRequest(
         model=args.model, name=args.name, version=args.version, profile=profile.name,
         lifetime_s=args.expires, provenance=provenance,
@@ -127,6 +160,7 @@ def _publish(ctx: Context, args: argparse.Namespace, profile: DeviceProfile,
             max_duration_s=args.max_probation,
         ),
         max_model_bytes=profile.budget.max_model_bytes, new_io=args.new_io,
+        reference=reference,
     )
     published = publish_release(ctx.db, ctx.artifacts(), ctx.signing_key(), request,
                                 datetime.now(UTC), ctx.config.rollout.release_history)
