@@ -2,7 +2,7 @@
 
 Each device logs in with its device id as the user name and may only
 
-    write  {prefix}/devices/<its id>/state, telemetry, events, update
+    write  {prefix}/devices/<its id>/state, telemetry, events, update, capture
     read   {prefix}/devices/<its id>/desired, cmd
 
 (mosquitto `pattern` lines with `%u`), while the cloud user reads and writes every device
@@ -26,7 +26,7 @@ from shared.topics import DEFAULT_PREFIX, Channel, validate_device_id
 __all__ = ["BrokerFiles", "acl_text", "hash_password", "write_broker_config"]
 
 _ITERATIONS = 101
-_DEVICE_WRITES = (Channel.STATE, Channel.TELEMETRY, Channel.EVENTS, Channel.UPDATE)
+_DEVICE_WRITES = (Channel.STATE, Channel.TELEMETRY, Channel.EVENTS, Channel.UPDATE, Channel.CAPTURE)
 _DEVICE_READS = (Channel.DESIRED, Channel.CMD)
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "group_views",
     "remove_from_group",
     "rollout_views",
+    "latest_drift",
     "telemetry_since",
     "unknown_devices",
 ]
@@ -47,8 +48,22 @@ def device_views(db: sqlite_utils.Database, offline_after_s: float,
             "agent_version": r["agent_version"],
             "source_status": r["source_status"],
             "groups": groups.get(r["device_id"], []),
+            "drift": latest_drift(db, r["device_id"]),
         })
     return out
+
+
+def latest_drift(db: sqlite_utils.Database, device_id: str) -> dict[str, Any] | None:
+    """The drift figures of the device's latest telemetry record (None when it has none)."""
+    row = db.execute("SELECT body FROM telemetry WHERE device_id = ? ORDER BY seq DESC LIMIT 1",
+                     [device_id]).fetchone()
+    if row is None:
+        return None
+    try:
+        drift = json.loads(row[0]).get("drift")
+    except (ValueError, AttributeError):
+        return None
+    return drift if isinstance(drift, dict) else None
 
 
 def telemetry_since(db: sqlite_utils.Database, since: float, device_id: str | None = None,

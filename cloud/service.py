@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlparse
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlite_utils import Database
 
+from cloud.artifacts import open_artifact_store
 from cloud.artifacts.files import UPLOAD_KEY_FILE
 from cloud.artifacts.http import ArtifactServer
 from cloud.artifacts.upload import UploadSigner
@@ -28,8 +29,10 @@ from cloud.health import HealthEndpoints
 from cloud.ingest import Ingester
 from cloud.mqtt import CloudLink
 from cloud.rollout import tick_rollouts
+from cloud.samples.grants import SampleGrants
 from cloud.store import open_store
 from shared.errors import Unavailable
+from shared.keys import KeyFileError, load_signing_key
 from shared.topics import Channel, topic
 
 __all__ = ["CloudService", "mark_offline"]
@@ -70,8 +73,20 @@ class CloudService:
                                      self.broker_connected)
             self.http = ArtifactServer(root, config.http.host, config.http.port,
                                        routes=health.routes(), uploads=uploads)
+        self.grants: SampleGrants | None = None
+        if config.signing.key is not None:  # upload grants are signed commands
+            try:
+                store = open_artifact_store(config.store, self._public_url())
+                self.grants = SampleGrants(config, store, load_signing_key(config.signing.key))
+            except KeyFileError as e:
+                log.warning("devices' sample uploads get no grants: %s", e)
         self._tick_lock = threading.Lock()
         self._broker_warned = False
+
+    def _public_url(self) -> str:
+        h = self.config.http
+        host = "127.0.0.1" if h.host in ("0.0.0.0", "::", "") else h.host
+        return f"http://{host}:{h.port}/artifacts"
 
     def broker_connected(self) -> bool:
         return self.link.connected and self.ingester.link.connected
@@ -121,6 +136,8 @@ class CloudService:
             self.http.start()
         self.ingester.start(connect_timeout=None)
         self.link.start(timeout=None)
+        if self.grants is not None:
+            self.grants.start()
         self.scheduler.add_job(self.tick, "interval", seconds=self.config.rollout.tick_s,
                                id="controller", max_instances=1, coalesce=True)
         self.scheduler.start()
@@ -132,6 +149,8 @@ class CloudService:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         self.link.stop()
+        if self.grants is not None:
+            self.grants.stop()
         self.ingester.stop()
         if self.http is not None:
             self.http.stop()

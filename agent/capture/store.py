@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import secrets
 import threading
 import time
@@ -19,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from shared.atomic import write_atomic
+from shared.samples import SAMPLE_FILE
 
 __all__ = ["SAMPLE_FILE", "SampleStore", "new_sample_id"]
 
 log = logging.getLogger(__name__)
-
-SAMPLE_FILE = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{8}\.(jpg|npy|json)$")
 
 
 def new_sample_id(now: float) -> str:

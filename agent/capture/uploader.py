@@ -20,9 +20,10 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from agent.capture.store import SAMPLE_FILE, SampleStore
+from agent.capture.store import SampleStore
 from shared.errors import MalformedDocument
 from shared.messages import CaptureRequest, Command, encode_message
+from shared.samples import SAMPLE_FILE
 
 __all__ = ["BATCH", "SampleUploader", "upload_urls"]
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
 
 from cloud.compress.reference import FILE_NAME, read_reference
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
@@ -81,6 +84,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--capture-confidence", type=_share, default=None, metavar="PCT",
                    help="devices capturing samples keep frames whose top score is below this "
                    "(default: the reference's, 50%%)")
+    p.add_argument("--samples", type=Path, default=None, metavar="DATASET.npz",
+                   help="name in the provenance the dataset of captured samples this model was "
+                   "trained on (a `litefleet samples pull` dataset: its sha256 and size)")
     p.add_argument("--new-io", action="store_true",
                    help="the application changes with this model: allow inputs or outputs "
                    "that differ from the previous release's")
@@ -123,9 +129,24 @@ def _release(ctx: Context, args: argparse.Namespace) -> int:
             except OSError as e:
                 raise CommandFailed(f"cannot read {args.model}: {e.strerror}", EXIT_INVALID) from e
             provenance = provenance_from_report(args.from_report, sha, args.candidate)
+        if args.samples is not None:
+            provenance = _with_samples(provenance, args.samples)
         return _publish(ctx, args, profile, provenance, _reference(args))
     except ReleaseRefused as e:
         raise CommandFailed(str(e), EXIT_INVALID) from e
+
+
+def _with_samples(provenance: Provenance, dataset: Path) -> Provenance:
+    try:
+        data = dataset.read_bytes()
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            count = len(npz["x"])
+    except (OSError, ValueError, KeyError) as e:
+        raise CommandFailed(f"--samples: {dataset} is not a samples dataset: {e}",
+                            EXIT_INVALID) from e
+    metrics = {**provenance.metrics, "samples_sha256": hashlib.sha256(data).hexdigest(),
+               "samples": count}
+    return replace(provenance, metrics=metrics)
 
 
 def _reference(args: argparse.Namespace) -> ReferenceProfile | None:
