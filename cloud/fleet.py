@@ -15,9 +15,9 @@ __all__ = [
     "add_to_group",
     "device_views",
     "group_views",
+    "latest_drift",
     "remove_from_group",
     "rollout_views",
-    "latest_drift",
     "telemetry_since",
     "unknown_devices",
 ]

@@ -111,7 +111,8 @@ class SampleUploader:
             else:
                 missing.append(path)
         now = time.monotonic()
-        if missing and now - self._asked >= self.retry_s:
+        # right away while grants are being used up; else every retry_s (a lost answer)
+        if missing and (done or now - self._asked >= self.retry_s):
             self._asked = now
             files = {p.name: p.stat().st_size for p in missing[:BATCH]}
             self._publish(encode_message(CaptureRequest(self.device_id, time.time(), files)))
@@ -120,8 +121,9 @@ class SampleUploader:
         return done
 
     def _put(self, name: str, data: bytes, url: str) -> bool:
-        request = urllib.request.Request(url, data=data, method="PUT",
-                                         headers={"Content-Length": str(len(data))})
+        # an explicit type: urllib would call the body a form, and some servers parse it so
+        request = urllib.request.Request(url, data=data, method="PUT", headers={
+            "Content-Length": str(len(data)), "Content-Type": "application/octet-stream"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 ok = 200 <= int(response.status) < 300
