@@ -61,8 +61,9 @@ def _wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("backend", ["files", "s3"])
 def test_capture_uploads_through_grants_nothing_leaves_when_off_and_pull_feeds_compress(  # type: ignore[no-untyped-def]
-        backend: str, request, tmp_path: Path, cloud_env: CloudEnv, mosquitto, mqtt_subscriber,
+        backend: str, request, tmp_path: Path, mosquitto, mqtt_subscriber,
         agent_process, capsys) -> None:
+    cloud_env: CloudEnv = request.getfixturevalue("cloud_env")
     http_port = free_port()
     if backend == "s3":
         endpoint = request.getfixturevalue("s3_endpoint")
