@@ -63,14 +63,14 @@ def _wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
 def test_capture_uploads_through_grants_nothing_leaves_when_off_and_pull_feeds_compress(  # type: ignore[no-untyped-def]
         backend: str, request, tmp_path: Path, mosquitto, mqtt_subscriber,
         agent_process, capsys) -> None:
-    cloud_env: CloudEnv = request.getfixturevalue("cloud_env")
+    env: CloudEnv = request.getfixturevalue("cloud_env")
     http_port = free_port()
     if backend == "s3":
         endpoint = request.getfixturevalue("s3_endpoint")
-        config = _cloud_config(cloud_env, mosquitto.port, http_port, "s3://fleet-artifacts/fleet",
+        config = _cloud_config(env, mosquitto.port, http_port, "s3://fleet-artifacts/fleet",
                                f'endpoint_url = "{endpoint}"\nregion = "us-east-1"')
     else:
-        config = _cloud_config(cloud_env, mosquitto.port, http_port, "file://artifacts")
+        config = _cloud_config(env, mosquitto.port, http_port, "file://artifacts")
     cloud = load_cloud_config(config)
     store = open_artifact_store(cloud.store)
     service = CloudService(cloud)
@@ -83,10 +83,10 @@ def test_capture_uploads_through_grants_nothing_leaves_when_off_and_pull_feeds_c
         video = digits_video(tmp_path / "digits.avi", inverted=False)
         common = {"telemetry_s": 2.0, "source": f"file://{video}?fps=20"}
         drift = f'[drift]\nreference = "{path}"\n'
-        on = looping_agent(agent_process, mosquitto, [cloud_env.key.public.hex], device_id="cap-on",
+        on = looping_agent(agent_process, mosquitto, [env.key.public.hex], device_id="cap-on",
                            extra_toml=drift + "[capture]\nenabled = true\nmax_per_hour = 1800\n",
                            **common)
-        off = looping_agent(agent_process, mosquitto, [cloud_env.key.public.hex],
+        off = looping_agent(agent_process, mosquitto, [env.key.public.hex],
                             device_id="cap-off", extra_toml=drift, **common)
 
         # positive control: the device with capture on asks for grants and its samples land
