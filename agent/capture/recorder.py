@@ -146,12 +146,18 @@ class SampleRecorder:
         while not self._stop.is_set():
             self._wake.wait(1.0)
             self._wake.clear()
-            while self._pending:
-                trigger, result = self._pending.popleft()
-                try:
-                    self._write(trigger, result)
-                except Exception:
-                    log.exception("could not keep a sample")
+            self.drain()
+
+    def drain(self) -> int:
+        """Write the samples handed over so far; return how many were kept."""
+        kept = self.kept
+        while self._pending:
+            trigger, result = self._pending.popleft()
+            try:
+                self._write(trigger, result)
+            except Exception:
+                log.exception("could not keep a sample")
+        return self.kept - kept
 
     def _write(self, trigger: str, result: Any) -> None:
         signature = self._signature_of(result.model_sha256)
