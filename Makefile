@@ -6,11 +6,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test lint typecheck pytest test-train test-fallback demo bench bench-large clean
+.PHONY: help venv test lint typecheck pytest fuzz test-train test-fallback demo bench bench-large clean
 
 help:
 	@echo "make demo          run the whole story on this machine (broker, cloud, three devices)"
 	@echo "make test          ruff, mypy and the test suite (sets up $(VENV) first)"
+	@echo "make fuzz          the property-based fuzz tests (tests/fuzz) with many more examples"
 	@echo "make test-train    the tests that need TensorFlow, in .venv-train"
 	@echo "make test-fallback the tflite-runtime fallback test, in .venv-fallback (numpy<2)"
 	@echo "make bench         every benchmark in benchmarks/, one JSON line each (no TensorFlow)"
@@ -34,6 +35,11 @@ pytest: $(STAMP)
 	$(PY) -m pytest -m "not train and not fallback" -q
 
 test: lint typecheck pytest
+
+# The same tests as in `make test`, with the `fuzz` hypothesis profile (tests/fuzz/conftest.py):
+# fifty times the examples, some minutes.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/fuzz -q
 
 .venv-train/.installed: pyproject.toml
 	$(PYTHON) -m venv .venv-train

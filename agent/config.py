@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from device_profiles import load_profile
+from shared.errors import Rejected
 from shared.keys import HEX64, Keyring
 from shared.profile import DeviceProfile, ProfileInvalid
+from shared.root import MAX_ROOT_KEYS, TrustedRoot, implicit_root, self_signed_root
 from shared.tomlcheck import Problems, TableReader
 from shared.topics import DEFAULT_PREFIX, DEVICE_ID_RE
 
@@ -83,11 +85,23 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class TrustConfig:
+    """The device's first root of trust: `keys` (an implicit root version 1, whose release and
+    root keys are both these keys) or `root`, a signed root document (`shared.root`)."""
+
     keys: tuple[str, ...]
     threshold: int = 1
+    root: TrustedRoot | None = None
 
     def keyring(self) -> Keyring:
+        if self.root is not None:
+            return self.root.root.release_keyring()
         return Keyring.from_hex(list(self.keys), self.threshold)
+
+    def initial_root(self) -> TrustedRoot:
+        if self.root is not None:
+            return self.root
+        ring = Keyring.from_hex(list(dict.fromkeys(self.keys)), self.threshold)
+        return implicit_root(ring.keys, ring.threshold)
 
 
 @dataclass(frozen=True)
@@ -111,7 +125,10 @@ class OutboxConfig:
 @dataclass(frozen=True)
 class UpdateConfig:
     max_model_bytes: int = 64 * 1024 * 1024
-    download_timeout_s: float = 30.0
+    download_timeout_s: float = 30.0  # per socket read
+    # a whole download may take download_grace_s + size / min_download_rate (bytes per second)
+    min_download_rate: int = 16 * 1024
+    download_grace_s: float = 60.0
     keep_models: int = 4  # active, previous and a few recent ones
     shadow_frames: int = 8  # recent real frames kept for smoke tests and agreement checks
 
@@ -272,17 +289,29 @@ def parse_config(
             s, "buffer_frames", int, 4, "source."), 4),
     )
 
-    t = r.table(doc, "trust", {"keys", "threshold"})
+    t = r.table(doc, "trust", {"keys", "threshold", "root"})
     keys = r.get(t, "keys", list, None, "trust.")
     threshold = r.get(t, "threshold", int, 1, "trust.")
-    if not keys:
-        r.problem("trust.keys", "missing or empty: list the release public keys this device trusts")
-        keys = []
-    trust = TrustConfig(tuple(str(k) for k in keys), threshold)
+    root_path = file_path(t, "root", "trust.", must_exist=True)
+    root = None
+    if root_path is not None and keys:
+        r.problem("trust.root", "set either keys (an implicit root version 1) or root, not both")
+    elif root_path is not None and root_path.exists():
+        try:
+            root = self_signed_root(root_path.read_bytes())
+        except (OSError, Rejected) as e:
+            r.problem("trust.root", f"{root_path} is not a root signed by its own root keys: {e}")
+    elif root_path is None and not keys:
+        r.problem("trust.keys", "missing or empty: list the release public keys this device trusts "
+                  "(or name a signed root file as trust.root)")
+    keys = keys or []
+    trust = TrustConfig(tuple(str(k) for k in keys), threshold, root)
     if keys:
         for i, key in enumerate(trust.keys):
             if not HEX64.match(key):
                 r.problem(f"trust.keys[{i}]", "a public key is 64 lowercase hex characters")
+        if len(set(trust.keys)) > MAX_ROOT_KEYS:
+            r.problem("trust.keys", f"at most {MAX_ROOT_KEYS} distinct keys")
         if len(set(trust.keys)) < threshold or threshold < 1:
             r.problem("trust.threshold", f"{threshold} needs that many distinct trusted keys "
                       f"({len(set(trust.keys))} listed)")
@@ -315,13 +344,19 @@ def parse_config(
     )
 
     u = r.table(doc, "update", {"max_model_bytes", "download_timeout_s", "keep_models",
-                                "shadow_frames"})
+                                "shadow_frames", "min_download_rate", "download_grace_s"})
     update = UpdateConfig(
         max_model_bytes=r.positive("update.max_model_bytes", r.get(
             u, "max_model_bytes", int, UpdateConfig.max_model_bytes, "update."),
             UpdateConfig.max_model_bytes),
         download_timeout_s=float(r.positive("update.download_timeout_s", r.get(
             u, "download_timeout_s", (int, float), 30.0, "update."), 30.0)),
+        min_download_rate=r.positive("update.min_download_rate", r.get(
+            u, "min_download_rate", int, UpdateConfig.min_download_rate, "update."),
+            UpdateConfig.min_download_rate),
+        download_grace_s=float(r.positive("update.download_grace_s", r.get(
+            u, "download_grace_s", (int, float), UpdateConfig.download_grace_s, "update."),
+            UpdateConfig.download_grace_s)),
         keep_models=r.get(u, "keep_models", int, 4, "update."),
         shadow_frames=r.get(u, "shadow_frames", int, 8, "update."),
     )

@@ -7,9 +7,10 @@ shutdown flushes the outbox for as long as the broker allows (`[outbox] shutdown
 and leaves `online: false` as the retained state.
 
 Threads: the loop's capture, inference and postprocessing threads; paho's network thread; the
-outbox drain; the inbound worker (deployments and commands); drift, sample capture and sample
-upload (`agent.watch`); APScheduler's scheduler running the
-periodic jobs (telemetry, state heartbeat, updater tick and event flush, systemd watchdog).
+outbox drain; the inbound workers (one runs deployments, one runs commands, so a slow download
+never holds up a command); APScheduler's scheduler running the periodic jobs (telemetry, state
+heartbeat, updater tick and event flush, systemd watchdog); drift, sample capture and
+sample upload (`agent.watch`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from agent.store import open_store
 from agent.system_metrics import SystemMetrics
 from agent.telemetry import EventRecorder, TelemetryReporter
 from agent.update import Updater
+from agent.update.trust import TrustStore
 from agent.watch import ModelWatch
 from shared.errors import InvalidModel
 from shared.messages import DeviceState, ModelIdentity, encode_message
@@ -99,7 +101,9 @@ class Daemon:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
         db = open_store(cfg.state_dir, cfg.outbox.synchronous)
         outbox = Outbox(db, cfg.outbox)
-        updater = Updater(cfg, db, outbox, on_state_change=self._state_changed)
+        trust = TrustStore(cfg.trust, cfg.state_dir)
+        updater = Updater(cfg, db, outbox, on_state_change=self._state_changed,
+                          keyring=trust.keyring)
         model_path = updater.recover()
         try:
             model = load_model(model_path, cfg.profile.runtime.threads, cfg.profile.runtime.delegates)
@@ -120,7 +124,7 @@ class Daemon:
         loop.start()
         updater.attach(loop)
 
-        gate = CommandGate(cfg.state_dir, cfg.trust.keyring(), cfg.device_id, cfg.outbox.synchronous)
+        gate = CommandGate(cfg.state_dir, trust.keyring, cfg.device_id, cfg.outbox.synchronous)
         telemetry = TelemetryReporter(
             cfg.device_id, outbox, SystemMetrics(cfg.state_dir), self._model_identity,
             lambda: loop.snapshot(reset_outputs=True),  # outputs summarised per interval
@@ -128,9 +132,11 @@ class Daemon:
         )
         inbound = Inbound(
             gate, updater.handle_deployment,
-            handlers=self._command_handlers(updater, telemetry),
+            handlers=self._command_handlers(updater, telemetry, loop),
             command_handlers={"capture": watch.capture_command, "upload": watch.upload_command},
             max_payload_bytes=cfg.mqtt.max_payload_bytes, queue_size=cfg.mqtt.inbound_queue,
+            supersede=updater.supersede, report=events.offer, on_refused=updater.refuse,
+            on_root=trust.offer,
         )
         link = MqttLink(cfg.device_id, cfg.mqtt, self._state_payload, inbound.offer)
         drain = OutboxDrain(outbox, link, cfg.outbox.publish_window)
@@ -163,6 +169,9 @@ class Daemon:
         scheduler.add_job(self._guard(self._heartbeat), "interval",
                           seconds=cfg.telemetry.heartbeat_s, id="heartbeat", **job)
         scheduler.add_job(self._guard(self._tick), "interval", seconds=TICK_S, id="tick", **job)
+        # its own job: a retried download running in the updater's tick never holds events up
+        scheduler.add_job(self._guard(parts.events.flush), "interval", seconds=TICK_S,
+                          id="events", **job)
         interval = self.notifier.watchdog_interval_s
         if interval:
             scheduler.add_job(self._guard(self._watchdog), "interval", seconds=interval,
@@ -201,7 +210,6 @@ class Daemon:
     def _tick(self) -> None:
         parts = self._parts
         assert parts is not None
-        parts.events.flush()
         parts.updater.tick()
 
     def _watchdog(self) -> None:
@@ -236,8 +244,9 @@ class Daemon:
             fps=float(snap.fps) if snap is not None else 0.0,
         ))
 
-    def _command_handlers(self, updater: Updater, telemetry: TelemetryReporter
-                          ) -> dict[str, Callable[[], None]]:
+    def _command_handlers(self, updater: Updater, telemetry: TelemetryReporter,
+                          loop: InferenceLoop) -> dict[str, Callable[[], None]]:
+        """One handler per command in the contract (`agent.link.commands.COMMANDS`)."""
         def report_now() -> None:
             telemetry.report()
             if self._parts is not None:
@@ -246,7 +255,10 @@ class Daemon:
         def rollback() -> None:
             updater.rollback()  # ends a running probation as failed; logs when there is none
 
-        handlers: dict[str, Callable[[], None]] = {"report-now": report_now, "rollback": rollback}
+        handlers: dict[str, Callable[[], None]] = {
+            "report-now": report_now, "rollback": rollback,
+            "restart-source": loop.restart_source,  # the source reports restarting, then up
+        }
         return handlers
 
     # -- shutdown ----------------------------------------------------------------------------
@@ -255,6 +267,7 @@ class Daemon:
         parts = self._parts
         assert parts is not None
         self.notifier.stopping()
+        parts.updater.interrupt()  # a running download stops now (its part is kept to resume)
         log.info("stopping: outbox depth %s", parts.outbox.depth())
         parts.scheduler.shutdown(wait=True)
         parts.loop.stop()

@@ -267,6 +267,10 @@ class InferenceLoop:
     def recent_inputs(self) -> list[list[np.ndarray]]:
         return list(self._recent)
 
+    def restart_source(self) -> None:
+        """Close the source and open it again (the operator's `restart-source`)."""
+        self.capture.restart()
+
     def add_listener(self, fn: Callable[[InferenceResult], None]) -> None:
         """`fn(result)` after every frame, on the inference thread: it must be cheap."""
         self._listeners = [*self._listeners, fn]

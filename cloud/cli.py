@@ -19,7 +19,9 @@ The story:
   litefleet release out/dynamic_int8.tflite --name digits --version 3 --profile rpi4
   litefleet deploy digits@3 --group lobby --waves 1,10%,100% --wait
   litefleet serve                                        ingest, rollout controller, artifacts
-  litefleet devices | releases | events | telemetry --follow | rollouts
+  litefleet devices | releases | events | telemetry --follow | rollouts | quarantine
+  litefleet keys rotate --add NEW.pub --remove OLD.pub --sign ROOT.key ; litefleet trust publish
+  litefleet audit --since 7d                             who released, deployed, rotated what
 
 Every command reads --config (default: ./cloud.toml or $LITEFLEET_CONFIG) and most accept
 --json for scripting.

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,11 @@ __all__ = [
     "DEFAULT_CONFIG_NAME",
     "CloudConfig",
     "CloudConfigInvalid",
+    "CloudRole",
     "HttpConfig",
     "IngestConfig",
     "MqttConfig",
+    "MqttCredentials",
     "RolloutConfig",
     "SigningConfig",
     "StoreConfig",
@@ -41,6 +44,32 @@ class CloudConfigInvalid(Problems):
     """A cloud config with problems; `problems` has one line per mistake."""
 
 
+class CloudRole(StrEnum):
+    """The cloud's MQTT connections, each of which may log in as its own broker user."""
+
+    INGEST = "ingest"  # reads every device's state, telemetry, events, update
+    CONTROLLER = "controller"  # `serve`'s rollout ticks: writes desired
+    OPERATOR = "operator"  # one-shot commands (deploy, command, rollout abort): desired, cmd
+
+    @property
+    def default_user(self) -> str:
+        """The user `litefleet broker-config` creates for this role."""
+        return f"litefleet-{self.value}"
+
+
+_CREDENTIAL_KEYS = {"username", "password_file", "tls_cert", "tls_key"}
+
+
+@dataclass(frozen=True)
+class MqttCredentials:
+    """A role's own `[mqtt.<role>]` table; each key set there overrides `[mqtt]`'s."""
+
+    username: str | None = None
+    password_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
 @dataclass(frozen=True)
 class MqttConfig:
     host: str = "127.0.0.1"
@@ -53,7 +82,22 @@ class MqttConfig:
     username: str | None = None
     password_file: Path | None = None
     tls_ca: Path | None = None
+    tls_cert: Path | None = None  # a client certificate (mutual TLS), with tls_key
+    tls_key: Path | None = None
     max_payload_bytes: int = 64 * 1024  # device messages larger than this are dropped
+    roles: dict[CloudRole, MqttCredentials] = field(default_factory=dict)
+
+    def for_role(self, role: CloudRole) -> MqttConfig:
+        """This config with the role's own credentials (`[mqtt.<role>]`) in place."""
+        own = self.roles.get(role)
+        if own is None:
+            return self
+        return replace(
+            self, username=own.username or self.username,
+            password_file=own.password_file or self.password_file,
+            tls_cert=own.tls_cert or self.tls_cert, tls_key=own.tls_key or self.tls_key,
+            roles={},
+        )
 
 
 @dataclass(frozen=True)
@@ -107,6 +151,26 @@ class CloudConfig:
     path: Path | None = None
 
 
+def _check_mqtt_files(r: TableReader, mqtt: MqttConfig) -> None:
+    """Every named file exists, and a client key comes with its certificate."""
+    tables: list[tuple[str, MqttConfig | MqttCredentials]] = [("mqtt.", mqtt)]
+    tables += [(f"mqtt.{role.value}.", own) for role, own in mqtt.roles.items()]
+    for prefix, t in tables:
+        paths = [("password_file", t.password_file), ("tls_cert", t.tls_cert),
+                 ("tls_key", t.tls_key)]
+        if isinstance(t, MqttConfig):
+            paths.append(("tls_ca", t.tls_ca))
+        for name, p in paths:
+            if p is not None and not p.exists():
+                r.problem(f"{prefix}{name}", f"{p} does not exist")
+    lonely = "a client key needs its certificate (tls_cert)"
+    if mqtt.tls_key is not None and mqtt.tls_cert is None:
+        r.problem("mqtt.tls_key", lonely)
+    for role, own in mqtt.roles.items():
+        if own.tls_key is not None and mqtt.for_role(role).tls_cert is None:
+            r.problem(f"mqtt.{role.value}.tls_key", lonely)
+
+
 def default_config_path() -> Path:
     """$LITEFLEET_CONFIG, else ./cloud.toml."""
     env = os.environ.get(CONFIG_ENV)
@@ -153,7 +217,19 @@ def parse_cloud_config(
     r.unknown(doc, {"mqtt", "store", "signing", "http", "ingest", "rollout"})
     m = r.table(doc, "mqtt", {"host", "port", "topic_prefix", "client_id", "protocol", "keepalive_s",
                               "session_expiry_s", "username", "password_file", "tls_ca",
-                              "max_payload_bytes"})
+                              "tls_cert", "tls_key", "max_payload_bytes",
+                              *(role.value for role in CloudRole)})
+    roles: dict[CloudRole, MqttCredentials] = {}
+    for role in CloudRole:
+        if role.value not in m:
+            continue
+        t = r.get(m, role.value, dict, {}, "mqtt.")
+        r.unknown(t, _CREDENTIAL_KEYS, f"mqtt.{role.value}.")
+        pre = f"mqtt.{role.value}."
+        roles[role] = MqttCredentials(
+            username=r.get(t, "username", str, None, pre),
+            password_file=opt_path(t, "password_file", pre),
+            tls_cert=opt_path(t, "tls_cert", pre), tls_key=opt_path(t, "tls_key", pre))
     mqtt = MqttConfig(
         host=r.get(m, "host", str, "127.0.0.1", "mqtt."),
         port=port_of(m, "port", 1883, "mqtt."),
@@ -165,11 +241,12 @@ def parse_cloud_config(
         username=r.get(m, "username", str, None, "mqtt."),
         password_file=opt_path(m, "password_file", "mqtt."),
         tls_ca=opt_path(m, "tls_ca", "mqtt."),
+        tls_cert=opt_path(m, "tls_cert", "mqtt."),
+        tls_key=opt_path(m, "tls_key", "mqtt."),
         max_payload_bytes=pos(m, "max_payload_bytes", int, MqttConfig.max_payload_bytes, "mqtt."),
+        roles=roles,
     )
-    for name, p in (("password_file", mqtt.password_file), ("tls_ca", mqtt.tls_ca)):
-        if p is not None and not p.exists():
-            r.problem(f"mqtt.{name}", f"{p} does not exist")
+    _check_mqtt_files(r, mqtt)
 
     s = r.table(doc, "store", {"db", "artifacts", "public_url", "endpoint_url", "region",
                                "presign_max_s"})

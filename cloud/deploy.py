@@ -7,7 +7,8 @@ refused up front: they would reject the deployment (`wrong_profile`) anyway.
 
 The offline bundle (`deploy --out DIR`) holds `DIR/<device_id>.json` (the signed deployment)
 and the artifacts the device may need next to them, named by their sha256: the full artifact
-as `<sha256>.zst` and each delta as `<sha256>.delta`.
+as `<sha256>.zst` and each delta as `<sha256>.delta`; and, once keys have been rotated,
+`DIR/roots.json`, the chain of signed roots (`litefleet-agent apply` walks it first).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sqlite_utils
 from cloud.artifacts import ArtifactStore, StoreError
 from shared.atomic import write_atomic
 from shared.documents import Release
+from shared.root import BUNDLE_FILE
 
 __all__ = ["TargetError", "known_devices", "resolve_targets", "write_bundle"]
 
@@ -86,7 +88,7 @@ def resolve_targets(db: sqlite_utils.Database, name: str, profiles: Collection[s
 
 def write_bundle(out: Path, builds: Collection[tuple[Release, str, list[str]]],
                  deployments: dict[str, dict[str, Any]], store: ArtifactStore,
-                 max_bytes: int) -> list[Path]:
+                 max_bytes: int, roots: bytes | None = None) -> list[Path]:
     """Write each deployment and the artifacts of the builds it uses into `out`.
 
     `builds` holds (release, artifact key, delta keys) for each profile deployed to.
@@ -111,4 +113,7 @@ def write_bundle(out: Path, builds: Collection[tuple[Release, str, list[str]]],
         path = out / f"{device_id}.json"
         write_atomic(path, (json.dumps(envelope, indent=2, sort_keys=True) + "\n").encode("utf-8"))
         written.append(path)
+    if roots is not None:
+        write_atomic(out / BUNDLE_FILE, roots)
+        written.append(out / BUNDLE_FILE)
     return written

@@ -6,6 +6,10 @@ the ingester (clean start off, a session expiry), and `publish_retained` that wa
 broker's PUBACK. Callbacks run on paho's network thread and only hand work on. A link given
 `on_raw` receives through `cloud.mqtt_receive.ReceiveClient` (raw topic and payload, acks
 in batches with `ack_many`): the ingester's path.
+
+Each link serves one `CloudRole` (ingest, controller, operator) and logs in with that role's
+credentials (`[mqtt.<role>]`, else `[mqtt]`): a broker configured by `litefleet broker-config`
+gives each role its own user and ACL. TLS with `tls_ca`, mutual TLS with `tls_cert`/`tls_key`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud.config import MqttConfig
+from cloud.config import CloudRole, MqttConfig
 from cloud.mqtt_receive import RawSink, ReceiveClient, supported
 from shared.errors import Unavailable
 
@@ -62,8 +66,11 @@ class CloudLink:
         on_raw: RawSink | None = None,
         manual_ack: bool = False,
         receive_maximum: int = 1000,
+        role: CloudRole = CloudRole.OPERATOR,
     ) -> None:
+        config = config.for_role(role)
         self.config = config
+        self.role = role
         self.subscriptions = subscriptions
         self.persistent = persistent
         self._on_message_cb = on_message
@@ -88,8 +95,12 @@ class CloudLink:
             if config.password_file is not None:
                 password = config.password_file.read_text().strip()
             self.client.username_pw_set(config.username, password)
-        if config.tls_ca is not None:
-            self.client.tls_set(ca_certs=str(config.tls_ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        if config.tls_ca is not None or config.tls_cert is not None:
+            self.client.tls_set(
+                ca_certs=str(config.tls_ca) if config.tls_ca else None,
+                certfile=str(config.tls_cert) if config.tls_cert else None,
+                keyfile=str(config.tls_key) if config.tls_key else None,
+                cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         self._connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # untyped in paho
         self._connect_props.ReceiveMaximum = receive_maximum
         if persistent:

@@ -4,11 +4,14 @@ A rollout has waves given as device counts or shares of the targeted devices (`1
 cumulative: the last wave always covers every device). Each device's row in `rollout_devices`
 moves through
 
-    waiting -> pending (deployment published) -> committed | failed | timed_out
+    waiting -> pending (deployment published) -> committed | failed | timed_out | superseded
 
-`failed` carries the device's reason (`probation_failed`, `hash_mismatch`, ...); a pending
-device silent for `device_timeout_s` after its deployment went out is `timed_out` and counts as
-a failure. On each tick, a running rollout:
+`failed` carries the device's reason (`probation_failed`, `hash_mismatch`, ...), reported by
+the device with this rollout's id even when it refused the deployment unread (the id is then
+the device's claim, applied to that device's row only); a pending device silent for
+`device_timeout_s` after its deployment went out is `timed_out` and counts as a failure. A
+device that dropped this deployment for a newer one (another rollout) is `superseded`: it no
+longer counts in this rollout, neither way. On each tick, a running rollout:
 
   * pauses when failures exceed `max_failures_pct` of the devices released so far (in the manner
     of hawkBit's error threshold), recording the reasons;
@@ -203,7 +206,7 @@ def _tick_one(db: sqlite_utils.Database, row: dict[str, Any], publish: Publish, 
     counts = Counter(dict(db.execute(
         "SELECT status, COUNT(*) FROM rollout_devices WHERE rollout_id = ? AND wave <= ? "
         "GROUP BY status", [rid, wave]).fetchall()))
-    released = sum(counts.values())
+    released = sum(counts.values()) - counts["superseded"]
     failed = counts["failed"] + counts["timed_out"]
     accepted = int(row["failures_accepted"])
     new_failures = failed - accepted

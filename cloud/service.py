@@ -6,6 +6,13 @@ detection on an APScheduler tick -> HTTP server (artifacts of a file store, `/he
 
 What the log says about the broker: one warning when it cannot be reached (checked at each
 tick), one line when it is back. APScheduler's own per-run lines are kept out of INFO.
+
+No half-alive process: the ingest writer reports its own death, and every second `run` checks
+that the other worker threads (paho's network threads of the ingester and the controller, the
+scheduler that runs the controller's ticks, the artifact HTTP server) still run. A tick that
+fails is logged and the next one runs: that is not a death. A worker that died sets `failure` (one line: which worker and
+why) and the stop event; `run` then stops the rest and returns `EXIT_WORKER_DIED`, so systemd
+(`Restart=on-failure`) starts a fresh process.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -24,7 +32,7 @@ from cloud.artifacts import open_artifact_store
 from cloud.artifacts.files import UPLOAD_KEY_FILE
 from cloud.artifacts.http import ArtifactServer
 from cloud.artifacts.upload import UploadSigner
-from cloud.config import CloudConfig
+from cloud.config import CloudConfig, CloudRole
 from cloud.health import HealthEndpoints
 from cloud.ingest import Ingester
 from cloud.mqtt import CloudLink
@@ -35,9 +43,17 @@ from shared.errors import Unavailable
 from shared.keys import KeyFileError, load_signing_key
 from shared.topics import Channel, topic
 
-__all__ = ["CloudService", "mark_offline"]
+__all__ = ["EXIT_WORKER_DIED", "CloudService", "mark_offline"]
 
 log = logging.getLogger(__name__)
+EXIT_WORKER_DIED = 70  # EX_SOFTWARE: a worker thread died; a restart gets a whole process back
+
+
+def _thread_alive(owner: object) -> bool:
+    """Whether the thread a paho client or an APScheduler scheduler started runs (both keep it
+    in `_thread`; True when this version keeps it elsewhere)."""
+    thread = getattr(owner, "_thread", None)
+    return not isinstance(thread, threading.Thread) or thread.is_alive()
 
 
 def mark_offline(db: Database, now: float, offline_after_s: float) -> int:
@@ -56,9 +72,10 @@ class CloudService:
     def __init__(self, config: CloudConfig, *, http: bool | None = None) -> None:
         self.config = config
         self.stop_event = threading.Event()
-        self.ingester = Ingester(config)
+        self.failure: str | None = None  # which worker died, and why
+        self.ingester = Ingester(config, on_death=self.worker_died)
         self.link = CloudLink(config.mqtt, f"{config.mqtt.client_id}-controller-"
-                              f"{secrets.token_hex(3)}")
+                              f"{secrets.token_hex(3)}", role=CloudRole.CONTROLLER)
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.http: ArtifactServer | None = None
         serve_http = config.http.enabled if http is None else http
@@ -144,6 +161,30 @@ class CloudService:
         log.info("serving: ingest from %s:%s, controller every %s s", self.config.mqtt.host,
                  self.config.mqtt.port, self.config.rollout.tick_s)
 
+    def worker_died(self, worker: str, error: BaseException | None = None) -> None:
+        """A worker thread ended on its own: stop everything, and fail."""
+        if self.failure is None:
+            self.failure = worker + (f" died: {type(error).__name__}: {error}"
+                                     if error is not None else " died")
+        self.stop_event.set()
+
+    def _workers(self) -> list[tuple[str, Callable[[], bool]]]:
+        workers: list[tuple[str, Callable[[], bool]]] = [
+            ("the ingest writer", lambda: self.ingester.writing),
+            ("the ingester's MQTT network thread", lambda: _thread_alive(self.ingester.link.client)),
+            ("the controller's MQTT network thread", lambda: _thread_alive(self.link.client)),
+            ("the controller's scheduler", lambda: _thread_alive(self.scheduler)),
+        ]
+        http = self.http
+        if http is not None:
+            workers.append(("the artifact HTTP server", lambda: http.serving))
+        return workers
+
+    def check_workers(self) -> None:
+        for name, alive in self._workers():
+            if not alive():
+                self.worker_died(name)
+
     def stop(self) -> None:
         self.stop_event.set()
         if self.scheduler.running:
@@ -156,12 +197,13 @@ class CloudService:
             self.http.stop()
         log.info("stopped")
 
-    def run(self) -> None:
-        """Start, wait for the stop event, stop."""
+    def run(self) -> int:
+        """Start, wait for the stop event (checking the workers), stop; the exit status."""
         self.start()
         try:
             # a timed wait, so SIGTERM/SIGINT handlers on this (main) thread run promptly
             while not self.stop_event.wait(1.0):
-                pass
+                self.check_workers()
         finally:
             self.stop()
+        return 0 if self.failure is None else EXIT_WORKER_DIED

@@ -10,7 +10,11 @@ Tables:
     groups           (group_name, device_id) membership
     rollouts         one row per rollout: release, waves, state, thresholds
     rollout_devices  one row per (rollout_id, device_id): wave, status, reason, deployment
-    counters         named integers (ingest: stored, duplicates, malformed, ...)
+    counters         named integers (ingest: stored, duplicates, quarantined, ...)
+    quarantine       dead letters: device messages the ingester refused (cloud/quarantine.py)
+    roots            one row per signed root version (`litefleet keys rotate`), the chain
+    audit            append-only: who did what, when, and the sha256 of what was signed
+                     (triggers refuse UPDATE and DELETE; see `cloud.audit`)
 
 Each thread opens its own connection with `open_store`; SQLite serialises the writers.
 """
@@ -65,6 +69,22 @@ CREATE TABLE IF NOT EXISTS rollout_devices (
     deployment TEXT NOT NULL, published REAL, updated REAL NOT NULL,
     PRIMARY KEY (rollout_id, device_id));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS roots (
+    version INTEGER PRIMARY KEY, sha256 TEXT NOT NULL, issued TEXT NOT NULL,
+    expires TEXT NOT NULL, envelope TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL,
+    action TEXT NOT NULL, target TEXT NOT NULL, sha256 TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY, received REAL NOT NULL, topic TEXT NOT NULL,
+    device_id TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL, reason TEXT NOT NULL,
+    detail TEXT NOT NULL, payload BLOB NOT NULL);
 """
 
 

@@ -37,8 +37,15 @@ def check_canonical_types(value: Any, path: str = "$") -> None:
 
 
 def canonical_json(value: Any) -> bytes:
-    """Encode `value` as canonical JSON bytes, or raise `MalformedDocument`."""
-    check_canonical_types(value)
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    """Encode `value` as canonical JSON bytes, or raise `MalformedDocument` (also for strings
+    with lone surrogates and for nesting too deep to encode)."""
+    try:
+        check_canonical_types(value)
+        text = json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate (\ud800 in the JSON) has no UTF-8 form
+        raise MalformedDocument("a string that is not valid Unicode", "$") from e
+    except (RecursionError, ValueError) as e:  # nesting beyond what the encoder can walk
+        raise MalformedDocument(f"cannot be encoded: {type(e).__name__}", "$") from e

@@ -7,13 +7,14 @@ not check signatures; `shared.verify` does that, and then calls these parsers.
 
 from __future__ import annotations
 
-import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.errors import MalformedDocument, PayloadTooLarge
+from shared.errors import MalformedDocument
+from shared.jsonload import DEFAULT_MAX_DOCUMENT_BYTES, INT64_MAX, INT64_MIN, load_json
 from shared.reference import ReferenceProfile
 
 __all__ = [
@@ -32,12 +33,15 @@ __all__ = [
     "parse_time",
 ]
 
-DEFAULT_MAX_DOCUMENT_BYTES = 256 * 1024
 SPEC_VERSION = 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+_MAX_TEXT = 8192  # characters in one string (URLs included: presigned ones run to ~2 KiB)
+# control characters and lone surrogates: no field of a signed document needs them, and a lone
+# surrogate has no UTF-8 form, so it could not even be hashed for the signature check
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _DTYPES = {"float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool"}
 
 
@@ -53,16 +57,6 @@ def parse_time(text: str, path: str = "time") -> datetime:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError as e:
         raise MalformedDocument(f"not a valid time: {e}", path) from e
-
-
-def load_json(data: bytes, max_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES) -> Any:
-    """Decode untrusted JSON bytes, refusing more than `max_bytes` before parsing."""
-    if len(data) > max_bytes:
-        raise PayloadTooLarge(f"{len(data)} bytes exceeds the {max_bytes}-byte cap")
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MalformedDocument(f"not UTF-8 JSON: {e}", "$") from e
 
 
 class _Obj:
@@ -92,6 +86,9 @@ class _Obj:
             return None
         if not isinstance(v, str):
             raise MalformedDocument("expected a string", self.sub(key))
+        if len(v) > _MAX_TEXT or _UNPRINTABLE.search(v):
+            raise MalformedDocument(f"longer than {_MAX_TEXT} characters or has control "
+                                    "characters", self.sub(key))
         if pattern is not None and not pattern.match(v):
             raise MalformedDocument(f"{v!r} is not of the form {pattern.pattern}", self.sub(key))
         return v
@@ -104,6 +101,8 @@ class _Obj:
             raise MalformedDocument("expected an integer", self.sub(key))
         if minimum is not None and v < minimum:
             raise MalformedDocument(f"must be >= {minimum}", self.sub(key))
+        if not INT64_MIN <= v <= INT64_MAX:
+            raise MalformedDocument("out of the 64-bit integer range", self.sub(key))
         return v
 
     def list(self, key: str) -> list[Any]:
@@ -150,8 +149,9 @@ class TensorSpec:
         name = o.text("name")
         shape = o.list("shape")
         for i, dim in enumerate(shape):
-            if isinstance(dim, bool) or not isinstance(dim, int) or dim < -1:
-                raise MalformedDocument("expected an integer >= -1", f"{o.sub('shape')}[{i}]")
+            if isinstance(dim, bool) or not isinstance(dim, int) or not -1 <= dim <= INT64_MAX:
+                raise MalformedDocument("expected a 64-bit integer >= -1",
+                                        f"{o.sub('shape')}[{i}]")
         dtype = o.text("dtype")
         if dtype not in _DTYPES:
             raise MalformedDocument(f"unknown dtype {dtype!r}", o.sub("dtype"))
@@ -161,9 +161,11 @@ class TensorSpec:
             qo = o.obj("quantization")
             scale = qo.text("scale")
             try:
-                float(scale)
+                finite = math.isfinite(float(scale))
             except ValueError as e:
                 raise MalformedDocument("scale is not a decimal", qo.sub("scale")) from e
+            if not finite:
+                raise MalformedDocument("scale is not a finite decimal", qo.sub("scale"))
             zero_point = qo.integer("zero_point", minimum=None)
             qo.done()
         o.done()
@@ -363,6 +365,10 @@ class Release:
         for key, mv in m.value.items():
             if isinstance(mv, bool) or not isinstance(mv, (str, int)):
                 raise MalformedDocument("expected a string or an integer", m.sub(key))
+            if isinstance(mv, int) and not INT64_MIN <= mv <= INT64_MAX:
+                raise MalformedDocument("out of the 64-bit integer range", m.sub(key))
+            if isinstance(mv, str) and (len(mv) > _MAX_TEXT or _UNPRINTABLE.search(mv)):
+                raise MalformedDocument("too long or has control characters", m.sub(key))
             metrics[key] = mv
         p.done()
         probation = _probation(o.obj("probation"))

@@ -18,8 +18,12 @@
     │   ├── InvalidModel            a file the runtime will not load or invoke
     │   ├── IOSignatureMismatch     a model whose inputs/outputs do not fit the application
     │   └── ProbationFailed         a model that loaded but misbehaved on probation
+    │       └── ProbationCrashed        the agent died twice while this model was on probation
     └── Unavailable           the transport failed; retry later
-        └── FetchFailed             a download that did not complete
+        ├── FetchFailed             a download that did not complete
+        │   └── SlowRetrieval           a download past its deadline (size / minimum rate)
+        ├── DiskFull                no space left for a download or a model (ENOSPC, EDQUOT)
+        └── Superseded              a newer deployment took over before this one finished
 
 Every `Rejected` subclass carries a stable `reason` string: it travels on the wire in update
 status messages, so operators can group failures by it.
@@ -31,6 +35,7 @@ __all__ = [
     "BadSignature",
     "CorruptArtifact",
     "DeltaBaseMismatch",
+    "DiskFull",
     "Expired",
     "FetchFailed",
     "HashMismatch",
@@ -40,9 +45,12 @@ __all__ = [
     "LiteFleetError",
     "MalformedDocument",
     "PayloadTooLarge",
+    "ProbationCrashed",
     "ProbationFailed",
     "Rejected",
     "SizeExceeded",
+    "SlowRetrieval",
+    "Superseded",
     "Unavailable",
     "UnknownSchema",
     "VersionNotNewer",
@@ -132,6 +140,10 @@ class ProbationFailed(Rejected):
     reason = "probation_failed"
 
 
+class ProbationCrashed(ProbationFailed):
+    reason = "crashed"
+
+
 class Unavailable(LiteFleetError):
     """The transport failed (network, broker, store). Retry later."""
 
@@ -140,6 +152,18 @@ class Unavailable(LiteFleetError):
 
 class FetchFailed(Unavailable):
     reason = "fetch_failed"
+
+
+class SlowRetrieval(FetchFailed):
+    reason = "slow_retrieval"
+
+
+class DiskFull(Unavailable):
+    reason = "disk_full"
+
+
+class Superseded(Unavailable):
+    reason = "superseded"
 
 
 def reason_of(error: BaseException) -> str:

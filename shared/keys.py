@@ -27,6 +27,7 @@ __all__ = [
     "KeyFileError",
     "Keyring",
     "PublicKey",
+    "RevokedKey",
     "SigningKey",
     "load_signing_key",
     "save_signing_key",
@@ -135,11 +136,24 @@ def load_signing_key(path: Path) -> SigningKey:
 
 
 @dataclass(frozen=True)
+class RevokedKey:
+    """A key that signed for an earlier root and was removed by root `version`."""
+
+    key: PublicKey
+    version: int
+
+
+@dataclass(frozen=True)
 class Keyring:
-    """The keys a device trusts and how many distinct ones must sign."""
+    """The keys a device trusts and how many distinct ones must sign.
+
+    `revoked` names keys that earlier roots trusted, so a refusal can say which revoked key
+    signed; they are never counted.
+    """
 
     keys: tuple[PublicKey, ...]
     threshold: int = 1
+    revoked: tuple[RevokedKey, ...] = ()
     _by_id: dict[str, PublicKey] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

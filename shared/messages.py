@@ -2,23 +2,44 @@
 
 Every payload is UTF-8 JSON with `"schema": "litefleet.<kind>/<n>"`. `decode_message` reads
 untrusted bytes with a size cap and returns the typed message, or raises `UnknownSchema`,
-`PayloadTooLarge` or `MalformedDocument` (naming the field). Receivers log and drop those.
-Unlike signed documents, messages may carry floats (fps, latencies).
+`PayloadTooLarge` or `MalformedDocument` (naming the field). Unlike signed documents, messages
+may carry floats (fps, latencies).
+
+The bounds every field is held to (the contract, both directions):
+
+    integers      0 <= n <= 2**63 - 1 (seq, versions, counters, byte counts)
+    ts            finite, 0 <= ts <= TS_MAX (2100-01-01); with the receiver's clock (`now`),
+                  also no more than MAX_TS_AGE_S (5 years) behind it and MAX_TS_AHEAD_S (1 day)
+                  ahead of it
+    temperature_c finite, -273.15 .. 1000
+    other floats  finite, 0 .. MAX_MEASURE (1e12): fps, latencies, cpu, memory, disk, uptime
+    device_id     [A-Za-z0-9_-]{1,64}
+    other text    at most MAX_TEXT (256) characters, no control characters (ids, names,
+                  phases, reasons, kinds, statuses); `detail` sentences up to MAX_FREE_TEXT
+                  (4096), where tabs and newlines are allowed
+    free objects  `outputs` and event `detail`: at most MAX_FREE_ITEMS (256) entries per object
+                  or array, keys as other text, text as `detail`, integers within int64,
+                  finite floats
+
+`load_json` has already refused oversize, deep (> 32) or long-integer input before parsing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import types
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar
 
-from shared.documents import load_json
 from shared.errors import MalformedDocument, UnknownSchema
+from shared.fields import TS_MAX, build
+from shared.jsonload import load_json
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "MAX_TS_AGE_S",
+    "MAX_TS_AHEAD_S",
+    "TS_MAX",
     "CaptureRequest",
     "Command",
     "DeviceState",
@@ -34,6 +55,8 @@ __all__ = [
 ]
 
 MAX_MESSAGE_BYTES = 64 * 1024
+MAX_TS_AGE_S = 5 * 365 * 86_400  # a record may wait this long in a device's outbox
+MAX_TS_AHEAD_S = 86_400  # a device clock may run this far ahead of the receiver's
 
 
 class UpdatePhase:
@@ -187,159 +210,26 @@ def encode_message(message: Message) -> bytes:
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-def decode_message(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
+def decode_message(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES, *,
+                   now: float | None = None) -> Message:
+    """The typed message in `data`, every field within its bound (see the module docstring).
+
+    `now`, the receiver's clock, also holds `ts` to within MAX_TS_AGE_S behind and
+    MAX_TS_AHEAD_S ahead of it.
+    """
     value = load_json(data, max_bytes)
     if not isinstance(value, dict):
         raise MalformedDocument("a message is a JSON object", "$")
     schema = value.get("schema")
     cls = _KINDS.get(schema) if isinstance(schema, str) else None
     if cls is None:
-        raise UnknownSchema(f"unknown message schema {schema!r}")
+        raise UnknownSchema(f"unknown message schema {str(schema)[:80]!r}")
     del value["schema"]
-    result: Message = _build(cls, value, "$")
+    result: Message = build(cls, value, "$")
+    if now is not None and not isinstance(result, Command):
+        ts = result.ts
+        if not now - MAX_TS_AGE_S <= ts <= now + MAX_TS_AHEAD_S:
+            raise MalformedDocument(
+                f"{ts} is more than {MAX_TS_AGE_S // 86_400} days behind or "
+                f"{MAX_TS_AHEAD_S} s ahead of the receiver's clock", "$.ts")
     return result
-
-
-# how `_build` reads a field without the general `_coerce`: the shapes the schemas use
-_EXACT, _FLOAT, _OPT_FLOAT, _OPT_OBJECT, _OBJECT, _DICT, _OTHER = range(7)
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """How to build one message class, resolved once: resolving string annotations is slow
-    and the schemas are fixed."""
-
-    names: frozenset[str]
-    fields: tuple[tuple[str, Any, bool, int, Any], ...]  # name, hint, required, shape, nested
-    defaults: dict[str, Any]  # plain defaults
-    factories: tuple[tuple[str, Any], ...]  # default factories
-    # a frozen dataclass with no __post_init__ is filled in directly: its generated
-    # __init__ (one object.__setattr__ per field) costs more than the whole check
-    direct: bool
-
-
-_PLANS: dict[type[Any], _Plan] = {}
-
-
-def _shape(hint: Any) -> tuple[int, Any]:
-    if hint in (str, int, bool):
-        return _EXACT, None
-    if hint is float:
-        return _FLOAT, None
-    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return _OBJECT, hint
-    if get_origin(hint) is dict:
-        return _DICT, None
-    if get_origin(hint) in (Union, types.UnionType):
-        options = [o for o in get_args(hint) if o is not type(None)]
-        if len(options) == 1 and len(get_args(hint)) == 2:
-            if options[0] is float:
-                return _OPT_FLOAT, None
-            if dataclasses.is_dataclass(options[0]) and isinstance(options[0], type):
-                return _OPT_OBJECT, options[0]
-    return _OTHER, None
-
-
-def _plan(cls: type[Any]) -> _Plan:
-    plan = _PLANS.get(cls)
-    if plan is None:
-        hints = get_type_hints(cls)
-        fields = dataclasses.fields(cls)
-        MISSING = dataclasses.MISSING
-        plan = _PLANS[cls] = _Plan(
-            names=frozenset(f.name for f in fields),
-            fields=tuple(
-                (f.name, hints[f.name], f.default is MISSING and f.default_factory is MISSING,
-                 *_shape(hints[f.name]))
-                for f in fields
-            ),
-            defaults={f.name: f.default for f in fields if f.default is not MISSING},
-            factories=tuple((f.name, f.default_factory) for f in fields
-                            if f.default_factory is not MISSING),
-            direct=(not hasattr(cls, "__post_init__") and not hasattr(cls, "__slots__")
-                    and all(f.init for f in fields)),
-        )
-    return plan
-
-
-def _build(cls: type[Any], value: Any, path: str) -> Any:
-    if not isinstance(value, dict):
-        raise MalformedDocument("expected an object", path)
-    plan = _plan(cls)
-    kwargs: dict[str, Any] = {}
-    if not plan.names.issuperset(value):
-        for key in value:
-            if key not in plan.names:
-                raise MalformedDocument("unknown field", f"{path}.{key}")
-    for name, hint, required, shape, nested in plan.fields:
-        if name not in value:
-            if required:
-                raise MalformedDocument("missing", f"{path}.{name}")
-            continue
-        v = value[name]
-        t = type(v)
-        # fast paths for the shapes the schemas use; anything else goes through _coerce,
-        # which accepts the same values and names the field in its errors
-        if shape == _EXACT and t is hint:
-            kwargs[name] = v
-        elif shape in (_FLOAT, _OPT_FLOAT) and (t is float or t is int):
-            kwargs[name] = float(v)
-        elif v is None and shape in (_OPT_FLOAT, _OPT_OBJECT):
-            kwargs[name] = None
-        elif shape in (_OBJECT, _OPT_OBJECT) and t is dict:
-            kwargs[name] = _build(nested, v, f"{path}.{name}")
-        elif shape == _DICT and t is dict:
-            kwargs[name] = v
-        else:
-            kwargs[name] = _coerce(hint, v, f"{path}.{name}")
-    if not plan.direct:
-        return cls(**kwargs)
-    for name, factory in plan.factories:
-        if name not in kwargs:
-            kwargs[name] = factory()
-    obj = object.__new__(cls)
-    obj.__dict__.update(plan.defaults)
-    obj.__dict__.update(kwargs)
-    return obj
-
-
-def _coerce(hint: Any, value: Any, path: str) -> Any:
-    origin = get_origin(hint)
-    if origin in (Union, types.UnionType):
-        options = get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(option, value, path)
-            except MalformedDocument as e:
-                errors.append(e)
-        raise errors[0] if errors else MalformedDocument("unexpected value", path)
-    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return _build(hint, value, path)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise MalformedDocument("expected an object", path)
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise MalformedDocument("expected a boolean", path)
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise MalformedDocument("expected an integer", path)
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise MalformedDocument("expected a number", path)
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise MalformedDocument("expected a string", path)
-        return value
-    if hint is Any:
-        return value
-    raise MalformedDocument(f"unsupported field type {hint!r}", path)

@@ -7,6 +7,7 @@
     {prefix}/devices/{id}/capture     device -> cloud (upload grants asked for samples)
     {prefix}/devices/{id}/desired     cloud -> device, retained
     {prefix}/devices/{id}/cmd         cloud -> device
+    {prefix}/trust/root               cloud -> every device, retained: the root chain
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from shared.errors import InvalidDeviceId, MalformedDocument
 __all__ = [
     "DEFAULT_PREFIX",
     "Channel",
+    "FleetChannel",
     "ParsedTopic",
     "device_subscription",
     "fleet_subscription",
+    "fleet_topic",
     "parse_topic",
     "topic",
     "validate_device_id",
@@ -48,6 +51,20 @@ class Channel(StrEnum):
     @property
     def retained(self) -> bool:
         return self in (Channel.STATE, Channel.DESIRED)
+
+
+class FleetChannel(StrEnum):
+    """Cloud -> device topics shared by the whole fleet (not under `devices/{id}/`)."""
+
+    TRUST_ROOT = "trust/root"  # retained: the chain of signed roots (`shared.root`)
+
+    @property
+    def retained(self) -> bool:
+        return True
+
+
+def fleet_topic(channel: FleetChannel, prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}/{channel.value}"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from shared.documents import (
     DEFAULT_MAX_DOCUMENT_BYTES,
@@ -33,14 +34,16 @@ from shared.documents import (
 )
 from shared.envelope import verify_envelope
 from shared.errors import (
+    BadSignature,
     Expired,
     IOSignatureMismatch,
+    Rejected,
     SizeExceeded,
     VersionNotNewer,
     WrongDevice,
     WrongProfile,
 )
-from shared.keys import Keyring
+from shared.keys import Keyring, PublicKey
 
 __all__ = [
     "VerifiedUpdate",
@@ -48,6 +51,7 @@ __all__ = [
     "describe_io",
     "verify_deployment",
     "verify_release",
+    "verify_signed",
 ]
 
 
@@ -58,8 +62,30 @@ class VerifiedUpdate:
     is_current: bool  # same version and target as installed: a verified no-op
 
 
+def verify_signed(envelope: object, keyring: Keyring, what: str) -> dict[str, Any]:
+    """`verify_envelope`, with a refusal that names any revoked key that signed `what`."""
+    try:
+        return verify_envelope(envelope, keyring)
+    except BadSignature as e:
+        revoked = [r for r in keyring.revoked if _signed_by(envelope, r.key)]
+        if not revoked:
+            raise
+        names = ", ".join(f"{r.key.keyid[:16]} (revoked by root version {r.version})"
+                          for r in revoked)
+        raise BadSignature(f"{what} is signed by revoked key {names}; {e}") from e
+
+
+def _signed_by(envelope: object, key: PublicKey) -> bool:
+    """Whether `envelope` carries a valid signature by `key` (for naming it in a refusal)."""
+    try:
+        verify_envelope(envelope, Keyring((key,), 1))
+    except Rejected:
+        return False
+    return True
+
+
 def verify_release(envelope: object, keyring: Keyring, profile: str, now: datetime) -> Release:
-    signed = verify_envelope(envelope, keyring)
+    signed = verify_signed(envelope, keyring, "release")
     release = Release.parse_signed(signed, "release.signed")
     if release.profile != profile:
         raise WrongProfile(f"release is for profile {release.profile!r}, this device is {profile!r}")
@@ -88,7 +114,7 @@ def verify_deployment(
     `expected_io` is the input/output signature the application runs today.
     """
     envelope = load_json(data, max_bytes)
-    signed = verify_envelope(envelope, keyring)
+    signed = verify_signed(envelope, keyring, "deployment")
     deployment = Deployment.parse_signed(signed)
     if deployment.device_id != device_id:
         raise WrongDevice(f"deployment is for device {deployment.device_id!r}, not {device_id!r}")

@@ -6,6 +6,10 @@ from the release's URLs. When the daemon runs, it performs the update (hot swap 
 probation) and `apply` waits for its answer; when it does not, `apply` installs and commits
 the model itself. Exit 0 once the update is active, EXIT_REJECTED with the typed reason when
 it is refused, EXIT_UNAVAILABLE when the artifact could not be fetched (retry later).
+
+A `roots.json` next to the deployment (the root chain `litefleet deploy --out` writes) is
+walked first, so a bundle signed by rotated keys installs on a device that was offline when
+the new root was published.
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from agent.commands._config import load_or_report
+from agent.config import AgentConfig
 from agent.outbox import Outbox
 from agent.store import open_store
 from agent.update import Updater
 from agent.update.handover import MAX_SPOOL_BYTES, UpdateLock, submit, wait_result
+from agent.update.trust import TrustStore
 from shared.cli_support import EXIT_INVALID, EXIT_REJECTED, EXIT_UNAVAILABLE
-from shared.errors import Unavailable
+from shared.errors import Rejected, Unavailable
+from shared.root import BUNDLE_FILE
 
 __all__ = ["register"]
 
@@ -62,6 +69,21 @@ def _print(outcome: dict[str, Any], as_json: bool) -> None:
         print(f"update refused: {outcome.get('reason')}: {outcome.get('detail')}", file=sys.stderr)
 
 
+def _walk_roots(config: AgentConfig, path: Path) -> bool:
+    """Walk the bundle's root chain, if any; False (and one line) when it is refused."""
+    if not path.is_file():
+        return True
+    try:
+        TrustStore(config.trust, config.state_dir).offer(path.read_bytes())
+    except Rejected as e:
+        print(f"error: {path}: root refused: {e.reason}: {e}", file=sys.stderr)
+        return False
+    except OSError as e:
+        print(f"error: {path}: {e.strerror}", file=sys.stderr)
+        return False
+    return True
+
+
 def _apply(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
@@ -74,6 +96,8 @@ def _apply(args: argparse.Namespace) -> int:
         print(f"error: {path}: {e.strerror}", file=sys.stderr)
         return EXIT_INVALID
     folders = [path.resolve().parent]
+    if not _walk_roots(config, folders[0] / BUNDLE_FILE):
+        return EXIT_REJECTED
     lock = UpdateLock(config.state_dir)
     if not lock.acquire():
         request = submit(config.state_dir, data, folders)

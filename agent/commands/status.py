@@ -1,6 +1,6 @@
 """`litefleet-agent status --config F [--json]`: what the state dir says, daemon running or not.
 
-Reads only: the active model and the update journal's phase, the outbox's depth and dropped
+Reads only: the active model and the update journal's phase, the trusted root, the outbox's depth and dropped
 count, and the time of the last delivery the broker acknowledged. SQLite's WAL mode lets this
 read while the daemon writes.
 """
@@ -17,7 +17,9 @@ from typing import Any
 from agent.commands._config import load_or_report
 from agent.outbox import OutboxStats, read_outbox_stats
 from agent.store import store_path
+from agent.update.trust import TrustStore
 from shared.cli_support import EXIT_INVALID
+from shared.root import describe
 
 __all__ = ["register"]
 
@@ -61,6 +63,7 @@ def _status(args: argparse.Namespace) -> int:
 
     model, phase = read_update_state(config)
     stats = _outbox_stats(config.state_dir)
+    root = TrustStore(config.trust, config.state_dir).current().root
     report: dict[str, Any] = {
         "device_id": config.device_id,
         "state_dir": str(config.state_dir),
@@ -69,6 +72,8 @@ def _status(args: argparse.Namespace) -> int:
         "outbox": {"depth": stats.depth, "dropped": stats.dropped, "bytes": stats.bytes,
                    "last_seq": stats.last_seq},
         "last_publish": _iso(stats.last_publish),
+        "trust": {"root_version": root.version, "expires": root.expires,
+                  "release_keys": [k.keyid for k in root.release_keys]},
     }
     if args.json:
         print(json.dumps(report, sort_keys=True))
@@ -76,6 +81,7 @@ def _status(args: argparse.Namespace) -> int:
     print(f"device      {config.device_id}")
     print(f"model       {model.name} v{model.version} ({model.sha256[:12] or 'unknown'})")
     print(f"update      {phase}")
+    print(f"trust       {describe(root)}")
     print(f"outbox      {stats.depth} record(s) waiting, {stats.bytes} bytes, "
           f"{stats.dropped} dropped, last seq {stats.last_seq}")
     print(f"last publish {report['last_publish'] or 'never'}")

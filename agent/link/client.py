@@ -8,10 +8,13 @@
   full jitter, so a fleet that lost its broker does not come back in lockstep.
 - TLS with a CA, mutual TLS with a client certificate and key; username and a password read
   from a file.
-- The last will is `online: false` on the retained `state` topic; the retained state is
-  published on every connect and whenever `publish_state` is called.
-- `desired` and `cmd` are subscribed in `on_connect` after checking the reason code, so every
-  reconnect renews them.
+- The last will is `online: false` on the retained `state` topic, built afresh before every
+  connection attempt, so its `ts` is when the connection it belongs to was opened (never
+  later than any state sent on that connection). The retained state is published on every
+  connect and whenever `publish_state` is called. The cloud applies a will's `online: false`
+  whatever its `ts` (docs/mqtt.md, "Online, offline and the last will").
+- `desired` and `cmd` (and the fleet's retained `trust/root`) are subscribed in `on_connect`
+  after checking the reason code, so every reconnect renews them.
 
 Callbacks run on paho's network thread and only hand work over: inbound messages go to the
 `on_message` hand-off given to the constructor, acknowledgements to `on_ack`, connection changes
@@ -34,13 +37,14 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttConfig
-from shared.topics import Channel, topic
+from shared.topics import Channel, FleetChannel, fleet_topic, topic
 
 __all__ = ["Backoff", "MqttLink", "PublishHandle"]
 
 log = logging.getLogger(__name__)
 
 SUBSCRIBED = (Channel.DESIRED, Channel.CMD)
+FLEET_SUBSCRIBED = (FleetChannel.TRUST_ROOT,)  # subscribed first: a new root before a deployment
 
 PublishHandle = paho.MQTTMessageInfo
 
@@ -71,7 +75,7 @@ class MqttLink:
         device_id: str,
         config: MqttConfig,
         state_payload: Callable[[bool], bytes],
-        on_message: Callable[[Channel, bytes], None],
+        on_message: Callable[[Channel | FleetChannel, bytes], None],
         on_ack: Callable[[int, bool], None] | None = None,
         on_connected: Callable[[], None] | None = None,
     ) -> None:
@@ -85,9 +89,11 @@ class MqttLink:
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         self._stopping = False
         self._v5 = config.protocol == "5"
-        self._inbound_topics = {
-            topic(device_id, channel, config.topic_prefix): channel for channel in SUBSCRIBED
+        self._inbound_topics: dict[str, Channel | FleetChannel] = {
+            fleet_topic(channel, config.topic_prefix): channel for channel in FLEET_SUBSCRIBED
         }
+        self._inbound_topics.update(
+            {topic(device_id, channel, config.topic_prefix): channel for channel in SUBSCRIBED})
         self._client = self._build_client()
 
     # -- set-up ------------------------------------------------------------------------------
@@ -127,7 +133,7 @@ class MqttLink:
             if cfg.password_file is not None:
                 password = cfg.password_file.read_text(encoding="utf-8").rstrip("\r\n")
             client.username_pw_set(cfg.username, password)
-        client.will_set(self.state_topic, self._state_payload(False), qos=1, retain=True)
+        self._refresh_will(client)
         client.on_connect = self._handle_connect
         client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
@@ -135,6 +141,11 @@ class MqttLink:
         client.on_publish = self._handle_publish
         client.on_subscribe = self._handle_subscribe
         return client
+
+    def _refresh_will(self, client: paho.Client) -> None:
+        """The will the next CONNECT carries; called before each attempt (paho's network thread
+        runs both the callbacks that call this and the reconnect that sends it)."""
+        client.will_set(self.state_topic, self._state_payload(False), qos=1, retain=True)
 
     def _quiet_after_disconnect(self, record: logging.LogRecord) -> bool:
         # paho's network thread may run once more after a clean disconnect and log "Client is
@@ -164,6 +175,7 @@ class MqttLink:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._refresh_will(self._client)
         properties = None
         if self._v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # untyped in paho
@@ -252,6 +264,7 @@ class MqttLink:
         log.warning("mqtt connection lost (%s); reconnecting in %.1fs", reason_code, delay)
 
     def _schedule_reconnect(self, client: paho.Client) -> float:
+        self._refresh_will(client)
         delay = self._backoff.next_delay()
         # min == max makes paho wait exactly our jittered delay before its next attempt
         client.reconnect_delay_set(_whole(delay), _whole(delay))

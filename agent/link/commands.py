@@ -20,6 +20,7 @@ import logging
 import re
 import sqlite3
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -51,9 +52,14 @@ def verify_command(
     max_bytes: int = MAX_COMMAND_BYTES,
 ) -> Command:
     """The verified command in `data`, or the `Rejected` that stops it."""
-    envelope = load_json(data, max_bytes)
-    signed = verify_envelope(envelope, keyring)
-    message = decode_message(json.dumps(signed).encode("utf-8"), max_bytes)
+    try:
+        envelope = load_json(data, max_bytes)
+        signed = verify_envelope(envelope, keyring)
+        message = decode_message(json.dumps(signed).encode("utf-8"), max_bytes)
+    except Rejected:
+        raise
+    except Exception as e:  # a parser let a non-project error out: still a bad command
+        raise MalformedDocument(f"unreadable command ({type(e).__name__})") from e
     if not isinstance(message, Command):
         raise MalformedDocument(f"expected a command, got {type(message).__name__}", "signed.schema")
     if message.device_id != device_id:
@@ -76,8 +82,9 @@ def verify_command(
 class CommandGate:
     """`verify_command` plus a persisted replay guard on the nonce."""
 
-    def __init__(self, state_dir: Path, keyring: Keyring, device_id: str,
+    def __init__(self, state_dir: Path, keyring: Keyring | Callable[[], Keyring], device_id: str,
                  synchronous: str = "NORMAL") -> None:
+        # a fixed keyring, or the trust store's (whose release keys change when roots rotate)
         self.keyring = keyring
         self.device_id = device_id
         self._lock = threading.Lock()
@@ -88,7 +95,8 @@ class CommandGate:
 
     def admit(self, data: bytes, now: datetime) -> Command:
         """Verify and record the command; raise `Rejected` (incl. `Replayed`) otherwise."""
-        command = verify_command(data, self.keyring, self.device_id, now)
+        keyring = self.keyring() if callable(self.keyring) else self.keyring
+        command = verify_command(data, keyring, self.device_id, now)
         expires = parse_time(command.expires).timestamp()
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")

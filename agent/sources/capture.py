@@ -1,9 +1,11 @@
 """The capture thread: reads a source, prepares model inputs, hands frames to the loop.
 
 It owns the source's life: open, read, reconnect with capped exponential backoff, and a
-status string for telemetry ("starting", "up", "down: <reason>", "ended"). Preprocessing runs
-here, off the inference thread; the inference thread only invokes. Nothing a source does
-(missing device, disconnect, bad line, exception) ends the thread before `stop` is set.
+status string for telemetry ("starting", "up", "down: <reason>", "restarting", "ended").
+`restart` (the operator's `restart-source` command) closes and reopens the source at once.
+Preprocessing runs here, off the inference thread; the inference thread only invokes. Nothing
+a source does (missing device, disconnect, bad line, exception) ends the thread before `stop`
+is set.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ __all__ = ["Capture", "Stage"]
 READ_TIMEOUT_S = 0.5
 BACKOFF_START_S = 0.25
 STALL_S = 15.0  # a live source with no item for this long is reconnected
+
+
+class _Restart(Exception):
+    """Raised in the read loop when a restart was requested."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +62,8 @@ class Capture:
         self.frames = 0  # items handed to the feed
         self.errors = 0  # bad samples, unreadable images, preprocessing failures
         self.reconnects = 0
+        self.restarts = 0  # restarts requested with `restart`
+        self._restart = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
 
     def start(self) -> None:
@@ -64,6 +72,10 @@ class Capture:
     def join(self, timeout: float) -> None:
         if self._thread.is_alive():
             self._thread.join(timeout)
+
+    def restart(self) -> None:
+        """Close the source and open it again, without backoff (any thread)."""
+        self._restart.set()
 
     def set_stage(self, stage: Stage) -> Stage:
         """Prepare items for another model from now on (keeps a partial window if it fits).
@@ -108,6 +120,11 @@ class Capture:
             delivered = self.frames
             try:
                 self._pump()
+            except _Restart:
+                self._close()
+                self.restarts += 1
+                self._set_status("restarting")
+                continue
             except (SourceEnded, SourceDown) as e:
                 problem = e
             except Exception as e:  # a source bug must not end capture for good
@@ -145,6 +162,9 @@ class Capture:
         source, stop = self.source, self.stop
         last = time.monotonic()
         while not stop.is_set():
+            if self._restart.is_set():
+                self._restart.clear()
+                raise _Restart
             try:
                 raw = source.read(READ_TIMEOUT_S)
             except BadSample as e:

@@ -5,6 +5,8 @@ or roll back. See `agent.update.updater` for the pipeline and crash recovery.
     model_path = updater.recover()           # at start: settle the journal, pick the model
     updater.attach(loop)                     # once the loop runs: hot swap + probation
     updater.handle_deployment(data)          # from a worker thread, per `desired` message
+    updater.supersede(data)                  # any thread: a newer deployment cancels a download
+    updater.interrupt()                      # at stop: a running download ends, kept to resume
     updater.tick()                           # periodically: probation verdicts, housekeeping
     read_update_state(config)                # (active model, journal phase) for `status`
 """

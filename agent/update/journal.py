@@ -26,7 +26,7 @@ ATTEMPTS = "update_journal"
 MODELS = "update_models"
 MAX_ROWS = 1000  # attempts kept; older ones are trimmed
 # Reasons that condemn the model itself: the same bytes are never tried again.
-MODEL_REASONS = ("invalid_model", "io_signature_mismatch", "probation_failed")
+MODEL_REASONS = ("invalid_model", "io_signature_mismatch", "probation_failed", "crashed")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class JournalEntry:
     started: float = 0.0
     updated: float = 0.0
     probation_started: float = 0.0
+    interruptions: int = 0  # restarts of the agent while this attempt was on probation
 
     @property
     def terminal(self) -> bool:
@@ -68,11 +69,13 @@ class UpdateJournal:
                     "id": int, "rollout_id": str, "model": str, "version": int, "sha256": str,
                     "phase": str, "reason": str, "detail": str, "via": str, "from_sha256": str,
                     "prev_sha256": str, "deployment": str, "started": float, "updated": float,
-                    "probation_started": float,
+                    "probation_started": float, "interruptions": int,
                 },
                 pk="id",
                 if_not_exists=True,
             )
+        elif "interruptions" not in db.table(ATTEMPTS).columns_dict:  # a store from before
+            db.table(ATTEMPTS).add_column("interruptions", int, not_null_default=0)
         if MODELS not in db.table_names():
             db.table(MODELS).create(
                 {"sha256": str, "name": str, "version": int, "verified": float},
@@ -101,7 +104,7 @@ class UpdateJournal:
 
     def begin(self, **values: Any) -> JournalEntry:
         now = time.time()
-        row = {k: v for k, v in values.items() if k in _COLUMNS}
+        row = {k: _storable(v) for k, v in values.items() if k in _COLUMNS}
         row.update(started=now, updated=now)
         with self._db.conn:
             table = self._db.table(ATTEMPTS)
@@ -122,6 +125,7 @@ class UpdateJournal:
         unknown = set(values) - _COLUMNS
         if unknown:
             raise RuntimeError(f"unknown journal columns {sorted(unknown)}")
+        values = {k: _storable(v) for k, v in values.items()}
         values["updated"] = time.time()
         with self._db.conn:
             self._db.table(ATTEMPTS).update(entry_id, values)
@@ -151,6 +155,13 @@ class UpdateJournal:
         return int(rows[0]["version"]) if rows else None
 
 
+def _storable(value: Any) -> Any:
+    """Text SQLite can store: a lone surrogate quoted from hostile input is escaped."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def _own_database(db: sqlite_utils.Database) -> sqlite_utils.Database:
     files = [row[2] for row in db.execute("PRAGMA database_list").fetchall() if row[1] == "main"]
     if not files or not files[0]:
@@ -164,4 +175,6 @@ def _entry(row: dict[str, Any]) -> JournalEntry:
 
 
 def _default(key: str) -> Any:
+    if key == "interruptions":
+        return 0
     return 0.0 if key in ("started", "updated", "probation_started") else ""

@@ -78,10 +78,14 @@ class ModelStore:
         if self.verified_path(sha256) is not None:
             return final
         tmp = self.dir / f".{sha256}.tmp"
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with tmp.open("wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk: give back what the half file took
+            raise
         os.chmod(tmp, 0o444)
         crashpoint("store.before_rename")
         os.replace(tmp, final)

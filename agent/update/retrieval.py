@@ -8,7 +8,13 @@ to the full artifact. Every path ends in the same checks:
     decompressed:     size <= target size (hard cap while decompressing), sha256
 
 Downloads go to `downloads/<sha256-of-the-artifact>.part` and resume from there after a crash
-or a dropped connection. A part whose complete bytes fail a check is deleted.
+or a dropped connection (`Unavailable`). When the release is refused in any way (`Rejected`:
+hash, size, corrupt bytes, a delta for another base) or a newer deployment supersedes it, its
+parts are deleted at once, not left to the 24 h cleanup.
+
+Each download has a deadline of `grace_s + size / min_rate` seconds (`[update]
+download_grace_s` and `min_download_rate`), so a mirror that drips bytes cannot hold the
+update for ever (`SlowRetrieval`, retried with the usual backoff).
 """
 
 from __future__ import annotations
@@ -20,11 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.update.crash import crashpoint
-from agent.update.fetch import Fetcher
+from agent.update.fetch import Fetcher, Transfer
 from agent.update.local import ARTIFACT_NAMES, DELTA_NAMES, TARGET_NAMES, find_local
 from shared.codec import decompress, delta_decode
 from shared.documents import Release
-from shared.errors import CorruptArtifact, HashMismatch, Rejected, SizeExceeded, Unavailable
+from shared.errors import (
+    CorruptArtifact,
+    FetchFailed,
+    HashMismatch,
+    Rejected,
+    SizeExceeded,
+    SlowRetrieval,
+)
 
 __all__ = ["Retrieval", "TargetRetriever"]
 
@@ -58,17 +71,41 @@ def check_bytes(data: bytes, size: int, sha256: str, what: str) -> None:
         raise HashMismatch(f"{what} hashes to {actual[:12]}, signed {sha256[:12]}")
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How long a download may take: `grace_s + bytes / min_rate` (bytes per second)."""
+
+    min_rate: int = 16 * 1024
+    grace_s: float = 60.0
+
+    def deadline_s(self, size: int) -> float:
+        return self.grace_s + size / self.min_rate
+
+
 class TargetRetriever:
     def __init__(self, downloads: Path, fetcher_for: Callable[[str], Fetcher],
-                 report: PhaseReport, local_dirs: Sequence[Path] = ()) -> None:
+                 report: PhaseReport, local_dirs: Sequence[Path] = (),
+                 transfer: Transfer | None = None, pace: Pace = Pace()) -> None:
         self.downloads = downloads
         self.downloads.mkdir(parents=True, exist_ok=True)
         self._fetcher_for = fetcher_for
         self._report = report
         self._local = tuple(local_dirs)
+        self._transfer = transfer or Transfer()
+        self._pace = pace
 
     def obtain(self, release: Release, base: tuple[str, Path] | None) -> Retrieval:
-        """The verified target bytes; `base` is the active model (sha256, file) for deltas."""
+        """The verified target bytes; `base` is the active model (sha256, file) for deltas.
+
+        A `Rejected` release leaves no partial download behind.
+        """
+        try:
+            return self._obtain(release, base)
+        except Rejected:
+            self.discard(release)
+            raise
+
+    def _obtain(self, release: Release, base: tuple[str, Path] | None) -> Retrieval:
         target = release.target
         local = self._from_local(release, base)
         if local is not None:
@@ -81,7 +118,11 @@ class TargetRetriever:
                 crashpoint("retrieval.delta_downloaded")
                 data = self._rebuild_delta(base[1], raw, release)
                 return Retrieval(data, "delta")
-            except (Rejected, Unavailable) as e:
+            except (Rejected, FetchFailed) as e:
+                if isinstance(e, SlowRetrieval):
+                    raise  # the same mirror serves the full artifact: retry later instead
+                if isinstance(e, Rejected):
+                    (self.downloads / f"{delta.sha256}.part").unlink(missing_ok=True)
                 delta_error = f"delta failed ({e.reason}: {e}); fetching the full artifact"
                 log.warning("%s", delta_error)
         art = release.artifact
@@ -132,9 +173,11 @@ class TargetRetriever:
     def _download(self, url: str, sha256: str, size: int, via: str) -> bytes:
         part = self.downloads / f"{sha256}.part"
         self._report("downloading", via, _size(part), size)
+        self._transfer.limit(self._pace.deadline_s(size - min(_size(part), size)))
         try:
             self._fetcher_for(url).fetch(
-                url, part, size, lambda done: self._report("downloading", via, done, size)
+                url, part, size, lambda done: self._report("downloading", via, done, size),
+                self._transfer,
             )
         except SizeExceeded:
             part.unlink(missing_ok=True)

@@ -11,12 +11,15 @@ Recovery after a crash (`recover`, at start):
   settled as `idle`. The retained deployment (or a second `apply`) starts it again, resuming
   the partial download, or finding the model in the store, where it is re-verified by hash
   and re-validated before use.
-- interrupted while loading the new model for validation, or while it was on probation: the
-  links are put back and the attempt is settled as `rejected` (`invalid_model`) or
-  `rolled_back` (`probation_failed`). It does not resume: a process that died while the new
-  model ran may have died of that model (a native crash, memory exhaustion), and resuming
-  would turn one bad model into a crash loop. Those bytes at that version are not tried
-  again; an operator re-releases them under a new version if they were blameless.
+- interrupted while loading the new model for validation: the links are put back and the
+  attempt is settled as `rejected` (`invalid_model`).
+- interrupted while on probation: a power cut is no verdict on a model, so the first time the
+  new model stays active and probation starts again once the loop runs (reported as
+  `probation` with the detail "probation interrupted, resumed"). A second interruption of the
+  same probation is taken as the model's doing (a native crash, memory exhaustion): the links
+  are put back and the attempt is `rolled_back` (`crashed`), so a bad model cannot become a
+  crash loop. Condemned bytes at that version are not tried again; an operator re-releases
+  them under a new version if they were blameless.
 
 Whatever the journal says, `recover` returns a file whose bytes hash to the name it has in
 the store: `active`, else `previous`, else the configured initial model.
@@ -24,12 +27,12 @@ the store: `active`, else `previous`, else the configured initial model.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,25 +41,33 @@ import numpy as np
 import sqlite_utils
 
 from agent.config import AgentConfig
+from agent.update.admission import admit_deployment, claimed_rollout_id
 from agent.update.crash import crashpoint
-from agent.update.fetch import Fetcher, fetcher_for
+from agent.update.fetch import Fetcher, Transfer, fetcher_for
 from agent.update.handover import UpdateLock, take_requests, write_result
 from agent.update.journal import JournalEntry, UpdateJournal
 from agent.update.modelstore import ACTIVE, PREVIOUS, ModelStore
+from agent.update.outcome import MAX_DETAIL, Outbox, StatusReporter, UpdateOutcome, entry_like
 from agent.update.probation import LatencyWindow, Probation, Verdict
-from agent.update.retrieval import Retrieval, TargetRetriever
+from agent.update.retrieval import Pace, Retrieval, TargetRetriever
 from agent.update.state import active_identity
-from shared.documents import IOSignature, Release
+from agent.update.trust import TrustStore
+from agent.update.validation import check_model
+from shared.documents import Deployment, IOSignature, Release, load_json
 from shared.errors import (
+    DiskFull,
+    FetchFailed,
     InvalidModel,
     IOSignatureMismatch,
+    ProbationCrashed,
     ProbationFailed,
     Rejected,
+    Superseded,
     Unavailable,
 )
-from shared.messages import ModelIdentity, UpdatePhase, UpdateStatus
-from shared.topics import Channel
-from shared.verify import VerifiedUpdate, describe_io, verify_deployment
+from shared.keys import Keyring
+from shared.messages import ModelIdentity, UpdatePhase
+from shared.verify import VerifiedUpdate
 
 __all__ = ["UpdateOutcome", "Updater"]
 
@@ -66,12 +77,8 @@ PROGRESS_EVERY_S = 1.0  # download progress reports at most this often
 STALE_DOWNLOAD_S = 24 * 3600  # partial downloads untouched this long are removed
 LOCK_WAIT_S = 120.0  # how long `recover` waits for an `apply` running without the daemon
 RETRY_MIN_S, RETRY_MAX_S = 10.0, 600.0  # backoff after a failed fetch
-MAX_DETAIL = 500
 VALIDATING = "loading and smoke-testing the model"  # journal detail while the model first runs
-
-
-class Outbox(Protocol):
-    def append(self, channel: Channel, make: Callable[[int], Any]) -> int: ...
+RESUMED = "probation interrupted, resumed"
 
 
 class Loop(Protocol):
@@ -80,28 +87,6 @@ class Loop(Protocol):
     def swap(self, model: Any, timeout: float = 5.0) -> Any: ...
     def recent_inputs(self) -> list[list[np.ndarray]]: ...
     def add_listener(self, fn: Callable[[Any], None]) -> None: ...
-
-
-@dataclass(frozen=True)
-class UpdateOutcome:
-    """Where `handle_deployment` left an update: active (probation or committed) or not."""
-
-    phase: str
-    reason: str = ""
-    detail: str = ""
-    rollout_id: str = ""
-    model: str = ""
-    version: int = 0
-    sha256: str = ""
-    via: str = ""
-    no_op: bool = False
-
-    @property
-    def active(self) -> bool:
-        return self.phase in (UpdatePhase.PROBATION, UpdatePhase.COMMITTED)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "active": self.active}
 
 
 def _loader(path: Path, threads: int, delegates: tuple[str, ...]) -> Any:
@@ -116,18 +101,20 @@ class Updater:
                  fetchers: Callable[[str], Fetcher] | None = None,
                  load_model: Callable[[Path, int, tuple[str, ...]], Any] = _loader,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 lock: UpdateLock | None = None) -> None:
+                 lock: UpdateLock | None = None,
+                 keyring: Callable[[], Keyring] | None = None) -> None:
         self.config = config
         self._journal = UpdateJournal(db)
         self._store = ModelStore(config.state_dir, config.model.name)
         self._downloads = config.state_dir / "downloads"
-        self._outbox = outbox
+        self._status = StatusReporter(config.device_id, outbox)
         self._on_state_change = on_state_change
         timeout = config.update.download_timeout_s
         self._fetchers = fetchers or (lambda url: fetcher_for(url, timeout))
         self._load = load_model
         self._now = now
-        self._keyring = config.trust.keyring()
+        # the trusted root's release keys, asked for at each verification (roots rotate them)
+        self._keyring = keyring or TrustStore(config.trust, config.state_dir, now).keyring
         self._lock = threading.RLock()
         self._loop: Loop | None = None
         self._latency = LatencyWindow()
@@ -138,6 +125,10 @@ class Updater:
         self._io: dict[str, IOSignature] = {}
         self._last_progress = 0.0
         self._update_lock = lock or UpdateLock(config.state_dir)
+        self._pace = Pace(config.update.min_download_rate, config.update.download_grace_s)
+        self._transfer: tuple[str, Transfer] | None = None  # (deployment digest, its download)
+        self._resume: JournalEntry | None = None  # an interrupted probation, resumed on attach
+        self._stopping = False
         # told each verified release before its model is activated (its reference profile)
         self.on_release: Callable[[Release], None] | None = None
 
@@ -168,6 +159,48 @@ class Updater:
         """Enable hot swap and probation: the daemon calls this once the loop runs."""
         self._loop = loop
         loop.add_listener(self._observe)
+        with self._lock:
+            if self._resume is not None:
+                self._resume_probation(self._resume)
+                self._resume = None
+
+    def supersede(self, data: bytes) -> bool:
+        """A deployment arrived while another one downloads (any thread; no store access).
+
+        When `data` is an authentic deployment for this device and not the one downloading,
+        the running download is cancelled, so the worker turns to `data` at once; returns
+        whether it was. Whatever `data` holds is judged in full when its turn comes.
+        """
+        running = self._transfer
+        digest = hashlib.sha256(data).hexdigest()
+        if running is None or running[0] == digest:
+            return False
+        try:
+            verified = admit_deployment(
+                data, self._keyring(), device_id=self.config.device_id,
+                profile=self.config.profile.name, model_name=self.config.model.name,
+                installed_version=0, installed_sha256=None, now=self._now(),
+                max_model_bytes=self.config.update.max_model_bytes, expected_io=None)
+        except Rejected as e:
+            log.info("a deployment that does not verify (%s) does not stop the running "
+                     "download", e.reason)
+            return False
+        why = f"superseded by rollout {verified.deployment.rollout_id}"
+        log.info("cancelling the running download: %s", why)
+        running[1].cancel(why)
+        return True
+
+    def interrupt(self) -> None:
+        """The agent is stopping: end a running download now (any thread); it resumes later."""
+        self._stopping = True  # and one that would start after this is cancelled at once
+        running = self._transfer
+        if running is not None:
+            running[1].cancel("the agent is stopping", FetchFailed)
+
+    def refuse(self, error: Rejected) -> UpdateOutcome:
+        """Report a `desired` message refused before it got here (too big to keep)."""
+        with self._lock:
+            return self._refuse(error, "")
 
     def handle_deployment(self, data: bytes, artifact_dirs: Sequence[Path] = ()) -> UpdateOutcome:
         """Run the whole pipeline for one deployment document (from a worker thread)."""
@@ -199,7 +232,7 @@ class Updater:
                 data, dirs, _, delay = self._retry
                 self._retry = None
                 outcome = self._run(data, dirs)
-                if outcome.reason == "fetch_failed" and self._retry is not None:
+                if self._retry is not None:  # failed again (fetch, deadline, full disk)
                     delay = min(delay * 2, RETRY_MAX_S)  # doubling, capped
                     self._retry = (data, dirs, time.monotonic() + delay, delay)
         finally:
@@ -209,6 +242,9 @@ class Updater:
         """The operator's `rollback` command: end a running probation as failed, so the previous
         model serves again. A committed model stays (an older model comes back as a new
         release); returns whether anything was rolled back."""
+        if self._probation is None:  # never waits behind a download: none runs on probation
+            log.info("rollback requested, but no update is on probation; nothing to do")
+            return False
         with self._lock:
             if self._probation is None:
                 log.info("rollback requested, but no update is on probation; nothing to do")
@@ -235,44 +271,38 @@ class Updater:
         _, verified = admitted
         release = verified.release
         if verified.is_current:
-            return self._outcome(UpdatePhase.PROBATION, verified, no_op=True,
-                                 detail="already on probation")
+            return UpdateOutcome.of_verified(UpdatePhase.PROBATION, verified, no_op=True,
+                                             detail="already on probation")
         self._pending = (data, dirs)
         log.info("deployment of %s@%s waits for the running probation", release.name,
                  release.version)
-        return self._outcome(UpdatePhase.IDLE, verified, detail="queued behind a probation")
+        return UpdateOutcome.of_verified(UpdatePhase.IDLE, verified,
+                                         detail="queued behind a probation")
 
     def _admit(self, data: bytes) -> tuple[ModelIdentity, VerifiedUpdate] | UpdateOutcome:
         """Verify `data` against the model serving now: (active, verified), or the refusal."""
         active = self.active()
+        expected_io = self._active_io(active.sha256)
         try:
-            return active, self._verify(data, active)
+            return active, admit_deployment(
+                data, self._keyring(), device_id=self.config.device_id,
+                profile=self.config.profile.name, model_name=self.config.model.name,
+                installed_version=active.version, installed_sha256=active.sha256,
+                now=self._now(), max_model_bytes=self.config.update.max_model_bytes,
+                expected_io=expected_io)
         except Rejected as e:
-            return self._refuse(e)
+            return self._refuse(e, claimed_rollout_id(data))
 
-    def _verify(self, data: bytes, active: ModelIdentity) -> VerifiedUpdate:
-        return verify_deployment(
-            data,
-            self._keyring,
-            device_id=self.config.device_id,
-            profile=self.config.profile.name,
-            model_name=self.config.model.name,
-            installed_version=active.version,
-            installed_sha256=active.sha256,
-            now=self._now(),
-            max_model_bytes=self.config.update.max_model_bytes,
-            expected_io=self._active_io(active.sha256),
-        )
-
-    def _refuse(self, error: Rejected) -> UpdateOutcome:
-        """A document that failed verification: nothing about it can be trusted."""
+    def _refuse(self, error: Rejected, rollout_id: str) -> UpdateOutcome:
+        """A document that failed verification: nothing in it is trusted but the rollout id
+        it claims, reported so the refusal counts in that rollout (for this device only)."""
         log.warning("deployment rejected: %s: %s", error.reason, error)
-        self._journal.begin(rollout_id="", model="", version=0, sha256="",
-                            phase=UpdatePhase.REJECTED, reason=error.reason,
-                            detail=str(error)[:MAX_DETAIL])
-        self._report(UpdatePhase.REJECTED, None, reason=error.reason, detail=str(error))
+        entry = self._journal.begin(rollout_id=rollout_id, model="", version=0, sha256="",
+                                    phase=UpdatePhase.REJECTED, reason=error.reason,
+                                    detail=str(error)[:MAX_DETAIL])
+        self._status.report(UpdatePhase.REJECTED, entry, reason=error.reason, detail=str(error))
         self._on_state_change()
-        return UpdateOutcome(UpdatePhase.REJECTED, error.reason, str(error))
+        return UpdateOutcome(UpdatePhase.REJECTED, error.reason, str(error), rollout_id)
 
     def _run(self, data: bytes, dirs: tuple[Path, ...]) -> UpdateOutcome:
         admitted = self._admit(data)
@@ -282,16 +312,17 @@ class Updater:
         release = verified.release
         if verified.is_current:
             log.info("%s@%s is already active", release.name, release.version)
-            self._report(UpdatePhase.COMMITTED, _entry_like(verified), detail="already active")
-            return self._outcome(UpdatePhase.COMMITTED, verified, no_op=True,
-                                 detail="already active")
+            self._status.report(UpdatePhase.COMMITTED, entry_like(verified),
+                                detail="already active")
+            return UpdateOutcome.of_verified(UpdatePhase.COMMITTED, verified, no_op=True,
+                                             detail="already active")
         condemned = self._journal.condemned(release.target.sha256, release.version)
         if condemned is not None:
             detail = f"refused earlier ({condemned.reason}): {condemned.detail}"
-            self._report(UpdatePhase.REJECTED, _entry_like(verified), reason=condemned.reason,
-                         detail=detail)
-            return self._outcome(UpdatePhase.REJECTED, verified, reason=condemned.reason,
-                                 detail=detail)
+            self._status.report(UpdatePhase.REJECTED, entry_like(verified),
+                                reason=condemned.reason, detail=detail)
+            return UpdateOutcome.of_verified(UpdatePhase.REJECTED, verified,
+                                             reason=condemned.reason, detail=detail)
         entry = self._journal.begin(
             rollout_id=verified.deployment.rollout_id, model=release.name,
             version=release.version, sha256=release.target.sha256,
@@ -299,28 +330,52 @@ class Updater:
             prev_sha256=self._store.link(PREVIOUS) or "",
             deployment=data.decode("utf-8"),
         )
-        self._report(UpdatePhase.DOWNLOADING, entry, total=release.artifact.size)
+        self._status.report(UpdatePhase.DOWNLOADING, entry, total=release.artifact.size)
         self._on_state_change()
         crashpoint("journal.downloading")
-        try:
-            return self._install(entry, release, active, dirs)
-        except Rejected as e:
-            return self._reject(entry, e)
-        except Unavailable as e:
-            log.warning("update %s@%s could not be fetched: %s", release.name, release.version, e)
-            self._journal.update(entry.id, phase=UpdatePhase.IDLE, reason=e.reason,
-                                 detail=str(e)[:MAX_DETAIL])
-            self._report(UpdatePhase.IDLE, entry, reason=e.reason, detail=str(e))
-            self._on_state_change()
-            self._retry = (data, dirs, time.monotonic() + RETRY_MIN_S, RETRY_MIN_S)
-            return self._outcome(UpdatePhase.IDLE, verified, reason=e.reason, detail=str(e))
-
-    def _install(self, entry: JournalEntry, release: Release, active: ModelIdentity,
-                 dirs: tuple[Path, ...]) -> UpdateOutcome:
-        target = release.target
+        transfer = Transfer()
+        self._transfer = (hashlib.sha256(data).hexdigest(), transfer)
+        if self._stopping:
+            transfer.cancel("the agent is stopping", FetchFailed)
         retriever = TargetRetriever(self._downloads, self._fetchers,
                                     lambda phase, via, done, total: self._progress(
-                                        entry, phase, via, done, total), dirs)
+                                        entry, phase, via, done, total), dirs, transfer,
+                                    self._pace)
+        try:
+            try:
+                return self._install(entry, release, active, retriever)
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise DiskFull(f"no space left to install the model: {e.strerror}") from e
+        except Rejected as e:
+            retriever.discard(release)
+            return self._reject(entry, e)
+        except Superseded as e:
+            retriever.discard(release)
+            return self._stop(entry, verified, e)
+        except Unavailable as e:
+            outcome = self._stop(entry, verified, e)
+            self._retry = (data, dirs, time.monotonic() + RETRY_MIN_S, RETRY_MIN_S)
+            return outcome
+        finally:
+            self._transfer = None
+
+    def _stop(self, entry: JournalEntry, verified: VerifiedUpdate, error: Unavailable
+              ) -> UpdateOutcome:
+        """The attempt ends without a verdict on the release: reported, journal back to idle."""
+        log.warning("update %s@%s stopped: %s: %s", entry.model, entry.version, error.reason,
+                    error)
+        self._journal.update(entry.id, phase=UpdatePhase.IDLE, reason=error.reason,
+                             detail=str(error)[:MAX_DETAIL])
+        self._status.report(UpdatePhase.IDLE, entry, reason=error.reason, detail=str(error))
+        self._on_state_change()
+        return UpdateOutcome.of_verified(UpdatePhase.IDLE, verified, reason=error.reason,
+                                         detail=str(error))
+
+    def _install(self, entry: JournalEntry, release: Release, active: ModelIdentity,
+                 retriever: TargetRetriever) -> UpdateOutcome:
+        target = release.target
         if self._store.verified_path(target.sha256) is not None:
             retrieval = Retrieval(b"", "local")
         else:
@@ -338,7 +393,8 @@ class Updater:
         self._journal.remember_model(target.sha256, release.name, release.version)
         if self.on_release is not None:
             self.on_release(release)
-        self._report(UpdatePhase.STAGED, entry, detail=retrieval.delta_error, via=retrieval.via)
+        self._status.report(UpdatePhase.STAGED, entry, detail=retrieval.delta_error,
+                            via=retrieval.via)
         crashpoint("journal.staged")
         return self._activate(entry, release, model)
 
@@ -347,29 +403,8 @@ class Updater:
         runtime = self.config.profile.runtime
         model = self._load(path, runtime.threads, runtime.delegates)
         try:
-            if not model.signature.fits(release.io):
-                raise IOSignatureMismatch(
-                    f"model has {describe_io(model.signature)}, the release declares "
-                    f"{describe_io(release.io)}"
-                )
-            expected = self._active_io(self.active().sha256)
-            if expected is not None and not model.signature.fits(expected):
-                raise IOSignatureMismatch(
-                    f"model has {describe_io(model.signature)}, the application expects "
-                    f"{describe_io(expected)}"
-                )
-            samples = [model.sample_input()]
-            if self._loop is not None:
-                samples += self._loop.recent_inputs()
-            for inputs in samples:
-                try:
-                    outputs = model.invoke(inputs)
-                except Exception as e:
-                    raise InvalidModel(f"smoke test failed: {e}") from e
-                for out in outputs:
-                    arr = np.asarray(out)
-                    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-                        raise InvalidModel("smoke test produced NaN or infinite outputs")
+            recent = self._loop.recent_inputs() if self._loop is not None else []
+            check_model(model, release, self._active_io(self.active().sha256), recent)
         except BaseException:
             model.close()
             raise
@@ -377,7 +412,7 @@ class Updater:
 
     def _activate(self, entry: JournalEntry, release: Release, model: Any) -> UpdateOutcome:
         entry = self._journal.update(entry.id, phase=UpdatePhase.ACTIVATING)
-        self._report(UpdatePhase.ACTIVATING, entry)
+        self._status.report(UpdatePhase.ACTIVATING, entry)
         crashpoint("journal.activating")
         self._store.activate(entry.sha256)
         if self._loop is None:
@@ -385,10 +420,10 @@ class Updater:
             detail = "installed with no inference loop running: committed without probation"
             entry = self._journal.update(entry.id, phase=UpdatePhase.COMMITTED, detail=detail)
             crashpoint("journal.committed")
-            self._report(UpdatePhase.COMMITTED, entry, detail=detail)
+            self._status.report(UpdatePhase.COMMITTED, entry, detail=detail)
             self._on_state_change()
             self._housekeeping()
-            return self._entry_outcome(entry)
+            return UpdateOutcome.of_entry(entry)
         baseline = self._latency.p95(entry.from_sha256)
         try:
             old = self._loop.swap(model)
@@ -403,10 +438,10 @@ class Updater:
         self._probation = Probation(entry.sha256, release.probation, baseline, old)
         entry = self._journal.update(entry.id, phase=UpdatePhase.PROBATION,
                                      probation_started=time.time())
-        self._report(UpdatePhase.PROBATION, entry)
+        self._status.report(UpdatePhase.PROBATION, entry)
         self._on_state_change()
         crashpoint("journal.probation")
-        return self._entry_outcome(entry)
+        return UpdateOutcome.of_entry(entry)
 
     def _settle_probation(self, verdict: Verdict) -> None:
         crashpoint("probation.verdict")
@@ -424,7 +459,7 @@ class Updater:
             entry = self._journal.update(entry.id, phase=UpdatePhase.COMMITTED,
                                          detail=verdict.detail[:MAX_DETAIL])
             crashpoint("journal.committed")
-            self._report(UpdatePhase.COMMITTED, entry, detail=verdict.detail)
+            self._status.report(UpdatePhase.COMMITTED, entry, detail=verdict.detail)
             log.info("committed %s@%s: %s", entry.model, entry.version, verdict.detail)
         else:
             self._roll_back(entry, old, ProbationFailed(verdict.detail))
@@ -433,6 +468,13 @@ class Updater:
 
     def _roll_back(self, entry: JournalEntry, old: Any, error: Rejected) -> None:
         log.warning("rolling back %s@%s: %s", entry.model, entry.version, error)
+        # the verdict first: a crash from here on finishes the rollback, never resumes probation
+        entry = self._journal.update(entry.id, reason=error.reason, detail=str(error)[:MAX_DETAIL])
+        if self._loop is not None and old is None and self._loop.model.sha256 == entry.sha256:
+            path = self._store.verified_path(entry.from_sha256)
+            if path is not None:
+                runtime = self.config.profile.runtime
+                old = self._load(path, runtime.threads, runtime.delegates)
         if self._loop is not None and old is not None:
             new = self._loop.swap(old)
             new.close()
@@ -441,7 +483,7 @@ class Updater:
         entry = self._journal.update(entry.id, phase=UpdatePhase.ROLLED_BACK,
                                      reason=error.reason, detail=str(error)[:MAX_DETAIL])
         crashpoint("journal.rolled_back")
-        self._report(UpdatePhase.ROLLED_BACK, entry, reason=error.reason, detail=str(error))
+        self._status.report(UpdatePhase.ROLLED_BACK, entry, reason=error.reason, detail=str(error))
 
     def _reject(self, entry: JournalEntry, error: Rejected) -> UpdateOutcome:
         log.warning("update %s@%s rejected: %s: %s", entry.model, entry.version, error.reason,
@@ -452,20 +494,32 @@ class Updater:
                 self._store.remove(entry.sha256)
         entry = self._journal.update(entry.id, phase=UpdatePhase.REJECTED, reason=error.reason,
                                      detail=str(error)[:MAX_DETAIL])
-        self._report(UpdatePhase.REJECTED, entry, reason=error.reason, detail=str(error))
+        self._status.report(UpdatePhase.REJECTED, entry, reason=error.reason, detail=str(error))
         self._on_state_change()
-        return self._entry_outcome(entry)
+        return UpdateOutcome.of_entry(entry)
 
     # recovery ---------------------------------------------------------------------------
 
     def _settle_interrupted(self, entry: JournalEntry) -> None:
         was = entry.phase
+        if (was == UpdatePhase.PROBATION and entry.interruptions == 0 and not entry.reason
+                and self._store.link(ACTIVE) == entry.sha256
+                and self._store.verified_path(entry.sha256) is not None):
+            entry = self._journal.update(entry.id, interruptions=1, detail=RESUMED)
+            self._status.report(UpdatePhase.PROBATION, entry, detail=RESUMED)
+            log.warning("the agent stopped while %s@%s was on probation: resuming it",
+                        entry.model, entry.version)
+            self._resume = entry
+            return
         if self._store.link(ACTIVE) != entry.from_sha256 and self._store.has(entry.from_sha256):
             self._store.restore(entry.from_sha256, entry.prev_sha256 or None)
         error: Rejected | None = None
-        if was == UpdatePhase.PROBATION:
-            error = ProbationFailed(f"the agent stopped while {entry.model}@{entry.version} was "
-                                    "on probation: rolled back")
+        if was == UpdatePhase.PROBATION and entry.reason:  # a verdict, cut short: finish it
+            error = ProbationFailed(entry.detail)
+            phase = UpdatePhase.ROLLED_BACK
+        elif was == UpdatePhase.PROBATION:
+            error = ProbationCrashed(f"the agent stopped twice while {entry.model}@"
+                                     f"{entry.version} was on probation: rolled back")
             phase = UpdatePhase.ROLLED_BACK
         elif entry.detail == VALIDATING:
             error = InvalidModel("the agent stopped while loading and smoke-testing this model")
@@ -473,13 +527,38 @@ class Updater:
         if error is not None:
             entry = self._journal.update(entry.id, phase=phase, reason=error.reason,
                                          detail=str(error))
-            self._report(phase, entry, reason=error.reason, detail=str(error))
+            self._status.report(phase, entry, reason=error.reason, detail=str(error))
             return
         if was == UpdatePhase.STAGED and self._store.verified_path(entry.sha256) is None:
             log.warning("staged model %s failed re-verification", entry.sha256[:12])
         detail = f"interrupted while {was}; the next delivery of the deployment resumes it"
         entry = self._journal.update(entry.id, phase=UpdatePhase.IDLE, detail=detail)
-        self._report(UpdatePhase.IDLE, entry, detail=detail)
+        self._status.report(UpdatePhase.IDLE, entry, detail=detail)
+
+    def _resume_probation(self, entry: JournalEntry) -> None:
+        """Start the probation again on the model the loop serves (after one interruption)."""
+        assert self._loop is not None
+        try:
+            envelope = load_json(entry.deployment.encode("utf-8"))
+            deployment = Deployment.parse_signed(envelope["signed"])
+            release = Release.parse_signed(deployment.release["signed"], "release.signed")
+        except (Rejected, KeyError, TypeError) as e:  # verified when stored: not expected
+            self._roll_back(entry, None, ProbationFailed(f"cannot resume probation: {e}"))
+            self._on_state_change()
+            return
+        old = None
+        path = self._store.verified_path(entry.from_sha256)
+        if path is not None:
+            runtime = self.config.profile.runtime
+            try:
+                old = self._load(path, runtime.threads, runtime.delegates)
+            except Rejected as e:
+                log.warning("the previous model does not load (%s); no shadow checks", e)
+        self._previous_model = old
+        self._probation = Probation(entry.sha256, release.probation, None, old)
+        self._journal.update(entry.id, probation_started=time.time())
+        crashpoint("probation.resumed")
+        self._on_state_change()
 
     def _serve_path(self) -> Path:
         for which in (ACTIVE, PREVIOUS):
@@ -533,7 +612,7 @@ class Updater:
         if phase == UpdatePhase.VERIFYING:
             if self._journal.get(entry.id).phase != UpdatePhase.VERIFYING:
                 self._journal.update(entry.id, phase=UpdatePhase.VERIFYING, via=via)
-                self._report(UpdatePhase.VERIFYING, entry, done=done, total=total, via=via)
+                self._status.report(UpdatePhase.VERIFYING, entry, done=done, total=total, via=via)
                 self._on_state_change()
                 crashpoint("journal.verifying")
             return
@@ -543,26 +622,8 @@ class Updater:
         self._last_progress = now
         if self._journal.get(entry.id).phase != UpdatePhase.DOWNLOADING:
             self._journal.update(entry.id, phase=UpdatePhase.DOWNLOADING, via=via)
-        self._report(UpdatePhase.DOWNLOADING, entry, done=done, total=total, via=via)
+        self._status.report(UpdatePhase.DOWNLOADING, entry, done=done, total=total, via=via)
         crashpoint("download.progress")
-
-    def _report(self, phase: str, entry: JournalEntry | None, *, reason: str = "",
-                detail: str = "", done: int = 0, total: int = 0, via: str = "") -> None:
-        device = self.config.device_id
-
-        def make(seq: int) -> UpdateStatus:
-            return UpdateStatus(
-                device_id=device, seq=seq, ts=time.time(),
-                rollout_id=entry.rollout_id if entry else "", phase=phase,
-                model=entry.model if entry else "", version=entry.version if entry else 0,
-                sha256=entry.sha256 if entry else "", reason=reason, detail=detail[:MAX_DETAIL],
-                bytes_done=done, bytes_total=total, via=via or (entry.via if entry else ""),
-            )
-
-        try:
-            self._outbox.append(Channel.UPDATE, make)
-        except Exception:
-            log.exception("could not record the update status %s", phase)
 
     def _housekeeping(self) -> None:
         protect = tuple(e.sha256 for e in (self._journal.in_progress(),) if e is not None)
@@ -579,20 +640,3 @@ class Updater:
                         part.unlink()
                 except OSError:
                     continue
-
-    def _outcome(self, phase: str, verified: VerifiedUpdate, *, reason: str = "",
-                 detail: str = "", no_op: bool = False) -> UpdateOutcome:
-        release = verified.release
-        return UpdateOutcome(phase, reason, detail, verified.deployment.rollout_id, release.name,
-                             release.version, release.target.sha256, no_op=no_op)
-
-    def _entry_outcome(self, entry: JournalEntry) -> UpdateOutcome:
-        return UpdateOutcome(entry.phase, entry.reason, entry.detail, entry.rollout_id,
-                             entry.model, entry.version, entry.sha256, entry.via)
-
-
-def _entry_like(verified: VerifiedUpdate) -> JournalEntry:
-    release = verified.release
-    return JournalEntry(0, verified.deployment.rollout_id, release.name, release.version,
-                        release.target.sha256, UpdatePhase.IDLE)
-

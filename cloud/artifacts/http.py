@@ -258,6 +258,11 @@ class ArtifactServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}{self._server.prefix.rstrip('/')}"
 
+    @property
+    def serving(self) -> bool:
+        """Whether the server thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._server.serve_forever, name="artifact-http",
                                         kwargs={"poll_interval": 0.2}, daemon=True)

@@ -15,6 +15,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cloud import audit
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.durations import parse_duration
 from cloud.mqtt import CloudLink
@@ -84,6 +85,8 @@ def _send(ctx: Context, args: argparse.Namespace) -> int:
         raise CommandFailed(f"not sent: {e}", EXIT_UNAVAILABLE) from e
     finally:
         link.stop()
+    for device_id, envelope in envelopes.items():
+        audit.record(ctx.db, audit.Action.COMMAND, device_id, signed=envelope, detail=args.action)
     if args.json:
         print(json.dumps([{"device_id": d, "command": args.action, "nonce": e["signed"]["nonce"],
                            "expires": e["signed"]["expires"]} for d, e in envelopes.items()]))

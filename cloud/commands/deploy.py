@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cloud import audit
 from cloud.commands._rollout_wait import DownloadProgress, follow_rollout
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.deploy import TargetError, resolve_targets, write_bundle
@@ -16,6 +17,7 @@ from cloud.durations import parse_duration, parse_share_pct
 from cloud.mqtt import CloudLink
 from cloud.release import load_releases
 from cloud.rollout import Publish, create_rollout, parse_waves, start_wave
+from cloud.roots import chain_message
 from shared.cli_support import EXIT_INVALID, EXIT_UNAVAILABLE
 from shared.errors import Unavailable
 from shared.topics import Channel, fleet_subscription, topic
@@ -106,6 +108,9 @@ def _deploy(ctx: Context, args: argparse.Namespace) -> int:
         lifetime_s=ctx.config.rollout.deployment_lifetime_s, success_threshold_pct=success,
         max_failures_pct=failures,
     )
+    for device_id, envelope in plan.deployments.items():
+        audit.record(ctx.db, audit.Action.DEPLOY, f"{plan.rollout_id}/{device_id}",
+                     signed=envelope, detail=f"{name}@{version}")
     summary = {"id": plan.rollout_id, "release": f"{name}@{version}", "devices": len(devices),
                "profiles": sorted(used),
                "waves": list(plan.waves), "wave_sizes": list(plan.sizes),
@@ -114,7 +119,7 @@ def _deploy(ctx: Context, args: argparse.Namespace) -> int:
         builds = [(live[p].release, live[p].artifact_key, list(live[p].delta_keys))
                   for p in sorted(used)]
         files = write_bundle(args.out, builds, plan.deployments, ctx.artifacts(),
-                             ctx.config.rollout.max_artifact_bytes)
+                             ctx.config.rollout.max_artifact_bytes, chain_message(ctx.db))
         start_wave(ctx.db, plan.rollout_id, 0, lambda _d, _p: None, time.time())
         summary["files"] = [str(f) for f in files]
         _print(summary, args.json, f"wrote {len(files)} files to {args.out}")

@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
+from cloud import audit
 from cloud.commands._table import add_wide_argument, print_table
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.durations import parse_duration
@@ -176,6 +177,10 @@ def _rollouts(ctx: Context, args: argparse.Namespace) -> int:
     for v in views:
         if v["reason"]:
             print(f"{v['id']}: {v['reason']}")
+    if args.id:  # one rollout: each failed device's own sentence
+        for f in views[0]["failures"]:
+            sentence = f"{f['reason']}: {f['detail']}" if f["detail"] else f["reason"]
+            print(f"{f['device_id']}: {sentence}")
     return 0
 
 
@@ -189,6 +194,7 @@ def _rollout_action(ctx: Context, args: argparse.Namespace) -> int:
             _abort(ctx, args.id)
     except KeyError as e:
         raise CommandFailed(str(e.args[0]), EXIT_INVALID) from e
+    audit.record(ctx.db, audit.Action(f"rollout.{args.action}"), args.id)
     print(f"rollout {args.id}: {args.action}d" if args.action != "abort"
           else f"rollout {args.id}: aborted")
     return 0
@@ -230,4 +236,6 @@ def _group_change(ctx: Context, args: argparse.Namespace) -> int:
     else:
         n = remove_from_group(ctx.db, args.group, args.devices)
         print(f"removed {n} device(s) from {args.group}")
+    audit.record(ctx.db, audit.Action(f"group.{args.action}"), args.group,
+                 detail=" ".join(args.devices))
     return 0

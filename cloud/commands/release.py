@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cloud import audit
 from cloud.compress.reference import FILE_NAME, read_reference
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.durations import parse_duration, parse_share_pct
@@ -185,6 +186,8 @@ def _publish(ctx: Context, args: argparse.Namespace, profile: DeviceProfile,
     )
     published = publish_release(ctx.db, ctx.artifacts(), ctx.signing_key(), request,
                                 datetime.now(UTC), ctx.config.rollout.release_history)
+    audit.record(ctx.db, audit.Action.RELEASE, f"{request.name}@{request.version}/{profile.name}",
+                 signed=published.envelope)
     out: Path = args.out or (ctx.config.store.db.parent / "releases" /
                              f"{request.name}-{request.version}.release.json")
     out.parent.mkdir(parents=True, exist_ok=True)

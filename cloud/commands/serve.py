@@ -21,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Subscribe to every device's state, telemetry, events and update topics "
         "(persistent session) and store them once each; drive rollouts from device reports; "
         "mark silent devices offline; serve a file artifact store over HTTP with Range and "
-        "ETag. SIGTERM or SIGINT stops it cleanly.",
+        "ETag. A message a device sends that cannot be stored is quarantined (`litefleet "
+        "quarantine`). SIGTERM or SIGINT stops it cleanly (status 0); a worker thread that "
+        "dies ends it with status 70, for systemd to restart it.",
     )
     p.add_argument("--no-http", action="store_true", help="do not serve artifacts over HTTP")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
@@ -40,5 +42,8 @@ def _serve(ctx: Context, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    service.run()
-    return 0
+    status = service.run()
+    if service.failure is not None:
+        logging.getLogger(__name__).critical("exiting with status %s: %s", status,
+                                             service.failure)
+    return status

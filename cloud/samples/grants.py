@@ -25,7 +25,7 @@ import paho.mqtt.client as mqtt
 
 from cloud.artifacts import ArtifactStore, StoreError
 from cloud.commands.command import build_command
-from cloud.config import CloudConfig
+from cloud.config import CloudConfig, CloudRole
 from cloud.mqtt import CloudLink
 from shared.envelope import sign_envelope
 from shared.errors import Rejected, Unavailable
@@ -62,7 +62,7 @@ class SampleGrants:
         self.link = CloudLink(config.mqtt, f"{config.mqtt.client_id}-samples-"
                               f"{secrets.token_hex(3)}",
                               subscriptions=(fleet_subscription(Channel.CAPTURE, prefix),),
-                              on_message=self._offer)
+                              on_message=self._offer, role=CloudRole.CONTROLLER)
         self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(QUEUE)
         self._thread = threading.Thread(target=self._run, name="sample-grants", daemon=True)
 

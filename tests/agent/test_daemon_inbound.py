@@ -106,7 +106,7 @@ def test_malformed_desired_and_cmd_are_dropped_and_the_agent_keeps_running(  # t
     assert log.count("over the 1048576-byte cap") == 2  # the 10 MB payloads, one per topic
     # the deployments were refused with typed reasons on the update topic
     reasons = {json.loads(p)["reason"] for p in sub.payloads("/update")}
-    assert {"malformed", "wrong_device"} <= reasons, (reasons, log[-3000:])
+    assert {"malformed", "wrong_device", "payload_too_large"} <= reasons, (reasons, log[-3000:])
 
     # still serving: a second report-now shows the loop counting frames
     first = telemetry(sub)[0]

@@ -119,7 +119,8 @@ def test_health_metrics_and_a_readable_log_from_a_real_serve(cloud_env: CloudEnv
         m = scrape(base)
         assert m[("litefleet_devices", (("state", "online"),))] == 1
         assert m[("litefleet_devices", (("state", "offline"),))] == 0
-        assert m[("litefleet_records_quarantined_total", ())] == 0  # no counter yet: 0
+        wait_for(lambda: scrape(base)[("litefleet_records_quarantined_total", ())] == 1, 30,
+                 "the '{not json' record quarantined")
         assert m[("litefleet_rollouts", (("state", "running"),))] == 1
         assert m[("litefleet_rollouts", (("state", "paused"),))] == 2
         assert m[("litefleet_rollouts", (("state", "completed"),))] == 1
@@ -128,7 +129,7 @@ def test_health_metrics_and_a_readable_log_from_a_real_serve(cloud_env: CloudEnv
         assert m[("litefleet_broker_connected", ())] == 1
         db = open_store(cloud_env.db)  # the counter ingest's quarantine keeps, read by name
         with db.conn:
-            db.conn.execute("INSERT INTO counters (name, value) VALUES ('quarantined', 4)")
+            db.conn.execute("UPDATE counters SET value = 4 WHERE name = 'quarantined'")
         db.conn.close()
         assert scrape(base)[("litefleet_records_quarantined_total", ())] == 4
 

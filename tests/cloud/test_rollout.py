@@ -21,7 +21,7 @@ from cloud.config import load_cloud_config
 from cloud.rollout import parse_waves, wave_sizes
 from cloud.service import CloudService
 from shared.errors import Rejected
-from shared.keys import Keyring
+from shared.keys import Keyring, SigningKey
 from shared.messages import DeviceState, ModelIdentity, UpdateStatus, encode_message
 from shared.topics import Channel, topic
 from shared.verify import verify_deployment
@@ -266,3 +266,68 @@ def test_wave_sizes() -> None:
     assert wave_sizes(parse_waves("5"), 20) == [5, 20]
     with pytest.raises(ValueError):
         parse_waves("0,abc")
+
+
+def test_a_deployment_a_real_agent_refuses_counts_as_failed_with_its_sentence(
+        cloud_env, mosquitto, agent_process, capsys) -> None:
+    """A refusal before any download is reported with the rollout id the deployment claims,
+    so the rollout counts it at once (not `pending` until the timeout) and shows why. Here the
+    agent trusts another key than the one the cloud signs with: `bad_signature`."""
+    refusal = "bad_signature"
+    write_config(cloud_env.root, mqtt_port=mosquitto.port, extra="[rollout]\ntick_s = 0.2\n")
+    assert main(["release", str(DIGITS_FT), "--name", "digits", "--version", "1",
+                 "--profile", PROFILE, "--config", str(cloud_env.config)]) == 0
+    service = CloudService(load_cloud_config(cloud_env.config))
+    service.start()
+    try:
+        agent = agent_process(mosquitto, [SigningKey.generate().public.hex], telemetry_s=3600)
+        wait_for(lambda: [d["device_id"] for d in json_out(capsys, ["devices"], cloud_env)]
+                 == ["dev-1"], 30, "the agent known from its state")
+        rollout_id = str(json_out(capsys, ["deploy", "digits@1", "--device", "dev-1",
+                                           "--waves", "100%"], cloud_env)["id"])
+
+        def state() -> dict:
+            return json_out(capsys, ["rollouts", rollout_id], cloud_env)[0]
+
+        wait_for(lambda: state()["failed"] == 1, 30, f"the {refusal} to count")
+        view = state()
+        assert view["pending"] == 0 and view["failure_reasons"] == {refusal: 1}
+        [failure] = view["failures"]
+        assert failure["device_id"] == "dev-1" and failure["reason"] == refusal
+        assert failure["detail"], failure  # the device's own sentence
+        wait_for(lambda: state()["state"] == "paused", 30, "the failure share to pause it")
+
+        capsys.readouterr()
+        assert main(["rollouts", rollout_id, "--config", str(cloud_env.config)]) == 0
+        table = " ".join(capsys.readouterr().out.split())
+        assert f"dev-1: {refusal}: {' '.join(failure['detail'].split())}" in table, table
+        assert agent.alive()
+    finally:
+        service.stop()
+
+
+def test_a_device_that_took_a_newer_deployment_no_longer_counts(fleet, cloud_env, capsys,
+                                                                 mosquitto) -> None:
+    """`idle`/`superseded` from a device: its row leaves the count, the rollout completes."""
+    fleet(2, set(), silent=frozenset({1}))
+    rollout_id = str(json_out(capsys, ["deploy", "digits@2", "--profile", PROFILE, "--waves",
+                                       "100%"], cloud_env)["id"])
+
+    def state() -> dict:
+        return json_out(capsys, ["rollouts", rollout_id], cloud_env)[0]
+
+    wait_for(lambda: state()["committed"] == 1, 60, "dev-00 to commit")
+    time.sleep(0.6)  # ticks go by: dev-01 keeps the rollout running (the positive control)
+    assert state()["state"] == "running" and state()["pending"] == 1
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                         client_id="dev-01-report", protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", mosquitto.port)
+    client.loop_start()
+    status = UpdateStatus("dev-01", 1000, time.time(), rollout_id, "idle", "digits", 2,
+                          reason="superseded", detail="superseded by rollout other-1")
+    client.publish(topic("dev-01", Channel.UPDATE), encode_message(status), qos=1).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+    wait_for(lambda: state()["state"] == "completed", 30, "the rollout to complete without it")
+    view = state()
+    assert view["committed"] == 1 and view["failed"] == 0 and view["pending"] == 0

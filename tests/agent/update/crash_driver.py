@@ -1,9 +1,11 @@
 """Run one update in this process, as the daemon would; the crash tests kill it part-way.
 
-    python crash_driver.py CONFIG DEPLOYMENT (offline | live)
+    python crash_driver.py CONFIG DEPLOYMENT (offline | live | resume)
 
 `offline` runs the pipeline with no loop (the `apply` path). `live` runs a real inference loop
-on a synthetic source, attaches the updater, and ticks until probation settles.
+on a synthetic source, attaches the updater, and ticks until probation settles. `resume` is a
+restart after a crash: recover, run the loop, attach (which resumes an interrupted
+probation), and tick until probation settles, without a new deployment.
 """
 
 from __future__ import annotations
@@ -36,12 +38,12 @@ def main(config_path: str, deployment: str, mode: str) -> int:
     loop = build_loop(config, load_model(path), stop)
     loop.start()
     updater.attach(loop)
-    outcome = updater.handle_deployment(data)
+    outcome = updater.handle_deployment(data) if mode == "live" else None
     deadline = time.monotonic() + 60
     while updater.probation_active() and time.monotonic() < deadline:
         updater.tick()
         time.sleep(0.01)
-    print(outcome.phase, updater.phase())
+    print(outcome.phase if outcome else "-", updater.phase())
     loop.stop()
     return 0
 

@@ -13,10 +13,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from agent.loop import build_loop
 from agent.runtime import load_model
 from agent.update.crash import CRASH_ENV
 from agent.update.modelstore import ACTIVE, ModelStore, file_sha256
@@ -63,6 +66,30 @@ CASES = [
 ]
 
 
+def run_probation(device, served: Path) -> None:
+    """What the restarted daemon does: run the loop, attach (resuming probation), tick."""
+    stop = threading.Event()
+    loop = build_loop(device.config, load_model(served), stop)
+    loop.start()
+    try:
+        device.updater.attach(loop)
+        deadline = time.monotonic() + 60
+        while device.updater.probation_active():
+            assert time.monotonic() < deadline, "the resumed probation did not settle"
+            device.updater.tick()
+            time.sleep(0.02)
+    finally:
+        loop.stop()
+        loop.model.close()
+
+
+def crash(config: Path, deployment: Path, mode: str, point: str) -> None:
+    env = {**os.environ, CRASH_ENV: point, "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, str(DRIVER), str(config), str(deployment), mode],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == -signal.SIGKILL, f"never reached {point}: {run.stdout}{run.stderr}"
+
+
 @pytest.mark.parametrize(("point", "scenario"), CASES, ids=[f"{p}-{s}" for p, s in CASES])
 def test_crash_at_point_recovers_to_a_complete_model(point, scenario, tmp_path, keys,
                                                      device_factory):
@@ -75,10 +102,7 @@ def test_crash_at_point_recovers_to_a_complete_model(point, scenario, tmp_path, 
     deployment = tmp_path / "deployment.json"
     deployment.write_bytes(bench.deployment(release))
     mode = "live" if scenario in ("live", "fail") else "offline"
-    env = {**os.environ, CRASH_ENV: point, "PYTHONPATH": str(REPO)}
-    run = subprocess.run([sys.executable, str(DRIVER), str(config), str(deployment), mode],
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == -signal.SIGKILL, f"never reached {point}: {run.stdout}{run.stderr}"
+    crash(config, deployment, mode, point)
 
     device = device_factory(config)
     served = device.updater.recover()
@@ -90,6 +114,14 @@ def test_crash_at_point_recovers_to_a_complete_model(point, scenario, tmp_path, 
     model.close()
     assert ModelStore(device.config.state_dir, "digits").link(ACTIVE) == served_sha
     assert device.updater.active().sha256 == served_sha
+    if device.updater.phase() == UpdatePhase.PROBATION:  # interrupted once: resumed
+        assert point in ("journal.probation", "probation.verdict") and served_sha == sha(new)
+        assert device.last_status().detail == "probation interrupted, resumed"
+        run_probation(device, served)
+        served_sha = ModelStore(device.config.state_dir, "digits").link(ACTIVE)
+        if scenario == "live":  # a model that passes its probation is kept
+            assert served_sha == sha(new)
+            assert device.updater.phase() == UpdatePhase.COMMITTED
     assert device.updater.phase() in UpdatePhase.TERMINAL
     if scenario == "fail":
         assert served_sha == sha(OLD)
@@ -97,3 +129,47 @@ def test_crash_at_point_recovers_to_a_complete_model(point, scenario, tmp_path, 
         outcome = device.updater.handle_deployment(deployment.read_bytes())
         assert outcome.active, outcome
         assert file_sha256(ModelStore(device.config.state_dir, "digits").dir / ACTIVE) == sha(new)
+
+
+def _probation_crash(tmp_path: Path, keys, policy: ProbationPolicy) -> tuple[Path, Path]:
+    """A live update killed while its model is on probation: the first interruption."""
+    config = write_config(tmp_path, keys, source="synthetic:image")
+    bench = Bench(tmp_path / "artifacts", keys)
+    deployment = tmp_path / "deployment.json"
+    deployment.write_bytes(bench.deployment(bench.release(GOOD, 1, probation=policy)))
+    crash(config, deployment, "live", "journal.probation")
+    return config, deployment
+
+
+def test_one_interrupted_probation_resumes_with_the_same_model_and_commits(
+        tmp_path, keys, device_factory):
+    config, _ = _probation_crash(tmp_path, keys, PASS)
+    device = device_factory(config)
+    served = device.updater.recover()
+    assert file_sha256(served) == sha(GOOD)  # the model on probation serves again
+    assert device.updater.phase() == UpdatePhase.PROBATION
+    resumed = device.last_status()
+    assert (resumed.phase, resumed.detail, resumed.rollout_id) == (
+        "probation", "probation interrupted, resumed", "r1")
+    run_probation(device, served)
+    assert device.updater.phase() == UpdatePhase.COMMITTED
+    assert device.last_status().phase == "committed"
+    assert ModelStore(device.config.state_dir, "digits").link(ACTIVE) == sha(GOOD)
+
+
+def test_a_second_interruption_of_the_same_probation_rolls_back_as_crashed(
+        tmp_path, keys, device_factory):
+    config, deployment = _probation_crash(tmp_path, keys, PASS)
+    crash(config, deployment, "resume", "probation.resumed")  # killed again, on probation
+    device = device_factory(config)
+    served = device.updater.recover()
+    assert file_sha256(served) == sha(OLD)
+    assert ModelStore(device.config.state_dir, "digits").link(ACTIVE) == sha(OLD)
+    assert device.updater.phase() == UpdatePhase.ROLLED_BACK
+    statuses = device.statuses()
+    assert [s.detail for s in statuses].count("probation interrupted, resumed") == 1
+    last = statuses[-1]
+    assert (last.phase, last.reason, last.rollout_id) == ("rolled_back", "crashed", "r1")
+    # condemned: the same bytes at that version are not tried again
+    again = device.updater.handle_deployment(deployment.read_bytes())
+    assert (again.phase, again.reason) == (UpdatePhase.REJECTED, "crashed")

@@ -1,0 +1,96 @@
+"""`litefleet trust publish|show`: send the chain of roots to the fleet, or list it.
+
+`publish` sends every stored root (the chain since version 2, oldest first, see `cloud.roots`)
+as one retained message on `{prefix}/trust/root`. Every device subscribes to it, walks the
+roots above the one it trusts, and from then on verifies releases, deployments and commands
+with the newest root's release keys. A device that was offline gets the retained chain when
+it reconnects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import secrets
+from datetime import UTC, datetime
+
+from cloud import audit
+from cloud.context import CommandFailed, Context, add_config_argument, run_command
+from cloud.mqtt import CloudLink
+from cloud.roots import chain_message, current_root, stored_roots
+from shared.cli_support import EXIT_INVALID, EXIT_UNAVAILABLE
+from shared.errors import Unavailable
+from shared.root import describe, parse_root
+from shared.topics import FleetChannel, fleet_topic
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    trust = subparsers.add_parser(
+        "trust", help="publish or show the chain of signed roots devices trust",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = trust.add_subparsers(title="actions", metavar="ACTION")
+    pub = sub.add_parser("publish", help="send the root chain, retained, to every device")
+    pub.add_argument("--json", action="store_true", help="print what was sent as JSON")
+    add_config_argument(pub)
+    pub.set_defaults(func=lambda args: run_command(args, lambda ctx: _publish(ctx, args)))
+    show = sub.add_parser("show", help="list the roots in the store, oldest first")
+    show.add_argument("--json", action="store_true", help="print as JSON")
+    add_config_argument(show)
+    show.set_defaults(func=lambda args: run_command(args, lambda ctx: _show(ctx, args)))
+
+    def usage(_args: argparse.Namespace) -> int:
+        trust.print_help()
+        return EXIT_INVALID
+
+    trust.set_defaults(func=usage)
+
+
+def _publish(ctx: Context, args: argparse.Namespace) -> int:
+    payload = chain_message(ctx.db)
+    if payload is None:
+        raise CommandFailed("no root to publish: write one with `litefleet keys rotate`",
+                            EXIT_INVALID)
+    newest = current_root(ctx.db, None)
+    if newest.root.expires_at is not None and newest.root.expires_at <= datetime.now(UTC):
+        raise CommandFailed(f"root v{newest.version} expired at {newest.root.expires}; devices "
+                            "would refuse it: renew it with `litefleet keys rotate --sign ...`",
+                            EXIT_INVALID)
+    cfg = ctx.config.mqtt
+    name = fleet_topic(FleetChannel.TRUST_ROOT, cfg.topic_prefix)
+    link = CloudLink(cfg, f"{cfg.client_id}-trust-{secrets.token_hex(3)}")
+    try:
+        link.start(timeout=10.0)
+        link.publish(name, payload, retain=True)
+    except Unavailable as e:
+        raise CommandFailed(f"not published: {e}", EXIT_UNAVAILABLE) from e
+    finally:
+        link.stop()
+    digest = hashlib.sha256(payload).hexdigest()
+    audit.record(ctx.db, audit.Action.TRUST_PUBLISH, f"root v{newest.version}", sha256=digest,
+                 detail=f"{len(stored_roots(ctx.db))} root(s) on {name}")
+    if args.json:
+        print(json.dumps({"topic": name, "version": newest.version, "sha256": digest,
+                          "bytes": len(payload)}))
+    else:
+        print(f"published   {describe(newest.root)}")
+        print(f"topic       {name} (retained, {len(payload)} bytes)")
+    return 0
+
+
+def _show(ctx: Context, args: argparse.Namespace) -> int:
+    roots = [parse_root(e["signed"]) for e in stored_roots(ctx.db)]
+    if args.json:
+        print(json.dumps([{"version": r.version, "issued": r.issued, "expires": r.expires,
+                           "release_keys": [k.hex for k in r.release_keys],
+                           "release_threshold": r.release_threshold,
+                           "root_keys": [k.hex for k in r.root_keys],
+                           "root_threshold": r.root_threshold} for r in roots]))
+        return 0
+    if not roots:
+        print("no root stored: devices trust version 1 (their [trust] keys)")
+    for root in roots:
+        print(describe(root))
+    return 0

@@ -1,0 +1,109 @@
+"""The fleet's chain of roots on the cloud side: the next root, signed and stored; the chain.
+
+Version 1 is the root devices are provisioned with. With `[trust] keys` in the agent config
+it is implicit: the configured key(s) sign releases and roots. The cloud takes it to be the
+public key of its `[signing] key` with threshold 1 (what `litefleet keys generate` sets up),
+unless a signed version 1 is stored. Versions from 2 on are written by `litefleet keys rotate`
+into the `roots` table, and `litefleet trust publish` sends the whole chain, retained, on
+`{prefix}/trust/root` (also written as `roots.json` into every `deploy --out` bundle), so a
+device that missed several rotations walks them in order.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlite_utils
+
+from shared.documents import format_time
+from shared.envelope import sign_envelope
+from shared.keys import PublicKey, SigningKey
+from shared.root import Root, TrustedRoot, build_chain, implicit_root, parse_root, update_root
+
+__all__ = ["RootChange", "chain_message", "current_root", "rotate", "stored_roots"]
+
+
+@dataclass(frozen=True)
+class RootChange:
+    """What `keys rotate` asks for, relative to the current root."""
+
+    add: tuple[PublicKey, ...] = ()
+    remove: tuple[PublicKey, ...] = ()
+    threshold: int | None = None
+    add_root: tuple[PublicKey, ...] = ()
+    remove_root: tuple[PublicKey, ...] = ()
+    root_threshold: int | None = None
+    lifetime: timedelta = timedelta(days=365)
+
+
+def stored_roots(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """The signed root envelopes in the store, oldest first."""
+    return [json.loads(r[0]) for r in db.execute("SELECT envelope FROM roots ORDER BY version")]
+
+
+def current_root(db: sqlite_utils.Database, signing_key: SigningKey | None) -> TrustedRoot:
+    """The newest stored root, or the implicit version 1 of the configured signing key."""
+    row = db.execute("SELECT envelope FROM roots ORDER BY version DESC LIMIT 1").fetchone()
+    if row is not None:
+        envelope = json.loads(row[0])
+        return TrustedRoot(parse_root(envelope["signed"]), envelope)
+    if signing_key is None:
+        raise ValueError("no root is stored and no [signing] key is configured to stand for "
+                         "version 1")
+    return implicit_root((signing_key.public,), 1)
+
+
+def _apply(keys: tuple[PublicKey, ...], add: tuple[PublicKey, ...],
+           remove: tuple[PublicKey, ...], role: str) -> tuple[PublicKey, ...]:
+    for key in remove:
+        if key not in keys:
+            raise ValueError(f"cannot remove {key.keyid[:16]}: it is not a current {role} key")
+    kept = tuple(k for k in keys if k not in remove)
+    return kept + tuple(k for k in dict.fromkeys(add) if k not in kept)
+
+
+def rotate(db: sqlite_utils.Database, current: TrustedRoot, change: RootChange,
+           signers: list[SigningKey], now: datetime) -> TrustedRoot:
+    """Write root N+1: the current keys changed as asked, signed by `signers`, verified by the
+    device's own rule before it is stored. ValueError or `Rejected` when it would not be."""
+    old = current.root
+    release = _apply(old.release_keys, change.add, change.remove, "release")
+    roots = _apply(old.root_keys, change.add_root, change.remove_root, "root")
+    threshold = change.threshold or min(old.release_threshold, len(release))
+    root_threshold = change.root_threshold or min(old.root_threshold, len(roots))
+    if not release:
+        raise ValueError("no release key would be left: --add one before removing the last")
+    if not roots:
+        raise ValueError("no root key would be left: --add-root one before removing the last")
+    for what, n, keys in (("--threshold", threshold, release),
+                          ("--root-threshold", root_threshold, roots)):
+        if not 1 <= n <= len(keys):
+            raise ValueError(f"{what} {n} needs between 1 and {len(keys)} keys")
+    nxt = Root(old.version + 1, format_time(now), format_time(now + change.lifetime), release,
+               threshold, roots, root_threshold)
+    envelope = sign_envelope(nxt.to_signed(), signers)
+    trusted = update_root(current, envelope)  # what every device will check, checked here first
+    try:
+        with db.conn:
+            db.conn.execute(
+                "INSERT INTO roots (version, sha256, issued, expires, envelope, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (nxt.version, trusted.sha256, nxt.issued, nxt.expires, json.dumps(envelope),
+                 time.time()))
+    except sqlite3.IntegrityError as e:
+        raise ValueError(f"root version {nxt.version} was written by someone else meanwhile; "
+                         "check `litefleet trust show` and rotate again") from e
+    return trusted
+
+
+def chain_message(db: sqlite_utils.Database) -> bytes | None:
+    """The retained `trust/root` payload: the stored chain, or None before the first rotation."""
+    envelopes = stored_roots(db)
+    if not envelopes:
+        return None
+    return json.dumps(build_chain(envelopes), sort_keys=True).encode("utf-8")
