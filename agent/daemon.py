@@ -120,6 +120,7 @@ class Daemon:
         watch = ModelWatch(cfg, loop, self.stop_event, self._model_identity,
                            self._publish_capture, events.offer)
         updater.on_release = watch.remember_release
+        updater.variants.report = lambda detail: events.offer("variant", detail)
         watch.start()
         loop.start()
         updater.attach(loop)

@@ -16,6 +16,7 @@ __all__ = [
     "device_views",
     "group_views",
     "latest_drift",
+    "latest_variant",
     "remove_from_group",
     "rollout_views",
     "telemetry_since",
@@ -49,8 +50,23 @@ def device_views(db: sqlite_utils.Database, offline_after_s: float,
             "source_status": r["source_status"],
             "groups": groups.get(r["device_id"], []),
             "drift": latest_drift(db, r["device_id"]),
+            "variant": latest_variant(db, r["device_id"]),
         })
     return out
+
+
+def latest_variant(db: sqlite_utils.Database, device_id: str) -> dict[str, Any] | None:
+    """Which variant of a release the device chose to run, and why (its latest `variant`
+    event: chosen, sha256, reason, figures per candidate), or None."""
+    row = db.execute("SELECT detail FROM events WHERE device_id = ? AND kind = 'variant' "
+                     "ORDER BY seq DESC LIMIT 1", [device_id]).fetchone()
+    if row is None:
+        return None
+    try:
+        detail = json.loads(row[0])
+    except ValueError:
+        return None
+    return detail if isinstance(detail, dict) else None
 
 
 def latest_drift(db: sqlite_utils.Database, device_id: str) -> dict[str, Any] | None:

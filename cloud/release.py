@@ -29,6 +29,7 @@ import sqlite_utils
 
 from cloud.artifacts import ArtifactStore, StoreError, artifact_key, delta_key, release_key
 from cloud.modelinfo import read_io_signature
+from cloud.variants import VariantRequest, package_variants
 from shared.codec import compress, decompress, delta_encode
 from shared.documents import (
     Artifact,
@@ -75,6 +76,7 @@ class ReleaseRequest:
     max_model_bytes: int | None = None  # the profile's budget, when known
     new_io: bool = False  # the application changed with this model: its I/O may differ
     reference: ReferenceProfile | None = None  # signed with the model; devices measure drift
+    variants: VariantRequest | None = None  # other compressions; devices pick the fastest
 
 
 class ReleaseRefused(Exception):
@@ -280,11 +282,19 @@ def publish_release(db: sqlite_utils.Database, store: ArtifactStore, key: Signin
     artifact = Artifact(url=store.url(akey, lifetime), sha256=hashlib.sha256(full).hexdigest(),
                         size=len(full))
     deltas = _deltas(db, store, req, target, target_sha, history, lifetime)
+    variants = None
+    if req.variants is not None:
+        try:
+            variants = package_variants(store, req.variants, req.name, req.version, req.profile,
+                                        io, Target(target_sha, len(target)), artifact, lifetime,
+                                        req.max_model_bytes, read_io_signature)
+        except ValueError as e:
+            raise ReleaseRefused(str(e)) from e
     release = Release(
         name=req.name, version=req.version, profile=req.profile, created=format_time(now),
         expires=format_time(expires), target=Target(target_sha, len(target)), artifact=artifact,
         deltas=tuple(d for d, _ in deltas), io=io, provenance=req.provenance,
-        probation=req.probation, reference=req.reference,
+        probation=req.probation, reference=req.reference, variants=variants,
     )
     envelope = sign_envelope(release.to_signed(), [key])
     rkey = release_key(req.name, req.version, req.profile)

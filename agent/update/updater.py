@@ -53,6 +53,7 @@ from agent.update.retrieval import Pace, Retrieval, TargetRetriever
 from agent.update.state import active_identity
 from agent.update.trust import TrustStore
 from agent.update.validation import check_model
+from agent.update.variants import VariantChooser
 from shared.documents import Deployment, IOSignature, Release, load_json
 from shared.errors import (
     DiskFull,
@@ -131,6 +132,8 @@ class Updater:
         self._stopping = False
         # told each verified release before its model is activated (its reference profile)
         self.on_release: Callable[[Release], None] | None = None
+        self.variants = VariantChooser(config, self._downloads, self._fetchers, self._pace,
+                                       self._load)
 
     # public -----------------------------------------------------------------------------
 
@@ -316,6 +319,7 @@ class Updater:
                                 detail="already active")
             return UpdateOutcome.of_verified(UpdatePhase.COMMITTED, verified, no_op=True,
                                              detail="already active")
+        release = self.variants.choose(release, dirs, self._loop)  # the fastest variant here
         condemned = self._journal.condemned(release.target.sha256, release.version)
         if condemned is not None:
             detail = f"refused earlier ({condemned.reason}): {condemned.detail}"
