@@ -121,6 +121,7 @@ class Daemon:
                            self._publish_capture, events.offer)
         updater.on_release = watch.remember_release
         updater.variants.report = lambda detail: events.offer("variant", detail)
+        updater.on_disagreement = watch.recorder.disagreement
         watch.start()
         loop.start()
         updater.attach(loop)

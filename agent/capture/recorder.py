@@ -7,8 +7,9 @@ frame that triggers and fits the rate limit, one append to a bounded deque; the 
 thread encodes the input (JPEG for images, `.npy` otherwise) and writes the sample.
 
 Triggers: `low_confidence` (a classifier's top score below the release's threshold), `drift`
-(the drift score over the release's threshold), `command` (an operator's `capture N`).
-`disagreement` (shadow frames during probation) is accepted in the config and not yet fed.
+(the drift score over the release's threshold), `command` (an operator's `capture N`) and
+`disagreement` (a shadow frame on which the model on probation and the previous one disagree;
+shadow frames run when the release sets `--min-agreement`).
 The rate limit is `max_per_hour`: triggered frames are spaced at least 3600/max_per_hour s
 apart, and no more than max_per_hour are kept in any hour (`command` frames skip the spacing
 but count toward the hour).
@@ -22,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +126,22 @@ class SampleRecorder:
         self._pending.append((trigger, result))
         self._wake.set()
 
+    def disagreement(self, sha256: str, inputs: list[np.ndarray], new_top1: int | None,
+                     old_top1: int | None) -> None:
+        """The probation's shadow thread: the two models disagree on this frame."""
+        if not self.enabled or "disagreement" not in self.config.triggers:
+            return
+        now = time.monotonic()
+        kept = self._kept
+        while kept and now - kept[0] >= HOUR_S:
+            kept.popleft()
+        if len(kept) >= self.config.max_per_hour or now < self._next:
+            return
+        kept.append(now)
+        self._next = now + self._spacing
+        self._pending.append(("disagreement", _Shadow(sha256, inputs, new_top1, old_top1)))
+        self._wake.set()
+
     def _refresh(self, sha256: str) -> None:
         """Learn the new model's classifier shape and threshold (cheap; once per model)."""
         signature = self._signature_of(sha256)
@@ -179,6 +197,8 @@ class SampleRecorder:
             "outputs": [np.asarray(o).astype(np.float32).reshape(-1).tolist()
                         for o in (result.outputs or [])],
         }
+        if isinstance(result, _Shadow):
+            meta.update(predicted=result.new_top1, previous_predicted=result.old_top1)
         if encoded is not None:
             payload, scale, offset = encoded
             ext = "jpg"
@@ -190,6 +210,17 @@ class SampleRecorder:
         if self.store.keep(sample_id, ext, payload, meta):
             self.kept += 1
             log.info("kept sample %s (%s)", sample_id, trigger)
+
+
+@dataclass(frozen=True)
+class _Shadow:
+    """A shadow frame the two models disagreed on (what `_write` needs of a result)."""
+
+    model_sha256: str
+    inputs: list[np.ndarray]
+    new_top1: int | None
+    old_top1: int | None
+    outputs: None = None
 
 
 def _jpeg(real: np.ndarray) -> tuple[bytes, float, float] | None:

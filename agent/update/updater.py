@@ -132,6 +132,9 @@ class Updater:
         self._stopping = False
         # told each verified release before its model is activated (its reference profile)
         self.on_release: Callable[[Release], None] | None = None
+        # shadow frames the new and the previous model disagree on, during probation
+        self.on_disagreement: Callable[[str, list[np.ndarray], int | None, int | None],
+                                       None] | None = None
         self.variants = VariantChooser(config, self._downloads, self._fetchers, self._pace,
                                        self._load)
 
@@ -440,6 +443,7 @@ class Updater:
         crashpoint("loop.swapped")
         self._previous_model = old
         self._probation = Probation(entry.sha256, release.probation, baseline, old)
+        self._probation.on_disagreement = self.on_disagreement
         entry = self._journal.update(entry.id, phase=UpdatePhase.PROBATION,
                                      probation_started=time.time())
         self._status.report(UpdatePhase.PROBATION, entry)
@@ -560,6 +564,7 @@ class Updater:
                 log.warning("the previous model does not load (%s); no shadow checks", e)
         self._previous_model = old
         self._probation = Probation(entry.sha256, release.probation, None, old)
+        self._probation.on_disagreement = self.on_disagreement
         self._journal.update(entry.id, probation_started=time.time())
         crashpoint("probation.resumed")
         self._on_state_change()

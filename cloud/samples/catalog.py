@@ -114,6 +114,9 @@ def _input(store: ArtifactStore, sample: Sample) -> np.ndarray | None:
 
 
 def _predicted(sample: Sample) -> int:
+    predicted = sample.meta.get("predicted")  # a shadow frame: the new model's top-1
+    if isinstance(predicted, int) and not isinstance(predicted, bool) and predicted >= 0:
+        return predicted
     outputs = sample.meta.get("outputs")
     if (isinstance(outputs, list) and len(outputs) == 1 and isinstance(outputs[0], list)
             and len(outputs[0]) >= 2):

@@ -128,3 +128,35 @@ def test_nothing_is_published_without_samples_and_grants_are_bounded(tmp_path: P
     uploader.step()
     assert (tmp_path / "samples" / "20260101T000000-0123abcd.npy").exists()
     assert uploader.failed == 1
+
+
+def test_shadow_frames_the_two_models_disagree_on_become_samples(tmp_path: Path, model) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import time
+
+    from agent.update.probation import Probation
+    from shared.documents import ProbationPolicy
+
+    bad = load_model(DIGITS.parent / "digits-bad.tflite", threads=1)
+    rec = recorder(tmp_path, model, CaptureConfig(enabled=True, max_per_hour=3600,
+                                                  triggers=("disagreement",)))
+    rec._spacing = 0.0  # every disagreement may be kept in this test (the hour cap holds)
+    probation = Probation(model.sha256, ProbationPolicy(min_agreement_pct=50), None, bad,
+                          shadow_every=1)
+    probation.on_disagreement = rec.disagreement
+    for r in results(model, 40, step=0.01):
+        probation.observe(r)
+        time.sleep(0.005)  # let the shadow worker keep up (it drops frames when busy)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and probation._compared < 20:
+        time.sleep(0.05)
+    probation.stop()
+    bad.close()
+    disagreed = probation._compared - probation._agree
+    assert disagreed > 0  # the bad model disagrees with the good one on some digits
+    # every disagreement was handed over; the bounded hand-over keeps the newest few until
+    # the capture thread (not running here) writes them
+    assert rec.drain() == min(disagreed, rec._pending.maxlen or 0)
+    metas = [json.loads(p.read_text()) for p in (tmp_path / "state" / "samples").glob("*.json")]
+    assert {m["trigger"] for m in metas} == {"disagreement"}
+    assert all(m["predicted"] != m["previous_predicted"] for m in metas)
