@@ -17,10 +17,10 @@ from agent.capture.store import SampleStore
 from agent.capture.uploader import SampleUploader
 from agent.config import AgentConfig
 from agent.drift import DriftMonitor, DriftOptions
-from agent.references import ReferenceBook
+from agent.references import MAX_REFERENCE_BYTES, ReferenceBook
 from agent.update.modelstore import file_sha256
-from shared.documents import IOSignature, Release
-from shared.errors import MalformedDocument
+from shared.documents import IOSignature, Release, load_json
+from shared.errors import MalformedDocument, Rejected
 from shared.messages import Command, DriftSummary, ModelIdentity
 from shared.reference import ReferenceProfile
 
@@ -38,11 +38,13 @@ class ModelWatch:
         self._on_event = on_event
         self.references = ReferenceBook(config.state_dir)
         if config.drift.reference is not None:
-            from shared.documents import load_json
-
-            initial = ReferenceProfile.parse(
-                load_json(config.drift.reference.read_bytes(), 1024 * 1024), "drift.reference")
-            self.references.remember(file_sha256(config.model.initial), initial)
+            try:
+                initial = ReferenceProfile.parse(load_json(
+                    config.drift.reference.read_bytes(), MAX_REFERENCE_BYTES), "drift.reference")
+                self.references.remember(file_sha256(config.model.initial), initial)
+            except (OSError, Rejected) as e:
+                log.error("[drift] reference %s is unusable (%s): the initial model's drift is "
+                          "not measured", config.drift.reference, e)
         d = config.drift
         self.drift = DriftMonitor(self.references, self._signature_of, stop,
                                   DriftOptions(enabled=d.enabled, window=d.window,
