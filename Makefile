@@ -6,7 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test lint typecheck pytest fuzz test-train test-fallback demo bench bench-large clean
+SYSTEM_PACKAGES := scripts/system-packages.sh
+
+.PHONY: help venv system-packages test lint typecheck pytest fuzz test-train test-fallback demo bench bench-large clean
 
 help:
 	@echo "make demo          run the whole story on this machine (broker, cloud, three devices)"
@@ -31,10 +33,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy agent cloud shared
 
-pytest: $(STAMP)
-	$(PY) -m pytest -m "not train and not fallback" -q
+# mosquitto and the other Debian packages the suite runs against: installed when root, otherwise
+# the one apt-get line to run (and a stop, before anything else runs).
+system-packages:
+	@bash $(SYSTEM_PACKAGES)
 
-test: lint typecheck pytest
+pytest: $(STAMP) system-packages
+	PATH="$$PATH:/usr/sbin" $(PY) -m pytest -m "not train and not fallback" -q
+
+test: system-packages lint typecheck pytest
 
 # The same tests as in `make test`, with the `fuzz` hypothesis profile (tests/fuzz/conftest.py):
 # fifty times the examples, some minutes.

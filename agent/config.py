@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.opencv import OpenCVMissing, gives_frames, opencv
 from device_profiles import load_profile
 from shared.errors import Rejected
 from shared.keys import HEX64, Keyring
@@ -120,6 +121,9 @@ class OutboxConfig:
     synchronous: str = "NORMAL"
     publish_window: int = 100  # QoS 1 messages in flight at once
     shutdown_flush_s: float = 5.0  # on stop, how long to wait for the broker to take the rest
+    # records held in memory while the disk refuses writes (full); the oldest go first, counted
+    # in `outbox_dropped`
+    memory_rows: int = 1000
 
 
 @dataclass(frozen=True)
@@ -280,6 +284,11 @@ def parse_config(
         r.problem("source.uri", "missing (for example file:///srv/video.mp4 or camera:0)")
     elif not uri.startswith(SOURCE_SCHEMES):
         r.problem("source.uri", f"{uri!r} is not one of {', '.join(SOURCE_SCHEMES)}")
+    elif gives_frames(uri):
+        try:
+            opencv(f"the frames of {uri.split('?', 1)[0]}")
+        except OpenCVMissing as e:
+            r.problem("source.uri", str(e))
     source_cfg = SourceConfig(
         uri=uri or "",
         reconnect_max_s=float(r.positive("source.reconnect_max_s", r.get(
@@ -329,7 +338,7 @@ def parse_config(
     )
 
     o = r.table(doc, "outbox", {"max_rows", "max_bytes", "synchronous", "publish_window",
-                                "shutdown_flush_s"})
+                                "shutdown_flush_s", "memory_rows"})
     outbox = OutboxConfig(
         max_rows=r.positive("outbox.max_rows", r.get(o, "max_rows", int, OutboxConfig.max_rows,
                                                      "outbox."), OutboxConfig.max_rows),
@@ -341,6 +350,8 @@ def parse_config(
             o, "publish_window", int, 100, "outbox."), 100),
         shutdown_flush_s=float(r.positive("outbox.shutdown_flush_s", r.get(
             o, "shutdown_flush_s", (int, float), 5.0, "outbox."), 5.0)),
+        memory_rows=r.positive("outbox.memory_rows", r.get(
+            o, "memory_rows", int, OutboxConfig.memory_rows, "outbox."), OutboxConfig.memory_rows),
     )
 
     u = r.table(doc, "update", {"max_model_bytes", "download_timeout_s", "keep_models",

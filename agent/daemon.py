@@ -8,9 +8,9 @@ and leaves `online: false` as the retained state.
 
 Threads: the loop's capture, inference and postprocessing threads; paho's network thread; the
 outbox drain; the inbound workers (one runs deployments, one runs commands, so a slow download
-never holds up a command); APScheduler's scheduler running the periodic jobs (telemetry, state
-heartbeat, updater tick and event flush, systemd watchdog); drift, sample capture and
-sample upload (`agent.watch`).
+never holds up a command); one thread per periodic job (telemetry, state heartbeat, updater
+tick, event flush, systemd watchdog; `agent.periodic`); drift, sample capture and sample
+upload (`agent.watch`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from apscheduler.schedulers.background import BackgroundScheduler
-
 import agent
 from agent.config import AgentConfig
 from agent.link.client import MqttLink
@@ -35,7 +33,9 @@ from agent.link.inbound import Inbound
 from agent.logs import configure_logging
 from agent.loop import InferenceLoop, build_loop
 from agent.notify import Notifier
+from agent.opencv import OpenCVMissing
 from agent.outbox import Outbox
+from agent.periodic import PeriodicJobs
 from agent.runtime import LoadedModel, load_model
 from agent.store import open_store
 from agent.system_metrics import SystemMetrics
@@ -68,7 +68,7 @@ class _Parts:
     gate: CommandGate
     telemetry: TelemetryReporter
     events: EventRecorder
-    scheduler: BackgroundScheduler
+    scheduler: PeriodicJobs
     watch: ModelWatch
 
 
@@ -98,13 +98,19 @@ class Daemon:
 
     def run(self) -> int:
         cfg = self.config
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
         db = open_store(cfg.state_dir, cfg.outbox.synchronous)
         outbox = Outbox(db, cfg.outbox)
         trust = TrustStore(cfg.trust, cfg.state_dir)
         updater = Updater(cfg, db, outbox, on_state_change=self._state_changed,
                           keyring=trust.keyring)
-        model_path = updater.recover()
+        try:
+            model_path = updater.recover()
+        except InvalidModel as e:
+            log.error("[model] initial %s does not load (%s); nothing was made active: fix the "
+                      "config and restart", cfg.model.initial, e)
+            updater.close()
+            outbox.close()
+            return EXIT_MODEL_INVALID
         try:
             model = load_model(model_path, cfg.profile.runtime.threads, cfg.profile.runtime.delegates)
         except InvalidModel as e:
@@ -112,7 +118,14 @@ class Daemon:
             updater.close()
             outbox.close()
             return EXIT_MODEL_INVALID
-        loop = build_loop(cfg, model, self.stop_event)
+        try:
+            loop = build_loop(cfg, model, self.stop_event)
+        except OpenCVMissing as e:
+            log.error("%s", e)
+            model.close()
+            updater.close()
+            outbox.close()
+            return EXIT_MODEL_INVALID
         self._loop = loop
         self._identity, self._phase = updater.active(), updater.phase()
         events = EventRecorder(cfg.device_id, outbox, cfg.telemetry.event_queue)
@@ -144,7 +157,7 @@ class Daemon:
         drain = OutboxDrain(outbox, link, cfg.outbox.publish_window)
         link.set_window(cfg.outbox.publish_window)
         link.set_handoffs(on_ack=drain.ack, on_connected=drain.wake)
-        scheduler = BackgroundScheduler(daemon=True)
+        scheduler = PeriodicJobs()
         self._parts = _Parts(db, outbox, updater, loop, link, drain, inbound, gate, telemetry,
                              events, scheduler, watch)
 
@@ -161,34 +174,31 @@ class Daemon:
         self._shutdown()
         return 0
 
-    def _schedule(self, scheduler: BackgroundScheduler) -> None:
+    def _schedule(self, scheduler: PeriodicJobs) -> None:
         parts = self._parts
         assert parts is not None
         cfg = self.config
-        job = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
-        scheduler.add_job(self._guard(parts.telemetry.report), "interval",
-                          seconds=cfg.telemetry.interval_s, id="telemetry", **job)
-        scheduler.add_job(self._guard(self._heartbeat), "interval",
-                          seconds=cfg.telemetry.heartbeat_s, id="heartbeat", **job)
-        scheduler.add_job(self._guard(self._tick), "interval", seconds=TICK_S, id="tick", **job)
+        scheduler.every(cfg.telemetry.interval_s, self._guard(parts.telemetry.report), "telemetry")
+        scheduler.every(cfg.telemetry.heartbeat_s, self._guard(self._heartbeat), "heartbeat")
+        scheduler.every(TICK_S, self._guard(self._tick), "tick")
         # its own job: a retried download running in the updater's tick never holds events up
-        scheduler.add_job(self._guard(parts.events.flush), "interval", seconds=TICK_S,
-                          id="events", **job)
+        scheduler.every(TICK_S, self._guard(parts.events.flush), "events")
         interval = self.notifier.watchdog_interval_s
         if interval:
-            scheduler.add_job(self._guard(self._watchdog), "interval", seconds=interval,
-                              id="watchdog", **job)
+            scheduler.every(interval, self._guard(self._watchdog), "watchdog")
 
     # -- periodic jobs -----------------------------------------------------------------------
 
     def _guard(self, fn: Callable[[], Any]) -> Callable[[], None]:
+        name = getattr(fn, "__name__", "job").lstrip("_")
+
         def run() -> None:
             if self.stop_event.is_set():
                 return
             try:
                 fn()
             except Exception:
-                log.exception("periodic job %s failed", getattr(fn, "__name__", fn))
+                log.exception("periodic job %s failed", name)
 
         return run
 
@@ -271,7 +281,7 @@ class Daemon:
         self.notifier.stopping()
         parts.updater.interrupt()  # a running download stops now (its part is kept to resume)
         log.info("stopping: outbox depth %s", parts.outbox.depth())
-        parts.scheduler.shutdown(wait=True)
+        parts.scheduler.shutdown()
         parts.loop.stop()
         parts.watch.stop()
         parts.inbound.stop()

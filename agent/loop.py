@@ -31,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
 from agent.config import AgentConfig
@@ -183,8 +182,11 @@ class InferenceLoop:
 
     def start(self) -> None:
         # OpenCV's own thread pool would compete with the interpreter's threads for the cores;
-        # preprocessing runs on the capture thread alone (process-wide setting)
-        cv2.setNumThreads(1)
+        # preprocessing runs on the capture thread alone (process-wide setting). A sensor loop
+        # never loads OpenCV.
+        cv2 = sys.modules.get("cv2")
+        if cv2 is not None:
+            cv2.setNumThreads(1)
         if sys.getswitchinterval() > GIL_SWITCH_S:  # process-wide too
             sys.setswitchinterval(GIL_SWITCH_S)
         with self._swap_lock:
@@ -405,7 +407,8 @@ def build_loop(config: AgentConfig, model: LoadedModel, stop: threading.Event) -
     """The loop the agent config describes, serving `model` (not started yet)."""
     spec = model.signature.inputs[0]
     channels = spec.shape[-1] if len(spec.shape) == 3 else 1
-    source = open_source(config.source.uri, config.profile.camera, sensor_channels=channels)
+    source = open_source(config.source.uri, config.profile.camera, sensor_channels=channels,
+                         paced=True)
     mc = config.model
     options = LoopOptions(
         prep=PrepOptions(mc.normalization, mc.color, mc.crop),

@@ -13,6 +13,15 @@ Rows in flight (handed to the broker, not yet acknowledged; at most `publish_win
 they are never dropped, so `dropped` counts exactly the records that were never sent, and the
 outbox may briefly hold up to `publish_window` rows over its bound.
 
+While the disk refuses writes (full, or failing), records are held in memory instead, in order,
+at most `[outbox] memory_rows` of them; past that the oldest held record goes and `dropped`
+grows, as for a full outbox. A held record has no seq yet: it gets one, and is built, when it
+reaches the disk (every append and every `retry` try the disk again, oldest first), so seqs stay
+persisted and never reused even if the process dies while holding records (those are lost, and
+counted nowhere: they were never numbered). Deliveries acknowledged while the disk refuses the
+delete are remembered and deleted with the next write that succeeds. One warning a minute at
+most says how many records are held and dropped; one line says when the disk takes writes again.
+
 The outbox keeps its own SQLite connection to the store file, serialized by a lock, so its
 short transactions never interleave with other parts' transactions on their connection.
 """
@@ -30,6 +39,8 @@ from pathlib import Path
 import sqlite_utils
 
 from agent.config import OutboxConfig
+from agent.outbox_hold import HeldRecords
+from agent.outbox_hold import disk_refused as _disk_refused
 from agent.store import connect
 from shared.errors import PayloadTooLarge
 from shared.messages import (
@@ -97,6 +108,11 @@ class Outbox:
         self._conn = _own_connection(db, self.limits.synchronous)
         self._conn.executescript(_SCHEMA)
         self._depth = self._bytes = self._last_seq = self._dropped = 0
+        # while the disk refuses writes: records waiting for a seq, acknowledged records waiting
+        # for their delete, and evictions not yet in outbox_meta
+        self._waiting = HeldRecords(self.limits.memory_rows)
+        self._undeleted: list[tuple[list[int], bool]] = []
+        self._dropped_unsaved = 0
         self._reload_counters()
         last = self._meta("last_publish")
         self._last_publish: float | None = None if last is None else float(last)
@@ -107,27 +123,100 @@ class Outbox:
         """Store the record `make(seq)` under the next seq, in one transaction; return the seq.
 
         `make` runs inside the transaction (keep it cheap) and may read `dropped`, which already
-        counts the rows this append pushed out.
+        counts the rows this append pushed out. While the disk refuses writes the record is held
+        in memory and 0 is returned: `make` runs later, when the record reaches the disk.
         """
         kind = _KIND_OF_CHANNEL.get(channel)
         if kind is None:
             raise ValueError(f"channel {channel} does not go through the outbox")
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                seq = self._append_locked(channel, kind, make)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._abort()
-                raise
-            self._appended.notify_all()
-        for listener in self._listeners:
-            listener()
+            if self._waiting:  # older records wait for the disk: this one goes behind them
+                self._hold(channel, kind, make)
+                seq = self._store_waiting()
+            else:
+                try:
+                    seq = self._append_one(channel, kind, make)
+                except sqlite3.OperationalError as e:
+                    if not _disk_refused(e):
+                        raise
+                    self._hold(channel, kind, make)
+                    self._note_refusal(e)
+                    seq = 0
+            if seq:
+                self._appended.notify_all()
+        if seq:
+            for listener in self._listeners:
+                listener()
         return seq
+
+    def retry(self) -> int:
+        """Store the records held in memory if the disk takes writes again; how many were."""
+        with self._lock:
+            if not self._waiting and not self._undeleted:
+                return 0
+            before = len(self._waiting)
+            seq = self._store_waiting()
+            stored = before - len(self._waiting)
+            if seq:
+                self._appended.notify_all()
+        if seq:
+            for listener in self._listeners:
+                listener()
+        return stored
+
+    @property
+    def held(self) -> int:
+        """Records held in memory because the disk refuses writes."""
+        return len(self._waiting)
+
+    def _append_one(self, channel: Channel, kind: type, make: Callable[[int], Message]) -> int:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            seq = self._append_locked(channel, kind, make)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._abort()
+            raise
+        self._dropped_unsaved = 0  # the transaction saved `dropped`
+        return seq
+
+    def _hold(self, channel: Channel, kind: type, make: Callable[[int], Message]) -> None:
+        if self._waiting.hold((channel, kind, make)):  # the oldest held record went
+            self._dropped += 1
+            self._dropped_unsaved += 1
+
+    def _store_waiting(self) -> int:
+        """Move held records to the disk, oldest first, while it takes them; the last seq."""
+        last = 0
+        try:
+            self._delete_undeleted()
+            while self._waiting:
+                channel, kind, make = self._waiting.first()
+                try:
+                    last = self._append_one(channel, kind, make)
+                except sqlite3.OperationalError as e:
+                    if _disk_refused(e):
+                        raise
+                    log.error("dropped a held %s record the store refused: %s", channel, e)
+                    self._dropped += 1
+                    self._dropped_unsaved += 1
+                self._waiting.stored_first()
+        except sqlite3.OperationalError as e:
+            if not _disk_refused(e):
+                raise
+            self._note_refusal(e)
+            return last
+        self._waiting.accepted(self._dropped)
+        return last
+
+    def _note_refusal(self, error: sqlite3.OperationalError) -> None:
+        self._waiting.refused(error, self._dropped)
 
     def _append_locked(self, channel: Channel, kind: type, make: Callable[[int], Message]) -> int:
         if self._depth >= self.limits.max_rows:
             self._drop_oldest(rows=self._depth - self.limits.max_rows + 1)
+        if self._dropped_unsaved:
+            self._set_meta("dropped", self._dropped)
         seq = self._last_seq + 1
         message = make(seq)
         if not isinstance(message, kind) or getattr(message, "seq", None) != seq:
@@ -216,41 +305,61 @@ class Outbox:
         """Delete delivered records (acknowledged by the broker); return how many were here.
 
         With `dropped`, the records were refused rather than delivered: they count as dropped.
+        While the disk refuses the delete, the records are remembered (not handed out again)
+        and deleted with the next write that succeeds.
         """
         wanted = sorted(set(seqs))
         if not wanted:
             return 0
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                removed = freed = 0
-                for i in range(0, len(wanted), _CHUNK):
-                    chunk = wanted[i : i + _CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    n, size = self._conn.execute(
-                        f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE seq IN ({marks})",
-                        chunk,
-                    ).fetchone()
-                    self._conn.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", chunk)
-                    removed += n
-                    freed += size
-                now = time.time()
-                if dropped:
-                    self._set_meta("dropped", self._dropped + removed)
-                else:
-                    self._set_meta("last_publish", now)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._abort()
-                raise
-            self._held.difference_update(wanted)
-            self._depth -= removed
-            self._bytes -= freed
+                return self._remove_locked(wanted, dropped)
+            except sqlite3.OperationalError as e:
+                if not _disk_refused(e):
+                    raise
+                self._undeleted.append((wanted, dropped))
+                self._note_refusal(e)
+                return len(wanted)
+
+    def _delete_undeleted(self) -> None:
+        while self._undeleted:
+            wanted, dropped = self._undeleted[0]
+            self._remove_locked(wanted, dropped)
+            self._undeleted.pop(0)
+
+    def _remove_locked(self, wanted: list[int], dropped: bool) -> int:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            removed = freed = 0
+            for i in range(0, len(wanted), _CHUNK):
+                chunk = wanted[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                n, size = self._conn.execute(
+                    f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE seq IN ({marks})",
+                    chunk,
+                ).fetchone()
+                self._conn.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", chunk)
+                removed += n
+                freed += size
+            now = time.time()
             if dropped:
-                self._dropped += removed
+                self._set_meta("dropped", self._dropped + removed)
             else:
-                self._last_publish = now
-            return removed
+                self._set_meta("last_publish", now)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._abort()
+            raise
+        if dropped:
+            self._dropped_unsaved = 0
+        self._held.difference_update(wanted)
+        self._depth -= removed
+        self._bytes -= freed
+        if dropped:
+            self._dropped += removed
+        else:
+            self._last_publish = now
+        return removed
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -259,7 +368,7 @@ class Outbox:
 
     @property
     def dropped(self) -> int:
-        """Records dropped because the outbox was full, since the store was created."""
+        """Records dropped (outbox full, or held in memory past `memory_rows`), ever."""
         return self._dropped
 
     @property
@@ -301,7 +410,8 @@ class Outbox:
         ).fetchone()
         self._depth, self._bytes = int(depth), int(size)
         self._last_seq = max(int(self._meta("last_seq") or 0), int(max_seq))
-        self._dropped = int(self._meta("dropped") or 0)
+        # evictions from memory not yet saved stay counted
+        self._dropped = int(self._meta("dropped") or 0) + self._dropped_unsaved
 
 
 def read_outbox_stats(db: sqlite_utils.Database) -> OutboxStats:

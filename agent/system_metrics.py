@@ -1,21 +1,21 @@
 """System figures for telemetry: CPU, memory, temperature, free disk, uptime.
 
-CPU is this process's share since the previous sample (psutil), so a telemetry interval sees
-the agent's own load. Temperature is the hottest `/sys/class/thermal/thermal_zone*/temp`, or
+CPU is this process's share since the previous sample (`os.times`, every thread), so a
+telemetry interval sees the agent's own load; memory is its resident set (`/proc/self/statm`). Temperature is the hottest `/sys/class/thermal/thermal_zone*/temp`, or
 None where the kernel has no thermal zones (containers, most x86 VMs).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import resource
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
-__all__ = ["SystemMetrics", "SystemSample", "read_temperature_c"]
+__all__ = ["SystemMetrics", "SystemSample", "read_rss_mb", "read_temperature_c"]
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,27 @@ def read_temperature_c(root: Path = THERMAL_ROOT) -> float | None:
     return hottest
 
 
+def read_rss_mb() -> float:
+    """This process's resident set size in MB (its peak where /proc is not mounted)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 class SystemMetrics:
     def __init__(self, disk_path: Path, thermal_root: Path = THERMAL_ROOT) -> None:
         self.disk_path = disk_path
         self.thermal_root = thermal_root
-        self._process = psutil.Process()
-        self._process.cpu_percent(None)  # the first call only sets the baseline
         self._started = time.monotonic()
+        self._cpu = (_cpu_seconds(), self._started)  # the baseline of the first sample
 
     def sample(self) -> SystemSample:
         try:
@@ -59,9 +73,12 @@ class SystemMetrics:
         except OSError as e:
             log.debug("free disk of %s unknown: %s", self.disk_path, e)
             disk_free = 0.0
+        now, cpu = time.monotonic(), _cpu_seconds()
+        last_cpu, last = self._cpu
+        self._cpu = (cpu, now)
         return SystemSample(
-            cpu_percent=float(self._process.cpu_percent(None)),
-            rss_mb=self._process.memory_info().rss / 1e6,
+            cpu_percent=100.0 * (cpu - last_cpu) / (now - last) if now > last else 0.0,
+            rss_mb=read_rss_mb(),
             temperature_c=read_temperature_c(self.thermal_root),
             disk_free_mb=disk_free,
             uptime_s=time.monotonic() - self._started,

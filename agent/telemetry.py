@@ -4,7 +4,8 @@
 assigns its seq (so `outbox_dropped` counts every record this append pushed out) and returns
 the seq. `EventRecorder` turns the loop's events (inference over threshold, source up/down) into
 `Event` records: the loop hands them over on its own thread and they are written to the outbox
-from the scheduler, off the hot path, through a bounded queue.
+from the scheduler, off the hot path, through a bounded queue. Its `flush` (every second) also
+lets the outbox store the records it held in memory while the disk was full.
 """
 
 from __future__ import annotations
@@ -44,11 +45,12 @@ class TelemetryReporter:
         self._drift = drift
 
     def report(self) -> int:
-        """Append one telemetry record to the outbox; return its seq."""
+        """Append one telemetry record to the outbox; return its seq (0: held in memory)."""
         figures = self._loop_figures()
         model = self._model()
         sample = self.system.sample()
         drift = self._drift()
+        ts = time.time()  # when measured; the record may reach the disk later (disk full)
 
         def make(seq: int) -> TelemetryRecord:
             loop: dict[str, Any] = {}
@@ -62,7 +64,7 @@ class TelemetryReporter:
                     "outputs": dict(figures.outputs), "source_status": figures.source_status,
                 }
             return TelemetryRecord(
-                device_id=self.device_id, seq=seq, ts=time.time(), model=model,
+                device_id=self.device_id, seq=seq, ts=ts, model=model,
                 cpu_percent=sample.cpu_percent, rss_mb=sample.rss_mb,
                 temperature_c=sample.temperature_c, disk_free_mb=sample.disk_free_mb,
                 outbox_depth=self.outbox.depth(), outbox_dropped=self.outbox.dropped,
@@ -89,6 +91,8 @@ class EventRecorder:
             log.warning("event queue full; dropped a %s event (%s so far)", kind, self.dropped)
 
     def flush(self) -> int:
+        """Write the queued events; first, store what the outbox holds in memory (disk full)."""
+        self.outbox.retry()
         written = 0
         while True:
             try:

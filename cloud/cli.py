@@ -22,6 +22,7 @@ The story:
   litefleet devices | releases | events | telemetry --follow | rollouts | quarantine
   litefleet keys rotate --add NEW.pub --remove OLD.pub --sign ROOT.key ; litefleet trust publish
   litefleet audit --since 7d                             who released, deployed, rotated what
+  litefleet sim --devices 1000 --group lab               simulated devices (docs/scale.md)
 
 Every command reads --config (default: ./cloud.toml or $LITEFLEET_CONFIG) and most accept
 --json for scripting.

@@ -10,6 +10,11 @@ is the loop's cost per frame. `outside_invoke_us` is the inference thread's time
 outside `invoke` (waiting for a frame, bookkeeping): when the ratio is low and this is small,
 the invokes themselves ran slower beside the capture thread (shared cores or caches).
 
+The plain loop (`naive_fps`) is what a user writes first: one thread that reads a frame (fully
+decoded, as `VideoCapture.read` gives it), prepares it, invokes and interprets the output, over
+the same source and model; it runs after each round's loop run. `vs_naive` = loop_fps /
+naive_fps of the median round (`round_vs_naive`: every round).
+
 With `--swap-every K` a fresh copy of the model is hot-swapped in every K frames.
 `swap_max_gap_ms` is the largest interval between the last inference of one model and the first
 of the next, against `median_interval_ms`; `interval_p95_ms` and `interval_p99_ms` say how long
@@ -61,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from agent.opencv import OpenCVMissing
     from device_profiles import load_profile
     from shared.errors import Rejected
     from shared.profile import ProfileInvalid
@@ -83,7 +89,7 @@ def _bench(args: argparse.Namespace) -> int:
     except Rejected as e:
         print(f"error: {e.reason}: {e}", file=sys.stderr)
         return EXIT_REJECTED
-    except (ValueError, TimeoutError) as e:
+    except (ValueError, TimeoutError, OpenCVMissing) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INVALID
     if args.json:
@@ -114,6 +120,50 @@ def _first_input(source: Any, stage: Any, timeout: float = 10.0) -> list[Any]:
     finally:
         source.close()
     raise TimeoutError(f"no input from {source.describe()} in {timeout:.0f} s")
+
+
+def _naive(model: Any, source: Any, stage: Any, post: Any, frames: int,
+           timeout: float = 60.0) -> float:
+    """Frames per second of a plain single-thread read-prepare-invoke-interpret loop.
+
+    What a user writes first: no capture thread, no reduced decode (the frame comes whole, as
+    `cv2.VideoCapture.read` gives it), the output interpreted on the spot. A finite source
+    starts again at its end, as the agent's loop does with `replay`.
+    """
+    from agent.sources import SourceEnded
+
+    windower = stage.windower
+    if windower is not None:
+        from agent.processing import Windower
+
+        windower = Windower(windower.values, windower.channels, windower.hop)
+    source.want(None)
+    source.open()
+    done, start = 0, 0.0
+    deadline = time.monotonic() + timeout
+    try:
+        while done < WARMUP + frames:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the plain loop inferred {done} frames in {timeout:.0f} s")
+            try:
+                raw = source.read(0.5)
+            except SourceEnded:
+                source.close()
+                source.open()
+                continue
+            if raw is None:
+                continue
+            if windower is not None:
+                raw = windower.add(raw)
+                if raw is None:
+                    continue
+            post(model.invoke(stage.prep(raw)))
+            done += 1
+            if done == WARMUP:
+                start = time.perf_counter()
+    finally:
+        source.close()
+    return frames / (time.perf_counter() - start)
 
 
 def _bare(model: Any, inputs: list[Any], frames: int) -> tuple[float, list[float]]:
@@ -154,9 +204,8 @@ class _Run:
 def _run_loop(model: Any, source: Any, options: Any, frames: int, swap_every: int,
               load: Any) -> _Run:
     """The agent's loop over `source` until WARMUP + `frames` inferences (or the source ends)."""
-    import psutil
-
     from agent.loop import InferenceLoop, InferenceResult
+    from agent.system_metrics import read_rss_mb
 
     run, total = _Run(), frames + WARMUP
     finished = threading.Event()
@@ -193,8 +242,8 @@ def _run_loop(model: Any, source: Any, options: Any, frames: int, swap_every: in
         while not finished.wait(0.2):
             if loop.finished:
                 break
-            run.rss_mb = max(run.rss_mb, psutil.Process().memory_info().rss / 2**20)
-        run.rss_mb = max(run.rss_mb, psutil.Process().memory_info().rss / 2**20)
+            run.rss_mb = max(run.rss_mb, read_rss_mb() * 1e6 / 2**20)
+        run.rss_mb = max(run.rss_mb, read_rss_mb() * 1e6 / 2**20)
     finally:
         finished.set()
         loop.stop()
@@ -212,7 +261,7 @@ def run_bench(model_path: Path, source_uri: str | None, frames: int, threads: in
     import numpy as np
 
     from agent.loop import LoopOptions, stage_for
-    from agent.processing import input_kind, load_labels
+    from agent.processing import Postprocess, input_kind, load_labels
     from agent.runtime import load_model
     from agent.sources import open_source
     from shared.profile import CameraDefaults
@@ -235,13 +284,19 @@ def run_bench(model_path: Path, source_uri: str | None, frames: int, threads: in
     inputs = _first_input(probe, stage_for(model.signature, probe.kind, options))
     bare = [_bare(model, inputs, frames)]
     runs: list[_Run] = []
+    naive: list[float] = []
     for _ in range(rounds):
         run = _run_loop(model, source(), options, frames, swap_every, load)
         model = run.model  # after swaps: the copy serving now
         runs.append(run)
+        post = Postprocess(model.signature, list(options.labels), options.top_k,
+                           options.score_threshold)
+        naive.append(_naive(model, source(), stage_for(model.signature, probe.kind, options),
+                            post, frames))
         bare.append(_bare(model, inputs, frames))
     model.close()
     per_round = []  # (ratio, loop_fps, invoke_fps)
+    vs_naive = []  # (loop_fps / naive_fps, naive_fps)
     for i, run in enumerate(runs):
         measured = run.measured(frames)
         if len(measured) < 2:
@@ -250,6 +305,7 @@ def run_bench(model_path: Path, source_uri: str | None, frames: int, threads: in
         # the faster bare run either side is the reference: conservative on a busy machine
         invoke_fps = max(bare[i][0], bare[i + 1][0])
         per_round.append((loop_fps / invoke_fps, loop_fps, invoke_fps))
+        vs_naive.append((loop_fps / naive[i], naive[i]))
     _, loop_fps, invoke_fps = sorted(per_round)[(len(per_round) - 1) // 2]  # the median round
     measured = [m for run in runs for m in run.measured(frames)]
     latencies = [ms for _, ms, _ in measured]
@@ -262,6 +318,9 @@ def run_bench(model_path: Path, source_uri: str | None, frames: int, threads: in
         "invoke_fps": round(invoke_fps, 2), "loop_fps": round(loop_fps, 2),
         "ratio": round(loop_fps / invoke_fps, 4),
         "round_ratios": [round(r, 4) for r, _, _ in per_round],
+        "naive_fps": round(sorted(vs_naive)[(len(vs_naive) - 1) // 2][1], 2),
+        "vs_naive": round(sorted(vs_naive)[(len(vs_naive) - 1) // 2][0], 4),
+        "round_vs_naive": [round(r, 4) for r, _ in vs_naive],
         "p50_ms": round(p50, 3), "p95_ms": round(p95, 3), "p99_ms": round(p99, 3),
         "invoke_p50_ms": round(float(np.percentile(bare_ms, 50)), 3),
         "e2e_p50_ms": round(float(np.percentile(e2e, 50)), 3),

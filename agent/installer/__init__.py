@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.config import ConfigInvalid, load_config
+from agent.opencv import gives_frames
 from shared.profile import DeviceProfile
 
 from .files import (
@@ -130,10 +131,13 @@ def install(options: InstallOptions, run: Runner = run_command,
         source = options.source or default_source()
         assert source is not None  # _check refused otherwise
         final = f"{options.prefix.rstrip('/')}/venv"
-        plan = VenvPlan(at(final), final, source.resolve(), options.python, options.pip_args)
+        uri = tomllib.loads(config_bytes.decode("utf-8")).get("source", {}).get("uri", "")
+        extras = ("camera",) if gives_frames(str(uri)) else ()  # OpenCV for frames only
+        plan = VenvPlan(at(final), final, source.resolve(), options.python, options.pip_args,
+                        extras)
         report.changes.append(
             Change("would update" if plan.bin_python.exists() else "would create", plan.path,
-                   f"pip install {plan.source}")
+                   f"pip install {plan.requirement}")
             if options.dry_run else ensure_venv(plan, run))
     else:
         report.changes.append(Change("skipped", at(options.prefix), "--no-venv"))

@@ -1,7 +1,7 @@
 """The agent's virtual environment: `<prefix>/venv` with the base install (no TensorFlow).
 
-`pip install <source>` where the source is a source tree (the one this code runs from by
-default), a wheel or an sdist. A stamp file in the venv records what was installed (a content
+`pip install <source>` (with the `camera` extra when the device reads frames), where the
+source is a source tree (the one this code runs from by default), a wheel or an sdist. A stamp file in the venv records what was installed (a content
 fingerprint of the source, the Python and the pip arguments), so a second run with the same
 source does nothing.
 
@@ -35,6 +35,7 @@ class VenvPlan:
     source: Path
     python: str
     pip_args: tuple[str, ...] = ()
+    extras: tuple[str, ...] = ()  # e.g. ("camera",) for a device that reads frames
 
     @property
     def bin_python(self) -> Path:
@@ -45,7 +46,12 @@ class VenvPlan:
 
     def install_command(self) -> list[str]:
         return [str(self.bin_python), "-m", "pip", "install", "--disable-pip-version-check",
-                "--no-input", *self.pip_args, str(self.source)]
+                "--no-input", *self.pip_args, self.requirement]
+
+    @property
+    def requirement(self) -> str:
+        """The source with its extras: `/src/tree[camera]`."""
+        return f"{self.source}[{','.join(self.extras)}]" if self.extras else str(self.source)
 
     def uninstall_command(self) -> list[str]:
         return [str(self.bin_python), "-m", "pip", "uninstall", "--disable-pip-version-check",
@@ -88,6 +94,7 @@ def ensure_venv(plan: VenvPlan, run: Runner = run_command) -> Change:
         "fingerprint": source_fingerprint(plan.source),
         "python": plan.python,
         "pip_args": list(plan.pip_args),
+        "extras": list(plan.extras),
         "final_path": plan.final_path,
     }
     stamp_bytes = (json.dumps(stamp, indent=2, sort_keys=True) + "\n").encode()
@@ -103,7 +110,7 @@ def ensure_venv(plan: VenvPlan, run: Runner = run_command) -> Change:
     if str(plan.path) != plan.final_path:
         _relocate_scripts(plan.path, plan.final_path)
     write_file(stamp_path, stamp_bytes, 0o644)
-    return Change("updated" if existed else "created", plan.path, f"pip install {plan.source}")
+    return Change("updated" if existed else "created", plan.path, f"pip install {plan.requirement}")
 
 
 def _relocate_scripts(venv: Path, final: str) -> None:

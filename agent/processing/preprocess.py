@@ -3,7 +3,8 @@
 Images (BGR uint8 frames from OpenCV): centre crop to the model's aspect ratio (or stretch),
 resize, colour order, layout (NHWC, or NCHW when the channel axis is second), normalization
 and quantization. Normalization and quantization together are a function of the 8-bit pixel
-value, so they are one 256-entry lookup table applied by `cv2.LUT`.
+value, so they are one 256-entry lookup table applied by `cv2.LUT`. OpenCV is imported when an
+image model's preprocessing is built (a sensor agent never loads it).
 
 Sensor windows (float32 `[T, C]` or `[N]`): reshape to `[1, N]` or `[1, T, C]`, quantized when
 the input is.
@@ -14,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
+from agent.opencv import opencv
 from agent.processing.quantize import quantize, real_range
 from shared.documents import IOSignature, TensorSpec
 
@@ -99,6 +100,7 @@ class ImagePrep:
                                 "channels")
         self.color = color
         self.dtype = np.dtype(spec.dtype)
+        self._cv = opencv("image models")
         table = pixel_table(spec, options.normalization)
         # cv2.LUT maps uint8 to the table's depth; int8 and float16 go through a same-size view
         # or a float32 table.
@@ -119,6 +121,7 @@ class ImagePrep:
         return frame[top:top + ch, left:left + cw]
 
     def _resize(self, frame: np.ndarray) -> np.ndarray:
+        cv2 = self._cv
         h, w = frame.shape[:2]
         if (h, w) == (self.height, self.width):
             return frame
@@ -127,12 +130,17 @@ class ImagePrep:
             # anti-aliasing at a fraction of its cost for arbitrary factors
             double = cv2.resize(frame, (2 * self.width, 2 * self.height),
                                 interpolation=cv2.INTER_LINEAR)
-            return cv2.resize(double, (self.width, self.height), interpolation=cv2.INTER_AREA)
-        return cv2.resize(frame, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
+            small: np.ndarray = cv2.resize(double, (self.width, self.height),
+                                           interpolation=cv2.INTER_AREA)
+            return small
+        resized: np.ndarray = cv2.resize(frame, (self.width, self.height),
+                                         interpolation=cv2.INTER_LINEAR)
+        return resized
 
     def __call__(self, frame: np.ndarray) -> list[np.ndarray]:
         if frame.ndim not in (2, 3) or frame.dtype != np.uint8:
             raise InputMismatch(f"expected an 8-bit image, got {frame.dtype} {frame.shape}")
+        cv2 = self._cv
         frame = self._crop(frame)
         if frame.ndim == 3 and self.color == "gray":
             frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)  # before resizing: a third the work

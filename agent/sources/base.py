@@ -8,12 +8,13 @@ timeout, so the capture thread stays responsive to stop requests.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BadSample", "FrameNeed", "Source", "SourceDown", "SourceEnded"]
+__all__ = ["BadSample", "FrameNeed", "Pacer", "Source", "SourceDown", "SourceEnded"]
 
 SCALES = (8, 4, 2)  # the scale-downs a JPEG decoder does for a fraction of a full decode
 
@@ -48,6 +49,31 @@ class FrameNeed:
         return next((s for s in SCALES if fit >= s), 1)
 
 
+class Pacer:
+    """Items at `rate` per second (None or 0: as fast as they are asked for)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate or None
+        self.period = 1.0 / rate if rate else 0.0
+        self._due = 0.0
+
+    def wait(self, timeout: float) -> bool:
+        """True when the next item is due (sleeping up to `timeout` for it)."""
+        if not self.period:
+            return True
+        now = time.monotonic()
+        if self._due <= now:
+            self._due = max(self._due + self.period, now - self.period)
+            return True
+        delay = self._due - now
+        if delay > timeout:
+            time.sleep(timeout)
+            return False
+        time.sleep(delay)
+        self._due += self.period
+        return True
+
+
 class Source(ABC):
     kind: str = "image"  # "image" frames or "sensor" samples
     live: bool = False  # live: latest item wins, reconnect when it ends; else: every item
@@ -65,6 +91,11 @@ class Source(ABC):
 
     def describe(self) -> str:
         return type(self).__name__
+
+    @property
+    def pace(self) -> float | None:
+        """Items per second this source paces itself to (None: as fast as they come)."""
+        return None
 
     def want(self, need: FrameNeed | None) -> None:
         """A hint from the capture thread: frames reduced to `need` are enough (None: full).

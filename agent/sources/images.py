@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from agent.sources.base import BadSample, Source, SourceDown, SourceEnded
+from agent.opencv import opencv
+from agent.sources.base import BadSample, Pacer, Source, SourceDown, SourceEnded
+
+opencv("image folders")  # before cv2 loads: quiets its native logging, or names the extra
+import cv2  # noqa: E402
 
 __all__ = ["ImageFolder"]
 
@@ -21,13 +24,18 @@ class ImageFolder(Source):
     kind = "image"
     live = False
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, fps: float | None = None) -> None:
         self.folder = folder
+        self._pace = Pacer(fps)
         self._files: list[Path] = []
         self._next = 0
 
     def describe(self) -> str:
         return f"images {self.folder}"
+
+    @property
+    def pace(self) -> float | None:
+        return self._pace.rate
 
     def open(self) -> None:
         try:
@@ -39,6 +47,8 @@ class ImageFolder(Source):
         self._next = 0
 
     def read(self, timeout: float) -> np.ndarray | None:
+        if not self._pace.wait(timeout):
+            return None
         if self._next >= len(self._files):
             raise SourceEnded(f"{len(self._files)} images read")
         path = self._files[self._next]

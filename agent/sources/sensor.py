@@ -4,7 +4,7 @@ One sample per line, values separated by commas (or spaces). A first line that i
 a header. Any later line that does not parse, or is longer than `MAX_LINE_BYTES`, is a bad
 sample: counted, skipped, and the stream goes on.
 
-Regular files deliver every sample and end. Pipes and devices are live: when the writer goes
+Regular files deliver every sample and end (paced to `rate` samples a second when given). Pipes and devices are live: when the writer goes
 away the source is down and the capture thread reopens it.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.sources.base import BadSample, Source, SourceDown, SourceEnded
+from agent.sources.base import BadSample, Pacer, Source, SourceDown, SourceEnded
 
 __all__ = ["LineSource", "parse_sample"]
 
@@ -49,8 +49,10 @@ class LineSource(Source):
 
     kind = "sensor"
 
-    def __init__(self, path: Path, serial: bool = False, baud: int | None = None) -> None:
+    def __init__(self, path: Path, serial: bool = False, baud: int | None = None,
+                 rate: float | None = None) -> None:
         self.path = path
+        self._pace = Pacer(rate)  # regular files only: a pipe or device has its own pace
         self.serial = serial
         self.baud = baud
         self.live = serial
@@ -62,6 +64,10 @@ class LineSource(Source):
 
     def describe(self) -> str:
         return f"{'serial' if self.serial else 'csv'} {self.path}"
+
+    @property
+    def pace(self) -> float | None:
+        return None if self.live else self._pace.rate
 
     def open(self) -> None:
         flags = os.O_RDONLY | os.O_NONBLOCK | (os.O_NOCTTY if self.serial else 0)
@@ -80,6 +86,8 @@ class LineSource(Source):
         self._fd, self._pending, self._discarding, self._lines = fd, b"", False, 0
 
     def read(self, timeout: float) -> np.ndarray | None:
+        if not self.live and not self._pace.wait(timeout):
+            return None
         line = self._line(timeout)
         if line is None:
             return None

@@ -1,44 +1,19 @@
 """`synthetic:image` and `synthetic:sensor`: generated input for benchmarks, demos and tests.
 
-Unthrottled by default (every item, as fast as the loop takes them); with `?fps=N` (images) or
-`?rate=N` (samples per second) they pace themselves and behave as live sources.
+Unthrottled when made without a rate (every item, as fast as the loop takes them: `bench`);
+with a rate (`?fps=N` for images, `?rate=N` samples per second, or `run`'s defaults, see
+`agent.sources.open_source`) they pace themselves and behave as live sources.
 """
 
 from __future__ import annotations
 
-import time
-
-import cv2
 import numpy as np
 
-from agent.sources.base import Source
+from agent.sources.base import Pacer, Source
 
 __all__ = ["SyntheticImage", "SyntheticSensor"]
 
 DISTINCT_FRAMES = 8
-
-
-class _Paced:
-    def __init__(self, rate: float | None) -> None:
-        self.period = 1.0 / rate if rate else 0.0
-        self.live = bool(rate)
-        self._due = 0.0
-
-    def wait(self, timeout: float) -> bool:
-        """True when the next item is due (sleeping up to `timeout` for it)."""
-        if not self.period:
-            return True
-        now = time.monotonic()
-        if self._due <= now:
-            self._due = max(self._due + self.period, now - self.period)
-            return True
-        delay = self._due - now
-        if delay > timeout:
-            time.sleep(timeout)
-            return False
-        time.sleep(delay)
-        self._due += self.period
-        return True
 
 
 class SyntheticImage(Source):
@@ -49,9 +24,10 @@ class SyntheticImage(Source):
     def __init__(self, width: int = 640, height: int = 480, fps: float | None = None,
                  seed: int = 0) -> None:
         self.width, self.height = width, height
-        self._pace = _Paced(fps)
-        self.live = self._pace.live
+        self._pace = Pacer(fps)
+        self.live = self._pace.rate is not None
         rng = np.random.default_rng(seed)
+        rows, cols = np.ogrid[:height, :width]
         ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :].repeat(height, 0)
         self._frames = []
         for _ in range(DISTINCT_FRAMES):
@@ -59,12 +35,17 @@ class SyntheticImage(Source):
             for _ in range(6):
                 x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
                 color = tuple(int(c) for c in rng.integers(0, 256, 3))
-                cv2.circle(frame, (x, y), int(rng.integers(10, height // 3)), color, -1)
+                radius = int(rng.integers(10, height // 3))
+                frame[(rows - y) ** 2 + (cols - x) ** 2 <= radius * radius] = color
             self._frames.append(frame)
         self._next = 0
 
     def describe(self) -> str:
         return "synthetic image"
+
+    @property
+    def pace(self) -> float | None:
+        return self._pace.rate
 
     def open(self) -> None:
         self._next = 0
@@ -88,8 +69,8 @@ class SyntheticSensor(Source):
     def __init__(self, channels: int = 3, rate: float | None = None, seed: int = 0,
                  sample_rate_hz: float = 500.0) -> None:
         self.channels = channels
-        self._pace = _Paced(rate)
-        self.live = self._pace.live
+        self._pace = Pacer(rate)
+        self.live = self._pace.rate is not None
         self._rng = np.random.default_rng(seed)
         self._sample_rate = sample_rate_hz
         self._block = np.zeros((0, channels), dtype=np.float32)
@@ -98,6 +79,10 @@ class SyntheticSensor(Source):
 
     def describe(self) -> str:
         return "synthetic sensor"
+
+    @property
+    def pace(self) -> float | None:
+        return self._pace.rate
 
     def open(self) -> None:
         pass

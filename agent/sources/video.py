@@ -13,12 +13,15 @@ import os
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from agent.opencv import opencv
 from agent.sources.base import BadSample, FrameNeed, Source, SourceDown, SourceEnded
 
 logger = logging.getLogger(__name__)
+
+opencv("video sources")  # before cv2 loads: quiets its native logging, or names the extra
+import cv2  # noqa: E402
 
 __all__ = ["VideoSource"]
 
@@ -60,9 +63,14 @@ class VideoSource(Source):
         self._size = (0, 0)
         self._decode: tuple[FrameNeed | None, int] = (None, cv2.IMREAD_COLOR)
         self._next_due = 0.0
+        self.opens = 0  # a file played in a loop is opened again at each end, not per frame
 
     def describe(self) -> str:
         return f"video {self.target}"
+
+    @property
+    def pace(self) -> float | None:
+        return None if self.live else self.fps
 
     def want(self, need: FrameNeed | None) -> None:
         self._need = need
@@ -117,7 +125,10 @@ class VideoSource(Source):
                 cap.set(cv2.CAP_PROP_FPS, self.fps)
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a backlog
         self._cap = cap
-        logger.info("opened %s", self.describe())
+        self.opens += 1
+        # once: a file played in a loop opens again at each end, and says so at debug level
+        logger.log(logging.INFO if self.opens == 1 else logging.DEBUG, "opened %s%s",
+                   self.describe(), f" (open {self.opens})" if self.opens > 1 else "")
 
     def read(self, timeout: float) -> np.ndarray | None:
         cap = self._cap

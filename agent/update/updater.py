@@ -574,6 +574,8 @@ class Updater:
             sha = self._store.link(which)
             if sha is None:
                 continue
+            if which == ACTIVE and not self._journal.model_version(sha):
+                return self._initial_path(sha)  # no OTA version installed: the config decides
             path = self._store.verified_path(sha)
             if path is None:
                 log.error("the %s model %s is missing or corrupt", which, sha[:12])
@@ -582,12 +584,29 @@ class Updater:
                 log.warning("serving the previous model %s", sha[:12])
                 self._store.restore(sha, None)
             return path
+        return self._initial_path(None)
+
+    def _initial_path(self, active: str | None) -> Path:
+        """`[model] initial`, linked as active once it loads (InvalidModel when it does not).
+
+        While no OTA version is installed, a changed `initial` replaces the active initial model.
+        """
         initial = self.config.model.initial
-        data = initial.read_bytes()
+        try:
+            data = initial.read_bytes()
+        except OSError as e:
+            raise InvalidModel(f"cannot read {initial}: {e.strerror}") from e
         sha = hashlib.sha256(data).hexdigest()
+        if sha == active and (path := self._store.verified_path(sha)) is not None:
+            return path
+        runtime = self.config.profile.runtime
+        self._load(initial, runtime.threads, runtime.delegates).close()  # never link a dud
         path = self._store.install(data, sha)
         if self._journal.model_version(sha) is None:
             self._journal.remember_model(sha, self.config.model.name, 0)
+        if active is not None:
+            log.info("[model] initial changed (%s, was %s) and no OTA version is installed: "
+                     "serving the new one", sha[:12], active[:12])
         self._store.set_link(ACTIVE, sha)
         return path
 

@@ -215,6 +215,9 @@ _GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutE
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # the listen backlog: socketserver's default of 5 drops connection attempts when a wave of
+    # devices starts downloading at once, and each dropped client waits a second to retry
+    request_queue_size = 128
     root: Path | None
     prefix: str
     routes: dict[str, Callable[[], Response]]

@@ -42,6 +42,9 @@ def test_bench_json_over_a_video_file(tmp_path: Path) -> None:
     assert result["outside_invoke_us"] > 0 and result["e2e_p50_ms"] >= result["p50_ms"]
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
     assert result["errors"] == 0 and result["dropped_frames"] == 0 and result["rss_mb"] > 10
+    # the plain single-thread loop over the same file, and the agent's loop against it
+    assert result["naive_fps"] > 0 and len(result["round_vs_naive"]) == 2
+    assert result["vs_naive"] == min(result["round_vs_naive"])
 
 
 def test_bench_with_hot_swaps_on_the_default_synthetic_source() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -93,8 +94,9 @@ keys = ["{"ab" * 32}"]
     where, count = done.stdout.split()
     assert where.startswith(str(venv / "lib"))
     assert int(count) >= 5
-    # no TensorFlow: the base install is the device's
+    # no TensorFlow: the base install is the device's; a camera device asks for OpenCV
     assert not list((venv / "lib").glob("python*/site-packages/tensorflow*"))
+    assert json.loads((venv / "litefleet-install.json").read_text())["extras"] == ["camera"]
 
     mtimes = {p: p.stat().st_mtime_ns for p in venv.rglob("*") if p.is_file()}
     assert main(argv) == 0  # second run: the stamp matches, pip is not even started
@@ -110,3 +112,11 @@ def test_venv_command_lines(tmp_path: Path) -> None:
     assert plan.install_command() == [
         str(plan.path / "bin/python"), "-m", "pip", "install", "--disable-pip-version-check",
         "--no-input", "--no-index", "--find-links=/srv/wheels", "/src"]
+
+
+def test_a_device_that_reads_frames_installs_the_camera_extra(tmp_path: Path) -> None:
+    from agent.installer.venv import VenvPlan
+
+    plan = VenvPlan(tmp_path / "venv", "/opt/litefleet/venv", Path("/src"), sys.executable,
+                    extras=("camera",))
+    assert plan.install_command()[-1] == "/src[camera]"

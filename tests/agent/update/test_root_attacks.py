@@ -195,7 +195,10 @@ def test_five_rotations_walked_in_order_after_being_offline_for_all(  # type: ig
     rig.agent.start()
     rig.wait_online()
     rig.wait_trusted(6)
-    assert "walked v2, v3, v4, v5, v6" in rig.agent.log()
+    deadline = time.monotonic() + 10  # trust.json is written before the line is logged
+    while "walked v2, v3, v4, v5, v6" not in rig.agent.log():
+        assert time.monotonic() < deadline, rig.agent.log()
+        time.sleep(0.05)
     installed = rig.wait_update("probation")
     assert installed["sha256"] == NEW and installed["version"] == 1
 
