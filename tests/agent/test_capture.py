@@ -160,3 +160,36 @@ def test_shadow_frames_the_two_models_disagree_on_become_samples(tmp_path: Path,
     metas = [json.loads(p.read_text()) for p in (tmp_path / "state" / "samples").glob("*.json")]
     assert {m["trigger"] for m in metas} == {"disagreement"}
     assert all(m["predicted"] != m["previous_predicted"] for m in metas)
+
+
+def test_a_sensor_window_is_kept_as_npy_and_its_drift_is_per_axis(tmp_path: Path) -> None:
+    import io
+    import json
+
+    from shared.features import FeatureExtractor, build_reference
+
+    vibration = load_model(DIGITS.parent / "vibration.tflite", threads=1)
+    windows = np.random.default_rng(1).normal(size=(60, 64, 3)).astype(np.float32)
+    outputs = [np.concatenate([vibration.invoke([w[None]])[0] for w in windows])]
+    reference = build_reference(vibration.signature, windows, outputs,
+                                drift_threshold_milli=250, confidence_threshold_pct=100)
+    assert [f.name for f in reference.features] == ["input.c0", "input.c1", "input.c2",
+                                                    "output.class", "output.score"]
+    assert len(reference.channels) == 3  # mean and std per axis
+    assert FeatureExtractor(vibration.signature).names == tuple(f.name for f in
+                                                                reference.features)
+    book = ReferenceBook(tmp_path / "state")
+    book.remember(vibration.sha256, reference)
+    store = SampleStore(tmp_path / "state" / "samples", 10**6)
+    rec = SampleRecorder(CaptureConfig(enabled=False), store, tmp_path / "capture.json", book,
+                         lambda sha: vibration.signature, lambda: IDENTITY, threading.Event())
+    rec.request(1)
+    window = [windows[0][None]]
+    rec.observe(InferenceResult(vibration.sha256, True, 1.0, window, 0, 0.0,
+                                vibration.invoke(window), True))
+    assert rec.drain() == 1
+    (npy,) = (tmp_path / "state" / "samples").glob("*.npy")
+    assert np.array_equal(np.load(io.BytesIO(npy.read_bytes())), windows[0])
+    meta = json.loads(npy.with_suffix(".json").read_text())
+    assert meta["encoding"] == "npy" and meta["trigger"] == "command" and meta["shape"] == [64, 3]
+    vibration.close()
