@@ -39,7 +39,7 @@ class DriftOptions:
     min_samples: int = 100  # no score before the window holds this many (PSI of fewer is noise)
     sample_hz: float = 5.0  # frames handed to the drift thread per second, at most
     event_interval_s: float = 3600.0  # at most one drift event this often
-    pending: int = 16  # frames waiting for the drift thread; older ones are dropped
+    pending: int = 4  # frames waiting for the drift thread; older ones are dropped
 
 
 class _Window:
@@ -56,7 +56,8 @@ class _Window:
         self.edges = [np.asarray(f.edges, dtype=np.float64) / SCALE for f in reference.features]
         self.expected = [np.asarray(f.counts, dtype=np.float64) / sum(f.counts)
                          for f in reference.features]
-        self.ring = [np.zeros((size, len(e) + 1)) for e in self.edges]
+        # float32: window x bins x 4 bytes (at most 300 x MAX_BINS x 4 = 2.4 MB by default)
+        self.ring = [np.zeros((size, len(e) + 1), dtype=np.float32) for e in self.edges]
         self.sums = [np.zeros(len(e) + 1) for e in self.edges]
         self.size = size
         self.count = 0  # frames added in all

@@ -15,7 +15,8 @@ compares its rolling histograms with these (population stability index).
 
 `channels` and `score_quantiles` describe the data for people; `features` are what drift is
 measured on. Parsing is bounded before anything is kept: at most `MAX_FEATURES` features of at
-most `MAX_EDGES` edges each, integers within int64, names of a fixed pattern.
+most `MAX_EDGES` edges each and `MAX_BINS` bins in all, integers within int64, names of a fixed
+pattern.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ __all__ = ["DEFAULT_DRIFT_THRESHOLD_MILLI", "SCALE", "Feature", "ReferenceProfil
 
 SCALE = 1_000_000  # real values are signed as round(value * SCALE)
 MAX_FEATURES = 64
-MAX_EDGES = 256
+MAX_EDGES = 1024  # a classifier of up to 1025 classes
+MAX_BINS = 2048  # all features' bins together: what a device's rolling window holds per frame
 MAX_CHANNELS = 64
 DEFAULT_DRIFT_THRESHOLD_MILLI = 250  # PSI 0.25: the usual "significant shift"
 DEFAULT_CONFIDENCE_PCT = 50
@@ -144,6 +146,8 @@ class ReferenceProfile:
         if not isinstance(raw, list) or not raw or len(raw) > MAX_FEATURES:
             raise MalformedDocument(f"expected 1 to {MAX_FEATURES} features", f"{path}.features")
         features = tuple(Feature.parse(f, f"{path}.features[{i}]") for i, f in enumerate(raw))
+        if sum(len(f.counts) for f in features) > MAX_BINS:
+            raise MalformedDocument(f"more than {MAX_BINS} bins in all", f"{path}.features")
         if len({f.name for f in features}) != len(features):
             raise MalformedDocument("feature names repeat", f"{path}.features")
         channels = []

@@ -67,7 +67,7 @@ class SampleRecorder:
         self._spacing = HOUR_S / config.max_per_hour
         self._next = 0.0
         self._kept: deque[float] = deque()  # monotonic times of frames handed over, last hour
-        self._pending: deque[tuple[str, Any]] = deque(maxlen=8)
+        self._pending: deque[tuple[str, Any]] = deque(maxlen=4)  # frames held for the writer
         self._wake = threading.Event()
         self._model: tuple[str, FeatureExtractor | None, float] = ("", None, 0.0)
         self.kept = 0

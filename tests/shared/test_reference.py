@@ -69,7 +69,9 @@ def test_a_release_without_reference_signs_what_it_signed_before() -> None:
      "reference.features[0].counts"),
     (lambda r: r["features"][0]["edges"].reverse(), "reference.features[0].edges"),
     (lambda r: r["features"][0].update(edges=[2**63]), "reference.features[0].edges[0]"),
-    (lambda r: r["features"][0].update(edges=list(range(300))), "reference.features[0].edges"),
+    (lambda r: r["features"][0].update(edges=list(range(1100))), "reference.features[0].edges"),
+    (lambda r: [f.update(edges=list(range(1000)), counts=[1] * 1001) for f in r["features"]],
+     "reference.features"),  # 3003 bins in all: more than a device's window holds
     (lambda r: r["features"][0].update(name="in put"), "reference.features[0].name"),
     (lambda r: r.update(features=r["features"] * 30), "reference.features"),
     (lambda r: r["features"].append(r["features"][0]), "reference.features"),
