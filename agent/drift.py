@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,10 +41,15 @@ class DriftOptions:
     sample_hz: float = 5.0  # frames handed to the drift thread per second, at most
     event_interval_s: float = 3600.0  # at most one drift event this often
     pending: int = 4  # frames waiting for the drift thread; older ones are dropped
+    score_interval_s: float = 1.0  # the scores are recomputed at most this often
 
 
 class _Window:
-    """The rolling histograms of one model's features against one reference."""
+    """The rolling histograms of one model's features against one reference.
+
+    A feature with one value per frame (top class, top score) keeps each frame's bin index in
+    a ring and its counts; a feature with many (an input channel) keeps each frame's shares.
+    """
 
     def __init__(self, sha256: str, reference: ReferenceProfile, signature: IOSignature,
                  size: int) -> None:
@@ -54,10 +60,14 @@ class _Window:
         if tuple(f.name for f in reference.features) != names:
             raise ValueError(f"the reference profile's features are not {', '.join(names)}")
         self.edges = [np.asarray(f.edges, dtype=np.float64) / SCALE for f in reference.features]
+        self.edge_lists = [e.tolist() for e in self.edges]
         self.expected = [np.asarray(f.counts, dtype=np.float64) / sum(f.counts)
                          for f in reference.features]
-        # float32: window x bins x 4 bytes (at most 300 x MAX_BINS x 4 = 2.4 MB by default)
-        self.ring = [np.zeros((size, len(e) + 1), dtype=np.float32) for e in self.edges]
+        self.single = [not name.startswith("input.") for name in names]
+        # float32 shares: window x bins x 4 bytes (at most 300 x MAX_BINS x 4 = 2.4 MB)
+        self.ring = [np.zeros((size if not one else 1, len(e) + 1), dtype=np.float32)
+                     for e, one in zip(self.edges, self.single, strict=True)]
+        self.bins = [[-1] * size if one else [] for one in self.single]
         self.sums = [np.zeros(len(e) + 1) for e in self.edges]
         self.size = size
         self.count = 0  # frames added in all
@@ -65,9 +75,19 @@ class _Window:
     def add(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
         slot = self.count % self.size
         for k, values in enumerate(self.extractor.frame(inputs, outputs)):
-            share = fractions(values, self.edges[k])
-            self.sums[k] += share - self.ring[k][slot]
-            self.ring[k][slot] = share
+            sums = self.sums[k]
+            if self.single[k]:
+                index = bisect_right(self.edge_lists[k], float(values[0]))
+                old = self.bins[k][slot]
+                if old >= 0:
+                    sums[old] -= 1.0
+                sums[index] += 1.0
+                self.bins[k][slot] = index
+            else:
+                ring = self.ring[k]
+                sums -= ring[slot]
+                ring[slot] = fractions(values, self.edges[k])
+                sums += ring[slot]
         self.count += 1
 
     def scores(self) -> dict[str, float]:
@@ -94,6 +114,7 @@ class DriftMonitor:
         self._window: _Window | None = None
         self._skipped: str | None = None  # a model with no usable reference
         self._last_event = float("-inf")
+        self._scored_at = float("-inf")
         self.summary: DriftSummary | None = None
         self.scores: dict[str, float] = {}
         self._thread = threading.Thread(target=self._run, name="drift", daemon=True)
@@ -138,7 +159,9 @@ class DriftMonitor:
                 continue
             window.add(inputs, outputs)
             done += 1
-        if done:
+        now = time.monotonic()
+        if done and now - self._scored_at >= self.options.score_interval_s:
+            self._scored_at = now
             self._score()
         return done
 

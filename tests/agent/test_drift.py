@@ -39,7 +39,7 @@ def test_plain_digits_stay_under_inverted_go_over_and_one_event_per_interval(
     model = load_model(DIGITS, threads=1)
     x = np.load(EVAL)["x"]
     monitor, events = _monitor(tmp_path, model, window=200, min_samples=100, sample_hz=1.0,
-                               event_interval_s=3600.0)
+                               event_interval_s=3600.0, score_interval_s=0.0)
     for result in _results(model, x[:300]):
         monitor.observe(result)
         monitor.process()
