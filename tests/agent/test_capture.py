@@ -193,3 +193,24 @@ def test_a_sensor_window_is_kept_as_npy_and_its_drift_is_per_axis(tmp_path: Path
     meta = json.loads(npy.with_suffix(".json").read_text())
     assert meta["encoding"] == "npy" and meta["trigger"] == "command" and meta["shape"] == [64, 3]
     vibration.close()
+
+
+def test_drift_over_the_threshold_triggers_capture(tmp_path: Path, model) -> None:  # type: ignore[no-untyped-def]
+    drifting = {"now": False}
+    book = ReferenceBook(tmp_path / "state")
+    store = SampleStore(tmp_path / "state" / "samples", 10**7)
+    rec = SampleRecorder(CaptureConfig(enabled=True, max_per_hour=3600, triggers=("drift",)),
+                         store, tmp_path / "capture.json", book, lambda sha: model.signature,
+                         lambda: IDENTITY, threading.Event(), drifting=lambda: drifting["now"])
+    frames = results(model, 20, step=2.0)
+    for r in frames[:10]:
+        rec.observe(r)
+    assert rec.drain() == 0  # under the threshold: nothing
+    drifting["now"] = True
+    for r in frames[10:]:
+        rec.observe(r)
+    kept = rec.drain()
+    assert kept > 0
+    import json
+    metas = [json.loads(p.read_text()) for p in store.folder.glob("*.json")]
+    assert len(metas) == kept and {m["trigger"] for m in metas} == {"drift"}
