@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from agent.capture.recorder import MAX_COMMAND_COUNT, SampleRecorder
+from agent.capture.recorder import CAPTURE_STATE_FILE, MAX_COMMAND_COUNT, SampleRecorder
 from agent.capture.store import SampleStore
 from agent.capture.uploader import SampleUploader
 from agent.config import AgentConfig
@@ -52,7 +52,7 @@ class ModelWatch:
                                   on_drift=self._drifted)
         c = config.capture
         self.samples = SampleStore(config.state_dir / "samples", int(c.max_disk_mb * 1024 * 1024))
-        self.recorder = SampleRecorder(c, self.samples, config.state_dir / "capture.json",
+        self.recorder = SampleRecorder(c, self.samples, config.state_dir / CAPTURE_STATE_FILE,
                                        self.references, self._signature_of, identity, stop,
                                        drifting=self._drifting)
         self.uploader = SampleUploader(self.samples, config.device_id, publish_capture, stop)

@@ -39,11 +39,12 @@ from shared.features import FeatureExtractor
 from shared.messages import ModelIdentity
 from shared.reference import DEFAULT_CONFIDENCE_PCT
 
-__all__ = ["MAX_COMMAND_COUNT", "SampleRecorder"]
+__all__ = ["CAPTURE_STATE_FILE", "MAX_COMMAND_COUNT", "SampleRecorder", "capture_enabled"]
 
 log = logging.getLogger(__name__)
 
 MAX_COMMAND_COUNT = 1000
+CAPTURE_STATE_FILE = "capture.json"  # in the state dir: a signed command's on/off
 HOUR_S = 3600.0
 
 
@@ -76,11 +77,7 @@ class SampleRecorder:
     # -- control (inbound worker) ------------------------------------------------------------
 
     def _load_enabled(self) -> bool:
-        try:
-            value = json.loads(self._state_file.read_text())
-            return bool(value.get("enabled")) if isinstance(value, dict) else self.config.enabled
-        except (OSError, ValueError):
-            return self.config.enabled
+        return capture_enabled(self.config, self._state_file)
 
     def set_enabled(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -221,6 +218,15 @@ class _Shadow:
     new_top1: int | None
     old_top1: int | None
     outputs: None = None
+
+
+def capture_enabled(config: CaptureConfig, state_file: Path) -> bool:
+    """On or off: the last signed `capture` command's choice, else the config's."""
+    try:
+        value = json.loads(state_file.read_text())
+        return bool(value.get("enabled")) if isinstance(value, dict) else config.enabled
+    except (OSError, ValueError):
+        return config.enabled
 
 
 def _jpeg(real: np.ndarray) -> tuple[bytes, float, float] | None:

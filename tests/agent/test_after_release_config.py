@@ -61,3 +61,24 @@ colour = "red"
     for key in ("drift.window", "drift.reference", "capture.max_per_hour",
                 "capture.triggers", "capture.colour"):
         assert key in problems, problems
+
+
+def test_status_shows_capture_and_the_samples_waiting(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from agent.capture.store import SampleStore
+    from agent.cli import main
+
+    state = tmp_path / "state"
+    config = tmp_path / "agent.toml"
+    config.write_text(BASE.replace('profile = "x86-gateway"',
+                                   f'profile = "x86-gateway"\nstate_dir = "{state}"'))
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["capture"]["enabled"] is False and report["capture"]["files_waiting"] == 0
+    SampleStore(state / "samples", 10**6).keep("20260101T000000-0123abcd", "npy", b"x" * 100,
+                                               {"trigger": "command"})
+    (state / "capture.json").write_text('{"enabled": true}')  # a signed command turned it on
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "capture     on, 2 sample file(s) waiting for upload" in out
