@@ -140,6 +140,9 @@ key = "keys/release.key"
 host = "127.0.0.1"
 port = {self.http_port}
 
+[web]
+enabled = false
+
 [rollout]
 tick_s = 1.0
 """)

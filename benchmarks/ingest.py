@@ -94,7 +94,7 @@ def main() -> int:
     broker = start_broker(work, port)
     (work / "cloud.toml").write_text(
         f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nclient_id = "bench"\n'
-        '[store]\ndb = "cloud.db"\n[http]\nenabled = false\n'
+        '[store]\ndb = "cloud.db"\n[http]\nenabled = false\n[web]\nenabled = false\n'
         '[ingest]\nbatch_max = 5000\nbatch_wait_s = 0.05\n')
     db_path = work / "cloud.db"
     open_store(db_path).conn.close()

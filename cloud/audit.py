@@ -37,6 +37,8 @@ class Action(StrEnum):
     TRUST_PUBLISH = "trust.publish"
     GROUP_ADD = "group.add"
     GROUP_REMOVE = "group.remove"
+    USER_ADD = "user.add"
+    USER_REMOVE = "user.remove"
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ Every command reads --config (default: ./cloud.toml or $LITEFLEET_CONFIG) and mo
 CLOUD_EXTRA_MODULES = frozenset({"rich", "boto3", "botocore", "matplotlib", "amqtt",
                                  "ai_edge_quantizer", "prometheus_client"})
 # Checked before any command runs: what every operator command may reach for.
-REQUIRED_CLOUD_MODULES = ("rich", "boto3", "prometheus_client")
+REQUIRED_CLOUD_MODULES = ("rich", "boto3", "prometheus_client", "fastapi", "uvicorn", "argon2")
 
 
 def version() -> str:

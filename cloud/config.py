@@ -31,6 +31,7 @@ __all__ = [
     "RolloutConfig",
     "SigningConfig",
     "StoreConfig",
+    "WebConfig",
     "default_config_path",
     "load_cloud_config",
     "parse_cloud_config",
@@ -118,9 +119,28 @@ class SigningConfig:
 
 @dataclass(frozen=True)
 class HttpConfig:
+    """The artifact server (file stores) with `/healthz` and `/metrics`: what devices reach."""
+
+    host: str = "127.0.0.1"
+    port: int = 8081
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The dashboard and its JSON API (`cloud.web`): what operators reach, loopback by default."""
+
     host: str = "127.0.0.1"
     port: int = 8080
     enabled: bool = True
+    secret_file: Path | None = None  # signs session cookies; default: web-secret beside the db
+    session_max_age_s: int = 12 * 3600
+    login_failures_max: int = 5  # failed logins per client and user name in login_window_s
+    login_window_s: float = 300.0
+
+    @property
+    def listen(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -146,6 +166,7 @@ class CloudConfig:
     store: StoreConfig
     signing: SigningConfig = field(default_factory=SigningConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     path: Path | None = None
@@ -214,7 +235,7 @@ def parse_cloud_config(
     def pos(table: dict[str, Any], key: str, kind: Any, default: Any, prefix: str) -> Any:
         return r.positive(f"{prefix}{key}", r.get(table, key, kind, default, prefix), default)
 
-    r.unknown(doc, {"mqtt", "store", "signing", "http", "ingest", "rollout"})
+    r.unknown(doc, {"mqtt", "store", "signing", "http", "web", "ingest", "rollout"})
     m = r.table(doc, "mqtt", {"host", "port", "topic_prefix", "client_id", "protocol", "keepalive_s",
                               "session_expiry_s", "username", "password_file", "tls_ca",
                               "tls_cert", "tls_key", "max_payload_bytes",
@@ -285,9 +306,16 @@ def parse_cloud_config(
     h = r.table(doc, "http", {"host", "port", "enabled"})
     http = HttpConfig(
         host=r.get(h, "host", str, "127.0.0.1", "http."),
-        port=port_of(h, "port", 8080, "http."),
+        port=port_of(h, "port", HttpConfig.port, "http."),
         enabled=r.get(h, "enabled", bool, True, "http."),
     )
+    web = _web_config(r, r.table(doc, "web", {"listen", "enabled", "secret_file",
+                                              "session_max_age_s", "login_failures_max",
+                                              "login_window_s"}), opt_path)
+    if (web.enabled and http.enabled and web.port == http.port and web.port != 0
+            and web.host == http.host):
+        r.problem("web.listen", f"{web.listen} is also [http]'s address (the artifact server): "
+                  "give one of them another port")
 
     i = r.table(doc, "ingest", {"queue_max", "batch_max", "batch_wait_s", "offline_after_s"})
     ingest = IngestConfig(
@@ -313,5 +341,29 @@ def parse_cloud_config(
 
     if r.problems:
         raise CloudConfigInvalid(r.problems)
-    return CloudConfig(mqtt=mqtt, store=store, signing=signing, http=http, ingest=ingest,
-                       rollout=rollout, path=path)
+    return CloudConfig(mqtt=mqtt, store=store, signing=signing, http=http, web=web,
+                       ingest=ingest, rollout=rollout, path=path)
+
+
+def _web_config(r: TableReader, w: dict[str, Any], opt_path: Any) -> WebConfig:
+    listen = r.get(w, "listen", str, WebConfig().listen, "web.")
+    host, sep, port_text = listen.rpartition(":")
+    port = WebConfig.port
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        r.problem("web.listen", f"{listen!r} is not HOST:PORT (for example 127.0.0.1:8080)")
+    else:
+        port = int(port_text)
+    host = host.removeprefix("[").removesuffix("]")  # [::1]:8080
+    age = r.positive("web.session_max_age_s",
+                     r.get(w, "session_max_age_s", int, WebConfig.session_max_age_s, "web."),
+                     WebConfig.session_max_age_s)
+    failures = r.positive("web.login_failures_max",
+                          r.get(w, "login_failures_max", int, WebConfig.login_failures_max,
+                                "web."), WebConfig.login_failures_max)
+    window = r.positive("web.login_window_s",
+                        r.get(w, "login_window_s", (int, float), WebConfig.login_window_s,
+                              "web."), WebConfig.login_window_s)
+    return WebConfig(host=host or WebConfig.host, port=port,
+                     enabled=r.get(w, "enabled", bool, True, "web."),
+                     secret_file=opt_path(w, "secret_file", "web."), session_max_age_s=age,
+                     login_failures_max=failures, login_window_s=float(window))

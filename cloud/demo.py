@@ -182,6 +182,7 @@ class Demo:
             f'public_url = "http://127.0.0.1:{self.http_port}/artifacts"\n\n'
             f'[signing]\nkey = "{self.work}/keys/release.key"\n\n'
             f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\n\n'
+            "[web]\nenabled = false\n\n"
             "[rollout]\ntick_s = 1\n"
         )
 

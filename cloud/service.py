@@ -2,7 +2,8 @@
 
 config -> store -> ingester (persistent MQTT session) -> rollout controller and offline
 detection on an APScheduler tick -> HTTP server (artifacts of a file store, `/healthz`,
-`/metrics`). One stop event; SIGTERM and SIGINT set it, and everything stops in reverse order.
+`/metrics`, at `[http]`) -> the dashboard (`cloud.web`, at `[web] listen`). One stop event;
+SIGTERM and SIGINT set it, and everything stops in reverse order.
 
 What the log says about the broker: one warning when it cannot be reached (checked at each
 tick), one line when it is back. APScheduler's own per-run lines are kept out of INFO.
@@ -23,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -42,6 +44,9 @@ from cloud.store import open_store
 from shared.errors import Unavailable
 from shared.keys import KeyFileError, load_signing_key
 from shared.topics import Channel, topic
+
+if TYPE_CHECKING:
+    from cloud.web import WebServer
 
 __all__ = ["EXIT_WORKER_DIED", "CloudService", "mark_offline"]
 
@@ -69,7 +74,8 @@ def mark_offline(db: Database, now: float, offline_after_s: float) -> int:
 
 
 class CloudService:
-    def __init__(self, config: CloudConfig, *, http: bool | None = None) -> None:
+    def __init__(self, config: CloudConfig, *, http: bool | None = None,
+                 web: bool | None = None) -> None:
         self.config = config
         self.stop_event = threading.Event()
         self.failure: str | None = None  # which worker died, and why
@@ -90,6 +96,11 @@ class CloudService:
                                      self.broker_connected)
             self.http = ArtifactServer(root, config.http.host, config.http.port,
                                        routes=health.routes(), uploads=uploads)
+        self.web: WebServer | None = None
+        if config.web.enabled if web is None else web:
+            from cloud.web import WebServer, create_app  # FastAPI is imported only when served
+
+            self.web = WebServer(create_app(config), config.web.host, config.web.port)
         self.grants: SampleGrants | None = None
         if config.signing.key is not None:  # upload grants are signed commands
             try:
@@ -151,6 +162,8 @@ class CloudService:
         open_store(self.config.store.db).conn.close()
         if self.http is not None:
             self.http.start()
+        if self.web is not None:
+            self.web.start()
         self.ingester.start(connect_timeout=None)
         self.link.start(timeout=None)
         if self.grants is not None:
@@ -178,6 +191,9 @@ class CloudService:
         http = self.http
         if http is not None:
             workers.append(("the artifact HTTP server", lambda: http.serving))
+        web = self.web
+        if web is not None:
+            workers.append(("the dashboard's web server", lambda: web.serving))
         return workers
 
     def check_workers(self) -> None:
@@ -193,6 +209,8 @@ class CloudService:
         if self.grants is not None:
             self.grants.stop()
         self.ingester.stop()
+        if self.web is not None:
+            self.web.stop()
         if self.http is not None:
             self.http.stop()
         log.info("stopped")

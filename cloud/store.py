@@ -15,6 +15,8 @@ Tables:
     roots            one row per signed root version (`litefleet keys rotate`), the chain
     audit            append-only: who did what, when, and the sha256 of what was signed
                      (triggers refuse UPDATE and DELETE; see `cloud.audit`)
+    users            dashboard users: name, role (viewer | operator), password hash (argon2id)
+    api_tokens       one row per API token: the token's sha256 (never the token), its user
 
 Each thread opens its own connection with `open_store`; SQLite serialises the writers.
 """
@@ -77,6 +79,12 @@ CREATE TABLE IF NOT EXISTS audit (
     action TEXT NOT NULL, target TEXT NOT NULL, sha256 TEXT NOT NULL DEFAULT '',
     detail TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    token_sha256 TEXT PRIMARY KEY, user_name TEXT NOT NULL, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS api_tokens_user ON api_tokens (user_name);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit

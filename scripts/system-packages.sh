@@ -9,6 +9,11 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 have mosquitto || missing+=(mosquitto)
 have mosquitto_sub || missing+=(mosquitto-clients)
 have systemd-analyze || missing+=(systemd)
+# the dashboard's browser tests drive Debian's headless Chromium (never a downloaded browser)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+have chromedriver || missing+=(chromium-driver)
+# the dashboard's queries are also checked on a throwaway PostgreSQL cluster
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import pkgutil
+import sys
 from collections.abc import Callable
 from types import ModuleType
 
-__all__ = ["EXIT_INVALID", "EXIT_REJECTED", "EXIT_UNAVAILABLE", "build_parser", "run_parser"]
+__all__ = [
+    "EXIT_INVALID",
+    "EXIT_REJECTED",
+    "EXIT_UNAVAILABLE",
+    "build_parser",
+    "print_check_report",
+    "run_parser",
+]
 
 EXIT_INVALID = 2  # bad usage or invalid configuration
 EXIT_REJECTED = 3  # the input was refused (signature, hash, version, ...)
@@ -41,3 +50,18 @@ def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         parser.print_help()
         return EXIT_INVALID
     return func(args)
+
+
+def print_check_report(problems: list[str], warnings: list[str], notes: list[str],
+                       as_json: bool) -> int:
+    """What `check-config` says, for either program: problems and warnings one line each on
+    stderr and notes on stdout (or one JSON object); exit 2 when there is any problem."""
+    if as_json:
+        print(json.dumps({"ok": not problems, "problems": problems, "warnings": warnings,
+                          "notes": notes}))
+    else:
+        for line in problems + warnings:
+            print(line, file=sys.stderr)
+        for line in notes:
+            print(line)
+    return EXIT_INVALID if problems else 0

@@ -20,6 +20,7 @@ Only a `VerifiedUpdate` leaves this module; anything else is a rejection.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,7 +36,9 @@ from shared.documents import (
 from shared.envelope import verify_envelope
 from shared.errors import (
     BadSignature,
+    CorruptArtifact,
     Expired,
+    HashMismatch,
     IOSignatureMismatch,
     Rejected,
     SizeExceeded,
@@ -47,6 +50,7 @@ from shared.keys import Keyring, PublicKey
 
 __all__ = [
     "VerifiedUpdate",
+    "check_bytes",
     "check_sizes",
     "describe_io",
     "verify_deployment",
@@ -140,6 +144,17 @@ def verify_deployment(
             f"release version {release.version} is not newer than installed {installed_version}"
         )
     return VerifiedUpdate(deployment, release, is_current=same)
+
+
+def check_bytes(data: bytes | bytearray, size: int, sha256: str, what: str) -> None:
+    """Bytes as signed: exactly `size` bytes hashing to `sha256`, or the typed refusal."""
+    if len(data) < size:
+        raise CorruptArtifact(f"{what} is truncated: {len(data)} of {size} bytes")
+    if len(data) > size:
+        raise SizeExceeded(f"{what} has {len(data)} bytes, {size} signed")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise HashMismatch(f"{what} hashes to {actual[:12]}, signed {sha256[:12]}")
 
 
 def check_sizes(release: Release, max_model_bytes: int) -> None:

@@ -10,14 +10,12 @@ agent retries both. "valid" is only said of a config with no problem.
 from __future__ import annotations
 
 import argparse
-import json
 import socket
-import sys
 import threading
 from pathlib import Path
 
 from agent.config import AgentConfig, ConfigInvalid, load_config
-from shared.cli_support import EXIT_INVALID
+from shared.cli_support import print_check_report
 from shared.errors import Rejected
 
 __all__ = ["register"]
@@ -120,12 +118,4 @@ def _check(args: argparse.Namespace) -> int:
         else:
             notes.insert(0, f"config {args.config} is valid (device {config.device_id}, "
                          f"profile {config.profile.name})")
-    if args.json:
-        print(json.dumps({"ok": not problems, "problems": problems, "warnings": warnings,
-                          "notes": notes}))
-    else:
-        for line in problems + warnings:
-            print(line, file=sys.stderr)
-        for line in notes:
-            print(line)
-    return EXIT_INVALID if problems else 0
+    return print_check_report(problems, warnings, notes, args.json)

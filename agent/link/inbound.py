@@ -208,7 +208,7 @@ class Inbound:
             self._screen(payload)
         outcome = self._on_deployment(payload)
         self._last_deployment, self._handled_desired = digest, payload
-        log.info("deployment %s handled: %s", digest[:12], outcome)
+        log.info("deployment %s handled: %s", digest[:12], outcome.describe())
 
     def _walk_root(self, payload: bytes) -> bool:
         """Walk a root chain; True when the trusted root moved on."""

@@ -50,6 +50,20 @@ class UpdateOutcome:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "active": self.active}
 
+    def describe(self) -> str:
+        """One line for a log: `probation digits@7 (3a6fb0ce72a3, full), rollout R` or
+        `rejected digits@7 (...): io_signature_mismatch: <detail>`."""
+        what = f"{self.phase} {self.model or '?'}@{self.version}"
+        about = ", ".join(part for part in (self.sha256[:12], self.via) if part)
+        line = f"{what} ({about})" if about else what
+        if self.no_op:
+            line += ", nothing to do"
+        if self.rollout_id:
+            line += f", rollout {self.rollout_id}"
+        if self.reason:
+            line += f": {self.reason}" + (f": {self.detail}" if self.detail else "")
+        return line
+
     @classmethod
     def of_verified(cls, phase: str, verified: VerifiedUpdate, *, reason: str = "",
                     detail: str = "", no_op: bool = False) -> UpdateOutcome:

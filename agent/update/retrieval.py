@@ -19,7 +19,6 @@ update for ever (`SlowRetrieval`, retried with the usual backoff).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,13 +30,12 @@ from agent.update.local import ARTIFACT_NAMES, DELTA_NAMES, TARGET_NAMES, find_l
 from shared.codec import decompress, delta_decode
 from shared.documents import Release
 from shared.errors import (
-    CorruptArtifact,
     FetchFailed,
-    HashMismatch,
     Rejected,
     SizeExceeded,
     SlowRetrieval,
 )
+from shared.verify import check_bytes
 
 __all__ = ["Retrieval", "TargetRetriever"]
 
@@ -60,15 +58,6 @@ def _read_capped(path: Path, cap: int) -> bytes:
         raise SizeExceeded(f"{path.name} holds more than the signed {cap} bytes")
     return data
 
-
-def check_bytes(data: bytes, size: int, sha256: str, what: str) -> None:
-    if len(data) < size:
-        raise CorruptArtifact(f"{what} is truncated: {len(data)} of {size} bytes")
-    if len(data) > size:
-        raise SizeExceeded(f"{what} has {len(data)} bytes, {size} signed")
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-        raise HashMismatch(f"{what} hashes to {actual[:12]}, signed {sha256[:12]}")
 
 
 @dataclass(frozen=True)

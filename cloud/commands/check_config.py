@@ -8,13 +8,11 @@ be reached from here now, as `serve` keeps retrying).
 from __future__ import annotations
 
 import argparse
-import json
 import socket
-import sys
 from pathlib import Path
 
 from cloud.config import CloudConfig, CloudConfigInvalid, default_config_path, load_cloud_config
-from shared.cli_support import EXIT_INVALID
+from shared.cli_support import print_check_report
 from shared.keys import KeyFileError, load_signing_key
 
 __all__ = ["register"]
@@ -77,12 +75,4 @@ def _check(args: argparse.Namespace) -> int:
         notes.append(f"config {path} has {len(problems)} problem(s)" if problems else
                      f"config {path} is valid (store {config.store.db}, artifacts "
                      f"{config.store.artifacts}, broker {config.mqtt.host}:{config.mqtt.port})")
-    if args.json:
-        print(json.dumps({"ok": not problems, "problems": problems, "warnings": warnings,
-                          "notes": notes}))
-    else:
-        for line in problems + warnings:
-            print(line, file=sys.stderr)
-        for line in notes:
-            print(line)
-    return EXIT_INVALID if problems else 0
+    return print_check_report(problems, warnings, notes, args.json)

@@ -1,4 +1,5 @@
-"""`litefleet serve`: ingest, rollout controller, offline detection, artifact HTTP server."""
+"""`litefleet serve`: ingest, rollout controller, offline detection, artifact HTTP server,
+and the web dashboard."""
 
 from __future__ import annotations
 
@@ -17,15 +18,19 @@ __all__ = ["register"]
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "serve",
-        help="run the ingester, the rollout controller and the artifact HTTP server",
+        help="run the ingester, the rollout controller, the artifact HTTP server and the "
+        "dashboard",
         description="Subscribe to every device's state, telemetry, events and update topics "
         "(persistent session) and store them once each; drive rollouts from device reports; "
         "mark silent devices offline; serve a file artifact store over HTTP with Range and "
-        "ETag. A message a device sends that cannot be stored is quarantined (`litefleet "
-        "quarantine`). SIGTERM or SIGINT stops it cleanly (status 0); a worker thread that "
-        "dies ends it with status 70, for systemd to restart it.",
+        "ETag; serve the web dashboard and its JSON API at [web] listen (default "
+        "127.0.0.1:8080). A message a device sends that cannot be stored is quarantined "
+        "(`litefleet quarantine`). SIGTERM or SIGINT stops it cleanly (status 0); a worker "
+        "thread that dies ends it with status 70, for systemd to restart it.",
     )
     p.add_argument("--no-http", action="store_true", help="do not serve artifacts over HTTP")
+    p.add_argument("--no-web", action="store_true",
+                   help="do not serve the dashboard (as [web] enabled = false)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     add_config_argument(p)
     p.set_defaults(func=lambda args: run_command(args, lambda ctx: _serve(ctx, args)))
@@ -34,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _serve(ctx: Context, args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = CloudService(ctx.config, http=False if args.no_http else None)
+    service = CloudService(ctx.config, http=False if args.no_http else None,
+                           web=False if args.no_web else None)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         logging.getLogger(__name__).info("signal %s: stopping", signum)

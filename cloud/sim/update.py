@@ -16,7 +16,6 @@ of rebuilding models, on a small pool of worker threads.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -26,21 +25,12 @@ from typing import TypeVar
 from cloud.sim.download import fetch_into
 from shared.codec import decompress, delta_decode
 from shared.documents import Release
-from shared.errors import CorruptArtifact, HashMismatch, SizeExceeded
+from shared.verify import check_bytes
 
 __all__ = ["Downloads", "ModelCache", "check_bytes", "rebuild_delta", "rebuild_full"]
 
 T = TypeVar("T")
 
-
-def check_bytes(data: bytes | bytearray, size: int, sha256: str, what: str) -> None:
-    if len(data) < size:
-        raise CorruptArtifact(f"{what} is truncated: {len(data)} of {size} bytes")
-    if len(data) > size:
-        raise SizeExceeded(f"{what} has {len(data)} bytes, {size} signed")
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-        raise HashMismatch(f"{what} hashes to {actual[:12]}, signed {sha256[:12]}")
 
 
 def rebuild_full(raw: bytes, release: Release) -> bytes:

@@ -48,6 +48,9 @@ public_url = "http://127.0.0.1:8080/artifacts"
 [signing]
 key = "keys/release.key"
 
+[web]
+listen = "127.0.0.1:0"
+
 [http]
 host = "127.0.0.1"
 port = 0

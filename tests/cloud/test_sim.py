@@ -82,6 +82,9 @@ key = "keys/release.key"
 host = "127.0.0.1"
 port = {http_port}
 
+[web]
+enabled = false
+
 [ingest]
 batch_wait_s = 0.05
 

@@ -73,7 +73,7 @@ def test_capture_uploads_through_grants_nothing_leaves_when_off_and_pull_feeds_c
         config = _cloud_config(env, mosquitto.port, http_port, "file://artifacts")
     cloud = load_cloud_config(config)
     store = open_artifact_store(cloud.store)
-    service = CloudService(cloud)
+    service = CloudService(cloud, web=False)  # no dashboard: it would take 127.0.0.1:8080
     service.start()
     try:
         # every frame whose top score is under 100 % is "low confidence": triggers galore

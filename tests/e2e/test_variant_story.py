@@ -36,7 +36,7 @@ def test_the_device_activates_the_variant_it_measures_fastest_and_says_why(  # t
     slow = tmp_path / "slow.tflite"
     slow.write_bytes(slow_variant(DIGITS_FT.read_bytes(), 30))
     fast_sha = hashlib.sha256(DIGITS_FT.read_bytes()).hexdigest()
-    service = CloudService(load_cloud_config(config))
+    service = CloudService(load_cloud_config(config), web=False)  # no dashboard on 8080
     service.start()
     try:
         agent = agent_process(mosquitto, [env.key.public.hex], device_id="dev-v",

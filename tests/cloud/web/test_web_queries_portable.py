@@ -1,0 +1,214 @@
+"""Every query of `cloud.web.queries` on PostgreSQL too, through SQLAlchemy's `text()`, with the
+same rows as on SQLite and the same answers: the module moves to another store in one step.
+
+Runs a throwaway PostgreSQL cluster (Debian's `postgresql` binaries) in the test's tmp dir; it
+needs SQLAlchemy and psycopg, which the store's PostgreSQL support brings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloud.store import _SCHEMA, open_store
+from cloud.web import queries
+from tests.conftest import free_port
+
+sqlalchemy = pytest.importorskip("sqlalchemy", reason="the PostgreSQL store's driver stack")
+pytest.importorskip("psycopg", reason="the PostgreSQL store's driver stack")
+PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+
+
+def pg_schema() -> str:
+    """cloud.store's schema in PostgreSQL's words (no triggers; doubles; bigserial)."""
+    text = re.sub(r"CREATE TRIGGER.*?END;", "", _SCHEMA, flags=re.S)
+    text = text.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
+    text = text.replace("REAL", "DOUBLE PRECISION").replace("INTEGER", "BIGINT")
+    return text.replace("BLOB", "BYTEA")
+
+
+class PgStore:
+    """What `queries` asks of a store handle, over a SQLAlchemy connection."""
+
+    class _Result:
+        def __init__(self, result: Any) -> None:
+            columns = result.keys() if result.returns_rows else []  # a Result, not a dict
+            self.description = [(k,) for k in columns]
+            self._rows = result.fetchall() if result.returns_rows else []
+            self.rowcount = result.rowcount
+
+        def fetchall(self) -> list[Any]:
+            return self._rows
+
+    class _Conn:
+        def __init__(self, conn: Any) -> None:
+            self._conn = conn
+
+        def __enter__(self) -> PgStore._Conn:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._conn.commit() if exc[0] is None else self._conn.rollback()
+
+        def execute(self, sql: str, params: dict[str, Any]) -> PgStore._Result:
+            return PgStore._Result(self._conn.execute(sqlalchemy.text(sql), params))
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = PgStore._Conn(conn)
+
+    def execute(self, sql: str, params: dict[str, Any]) -> PgStore._Result:
+        return self.conn.execute(sql, params)
+
+
+@contextmanager
+def postgres() -> Iterator[str]:
+    if not PG_BIN:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    bin_dir = PG_BIN[-1].parent
+    # the cluster and its socket, where the server's user can reach them (pytest's tmp dirs
+    # are private to whoever runs the tests)
+    run = Path(tempfile.mkdtemp(prefix="litefleet-pg-"))
+    data, port = run / "data", free_port()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: as its own system user
+        shutil.chown(run, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "lf",
+                    "--auth=trust"], check=True, capture_output=True)
+    server = subprocess.Popen([*as_user, str(bin_dir / "postgres"), "-D", str(data), "-p",
+                               str(port), "-k", str(run), "-c", "listen_addresses=127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"postgresql+psycopg://lf@127.0.0.1:{port}/postgres"
+        engine = sqlalchemy.create_engine(url)
+        for _ in range(200):
+            try:
+                engine.connect().close()
+                break
+            except sqlalchemy.exc.OperationalError:
+                time.sleep(0.05)
+        engine.dispose()
+        yield url
+    finally:
+        server.terminate()
+        server.wait(30)
+        shutil.rmtree(run, ignore_errors=True)
+
+
+ROWS = {
+    "devices": ["INSERT INTO devices (device_id, online, profile, model_name, model_version, "
+                "update_phase, source_status, fps, p95_ms, last_seen) VALUES "
+                "(:d, :o, :p, 'digits', :v, :ph, :s, :f, 5.0, :t)",
+                [{"d": f"Cam-{i}", "o": i % 2, "p": "rpi5" if i % 3 else "x86-gateway",
+                  "v": 1 + i % 2, "ph": "rejected" if i == 4 else "idle",
+                  "s": "down: x" if i == 5 else "up", "f": float(i), "t": 1000.0 + i}
+                 for i in range(12)]],
+    "groups": ["INSERT INTO groups (group_name, device_id) VALUES ('north', :d)",
+               [{"d": f"Cam-{i}"} for i in range(4)]],
+    "telemetry": ["INSERT INTO telemetry (device_id, seq, ts, received, fps, latency_p95_ms, "
+                  "body) VALUES ('Cam-1', :s, :t, :t, :f, 2.0, :b)",
+                  [{"s": s, "t": 1000.0 + 7 * s, "f": float(s), "b": f'{{"seq": {s}}}'}
+                   for s in range(1, 40)]],
+    "updates": ["INSERT INTO updates (device_id, seq, ts, received, rollout_id, phase, model, "
+                "version, sha256, reason, detail, via) VALUES ('Cam-1', :s, :s, :s, 'r1', :p, "
+                "'digits', 2, '', :r, :x, 'full')",
+                [{"s": 1, "p": "downloading", "r": "", "x": ""},
+                 {"s": 2, "p": "rolled_back", "r": "probation_failed", "x": "agreement 40%"}]],
+    "rollouts": ["INSERT INTO rollouts (id, release_name, release_version, state, waves, "
+                 "current_wave, success_threshold_pct, max_failures_pct, created, updated, "
+                 "wave_started) VALUES ('r1', 'digits', 2, 'paused', '[\"1\"]', 0, 95, 5, 1, 1, 1)",
+                 [{}]],
+    "rollout_devices": ["INSERT INTO rollout_devices (rollout_id, device_id, wave, status, "
+                        "reason, phase, deployment, updated) VALUES ('r1', :d, 0, :st, :r, '', "
+                        "'{}', 1)",
+                        [{"d": "Cam-1", "st": "failed", "r": "probation_failed"},
+                         {"d": "Cam-2", "st": "committed", "r": ""}]],
+    "audit": ["INSERT INTO audit (ts, actor, action, target) VALUES (:t, 'ann', 'deploy', 'r1')",
+              [{"t": 1.0}, {"t": 2.0}]],
+}
+
+
+def answers(db: Any) -> dict[str, Any]:
+    """Every query's answer, made comparable (floats rounded, ints as ints)."""
+    for sql, rows in ROWS.values():
+        for row in rows:
+            queries.write(db, sql, row)
+    assert queries.insert_user(db, "ann", "operator", "h")
+    queries.insert_token(db, "ann", "abc")
+    f = queries.DeviceFilter
+    out: dict[str, Any] = {
+        "counts": queries.fleet_counts(db, 1010.0, 8.0),
+        "options": queries.filter_options(db),
+        "device": queries.device(db, "Cam-1", 1010.0, 8.0),
+        "latest": queries.latest_telemetry_body(db, "Cam-1"),
+        "updates": queries.device_updates(db, "Cam-1"),
+        "events": queries.device_events(db, "Cam-1"),
+        "since": queries.telemetry_since(db, "Cam-1", 1200.0, 5),
+        "rollouts": queries.rollouts(db),
+        "rollout": queries.rollout(db, "r1"),
+        "waves": queries.rollout_waves(db, "r1"),
+        "failures": queries.rollout_failures(db, "r1"),
+        "releases": queries.release_envelopes(db),
+        "running": queries.running_counts(db),
+        "running_devices": queries.running_devices(db, "digits", 2, "rpi5"),
+        "groups": queries.group_names(db),
+        "audit": queries.audit_page(db, 0, 10),
+        "user": queries.user(db, "ann"),
+        "users": queries.users(db),
+        "token": queries.user_for_token(db, "abc"),
+    }
+    for state in ("", *queries.STATES):
+        for sort in queries.SORTS:
+            out[f"page-{state}-{sort}"] = queries.device_page(
+                db, f(state=state, group="north" if sort == "fps" else "", search="cam-1"
+                      if sort == "profile" else ""), sort=sort, descending=sort == "p95",
+                offset=1, limit=4, now=1010.0, offline_after_s=8.0)
+    out["series"] = queries.device_series(db, "Cam-1", 1000.0, 60)
+    assert queries.delete_user(db, "ann") and queries.user(db, "ann") is None
+    return normal(out)
+
+
+def normal(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: normal(v) for k, v in value.items() if k != "created"}
+    if isinstance(value, list | tuple):
+        return [normal(v) for v in value]
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def test_every_query_answers_the_same_on_sqlite_and_postgresql(tmp_path: Path) -> None:
+    lite = open_store(tmp_path / "cloud.db")
+    try:
+        on_sqlite = answers(lite)
+    finally:
+        lite.conn.close()
+    with postgres() as url:
+        engine = sqlalchemy.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                for statement in pg_schema().split(";"):
+                    if statement.strip():
+                        conn.execute(sqlalchemy.text(statement))
+                conn.commit()
+                on_postgres = answers(PgStore(conn))
+        finally:
+            engine.dispose()
+    assert on_postgres == on_sqlite
+    assert on_sqlite["counts"]["failing"] == 2 and len(on_sqlite["page-failing-fps"][1]) == 0
+    assert on_sqlite["page--profile"][0] == 3  # Cam-1, Cam-10, Cam-11: any case
+    # 39 records, 7 s apart from ts 1007: minutes 16 (1007-1019) to 21 (1260-1280)
+    assert [a["bucket"] for a in on_sqlite["series"][0]] == [16, 17, 18, 19, 20, 21]
