@@ -138,6 +138,25 @@ class UpdateConfig:
 
 
 @dataclass(frozen=True)
+class DriftConfig:
+    enabled: bool = True  # measured whenever the served model has a reference profile
+    window: int = 300  # sampled frames in the rolling window
+    sample_hz: float = 5.0  # frames a second handed to the drift thread, at most
+    reference: Path | None = None  # the initial model's reference.json (releases sign theirs)
+
+
+CAPTURE_TRIGGERS = ("low_confidence", "disagreement", "drift", "command")
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    enabled: bool = False  # nothing is kept or uploaded unless this or a signed command says so
+    max_disk_mb: float = 50.0  # samples waiting for upload, at most
+    max_per_hour: int = 60  # samples kept per hour, at most (operator commands included)
+    triggers: tuple[str, ...] = CAPTURE_TRIGGERS
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     device_id: str
     profile: DeviceProfile
@@ -149,6 +168,8 @@ class AgentConfig:
     telemetry: TelemetryConfig
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
     log_format: str = "auto"  # auto (JSON under systemd, text on a terminal) | json | text
     path: Path | None = None
 
@@ -185,7 +206,7 @@ def parse_config(
         return p
 
     r.unknown(doc, {"device_id", "profile", "state_dir", "log_format", "mqtt", "model", "source",
-                    "trust", "telemetry", "outbox", "update"})
+                    "trust", "telemetry", "outbox", "update", "drift", "capture"})
     device_id = r.get(doc, "device_id", str, None)
     if device_id is None:
         r.problem("device_id", "missing")
@@ -353,10 +374,32 @@ def parse_config(
     if update.keep_models < 2:
         r.problem("update.keep_models", "must be at least 2 (active and previous)")
 
+    dr = r.table(doc, "drift", {"enabled", "window", "sample_hz", "reference"})
+    drift = DriftConfig(
+        enabled=r.get(dr, "enabled", bool, True, "drift."),
+        window=r.positive("drift.window", r.get(dr, "window", int, 300, "drift."), 300),
+        sample_hz=float(r.positive("drift.sample_hz", r.get(
+            dr, "sample_hz", (int, float), 5.0, "drift."), 5.0)),
+        reference=file_path(dr, "reference", "drift.", True),
+    )
+    cp = r.table(doc, "capture", {"enabled", "max_disk_mb", "max_per_hour", "triggers"})
+    triggers = r.get(cp, "triggers", list, list(CAPTURE_TRIGGERS), "capture.")
+    for t in triggers:
+        if t not in CAPTURE_TRIGGERS:
+            r.problem("capture.triggers", f"{t!r} is not one of {', '.join(CAPTURE_TRIGGERS)}")
+    capture = CaptureConfig(
+        enabled=r.get(cp, "enabled", bool, False, "capture."),
+        max_disk_mb=float(r.positive("capture.max_disk_mb", r.get(
+            cp, "max_disk_mb", (int, float), 50.0, "capture."), 50.0)),
+        max_per_hour=r.positive("capture.max_per_hour", r.get(
+            cp, "max_per_hour", int, 60, "capture."), 60),
+        triggers=tuple(str(t) for t in triggers),
+    )
+
     if r.problems or profile is None:
         raise ConfigInvalid(r.problems)
     return AgentConfig(
         device_id=device_id, profile=profile, state_dir=state_dir, mqtt=mqtt, model=model,
         source=source_cfg, trust=trust, telemetry=telemetry, outbox=outbox, update=update,
-        log_format=log_format, path=path,
+        drift=drift, capture=capture, log_format=log_format, path=path,
     )

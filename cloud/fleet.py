@@ -10,7 +10,7 @@ from typing import Any
 from cloud.store import Store
 from cloud.store import devices as stored_devices
 from cloud.store import rollouts as rs
-from cloud.store.records import Cursor
+from cloud.store.records import Cursor, latest_event_detail, latest_telemetry_body
 from cloud.store.records import telemetry_since as _telemetry_rows
 from shared.topics import validate_device_id
 
@@ -18,6 +18,8 @@ __all__ = [
     "add_to_group",
     "device_views",
     "group_views",
+    "latest_drift",
+    "latest_variant",
     "remove_from_group",
     "rollout_views",
     "telemetry_since",
@@ -50,8 +52,35 @@ def device_views(store: Store, offline_after_s: float,
             "agent_version": r["agent_version"],
             "source_status": r["source_status"],
             "groups": groups.get(r["device_id"], []),
+            "drift": latest_drift(store, r["device_id"]),
+            "variant": latest_variant(store, r["device_id"]),
         })
     return out
+
+
+def latest_variant(store: Store, device_id: str) -> dict[str, Any] | None:
+    """Which variant of a release the device chose to run, and why (its latest `variant`
+    event: chosen, sha256, reason, figures per candidate), or None."""
+    text = latest_event_detail(store, device_id, "variant")
+    if text is None:
+        return None
+    try:
+        detail = json.loads(text)
+    except ValueError:
+        return None
+    return detail if isinstance(detail, dict) else None
+
+
+def latest_drift(store: Store, device_id: str) -> dict[str, Any] | None:
+    """The drift figures of the device's latest telemetry record (None when it has none)."""
+    body = latest_telemetry_body(store, device_id)
+    if body is None:
+        return None
+    try:
+        drift = json.loads(body).get("drift")
+    except (ValueError, AttributeError):
+        return None
+    return drift if isinstance(drift, dict) else None
 
 
 def telemetry_since(store: Store, since: float, device_id: str | None = None,

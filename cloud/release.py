@@ -28,6 +28,7 @@ from cloud.artifacts import ArtifactStore, StoreError, artifact_key, delta_key, 
 from cloud.modelinfo import read_io_signature
 from cloud.store import Store
 from cloud.store import releases as stored
+from cloud.variants import VariantRequest, package_variants
 from shared.codec import compress, decompress, delta_encode
 from shared.documents import (
     Artifact,
@@ -42,7 +43,9 @@ from shared.documents import (
 )
 from shared.envelope import sign_envelope
 from shared.errors import MalformedDocument, SizeExceeded, VersionNotNewer
+from shared.features import FeatureExtractor
 from shared.keys import SigningKey
+from shared.reference import ReferenceProfile
 from shared.verify import describe_io
 
 __all__ = [
@@ -71,6 +74,8 @@ class ReleaseRequest:
     probation: ProbationPolicy = field(default_factory=ProbationPolicy)
     max_model_bytes: int | None = None  # the profile's budget, when known
     new_io: bool = False  # the application changed with this model: its I/O may differ
+    reference: ReferenceProfile | None = None  # signed with the model; devices measure drift
+    variants: VariantRequest | None = None  # other compressions; devices pick the fastest
 
 
 class ReleaseRefused(Exception):
@@ -253,6 +258,11 @@ def publish_release(db: Store, store: ArtifactStore, key: SigningKey,
                            f"{req.max_model_bytes}")
     io = read_io_signature(req.model)
     check_io(db, req, io)
+    if req.reference is not None:
+        wanted = FeatureExtractor(io).names
+        if tuple(f.name for f in req.reference.features) != wanted:
+            raise ReleaseRefused(f"the reference profile does not describe {req.model}'s I/O "
+                                 f"(features {', '.join(wanted)} expected)")
     target_sha = hashlib.sha256(target).hexdigest()
     lifetime = req.lifetime_s
     expires = now + timedelta(seconds=lifetime)
@@ -263,11 +273,19 @@ def publish_release(db: Store, store: ArtifactStore, key: SigningKey,
     artifact = Artifact(url=store.url(akey, lifetime), sha256=hashlib.sha256(full).hexdigest(),
                         size=len(full))
     deltas = _deltas(db, store, req, target, target_sha, history, lifetime)
+    variants = None
+    if req.variants is not None:
+        try:
+            variants = package_variants(store, req.variants, req.name, req.version, req.profile,
+                                        io, Target(target_sha, len(target)), artifact, lifetime,
+                                        req.max_model_bytes, read_io_signature)
+        except ValueError as e:
+            raise ReleaseRefused(str(e)) from e
     release = Release(
         name=req.name, version=req.version, profile=req.profile, created=format_time(now),
         expires=format_time(expires), target=Target(target_sha, len(target)), artifact=artifact,
         deltas=tuple(d for d, _ in deltas), io=io, provenance=req.provenance,
-        probation=req.probation,
+        probation=req.probation, reference=req.reference, variants=variants,
     )
     envelope = sign_envelope(release.to_signed(), [key])
     rkey = release_key(req.name, req.version, req.profile)

@@ -30,16 +30,21 @@ from urllib.parse import unquote, urlparse
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from cloud.artifacts import open_artifact_store
+from cloud.artifacts.files import UPLOAD_KEY_FILE
 from cloud.artifacts.http import ArtifactServer
+from cloud.artifacts.upload import UploadSigner
 from cloud.config import CloudConfig, CloudRole
 from cloud.controller_lease import ControllerLease
 from cloud.health import HealthEndpoints
 from cloud.ingest import Ingester
 from cloud.mqtt import CloudLink
 from cloud.rollout import tick_rollouts
+from cloud.samples.grants import SampleGrants
 from cloud.store import Store, describe_error, open_store
 from cloud.store.devices import mark_offline as _mark_offline
 from shared.errors import Unavailable
+from shared.keys import KeyFileError, load_signing_key
 from shared.topics import Channel, topic
 
 if TYPE_CHECKING:
@@ -114,20 +119,35 @@ class CloudService:
         serve_http = config.http.enabled if http is None else http
         if serve_http and ServeRole.ARTIFACTS in runs:
             root = None  # artifacts in S3: devices fetch them there
+            uploads = None
             if config.store.artifacts.startswith("file://"):
                 root = Path(unquote(urlparse(config.store.artifacts).path))
                 root.mkdir(parents=True, exist_ok=True)
+                uploads = UploadSigner.from_file(config.store.db.parent / UPLOAD_KEY_FILE)
             health = HealthEndpoints(config.store, config.ingest.offline_after_s,
                                      self.broker_connected)
             self.http = ArtifactServer(root, config.http.host, config.http.port,
-                                       routes=health.routes())
+                                       routes=health.routes(), uploads=uploads)
         self.web: WebServer | None = None
         if (config.web.enabled if web is None else web) and ServeRole.WEB in runs:
             from cloud.web import WebServer, create_app  # FastAPI is imported only when served
 
             self.web = WebServer(create_app(config), config.web.host, config.web.port)
+        self.grants: SampleGrants | None = None
+        # upload grants are signed commands, answered by the controller role
+        if config.signing.key is not None and ServeRole.CONTROLLER in runs:
+            try:
+                store = open_artifact_store(config.store, self._public_url())
+                self.grants = SampleGrants(config, store, load_signing_key(config.signing.key))
+            except KeyFileError as e:
+                log.warning("devices' sample uploads get no grants: %s", e)
         self._tick_lock = threading.Lock()
         self._broker_warned = False
+
+    def _public_url(self) -> str:
+        h = self.config.http
+        host = "127.0.0.1" if h.host in ("0.0.0.0", "::", "") else h.host
+        return f"http://{host}:{h.port}/artifacts"
 
     def broker_connected(self) -> bool:
         """Whether every broker connection this process has is up (True with none)."""
@@ -194,6 +214,8 @@ class CloudService:
             self.scheduler.add_job(self.tick, "interval", seconds=self.config.rollout.tick_s,
                                    id="controller", max_instances=1, coalesce=True)
             self.scheduler.start()
+        if self.grants is not None:
+            self.grants.start()
         log.info("serving (role %s): ingest from %s:%s, controller every %s s", self.role,
                  self.config.mqtt.host, self.config.mqtt.port, self.config.rollout.tick_s)
 
@@ -236,6 +258,8 @@ class CloudService:
             self.lease.stop()
         if self.link is not None:
             self.link.stop()
+        if self.grants is not None:
+            self.grants.stop()
         if self.ingester is not None:
             self.ingester.stop()
         if self.web is not None:

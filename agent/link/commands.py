@@ -35,7 +35,7 @@ __all__ = ["COMMANDS", "CommandGate", "Replayed", "verify_command"]
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("report-now", "rollback", "restart-source")
+COMMANDS = ("report-now", "rollback", "restart-source", "capture", "upload")
 MAX_COMMAND_BYTES = 16 * 1024
 MAX_LIFETIME = timedelta(days=1)
 CLOCK_SKEW = timedelta(minutes=5)

@@ -40,6 +40,7 @@ from typing import Any
 
 from agent.link.commands import CommandGate
 from shared.errors import PayloadTooLarge, Rejected, reason_of
+from shared.messages import Command
 from shared.topics import Channel, FleetChannel
 
 __all__ = ["COMMAND_EVENT", "Inbound"]
@@ -66,9 +67,11 @@ class Inbound:
         report: Report | None = None,
         on_refused: Callable[[Rejected], Any] | None = None,
         on_root: Callable[[bytes], list[Any]] | None = None,
+        command_handlers: dict[str, Callable[[Command], None]] | None = None,
     ) -> None:
         self.gate = gate
         self.handlers = handlers
+        self.command_handlers = command_handlers or {}  # handlers that read `args`
         self.max_payload_bytes = max_payload_bytes
         self.dropped = 0  # messages not handled: oversized, refused, queue full, failed
         self.replaced = 0  # desired messages replaced by a newer one before they were taken
@@ -258,6 +261,16 @@ class Inbound:
             command = self.gate.admit(payload, self._now())
         except Rejected as e:
             self._drop(Channel.CMD, f"{e.reason}: {e}", e.reason)
+            return
+        with_args = self.command_handlers.get(command.command)
+        if with_args is not None:
+            log.info("running operator command %r (nonce %s)", command.command, command.nonce)
+            try:
+                with_args(command)
+            except Rejected as e:
+                self._drop(Channel.CMD, f"{e.reason}: {e}", e.reason)
+                return
+            self._tell({"outcome": "done", "command": command.command, "nonce": command.nonce})
             return
         handler = self.handlers.get(command.command)
         if handler is None:  # every command in the contract has one; a gap is a bug here

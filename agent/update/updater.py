@@ -53,6 +53,7 @@ from agent.update.retrieval import Pace, Retrieval, TargetRetriever
 from agent.update.state import active_identity
 from agent.update.trust import TrustStore
 from agent.update.validation import check_model
+from agent.update.variants import VariantChooser
 from shared.documents import Deployment, IOSignature, Release, load_json
 from shared.errors import (
     DiskFull,
@@ -129,6 +130,13 @@ class Updater:
         self._transfer: tuple[str, Transfer] | None = None  # (deployment digest, its download)
         self._resume: JournalEntry | None = None  # an interrupted probation, resumed on attach
         self._stopping = False
+        # told each verified release before its model is activated (its reference profile)
+        self.on_release: Callable[[Release], None] | None = None
+        # shadow frames the new and the previous model disagree on, during probation
+        self.on_disagreement: Callable[[str, list[np.ndarray], int | None, int | None],
+                                       None] | None = None
+        self.variants = VariantChooser(config, self._downloads, self._fetchers, self._pace,
+                                       self._load)
 
     # public -----------------------------------------------------------------------------
 
@@ -314,6 +322,7 @@ class Updater:
                                 detail="already active")
             return UpdateOutcome.of_verified(UpdatePhase.COMMITTED, verified, no_op=True,
                                              detail="already active")
+        release = self.variants.choose(release, dirs, self._loop)  # the fastest variant here
         condemned = self._journal.condemned(release.target.sha256, release.version)
         if condemned is not None:
             detail = f"refused earlier ({condemned.reason}): {condemned.detail}"
@@ -389,6 +398,8 @@ class Updater:
         model = self._validate(path, release)
         entry = self._journal.update(entry.id, phase=UpdatePhase.STAGED, detail="")
         self._journal.remember_model(target.sha256, release.name, release.version)
+        if self.on_release is not None:
+            self.on_release(release)
         self._status.report(UpdatePhase.STAGED, entry, detail=retrieval.delta_error,
                             via=retrieval.via)
         crashpoint("journal.staged")
@@ -432,6 +443,7 @@ class Updater:
         crashpoint("loop.swapped")
         self._previous_model = old
         self._probation = Probation(entry.sha256, release.probation, baseline, old)
+        self._probation.on_disagreement = self.on_disagreement
         entry = self._journal.update(entry.id, phase=UpdatePhase.PROBATION,
                                      probation_started=time.time())
         self._status.report(UpdatePhase.PROBATION, entry)
@@ -552,6 +564,7 @@ class Updater:
                 log.warning("the previous model does not load (%s); no shadow checks", e)
         self._previous_model = old
         self._probation = Probation(entry.sha256, release.probation, None, old)
+        self._probation.on_disagreement = self.on_disagreement
         self._journal.update(entry.id, probation_started=time.time())
         crashpoint("probation.resumed")
         self._on_state_change()

@@ -107,11 +107,21 @@ def _devices(ctx: Context, args: argparse.Namespace) -> int:
         rows.append([v["device_id"], "yes" if v["online"] else "no", v["profile"] or "-",
                      f"{m['name']}@{m['version']} {str(m['sha256'])[:sha_chars]}" if m else "-",
                      v["source_status"] or "-", _num(v["fps"]), _num(v["p95_ms"]),
-                     v["update_phase"] or "-", _when(v["last_seen"])])
+                     v["update_phase"] or "-", _drift(v.get("drift")), _when(v["last_seen"])])
     print_table(f"{len(views)} device(s)", ("device", "online", "profile", "model", "source",
-                                            "fps", "p95 ms", "update", "last seen"),
+                                            "fps", "p95 ms", "update", "drift", "last seen"),
                 rows, wide=args.wide)
     return 0
+
+
+def _drift(drift: dict[str, Any] | None) -> str:
+    """`0.03` under the threshold; `1.42! input.c0` over it (with the worst feature)."""
+    if not drift or not isinstance(drift.get("score"), (int, float)):
+        return "-"
+    score, threshold = float(drift["score"]), drift.get("threshold")
+    if isinstance(threshold, (int, float)) and score > threshold:
+        return f"{score:.2f}! {drift.get('feature', '?')}"
+    return f"{score:.2f}"
 
 
 def _telemetry(ctx: Context, args: argparse.Namespace) -> int:
