@@ -11,10 +11,10 @@ Prints one JSON line. Runs from a fresh clone, on loopback only:
 
 Each agent's RSS and PSS (/proc/PID/smaps_rollup) at 1 minute and at the end, the growth
 between them, and its average CPU (% of one core) from 1 minute to the end. Unless
-`--no-venvs`, a sensor venv (`pip install .`) and a camera venv (`pip install '.[camera]'`) are
-built in a temporary folder first (pip's cache makes a second run quick), their sizes reported,
-and each agent runs from its own venv, as installed on a device; with `--no-venvs` both run with
-this Python and the checkout. `--malloc-arena-max N` sets MALLOC_ARENA_MAX for the agents (it
+`--no-venvs`, a sensor venv (`.`) and a camera venv (`.[camera]`) are built in a temporary
+folder first, as `litefleet-agent install` builds them (no pip inside; pip's cache makes a
+second run quick), their sizes reported, and each agent runs from its own venv, as installed on
+a device; with `--no-venvs` both run with this Python and the checkout. `--malloc-arena-max N` sets MALLOC_ARENA_MAX for the agents (it
 made no difference here: glibc's default is kept).
 
     python benchmarks/agent_footprint.py                # 10 minutes
@@ -42,6 +42,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))  # make_digits_video's drawing
+sys.path.insert(0, str(ROOT))  # the installer's VenvPlan, run from a fresh clone
 
 FPS = 15
 SENSOR_HZ = 100
@@ -175,18 +176,21 @@ def cpu_seconds(pid: int) -> float:
 
 
 def build_venv(tmp: Path, extra: str) -> tuple[float, str]:
-    """A venv with `pip install .[extra]` (from a copy of the tree): (its MB, its python)."""
-    venv = tmp / f"venv-{extra or 'base'}"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    """A venv with `.[extra]` (from a copy of the tree), built as `litefleet-agent install`
+    builds it: without pip of its own, filled by this Python's pip. (its MB, its python)."""
+    from agent.installer.venv import VenvPlan
+
     src = tmp / "src"
     if not src.exists():
         shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
             ".git", ".venv*", ".demo", "build", "*.egg-info", "__pycache__", ".bench-models"))
-    requirement = f"{src}[{extra}]" if extra else str(src)
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                    "--disable-pip-version-check", requirement], check=True)
+    venv = tmp / f"venv-{extra or 'base'}"
+    plan = VenvPlan(venv, str(venv), src, sys.executable, ("--quiet",),
+                    (extra,) if extra else ())
+    subprocess.run(plan.create_command(), check=True)
+    subprocess.run(plan.install_command(), check=True)
     total = sum(p.lstat().st_size for p in venv.rglob("*") if p.is_file() or p.is_symlink())
-    return round(total / 1e6, 1), str(venv / "bin" / "python")
+    return round(total / 1e6, 1), str(plan.bin_python)
 
 
 def measure(minutes: float, first: float, venvs: bool, arenas: int) -> dict[str, Any]:
