@@ -9,13 +9,15 @@ Prints one JSON line. Runs from a fresh clone, on loopback only:
 - both publishing to a mosquitto started here when one is installed, otherwise to a port where
   nothing listens (the outbox buffers on disk, as on a device that is offline).
 
-Each agent's RSS and PSS (/proc/PID/smaps_rollup) at 1 minute and at the end, the growth
-between them, and its average CPU (% of one core) from 1 minute to the end. Unless
+Each agent's RSS and PSS (/proc/PID/smaps_rollup) at 1 minute and at the end and the growth
+between them, the anonymous part of RSS at the end (the rest is mapped files: libraries, shared
+and reclaimable), and its average CPU (% of one core) from 1 minute to the end. Unless
 `--no-venvs`, a sensor venv (`.`) and a camera venv (`.[camera]`) are built in a temporary
 folder first, as `litefleet-agent install` builds them (no pip inside; pip's cache makes a
 second run quick), their sizes reported, and each agent runs from its own venv, as installed on
-a device; with `--no-venvs` both run with this Python and the checkout. `--malloc-arena-max N` sets MALLOC_ARENA_MAX for the agents (it
-made no difference here: glibc's default is kept).
+a device (their files evicted from the page cache first, as after a reboot); with `--no-venvs`
+both run with this Python and the checkout. `--malloc-arena-max N` sets MALLOC_ARENA_MAX for the
+agents (it made no difference here: glibc's default is kept).
 
     python benchmarks/agent_footprint.py                # 10 minutes
     python benchmarks/agent_footprint.py --quick        # 1 minute, no venvs: to try it out
@@ -161,12 +163,12 @@ def start_agent(tmp: Path, name: str, model: str, uri: str, port: int, python: s
 
 
 def memory_mb(pid: int) -> dict[str, float]:
-    """Rss and Pss from /proc/PID/smaps_rollup, in MB."""
+    """Rss, Pss and the anonymous part of Rss from /proc/PID/smaps_rollup, in MB."""
     figures = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         key, _, rest = line.partition(":")
-        if key in ("Rss", "Pss"):
-            figures[key.lower() + "_mb"] = round(int(rest.split()[0]) / 1024, 1)
+        if key in ("Rss", "Pss", "Anonymous"):
+            figures[key[:4].lower() + "_mb"] = round(int(rest.split()[0]) / 1024, 1)
     return figures
 
 
@@ -190,7 +192,26 @@ def build_venv(tmp: Path, extra: str) -> tuple[float, str]:
     subprocess.run(plan.create_command(), check=True)
     subprocess.run(plan.install_command(), check=True)
     total = sum(p.lstat().st_size for p in venv.rglob("*") if p.is_file() or p.is_symlink())
+    drop_page_cache(venv)
     return round(total / 1e6, 1), str(plan.bin_python)
+
+
+def drop_page_cache(folder: Path) -> None:
+    """Evict the folder's files from the page cache, as after a reboot.
+
+    Files pip has just written stay cached in large folios (how large depends on how that pip
+    wrote them), and a process that maps them counts whole folios as resident: cv2's library
+    measured 30 MB resident written by pip 26, 10 MB written by pip 23 or read back from disk.
+    Read back cold, the figures no longer depend on which pip installed the venv.
+    """
+    os.sync()
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
 
 
 def measure(minutes: float, first: float, venvs: bool, arenas: int) -> dict[str, Any]:
@@ -234,6 +255,7 @@ def measure(minutes: float, first: float, venvs: bool, arenas: int) -> dict[str,
                 result[key] = {
                     "rss_first_mb": mem0["rss_mb"], "pss_first_mb": mem0["pss_mb"],
                     "rss_end_mb": mem1["rss_mb"], "pss_end_mb": mem1["pss_mb"],
+                    "anon_end_mb": mem1["anon_mb"],
                     "growth_mb": round(mem1["rss_mb"] - mem0["rss_mb"], 1),
                     "cpu_percent": round(cpu, 1),
                 }
