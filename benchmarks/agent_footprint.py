@@ -15,7 +15,7 @@ and reclaimable), and its average CPU (% of one core) from 1 minute to the end. 
 `--no-venvs`, a sensor venv (`.`) and a camera venv (`.[camera]`) are built in a temporary
 folder first, as `litefleet-agent install` builds them (no pip inside; pip's cache makes a
 second run quick), their sizes reported, and each agent runs from its own venv, as installed on
-a device (their files evicted from the page cache first, as after a reboot); with `--no-venvs`
+a device (their files evicted from the page cache, as the installer does); with `--no-venvs`
 both run with this Python and the checkout. `--malloc-arena-max N` sets MALLOC_ARENA_MAX for the
 agents (it made no difference here: glibc's default is kept).
 
@@ -180,7 +180,7 @@ def cpu_seconds(pid: int) -> float:
 def build_venv(tmp: Path, extra: str) -> tuple[float, str]:
     """A venv with `.[extra]` (from a copy of the tree), built as `litefleet-agent install`
     builds it: without pip of its own, filled by this Python's pip. (its MB, its python)."""
-    from agent.installer.venv import VenvPlan
+    from agent.installer.venv import VenvPlan, evict_page_cache
 
     src = tmp / "src"
     if not src.exists():
@@ -192,26 +192,8 @@ def build_venv(tmp: Path, extra: str) -> tuple[float, str]:
     subprocess.run(plan.create_command(), check=True)
     subprocess.run(plan.install_command(), check=True)
     total = sum(p.lstat().st_size for p in venv.rglob("*") if p.is_file() or p.is_symlink())
-    drop_page_cache(venv)
+    evict_page_cache(venv)  # as the installer does: see there
     return round(total / 1e6, 1), str(plan.bin_python)
-
-
-def drop_page_cache(folder: Path) -> None:
-    """Evict the folder's files from the page cache, as after a reboot.
-
-    Files pip has just written stay cached in large folios (how large depends on how that pip
-    wrote them), and a process that maps them counts whole folios as resident: cv2's library
-    measured 30 MB resident written by pip 26, 10 MB written by pip 23 or read back from disk.
-    Read back cold, the figures no longer depend on which pip installed the venv.
-    """
-    os.sync()
-    for path in folder.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
 
 
 def measure(minutes: float, first: float, venvs: bool, arenas: int) -> dict[str, Any]:

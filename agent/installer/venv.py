@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -28,8 +29,8 @@ import agent
 from .files import Change, write_file
 from .process import Runner, run_command
 
-__all__ = ["MIN_PIP", "STAMP_NAME", "VenvPlan", "default_source", "ensure_venv", "pip_problem",
-           "source_fingerprint"]
+__all__ = ["MIN_PIP", "STAMP_NAME", "VenvPlan", "default_source", "ensure_venv",
+           "evict_page_cache", "pip_problem", "source_fingerprint"]
 
 STAMP_NAME = "litefleet-install.json"
 MIN_PIP = (22, 3)  # the first pip with `--python`: it installs into a venv without pip
@@ -140,7 +141,32 @@ def ensure_venv(plan: VenvPlan, run: Runner = run_command) -> Change:
     if str(plan.path) != plan.final_path:
         _relocate_scripts(plan.path, plan.final_path)
     write_file(stamp_path, stamp_bytes, 0o644)
+    evict_page_cache(plan.path)
     return Change("updated" if existed else "created", plan.path, f"pip install {plan.requirement}")
+
+
+def evict_page_cache(folder: Path) -> None:
+    """Write the folder's files to disk and drop them from the page cache.
+
+    A recent pip leaves the files it has just written cached in large folios, and a process
+    that maps them (the agent starting right after the install) counts whole folios as
+    resident: a camera agent measured 129 MB instead of 88 until the next reboot. Read back
+    from disk, the libraries are only as resident as they are used.
+    """
+    for path in folder.rglob("*"):
+        if path.is_symlink() or not path.is_file():
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # unreadable: nothing to gain, nothing to fail the install for
+        try:
+            os.fsync(fd)  # only clean pages can be dropped
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def _relocate_scripts(venv: Path, final: str) -> None:

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -185,3 +186,28 @@ def test_a_device_that_reads_frames_installs_the_camera_extra(tmp_path: Path) ->
     plan = VenvPlan(tmp_path / "venv", "/opt/litefleet/venv", Path("/src"), sys.executable,
                     extras=("camera",))
     assert plan.install_command()[-1] == "/src[camera]"
+
+
+def cached_pages(files: list[Path]) -> int:
+    done = subprocess.run(["fincore", "--noheadings", "--raw", "--output", "PAGES",
+                           *map(str, files)], capture_output=True, text=True, timeout=60,
+                          check=True)
+    return sum(int(line) for line in done.stdout.split())
+
+
+def test_the_installed_files_are_left_on_disk_not_in_the_page_cache(tmp_path: Path) -> None:
+    # files pip has just written stay cached in large folios, which an agent started right
+    # after the install would count as resident; the installer writes them out and drops them
+    from agent.installer.venv import VenvPlan, ensure_venv
+
+    if shutil.which("fincore") is None:
+        pytest.skip("fincore (util-linux) is not installed")
+    plan = VenvPlan(tmp_path / "venv", str(tmp_path / "venv"), build_wheel(tmp_path),
+                    sys.executable, ("--no-deps", "--no-index"))
+    assert ensure_venv(plan).action == "created"
+    files = sorted(plan.path.glob("lib/python*/site-packages/agent/**/*.py"))
+    assert len(files) > 20
+    assert cached_pages(files) == 0
+    for file in files:  # positive control: read back, fincore sees them cached
+        file.read_bytes()
+    assert cached_pages(files) >= len(files)
