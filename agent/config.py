@@ -154,6 +154,25 @@ class UpdateConfig:
 
 
 @dataclass(frozen=True)
+class DriftConfig:
+    enabled: bool = True  # measured whenever the served model has a reference profile
+    window: Positive = 300  # sampled frames in the rolling window
+    sample_hz: PositiveS = 5.0  # frames a second handed to the drift thread, at most
+    reference: ExistingFile = None  # the initial model's reference.json (releases sign theirs)
+
+
+CAPTURE_TRIGGERS = ("low_confidence", "disagreement", "drift", "command")
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    enabled: bool = False  # nothing is kept or uploaded unless this or a signed command says so
+    max_disk_mb: PositiveS = 50.0  # samples waiting for upload, at most
+    max_per_hour: Positive = 60  # samples kept per hour, at most (operator commands included)
+    triggers: tuple[str, ...] = CAPTURE_TRIGGERS
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     device_id: str
     profile: DeviceProfile
@@ -165,6 +184,8 @@ class AgentConfig:
     telemetry: TelemetryConfig
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
     log_format: Literal["auto", "json", "text"] = "auto"  # auto: JSON under systemd
     path: Path | None = None
 
@@ -202,7 +223,8 @@ def parse_config(
 
     top = read(r, AgentConfig, doc, "", paths,
                skip={"device_id", "profile", "state_dir", "mqtt", "model", "source", "trust",
-                     "telemetry", "outbox", "update"}, not_keys={"path"})
+                     "telemetry", "outbox", "update", "drift", "capture"},
+               not_keys={"path"})
     device_id = _device_id(r, doc)
     profile = _profile(r, doc, base)
     state_dir = Path(r.get(doc, "state_dir", str, "/var/lib/litefleet"))
@@ -219,13 +241,18 @@ def parse_config(
                                        paths, defaults={"interval_s": interval}))
     outbox = OutboxConfig(**read(r, OutboxConfig, section("outbox"), "outbox.", paths))
     update = UpdateConfig(**read(r, UpdateConfig, section("update"), "update.", paths))
+    drift = DriftConfig(**read(r, DriftConfig, section("drift"), "drift.", paths))
+    capture = CaptureConfig(**read(r, CaptureConfig, section("capture"), "capture.", paths))
+    for t in capture.triggers:
+        if t not in CAPTURE_TRIGGERS:
+            r.problem("capture.triggers", f"{t!r} is not one of {', '.join(CAPTURE_TRIGGERS)}")
 
     if r.problems or profile is None or device_id is None:
         raise ConfigInvalid(r.problems)
     return AgentConfig(
         device_id=device_id, profile=profile, state_dir=state_dir, mqtt=mqtt, model=model,
         source=source_cfg, trust=trust, telemetry=telemetry, outbox=outbox, update=update,
-        log_format=top["log_format"], path=path,
+        drift=drift, capture=capture, log_format=top["log_format"], path=path,
     )
 
 

@@ -9,7 +9,8 @@ and leaves `online: false` as the retained state.
 Threads: the loop's capture, inference and postprocessing threads; paho's network thread; the
 outbox drain; the inbound workers (one runs deployments, one runs commands, so a slow download
 never holds up a command); one thread per periodic job (telemetry, state heartbeat, updater
-tick, event flush, systemd watchdog; `agent.periodic`).
+tick, event flush, systemd watchdog; `agent.periodic`); drift, sample capture and sample
+upload (`agent.watch`).
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ from agent.system_metrics import SystemMetrics
 from agent.telemetry import EventRecorder, TelemetryReporter
 from agent.update import Updater
 from agent.update.trust import TrustStore
+from agent.watch import ModelWatch
 from shared.errors import InvalidModel
 from shared.messages import DeviceState, ModelIdentity, encode_message
+from shared.topics import Channel
 from shared.vocabulary import CommandName
 
 __all__ = ["Daemon", "run_daemon"]
@@ -67,6 +70,7 @@ class _Parts:
     telemetry: TelemetryReporter
     events: EventRecorder
     scheduler: PeriodicJobs
+    watch: ModelWatch
 
 
 class Daemon:
@@ -127,6 +131,12 @@ class Daemon:
         self._identity, self._phase = updater.active(), updater.phase()
         events = EventRecorder(cfg.device_id, outbox, cfg.telemetry.event_queue)
         loop.add_event_listener(events.offer)
+        watch = ModelWatch(cfg, loop, self.stop_event, self._model_identity,
+                           self._publish_capture, events.offer)
+        updater.on_release = watch.remember_release
+        updater.variants.report = lambda detail: events.offer("variant", detail)
+        updater.on_disagreement = watch.recorder.disagreement
+        watch.start()
         loop.start()
         updater.attach(loop)
 
@@ -134,10 +144,13 @@ class Daemon:
         telemetry = TelemetryReporter(
             cfg.device_id, outbox, SystemMetrics(cfg.state_dir), self._model_identity,
             lambda: loop.snapshot(reset_outputs=True),  # outputs summarised per interval
+            drift=watch.summary,
         )
         inbound = Inbound(
             gate, updater.handle_deployment,
             handlers=self._command_handlers(updater, telemetry, loop),
+            command_handlers={CommandName.CAPTURE: watch.capture_command,
+                              CommandName.UPLOAD: watch.upload_command},
             max_payload_bytes=cfg.mqtt.max_payload_bytes, queue_size=cfg.mqtt.inbound_queue,
             supersede=updater.supersede, report=events.offer, on_refused=updater.refuse,
             on_root=trust.offer,
@@ -148,7 +161,7 @@ class Daemon:
         link.set_handoffs(on_ack=drain.ack, on_connected=drain.wake)
         scheduler = PeriodicJobs()
         self._parts = _Parts(db, outbox, updater, loop, link, drain, inbound, gate, telemetry,
-                             events, scheduler)
+                             events, scheduler, watch)
 
         inbound.start()
         drain.start()
@@ -190,6 +203,11 @@ class Daemon:
                 log.exception("periodic job %s failed", name)
 
         return run
+
+    def _publish_capture(self, payload: bytes) -> None:
+        parts = self._parts
+        if parts is not None:
+            parts.link.publish(Channel.CAPTURE, payload)
 
     def _heartbeat(self) -> None:
         parts = self._parts
@@ -267,6 +285,7 @@ class Daemon:
         log.info("stopping: outbox depth %s", parts.outbox.depth())
         parts.scheduler.shutdown()
         parts.loop.stop()
+        parts.watch.stop()
         parts.inbound.stop()
         parts.events.flush()
         flushed = parts.drain.flush(self.config.outbox.shutdown_flush_s)

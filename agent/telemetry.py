@@ -20,7 +20,7 @@ from agent.loop import LoopSnapshot
 from agent.outbox import Outbox
 from agent.system_metrics import SystemMetrics
 from shared.fields import FreeObject
-from shared.messages import Event, ModelIdentity, TelemetryRecord
+from shared.messages import DriftSummary, Event, ModelIdentity, TelemetryRecord
 from shared.topics import Channel
 
 __all__ = ["EventRecorder", "TelemetryReporter"]
@@ -36,18 +36,21 @@ class TelemetryReporter:
         system: SystemMetrics,
         model: Callable[[], ModelIdentity | None],
         loop_figures: Callable[[], LoopSnapshot | None],
+        drift: Callable[[], DriftSummary | None] = lambda: None,
     ) -> None:
         self.device_id = device_id
         self.outbox = outbox
         self.system = system
         self._model = model
         self._loop_figures = loop_figures
+        self._drift = drift
 
     def report(self) -> int:
         """Append one telemetry record to the outbox; return its seq (0: held in memory)."""
         figures = self._loop_figures()
         model = self._model()
         sample = self.system.sample()
+        drift = self._drift()
         ts = time.time()  # when measured; the record may reach the disk later (disk full)
 
         def make(seq: int) -> TelemetryRecord:
@@ -66,7 +69,7 @@ class TelemetryReporter:
                 cpu_percent=sample.cpu_percent, rss_mb=sample.rss_mb,
                 temperature_c=sample.temperature_c, disk_free_mb=sample.disk_free_mb,
                 outbox_depth=self.outbox.depth(), outbox_dropped=self.outbox.dropped,
-                uptime_s=sample.uptime_s, **loop,
+                uptime_s=sample.uptime_s, drift=drift, **loop,
             )
 
         return self.outbox.append(Channel.TELEMETRY, make)

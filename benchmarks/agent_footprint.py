@@ -9,13 +9,15 @@ Prints one JSON line. Runs from a fresh clone, on loopback only:
 - both publishing to a mosquitto started here when one is installed, otherwise to a port where
   nothing listens (the outbox buffers on disk, as on a device that is offline).
 
-Each agent's RSS and PSS (/proc/PID/smaps_rollup) at 1 minute and at the end, the growth
-between them, and its average CPU (% of one core) from 1 minute to the end. Unless
-`--no-venvs`, a sensor venv (`pip install .`) and a camera venv (`pip install '.[camera]'`) are
-built in a temporary folder first (pip's cache makes a second run quick), their sizes reported,
-and each agent runs from its own venv, as installed on a device; with `--no-venvs` both run with
-this Python and the checkout. `--malloc-arena-max N` sets MALLOC_ARENA_MAX for the agents (it
-made no difference here: glibc's default is kept).
+Each agent's RSS and PSS (/proc/PID/smaps_rollup) at 1 minute and at the end and the growth
+between them, the anonymous part of RSS at the end (the rest is mapped files: libraries, shared
+and reclaimable), and its average CPU (% of one core) from 1 minute to the end. Unless
+`--no-venvs`, a sensor venv (`.`) and a camera venv (`.[camera]`) are built in a temporary
+folder first, as `litefleet-agent install` builds them (no pip inside; pip's cache makes a
+second run quick), their sizes reported, and each agent runs from its own venv, as installed on
+a device (their files evicted from the page cache, as the installer does); with `--no-venvs`
+both run with this Python and the checkout. `--malloc-arena-max N` sets MALLOC_ARENA_MAX for the
+agents (it made no difference here: glibc's default is kept).
 
     python benchmarks/agent_footprint.py                # 10 minutes
     python benchmarks/agent_footprint.py --quick        # 1 minute, no venvs: to try it out
@@ -42,6 +44,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))  # make_digits_video's drawing
+sys.path.insert(0, str(ROOT))  # the installer's VenvPlan, run from a fresh clone
 
 FPS = 15
 SENSOR_HZ = 100
@@ -160,12 +163,12 @@ def start_agent(tmp: Path, name: str, model: str, uri: str, port: int, python: s
 
 
 def memory_mb(pid: int) -> dict[str, float]:
-    """Rss and Pss from /proc/PID/smaps_rollup, in MB."""
+    """Rss, Pss and the anonymous part of Rss from /proc/PID/smaps_rollup, in MB."""
     figures = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         key, _, rest = line.partition(":")
-        if key in ("Rss", "Pss"):
-            figures[key.lower() + "_mb"] = round(int(rest.split()[0]) / 1024, 1)
+        if key in ("Rss", "Pss", "Anonymous"):
+            figures[key[:4].lower() + "_mb"] = round(int(rest.split()[0]) / 1024, 1)
     return figures
 
 
@@ -175,18 +178,22 @@ def cpu_seconds(pid: int) -> float:
 
 
 def build_venv(tmp: Path, extra: str) -> tuple[float, str]:
-    """A venv with `pip install .[extra]` (from a copy of the tree): (its MB, its python)."""
-    venv = tmp / f"venv-{extra or 'base'}"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    """A venv with `.[extra]` (from a copy of the tree), built as `litefleet-agent install`
+    builds it: without pip of its own, filled by this Python's pip. (its MB, its python)."""
+    from agent.installer.venv import VenvPlan, evict_page_cache
+
     src = tmp / "src"
     if not src.exists():
         shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
             ".git", ".venv*", ".demo", "build", "*.egg-info", "__pycache__", ".bench-models"))
-    requirement = f"{src}[{extra}]" if extra else str(src)
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                    "--disable-pip-version-check", requirement], check=True)
+    venv = tmp / f"venv-{extra or 'base'}"
+    plan = VenvPlan(venv, str(venv), src, sys.executable, ("--quiet",),
+                    (extra,) if extra else ())
+    subprocess.run(plan.create_command(), check=True)
+    subprocess.run(plan.install_command(), check=True)
     total = sum(p.lstat().st_size for p in venv.rglob("*") if p.is_file() or p.is_symlink())
-    return round(total / 1e6, 1), str(venv / "bin" / "python")
+    evict_page_cache(venv)  # as the installer does: see there
+    return round(total / 1e6, 1), str(plan.bin_python)
 
 
 def measure(minutes: float, first: float, venvs: bool, arenas: int) -> dict[str, Any]:
@@ -230,6 +237,7 @@ def measure(minutes: float, first: float, venvs: bool, arenas: int) -> dict[str,
                 result[key] = {
                     "rss_first_mb": mem0["rss_mb"], "pss_first_mb": mem0["pss_mb"],
                     "rss_end_mb": mem1["rss_mb"], "pss_end_mb": mem1["pss_mb"],
+                    "anon_end_mb": mem1["anon_mb"],
                     "growth_mb": round(mem1["rss_mb"] - mem0["rss_mb"], 1),
                     "cpu_percent": round(cpu, 1),
                 }

@@ -18,10 +18,19 @@ artifact HTTP), and `litefleet sim --devices N` (one process, one MQTT session p
                         device's seqs (telemetry, events and update reports share one outbox
                         seq per device, as on the agent)
 
-Prints one JSON line. Fields the current cloud cannot measure (a second ingest worker, a
-standby controller) are null with a note.
+With `--backend postgresql` the store is a PostgreSQL server of the benchmark's own (Debian's
+binaries, `initdb` into the work folder, as the tests do) and the cloud runs as separate
+processes: `serve --role artifacts`, two `serve --role controller` (one active, one standing
+by) and `--ingest-workers` `serve --role ingest` sharing the device topics. During the first
+rollout one ingest worker is killed with -9 and started again under its name 3 s later
+(`ingest_worker_killed`); during the second, the active controller is killed with -9 and
+`controller_failover_s` is the time until the standby holds the lease and has ticked (the
+killed one is started again as the new standby). On SQLite one `serve --role all` runs, and
+those fields are null.
 
-    .venv/bin/python benchmarks/fleet.py [--devices 1000] [--backend sqlite]
+Prints one JSON line.
+
+    .venv/bin/python benchmarks/fleet.py [--devices 1000] [--backend sqlite|postgresql]
         [--ingest-workers 1] [--duration 30] [--telemetry-interval 1] [--backlog 20]
         [--downloads 32]
 """
@@ -32,10 +41,10 @@ import argparse
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -44,18 +53,18 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from sqlalchemy import text
 
 from cloud.sim.audit import missing_seqs
+from cloud.store import open_store
+from cloud.store.leases import holder
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "examples" / "models"
 GROUP = "bench"
 PREFIX = "fleet"
 NOTES = {
-    "ingest_records_per_s_2_workers": "one `litefleet serve --role all` over SQLite is the only "
-    "ingest today; shared-subscription ingest workers are not built yet",
-    "controller_failover_s": "no standby controller yet (a controller lease in the store is not "
-    "built yet); nothing to fail over to",
+    "controller_failover_s": "on SQLite one `serve --role all` runs: no standby controller",
 }
 
 
@@ -100,6 +109,19 @@ class Bench:
         self.mqtt_port, self.http_port = free_port(), free_port()
         self.config = work / "cloud.toml"
         self.db = work / "cloud.db"
+        self.url = f"sqlite:///{self.db}"
+        self.postgres: Any = None
+        if args.backend == "postgresql":
+            sys.path.insert(0, str(REPO))
+            from tests.postgres_server import PostgresServer, postgres_bin
+
+            bindir = postgres_bin()
+            if bindir is None:
+                raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+            self.postgres = PostgresServer(bindir)
+            self.postgres.start()
+            self.url = self.postgres.create_database()
+        self._store: Any = None
         self.env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.procs: list[subprocess.Popen[bytes]] = []
 
@@ -129,7 +151,7 @@ host = "127.0.0.1"
 port = {self.mqtt_port}
 
 [store]
-db = "cloud.db"
+url = "{self.url}"
 artifacts = "file://artifacts"
 public_url = "http://127.0.0.1:{self.http_port}/artifacts"
 
@@ -146,17 +168,30 @@ enabled = false
 [rollout]
 tick_s = 1.0
 """)
+        self.litefleet("store", "migrate")
         self.litefleet("keys", "generate", "--dir", str(self.work / "keys"), config=False)
         for version, model in ((1, "digits.tflite"), (2, "digits-ft.tflite")):
             self.litefleet("release", str(MODELS / model), "--name", "digits", "--version",
                            str(version), "--profile", "x86-gateway")
 
+    def store(self) -> Any:
+        if self._store is None:
+            self._store = open_store(self.url)
+        return self._store
+
     def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
-        conn = sqlite3.connect(str(self.db), timeout=60)
-        try:
-            return conn.execute(sql, params).fetchall()
-        finally:
-            conn.close()
+        """`?` placeholders, on either backend."""
+        names = iter(range(len(params)))
+        named = re.sub(r"\?", lambda _m: f":p{next(names)}", sql)
+        with self.store().connect() as conn:
+            return [tuple(r) for r in conn.execute(
+                text(named), {f"p{i}": p for i, p in enumerate(params)})]
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+        if self.postgres is not None:
+            self.postgres.stop()
 
     def count(self, sql: str, *params: object) -> int:
         return int(self.query(sql, *params)[0][0])
@@ -186,13 +221,92 @@ tick_s = 1.0
                           "('stored.telemetry', 'stored.updates', 'stored.events')")
 
 
+class Cloud:
+    """The cloud's processes: one `serve --role all` (SQLite), or an artifact server, two
+    controllers and the ingest workers (PostgreSQL)."""
+
+    def __init__(self, b: Bench, workers: int) -> None:
+        self.b = b
+        if b.args.backend == "sqlite":
+            serve = b.spawn("serve", "serve", "--log-level", "WARNING")
+            self.http, self.controllers, self.ingest = serve, [serve], [serve]
+            wait_port(b.http_port, serve, "litefleet serve")
+            return
+        self.http = b.spawn("artifacts", "serve", "--role", "artifacts", "--log-level", "WARNING")
+        self.controllers = [b.spawn(f"controller-{i}", "serve", "--role", "controller",
+                                    "--log-level", "INFO") for i in (1, 2)]
+        self.ingest = [self.ingest_worker(i) for i in range(1, workers + 1)]
+        wait_port(b.http_port, self.http, "litefleet serve --role artifacts")
+        for i in range(1, workers + 1):  # every session subscribed before the fleet starts
+            log = b.work / f"ingest-{i}.log"
+            b.wait(lambda log=log: "connected to" in log.read_text(), 60, f"ingest worker {i}")
+
+    def ingest_worker(self, i: int, again: int = 0) -> subprocess.Popen[bytes]:
+        return self.b.spawn(f"ingest-{i}" + (f"-again{again}" if again else ""), "serve",
+                            "--role", "ingest", "--worker", f"w{i}", "--log-level", "INFO")
+
+    @property
+    def all(self) -> list[subprocess.Popen[bytes]]:
+        return list(dict.fromkeys([self.http, *self.controllers, *self.ingest]))
+
+    def cpu_s(self) -> float:
+        total = 0.0
+        for p in self.all:
+            try:
+                total += sum(psutil.Process(p.pid).cpu_times()[:2])
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def kill_ingest_worker(self, after_s: float, down_s: float) -> None:
+        """Kill worker 1 with -9 `after_s` into what runs now; start it again `down_s` later."""
+        time.sleep(after_s)
+        self.ingest[0].kill()
+        self.ingest[0].wait()
+        time.sleep(down_s)
+        self.ingest[0] = self.ingest_worker(1, again=1)
+
+    def fail_over(self, after_s: float, result: dict[str, Any]) -> None:
+        """Kill the active controller with -9 `after_s` into what runs now; the time until the
+        standby holds the lease (it ticks as it takes it) goes to `result`."""
+        time.sleep(after_s)
+        store = self.b.store()
+        held = holder(store, "controller")
+        if held is None:
+            return
+        pid = int(held[0].rsplit(":", 1)[1])
+        active = next(p for p in self.controllers if p.pid == pid)
+        active.kill()
+        active.wait()
+        killed = time.monotonic()
+        while time.monotonic() - killed < 60:
+            now = holder(store, "controller")
+            if now is not None and not now[0].endswith(f":{pid}"):
+                result["controller_failover_s"] = round(time.monotonic() - killed, 1)
+                break
+            time.sleep(0.05)
+        i = self.controllers.index(active)
+        self.controllers[i] = self.b.spawn(f"controller-{i + 1}-again", "serve", "--role",
+                                           "controller", "--log-level", "INFO")
+
+
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    import threading
+
     b = Bench(work, args)
     n = args.devices
-    b.setup()
-    serve = b.spawn("serve", "serve", "--log-level", "WARNING")
-    wait_port(b.http_port, serve, "litefleet serve")
-    serve_ps = psutil.Process(serve.pid)
+    pg = args.backend == "postgresql"
+    try:
+        b.setup()
+        cloud = Cloud(b, args.ingest_workers if pg else 1)
+        return measure(args, b, cloud, n, pg, threading)
+    finally:
+        b.close()
+
+
+def measure(args: argparse.Namespace, b: Bench, cloud: Cloud, n: int, pg: bool,
+            threading: Any) -> dict[str, Any]:
+    work = b.work
     ramp_started = time.monotonic()
     sim = b.spawn("sim", "sim", "--devices", str(n), "--id-prefix", PREFIX, "--group", GROUP,
                   "--initial", str(MODELS / "digits.tflite"),
@@ -204,19 +318,34 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         300, f"{n} devices online")
     ramp_s = time.monotonic() - ramp_started
 
-    cpu = {p: sum(ps.cpu_times()[:2]) for p, ps in (("serve", serve_ps), ("sim", sim_ps))}
+    faults: dict[str, Any] = {"ingest_worker_killed": False, "controller_failover_s": None}
+    cpu = {"serve": cloud.cpu_s(), "sim": sum(sim_ps.cpu_times()[:2])}
+    killer = None
+    if pg:  # one ingest worker killed -9 mid-rollout, and started again under its name
+        killer = threading.Thread(target=cloud.kill_ingest_worker, args=(4.0, 3.0))
+        killer.start()
+        faults["ingest_worker_killed"] = True
     rollout_s, full = b.rollout("digits@1")
+    if killer is not None:
+        killer.join()
+    failover = None
+    if pg:  # the active controller killed -9 mid-rollout: the standby takes over
+        failover = threading.Thread(target=cloud.fail_over, args=(4.0, faults))
+        failover.start()
     rollout_delta_s, delta = b.rollout("digits@2")
-    cpu = {"serve": sum(serve_ps.cpu_times()[:2]) - cpu["serve"],
+    if failover is not None:
+        failover.join()
+    cpu = {"serve": cloud.cpu_s() - cpu["serve"],
            "sim": sum(sim_ps.cpu_times()[:2]) - cpu["sim"]}
 
     before, t0 = b.count("SELECT COUNT(*) FROM telemetry"), time.monotonic()
     time.sleep(args.duration)
     steady = (b.count("SELECT COUNT(*) FROM telemetry") - before) / (time.monotonic() - t0)
 
-    # the backlog: serve paused, the fleet keeps sending, then stops (outboxes acknowledged
-    # by the broker), serve resumes and stores it all
-    serve.send_signal(signal.SIGSTOP)
+    # the backlog: ingest paused, the fleet keeps sending, then stops (outboxes acknowledged
+    # by the broker), ingest resumes and stores it all
+    for p in cloud.ingest:
+        p.send_signal(signal.SIGSTOP)
     frozen = b.stored_records()
     time.sleep(args.backlog)
     sim.send_signal(signal.SIGTERM)
@@ -225,7 +354,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sent = summary["records_sent"]
     backlog = sent - frozen
     resumed = time.monotonic()
-    serve.send_signal(signal.SIGCONT)
+    for p in cloud.ingest:
+        p.send_signal(signal.SIGCONT)
     last, last_change = frozen, resumed
     while time.monotonic() - last_change < 10 and last < sent:
         time.sleep(0.05)
@@ -233,17 +363,15 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         if now_stored != last:
             last, last_change = now_stored, time.monotonic()
     drain_s = last_change - resumed
-    serve.send_signal(signal.SIGTERM)
-    serve.wait(60)
+    for p in cloud.all:
+        p.send_signal(signal.SIGTERM)
+    for p in cloud.all:
+        p.wait(60)
 
-    conn = sqlite3.connect(str(b.db))
-    try:
-        missing = missing_seqs(conn, PREFIX)
-    finally:
-        conn.close()
+    missing = missing_seqs(b.store(), PREFIX)
     return {
         "benchmark": "fleet", "devices": n, "backend": args.backend,
-        "ingest_workers": args.ingest_workers,
+        "ingest_workers": len(cloud.ingest) if pg else 1,
         "rollout_s": round(rollout_s, 1), "rollout_committed": full.get("committed", 0),
         "rollout_delta_s": round(rollout_delta_s, 1),
         "rollout_delta_committed": delta.get("committed", 0),
@@ -260,9 +388,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "records_sent": sent, "records_stored": last, "sim_max_rss_mb": summary["max_rss_mb"],
         "ingest_backlog_records": backlog,
         "ingest_records_per_s": round(backlog / drain_s) if drain_s > 0 else None,
-        "ingest_records_per_s_2_workers": None,
-        "controller_failover_s": None,
-        "note": NOTES,
+        **faults,
+        "note": {} if pg else NOTES,
         "cpu_count": os.cpu_count(),
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }
@@ -271,10 +398,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=1000)
-    ap.add_argument("--backend", choices=["sqlite"], default="sqlite",
-                    help="the store's backend (PostgreSQL comes with the store package)")
-    ap.add_argument("--ingest-workers", type=int, choices=[1], default=1,
-                    help="ingest processes (one `serve --role all` on SQLite)")
+    ap.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite",
+                    help="the store: SQLite (one `serve --role all`) or a PostgreSQL server "
+                    "of the benchmark's own (separate roles, faults injected)")
+    ap.add_argument("--ingest-workers", type=int, default=1,
+                    help="`serve --role ingest` processes (PostgreSQL only; default 1)")
     ap.add_argument("--duration", type=float, default=30.0,
                     help="seconds of steady telemetry after the rollouts (default 30)")
     ap.add_argument("--telemetry-interval", type=float, default=1.0,

@@ -79,7 +79,7 @@ def stored(db_path: Path) -> int:
     try:
         return counter(db, "stored.telemetry")
     finally:
-        db.conn.close()
+        db.close()
 
 
 def main() -> int:
@@ -97,7 +97,7 @@ def main() -> int:
         '[store]\ndb = "cloud.db"\n[http]\nenabled = false\n[web]\nenabled = false\n'
         '[ingest]\nbatch_max = 5000\nbatch_wait_s = 0.05\n')
     db_path = work / "cloud.db"
-    open_store(db_path).conn.close()
+    open_store(db_path).close()
     litefleet = Path(sys.executable).with_name("litefleet")
     ingester = subprocess.Popen(
         [str(litefleet), "serve", "--no-http", "--log-level", "WARNING",

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-import sqlite_utils
-
+from cloud.store import Store
+from cloud.store.trail import append_audit, audit_rows
 from shared.canonical import canonical_json
 
 __all__ = ["Action", "AuditEntry", "document_sha256", "entries", "record"]
@@ -67,25 +67,18 @@ def _os_user() -> str:
         return "unknown"
 
 
-def record(db: sqlite_utils.Database, action: Action, target: str, *,
+def record(store: Store, action: Action, target: str, *,
            signed: dict[str, Any] | None = None, sha256: str = "", detail: str = "",
            actor: str | None = None) -> None:
     """Append one row (committed at once). `signed` is the envelope the action signed (its
     `document_sha256` is recorded), else `sha256` is; `actor` defaults to the OS user."""
     if signed is not None:
         sha256 = document_sha256(signed)
-    with db.conn:
-        db.conn.execute(
-            "INSERT INTO audit (ts, actor, action, target, sha256, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (time.time(), actor or _os_user(), action.value, target, sha256,
-             detail[:MAX_DETAIL]),
-        )
+    append_audit(store, {"ts": time.time(), "actor": actor or _os_user(),
+                         "action": action.value, "target": target, "sha256": sha256,
+                         "detail": detail[:MAX_DETAIL]})
 
 
-def entries(db: sqlite_utils.Database, since: float = 0.0, limit: int = 1000) -> list[AuditEntry]:
+def entries(store: Store, since: float = 0.0, limit: int = 1000) -> list[AuditEntry]:
     """Rows at or after `since` (epoch seconds), oldest first, at most the newest `limit`."""
-    rows = db.execute(
-        "SELECT id, ts, actor, action, target, sha256, detail FROM (SELECT * FROM audit "
-        "WHERE ts >= ? ORDER BY id DESC LIMIT ?) ORDER BY id", [since, limit]).fetchall()
-    return [AuditEntry(*row) for row in rows]
+    return [AuditEntry(*row) for row in audit_rows(store, since, limit)]

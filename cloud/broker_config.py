@@ -5,7 +5,8 @@
                        device can take over another's session (or the cloud's). Users in
                        `passwd`; each may only (`acl`, mosquitto `pattern` lines with `%u`)
 
-                           write  {prefix}/devices/<its id>/state, telemetry, events, update
+                           write  {prefix}/devices/<its id>/state, telemetry, events, update,
+                                  capture
                            read   {prefix}/devices/<its id>/desired, cmd
 
     cloud listener     (`--cloud-port`, default 1884 on 127.0.0.1) one user per cloud role
@@ -15,7 +16,8 @@
                        commands run beside `serve`:
 
                            litefleet-ingest      read   {prefix}/devices/+/state|telemetry|events|update
-                           litefleet-controller  write  {prefix}/devices/+/desired
+                           litefleet-controller  write  {prefix}/devices/+/desired|cmd,
+                                                 read   {prefix}/devices/+/capture
                            litefleet-operator    write  {prefix}/devices/+/desired|cmd
 
 Persistence is on (sessions and queued messages survive a broker restart). Run as root, the
@@ -56,11 +58,14 @@ __all__ = [
 ]
 
 _ITERATIONS = 101
-_DEVICE_WRITES = (Channel.STATE, Channel.TELEMETRY, Channel.EVENTS, Channel.UPDATE)
+_DEVICE_WRITES = (Channel.STATE, Channel.TELEMETRY, Channel.EVENTS, Channel.UPDATE,
+                  Channel.CAPTURE)
 _DEVICE_READS = (Channel.DESIRED, Channel.CMD)
 _ROLE_ACCESS: dict[CloudRole, tuple[tuple[str, Channel], ...]] = {
-    CloudRole.INGEST: tuple(("read", c) for c in _DEVICE_WRITES),
-    CloudRole.CONTROLLER: (("write", Channel.DESIRED),),
+    CloudRole.INGEST: tuple(("read", c) for c in _DEVICE_WRITES if c is not Channel.CAPTURE),
+    # the controller also answers capture requests with signed upload grants (on cmd)
+    CloudRole.CONTROLLER: (("write", Channel.DESIRED), ("read", Channel.CAPTURE),
+                           ("write", Channel.CMD)),
     # the operator also follows rollouts (`deploy --wait` reads the devices' update reports)
     CloudRole.OPERATOR: (("write", Channel.DESIRED), ("write", Channel.CMD),
                          ("read", Channel.UPDATE)),

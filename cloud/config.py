@@ -106,6 +106,8 @@ class MqttConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
+    # the SQLite file (`[store] db`, or the path of a sqlite:/// url); with PostgreSQL, where
+    # files the commands write (signed releases, roots) go next to: the config's folder
     db: Path
     artifacts: str  # file:///dir or s3://bucket/prefix
     public_url: str | None = None  # what devices fetch file-store artifacts from
@@ -115,6 +117,12 @@ class StoreConfig:
     presign_max_s: Annotated[int, POSITIVE, Bound(
         max=PRESIGN_MAX_S,
         message="{value} exceeds S3's 7-day presign maximum (604800)")] = PRESIGN_MAX_S
+    url: str = ""  # sqlite:///PATH (the embedded default, from `db`) or postgresql://HOST/DB
+    password_file: Path | None = None  # PostgreSQL's password (else PGPASSWORD, ~/.pgpass)
+
+    @property
+    def backend(self) -> str:
+        return "postgresql" if self.url.startswith(("postgresql:", "postgres:")) else "sqlite"
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,8 @@ class IngestConfig:
     batch_max: Positive = 2_000  # messages per transaction
     batch_wait_s: PositiveS = 0.2  # longest a message waits before its batch is written
     offline_after_s: PositiveS = 180.0  # no message for this long: the device is offline
+    # `serve --role ingest` workers share the device topics as $share/<share_group>/...
+    share_group: str = "litefleet-ingest"
 
 
 @dataclass(frozen=True)
@@ -166,6 +176,9 @@ class RolloutConfig:
     # deltas are made against this many previous releases
     release_history: Annotated[int, Bound(0, message="must be 0 or more")] = 3
     max_artifact_bytes: Positive = 256 * 1024 * 1024
+    # the active controller's lease (`serve --role controller`): a standby takes over at most
+    # about 4/3 of this after the active one dies
+    lease_s: PositiveS = 6.0
 
 
 @dataclass(frozen=True)
@@ -244,14 +257,7 @@ def parse_cloud_config(
                              extra_keys={role.value for role in CloudRole}), roles=roles)
     _check_mqtt_files(r, mqtt)
 
-    s = section("store")
-    values = read(r, StoreConfig, s, "store.", paths, skip={"artifacts"},
-                  defaults={"db": base / "cloud.db"})
-    store = StoreConfig(**values, artifacts=_artifacts(r, s, paths))
-    if store.public_url is not None:
-        if not store.public_url.startswith(("http://", "https://")):
-            r.problem("store.public_url", f"{store.public_url!r} is not an http(s) URL")
-        store = replace(store, public_url=store.public_url.rstrip("/"))
+    store = _store(r, section("store"), paths)
 
     signing = SigningConfig(**read(r, SigningConfig, section("signing"), "signing.", paths))
     http = HttpConfig(**read(r, HttpConfig, section("http"), "http.", paths))
@@ -261,12 +267,39 @@ def parse_cloud_config(
         r.problem("web.listen", f"{web.listen} is also [http]'s address (the artifact server): "
                   "give one of them another port")
     ingest = IngestConfig(**read(r, IngestConfig, section("ingest"), "ingest.", paths))
+    if not ingest.share_group or any(c in ingest.share_group for c in "/+#"):
+        r.problem("ingest.share_group", f"{ingest.share_group!r} must be a non-empty name "
+                  "without /, + or #")
     rollout = RolloutConfig(**read(r, RolloutConfig, section("rollout"), "rollout.", paths))
 
     if r.problems:
         raise CloudConfigInvalid(r.problems)
     return CloudConfig(mqtt=mqtt, store=store, signing=signing, http=http, web=web,
                        ingest=ingest, rollout=rollout, path=path)
+
+
+def _store(r: TableReader, s: dict[str, Any], paths: Paths) -> StoreConfig:
+    """`[store]`: `db = PATH` or `url` (sqlite:///PATH or postgresql://HOST/DB), the artifacts."""
+    values = read(r, StoreConfig, s, "store.", paths, skip={"artifacts", "db", "url"})
+    db_value: str | None = r.get(s, "db", str, None, "store.")
+    db = paths.resolve(db_value) if db_value is not None else None
+    url: str | None = r.get(s, "url", str, None, "store.")
+    if url is not None and db is not None:
+        r.problem("store.url", "set either url or db (db = PATH is sqlite:///PATH), not both")
+    if url is not None and url.startswith("sqlite:///"):
+        db = paths.resolve(url.removeprefix("sqlite:///"))
+    elif url is not None and not url.startswith(("postgresql://", "postgres://")):
+        r.problem("store.url", f"{url!r} is neither sqlite:///PATH nor postgresql://HOST/DB")
+    if db is None:
+        db = paths.base / "cloud.db"
+    if url is None or url.startswith("sqlite:"):
+        url = f"sqlite:///{db}"
+    store = StoreConfig(**values, db=db, url=url, artifacts=_artifacts(r, s, paths))
+    if store.public_url is not None:
+        if not store.public_url.startswith(("http://", "https://")):
+            r.problem("store.public_url", f"{store.public_url!r} is not an http(s) URL")
+        store = replace(store, public_url=store.public_url.rstrip("/"))
+    return store
 
 
 def _web(r: TableReader, w: dict[str, Any], paths: Paths) -> WebConfig:

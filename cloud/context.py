@@ -9,11 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import sqlite_utils
-
 from cloud.artifacts import ArtifactStore, open_artifact_store
 from cloud.config import CloudConfig, CloudConfigInvalid, default_config_path, load_cloud_config
-from cloud.store import open_store
+from cloud.store import Store, open_store
 from localio.keyfiles import load_signing_key
 from shared.errors import Rejected, Unavailable
 from shared.keys import KeyFileError, SigningKey
@@ -37,12 +35,13 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
 @dataclass
 class Context:
     config: CloudConfig
-    _db: sqlite_utils.Database | None = field(default=None, repr=False)
+    _db: Store | None = field(default=None, repr=False)
 
     @property
-    def db(self) -> sqlite_utils.Database:
+    def db(self) -> Store:
+        """The store, opened on first use."""
         if self._db is None:
-            self._db = open_store(self.config.store.db)
+            self._db = open_store(self.config.store)
         return self._db
 
     def default_public_url(self) -> str:
@@ -67,7 +66,7 @@ class Context:
 
     def close(self) -> None:
         if self._db is not None:
-            self._db.conn.close()
+            self._db.close()
             self._db = None
 
 
@@ -83,7 +82,10 @@ def open_context(args: argparse.Namespace) -> Context:
 
 def run_command(args: argparse.Namespace, body: Callable[[Context], int]) -> int:
     """Open the context, run `body`, and turn every expected failure into a line and a code."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from cloud.artifacts import StoreError
+    from cloud.store import StoreRefused, describe_error
     from localio.cli import EXIT_INVALID, EXIT_REJECTED, EXIT_UNAVAILABLE
 
     try:
@@ -101,8 +103,14 @@ def run_command(args: argparse.Namespace, body: Callable[[Context], int]) -> int
         return EXIT_REJECTED
     except BrokenPipeError:
         raise  # the reader went away: `litefleet.cli` ends quietly
+    except StoreRefused as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INVALID
     except (Unavailable, StoreError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except SQLAlchemyError as e:  # the store did not answer (down, unreachable, refused login)
+        print(f"error: the store: {describe_error(e)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

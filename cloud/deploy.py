@@ -19,9 +19,9 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from cloud.artifacts import ArtifactStore, StoreError
+from cloud.store import Store
+from cloud.store.devices import device_rows, group_members
 from localio.atomic import write_atomic
 from shared.documents import Release
 from shared.root import BUNDLE_FILE
@@ -33,11 +33,11 @@ class TargetError(ValueError):
     """The devices asked for cannot receive this release (unknown group, wrong profile...)."""
 
 
-def known_devices(db: sqlite_utils.Database) -> dict[str, dict[str, Any]]:
-    return {r["device_id"]: r for r in db.query("SELECT * FROM devices ORDER BY device_id")}
+def known_devices(store: Store) -> dict[str, dict[str, Any]]:
+    return {r["device_id"]: r for r in device_rows(store)}
 
 
-def resolve_targets(db: sqlite_utils.Database, name: str, profiles: Collection[str], *,  # noqa: C901 — the target selectors (devices, group, profile) and their mutual checks
+def resolve_targets(db: Store, name: str, profiles: Collection[str], *,  # noqa: C901 — the target selectors (devices, group, profile) and their mutual checks
                     devices: list[str] | None = None, group: str | None = None,
                     profile: str | None = None) -> dict[str, str]:
     """The devices to deploy to, in a stable order, each with the profile whose build it gets.
@@ -50,8 +50,7 @@ def resolve_targets(db: sqlite_utils.Database, name: str, profiles: Collection[s
     if devices:
         chosen = list(dict.fromkeys(devices))
     elif group is not None:
-        chosen = [r[0] for r in db.execute(
-            "SELECT device_id FROM groups WHERE group_name = ? ORDER BY device_id", [group])]
+        chosen = group_members(db, group)
         if not chosen:
             raise TargetError(f"group {group!r} has no devices (litefleet groups add {group} ID...)")
     elif profile is not None:

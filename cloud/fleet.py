@@ -7,14 +7,19 @@ import time
 from collections import Counter
 from typing import Any
 
-import sqlite_utils
-
+from cloud.store import Store
+from cloud.store import devices as stored_devices
+from cloud.store import rollouts as rs
+from cloud.store.records import Cursor, latest_event_detail, latest_telemetry_body
+from cloud.store.records import telemetry_since as _telemetry_rows
 from shared.topics import validate_device_id
 
 __all__ = [
     "add_to_group",
     "device_views",
     "group_views",
+    "latest_drift",
+    "latest_variant",
     "remove_from_group",
     "rollout_views",
     "telemetry_since",
@@ -22,15 +27,15 @@ __all__ = [
 ]
 
 
-def device_views(db: sqlite_utils.Database, offline_after_s: float,
+def device_views(store: Store, offline_after_s: float,
                  now: float | None = None) -> list[dict[str, Any]]:
     """One object per known device; `online` needs both its state and a recent message."""
     now = time.time() if now is None else now
     groups: dict[str, list[str]] = {}
-    for g, d in db.execute("SELECT group_name, device_id FROM groups ORDER BY group_name"):
+    for g, d in stored_devices.group_rows(store):
         groups.setdefault(d, []).append(g)
     out = []
-    for r in db.query("SELECT * FROM devices ORDER BY device_id"):
+    for r in stored_devices.device_rows(store):
         model = None
         if r["model_name"] is not None:
             model = {"name": r["model_name"], "version": r["model_version"],
@@ -47,46 +52,54 @@ def device_views(db: sqlite_utils.Database, offline_after_s: float,
             "agent_version": r["agent_version"],
             "source_status": r["source_status"],
             "groups": groups.get(r["device_id"], []),
+            "drift": latest_drift(store, r["device_id"]),
+            "variant": latest_variant(store, r["device_id"]),
         })
     return out
 
 
-def telemetry_since(db: sqlite_utils.Database, since: float, device_id: str | None = None,
-                    after_rowid: int = 0, limit: int = 10_000) -> list[tuple[int, dict[str, Any]]]:
-    """(rowid, record) pairs received since `since` (and after `after_rowid`), oldest first."""
-    sql = "SELECT rowid, body, received FROM telemetry WHERE received >= ? AND rowid > ?"
-    params: list[Any] = [since, after_rowid]
-    if device_id is not None:
-        sql += " AND device_id = ?"
-        params.append(device_id)
-    sql += " ORDER BY rowid LIMIT ?"
-    params.append(limit)
+def latest_variant(store: Store, device_id: str) -> dict[str, Any] | None:
+    """Which variant of a release the device chose to run, and why (its latest `variant`
+    event: chosen, sha256, reason, figures per candidate), or None."""
+    text = latest_event_detail(store, device_id, "variant")
+    if text is None:
+        return None
+    try:
+        detail = json.loads(text)
+    except ValueError:
+        return None
+    return detail if isinstance(detail, dict) else None
+
+
+def latest_drift(store: Store, device_id: str) -> dict[str, Any] | None:
+    """The drift figures of the device's latest telemetry record (None when it has none)."""
+    body = latest_telemetry_body(store, device_id)
+    if body is None:
+        return None
+    try:
+        drift = json.loads(body).get("drift")
+    except (ValueError, AttributeError):
+        return None
+    return drift if isinstance(drift, dict) else None
+
+
+def telemetry_since(store: Store, since: float, device_id: str | None = None,
+                    after: Cursor | None = None, limit: int = 10_000,
+                    ) -> list[tuple[Cursor, dict[str, Any]]]:
+    """(cursor, record) pairs received since `since` (and after `after`), oldest first."""
     out = []
-    for rowid, body, received in db.execute(sql, params):
+    for cursor, body, received in _telemetry_rows(store, since, device_id, after, limit):
         record = json.loads(body)
         record["received"] = received
-        out.append((int(rowid), record))
+        out.append((cursor, record))
     return out
 
 
-def _outcome_detail(db: sqlite_utils.Database, rollout_id: str, device_id: str) -> str:
-    """The device's own words on its last update report in this rollout (why it failed)."""
-    row = db.execute(
-        "SELECT detail FROM updates WHERE rollout_id = ? AND device_id = ? "
-        "ORDER BY seq DESC LIMIT 1", [rollout_id, device_id]).fetchone()
-    return str(row[0]) if row and row[0] else ""
-
-
-def rollout_views(db: sqlite_utils.Database, rollout_id: str | None = None) -> list[dict[str, Any]]:
-    sql, params = "SELECT * FROM rollouts", []
-    if rollout_id is not None:
-        sql += " WHERE id = ?"
-        params.append(rollout_id)
+def rollout_views(store: Store, rollout_id: str | None = None) -> list[dict[str, Any]]:
     out = []
-    for r in db.query(sql + " ORDER BY created", params):
-        rows = list(db.execute(
-            "SELECT device_id, wave, status, reason, phase FROM rollout_devices "
-            "WHERE rollout_id = ? ORDER BY wave, device_id", [r["id"]]))
+    for r in rs.rollout_rows(store, rollout_id):
+        rows = [(x["device_id"], x["wave"], x["status"], x["reason"], x["phase"])
+                for x in rs.device_rows(store, r["id"])]
         statuses = Counter(s for _, _, s, _, _ in rows)
         reasons = Counter((reason or status) for _, _, status, reason, _ in rows
                           if status in ("failed", "timed_out"))
@@ -106,7 +119,7 @@ def rollout_views(db: sqlite_utils.Database, rollout_id: str | None = None) -> l
             "waiting": statuses["waiting"],
             "failure_reasons": dict(reasons.most_common()),
             "failures": [{"device_id": d, "reason": reason or status, "wave": w + 1,
-                          "detail": _outcome_detail(db, r["id"], d)}
+                          "detail": rs.last_update_detail(store, r["id"], d)}
                          for d, w, status, reason, _ in rows
                          if status in ("failed", "timed_out")],
             "success_threshold_pct": r["success_threshold_pct"],
@@ -117,10 +130,9 @@ def rollout_views(db: sqlite_utils.Database, rollout_id: str | None = None) -> l
     return out
 
 
-def group_views(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def group_views(store: Store) -> list[dict[str, Any]]:
     groups: dict[str, list[str]] = {}
-    for g, d in db.execute("SELECT group_name, device_id FROM groups ORDER BY group_name, "
-                           "device_id"):
+    for g, d in stored_devices.group_rows(store):
         groups.setdefault(g, []).append(d)
     return [{"group": g, "devices": ds} for g, ds in groups.items()]
 
@@ -130,26 +142,18 @@ def _check_group(name: str) -> None:
         raise ValueError(f"group name {name!r} is not [A-Za-z0-9_.-]{{1,64}}")
 
 
-def add_to_group(db: sqlite_utils.Database, group: str, devices: list[str]) -> int:
+def add_to_group(store: Store, group: str, devices: list[str]) -> int:
     _check_group(group)
     for d in devices:
         validate_device_id(d)
-    with db.conn:
-        before = db.conn.total_changes
-        db.conn.executemany("INSERT OR IGNORE INTO groups (group_name, device_id) VALUES (?, ?)",
-                            [(group, d) for d in devices])
-        return db.conn.total_changes - before
+    return stored_devices.add_to_group(store, group, list(dict.fromkeys(devices)))
 
 
-def unknown_devices(db: sqlite_utils.Database, devices: list[str]) -> list[str]:
+def unknown_devices(store: Store, devices: list[str]) -> list[str]:
     """The ids in `devices` that the store has never heard from, in the given order."""
-    known = {r[0] for r in db.execute("SELECT device_id FROM devices")}
+    known = stored_devices.known_ids(store)
     return [d for d in devices if d not in known]
 
 
-def remove_from_group(db: sqlite_utils.Database, group: str, devices: list[str]) -> int:
-    with db.conn:
-        before = db.conn.total_changes
-        db.conn.executemany("DELETE FROM groups WHERE group_name = ? AND device_id = ?",
-                            [(group, d) for d in devices])
-        return db.conn.total_changes - before
+def remove_from_group(store: Store, group: str, devices: list[str]) -> int:
+    return stored_devices.remove_from_group(store, group, list(dict.fromkeys(devices)))

@@ -19,18 +19,22 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.rollout import STATES
-from cloud.store import open_store
+from cloud.store import StoreRefused, open_store
+from cloud.store.counters import all_counters
+from cloud.store.devices import liveness_counts
+from cloud.store.records import newest_lag
+from cloud.store.rollouts import counts_by_state
 
 __all__ = ["FleetCollector", "HealthEndpoints", "Response"]
 
@@ -50,24 +54,23 @@ class Response:
 class FleetCollector(Collector):
     """Reads the store at each scrape; a store that does not answer yields no samples."""
 
-    def __init__(self, db_path: Path, offline_after_s: float,
+    def __init__(self, store: object, offline_after_s: float,
                  broker_connected: Callable[[], bool]) -> None:
-        self.db_path = db_path
+        self.store = store  # what `open_store` takes: the [store] config, a URL or a path
         self.offline_after_s = offline_after_s
         self.broker_connected = broker_connected
 
     def collect(self) -> Iterator[Metric]:
-        db = open_store(self.db_path)
+        store = open_store(self.store)
         try:
-            yield from self._collect(db.conn, time.time())
+            with store.connect() as conn:
+                yield from self._collect(conn, time.time())
         finally:
-            db.conn.close()
+            store.close()
 
-    def _collect(self, conn: sqlite3.Connection, now: float) -> Iterator[Metric]:
-        counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
-        online = conn.execute("SELECT COUNT(*) FROM devices WHERE online = 1 AND last_seen >= ?",
-                              (now - self.offline_after_s,)).fetchone()[0]
-        known = conn.execute("SELECT COUNT(*) FROM devices").fetchone()[0]
+    def _collect(self, conn: Connection, now: float) -> Iterator[Metric]:
+        counters = all_counters(conn)
+        online, known = liveness_counts(conn, now - self.offline_after_s)
         devices = GaugeMetricFamily("litefleet_devices", "Known devices by liveness",
                                     labels=["state"])
         devices.add_metric(["online"], online)
@@ -84,16 +87,15 @@ class FleetCollector(Collector):
         yield CounterMetricFamily("litefleet_records_duplicate",
                                   "Redelivered device messages that were stored before",
                                   value=counters.get("duplicates", 0))
-        by_state = dict(conn.execute("SELECT state, COUNT(*) FROM rollouts GROUP BY state"))
+        by_state = counts_by_state(conn)
         rollouts = GaugeMetricFamily("litefleet_rollouts", "Rollouts by state", labels=["state"])
         for state in STATES:
             rollouts.add_metric([state], by_state.get(state, 0))
         yield rollouts
-        row = conn.execute("SELECT received - ts FROM telemetry ORDER BY received DESC "
-                           "LIMIT 1").fetchone()
+        lag = newest_lag(conn)
         yield GaugeMetricFamily("litefleet_ingest_lag_seconds",
                                 "Seconds from a device's timestamp to storage, newest record",
-                                value=max(0.0, float(row[0])) if row else 0.0)
+                                value=max(0.0, lag) if lag is not None else 0.0)
         yield GaugeMetricFamily("litefleet_broker_connected",
                                 "1 when this serve process is connected to the broker",
                                 value=1 if self.broker_connected() else 0)
@@ -102,12 +104,12 @@ class FleetCollector(Collector):
 class HealthEndpoints:
     """The `/healthz` and `/metrics` routes for the HTTP server."""
 
-    def __init__(self, db_path: Path, offline_after_s: float,
+    def __init__(self, store: object, offline_after_s: float,
                  broker_connected: Callable[[], bool]) -> None:
-        self.db_path = db_path
+        self.store = store
         self.broker_connected = broker_connected
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(FleetCollector(db_path, offline_after_s, broker_connected))
+        self.registry.register(FleetCollector(store, offline_after_s, broker_connected))
 
     def routes(self) -> dict[str, Callable[[], Response]]:
         return {"/healthz": self.healthz, "/metrics": self.metrics}
@@ -115,19 +117,19 @@ class HealthEndpoints:
     def metrics(self) -> Response:
         try:
             body = generate_latest(self.registry)
-        except sqlite3.Error as e:
+        except (SQLAlchemyError, StoreRefused) as e:
             log.warning("metrics: the store did not answer: %s", e)
             return Response(503, "text/plain; charset=utf-8", f"store: {e}\n".encode())
         return Response(200, "text/plain; version=0.0.4; charset=utf-8", body)
 
     def healthz(self) -> Response:
         try:
-            db = open_store(self.db_path)
+            store = open_store(self.store)
             try:
-                db.execute("SELECT 1").fetchone()
+                store.ping()
             finally:
-                db.conn.close()
-        except sqlite3.Error as e:
+                store.close()
+        except (SQLAlchemyError, StoreRefused) as e:
             return _json(503, {"status": "failing", "store": str(e), "broker": self._broker()})
         broker = self._broker()
         return _json(200, {"status": "ok" if broker == "connected" else "degraded",

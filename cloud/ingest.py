@@ -12,11 +12,16 @@ Two threads in one process:
               each message (topic, size, schema, device id; parsed topic names are cached)
               and writes the batch in one transaction:
 
-    telemetry / events / updates   INSERT OR IGNORE on (device_id, seq): a redelivered or
-                                   resent record is counted as a duplicate and dropped
+    telemetry / events / updates   stored once per (device_id, seq) (ON CONFLICT DO NOTHING):
+                                   a redelivered or resent record is counted as a duplicate
     state                          in arrival order: the device row when newer than what is
                                    stored; `online: false` (a last will) whatever its ts
-    updates                        also move the device's row in its rollout (outcomes)
+                                   (with several ingesters sharing the topics, see
+                                   docs/scale.md: a will may be applied after the
+                                   reconnected device's first state; its next telemetry
+                                   marks it online again)
+    updates                        also move the device's row in its rollout (outcomes,
+                                   `cloud.store.rollouts.record_reports`)
 
 Messages are acknowledged to the broker (manual QoS 1 acks, one write per batch) only after
 their batch commits, so an ingester that dies loses nothing: the broker redelivers to the
@@ -34,7 +39,7 @@ even a dead letter, a bug) ends the writer: it logs the error, and `on_death` te
 which exits non-zero so that systemd restarts it.
 
 Cost: about 35-40 us of CPU per telemetry record on a busy 2-core test machine (receiving,
-JSON, the message check with the contract's bounds, SQLite; the bounds take 3-5 us of it), so
+JSON, the message check with the contract's bounds, the store; the bounds take 3-5 us of it), so
 one process stores several thousand records a second; `benchmarks/ingest.py` measures it
 against `mosquitto_sub`.
 """
@@ -43,7 +48,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -51,19 +55,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import Connection
+from sqlalchemy import exc as sa_exc
+
 from cloud.config import CloudConfig, CloudRole
 from cloud.ingest_queue import Handoff as _Handoff
 from cloud.ingest_queue import Item
 from cloud.mqtt import CloudLink
 from cloud.quarantine import DeadLetter, Reason, write_dead_letters
-from cloud.store import add_counter, open_store
+from cloud.store import Store, add_counter, describe_error, open_store
+from cloud.store import devices as device_rows
+from cloud.store.records import insert_new
+from cloud.store.rollouts import record_reports
+from cloud.store.rollup import add_records
 from shared.errors import LiteFleetError
 from shared.messages import (
     DeviceState,
     Event,
     Message,
     TelemetryRecord,
-    UpdatePhase,
     UpdateStatus,
     decode_message,
 )
@@ -77,13 +87,11 @@ _EXPECTED: dict[Channel, type[Any]] = {
     Channel.STATE: DeviceState, Channel.TELEMETRY: TelemetryRecord, Channel.EVENTS: Event,
     Channel.UPDATE: UpdateStatus,
 }
-_OUTCOMES = {UpdatePhase.COMMITTED: "committed", UpdatePhase.ROLLED_BACK: "failed",
-             UpdatePhase.REJECTED: "failed"}
 _TOPIC_CACHE_MAX = 65_536  # parsed topic names kept (4 per device); emptied when full
-# what the store raises for one message's values (a number SQLite cannot hold, text it cannot
-# encode, a constraint): that message is quarantined; any other store error is the store's
-_DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError,
-                sqlite3.ProgrammingError, OverflowError, ValueError, TypeError)
+# what the store raises for one message's values (a number the store cannot hold, text it
+# cannot encode, a constraint): that message is quarantined; any other store error is the store's
+_DATA_ERRORS = (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.InterfaceError,
+                sa_exc.ProgrammingError, OverflowError, ValueError, TypeError)
 _TRACEBACK_EVERY_S = 60.0  # unexpected parser failures: one traceback a minute in the log
 _LOG_WINDOW_S, _LOG_LINES = 60.0, 20  # quarantined messages logged one by one, then summed up
 
@@ -165,102 +173,80 @@ class _Decoder:
         return DeadLetter(name, payload, reason, detail, device)
 
 
-def write_batch(conn: sqlite3.Connection, messages: list[tuple[Message, bytes]], now: float,
+def write_batch(conn: Connection, messages: list[tuple[Message, bytes]], now: float,
                 stats: IngestStats) -> None:
-    """Write decoded messages (with their payloads) in one transaction (the caller commits)."""
-    telemetry: list[tuple[Any, ...]] = []
-    events: list[tuple[Any, ...]] = []
-    updates: list[tuple[Any, ...]] = []
-    states: list[DeviceState] = []  # in arrival order
+    """Write decoded messages (with their payloads) in one transaction (the caller's)."""
+    # rows as tuples in the tables' column order (`cloud.store.records.columns`)
+    rows: dict[str, list[tuple[Any, ...]]] = {"telemetry": [], "events": [], "updates": []}
+    states: list[dict[str, Any]] = []  # in arrival order
     latest: dict[str, TelemetryRecord] = {}
+    reports: list[tuple[str, str, str, str]] = []
     seen: set[str] = set()
     talking: set[str] = set()  # sent something other than state: connected right now
-    state_count = 0
     for m, payload in messages:
         seen.add(m.device_id)
         if not isinstance(m, DeviceState):
             talking.add(m.device_id)
         if isinstance(m, TelemetryRecord):
             model = m.model
-            telemetry.append((
+            rows["telemetry"].append((
                 m.device_id, m.seq, m.ts, now, model.name if model else None,
                 model.version if model else None, model.sha256 if model else None, m.fps,
-                m.latency_p95_ms, m.inferences, m.errors, payload.decode("utf-8"),
-            ))
+                m.latency_p95_ms, m.inferences, m.errors, payload.decode("utf-8")))
             prev = latest.get(m.device_id)
             if prev is None or m.ts >= prev.ts:
                 latest[m.device_id] = m
         elif isinstance(m, Event):
-            events.append((m.device_id, m.seq, m.ts, now, m.kind, json.dumps(m.detail)))
+            rows["events"].append((m.device_id, m.seq, m.ts, now, m.kind, json.dumps(m.detail)))
         elif isinstance(m, UpdateStatus):
-            updates.append((m.device_id, m.seq, m.ts, now, m.rollout_id, m.phase, m.model,
-                            m.version, m.sha256, m.reason, m.detail, m.via))
+            rows["updates"].append((m.device_id, m.seq, m.ts, now, m.rollout_id, m.phase,
+                                    m.model, m.version, m.sha256, m.reason, m.detail, m.via))
+            reports.append((m.device_id, m.rollout_id, m.phase, m.reason))
         elif isinstance(m, DeviceState):
-            states.append(m)
-            state_count += 1
-    conn.executemany("INSERT OR IGNORE INTO devices (device_id) VALUES (?)",
-                     [(d,) for d in seen])
-    conn.executemany("UPDATE devices SET last_seen = MAX(last_seen, ?) WHERE device_id = ?",
-                     [(now, d) for d in seen])
+            model = m.model
+            states.append({
+                "device_id": m.device_id, "state_ts": m.ts, "online": int(m.online),
+                "profile": m.profile, "agent_version": m.agent_version,
+                "model_name": model.name if model else None,
+                "model_version": model.version if model else None,
+                "model_sha256": model.sha256 if model else None,
+                "update_phase": m.update_phase, "source_status": m.source_status,
+                "fps": m.fps})
     # a device marked offline for silence is back as soon as it talks; its state, written
     # below, still has the last word within this batch (a last will says offline)
-    conn.executemany("UPDATE devices SET online = 1 WHERE device_id = ?", [(d,) for d in talking])
-    for table, rows, width in (("telemetry", telemetry, 12), ("events", events, 6),
-                               ("updates", updates, 12)):
-        if not rows:
+    device_rows.touch_devices(conn, seen, talking, now)
+    for table, table_rows in rows.items():
+        if not table_rows:
             continue
-        before = conn.total_changes
-        conn.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({','.join('?' * width)})", rows)
-        stored = conn.total_changes - before
+        stored = insert_new(conn, table, table_rows)
+        if table == "telemetry":
+            add_records(conn, table_rows, all_new=stored == len(table_rows))
         stats.stored[table] += stored
-        stats.duplicates += len(rows) - stored
+        stats.duplicates += len(table_rows) - stored
         add_counter(conn, f"stored.{table}", stored)
-        add_counter(conn, "duplicates", len(rows) - stored)
-    stats.stored["state"] += state_count  # applied, or older than the state already stored
-    add_counter(conn, "stored.state", state_count)
-    for s in states:
-        model = s.model
-        conn.execute(
-            "UPDATE devices SET online = ?, profile = ?, agent_version = ?, model_name = ?, "
-            "model_version = ?, model_sha256 = ?, update_phase = ?, source_status = ?, fps = ?, "
-            "state_ts = ? WHERE device_id = ? AND state_ts <= ?",
-            (int(s.online), s.profile, s.agent_version, model.name if model else None,
-             model.version if model else None, model.sha256 if model else None, s.update_phase,
-             s.source_status, s.fps, s.ts, s.device_id, s.ts),
-        )
-        if not s.online:  # a last will's ts is its connection's start, older than the states
-            # sent on that connection: its offline stands until the device is heard from again
-            conn.execute("UPDATE devices SET online = 0 WHERE device_id = ?", (s.device_id,))
-    for t in latest.values():
-        conn.execute("UPDATE devices SET fps = ?, p95_ms = ? WHERE device_id = ?",
-                     (t.fps, t.latency_p95_ms, t.device_id))
-    for row in updates:
-        device_id, rollout_id, phase, reason = row[0], row[4], row[5], row[9]
-        if not rollout_id:
-            continue
-        status = _OUTCOMES.get(phase)
-        if phase == UpdatePhase.IDLE and reason == "superseded":
-            status = "superseded"  # a newer deployment took this device over: not a failure
-        if status is None:
-            conn.execute(
-                "UPDATE rollout_devices SET phase = ?, updated = ? WHERE rollout_id = ? AND "
-                "device_id = ? AND status = 'pending'", (phase, now, rollout_id, device_id))
-        else:
-            conn.execute(
-                "UPDATE rollout_devices SET status = ?, phase = ?, reason = ?, updated = ? "
-                "WHERE rollout_id = ? AND device_id = ? AND status IN ('pending', 'timed_out')",
-                (status, phase, reason, now, rollout_id, device_id))
+        add_counter(conn, "duplicates", len(table_rows) - stored)
+    stats.stored["state"] += len(states)  # applied, or older than the state already stored
+    add_counter(conn, "stored.state", len(states))
+    # a last will's ts is its connection's start, older than the states sent on that
+    # connection: its offline stands until the device is heard from again
+    device_rows.apply_states(conn, states)
+    device_rows.apply_fps(conn, [{"d": t.device_id, "v_fps": t.fps, "v_p95": t.latency_p95_ms}
+                                 for t in latest.values()])
+    record_reports(conn, reports, now)
     stats.batches += 1
 
 
 class Ingester:
-    """Subscribes to every device's state, telemetry, events and update topics.
+    """Subscribes to every device's state, telemetry, events and update topics; `shared`:
+    as one of several ingesters (an MQTT shared subscription, `$share/<share_group>/...`: the
+    broker hands each message to one of them).
 
     `on_death(worker, error)` is called if the writer ends for any reason but `stop()`.
     """
 
     def __init__(self, config: CloudConfig, client_id: str | None = None,
-                 on_death: Callable[[str, BaseException], None] | None = None) -> None:
+                 on_death: Callable[[str, BaseException], None] | None = None,
+                 shared: bool = False) -> None:
         self.config = config
         self.stats = IngestStats()
         self._queue = _Handoff(config.ingest.queue_max)
@@ -271,7 +257,9 @@ class Ingester:
         self._decode = _Decoder(prefix, config.mqtt.max_payload_bytes)  # the writer's own
         self.link = CloudLink(
             config.mqtt, client_id or f"{config.mqtt.client_id}-ingest", persistent=True,
-            subscriptions=tuple(fleet_subscription(c, prefix) for c in _CHANNELS),
+            subscriptions=tuple(
+                f"$share/{config.ingest.share_group}/{fleet_subscription(c, prefix)}" if shared
+                else fleet_subscription(c, prefix) for c in _CHANNELS),
             on_raw=self._enqueue, manual_ack=True,
             receive_maximum=min(65535, config.ingest.queue_max), role=CloudRole.INGEST,
         )
@@ -294,51 +282,51 @@ class Ingester:
         """Whether the writer thread runs."""
         return self._writer.is_alive()
 
-    def _commit(self, conn: sqlite3.Connection, messages: list[tuple[Message, bytes]],
+    def _commit(self, store: Store, messages: list[tuple[Message, bytes]],
                 topics: list[bytes], letters: list[DeadLetter], now: float) -> IngestStats:
         """One transaction for the batch and its dead letters. When the store refuses a
         message's values, the batch is written again one message at a time (a savepoint
         each) and the offenders join the dead letters."""
         written = IngestStats()
         try:
-            with conn:
+            with store.begin() as conn:
                 write_batch(conn, messages, now, written)
                 write_dead_letters(conn, letters, now)
             written.quarantined.update(letter.reason for letter in letters)
             return written
         except _DATA_ERRORS as e:
-            log.warning("the store refused a message in a batch of %s (%s: %s); writing them "
-                        "one at a time", len(messages), type(e).__name__, e)
+            log.warning("the store refused a message in a batch of %s (%s); writing them "
+                        "one at a time", len(messages), describe_error(e))
         written, letters = IngestStats(), list(letters)
-        with conn:
-            conn.execute("BEGIN")  # the savepoints below nest in this one transaction
+        with store.begin() as conn:  # the savepoints below nest in this one transaction
             for (message, payload), name in zip(messages, topics, strict=True):
                 one = IngestStats()
-                conn.execute("SAVEPOINT message")
+                savepoint = conn.begin_nested()
                 try:
                     write_batch(conn, [(message, payload)], now, one)
                 except _DATA_ERRORS as e:
-                    conn.execute("ROLLBACK TO message")
+                    savepoint.rollback()
+                    why = describe_error(e)
                     log.warning("quarantined a message on %s (%s): %s", _shown(name),
-                                Reason.STORE_ERROR, e)
-                    letters.append(DeadLetter(name, payload, Reason.STORE_ERROR,
-                                              f"{type(e).__name__}: {e}", message.device_id))
+                                Reason.STORE_ERROR, why)
+                    letters.append(DeadLetter(name, payload, Reason.STORE_ERROR, why,
+                                              message.device_id))
                 else:
+                    savepoint.commit()
                     written.add(one)
-                conn.execute("RELEASE message")
             write_dead_letters(conn, letters, now)
         written.quarantined.update(letter.reason for letter in letters)
         return written
 
-    def _store(self, conn: sqlite3.Connection, messages: list[tuple[Message, bytes]],
+    def _store(self, store: Store, messages: list[tuple[Message, bytes]],
                topics: list[bytes], letters: list[DeadLetter], received: int) -> bool:
         """Write one batch (retrying while the store is busy); False if it could not."""
         with self._lock:
             self.stats.received += received
             for attempt in range(5):
                 try:
-                    written = self._commit(conn, messages, topics, letters, time.time())
-                except sqlite3.OperationalError as e:
+                    written = self._commit(store, messages, topics, letters, time.time())
+                except sa_exc.OperationalError as e:
                     log.warning("store busy (%s); retrying the batch", e)
                     time.sleep(0.2 * (attempt + 1))
                     continue
@@ -357,7 +345,7 @@ class Ingester:
             if self._on_death is not None:
                 self._on_death("the ingest writer", e)
 
-    def write(self, conn: sqlite3.Connection, batch: list[Item]) -> bool:
+    def write(self, store: Store, batch: list[Item]) -> bool:
         """Check and store one batch (the writer's step); True once it is committed, when
         every message in it is stored, a duplicate or quarantined."""
         now = time.time()
@@ -371,22 +359,22 @@ class Ingester:
             else:
                 messages.append((m, payload))
                 topics.append(name)
-        return self._store(conn, messages, topics, letters, len(batch))
+        return self._store(store, messages, topics, letters, len(batch))
 
     def _write_until_stopped(self) -> None:
-        conn = open_store(self.config.store.db).conn
+        store = open_store(self.config.store)
         try:
             cfg = self.config.ingest
             while not (self._stop.is_set() and not self._queue):
                 batch = self._queue.take(cfg.batch_max, cfg.batch_wait_s)
-                if not batch or not self.write(conn, batch):
+                if not batch or not self.write(store, batch):
                     continue
                 self.link.ack_many(mid for _, _, mid, qos in batch if qos == 1)
                 for _, _, mid, qos in batch:
                     if qos > 1:
                         self.link.ack(mid, qos)
         finally:
-            conn.close()
+            store.close()
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:

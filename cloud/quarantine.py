@@ -15,14 +15,14 @@ The table keeps the newest `KEEP_ROWS` rows; the counters keep counting.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
+from sqlalchemy import Connection
 
-from cloud.store import add_counter
+from cloud.store import Store, add_counter
+from cloud.store.dead_letters import insert_dead_letters, quarantine_rows
 
 __all__ = ["KEEP_ROWS", "PAYLOAD_KEEP", "DeadLetter", "quarantine_views", "write_dead_letters"]
 
@@ -42,7 +42,8 @@ class Reason:
 
 def _text(value: str) -> str:
     """Printable, storable text: lone surrogates escaped, cut to a bound."""
-    return value.encode("utf-8", "backslashreplace").decode("utf-8")[:_TEXT_KEEP]
+    text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00")[:_TEXT_KEEP]  # PostgreSQL text holds no NUL
 
 
 @dataclass(frozen=True)
@@ -53,46 +54,34 @@ class DeadLetter:
     detail: str
     device_id: str = ""  # what the topic names, when it is a valid device topic
 
-    def row(self, now: float) -> tuple[Any, ...]:
-        return (now, _text(self.topic.decode("utf-8", "backslashreplace")), self.device_id,
-                len(self.payload), hashlib.sha256(self.payload).hexdigest(), _text(self.reason),
-                _text(self.detail), self.payload[:PAYLOAD_KEEP])
+    def row(self, now: float) -> dict[str, Any]:
+        return {"received": now, "topic": _text(self.topic.decode("utf-8", "backslashreplace")),
+                "device_id": _text(self.device_id), "size": len(self.payload),
+                "sha256": hashlib.sha256(self.payload).hexdigest(), "reason": _text(self.reason),
+                "detail": _text(self.detail), "payload": self.payload[:PAYLOAD_KEEP]}
 
 
-def write_dead_letters(conn: sqlite3.Connection, letters: list[DeadLetter], now: float) -> None:
+def write_dead_letters(conn: Connection, letters: list[DeadLetter], now: float) -> None:
     """Insert dead letters and count them (inside the caller's transaction)."""
     if not letters:
         return
-    conn.executemany(
-        "INSERT INTO quarantine (received, topic, device_id, size, sha256, reason, detail, "
-        "payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [letter.row(now) for letter in letters])
+    insert_dead_letters(conn, [letter.row(now) for letter in letters], KEEP_ROWS)
     add_counter(conn, "quarantined", len(letters))
     add_counter(conn, "malformed", len(letters))  # the name before quarantine existed
     for reason, count in Counter(letter.reason for letter in letters).items():
         add_counter(conn, f"quarantined.{reason}", count)
-    newest = conn.execute("SELECT MAX(id) FROM quarantine").fetchone()[0]
-    if newest > KEEP_ROWS:
-        conn.execute("DELETE FROM quarantine WHERE id <= ?", (newest - KEEP_ROWS,))
 
 
-def quarantine_views(db: sqlite_utils.Database, since: float = 0.0, device_id: str | None = None,
+def quarantine_views(store: Store, since: float = 0.0, device_id: str | None = None,
                      limit: int = 100) -> list[dict[str, Any]]:
     """The newest dead letters first; payloads shown as text (undecodable bytes escaped)."""
-    sql = ("SELECT id, received, topic, device_id, size, sha256, reason, detail, payload "
-           "FROM quarantine WHERE received >= ?")
-    params: list[Any] = [since]
-    if device_id is not None:
-        sql += " AND device_id = ?"
-        params.append(device_id)
-    sql += " ORDER BY id DESC LIMIT ?"
-    params.append(limit)
     out = []
-    for row in db.execute(sql, params):
-        payload = bytes(row[8])
+    for row in quarantine_rows(store, since, device_id, limit):
+        payload = bytes(row["payload"])
         out.append({
-            "id": row[0], "received": row[1], "topic": row[2], "device_id": row[3],
-            "size": row[4], "sha256": row[5], "reason": row[6], "detail": row[7],
+            **{k: row[k] for k in ("id", "received", "topic", "device_id", "size", "sha256",
+                                   "reason", "detail")},
             "payload": payload.decode("utf-8", "backslashreplace"),
-            "payload_truncated": row[4] > len(payload),
+            "payload_truncated": row["size"] > len(payload),
         })
     return out

@@ -19,16 +19,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from cloud.artifacts import ArtifactStore, StoreError, artifact_key, delta_key, release_key
 from cloud.modelinfo import read_io_signature
+from cloud.store import Store
+from cloud.store import releases as stored
+from cloud.variants import VariantRequest, package_variants
 from shared.codec import compress, decompress, delta_encode
 from shared.documents import (
     Artifact,
@@ -43,7 +43,9 @@ from shared.documents import (
 )
 from shared.envelope import sign_envelope
 from shared.errors import MalformedDocument, SizeExceeded, VersionNotNewer
+from shared.features import FeatureExtractor
 from shared.keys import SigningKey
+from shared.reference import ReferenceProfile
 from shared.verify import describe_io
 
 __all__ = [
@@ -72,6 +74,8 @@ class ReleaseRequest:
     probation: ProbationPolicy = field(default_factory=ProbationPolicy)
     max_model_bytes: int | None = None  # the profile's budget, when known
     new_io: bool = False  # the application changed with this model: its I/O may differ
+    reference: ReferenceProfile | None = None  # signed with the model; devices measure drift
+    variants: VariantRequest | None = None  # other compressions; devices pick the fastest
 
 
 class ReleaseRefused(Exception):
@@ -93,22 +97,19 @@ def _check_name(name: str, what: str) -> None:
         raise MalformedDocument(f"{name!r} is not [A-Za-z0-9_.-]{{1,64}}", what)
 
 
-def latest_version(db: sqlite_utils.Database, name: str, profile: str) -> int | None:
+def latest_version(store: Store, name: str, profile: str) -> int | None:
     """The newest version of `name` built for `profile`. Versions increase per model and
     profile: `digits@2` may exist once for each device profile, and a device only ever
     receives the build for its own profile."""
-    row = db.execute("SELECT MAX(version) FROM releases WHERE name = ? AND profile = ?",
-                     [name, profile]).fetchone()
-    return None if row is None or row[0] is None else int(row[0])
+    return stored.latest_version(store, name, profile)
 
 
-def load_releases(db: sqlite_utils.Database, name: str, version: int) -> dict[str, PublishedRelease]:
+def load_releases(store: Store, name: str, version: int) -> dict[str, PublishedRelease]:
     """Every profile's build of `name@version`, keyed by profile (empty when there is none)."""
-    rows = db.execute("SELECT profile, envelope, artifact_key, delta_keys FROM releases "
-                      "WHERE name = ? AND version = ? ORDER BY profile", [name, version])
     builds = {}
-    for profile, envelope_text, akey, dkeys in rows.fetchall():
-        envelope = json.loads(envelope_text)
+    for row in stored.builds_of(store, name, version):
+        profile, akey, dkeys = row["profile"], row["artifact_key"], row["delta_keys"]
+        envelope = json.loads(row["envelope"])
         builds[profile] = PublishedRelease(
             Release.parse_signed(envelope["signed"]), envelope, akey, tuple(json.loads(dkeys)),
             release_key(name, version, profile))
@@ -190,14 +191,12 @@ def _candidate_provenance(report: dict[str, Any], name: str, path: Path) -> dict
     raise ReleaseRefused(f"{path}'s {name} candidate cannot be released as {name}: {str(why)[:200]}")
 
 
-def check_io(db: sqlite_utils.Database, req: ReleaseRequest, io: IOSignature) -> None:
+def check_io(store: Store, req: ReleaseRequest, io: IOSignature) -> None:
     """`ReleaseRefused` when `io` differs from the previous release of the model for the
     profile (else on any profile), unless `req.new_io`."""
     if req.new_io:
         return
-    row = db.execute(
-        "SELECT version, profile, envelope FROM releases WHERE name = ? "
-        "ORDER BY profile = ? DESC, version DESC LIMIT 1", [req.name, req.profile]).fetchone()
+    row = stored.previous_release(store, req.name, req.profile)
     if row is None:
         return
     version, profile, envelope = row
@@ -211,12 +210,9 @@ def check_io(db: sqlite_utils.Database, req: ReleaseRequest, io: IOSignature) ->
         "application changes with it")
 
 
-def _deltas(db: sqlite_utils.Database, store: ArtifactStore, req: ReleaseRequest, target: bytes,
+def _deltas(db: Store, store: ArtifactStore, req: ReleaseRequest, target: bytes,
             target_sha: str, history: int, lifetime_s: int) -> list[tuple[Delta, str]]:
-    rows = db.execute(
-        "SELECT version, target_sha256, target_size, artifact_key FROM releases "
-        "WHERE name = ? AND profile = ? ORDER BY version DESC", [req.name, req.profile],
-    ).fetchall()
+    rows = stored.history(db, req.name, req.profile)
     out: list[tuple[Delta, str]] = []
     seen: set[str] = {target_sha}
     for version, base_sha, base_size, key in rows:
@@ -242,7 +238,7 @@ def _deltas(db: sqlite_utils.Database, store: ArtifactStore, req: ReleaseRequest
     return out
 
 
-def publish_release(db: sqlite_utils.Database, store: ArtifactStore, key: SigningKey,
+def publish_release(db: Store, store: ArtifactStore, key: SigningKey,
                     req: ReleaseRequest, now: datetime, history: int = 3) -> PublishedRelease:
     """Package, upload, sign and record one release."""
     _check_name(req.name, "name")
@@ -262,6 +258,11 @@ def publish_release(db: sqlite_utils.Database, store: ArtifactStore, key: Signin
                            f"{req.max_model_bytes}")
     io = read_io_signature(req.model)
     check_io(db, req, io)
+    if req.reference is not None:
+        wanted = FeatureExtractor(io).names
+        if tuple(f.name for f in req.reference.features) != wanted:
+            raise ReleaseRefused(f"the reference profile does not describe {req.model}'s I/O "
+                                 f"(features {', '.join(wanted)} expected)")
     target_sha = hashlib.sha256(target).hexdigest()
     lifetime = req.lifetime_s
     expires = now + timedelta(seconds=lifetime)
@@ -272,30 +273,36 @@ def publish_release(db: sqlite_utils.Database, store: ArtifactStore, key: Signin
     artifact = Artifact(url=store.url(akey, lifetime), sha256=hashlib.sha256(full).hexdigest(),
                         size=len(full))
     deltas = _deltas(db, store, req, target, target_sha, history, lifetime)
+    variants = None
+    if req.variants is not None:
+        try:
+            variants = package_variants(store, req.variants, req.name, req.version, req.profile,
+                                        io, Target(target_sha, len(target)), artifact, lifetime,
+                                        req.max_model_bytes, read_io_signature)
+        except ValueError as e:
+            raise ReleaseRefused(str(e)) from e
     release = Release(
         name=req.name, version=req.version, profile=req.profile, created=format_time(now),
         expires=format_time(expires), target=Target(target_sha, len(target)), artifact=artifact,
         deltas=tuple(d for d, _ in deltas), io=io, provenance=req.provenance,
-        probation=req.probation,
+        probation=req.probation, reference=req.reference, variants=variants,
     )
     envelope = sign_envelope(release.to_signed(), [key])
     rkey = release_key(req.name, req.version, req.profile)
     store.put(rkey, json.dumps(envelope, indent=2, sort_keys=True).encode("utf-8"))
     try:
         _record(db, release, akey, [k for _, k in deltas], envelope)
-    except sqlite3.IntegrityError as e:
+    except stored.AlreadyStored as e:
         raise VersionNotNewer(f"{req.name}@{req.version} was released meanwhile") from e
     log.info("released %s@%s (%s bytes, %s deltas)", req.name, req.version, len(full), len(deltas))
     return PublishedRelease(release, envelope, akey, tuple(k for _, k in deltas), rkey)
 
 
-def _record(db: sqlite_utils.Database, release: Release, akey: str, dkeys: list[str],
+def _record(db: Store, release: Release, akey: str, dkeys: list[str],
             envelope: dict[str, Any]) -> None:
-    with db.conn:
-        db.conn.execute(
-            "INSERT INTO releases (name, version, profile, created, expires, target_sha256, "
-            "target_size, artifact_key, delta_keys, envelope) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (release.name, release.version, release.profile, release.created, release.expires,
-             release.target.sha256, release.target.size, akey, json.dumps(dkeys),
-             json.dumps(envelope)),
-        )
+    stored.insert_release(db, {
+        "name": release.name, "version": release.version, "profile": release.profile,
+        "created": release.created, "expires": release.expires,
+        "target_sha256": release.target.sha256, "target_size": release.target.size,
+        "artifact_key": akey, "delta_keys": json.dumps(dkeys), "envelope": json.dumps(envelope),
+    })

@@ -6,12 +6,13 @@ moves through
 
     waiting -> pending (deployment published) -> committed | failed | timed_out | superseded
 
-`failed` carries the device's reason (`probation_failed`, `hash_mismatch`, ...), reported by
-the device with this rollout's id even when it refused the deployment unread (the id is then
-the device's claim, applied to that device's row only); a pending device silent for
-`device_timeout_s` after its deployment went out is `timed_out` and counts as a failure. A
-device that dropped this deployment for a newer one (another rollout) is `superseded`: it no
-longer counts in this rollout, neither way. On each tick, a running rollout:
+(`cloud.store.rollouts` holds every transition.) `failed` carries the device's reason
+(`probation_failed`, `hash_mismatch`, ...), reported by the device with this rollout's id even
+when it refused the deployment unread (the id is then the device's claim, applied to that
+device's row only); a pending device silent for `device_timeout_s` after its deployment went
+out is `timed_out` and counts as a failure. A device that dropped this deployment for a newer
+one (another rollout) is `superseded`: it no longer counts in this rollout, neither way. On
+each tick, a running rollout:
 
   * pauses when failures exceed `max_failures_pct` of the devices released so far (in the manner
     of hawkBit's error threshold), recording the reasons;
@@ -29,14 +30,14 @@ import logging
 import math
 import secrets
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlite_utils
-
+from cloud.store import Store
+from cloud.store import rollouts as rs
+from cloud.store.rollouts import RolloutState
 from shared.documents import Deployment, Release, format_time
 from shared.envelope import sign_envelope
 from shared.keys import SigningKey
@@ -58,7 +59,8 @@ log = logging.getLogger(__name__)
 
 # publish(device_id, payload): retained on devices/{id}/desired; b"" clears it
 Publish = Callable[[str, bytes], None]
-STATES = ("running", "paused", "completed", "aborted")
+STATES = tuple(RolloutState)
+_MARK_EVERY = 100  # deployments published between two writes of their pending status
 
 
 def parse_waves(text: str) -> list[str]:
@@ -107,7 +109,7 @@ def _new_id(release: Release) -> str:
 
 
 def create_rollout(
-    db: sqlite_utils.Database, builds: dict[str, tuple[Release, dict[str, Any]]],
+    store: Store, builds: dict[str, tuple[Release, dict[str, Any]]],
     targets: dict[str, str], waves: list[str], key: SigningKey, now: datetime, *,
     lifetime_s: int, success_threshold_pct: int = 95, max_failures_pct: int = 5,
 ) -> RolloutPlan:
@@ -125,7 +127,7 @@ def create_rollout(
     rollout_id = _new_id(release)
     sizes = wave_sizes(waves, len(devices))
     deployments: dict[str, dict[str, Any]] = {}
-    rows = []
+    rows: list[tuple[str, int, str]] = []
     wave_of = 0
     for index, device_id in enumerate(devices):
         while index >= sizes[wave_of]:
@@ -137,150 +139,114 @@ def create_rollout(
                                 release=build_envelope)
         envelope = sign_envelope(deployment.to_signed(), [key])
         deployments[device_id] = envelope
-        rows.append((rollout_id, device_id, wave_of, "waiting", json.dumps(envelope),
-                     now.timestamp()))
-    t = now.timestamp()
-    with db.conn:
-        db.conn.execute(
-            "INSERT INTO rollouts (id, release_name, release_version, state, waves, current_wave,"
-            " success_threshold_pct, max_failures_pct, created, updated, wave_started, reason)"
-            " VALUES (?, ?, ?, 'running', ?, -1, ?, ?, ?, ?, ?, '')",
-            (rollout_id, release.name, release.version, json.dumps(waves), success_threshold_pct,
-             max_failures_pct, t, t, t))
-        db.conn.executemany(
-            "INSERT INTO rollout_devices (rollout_id, device_id, wave, status, deployment, "
-            "updated) VALUES (?, ?, ?, ?, ?, ?)", rows)
+        rows.append((device_id, wave_of, json.dumps(envelope)))
+    with store.begin() as conn:
+        rs.insert_rollout(conn, {
+            "id": rollout_id, "release_name": release.name, "release_version": release.version,
+            "waves": json.dumps(waves), "success_threshold_pct": success_threshold_pct,
+            "max_failures_pct": max_failures_pct}, rows, now.timestamp())
     log.info("rollout %s: %s devices in waves %s", rollout_id, len(devices), sizes)
     return RolloutPlan(rollout_id, release, tuple(devices), tuple(waves), tuple(sizes),
                        deployments)
 
 
-def start_wave(db: sqlite_utils.Database, rollout_id: str, wave: int, publish: Publish,
-               now: float) -> int:
+def start_wave(store: Store, rollout_id: str, wave: int, publish: Publish, now: float) -> int:
     """Publish the deployments of `wave` and mark them pending; returns how many went out."""
-    rows = db.execute(
-        "SELECT device_id, deployment FROM rollout_devices WHERE rollout_id = ? AND wave = ? "
-        "AND status = 'waiting'", [rollout_id, wave]).fetchall()
-    for device_id, deployment in rows:
-        publish(device_id, deployment.encode("utf-8"))
-        with db.conn:
-            db.conn.execute(
-                "UPDATE rollout_devices SET status = 'pending', published = ?, updated = ? "
-                "WHERE rollout_id = ? AND device_id = ? AND status = 'waiting'",
-                (now, now, rollout_id, device_id))
-    with db.conn:
-        db.conn.execute("UPDATE rollouts SET current_wave = ?, wave_started = ?, updated = ? "
-                        "WHERE id = ?", (wave, now, now, rollout_id))
+    rows = rs.waiting_in_wave(store, rollout_id, wave)
+    # published, then marked pending, 100 at a time: a controller that dies in between leaves
+    # them waiting, and the next one publishes them again (the same retained deployment)
+    for start in range(0, len(rows), _MARK_EVERY):
+        chunk = rows[start:start + _MARK_EVERY]
+        for device_id, deployment in chunk:
+            publish(device_id, deployment.encode("utf-8"))
+        rs.mark_pending(store, rollout_id, [d for d, _ in chunk], now)
+    rs.wave_started(store, rollout_id, wave, now)
     log.info("rollout %s: wave %s started (%s devices)", rollout_id, wave + 1, len(rows))
     return len(rows)
 
 
-def _failure_summary(db: sqlite_utils.Database, rollout_id: str) -> str:
-    rows = db.execute(
-        "SELECT reason, status FROM rollout_devices WHERE rollout_id = ? AND status IN "
-        "('failed', 'timed_out')", [rollout_id]).fetchall()
-    reasons = Counter((r or s) for r, s in rows)
+def _failure_summary(store: Store, rollout_id: str) -> str:
+    reasons = rs.failure_reasons(store, rollout_id)
     return ", ".join(f"{reason}: {n}" for reason, n in reasons.most_common())
 
 
-def _set_state(db: sqlite_utils.Database, rollout_id: str, state: str, reason: str,
-               now: float) -> None:
-    with db.conn:
-        db.conn.execute("UPDATE rollouts SET state = ?, reason = ?, updated = ? WHERE id = ?",
-                        (state, reason, now, rollout_id))
-
-
-def _tick_one(db: sqlite_utils.Database, row: dict[str, Any], publish: Publish, now: float,
+def _tick_one(store: Store, row: dict[str, Any], publish: Publish, now: float,
               device_timeout_s: float) -> None:
     rid, wave = row["id"], row["current_wave"]
-    last_wave = db.execute("SELECT MAX(wave) FROM rollout_devices WHERE rollout_id = ?",
-                           [rid]).fetchone()[0]
     if wave < 0:
-        start_wave(db, rid, 0, publish, now)
+        start_wave(store, rid, 0, publish, now)
         return
-    with db.conn:
-        db.conn.execute(
-            "UPDATE rollout_devices SET status = 'timed_out', reason = 'timeout', updated = ? "
-            "WHERE rollout_id = ? AND status = 'pending' AND published < ?",
-            (now, rid, now - device_timeout_s))
-    counts = Counter(dict(db.execute(
-        "SELECT status, COUNT(*) FROM rollout_devices WHERE rollout_id = ? AND wave <= ? "
-        "GROUP BY status", [rid, wave]).fetchall()))
-    released = sum(counts.values()) - counts["superseded"]
-    failed = counts["failed"] + counts["timed_out"]
+    rs.time_out_pending(store, rid, now - device_timeout_s, now)
+    counts = rs.status_counts(store, rid, up_to_wave=wave)
+    released = sum(counts.values()) - counts[rs.DeviceStatus.SUPERSEDED]
+    failed = counts[rs.DeviceStatus.FAILED] + counts[rs.DeviceStatus.TIMED_OUT]
     accepted = int(row["failures_accepted"])
     new_failures = failed - accepted
     if new_failures > 0 and new_failures * 100 > row["max_failures_pct"] * released:
         reason = (f"{failed} of {released} devices failed, over the {row['max_failures_pct']}% "
-                  f"threshold ({_failure_summary(db, rid)})")
-        _set_state(db, rid, "paused", reason, now)
+                  f"threshold ({_failure_summary(store, rid)})")
+        rs.set_state(store, rid, RolloutState.PAUSED, reason, now)
         log.warning("rollout %s paused: %s", rid, reason)
         return
+    committed, pending = counts[rs.DeviceStatus.COMMITTED], counts[rs.DeviceStatus.PENDING]
     # failures the operator accepted (resume) no longer count against the success threshold
-    if counts["committed"] * 100 < row["success_threshold_pct"] * (released - accepted):
-        if counts["pending"] == 0:
-            reason = (f"{counts['committed']} of {released} devices committed, under the "
+    if committed * 100 < row["success_threshold_pct"] * (released - accepted):
+        if pending == 0:
+            reason = (f"{committed} of {released} devices committed, under the "
                       f"{row['success_threshold_pct']}% success threshold "
-                      f"({_failure_summary(db, rid)})")
-            _set_state(db, rid, "paused", reason, now)
+                      f"({_failure_summary(store, rid)})")
+            rs.set_state(store, rid, RolloutState.PAUSED, reason, now)
             log.warning("rollout %s paused: %s", rid, reason)
         return
-    if wave < last_wave:
-        start_wave(db, rid, wave + 1, publish, now)
-    elif counts["pending"] == 0:
-        _set_state(db, rid, "completed", f"{counts['committed']} of {released} committed", now)
+    if wave < rs.last_wave(store, rid):
+        start_wave(store, rid, wave + 1, publish, now)
+    elif pending == 0:
+        rs.set_state(store, rid, RolloutState.COMPLETED, f"{committed} of {released} committed",
+                     now)
         log.info("rollout %s completed", rid)
 
 
-def tick_rollouts(db: sqlite_utils.Database, publish: Publish, now: float | None = None,
+def tick_rollouts(store: Store, publish: Publish, now: float | None = None,
                   device_timeout_s: float = 1800.0) -> None:
     """One controller step over every running rollout."""
     now = time.time() if now is None else now
-    for row in list(db.query("SELECT * FROM rollouts WHERE state = 'running' ORDER BY created")):
+    for row in rs.running_rollouts(store):
         try:
-            _tick_one(db, row, publish, now, device_timeout_s)
+            _tick_one(store, row, publish, now, device_timeout_s)
         except Exception:
             log.exception("rollout %s: tick failed; trying again next tick", row["id"])
 
 
-def _get(db: sqlite_utils.Database, rollout_id: str) -> dict[str, Any]:
-    rows = list(db.query("SELECT * FROM rollouts WHERE id = ?", [rollout_id]))
-    if not rows:
-        raise KeyError(f"no rollout {rollout_id!r}")
-    return rows[0]
+def _get(store: Store, rollout_id: str) -> dict[str, Any]:
+    try:
+        return rs.get_rollout(store, rollout_id)
+    except rs.UnknownRollout as e:
+        raise KeyError(f"no rollout {rollout_id!r}") from e
 
 
-def pause_rollout(db: sqlite_utils.Database, rollout_id: str) -> None:
-    row = _get(db, rollout_id)
-    if row["state"] != "running":
+def pause_rollout(store: Store, rollout_id: str) -> None:
+    row = _get(store, rollout_id)
+    if row["state"] != RolloutState.RUNNING:
         raise ValueError(f"rollout {rollout_id} is {row['state']}, not running")
-    _set_state(db, rollout_id, "paused", "paused by the operator", time.time())
+    rs.set_state(store, rollout_id, RolloutState.PAUSED, "paused by the operator", time.time())
 
 
-def resume_rollout(db: sqlite_utils.Database, rollout_id: str) -> None:
+def resume_rollout(store: Store, rollout_id: str) -> None:
     """Go on, accepting the failures seen so far (new failures still pause it)."""
-    row = _get(db, rollout_id)
-    if row["state"] != "paused":
+    row = _get(store, rollout_id)
+    if row["state"] != RolloutState.PAUSED:
         raise ValueError(f"rollout {rollout_id} is {row['state']}, not paused")
-    failed = db.execute(
-        "SELECT COUNT(*) FROM rollout_devices WHERE rollout_id = ? AND status IN "
-        "('failed', 'timed_out')", [rollout_id]).fetchone()[0]
-    with db.conn:
-        db.conn.execute("UPDATE rollouts SET state = 'running', reason = 'resumed by the "
-                        "operator', failures_accepted = ?, updated = ? WHERE id = ?",
-                        (failed, time.time(), rollout_id))
+    rs.accept_failures(store, rollout_id, time.time())
 
 
-def abort_rollout(db: sqlite_utils.Database, rollout_id: str, publish: Publish | None) -> int:
+def abort_rollout(store: Store, rollout_id: str, publish: Publish | None) -> int:
     """Stop for good; clear the retained deployments of devices that have not reported."""
-    row = _get(db, rollout_id)
-    if row["state"] in ("completed", "aborted"):
+    row = _get(store, rollout_id)
+    if row["state"] in (RolloutState.COMPLETED, RolloutState.ABORTED):
         raise ValueError(f"rollout {rollout_id} is already {row['state']}")
-    pending = [r[0] for r in db.execute(
-        "SELECT device_id FROM rollout_devices WHERE rollout_id = ? AND status = 'pending' "
-        "AND phase = ''", [rollout_id]).fetchall()]
+    pending = rs.unstarted_pending(store, rollout_id)
     if publish is not None:
         for device_id in pending:
             publish(device_id, b"")
-    _set_state(db, rollout_id, "aborted", "aborted by the operator", time.time())
+    rs.set_state(store, rollout_id, RolloutState.ABORTED, "aborted by the operator", time.time())
     return len(pending)

@@ -12,14 +12,14 @@ device that missed several rotations walks them in order.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlite_utils
-
+from cloud.store import Store
+from cloud.store.releases import AlreadyStored
+from cloud.store.trail import insert_root, root_envelopes
 from shared.documents import format_time
 from shared.envelope import sign_envelope
 from shared.keys import PublicKey, SigningKey
@@ -41,16 +41,16 @@ class RootChange:
     lifetime: timedelta = timedelta(days=365)
 
 
-def stored_roots(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def stored_roots(store: Store) -> list[dict[str, Any]]:
     """The signed root envelopes in the store, oldest first."""
-    return [json.loads(r[0]) for r in db.execute("SELECT envelope FROM roots ORDER BY version")]
+    return [json.loads(e) for e in root_envelopes(store)]
 
 
-def current_root(db: sqlite_utils.Database, signing_key: SigningKey | None) -> TrustedRoot:
+def current_root(store: Store, signing_key: SigningKey | None) -> TrustedRoot:
     """The newest stored root, or the implicit version 1 of the configured signing key."""
-    row = db.execute("SELECT envelope FROM roots ORDER BY version DESC LIMIT 1").fetchone()
-    if row is not None:
-        envelope = json.loads(row[0])
+    newest = root_envelopes(store, newest_first=True)[:1]
+    if newest:
+        envelope = json.loads(newest[0])
         return TrustedRoot(parse_root(envelope["signed"]), envelope)
     if signing_key is None:
         raise ValueError("no root is stored and no [signing] key is configured to stand for "
@@ -67,7 +67,7 @@ def _apply(keys: tuple[PublicKey, ...], add: tuple[PublicKey, ...],
     return kept + tuple(k for k in dict.fromkeys(add) if k not in kept)
 
 
-def rotate(db: sqlite_utils.Database, current: TrustedRoot, change: RootChange,
+def rotate(store: Store, current: TrustedRoot, change: RootChange,
            signers: list[SigningKey], now: datetime) -> TrustedRoot:
     """Write root N+1: the current keys changed as asked, signed by `signers`, verified by the
     device's own rule before it is stored. ValueError or `Rejected` when it would not be."""
@@ -89,21 +89,18 @@ def rotate(db: sqlite_utils.Database, current: TrustedRoot, change: RootChange,
     envelope = sign_envelope(nxt.to_signed(), signers)
     trusted = update_root(current, envelope)  # what every device will check, checked here first
     try:
-        with db.conn:
-            db.conn.execute(
-                "INSERT INTO roots (version, sha256, issued, expires, envelope, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (nxt.version, trusted.sha256, nxt.issued, nxt.expires, json.dumps(envelope),
-                 time.time()))
-    except sqlite3.IntegrityError as e:
+        insert_root(store, {"version": nxt.version, "sha256": trusted.sha256,
+                            "issued": nxt.issued, "expires": nxt.expires,
+                            "envelope": json.dumps(envelope), "created": time.time()})
+    except AlreadyStored as e:
         raise ValueError(f"root version {nxt.version} was written by someone else meanwhile; "
                          "check `litefleet trust show` and rotate again") from e
     return trusted
 
 
-def chain_message(db: sqlite_utils.Database) -> bytes | None:
+def chain_message(store: Store) -> bytes | None:
     """The retained `trust/root` payload: the stored chain, or None before the first rotation."""
-    envelopes = stored_roots(db)
+    envelopes = stored_roots(store)
     if not envelopes:
         return None
     return json.dumps(build_chain(envelopes), sort_keys=True).encode("utf-8")

@@ -15,6 +15,8 @@ from typing import Any
 
 from shared.errors import MalformedDocument
 from shared.jsonload import DEFAULT_MAX_DOCUMENT_BYTES, INT64_MAX, INT64_MIN, load_json
+from shared.reference import ReferenceProfile
+from shared.variants import VariantSet
 
 __all__ = [
     "DEFAULT_MAX_DOCUMENT_BYTES",
@@ -284,6 +286,10 @@ class Release:
     io: IOSignature
     provenance: Provenance
     probation: ProbationPolicy
+    # the evaluation set's input and output statistics (signed with the model; optional)
+    reference: ReferenceProfile | None = None
+    # the same model compressed other ways: each device activates the fastest within budget
+    variants: VariantSet | None = None
 
     @property
     def expires_at(self) -> datetime:
@@ -294,7 +300,7 @@ class Release:
 
     def to_signed(self) -> dict[str, Any]:
         """The `signed` part of the release envelope."""
-        return {
+        signed: dict[str, Any] = {
             "_type": "release",
             "spec_version": SPEC_VERSION,
             "name": self.name,
@@ -313,6 +319,11 @@ class Release:
             },
             "probation": asdict(self.probation),
         }
+        if self.reference is not None:  # absent, not null: older releases sign the same bytes
+            signed["reference"] = self.reference.to_dict()
+        if self.variants is not None:
+            signed["variants"] = self.variants.to_dict()
+        return signed
 
     @classmethod
     def parse_signed(cls, value: Any, path: str = "signed") -> Release:
@@ -366,10 +377,19 @@ class Release:
             metrics[key] = mv
         p.done()
         probation = _probation(o.obj("probation"))
+        raw_reference = o._get("reference", optional=True)
+        reference = (None if raw_reference is None
+                     else ReferenceProfile.parse(raw_reference, o.sub("reference")))
+        raw_variants = o._get("variants", optional=True)
+        variants = (None if raw_variants is None
+                    else VariantSet.parse(raw_variants, o.sub("variants")))
+        if variants is not None and variants.by_sha256(target.sha256) is None:
+            raise MalformedDocument("the release's target is not among its candidates",
+                                    o.sub("variants"))
         o.done()
         return cls(
             name, version, profile, created, expires, target, artifact, tuple(deltas), io,
-            Provenance(parent, recipe, metrics), probation,
+            Provenance(parent, recipe, metrics), probation, reference, variants,
         )
 
 

@@ -2,6 +2,10 @@
 
 A key id is the lowercase hex sha256 of the raw 32-byte public key. Public keys travel as 64
 lowercase hex characters; private keys live in PKCS#8 PEM files readable by their owner only.
+
+`cryptography` is imported when a key is first used (a signature checked, a key made or
+loaded), not when this module is: a device agent that has not yet verified anything does not
+carry it (about 8 MB resident); from its first deployment or signed command on, it does.
 """
 
 from __future__ import annotations
@@ -9,15 +13,12 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from typing import TYPE_CHECKING
 
 from shared.errors import MalformedDocument
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = [
     "HEX64",
@@ -61,6 +62,9 @@ class PublicKey:
         return hashlib.sha256(self.raw).hexdigest()
 
     def verify(self, signature: bytes, message: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         try:
             Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, message)
         except (InvalidSignature, ValueError):
@@ -72,6 +76,8 @@ class SigningKey:
     """An Ed25519 private key that signs canonical bytes."""
 
     def __init__(self, private: Ed25519PrivateKey) -> None:
+        from cryptography.hazmat.primitives import serialization
+
         self._private = private
         raw = private.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -80,6 +86,8 @@ class SigningKey:
 
     @classmethod
     def generate(cls) -> SigningKey:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return cls(Ed25519PrivateKey.generate())
 
     @property
@@ -90,6 +98,8 @@ class SigningKey:
         return self._private.sign(message)
 
     def to_pem(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
         return self._private.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -98,6 +108,9 @@ class SigningKey:
 
     @classmethod
     def from_pem(cls, data: bytes) -> SigningKey:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError) as e:

@@ -41,8 +41,10 @@ __all__ = [
     "MAX_TS_AGE_S",
     "MAX_TS_AHEAD_S",
     "TS_MAX",
+    "CaptureRequest",
     "Command",
     "DeviceState",
+    "DriftSummary",
     "Event",
     "Message",
     "ModelIdentity",
@@ -82,6 +84,18 @@ class DeviceState:
 
 
 @dataclass(frozen=True)
+class DriftSummary:
+    """Drift of the live inputs and outputs from the release's reference profile: the
+    largest per-feature population stability index (`score`), which feature it is, the
+    release's threshold and how many sampled frames the rolling window holds."""
+
+    score: float
+    feature: str
+    threshold: float
+    samples: int
+
+
+@dataclass(frozen=True)
 class TelemetryRecord:
     SCHEMA: ClassVar[str] = "litefleet.telemetry/1"
     device_id: str
@@ -105,6 +119,7 @@ class TelemetryRecord:
     outbox_dropped: int = 0
     source_status: str = ""
     uptime_s: float = 0.0
+    drift: DriftSummary | None = None  # None: no reference profile, or too few frames yet
 
 
 @dataclass(frozen=True)
@@ -141,7 +156,8 @@ class UpdateStatus:
 
 @dataclass(frozen=True)
 class Command:
-    """A signed operator command's `signed` part (`report-now`, `rollback`, `restart-source`)."""
+    """A signed operator command's `signed` part (`report-now`, `rollback`, `restart-source`,
+    `capture`, `upload`). `args` carries a command's parameters (absent when it has none)."""
 
     SCHEMA: ClassVar[str] = "litefleet.cmd/1"
     device_id: str
@@ -149,11 +165,24 @@ class Command:
     issued: str
     expires: str
     nonce: str
+    args: dict[str, Any] = field(default_factory=dict)
 
 
-Message = DeviceState | TelemetryRecord | Event | UpdateStatus | Command
+@dataclass(frozen=True)
+class CaptureRequest:
+    """On `devices/{id}/capture`: the device asks for upload URLs for these sample files
+    (name -> bytes). The cloud answers with a signed `upload` command on `cmd`."""
+
+    SCHEMA: ClassVar[str] = "litefleet.capture/1"
+    device_id: str
+    ts: float
+    files: dict[str, Any] = field(default_factory=dict)
+
+
+Message = DeviceState | TelemetryRecord | Event | UpdateStatus | Command | CaptureRequest
 _KINDS: dict[str, type[Any]] = {
-    cls.SCHEMA: cls for cls in (DeviceState, TelemetryRecord, Event, UpdateStatus, Command)
+    cls.SCHEMA: cls
+    for cls in (DeviceState, TelemetryRecord, Event, UpdateStatus, Command, CaptureRequest)
 }
 
 

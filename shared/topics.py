@@ -4,6 +4,7 @@
     {prefix}/devices/{id}/telemetry   device -> cloud
     {prefix}/devices/{id}/events      device -> cloud
     {prefix}/devices/{id}/update      device -> cloud
+    {prefix}/devices/{id}/capture     device -> cloud (upload grants asked for samples)
     {prefix}/devices/{id}/desired     cloud -> device, retained
     {prefix}/devices/{id}/cmd         cloud -> device
     {prefix}/trust/root               cloud -> every device, retained: the root chain
@@ -41,6 +42,7 @@ class Channel(StrEnum):
     UPDATE = "update"
     DESIRED = "desired"
     CMD = "cmd"
+    CAPTURE = "capture"
 
     @property
     def from_device(self) -> bool:

@@ -134,7 +134,11 @@ def verify_deployment(
             f"release declares {describe_io(release.io)}, the application expects "
             f"{describe_io(expected_io)}"
         )
-    same = release.version == installed_version and release.target.sha256 == installed_sha256
+    # a device may run another of the release's variants than its target: that is current too
+    running = release.target.sha256 == installed_sha256 or (
+        release.variants is not None and installed_sha256 is not None
+        and release.variants.by_sha256(installed_sha256) is not None)
+    same = release.version == installed_version and running
     if not same and release.version <= installed_version:
         raise VersionNotNewer(
             f"release version {release.version} is not newer than installed {installed_version}"
@@ -157,6 +161,8 @@ def check_sizes(release: Release, max_model_bytes: int) -> None:
     """Refuse a release that declares more bytes than this device accepts."""
     sizes = [("target", release.target.size), ("artifact", release.artifact.size)]
     sizes += [(f"delta from {d.base_sha256[:12]}", d.size) for d in release.deltas]
+    for v in release.variants.candidates if release.variants is not None else ():
+        sizes += [(f"variant {v.name}", v.size), (f"variant {v.name}'s artifact", v.artifact_size)]
     for what, size in sizes:
         if size > max_model_bytes:
             raise SizeExceeded(f"{what} declares {size} bytes, over this device's {max_model_bytes}")

@@ -15,6 +15,8 @@ class CommandName(StrEnum):
     REPORT_NOW = "report-now"  # publish telemetry and state at once
     ROLLBACK = "rollback"  # end a running probation as failed: the previous model serves
     RESTART_SOURCE = "restart-source"  # close and reopen the camera or sensor
+    CAPTURE = "capture"  # keep sample frames for a while (upload them later)
+    UPLOAD = "upload"  # send the kept samples now
 
 
 class Via(StrEnum):

@@ -421,3 +421,44 @@ def agent_process(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
             except ProcessLookupError:
                 pass
             proc.kill()
+
+
+# --- PostgreSQL: one server per test session, a fresh database per test ---------------------
+
+from postgres_server import PostgresServer, postgres_bin  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of its own (initdb in a temp folder, a free loopback port). `.ci/run`
+    installs Debian's postgresql; a machine without it fails here, naming the package."""
+    bindir = postgres_bin()
+    if bindir is None:
+        pytest.fail("PostgreSQL is not installed: apt-get install postgresql (`.ci/run` does)")
+    server = PostgresServer(bindir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, migrated store on each backend: `sqlite:///...` or `postgresql://...`."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store' / 'cloud.db'}"
+    else:
+        url = request.getfixturevalue("postgres").create_database()
+    from cloud.store import open_store
+    from cloud.store.migrate import migrate
+
+    store = open_store(url) if request.param == "sqlite" else _migrated(url, migrate)
+    store.close()
+    return url
+
+
+def _migrated(url: str, migrate: Any) -> Any:
+    from cloud.store.engine import Store, engine_url
+
+    store = Store(engine_url(url))
+    migrate(store)
+    return store

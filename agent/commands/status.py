@@ -1,6 +1,7 @@
 """`litefleet-agent status --config F [--json]`: what the state dir says, daemon running or not.
 
-Reads only: the active model and the update journal's phase, the trusted root, the outbox's depth and dropped
+Reads only: the active model and the update journal's phase, the trusted root, sample capture
+(on or off, files waiting for upload), the outbox's depth and dropped
 count, and the time of the last delivery the broker acknowledged. SQLite's WAL mode lets this
 read while the daemon writes.
 """
@@ -70,6 +71,7 @@ def _status(args: argparse.Namespace) -> int:
         "last_publish": _iso(stats.last_publish),
         "trust": {"root_version": root.version, "expires": root.expires,
                   "release_keys": [k.keyid for k in root.release_keys]},
+        "capture": _capture(config),
     }
     if args.json:
         print(json.dumps(report, sort_keys=True))
@@ -81,4 +83,18 @@ def _status(args: argparse.Namespace) -> int:
     print(f"outbox      {stats.depth} record(s) waiting, {stats.bytes} bytes, "
           f"{stats.dropped} dropped, last seq {stats.last_seq}")
     print(f"last publish {report['last_publish'] or 'never'}")
+    capture = report["capture"]
+    print(f"capture     {'on' if capture['enabled'] else 'off'}, {capture['files_waiting']} "
+          f"sample file(s) waiting for upload, {capture['bytes_waiting']} bytes")
     return 0
+
+
+def _capture(config: Any) -> dict[str, Any]:
+    from agent.capture.recorder import CAPTURE_STATE_FILE, capture_enabled
+    from agent.capture.store import SampleStore
+
+    budget = int(config.capture.max_disk_mb * 1024 * 1024)
+    waiting = SampleStore(config.state_dir / "samples", budget).waiting()
+    return {"enabled": capture_enabled(config.capture, config.state_dir / CAPTURE_STATE_FILE),
+            "files_waiting": len(waiting),
+            "bytes_waiting": sum(p.stat().st_size for p in waiting), "budget_bytes": budget}

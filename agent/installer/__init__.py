@@ -50,7 +50,7 @@ from .units import (
     render_profile_dropin,
     render_unit,
 )
-from .venv import VenvPlan, default_source, ensure_venv
+from .venv import VenvPlan, default_source, ensure_venv, pip_problem
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -271,6 +271,8 @@ def _check(options: InstallOptions, systemd_running: bool
                             "or a source folder)")
         elif not source.exists():
             problems.append(f"--source {source}: no such file or folder")
+        if (pip := pip_problem(options.python)) is not None:
+            problems.append(pip)
     try:
         # with --root the files the config names are looked for in the tree, below
         config = load_config(options.config, check_files=options.live)

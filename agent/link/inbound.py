@@ -41,6 +41,7 @@ from typing import Protocol
 from agent.link.commands import CommandGate
 from shared.errors import PayloadTooLarge, Rejected, reason_of
 from shared.fields import FreeObject
+from shared.messages import Command
 from shared.topics import Channel, FleetChannel
 from shared.vocabulary import CommandName
 
@@ -74,9 +75,11 @@ class Inbound:
         report: Report | None = None,
         on_refused: Callable[[Rejected], object] | None = None,
         on_root: Callable[[bytes], Sequence[object]] | None = None,
+        command_handlers: Mapping[CommandName, Callable[[Command], None]] | None = None,
     ) -> None:
         self.gate = gate
         self.handlers = handlers
+        self.command_handlers = command_handlers or {}  # handlers that read `args`
         self.max_payload_bytes = max_payload_bytes
         self.dropped = 0  # messages not handled: oversized, refused, queue full, failed
         self.replaced = 0  # desired messages replaced by a newer one before they were taken
@@ -267,7 +270,18 @@ class Inbound:
         except Rejected as e:
             self._drop(Channel.CMD, f"{e.reason}: {e}", e.reason)
             return
-        handler = self.handlers.get(CommandName(command.command))  # the gate checked it
+        name = CommandName(command.command)  # the gate checked it
+        with_args = self.command_handlers.get(name)
+        if with_args is not None:
+            log.info("running operator command %r (nonce %s)", command.command, command.nonce)
+            try:
+                with_args(command)
+            except Rejected as e:
+                self._drop(Channel.CMD, f"{e.reason}: {e}", e.reason)
+                return
+            self._tell({"outcome": "done", "command": command.command, "nonce": command.nonce})
+            return
+        handler = self.handlers.get(name)
         if handler is None:  # every command in the contract has one; a gap is a bug here
             log.error("command %r (nonce %s) has no handler", command.command, command.nonce)
             self._tell({"outcome": "failed", "reason": "unsupported", "command": command.command,

@@ -75,6 +75,7 @@ class Activation:
         self._previous = old
         self.probation = Probation(entry.sha256, release.probation, baseline, old,
                                    clock=ctx.clock)
+        self.probation.on_disagreement = ctx.on_disagreement
         entry = ctx.steps.advance(entry, UpdatePhase.PROBATION, probation_started=time.time())
         return UpdateOutcome.of_entry(entry)
 
@@ -138,6 +139,7 @@ class Activation:
                 log.warning("the previous model does not load (%s); no shadow checks", e)
         self._previous = old
         self.probation = Probation(entry.sha256, release.probation, None, old, clock=ctx.clock)
+        self.probation.on_disagreement = ctx.on_disagreement
         ctx.steps.note(entry, probation_started=time.time())
         crashpoint("probation.resumed")
         ctx.steps.changed()

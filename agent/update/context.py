@@ -18,18 +18,23 @@ from agent.update.attempts import Attempts
 from agent.update.journal import UpdateJournal
 from agent.update.modelstore import ModelStore
 from agent.update.state import active_identity
-from shared.documents import IOSignature
+from shared.documents import IOSignature, Release
 from shared.messages import ModelIdentity
 
 if TYPE_CHECKING:
     from agent.loop import InferenceResult
     from agent.runtime.protocol import Model, ModelLoader
 
-__all__ = ["Loop", "UpdateContext"]
+__all__ = ["DisagreementHook", "Loop", "ReleaseHook", "UpdateContext"]
 
 log = logging.getLogger(__name__)
 
 STALE_DOWNLOAD_S = 24 * 3600  # partial downloads untouched this long are removed
+
+
+ReleaseHook = Callable[[Release], None]
+# (new model sha256, the frame's inputs, new top-1, previous top-1)
+DisagreementHook = Callable[[str, list[np.ndarray], int | None, int | None], None]
 
 
 class Loop(Protocol):
@@ -52,6 +57,8 @@ class UpdateContext:
     now: Callable[[], datetime]  # wall clock, for document expiry
     clock: Callable[[], float] = time.monotonic  # for waits: probation, retries, progress
     loop: Loop | None = None
+    on_release: ReleaseHook | None = None  # each staged release, before activation
+    on_disagreement: DisagreementHook | None = None  # shadow disagreements on probation
     _io: dict[str, IOSignature] = field(default_factory=dict)
 
     @property

@@ -109,6 +109,10 @@ class Probation:
             SHADOW_QUEUE
         )
         self._shadow: threading.Thread | None = None
+        # told (on the shadow thread) of each shadow frame the two models disagree on:
+        # (new model's sha256, inputs, new top-1, previous top-1); sample capture keeps some
+        self.on_disagreement: Callable[[str, list[np.ndarray], int | None, int | None],
+                                       None] | None = None
         if self._previous is not None:
             self._shadow = threading.Thread(target=self._shadow_run, name="probation-shadow",
                                             daemon=True)
@@ -150,6 +154,11 @@ class Probation:
             with self._lock:
                 self._compared += 1
                 self._agree += int(old_top1 == new_top1)
+            if old_top1 != new_top1 and self.on_disagreement is not None:
+                try:
+                    self.on_disagreement(self.sha256, inputs, new_top1, old_top1)
+                except Exception:
+                    log.exception("disagreement listener failed")
 
     def stop(self) -> None:
         if self._shadow is not None:

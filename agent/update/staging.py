@@ -39,6 +39,8 @@ def stage(ctx: UpdateContext, entry: JournalEntry, release: Release, active: Mod
     entry = ctx.steps.advance(entry, UpdatePhase.VALIDATING, via=retrieval.via)
     model = validate(ctx, release)
     ctx.journal.remember_model(release.target.sha256, release.name, release.version)
+    if ctx.on_release is not None:
+        ctx.on_release(release)
     entry = ctx.steps.advance(entry, UpdatePhase.STAGED, detail=retrieval.delta_error)
     return entry, model
 

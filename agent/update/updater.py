@@ -32,7 +32,7 @@ from agent.store import DeviceStore
 from agent.update.activation import Activation
 from agent.update.admission import admit_deployment, claimed_rollout_id
 from agent.update.attempts import Attempts
-from agent.update.context import Loop, UpdateContext
+from agent.update.context import DisagreementHook, Loop, ReleaseHook, UpdateContext
 from agent.update.crash import crashpoint
 from agent.update.fetch import Fetcher, Transfer, fetcher_for
 from agent.update.handover import UpdateLock, take_requests, write_result
@@ -45,6 +45,7 @@ from agent.update.retrieval import Pace, TargetRetriever
 from agent.update.retry import DEFAULT_RETRY, RetryPolicy, RetrySchedule
 from agent.update.staging import stage
 from agent.update.trust import TrustStore
+from agent.update.variants import VariantChooser
 from shared.errors import (
     DiskFull,
     FetchFailed,
@@ -106,6 +107,28 @@ class Updater:
         self._transfer: tuple[str, Transfer] | None = None  # (deployment digest, its download)
         self._resume: JournalEntry | None = None  # an interrupted probation, resumed on attach
         self._stopping = False
+        self.variants = VariantChooser(config, self._ctx.downloads, self._fetchers, self._pace,
+                                       load_model)
+
+    # hooks (the daemon's drift and capture) -------------------------------------------------
+
+    @property
+    def on_release(self) -> ReleaseHook | None:
+        """Told each verified release before its model is activated (its reference profile)."""
+        return self._ctx.on_release
+
+    @on_release.setter
+    def on_release(self, hook: ReleaseHook | None) -> None:
+        self._ctx.on_release = hook
+
+    @property
+    def on_disagreement(self) -> DisagreementHook | None:
+        """Shadow frames the new and the previous model disagree on, during probation."""
+        return self._ctx.on_disagreement
+
+    @on_disagreement.setter
+    def on_disagreement(self, hook: DisagreementHook | None) -> None:
+        self._ctx.on_disagreement = hook
 
     # public -----------------------------------------------------------------------------
 
@@ -298,6 +321,7 @@ class Updater:
             steps.report(UpdatePhase.COMMITTED, entry_like(verified), detail="already active")
             return UpdateOutcome.of_verified(UpdatePhase.COMMITTED, verified, no_op=True,
                                              detail="already active")
+        release = self.variants.choose(release, dirs, self._ctx.loop)  # the fastest variant here
         condemned = self._ctx.journal.condemned(release.target.sha256, release.version)
         if condemned is not None:
             detail = f"refused earlier ({condemned.reason}): {condemned.detail}"

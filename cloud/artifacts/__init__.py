@@ -10,6 +10,8 @@ Keys (the same in every store):
     <name>/<version>/<name>-<version>.tflite.zst                     the full artifact
     <name>/<version>/<name>-<version>.from-<base_sha256[:16]>.delta   a delta from one base
     <name>/<version>/<name>-<version>.release.json                   the signed release
+    samples/<device>/<sample id>.{jpg,npy,json}                       captured samples (never
+                                                                      served back over HTTP)
 """
 
 from __future__ import annotations
@@ -40,6 +42,15 @@ class ArtifactStore(Protocol):
     def get(self, key: str, max_bytes: int) -> bytes: ...
 
     def exists(self, key: str) -> bool: ...
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under `prefix`, sorted."""
+        ...
+
+    def put_url(self, key: str, lifetime_s: int, now: float) -> str:
+        """A URL a device can PUT `key` to for `lifetime_s` seconds, holding no credential
+        (S3: presigned; a file store: a grant `serve` checks)."""
+        ...
 
     def url(self, key: str, lifetime_s: int) -> str:
         """An absolute URL a device can GET for at least `lifetime_s` seconds (where the store

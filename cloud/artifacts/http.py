@@ -9,6 +9,13 @@
 Only single ranges are served; a multi-range request gets the whole file (RFC 9110 allows it).
 Artifacts are write-once, so the ETag is derived from size and modification time.
 
+PUT accepts a sample upload under `<prefix>samples/` when the server holds the upload secret
+(`cloud.artifacts.upload`): `?expires=..&sig=..` must grant that key, the body is at most
+`MAX_UPLOAD_BYTES` (Content-Length required), and the file is replaced atomically (a retried
+upload writes the same key again). 201 when stored, 403 for a missing, wrong or expired grant,
+411/413 for a missing or too large body. Samples are never served back: GET under `samples/`
+is 404 (operators read them with `litefleet samples`).
+
 Other exact paths (`/healthz`, `/metrics`: see cloud.health) are served by `routes`. A client
 that resets or closes its connection mid-request is logged at debug, never as a traceback.
 """
@@ -19,15 +26,18 @@ import logging
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 from cloud.artifacts import StoreError
 from cloud.artifacts.files import safe_path
+from cloud.artifacts.upload import UPLOAD_PREFIX, UploadSigner
+from localio.atomic import write_atomic
 
 if TYPE_CHECKING:
     from cloud.health import Response
@@ -37,6 +47,7 @@ __all__ = ["ArtifactServer", "parse_range"]
 log = logging.getLogger(__name__)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _CHUNK = 1 << 16
+MAX_UPLOAD_BYTES = 16 * 1024 * 1024
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
@@ -75,6 +86,48 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._serve(body=True)
 
+    def do_PUT(self) -> None:
+        url = urlparse(self.path)
+        path, prefix, signer = unquote(url.path), self.server.prefix, self.server.uploads
+        key = path[len(prefix):]
+        query = parse_qs(url.query)
+        if (self.server.root is None or signer is None or not path.startswith(prefix)
+                or not key.startswith(UPLOAD_PREFIX)):
+            self.close_connection = True
+            self._error(HTTPStatus.NOT_FOUND)
+            return
+        expires, sig = query.get("expires", [""])[0], query.get("sig", [""])[0]
+        if not signer.check(key, expires, sig, time.time()):
+            log.warning("refused an upload to %s: no valid grant", key)
+            self.close_connection = True
+            self._error(HTTPStatus.FORBIDDEN)
+            return
+        length = self.headers.get("Content-Length", "")
+        if not length.isdigit():
+            self.close_connection = True
+            self._error(HTTPStatus.LENGTH_REQUIRED)
+            return
+        if int(length) > MAX_UPLOAD_BYTES:
+            self.close_connection = True
+            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+            return
+        try:
+            file = safe_path(self.server.root, key)
+            data = self.rfile.read(int(length))
+            if len(data) != int(length):
+                self.close_connection = True
+                self._error(HTTPStatus.BAD_REQUEST)
+                return
+            file.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(file, data, 0o640)
+        except (StoreError, OSError) as e:
+            log.warning("upload to %s failed: %s", key, e)
+            self.close_connection = True
+            self._error(HTTPStatus.BAD_REQUEST)
+            return
+        log.info("stored upload %s (%s bytes)", key, len(data))
+        self._error(HTTPStatus.CREATED)
+
     def _error(self, status: HTTPStatus, extra: dict[str, str] | None = None) -> None:
         self.send_response(status)
         for k, v in (extra or {}).items():
@@ -101,7 +154,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self._route(path, body):
             return
         prefix = self.server.prefix
-        if self.server.root is None or not path.startswith(prefix):
+        if (self.server.root is None or not path.startswith(prefix)
+                or path[len(prefix):].startswith(UPLOAD_PREFIX)):
             self._error(HTTPStatus.NOT_FOUND)
             return
         try:
@@ -167,6 +221,7 @@ class _Server(ThreadingHTTPServer):
     root: Path | None
     prefix: str
     routes: dict[str, Callable[[], Response]]
+    uploads: UploadSigner | None
 
     def handle_error(self, request: object, client_address: object) -> None:
         """Instead of socketserver's traceback on stderr: a client gone is routine (debug);
@@ -185,8 +240,10 @@ class ArtifactServer:
 
     def __init__(self, root: Path | None, host: str = "127.0.0.1", port: int = 0,
                  prefix: str = "/artifacts/",
-                 routes: dict[str, Callable[[], Response]] | None = None) -> None:
+                 routes: dict[str, Callable[[], Response]] | None = None,
+                 uploads: UploadSigner | None = None) -> None:
         self._server = _Server((host, port), _Handler)
+        self._server.uploads = uploads  # accept sample uploads granted with this secret
         self._server.root = root
         self._server.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self._server.routes = dict(routes or {})

@@ -71,6 +71,27 @@ class S3Store:
             raise StoreError(f"s3://{self.bucket}: {e}") from e
         return True
 
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under `prefix`, sorted (the store's own prefix taken off)."""
+        out: list[str] = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix))
+            for page in pages:
+                out.extend(o["Key"] for o in page.get("Contents", []))
+        except (BotoCoreError, ClientError) as e:
+            raise StoreError(f"s3://{self.bucket}/{self._key(prefix)}: {e}") from e
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(k[strip:] for k in out)
+
+    def put_url(self, key: str, lifetime_s: int, now: float) -> str:
+        """A presigned PUT URL for `key`: the device uploads with no credential of its own."""
+        url: str = self.client.generate_presigned_url(
+            "put_object", Params={"Bucket": self.bucket, "Key": self._key(key)},
+            ExpiresIn=max(1, min(lifetime_s, self.presign_max_s)),
+        )
+        return url
+
     def url(self, key: str, lifetime_s: int) -> str:
         expires = max(1, min(lifetime_s, self.presign_max_s))
         if lifetime_s > self.presign_max_s:

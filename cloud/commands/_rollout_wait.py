@@ -22,9 +22,10 @@ from enum import IntEnum
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import sqlite_utils
 
 from cloud.fleet import rollout_views
+from cloud.store import Store
+from cloud.store.rollouts import device_rows, state_and_reason
 from shared.errors import Rejected
 from shared.messages import UpdateStatus, decode_message
 
@@ -80,10 +81,9 @@ class DownloadProgress:
             return dict(self._bytes)
 
 
-def wave_progress(db: sqlite_utils.Database, rollout_id: str,
+def wave_progress(store: Store, rollout_id: str,
                   downloaded: dict[str, int]) -> list[WaveProgress]:
-    rows = db.execute("SELECT device_id, wave, status FROM rollout_devices WHERE rollout_id = ?",
-                      [rollout_id]).fetchall()
+    rows = [(r["device_id"], r["wave"], r["status"]) for r in device_rows(store, rollout_id)]
     waves: dict[int, Counter[str]] = {}
     bytes_by_wave: Counter[int] = Counter()
     for device_id, wave, status in rows:
@@ -94,15 +94,14 @@ def wave_progress(db: sqlite_utils.Database, rollout_id: str,
             for w, c in sorted(waves.items())]
 
 
-def follow_rollout(db: sqlite_utils.Database, rollout_id: str, downloads: DownloadProgress, *,
+def follow_rollout(db: Store, rollout_id: str, downloads: DownloadProgress, *,
                    timeout_s: float, as_json: bool, poll_s: float = 0.5) -> WaitResult:
     """Follow until the rollout leaves `running` or `timeout_s` passes; print as it goes."""
     view = _Display.make(as_json)
     deadline = time.monotonic() + timeout_s
     try:
         while True:
-            state, reason = db.execute("SELECT state, reason FROM rollouts WHERE id = ?",
-                                       [rollout_id]).fetchone()
+            state, reason = state_and_reason(db, rollout_id)
             waves = wave_progress(db, rollout_id, downloads.by_device())
             view.update(state, waves)
             if state != "running" or time.monotonic() >= deadline:

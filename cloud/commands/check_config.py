@@ -74,6 +74,18 @@ def _check(args: argparse.Namespace) -> int:
         if not args.offline and (broker := _broker_warning(config)) is not None:
             warnings.append(broker)
         notes.append(f"config {path} has {len(problems)} problem(s)" if problems else
-                     f"config {path} is valid (store {config.store.db}, artifacts "
+                     f"config {path} is valid (store {_store_shown(config)}, artifacts "
                      f"{config.store.artifacts}, broker {config.mqtt.host}:{config.mqtt.port})")
     return print_check_report(problems, warnings, notes, args.json)
+
+
+def _store_shown(config: CloudConfig) -> str:
+    """The SQLite file, or the PostgreSQL URL without a password it may hold."""
+    if config.store.backend == "sqlite":
+        return str(config.store.db)
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(config.store.url).render_as_string(hide_password=True)
+    except Exception:  # a URL SQLAlchemy cannot parse: open_store says why, in one line
+        return "postgresql://..."

@@ -13,6 +13,7 @@ import argparse
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cloud import audit
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
@@ -31,13 +32,19 @@ ACTIONS = ("report-now", "rollback", "restart-source")
 MAX_LIFETIME_S = 24 * 3600
 
 
-def build_command(device_id: str, action: str, now: datetime, lifetime_s: int) -> dict[str, object]:
-    """The `signed` part of a command for one device (the schema field included)."""
+def build_command(device_id: str, action: str, now: datetime, lifetime_s: int,
+                  args: dict[str, Any] | None = None) -> dict[str, object]:
+    """The `signed` part of a command for one device (the schema field included); `args`
+    (integers, strings, booleans) for the commands that take some."""
     command = Command(device_id=validate_device_id(device_id), command=action,
                       issued=format_time(now), expires=format_time(now + timedelta(seconds=lifetime_s)),
                       nonce=secrets.token_urlsafe(16))
-    return {"schema": Command.SCHEMA, "device_id": command.device_id, "command": command.command,
-            "issued": command.issued, "expires": command.expires, "nonce": command.nonce}
+    signed: dict[str, object] = {
+        "schema": Command.SCHEMA, "device_id": command.device_id, "command": command.command,
+        "issued": command.issued, "expires": command.expires, "nonce": command.nonce}
+    if args:
+        signed["args"] = args
+    return signed
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -9,10 +9,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlite_utils
-
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.durations import parse_duration
+from cloud.store import Store
+from cloud.store.records import Cursor
+from cloud.store.records import events_since as stored_events
 from localio.cli import EXIT_INVALID
 
 __all__ = ["events_since", "register"]
@@ -34,24 +35,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=lambda args: run_command(args, lambda ctx: _events(ctx, args)))
 
 
-def events_since(db: sqlite_utils.Database, since: float, *, device_id: str | None = None,
-                 kind: str | None = None, after_rowid: int = 0,
-                 limit: int = 1000) -> list[tuple[int, dict[str, Any]]]:
-    """(rowid, event) pairs received since `since` (and after `after_rowid`), oldest first."""
-    sql = ("SELECT rowid, device_id, seq, ts, received, kind, detail FROM events "
-           "WHERE received >= ? AND rowid > ?")
-    params: list[Any] = [since, after_rowid]
-    if device_id is not None:
-        sql += " AND device_id = ?"
-        params.append(device_id)
-    if kind is not None:
-        sql += " AND kind = ?"
-        params.append(kind)
-    sql += " ORDER BY rowid LIMIT ?"
-    params.append(limit)
-    return [(int(rowid), {"device_id": d, "seq": seq, "ts": ts, "received": received,
-                          "kind": k, "detail": json.loads(detail)})
-            for rowid, d, seq, ts, received, k, detail in db.execute(sql, params)]
+def events_since(store: Store, since: float, *, device_id: str | None = None,
+                 kind: str | None = None, after: Cursor | None = None,
+                 limit: int = 1000) -> list[tuple[Cursor, dict[str, Any]]]:
+    """(cursor, event) pairs received since `since` (and after `after`), oldest first."""
+    return [(cursor, {"device_id": r["device_id"], "seq": r["seq"], "ts": r["ts"],
+                      "received": r["received"], "kind": r["kind"],
+                      "detail": json.loads(r["detail"])})
+            for cursor, r in stored_events(store, since, device_id, kind, after, limit)]
 
 
 def _events(ctx: Context, args: argparse.Namespace) -> int:
@@ -60,11 +51,11 @@ def _events(ctx: Context, args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CommandFailed(str(e), EXIT_INVALID) from e
 
-    def fetch(after: int) -> list[tuple[int, dict[str, Any]]]:
+    def fetch(after: Cursor | None) -> list[tuple[Cursor, dict[str, Any]]]:
         return events_since(ctx.db, since, device_id=args.device, kind=args.kind,
-                            after_rowid=after, limit=args.limit)
+                            after=after, limit=args.limit)
 
-    rows = fetch(0)
+    rows = fetch(None)
     if args.json and not args.follow:
         print(json.dumps([e for _, e in rows]))
         return 0
@@ -78,7 +69,8 @@ def _events(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_events(rows: list[tuple[int, dict[str, Any]]], as_json: bool) -> int:
+def _print_events(rows: list[tuple[Cursor, dict[str, Any]]],
+                  as_json: bool) -> Cursor | None:
     for _, e in rows:
         if as_json:
             print(json.dumps(e))
@@ -88,4 +80,4 @@ def _print_events(rows: list[tuple[int, dict[str, Any]]], as_json: bool) -> int:
                 if isinstance(e["detail"], dict) else json.dumps(e["detail"])
             print(f"{when}  {e['device_id']}  {e['kind']}  {detail}")
     sys.stdout.flush()  # line by line into a pipe
-    return rows[-1][0] if rows else 0
+    return rows[-1][0] if rows else None

@@ -28,6 +28,7 @@ from cloud.fleet import (
 )
 from cloud.mqtt import CloudLink
 from cloud.rollout import abort_rollout, pause_rollout, resume_rollout
+from cloud.store.records import Cursor
 from localio.cli import EXIT_INVALID
 from shared.errors import Unavailable
 from shared.topics import Channel, topic
@@ -106,11 +107,21 @@ def _devices(ctx: Context, args: argparse.Namespace) -> int:
         rows.append([v["device_id"], "yes" if v["online"] else "no", v["profile"] or "-",
                      f"{m['name']}@{m['version']} {str(m['sha256'])[:sha_chars]}" if m else "-",
                      v["source_status"] or "-", _num(v["fps"]), _num(v["p95_ms"]),
-                     v["update_phase"] or "-", _when(v["last_seen"])])
+                     v["update_phase"] or "-", _drift(v.get("drift")), _when(v["last_seen"])])
     print_table(f"{len(views)} device(s)", ("device", "online", "profile", "model", "source",
-                                            "fps", "p95 ms", "update", "last seen"),
+                                            "fps", "p95 ms", "update", "drift", "last seen"),
                 rows, wide=args.wide)
     return 0
+
+
+def _drift(drift: dict[str, Any] | None) -> str:
+    """`0.03` under the threshold; `1.42! input.c0` over it (with the worst feature)."""
+    if not drift or not isinstance(drift.get("score"), (int, float)):
+        return "-"
+    score, threshold = float(drift["score"]), drift.get("threshold")
+    if isinstance(threshold, (int, float)) and score > threshold:
+        return f"{score:.2f}! {drift.get('feature', '?')}"
+    return f"{score:.2f}"
 
 
 def _telemetry(ctx: Context, args: argparse.Namespace) -> int:
@@ -126,15 +137,15 @@ def _telemetry(ctx: Context, args: argparse.Namespace) -> int:
     try:
         while args.follow:
             time.sleep(1.0)
-            rows = telemetry_since(ctx.db, since, args.device, after_rowid=last,
-                                   limit=args.limit)
+            rows = telemetry_since(ctx.db, since, args.device, after=last, limit=args.limit)
             last = _print_records(rows, args.json) or last
     except KeyboardInterrupt:  # Ctrl-C is how a follow ends
         pass
     return 0
 
 
-def _print_records(rows: list[tuple[int, dict[str, Any]]], as_json: bool) -> int:
+def _print_records(rows: list[tuple[Cursor, dict[str, Any]]],
+                   as_json: bool) -> Cursor | None:
     for _, r in rows:
         if as_json:
             print(json.dumps(r))
@@ -145,7 +156,7 @@ def _print_records(rows: list[tuple[int, dict[str, Any]]], as_json: bool) -> int
                   f"p95 {r['latency_p95_ms']:.1f} ms  errors {r['errors']}  "
                   f"cpu {r['cpu_percent']:.0f}%  outbox {r['outbox_depth']}")
     sys.stdout.flush()  # line by line into a pipe (`| jq`), not in 4 KiB blocks
-    return rows[-1][0] if rows else 0
+    return rows[-1][0] if rows else None
 
 
 def _rollouts(ctx: Context, args: argparse.Namespace) -> int:

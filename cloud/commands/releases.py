@@ -6,10 +6,10 @@ import argparse
 import json
 from typing import Any
 
-import sqlite_utils
-
 from cloud.commands._table import add_wide_argument, print_table
 from cloud.context import Context, add_config_argument, run_command
+from cloud.store import Store
+from cloud.store.releases import envelopes
 from shared.documents import Release
 
 __all__ = ["register", "release_views"]
@@ -28,13 +28,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=lambda args: run_command(args, lambda ctx: _releases(ctx, args)))
 
 
-def release_views(db: sqlite_utils.Database, name: str | None = None) -> list[dict[str, Any]]:
-    sql, params = "SELECT envelope FROM releases", []
-    if name is not None:
-        sql += " WHERE name = ?"
-        params.append(name)
+def release_views(store: Store, name: str | None = None) -> list[dict[str, Any]]:
     out = []
-    for (envelope,) in db.execute(sql + " ORDER BY name, version DESC, profile", params):
+    for envelope in envelopes(store, name):
         r = Release.parse_signed(json.loads(envelope)["signed"])
         out.append({
             "name": r.name, "version": r.version, "profile": r.profile,

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from cloud import audit
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
-from cloud.web import queries
+from cloud.store import dashboard as queries
 from cloud.web.accounts import Role, UserRefused, add_user, new_token, remove_user
 from localio.cli import EXIT_INVALID
 

@@ -47,6 +47,7 @@ from cloud.compress.measure import Measurement, measure
 from cloud.compress.options import CompressOptions
 from cloud.compress.provenance import provenance, sha256_of
 from cloud.compress.quantize import quantize_tflite
+from cloud.compress.reference import compute_reference, write_reference
 from cloud.compress.report import Report, Skipped
 from device_profiles.profile import DeviceProfile
 from localio.atomic import write_atomic
@@ -88,7 +89,8 @@ def compress(  # noqa: C901 — the compression pipeline in order; each branch i
     `qat`. `io` names the I/O signature candidates must keep (default: the original's; see
     `iospec`). Writes `float32.tflite` (the original as LiteRT runs it), `<method>.tflite` per
     candidate, `chosen.tflite` (a copy of the chosen one, when one is) and
-    `report.{json,md,png}` into `out_dir`.
+    `report.{json,md,png}` and `reference.json` (the reference profile of the chosen model, or
+    of the original when none is chosen) into `out_dir`.
     """
     started = time.monotonic()
     options = options or CompressOptions()
@@ -242,6 +244,10 @@ def compress(  # noqa: C901 — the compression pipeline in order; each branch i
         write_atomic(out / "chosen.tflite", Path(chosen.path).read_bytes())
     else:
         (out / "chosen.tflite").unlink(missing_ok=True)  # never one left from an earlier run
+    # what the released model sees and says on the evaluation set: devices measure drift on it
+    profiled = Path(chosen.path) if chosen is not None else base_path
+    write_reference(out, compute_reference(profiled.read_bytes(), read_io(profiled),
+                                           evaluation.inputs, threads))
     report.write(out)
     if progress is not None:
         progress(total, total, "done")

@@ -14,11 +14,11 @@ import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
-import sqlite_utils
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from cloud.web import queries
+from cloud.store import Store
+from cloud.store import dashboard as queries
 
 __all__ = ["Role", "User", "UserRefused", "add_user", "authenticate", "new_token",
            "remove_user", "user_for_token"]
@@ -56,7 +56,7 @@ def _check_name(name: str) -> None:
                           "starting with a letter or digit")
 
 
-def add_user(db: sqlite_utils.Database, name: str, role: Role, *, password: bool = True) -> str:
+def add_user(db: Store, name: str, role: Role, *, password: bool = True) -> str:
     """Add a user; returns the one-time password (shown once, stored only as its hash), or ""
     for a token-only user."""
     _check_name(name)
@@ -66,12 +66,12 @@ def add_user(db: sqlite_utils.Database, name: str, role: Role, *, password: bool
     return secret
 
 
-def remove_user(db: sqlite_utils.Database, name: str) -> None:
+def remove_user(db: Store, name: str) -> None:
     if not queries.delete_user(db, name):
         raise UserRefused(f"no user {name!r}")
 
 
-def new_token(db: sqlite_utils.Database, name: str) -> str:
+def new_token(db: Store, name: str) -> str:
     """A new API token for an existing user."""
     if queries.user(db, name) is None:
         raise UserRefused(f"no user {name!r}")
@@ -91,7 +91,7 @@ def _user(row: dict[str, object]) -> User | None:
         return None
 
 
-def authenticate(db: sqlite_utils.Database, name: str, password: str) -> User | None:
+def authenticate(db: Store, name: str, password: str) -> User | None:
     """The user when the password is theirs; None otherwise (same cost either way)."""
     row = queries.user(db, name) if _NAME.match(name) else None
     stored = str(row["password_hash"]) if row is not None else ""
@@ -106,13 +106,13 @@ def authenticate(db: sqlite_utils.Database, name: str, password: str) -> User | 
     return _user(row)
 
 
-def user_for_token(db: sqlite_utils.Database, token: str) -> User | None:
+def user_for_token(db: Store, token: str) -> User | None:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     row = queries.user_for_token(db, _token_sha256(token))
     return _user(row) if row is not None else None
 
 
-def user_named(db: sqlite_utils.Database, name: str) -> User | None:
+def user_named(db: Store, name: str) -> User | None:
     row = queries.user(db, name)
     return _user(row) if row is not None else None

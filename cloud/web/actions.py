@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-import sqlite_utils
-
 from cloud import audit
 from cloud.commands.command import ACTIONS, build_command
 from cloud.config import CloudConfig, CloudRole
@@ -32,7 +30,8 @@ from cloud.rollout import (
     pause_rollout,
     resume_rollout,
 )
-from cloud.web import queries
+from cloud.store import Store
+from cloud.store import dashboard as queries
 from localio.keyfiles import load_signing_key
 from shared.envelope import sign_envelope
 from shared.errors import Unavailable
@@ -67,7 +66,7 @@ def operator_link(config: CloudConfig) -> Iterator[CloudLink]:
         link.stop()
 
 
-def rollout_action(db: sqlite_utils.Database, config: CloudConfig, rollout_id: str, action: str,
+def rollout_action(db: Store, config: CloudConfig, rollout_id: str, action: str,
                    actor: str) -> str:
     """Pause, resume or abort; returns the sentence to show."""
     if action not in ROLLOUT_ACTIONS:
@@ -93,7 +92,7 @@ def rollout_action(db: sqlite_utils.Database, config: CloudConfig, rollout_id: s
     return f"rollout {rollout_id}: {'aborted' if action == 'abort' else action + 'd'}"
 
 
-def _abort(db: sqlite_utils.Database, config: CloudConfig, rollout_id: str) -> None:
+def _abort(db: Store, config: CloudConfig, rollout_id: str) -> None:
     try:
         with operator_link(config) as link:
             publish: Publish = lambda d, p: link.publish(  # noqa: E731
@@ -114,7 +113,7 @@ def _signing_key(config: CloudConfig) -> SigningKey:
         raise ActionRefused(str(e), 503) from e
 
 
-def send_command(db: sqlite_utils.Database, config: CloudConfig, device_id: str, action: str,
+def send_command(db: Store, config: CloudConfig, device_id: str, action: str,
                  actor: str) -> str:
     """Sign and publish one command for one device (valid 5 minutes, fresh nonce)."""
     if action not in ACTIONS:
@@ -133,7 +132,7 @@ def send_command(db: sqlite_utils.Database, config: CloudConfig, device_id: str,
     return f"sent {action} to {device_id}"
 
 
-def deploy(db: sqlite_utils.Database, config: CloudConfig, name: str, version: int,
+def deploy(db: Store, config: CloudConfig, name: str, version: int,
            group: str, waves_text: str, actor: str) -> str:
     """Record a rollout of name@version to a group; returns its id."""
     try:

@@ -13,7 +13,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
-from cloud.web import actions, queries, views
+from cloud.store import dashboard as queries
+from cloud.web import actions, views
 from cloud.web.app import Db, api_operator, api_user, page_user, state_of
 from cloud.web.auth import Principal
 

@@ -15,7 +15,6 @@ listing it at /api/docs.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -24,14 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import sqlite_utils
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from cloud.config import CloudConfig
-from cloud.store import open_store
+from cloud.store import Store, open_store
 from cloud.web import accounts, filters
 from cloud.web.auth import (
     COOKIE,
@@ -54,35 +52,27 @@ TEMPLATES = HERE / "templates"
 
 
 class StorePool:
-    """Store connections, each lent to one request at a time (a request's dependencies and
-    its handler may run on different worker threads), all closed at shutdown."""
+    """The dashboard's store: one engine, whose own pool lends each request a connection for
+    each query; opened on first use, closed at shutdown."""
 
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
-        self._free: queue.LifoQueue[sqlite_utils.Database] = queue.LifoQueue()
-        self._all: list[sqlite_utils.Database] = []
+    def __init__(self, target: object) -> None:
+        self.target = target  # what `open_store` takes: the [store] config
+        self._store: Store | None = None
         self._lock = threading.Lock()
 
     @contextmanager
-    def connection(self) -> Iterator[sqlite_utils.Database]:
-        try:
-            db = self._free.get_nowait()
-        except queue.Empty:  # at most one per concurrent request: uvicorn's worker threads
-            db = open_store(self.db_path)
-            with self._lock:
-                self._all.append(db)
-        try:
-            yield db
-        finally:
-            if db.conn.in_transaction:
-                db.conn.rollback()
-            self._free.put(db)
+    def connection(self) -> Iterator[Store]:
+        with self._lock:
+            if self._store is None:
+                self._store = open_store(self.target)
+            store = self._store
+        yield store
 
     def close(self) -> None:
         with self._lock:
-            for db in self._all:
-                db.conn.close()
-            self._all.clear()
+            if self._store is not None:
+                self._store.close()
+                self._store = None
 
 
 @dataclass
@@ -103,20 +93,20 @@ def state_of(request: Request) -> WebState:
     return state
 
 
-def store(request: Request) -> Iterator[sqlite_utils.Database]:
+def store(request: Request) -> Iterator[Store]:
     """The request's store connection (one per request, shared by its dependencies)."""
     with state_of(request).stores.connection() as db:
         yield db
 
 
-Db = Annotated[sqlite_utils.Database, Depends(store)]
+Db = Annotated[Store, Depends(store)]
 
 
 class LoginRequired(Exception):
     """A page asked for without a session: answered with a redirect to the login page."""
 
 
-def _principal(request: Request, db: sqlite_utils.Database) -> Principal | None:
+def _principal(request: Request, db: Store) -> Principal | None:
     state = state_of(request)
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
@@ -192,7 +182,7 @@ def create_app(config: CloudConfig, *, secret: bytes | None = None) -> FastAPI:
     templates.env.filters.update(filters.FILTERS)
     app.state.web = WebState(config, Sessions(secret, web.session_max_age_s),
                              LoginLimiter(web.login_failures_max, web.login_window_s),
-                             StorePool(config.store.db), templates)
+                             StorePool(config.store), templates)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 

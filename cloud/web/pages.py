@@ -11,11 +11,12 @@ import time
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-import sqlite_utils
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
-from cloud.web import actions, queries, views
+from cloud.store import Store
+from cloud.store import dashboard as queries
+from cloud.web import actions, views
 from cloud.web.api import table_request
 from cloud.web.app import Db, page_operator, page_user, state_of
 from cloud.web.auth import Principal
@@ -54,7 +55,7 @@ def home(_user: User) -> Response:
 
 # ---- fleet ---------------------------------------------------------------------------------
 
-def _fleet_context(request: Request, db: sqlite_utils.Database, req: views.TableRequest
+def _fleet_context(request: Request, db: Store, req: views.TableRequest
                    ) -> dict[str, Any]:
     offline_after = state_of(request).offline_after_s
     f = req.filter
@@ -78,7 +79,7 @@ def fleet_live(request: Request, db: Db, principal: User, req: TableReq) -> Resp
 
 # ---- one device ----------------------------------------------------------------------------
 
-def _device(request: Request, db: sqlite_utils.Database, device_id: str) -> dict[str, Any]:
+def _device(request: Request, db: Store, device_id: str) -> dict[str, Any]:
     found = views.device_detail(db, device_id, state_of(request).offline_after_s)
     if found is None:
         raise HTTPException(404, f"no device {device_id!r}")
@@ -123,7 +124,7 @@ def rollouts_live(request: Request, db: Db, principal: User) -> Response:
                    rollouts=[views.rollout_summary(r) for r in queries.rollouts(db)])
 
 
-def _rollout(db: sqlite_utils.Database, rollout_id: str) -> dict[str, Any]:
+def _rollout(db: Store, rollout_id: str) -> dict[str, Any]:
     found = views.rollout_detail(db, rollout_id)
     if found is None:
         raise HTTPException(404, f"no rollout {rollout_id!r}")

@@ -11,9 +11,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
-from cloud.web import queries
+from cloud.store import Store
+from cloud.store import dashboard as queries
 from shared.documents import Release
 
 __all__ = ["WINDOWS", "TableRequest", "device_detail", "device_row", "fleet_table",
@@ -62,7 +61,7 @@ class TableRequest:
     per_page: int = 50
 
 
-def fleet_table(db: sqlite_utils.Database, req: TableRequest, offline_after_s: float
+def fleet_table(db: Store, req: TableRequest, offline_after_s: float
                 ) -> dict[str, Any]:
     per_page = max(1, min(req.per_page, PAGE_MAX))
     page = max(1, req.page)
@@ -75,7 +74,7 @@ def fleet_table(db: sqlite_utils.Database, req: TableRequest, offline_after_s: f
             "devices": [device_row(r) for r in rows]}
 
 
-def device_detail(db: sqlite_utils.Database, device_id: str, offline_after_s: float
+def device_detail(db: Store, device_id: str, offline_after_s: float
                   ) -> dict[str, Any] | None:
     r = queries.device(db, device_id, time.time(), offline_after_s)
     if r is None:
@@ -105,7 +104,7 @@ def _json_or_text(text: str) -> Any:
         return text
 
 
-def series(db: sqlite_utils.Database, device_id: str, window: str, now: float | None = None
+def series(db: Store, device_id: str, window: str, now: float | None = None
            ) -> dict[str, Any]:
     """uPlot-ready columns: t (epoch s) and fps, p95_ms, cpu_percent, rss_mb, outbox_depth."""
     span, bucket = WINDOWS[window]
@@ -142,7 +141,7 @@ def rollout_summary(r: dict[str, Any]) -> dict[str, Any]:
             "pending": counts.get("pending", 0), "waiting": counts.get("waiting", 0)}
 
 
-def rollout_detail(db: sqlite_utils.Database, rollout_id: str) -> dict[str, Any] | None:
+def rollout_detail(db: Store, rollout_id: str) -> dict[str, Any] | None:
     r = queries.rollout(db, rollout_id)
     if r is None:
         return None
@@ -181,7 +180,7 @@ def rollout_detail(db: sqlite_utils.Database, rollout_id: str) -> dict[str, Any]
     return out
 
 
-def release_groups(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def release_groups(db: Store) -> list[dict[str, Any]]:
     """Per (model, profile): its versions, newest first, with sizes, provenance and devices."""
     running = {(r["model_name"], r["model_version"], r["profile"]): int(r["n"])
                for r in queries.running_counts(db)}

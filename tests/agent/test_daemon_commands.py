@@ -18,7 +18,7 @@ from tests.agent.test_daemon_inbound import PREFIX, publish, signed_command, tel
 def test_restart_source_reopens_the_source_and_the_loop_keeps_inferring(  # type: ignore[no-untyped-def]
     mosquitto, mqtt_subscriber, agent_process
 ) -> None:
-    assert set(COMMANDS) == {"report-now", "rollback", "restart-source"}
+    assert set(COMMANDS) == {"report-now", "rollback", "restart-source", "capture", "upload"}
     key = SigningKey.generate()
     sub = mqtt_subscriber(mosquitto, [f"{PREFIX}/+"])
     agent = agent_process(mosquitto, [key.public.hex], telemetry_s=3600)

@@ -77,9 +77,13 @@ def test_malformed_desired_and_cmd_are_dropped_and_the_agent_keeps_running(  # t
     time.sleep(0.5)  # subscriptions settle after the state publish
 
     ten_mb = b"{" + b" " * (10 * 1024 * 1024) + b"}"
-    for payload in (b"not json at all", b'{"schema": "litefleet.nonsense/9"}', ten_mb,
-                    deployment_for("someone-else", key)):
+    # one at a time: the newest desired message wins, so one replaced before the deployment
+    # worker took it would (rightly) never be reported
+    for n, payload in enumerate((b"not json at all", b'{"schema": "litefleet.nonsense/9"}',
+                                 ten_mb, deployment_for("someone-else", key)), start=1):
         publish(mosquitto, f"{PREFIX}/desired", payload)
+        assert sub.wait_for(lambda ms, n=n: len(sub.payloads("/update")) >= n, 20), \
+            agent.log()[-3000:]
     replayed_nonce = uuid.uuid4().hex
     for payload in (
         b"\xff\xfe garbage",

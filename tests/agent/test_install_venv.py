@@ -13,11 +13,14 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
 import zipfile
 from pathlib import Path
+
+import pytest
 
 from agent.cli import main
 
@@ -96,6 +99,10 @@ keys = ["{"ab" * 32}"]
     assert int(count) >= 5
     # no TensorFlow: the base install is the device's; a camera device asks for OpenCV
     assert not list((venv / "lib").glob("python*/site-packages/tensorflow*"))
+    # no pip or setuptools in the device venv: this Python's pip installed into it
+    site = next((venv / "lib").glob("python*/site-packages"))
+    assert not list(site.glob("pip*")) and not list(site.glob("setuptools*"))
+    assert not (venv / "bin/pip").exists()
     assert json.loads((venv / "litefleet-install.json").read_text())["extras"] == ["camera"]
 
     mtimes = {p: p.stat().st_mtime_ns for p in venv.rglob("*") if p.is_file()}
@@ -108,10 +115,69 @@ def test_venv_command_lines(tmp_path: Path) -> None:
 
     plan = VenvPlan(tmp_path / "opt/litefleet/venv", "/opt/litefleet/venv", Path("/src"),
                     sys.executable, ("--no-index", "--find-links=/srv/wheels"))
-    assert plan.create_command() == [sys.executable, "-m", "venv", str(plan.path)]
+    assert plan.create_command() == [sys.executable, "-m", "venv", "--without-pip",
+                                     str(plan.path)]
+    pip = [sys.executable, "-m", "pip", "--python", str(plan.path / "bin/python")]
     assert plan.install_command() == [
-        str(plan.path / "bin/python"), "-m", "pip", "install", "--disable-pip-version-check",
-        "--no-input", "--no-index", "--find-links=/srv/wheels", "/src"]
+        *pip, "install", "--disable-pip-version-check", "--no-input", "--no-index",
+        "--find-links=/srv/wheels", "/src"]
+    assert plan.uninstall_command() == [
+        *pip, "uninstall", "--disable-pip-version-check", "-y", "litefleet"]
+
+
+def test_a_second_install_uninstalls_and_reinstalls_with_the_outer_pip(tmp_path: Path) -> None:
+    from agent.installer.venv import STAMP_NAME, VenvPlan, ensure_venv
+
+    first = build_wheel(tmp_path)
+    plan = VenvPlan(tmp_path / "venv", str(tmp_path / "venv"), first, sys.executable,
+                    ("--no-deps", "--no-index"))
+    assert ensure_venv(plan).action == "created"
+    (plan.path / STAMP_NAME).write_text("{}")  # as if the source had changed
+    assert ensure_venv(plan).action == "updated"
+    listed = subprocess.run([*plan.pip_command(), "list", "--format=json"], capture_output=True,
+                            text=True, timeout=120, check=True)
+    names = {d["name"] for d in json.loads(listed.stdout)}
+    assert "litefleet" in names and "pip" not in names
+
+
+def test_a_python_with_an_old_pip_is_refused_in_one_line(tmp_path: Path) -> None:
+    from agent.installer.venv import pip_problem
+
+    old = tmp_path / "python-old-pip"  # stands in for an interpreter with pip 21.3
+    old.write_text("#!/bin/sh\necho 'pip 21.3.1 from /usr/lib/python3/dist-packages/pip'\n")
+    old.chmod(0o755)
+    problem = pip_problem(str(old))
+    assert problem is not None and "pip 21.3" in problem and ">= 22.3" in problem
+    assert "\n" not in problem
+    nopip = tmp_path / "python-no-pip"
+    nopip.write_text("#!/bin/sh\necho 'No module named pip' >&2\nexit 1\n")
+    nopip.chmod(0o755)
+    assert "has no pip" in (pip_problem(str(nopip)) or "")
+    assert pip_problem(sys.executable) is None
+
+
+def test_install_refuses_a_python_without_a_recent_pip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = tmp_path / "python-old-pip"
+    old.write_text("#!/bin/sh\necho 'pip 20.0.2 from /usr/lib/python3/dist-packages/pip'\n")
+    old.chmod(0o755)
+    config = tmp_path / "agent.toml"
+    config.write_text(f"""\
+device_id = "s-01"
+profile = "rpi4"
+[model]
+name = "digits"
+initial = "{MODEL}"
+[source]
+uri = "synthetic:sensor"
+[trust]
+keys = ["{"ab" * 32}"]
+""")
+    root = tmp_path / "root"
+    assert main(["install", "--config", str(config), "--root", str(root), "--source",
+                 str(REPO), "--python", str(old)]) == 2
+    err = capsys.readouterr().err
+    assert "pip 20.0" in err and ">= 22.3" in err and "Traceback" not in err
+    assert not (root / "opt/litefleet/venv").exists()
 
 
 def test_a_device_that_reads_frames_installs_the_camera_extra(tmp_path: Path) -> None:
@@ -120,3 +186,28 @@ def test_a_device_that_reads_frames_installs_the_camera_extra(tmp_path: Path) ->
     plan = VenvPlan(tmp_path / "venv", "/opt/litefleet/venv", Path("/src"), sys.executable,
                     extras=("camera",))
     assert plan.install_command()[-1] == "/src[camera]"
+
+
+def cached_pages(files: list[Path]) -> int:
+    done = subprocess.run(["fincore", "--noheadings", "--raw", "--output", "PAGES",
+                           *map(str, files)], capture_output=True, text=True, timeout=60,
+                          check=True)
+    return sum(int(line) for line in done.stdout.split())
+
+
+def test_the_installed_files_are_left_on_disk_not_in_the_page_cache(tmp_path: Path) -> None:
+    # files pip has just written stay cached in large folios, which an agent started right
+    # after the install would count as resident; the installer writes them out and drops them
+    from agent.installer.venv import VenvPlan, ensure_venv
+
+    if shutil.which("fincore") is None:
+        pytest.skip("fincore (util-linux) is not installed")
+    plan = VenvPlan(tmp_path / "venv", str(tmp_path / "venv"), build_wheel(tmp_path),
+                    sys.executable, ("--no-deps", "--no-index"))
+    assert ensure_venv(plan).action == "created"
+    files = sorted(plan.path.glob("lib/python*/site-packages/agent/**/*.py"))
+    assert len(files) > 20
+    assert cached_pages(files) == 0
+    for file in files:  # positive control: read back, fincore sees them cached
+        file.read_bytes()
+    assert cached_pages(files) >= len(files)

@@ -67,11 +67,10 @@ def test_a_base_install_without_rich_says_which_extra_in_one_line(tmp_path: Path
 
 def seed_devices(db_path: Path, ids: list[str]) -> None:
     db = open_store(db_path)
-    with db.conn:
-        db.conn.executemany(
-            "INSERT INTO devices (device_id, online, profile, source_status, last_seen) "
-            "VALUES (?, 1, 'rpi5', 'up', ?)", [(d, time.time()) for d in ids])
-    db.conn.close()
+    for d in ids:
+        db.execute("INSERT INTO devices (device_id, online, profile, source_status, last_seen) "
+                   "VALUES (?, 1, 'rpi5', 'up', ?)", (d, time.time()))
+    db.close()
 
 
 def test_piped_tables_keep_long_ids_whole_and_show_the_source(cloud_env: CloudEnv) -> None:

@@ -61,7 +61,6 @@ def test_each_device_gets_the_build_for_its_profile(cloud_env: CloudEnv, tmp_pat
     db.execute("INSERT INTO devices (device_id, profile, model_name) VALUES "
                "('cam-x86', 'x86-gateway', 'digits'), ('cam-pi', 'rpi4', 'digits'), "
                "('cam-new', '', NULL)")
-    db.conn.commit()
     capsys.readouterr()
     out = tmp_path / "bundle"
     assert main(["deploy", "digits@1", "--device", "cam-x86", "cam-pi", "--out", str(out),

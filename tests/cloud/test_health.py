@@ -46,18 +46,17 @@ def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def seed_rollouts(db_path: Path, states: list[str]) -> None:
     db = open_store(db_path)
-    with db.conn:
-        for i, state in enumerate(states):
-            db.conn.execute(
-                "INSERT INTO rollouts (id, release_name, release_version, state, waves, "
-                "current_wave, success_threshold_pct, max_failures_pct, created, updated, "
-                "wave_started) VALUES (?, 'digits', 2, ?, '[\"100%\"]', 0, 95, 5, 0, 0, 0)",
-                (f"r-{i}", state))
-            db.conn.execute(  # one device still working on it: a running rollout stays so
-                "INSERT INTO rollout_devices (rollout_id, device_id, wave, status, deployment, "
-                "published, updated) VALUES (?, 'cam-09', 0, 'pending', '{}', ?, ?)",
-                (f"r-{i}", time.time(), time.time()))
-    db.conn.close()
+    for i, state in enumerate(states):
+        db.execute(
+            "INSERT INTO rollouts (id, release_name, release_version, state, waves, "
+            "current_wave, success_threshold_pct, max_failures_pct, created, updated, "
+            "wave_started) VALUES (?, 'digits', 2, ?, '[\"100%\"]', 0, 95, 5, 0, 0, 0)",
+            (f"r-{i}", state))
+        db.execute(  # one device still working on it: a running rollout stays so
+            "INSERT INTO rollout_devices (rollout_id, device_id, wave, status, deployment, "
+            "published, updated) VALUES (?, 'cam-09', 0, 'pending', '{}', ?, ?)",
+            (f"r-{i}", time.time(), time.time()))
+    db.close()
 
 
 def reset_connection(port: int, partial: bytes) -> None:
@@ -128,9 +127,8 @@ def test_health_metrics_and_a_readable_log_from_a_real_serve(cloud_env: CloudEnv
         assert 0 <= m[("litefleet_ingest_lag_seconds", ())] < 3600
         assert m[("litefleet_broker_connected", ())] == 1
         db = open_store(cloud_env.db)  # the counter ingest's quarantine keeps, read by name
-        with db.conn:
-            db.conn.execute("UPDATE counters SET value = 4 WHERE name = 'quarantined'")
-        db.conn.close()
+        db.execute("UPDATE counters SET value = 4 WHERE name = 'quarantined'")
+        db.close()
         assert scrape(base)[("litefleet_records_quarantined_total", ())] == 4
 
         # clients that reset mid-request or mid-download

@@ -79,7 +79,7 @@ def rows(db_path: Path, table: str) -> int:
     try:
         return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
     finally:
-        db.conn.close()
+        db.close()
 
 
 @pytest.fixture
@@ -171,7 +171,7 @@ def test_state_events_updates_and_garbage(ingest_env, mosquitto) -> None:
     wait_for(lambda: rows(env.db, "telemetry") == 1, 30, "the one good record")
     wait_for(lambda: ingester.snapshot()["malformed"] >= 5, 30, "the garbage counted")
     db = open_store(env.db)
-    dev = next(db.query("SELECT * FROM devices WHERE device_id = 'cam-01'"))
+    dev = db.execute("SELECT * FROM devices WHERE device_id = 'cam-01'").mappings().one()
     assert dev["online"] == 1 and dev["profile"] == "x86-gateway" and dev["model_version"] == 1
     assert dev["p95_ms"] == pytest.approx(4.2)
     assert db.execute("SELECT kind FROM events").fetchall() == [("source",)]
@@ -182,8 +182,8 @@ def test_state_events_updates_and_garbage(ingest_env, mosquitto) -> None:
     offline = DeviceState(device_id="cam-01", online=False, ts=time.time() + 1)
     client.publish(topic("cam-01", Channel.STATE), encode_message(offline), qos=1,
                    retain=True).wait_for_publish(10)
-    wait_for(lambda: next(open_store(env.db).query(
-        "SELECT online FROM devices WHERE device_id = 'cam-01'"))["online"] == 0, 30, "offline")
+    wait_for(lambda: open_store(env.db).execute(
+        "SELECT online FROM devices WHERE device_id = 'cam-01'").scalar() == 0, 30, "offline")
     client.disconnect()
     client.loop_stop()
 

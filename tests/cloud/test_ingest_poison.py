@@ -93,7 +93,7 @@ def accounted(db_path) -> int:
             "stored.telemetry", "stored.events", "stored.updates", "stored.state",
             "duplicates", "quarantined"))
     finally:
-        db.conn.close()
+        db.close()
 
 
 def test_every_poison_class_is_quarantined_and_a_restarted_serve_is_not_poisoned(
@@ -136,7 +136,7 @@ def test_every_poison_class_is_quarantined_and_a_restarted_serve_is_not_poisoned
         assert db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0] == counter(
             db, "quarantined")
         in_quarantine = counter(db, "quarantined")
-        db.conn.close()
+        db.close()
 
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(30) == 0
@@ -147,7 +147,7 @@ def test_every_poison_class_is_quarantined_and_a_restarted_serve_is_not_poisoned
                  "new good records after the restart")
         db = open_store(cloud_env.db)
         assert counter(db, "quarantined") == in_quarantine  # all acknowledged the first time
-        db.conn.close()
+        db.close()
         assert serve.poll() is None
     finally:
         client.disconnect()
@@ -162,7 +162,7 @@ def seqs(db_path) -> set[int]:
     try:
         return {r[0] for r in db.execute("SELECT seq FROM telemetry")}
     finally:
-        db.conn.close()
+        db.close()
 
 
 def test_a_writer_that_dies_ends_serve_with_a_failure_status(cloud_env: CloudEnv,

@@ -29,19 +29,19 @@ def writer(cloud_env: CloudEnv):
     ingester = Ingester(load_cloud_config(cloud_env.config))  # not started: no broker needed
     db = open_store(cloud_env.db)
     yield ingester, db
-    db.conn.close()
+    db.close()
 
 
 def test_a_message_the_store_refuses_is_quarantined_and_the_rest_of_its_batch_stored(
         writer) -> None:
     ingester, db = writer
     # the store refuses one device's rows, as it would a value it cannot hold
-    db.conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON telemetry WHEN "
-                    "NEW.device_id = 'dev-bad' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON telemetry WHEN "
+               "NEW.device_id = 'dev-bad' BEGIN SELECT RAISE(ABORT, 'refused'); END")
     bad = record("dev-bad", 1)
     batch = [item("dev-a", record("dev-a", 1)), item("dev-bad", bad),
              item("dev-b", record("dev-b", 1)), item("dev-a", record("dev-a", 2))]
-    assert ingester.write(db.conn, batch)
+    assert ingester.write(db, batch)
     stored = db.execute("SELECT device_id, seq FROM telemetry ORDER BY device_id, seq").fetchall()
     assert stored == [("dev-a", 1), ("dev-a", 2), ("dev-b", 1)]
     rows = db.execute("SELECT topic, device_id, size, sha256, reason, detail, payload "
@@ -61,8 +61,8 @@ def test_a_value_sqlite_cannot_hold_is_quarantined_not_fatal(writer) -> None:
     good = TelemetryRecord("dev-a", 1, time.time())
     huge = TelemetryRecord("dev-a", 2**64, time.time())
     now = time.time()
-    written = ingester._commit(db.conn, [(good, encode_message(good)),
-                                         (huge, encode_message(huge))],
+    written = ingester._commit(db, [(good, encode_message(good)),
+                                    (huge, encode_message(huge))],
                                [b"t/good", b"t/huge"], [], now)
     assert written.stored["telemetry"] == 1
     assert db.execute("SELECT seq FROM telemetry").fetchall() == [(1,)]
@@ -86,7 +86,7 @@ def test_every_refused_message_is_quarantined_with_its_reason_and_listed(
         (b"litefleet/v1/devices/\xff\xfe/state", b"\x00\x01", 1, 1),
         item("dev-a", record("dev-a", 5)),
     ]
-    assert ingester.write(db.conn, batch)
+    assert ingester.write(db, batch)
     reasons = [r[0] for r in db.execute("SELECT reason FROM quarantine ORDER BY id")]
     assert reasons == ["malformed", "malformed", "unknown_schema", "payload_too_large",
                        "wrong_device", "wrong_channel", "invalid_device_id",

@@ -31,7 +31,7 @@ def online(db_path: Path, device_id: str) -> int | None:
     try:
         row = db.execute("SELECT online FROM devices WHERE device_id = ?", (device_id,)).fetchone()
     finally:
-        db.conn.close()
+        db.close()
     return None if row is None else int(row[0])
 
 
@@ -45,10 +45,10 @@ def listed_online(config: Path, device_id: str) -> bool:
 def apply(db_path: Path, *states: DeviceState) -> None:
     db = open_store(db_path)
     try:
-        with db.conn:
-            write_batch(db.conn, [(s, b"") for s in states], time.time(), IngestStats())
+        with db.begin() as conn:
+            write_batch(conn, [(s, b"") for s in states], time.time(), IngestStats())
     finally:
-        db.conn.close()
+        db.close()
 
 
 def test_state_messages_apply_in_arrival_order_and_a_will_always_counts(tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ def test_state_messages_apply_in_arrival_order_and_a_will_always_counts(tmp_path
     try:
         row = conn.execute("SELECT profile, model_version, state_ts FROM devices").fetchone()
     finally:
-        conn.conn.close()
+        conn.close()
     # what the will says beyond `online` is older than what is stored: kept as it was
     assert tuple(row) == ("", None, 130.0)
 

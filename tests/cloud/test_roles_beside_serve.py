@@ -23,7 +23,7 @@ def stored(db_path: Path) -> set[int]:
     try:
         return {int(r[0]) for r in db.execute("SELECT seq FROM telemetry")}
     finally:
-        db.conn.close()
+        db.close()
 
 
 def test_one_shot_commands_side_by_side_beside_serve(cloud_env: CloudEnv) -> None:

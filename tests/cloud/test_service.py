@@ -8,15 +8,15 @@ from cloud.config import load_cloud_config
 from cloud.service import CloudService, mark_offline
 from cloud.store import open_store
 from tests.cloud.conftest import CloudEnv, write_config
+from tests.cloud.test_ingest import wait_for
 
 
 def seed(db_path, devices: dict[str, tuple[int, float]]) -> None:
     db = open_store(db_path)
-    with db.conn:
-        for device_id, (online, last_seen) in devices.items():
-            db.conn.execute("INSERT INTO devices (device_id, online, last_seen) VALUES (?, ?, ?)",
-                            (device_id, online, last_seen))
-    db.conn.close()
+    for device_id, (online, last_seen) in devices.items():
+        db.execute("INSERT INTO devices (device_id, online, last_seen) VALUES (?, ?, ?)",
+                   (device_id, online, last_seen))
+    db.close()
 
 
 def online(db_path) -> dict[str, int]:
@@ -24,7 +24,7 @@ def online(db_path) -> dict[str, int]:
     try:
         return dict(db.execute("SELECT device_id, online FROM devices").fetchall())
     finally:
-        db.conn.close()
+        db.close()
 
 
 def test_mark_offline_by_heartbeat_age(cloud_env: CloudEnv) -> None:
@@ -43,7 +43,7 @@ def test_mark_offline_by_heartbeat_age(cloud_env: CloudEnv) -> None:
     assert mark_offline(db, now, 180.0) == 0  # nothing left to change
     assert mark_offline(db, now + 171, 180.0) == 2  # time passes: the rest fall silent too
     assert set(online(cloud_env.db).values()) == {0}
-    db.conn.close()
+    db.close()
 
 
 def test_the_controller_tick_uses_the_configured_age(cloud_env: CloudEnv) -> None:
@@ -52,8 +52,16 @@ def test_the_controller_tick_uses_the_configured_age(cloud_env: CloudEnv) -> Non
     now = time.time()
     seed(cloud_env.db, {"quiet": (1, now - 45), "chatty": (1, now - 5)})
     service = CloudService(config, http=False)  # no broker: the tick skips the rollouts
-    service.tick()
-    assert online(cloud_env.db) == {"quiet": 0, "chatty": 1}
+    service.tick()  # a controller that does not hold the lease does nothing (control)
+    assert online(cloud_env.db) == {"quiet": 1, "chatty": 1}
+    assert service.lease is not None
+    service.lease.start()  # the only controller: takes the lease at once, and ticks
+    try:
+        service.tick()  # (or this one does, if the takeover's tick is not running)
+        wait_for(lambda: online(cloud_env.db) == {"quiet": 0, "chatty": 1}, 10,
+                 "the quiet device marked offline")
+    finally:
+        service.lease.stop()
 
 
 def test_a_device_marked_offline_is_back_when_it_talks_and_a_last_will_wins(
@@ -67,8 +75,8 @@ def test_a_device_marked_offline_is_back_when_it_talks_and_a_last_will_wins(
     record = TelemetryRecord("quiet", 1, now)
     will = DeviceState("leaving", False, now)
     last_words = TelemetryRecord("leaving", 7, now - 1)
-    with db.conn:
-        write_batch(db.conn, [(m, encode_message(m)) for m in (record, last_words, will)], now,
+    with db.begin() as conn:
+        write_batch(conn, [(m, encode_message(m)) for m in (record, last_words, will)], now,
                     IngestStats())
-    db.conn.close()
+    db.close()
     assert online(cloud_env.db) == {"quiet": 1, "leaving": 0}

@@ -23,6 +23,7 @@ from cloud.config import load_cloud_config
 from cloud.service import CloudService
 from cloud.sim.audit import missing_seqs
 from cloud.sim.download import fetch_into
+from cloud.store import open_store
 from shared.errors import SizeExceeded
 from tests.cloud.conftest import DIGITS, DIGITS_FT, CloudEnv
 from tests.cloud.test_ingest import wait_for
@@ -193,15 +194,15 @@ def test_a_simulated_fleet_reports_and_takes_a_rollout_to_committed(cloud, sim, 
                                   "FROM updates) + (SELECT COUNT(*) FROM events)") == sent, 30,
              f"all {sent} records the fleet sent in the store")
     assert summary["unacknowledged"] == 0
-    conn = sqlite3.connect(str(cloud.db))
+    store = open_store(cloud.db)
     try:
-        assert missing_seqs(conn, "sim-") == {}
-        with conn:  # the positive control: a record lost in the middle is found
-            conn.execute("DELETE FROM telemetry WHERE device_id = 'sim-0003' AND seq = "
-                         "(SELECT MIN(seq) FROM telemetry WHERE device_id = 'sim-0003')")
-        assert missing_seqs(conn, "sim-") == {"sim-0003": 1}
+        assert missing_seqs(store, "sim-") == {}
+        # the positive control: a record lost in the middle is found
+        store.execute("DELETE FROM telemetry WHERE device_id = 'sim-0003' AND seq = "
+                      "(SELECT MIN(seq) FROM telemetry WHERE device_id = 'sim-0003')")
+        assert missing_seqs(store, "sim-") == {"sim-0003": 1}
     finally:
-        conn.close()
+        store.close()
 
 
 @pytest.mark.parametrize("store_lines", ["s3"], indirect=True)

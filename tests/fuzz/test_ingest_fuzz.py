@@ -49,7 +49,7 @@ def writer(tmp_path_factory):
     ingester = Ingester(load_cloud_config(write_config(root)))  # not started: no broker
     db = open_store(root / "cloud.db")
     yield ingester, db
-    db.conn.close()
+    db.close()
 
 
 def _quarantined(db, sha: str) -> bool:
@@ -77,7 +77,7 @@ def test_every_message_is_stored_a_duplicate_or_quarantined(writer) -> None:
     def check(batch) -> None:
         before = ingester.snapshot()
         quarantine_before = db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
-        assert ingester.write(db.conn, batch)  # never raises; committed
+        assert ingester.write(db, batch)  # never raises; committed
         after = ingester.snapshot()
         delta = {k: after[k] - before[k] for k in after}
         assert delta["received"] == len(batch)

@@ -56,7 +56,7 @@ def start_dashboard(config_path: Path) -> Dashboard:
         add_user(db, "view-bot", Role.VIEWER, password=False)
         tokens = {"operator": new_token(db, "op-bot"), "viewer": new_token(db, "view-bot")}
     finally:
-        db.conn.close()
+        db.close()
     app = create_app(config)
     server = WebServer(app, "127.0.0.1", 0)
     server.start()

@@ -60,11 +60,10 @@ def test_command_deploy_pause_resume_abort_through_the_api(  # type: ignore[no-u
                 deployment = db.execute(
                     "SELECT deployment FROM rollout_devices WHERE rollout_id = ? AND device_id "
                     "= 'cam-1'", [rid]).fetchone()[0]
-                with db.conn:
-                    db.conn.execute("UPDATE rollout_devices SET status = 'pending' WHERE "
-                                    "rollout_id = ? AND device_id = 'cam-1'", [rid])
+                db.execute("UPDATE rollout_devices SET status = 'pending' WHERE "
+                           "rollout_id = ? AND device_id = 'cam-1'", [rid])
             finally:
-                db.conn.close()
+                db.close()
             assert json.loads(deployment)["signed"]["device_id"] == "cam-1"
             assert api.post(f"/api/v1/rollouts/{rid}/abort").status_code == 200
             assert sub.wait_for(lambda ms: any(m.topic.endswith("/desired") and m.payload == b""
@@ -76,7 +75,7 @@ def test_command_deploy_pause_resume_abort_through_the_api(  # type: ignore[no-u
     try:
         trail = [(e.actor, e.action, e.target) for e in entries(db) if e.actor == "op-bot"]
     finally:
-        db.conn.close()
+        db.close()
     assert trail == [("op-bot", "command", "cam-1"), ("op-bot", "deploy", f"{rid}/cam-1"),
                      ("op-bot", "deploy", f"{rid}/cam-2"), ("op-bot", "rollout.pause", rid),
                      ("op-bot", "rollout.resume", rid), ("op-bot", "rollout.abort", rid)]

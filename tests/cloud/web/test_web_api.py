@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
+from cloud.ingest import IngestStats, write_batch
 from cloud.store import open_store
+from shared.messages import TelemetryRecord, encode_message
 from tests.cloud.web.conftest import Dashboard
 
 
@@ -18,21 +19,21 @@ def seed(db_path: Path, now: float) -> None:
         rows.append((f"cam-{i:03d}", int(online), "rpi5" if i % 2 else "x86-gateway",
                      "digits", 1 + i % 2, "rolled_back" if i == 7 else "idle",
                      "down: no frames" if i == 8 else "up", float(i), now - (5 if online else 900)))
-    with db.conn:
-        db.conn.executemany(
-            "INSERT INTO devices (device_id, online, profile, model_name, model_version, "
-            "update_phase, source_status, fps, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows)
-        db.conn.executemany("INSERT INTO groups (group_name, device_id) VALUES ('north', ?)",
-                            [(f"cam-{i:03d}",) for i in range(10)])
-        # cam-001: 30 minutes of telemetry, one record a minute, fps = minute index
-        db.conn.executemany(
-            "INSERT INTO telemetry (device_id, seq, ts, received, fps, latency_p95_ms, body) "
-            "VALUES ('cam-001', ?, ?, ?, ?, ?, ?)",
-            [(m + 1, now - (30 - m) * 60, now, float(m), 5.0,
-              json.dumps({"seq": m + 1, "fps": float(m), "cpu_percent": 10.0 + m,
-                          "rss_mb": 100.0, "outbox_depth": m % 2})) for m in range(30)])
-    db.conn.close()
+    for row in rows:
+        db.execute("INSERT INTO devices (device_id, online, profile, model_name, model_version, "
+                   "update_phase, source_status, fps, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   row)
+    for i in range(10):
+        db.execute("INSERT INTO groups (group_name, device_id) VALUES ('north', ?)",
+                   (f"cam-{i:03d}",))
+    # cam-001: 30 minutes of telemetry, one record a minute, fps = minute index; stored by
+    # ingest's own writer (which also keeps the per-minute rollup the 7-day chart reads)
+    records = [TelemetryRecord("cam-001", m + 1, now - (30 - m) * 60, fps=float(m),
+                               latency_p95_ms=5.0, cpu_percent=10.0 + m, rss_mb=100.0,
+                               outbox_depth=m % 2) for m in range(30)]
+    with db.begin() as conn:
+        write_batch(conn, [(r, encode_message(r)) for r in records], now, IngestStats())
+    db.close()
 
 
 def test_devices_filtered_searched_sorted_and_paged(dashboard: Dashboard) -> None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from cloud.web.queries import BUSY_PHASES
+from cloud.store.dashboard import BUSY_PHASES
 from shared.phases import UpdatePhase
 
 

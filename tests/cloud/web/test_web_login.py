@@ -54,7 +54,7 @@ def test_a_removed_user_is_logged_out_at_once(dashboard: Dashboard) -> None:
             from cloud.web.accounts import remove_user
             remove_user(db, "victor")
         finally:
-            db.conn.close()
+            db.close()
         assert viewer.get("/api/v1/devices").status_code == 401
         assert viewer.get("/fleet").status_code == 303
     finally:
@@ -89,11 +89,11 @@ def test_users_cli_adds_with_a_password_or_a_token_and_the_audit_trail_says_so(
         assert token.stdout.split('"')[3] not in json.dumps(
             [list(r) for r in db.execute("SELECT * FROM api_tokens")])
     finally:
-        db.conn.close()
+        db.close()
     assert _litefleet(cloud_env, "users", "remove", "ann").returncode == 0
     db = open_store(cloud_env.db)
     try:
         trail = [(e.action, e.target) for e in entries(db)]
     finally:
-        db.conn.close()
+        db.close()
     assert trail == [("user.add", "ann"), ("user.add", "ci"), ("user.remove", "ann")]

@@ -1,109 +1,15 @@
-"""Every query of `cloud.web.queries` on PostgreSQL too, through SQLAlchemy's `text()`, with the
-same rows as on SQLite and the same answers: the module moves to another store in one step.
-
-Runs a throwaway PostgreSQL cluster (Debian's `postgresql` binaries) in the test's tmp dir; it
-needs SQLAlchemy and psycopg, which the store's PostgreSQL support brings.
-"""
+"""Every query of `cloud.store.dashboard` (the dashboard's) on both of the store's backends,
+SQLite and a real PostgreSQL (the session's server, `tests/postgres_server.py`), with the same
+rows and the same answers."""
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
-import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from cloud.store import _SCHEMA, open_store
-from cloud.web import queries
-from tests.conftest import free_port
-
-sqlalchemy = pytest.importorskip("sqlalchemy", reason="the PostgreSQL store's driver stack")
-pytest.importorskip("psycopg", reason="the PostgreSQL store's driver stack")
-PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-
-
-def pg_schema() -> str:
-    """cloud.store's schema in PostgreSQL's words (no triggers; doubles; bigserial)."""
-    text = re.sub(r"CREATE TRIGGER.*?END;", "", _SCHEMA, flags=re.S)
-    text = text.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
-    text = text.replace("REAL", "DOUBLE PRECISION").replace("INTEGER", "BIGINT")
-    return text.replace("BLOB", "BYTEA")
-
-
-class PgStore:
-    """What `queries` asks of a store handle, over a SQLAlchemy connection."""
-
-    class _Result:
-        def __init__(self, result: Any) -> None:
-            columns = result.keys() if result.returns_rows else []  # a Result, not a dict
-            self.description = [(k,) for k in columns]
-            self._rows = result.fetchall() if result.returns_rows else []
-            self.rowcount = result.rowcount
-
-        def fetchall(self) -> list[Any]:
-            return self._rows
-
-    class _Conn:
-        def __init__(self, conn: Any) -> None:
-            self._conn = conn
-
-        def __enter__(self) -> PgStore._Conn:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            self._conn.commit() if exc[0] is None else self._conn.rollback()
-
-        def execute(self, sql: str, params: dict[str, Any]) -> PgStore._Result:
-            return PgStore._Result(self._conn.execute(sqlalchemy.text(sql), params))
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = PgStore._Conn(conn)
-
-    def execute(self, sql: str, params: dict[str, Any]) -> PgStore._Result:
-        return self.conn.execute(sql, params)
-
-
-@contextmanager
-def postgres() -> Iterator[str]:
-    if not PG_BIN:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    bin_dir = PG_BIN[-1].parent
-    # the cluster and its socket, where the server's user can reach them (pytest's tmp dirs
-    # are private to whoever runs the tests)
-    run = Path(tempfile.mkdtemp(prefix="litefleet-pg-"))
-    data, port = run / "data", free_port()
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: as its own system user
-        shutil.chown(run, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "lf",
-                    "--auth=trust"], check=True, capture_output=True)
-    server = subprocess.Popen([*as_user, str(bin_dir / "postgres"), "-D", str(data), "-p",
-                               str(port), "-k", str(run), "-c", "listen_addresses=127.0.0.1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"postgresql+psycopg://lf@127.0.0.1:{port}/postgres"
-        engine = sqlalchemy.create_engine(url)
-        for _ in range(200):
-            try:
-                engine.connect().close()
-                break
-            except sqlalchemy.exc.OperationalError:
-                time.sleep(0.05)
-        engine.dispose()
-        yield url
-    finally:
-        server.terminate()
-        server.wait(30)
-        shutil.rmtree(run, ignore_errors=True)
-
+from cloud.store import Store, engine_url, open_store
+from cloud.store import dashboard as queries
+from cloud.store.migrate import migrate
 
 ROWS = {
     "devices": ["INSERT INTO devices (device_id, online, profile, model_name, model_version, "
@@ -190,23 +96,22 @@ def normal(value: Any) -> Any:
     return value
 
 
-def test_every_query_answers_the_same_on_sqlite_and_postgresql(tmp_path: Path) -> None:
+def test_every_query_answers_the_same_on_sqlite_and_postgresql(tmp_path: Path,
+                                                              postgres: Any) -> None:
     lite = open_store(tmp_path / "cloud.db")
     try:
         on_sqlite = answers(lite)
     finally:
-        lite.conn.close()
-    with postgres() as url:
-        engine = sqlalchemy.create_engine(url)
-        try:
-            with engine.connect() as conn:
-                for statement in pg_schema().split(";"):
-                    if statement.strip():
-                        conn.execute(sqlalchemy.text(statement))
-                conn.commit()
-                on_postgres = answers(PgStore(conn))
-        finally:
-            engine.dispose()
+        lite.close()
+    url = postgres.create_database()
+    fresh = Store(engine_url(url))
+    migrate(fresh)
+    fresh.close()
+    pg = open_store(url)
+    try:
+        on_postgres = answers(pg)
+    finally:
+        pg.close()
     assert on_postgres == on_sqlite
     assert on_sqlite["counts"]["failing"] == 2 and len(on_sqlite["page-failing-fps"][1]) == 0
     assert on_sqlite["page--profile"][0] == 3  # Cam-1, Cam-10, Cam-11: any case

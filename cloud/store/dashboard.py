@@ -1,10 +1,10 @@
-"""Every query the dashboard and its API make, in one place, as portable SQL.
+"""Every query the dashboard (`cloud.web`) and its API make, as portable SQL.
 
 The SQL here is standard: valid on SQLite and PostgreSQL alike (named `:param` placeholders,
 `LIMIT/OFFSET`, `LOWER(...) LIKE`, `CAST(... AS INTEGER)`, no JSON functions, no rowid). Each
-function takes the store handle as its first argument and goes through `execute` or `write`,
-the only two functions that touch a connection: pointing them at another store (a SQLAlchemy
-engine, whose `text()` takes the same `:param` style) moves the whole module.
+function takes the `Store` as its first argument and goes through `execute` or `write`, the
+only two functions that touch a connection (SQLAlchemy `text()`), and runs on both backends
+(tests/cloud/test_store.py and tests/cloud/web run them on each).
 
 `CAST(x AS INTEGER)` truncates on SQLite and rounds on PostgreSQL: `_BUCKET` corrects the
 rounding, so the series buckets of `device_series` are the same on both. (The outer query
@@ -15,12 +15,14 @@ per-minute rollups exist, `device_series` is the one function to point at them.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
+from sqlalchemy import text
 
+from cloud.store.engine import Store
 from shared.phases import UpdatePhase
 
 __all__ = [
@@ -71,19 +73,16 @@ _BUCKET = ("(CAST(ts / :b AS INTEGER) - CASE WHEN CAST(ts / :b AS INTEGER) > ts 
            "THEN 1 ELSE 0 END)")
 
 
-def execute(db: sqlite_utils.Database, sql: str, params: dict[str, Any] | None = None
-            ) -> list[Row]:
+def execute(db: Store, sql: str, params: dict[str, Any] | None = None) -> list[Row]:
     """Run one read; rows as dicts keyed by column name."""
-    cur = db.execute(sql, params or {})
-    names = [d[0] for d in cur.description or ()]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    with db.connect() as conn:
+        return [dict(r) for r in conn.execute(text(sql), params or {}).mappings()]
 
 
-def write(db: sqlite_utils.Database, sql: str, params: dict[str, Any] | None = None) -> int:
+def write(db: Store, sql: str, params: dict[str, Any] | None = None) -> int:
     """Run one change in its own transaction; how many rows it touched."""
-    with db.conn:
-        cur = db.conn.execute(sql, params or {})
-    return int(cur.rowcount)
+    with db.begin() as conn:
+        return int(conn.execute(text(sql), params or {}).rowcount)
 
 
 def _in(name: str, values: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
@@ -141,7 +140,7 @@ def _where(f: DeviceFilter) -> tuple[str, dict[str, Any]]:
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-def fleet_counts(db: sqlite_utils.Database, now: float, offline_after_s: float) -> Row:
+def fleet_counts(db: Store, now: float, offline_after_s: float) -> Row:
     """Devices in total, online, failing; and per model@version and per update phase."""
     failed, fp = _in("failed", FAILED_PHASES)
     head = execute(db, f"SELECT COUNT(*) AS total, "
@@ -164,7 +163,7 @@ def fleet_counts(db: sqlite_utils.Database, now: float, offline_after_s: float) 
                        for r in phases]}
 
 
-def device_page(db: sqlite_utils.Database, f: DeviceFilter, *, sort: str = "device_id",
+def device_page(db: Store, f: DeviceFilter, *, sort: str = "device_id",
                 descending: bool = False, offset: int = 0, limit: int = 50, now: float,
                 offline_after_s: float) -> tuple[int, list[Row]]:
     """(devices matching, one page of them) for the fleet table."""
@@ -183,7 +182,7 @@ def device_page(db: sqlite_utils.Database, f: DeviceFilter, *, sort: str = "devi
     return int(total), rows
 
 
-def filter_options(db: sqlite_utils.Database) -> Row:
+def filter_options(db: Store) -> Row:
     """The groups, profiles and model names there are, for the fleet filters."""
     return {
         "groups": [r["group_name"] for r in execute(
@@ -198,7 +197,7 @@ def filter_options(db: sqlite_utils.Database) -> Row:
 
 # ---- one device ----------------------------------------------------------------------------
 
-def device(db: sqlite_utils.Database, device_id: str, now: float, offline_after_s: float
+def device(db: Store, device_id: str, now: float, offline_after_s: float
            ) -> Row | None:
     rows = execute(db, f"SELECT devices.*, CASE WHEN {ONLINE_SQL} THEN 1 ELSE 0 END AS is_online "
                        "FROM devices WHERE device_id = :d",
@@ -212,25 +211,25 @@ def device(db: sqlite_utils.Database, device_id: str, now: float, offline_after_
     return row
 
 
-def latest_telemetry_body(db: sqlite_utils.Database, device_id: str) -> str | None:
+def latest_telemetry_body(db: Store, device_id: str) -> str | None:
     rows = execute(db, "SELECT body FROM telemetry WHERE device_id = :d ORDER BY seq DESC "
                        "LIMIT 1", {"d": device_id})
     return str(rows[0]["body"]) if rows else None
 
 
-def device_updates(db: sqlite_utils.Database, device_id: str, limit: int = 50) -> list[Row]:
+def device_updates(db: Store, device_id: str, limit: int = 50) -> list[Row]:
     """The device's update reports, newest first: phase, outcome reason and its own sentence."""
     return execute(db, "SELECT seq, ts, rollout_id, phase, model, version, sha256, reason, "
                        "detail, via FROM updates WHERE device_id = :d ORDER BY seq DESC "
                        "LIMIT :lim", {"d": device_id, "lim": limit})
 
 
-def device_events(db: sqlite_utils.Database, device_id: str, limit: int = 30) -> list[Row]:
+def device_events(db: Store, device_id: str, limit: int = 30) -> list[Row]:
     return execute(db, "SELECT seq, ts, kind, detail FROM events WHERE device_id = :d "
                        "ORDER BY seq DESC LIMIT :lim", {"d": device_id, "lim": limit})
 
 
-def telemetry_since(db: sqlite_utils.Database, device_id: str, since: float, limit: int
+def telemetry_since(db: Store, device_id: str, since: float, limit: int
                     ) -> list[Row]:
     """Raw records (bodies) with a device timestamp at or after `since`, oldest first."""
     return execute(db, "SELECT seq, ts, received, body FROM telemetry WHERE device_id = :d "
@@ -238,11 +237,20 @@ def telemetry_since(db: sqlite_utils.Database, device_id: str, since: float, lim
                    {"d": device_id, "since": since, "lim": limit})
 
 
-def device_series(db: sqlite_utils.Database, device_id: str, since: float, bucket_s: int
-                  ) -> tuple[list[Row], list[Row]]:
+# buckets this long or longer (the 7-day chart) are read from the per-minute rollup
+ROLLUP_FROM_S = 3600
+
+
+def device_series(db: Store, device_id: str, since: float, bucket_s: int,
+                  rollup: bool | None = None) -> tuple[list[Row], list[Row]]:
     """Bucketed series from `since`: (averages of fps and p95 per bucket, and the body of each
-    bucket's last record, for the gauges kept only in the body: CPU, RSS, outbox depth)."""
+    bucket's last record, for the gauges kept only in the body: CPU, RSS, outbox depth).
+    Whole-minute buckets of an hour or more come from `telemetry_minutes` (`rollup`)."""
     params = {"d": device_id, "since": since, "b": bucket_s}
+    if rollup is None:
+        rollup = bucket_s >= ROLLUP_FROM_S and bucket_s % 60 == 0
+    if rollup:
+        return _rollup_series(db, params)
     averages = execute(
         db, f"SELECT {_BUCKET} AS bucket, AVG(fps) AS fps, "
             "AVG(latency_p95_ms) AS p95_ms, MAX(seq) AS last_seq FROM telemetry "
@@ -254,9 +262,27 @@ def device_series(db: sqlite_utils.Database, device_id: str, since: float, bucke
     return averages, lasts
 
 
+def _rollup_series(db: Store, params: dict[str, Any]) -> tuple[list[Row], list[Row]]:
+    """`device_series` from the rollup: minutes from the one holding `since` (whole minutes:
+    up to a minute more than the raw series at its start)."""
+    params = {**params, "m": params["b"] // 60, "since_m": math.floor(params["since"] / 60)}
+    bucket = ("(CAST(minute / :m AS BIGINT) - CASE WHEN CAST(minute / :m AS BIGINT) * :m > "
+              "minute THEN 1 ELSE 0 END)")
+    averages = execute(
+        db, f"SELECT {bucket} AS bucket, SUM(fps_sum) / SUM(records) AS fps, "
+            "SUM(p95_sum) / SUM(records) AS p95_ms, MAX(last_seq) AS last_seq "
+            "FROM telemetry_minutes WHERE device_id = :d AND minute >= :since_m "
+            "GROUP BY bucket ORDER BY bucket", params)
+    lasts = execute(
+        db, "SELECT seq, body FROM telemetry WHERE device_id = :d AND seq IN ("
+            "SELECT MAX(last_seq) FROM telemetry_minutes WHERE device_id = :d AND minute >= "
+            f":since_m GROUP BY {bucket}) ORDER BY seq", params)
+    return averages, lasts
+
+
 # ---- rollouts ------------------------------------------------------------------------------
 
-def rollouts(db: sqlite_utils.Database, limit: int = 100) -> list[Row]:
+def rollouts(db: Store, limit: int = 100) -> list[Row]:
     """The newest rollouts, each with its device counts per status and its last wave."""
     rows = execute(db, "SELECT * FROM rollouts ORDER BY created DESC LIMIT :lim", {"lim": limit})
     if not rows:
@@ -275,19 +301,19 @@ def rollouts(db: sqlite_utils.Database, limit: int = 100) -> list[Row]:
     return rows
 
 
-def rollout(db: sqlite_utils.Database, rollout_id: str) -> Row | None:
+def rollout(db: Store, rollout_id: str) -> Row | None:
     rows = execute(db, "SELECT * FROM rollouts WHERE id = :r", {"r": rollout_id})
     return rows[0] if rows else None
 
 
-def rollout_waves(db: sqlite_utils.Database, rollout_id: str) -> list[Row]:
+def rollout_waves(db: Store, rollout_id: str) -> list[Row]:
     """(wave, status, phase, n) rows: what each wave's devices are doing."""
     return execute(db, "SELECT wave, status, phase, COUNT(*) AS n FROM rollout_devices "
                        "WHERE rollout_id = :r GROUP BY wave, status, phase ORDER BY wave",
                    {"r": rollout_id})
 
 
-def rollout_failures(db: sqlite_utils.Database, rollout_id: str) -> list[Row]:
+def rollout_failures(db: Store, rollout_id: str) -> list[Row]:
     """Failed and timed-out devices with their reason and their last report's sentence."""
     return execute(
         db, "SELECT rd.device_id, rd.wave, rd.status, rd.reason, "
@@ -299,19 +325,19 @@ def rollout_failures(db: sqlite_utils.Database, rollout_id: str) -> list[Row]:
 
 # ---- releases ------------------------------------------------------------------------------
 
-def release_envelopes(db: sqlite_utils.Database, limit: int = 500) -> list[Row]:
+def release_envelopes(db: Store, limit: int = 500) -> list[Row]:
     return execute(db, "SELECT name, version, profile, envelope FROM releases "
                        "ORDER BY name, profile, version DESC LIMIT :lim", {"lim": limit})
 
 
-def running_counts(db: sqlite_utils.Database) -> list[Row]:
+def running_counts(db: Store) -> list[Row]:
     """How many devices run each (model, version, profile)."""
     return execute(db, "SELECT model_name, model_version, profile, COUNT(*) AS n FROM devices "
                        "WHERE model_name IS NOT NULL GROUP BY model_name, model_version, profile "
                        "ORDER BY model_name, model_version, profile")
 
 
-def running_devices(db: sqlite_utils.Database, name: str, version: int, profile: str,
+def running_devices(db: Store, name: str, version: int, profile: str,
                     limit: int = 20) -> list[str]:
     return [r["device_id"] for r in execute(
         db, "SELECT device_id FROM devices WHERE model_name = :n AND model_version = :v AND "
@@ -319,14 +345,14 @@ def running_devices(db: sqlite_utils.Database, name: str, version: int, profile:
         {"n": name, "v": version, "p": profile, "lim": limit})]
 
 
-def group_names(db: sqlite_utils.Database) -> list[str]:
+def group_names(db: Store) -> list[str]:
     return [r["group_name"] for r in execute(
         db, "SELECT DISTINCT group_name FROM groups ORDER BY group_name")]
 
 
 # ---- audit ---------------------------------------------------------------------------------
 
-def audit_page(db: sqlite_utils.Database, offset: int = 0, limit: int = 100) -> tuple[int, list[Row]]:
+def audit_page(db: Store, offset: int = 0, limit: int = 100) -> tuple[int, list[Row]]:
     total = execute(db, "SELECT COUNT(*) AS n FROM audit")[0]["n"]
     rows = execute(db, "SELECT id, ts, actor, action, target, sha256, detail FROM audit "
                        "ORDER BY id DESC LIMIT :lim OFFSET :off", {"lim": limit, "off": offset})
@@ -335,19 +361,19 @@ def audit_page(db: sqlite_utils.Database, offset: int = 0, limit: int = 100) -> 
 
 # ---- users and tokens ----------------------------------------------------------------------
 
-def user(db: sqlite_utils.Database, name: str) -> Row | None:
+def user(db: Store, name: str) -> Row | None:
     rows = execute(db, "SELECT name, role, password_hash, created FROM users WHERE name = :n",
                    {"n": name})
     return rows[0] if rows else None
 
 
-def users(db: sqlite_utils.Database) -> list[Row]:
+def users(db: Store) -> list[Row]:
     return execute(db, "SELECT u.name, u.role, u.created, u.password_hash <> '' AS has_password, "
                        "(SELECT COUNT(*) FROM api_tokens t WHERE t.user_name = u.name) AS tokens "
                        "FROM users u ORDER BY u.name")
 
 
-def insert_user(db: sqlite_utils.Database, name: str, role: str, password_hash: str) -> bool:
+def insert_user(db: Store, name: str, role: str, password_hash: str) -> bool:
     """False when the name is taken."""
     if user(db, name) is not None:
         return False
@@ -356,23 +382,23 @@ def insert_user(db: sqlite_utils.Database, name: str, role: str, password_hash: 
     return True
 
 
-def set_password_hash(db: sqlite_utils.Database, name: str, password_hash: str) -> None:
+def set_password_hash(db: Store, name: str, password_hash: str) -> None:
     write(db, "UPDATE users SET password_hash = :h WHERE name = :n",
           {"h": password_hash, "n": name})
 
 
-def delete_user(db: sqlite_utils.Database, name: str) -> bool:
+def delete_user(db: Store, name: str) -> bool:
     """Remove the user and every token of theirs; False when there was none."""
     write(db, "DELETE FROM api_tokens WHERE user_name = :n", {"n": name})
     return write(db, "DELETE FROM users WHERE name = :n", {"n": name}) > 0
 
 
-def insert_token(db: sqlite_utils.Database, name: str, token_sha256: str) -> None:
+def insert_token(db: Store, name: str, token_sha256: str) -> None:
     write(db, "INSERT INTO api_tokens (token_sha256, user_name, created) VALUES (:s, :n, :t)",
           {"s": token_sha256, "n": name, "t": time.time()})
 
 
-def user_for_token(db: sqlite_utils.Database, token_sha256: str) -> Row | None:
+def user_for_token(db: Store, token_sha256: str) -> Row | None:
     rows = execute(db, "SELECT u.name, u.role FROM api_tokens t JOIN users u ON "
                        "u.name = t.user_name WHERE t.token_sha256 = :s", {"s": token_sha256})
     return rows[0] if rows else None

@@ -1,0 +1,109 @@
+"""Answering devices' capture requests with signed upload commands.
+
+A device that holds captured samples publishes a `litefleet.capture/1` request on
+`devices/{id}/capture` naming the files (`shared.samples`). `SampleGrants` (run by `serve`)
+bounds and checks it, asks the artifact store for one upload URL per file under
+`samples/<device>/` (S3: a presigned PUT; a file store: a grant `serve`'s HTTP server checks),
+and publishes a signed `upload` command with those URLs on the device's `cmd` topic, valid for
+`LIFETIME_S`. The device holds no credential; a URL writes one key and expires.
+
+MQTT callbacks only enqueue (bounded; the excess is dropped and counted); one worker answers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import secrets
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from cloud.artifacts import ArtifactStore, StoreError
+from cloud.commands.command import build_command
+from cloud.config import CloudConfig, CloudRole
+from cloud.mqtt import CloudLink
+from shared.envelope import sign_envelope
+from shared.errors import Rejected, Unavailable
+from shared.keys import SigningKey
+from shared.samples import parse_capture_request, sample_key
+from shared.topics import Channel, fleet_subscription, parse_topic, topic
+
+__all__ = ["LIFETIME_S", "SampleGrants", "upload_command"]
+
+log = logging.getLogger(__name__)
+
+LIFETIME_S = 900
+QUEUE = 64
+
+
+def upload_command(store: ArtifactStore, key: SigningKey, device_id: str,
+                   files: dict[str, Any], now: float) -> dict[str, Any]:
+    """The signed `upload` command granting one URL per file."""
+    urls = {name: store.put_url(sample_key(device_id, name), LIFETIME_S, now) for name in files}
+    signed = build_command(device_id, "upload", datetime.fromtimestamp(now, UTC), LIFETIME_S,
+                           {"urls": urls})
+    return sign_envelope(signed, [key])
+
+
+class SampleGrants:
+    def __init__(self, config: CloudConfig, store: ArtifactStore, key: SigningKey) -> None:
+        self.config = config
+        self.store = store
+        self.key = key
+        self.granted = 0
+        self.refused = 0
+        self.dropped = 0
+        prefix = config.mqtt.topic_prefix
+        self.link = CloudLink(config.mqtt, f"{config.mqtt.client_id}-samples-"
+                              f"{secrets.token_hex(3)}",
+                              subscriptions=(fleet_subscription(Channel.CAPTURE, prefix),),
+                              on_message=self._offer, role=CloudRole.CONTROLLER)
+        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(QUEUE)
+        self._thread = threading.Thread(target=self._run, name="sample-grants", daemon=True)
+
+    def _offer(self, message: mqtt.MQTTMessage) -> None:
+        try:
+            self._queue.put_nowait((message.topic, bytes(message.payload)))
+        except queue.Full:
+            self.dropped += 1
+
+    def start(self) -> None:
+        self._thread.start()
+        self.link.start(timeout=None)
+
+    def stop(self) -> None:
+        self.link.stop()
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self.answer(*item)
+            except Exception:
+                log.exception("answering a capture request failed")
+
+    def answer(self, name: str, payload: bytes) -> bool:
+        prefix = self.config.mqtt.topic_prefix
+        try:
+            device_id = parse_topic(name, prefix).device_id
+            request = parse_capture_request(payload, device_id)
+        except Rejected as e:
+            self.refused += 1
+            log.warning("refused a capture request on %s: %s", name[:200], e)
+            return False
+        try:
+            envelope = upload_command(self.store, self.key, device_id, request.files, time.time())
+            self.link.publish(topic(device_id, Channel.CMD, prefix),
+                              json.dumps(envelope).encode("utf-8"))
+        except (StoreError, Unavailable) as e:
+            log.warning("no upload grant for %s: %s (the device asks again)", device_id, e)
+            return False
+        self.granted += 1
+        log.info("granted %s upload URL(s) to %s", len(request.files), device_id)
+        return True

@@ -1,0 +1,13 @@
+"""Alembic's entry point: migrations run on the connection `cloud.store.migrate` hands in."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from cloud.store.schema import metadata
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=metadata,
+                  render_as_batch=connection.dialect.name == "sqlite")
+with context.begin_transaction():
+    context.run_migrations()
