@@ -70,6 +70,7 @@ class CloudLink:
     ) -> None:
         config = config.for_role(role)
         self.config = config
+        self.client_id = client_id
         self.role = role
         self.subscriptions = subscriptions
         self.persistent = persistent
@@ -108,6 +109,7 @@ class CloudLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                     properties: Any) -> None:
@@ -119,6 +121,15 @@ class CloudLink:
         if self.subscriptions:
             client.subscribe([(t, 1) for t in self.subscriptions])
         self._connected.set()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
+                      properties: Any) -> None:
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            log.warning("the broker refused %s of %s subscription(s): %s", len(refused),
+                        len(reason_codes), ", ".join(refused))
+        else:  # from here on the broker keeps this session's messages
+            log.info("%s subscribed to %s topic(s)", self.client_id, len(reason_codes))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:

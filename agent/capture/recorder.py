@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from agent.capture.store import SampleStore, new_sample_id
 from agent.config import CaptureConfig
+from agent.opencv import opencv
 from agent.references import ReferenceBook
 from localio.atomic import write_atomic
 from shared.documents import IOSignature
@@ -241,6 +241,7 @@ def _jpeg(real: np.ndarray) -> tuple[bytes, float, float] | None:
     else:
         return None
     pixels = np.clip(np.round((real[0] - offset) / scale), 0, 255).astype(np.uint8)
+    cv2 = opencv("JPEG samples")  # frames only: a sensor agent never loads OpenCV
     ok, data = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 95])
     if not ok:
         return None

@@ -40,8 +40,8 @@ def test_a_broker_restart_loses_no_record(cloud_env: CloudEnv, agent_process) ->
         serve = _serve(config, log)
         # the ingester's persistent session exists before the device's first record: a broker
         # drops what it receives for a topic nobody has subscribed to yet
-        wait_for(lambda: log.exists() and log.read_text().count("connected to") >= 2, 30,
-                 "serve connected to the broker")
+        wait_for(lambda: log.exists() and "-ingest subscribed to" in log.read_text(), 30,
+                 "serve's ingester subscribed")
         agent = agent_process(broker, [SigningKey.generate().public.hex], start=False,
                               device_id="cam-01", telemetry_s=0.2)
         text = agent.config_path.read_text()
