@@ -13,7 +13,8 @@ the invokes themselves ran slower beside the capture thread (shared cores or cac
 The plain loop (`naive_fps`) is what a user writes first: one thread that reads a frame (fully
 decoded, as `VideoCapture.read` gives it), prepares it, invokes and interprets the output, over
 the same source and model; it runs after each round's loop run. `vs_naive` = loop_fps /
-naive_fps of the median round (`round_vs_naive`: every round).
+naive_fps within one round, the median over rounds (`round_vs_naive`: every round), picked
+apart from `ratio`'s median round (so `naive_fps` is that round's, not `loop_fps`'s round's).
 
 With `--swap-every K` a fresh copy of the model is hot-swapped in every K frames.
 `swap_max_gap_ms` is the largest interval between the last inference of one model and the first
