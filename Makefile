@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 SYSTEM_PACKAGES := scripts/system-packages.sh
 
-.PHONY: help venv system-packages test lint typecheck pytest fuzz test-train test-fallback demo bench bench-large clean
+.PHONY: help venv system-packages test lint typecheck format pytest fuzz test-train test-fallback demo bench bench-large clean
 
 help:
 	@echo "make demo          run the whole story on this machine (broker, cloud, three devices)"
@@ -29,7 +29,12 @@ venv: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports
+
+# rewrite the tree in the project's format (what `make lint` checks)
+format: $(STAMP)
+	$(PY) -m ruff format .
 
 typecheck: $(STAMP)
 	$(PY) -m mypy agent cloud shared localio device_profiles

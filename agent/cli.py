@@ -25,8 +25,9 @@ Typical use:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser("litefleet-agent", DESCRIPTION, commands)
-    parser.add_argument("--version", action="version",
-                        version=f"litefleet-agent {agent.__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"litefleet-agent {agent.__version__}"
+    )
     try:
         return run_parser(parser, argv)
     except BrokenPipeError:  # `litefleet-agent status | head -1`: stop quietly

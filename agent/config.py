@@ -45,8 +45,17 @@ __all__ = [
 ]
 
 SOURCE_SCHEMES = (
-    "file://", "camera:", "/dev/video", "rtsp://", "http://", "https://", "images://",
-    "sensor+csv://", "sensor+serial://", "synthetic:image", "synthetic:sensor",
+    "file://",
+    "camera:",
+    "/dev/video",
+    "rtsp://",
+    "http://",
+    "https://",
+    "images://",
+    "sensor+csv://",
+    "sensor+serial://",
+    "synthetic:image",
+    "synthetic:sensor",
 )
 
 
@@ -81,8 +90,9 @@ class MqttConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
-    initial: Annotated[Path, MustExist(),
-                       Required("the model served until the first update commits")]
+    initial: Annotated[
+        Path, MustExist(), Required("the model served until the first update commits")
+    ]
     labels: ExistingFile = None
     normalization: Literal["auto", "0_1", "-1_1", "none"] = "auto"
     color: Literal["auto", "rgb", "bgr", "gray"] = "auto"
@@ -199,8 +209,12 @@ def load_config(path: Path, *, check_files: bool = True) -> AgentConfig:
 
 
 def parse_config(
-    text: str, source: str = "agent.toml", base_dir: Path | None = None, path: Path | None = None,
-    *, check_files: bool = True,
+    text: str,
+    source: str = "agent.toml",
+    base_dir: Path | None = None,
+    path: Path | None = None,
+    *,
+    check_files: bool = True,
 ) -> AgentConfig:
     """`check_files=False` skips the existence of the files it names: the installer checks
     them inside the image tree it builds, not on the machine that builds it.
@@ -221,10 +235,28 @@ def parse_config(
         table: dict[str, Any] = r.get(doc, key, dict, {})
         return table
 
-    top = read(r, AgentConfig, doc, "", paths,
-               skip={"device_id", "profile", "state_dir", "mqtt", "model", "source", "trust",
-                     "telemetry", "outbox", "update", "drift", "capture"},
-               not_keys={"path"})
+    top = read(
+        r,
+        AgentConfig,
+        doc,
+        "",
+        paths,
+        skip={
+            "device_id",
+            "profile",
+            "state_dir",
+            "mqtt",
+            "model",
+            "source",
+            "trust",
+            "telemetry",
+            "outbox",
+            "update",
+            "drift",
+            "capture",
+        },
+        not_keys={"path"},
+    )
     device_id = _device_id(r, doc)
     profile = _profile(r, doc, base)
     state_dir = Path(r.get(doc, "state_dir", str, "/var/lib/litefleet"))
@@ -237,8 +269,16 @@ def parse_config(
     _check_source(r, source_cfg.uri)
     trust = _trust(r, section("trust"), paths)
     interval = profile.telemetry_interval_s if profile else 10.0
-    telemetry = TelemetryConfig(**read(r, TelemetryConfig, section("telemetry"), "telemetry.",
-                                       paths, defaults={"interval_s": interval}))
+    telemetry = TelemetryConfig(
+        **read(
+            r,
+            TelemetryConfig,
+            section("telemetry"),
+            "telemetry.",
+            paths,
+            defaults={"interval_s": interval},
+        )
+    )
     outbox = OutboxConfig(**read(r, OutboxConfig, section("outbox"), "outbox.", paths))
     update = UpdateConfig(**read(r, UpdateConfig, section("update"), "update.", paths))
     drift = DriftConfig(**read(r, DriftConfig, section("drift"), "drift.", paths))
@@ -250,9 +290,20 @@ def parse_config(
     if r.problems or profile is None or device_id is None:
         raise ConfigInvalid(r.problems)
     return AgentConfig(
-        device_id=device_id, profile=profile, state_dir=state_dir, mqtt=mqtt, model=model,
-        source=source_cfg, trust=trust, telemetry=telemetry, outbox=outbox, update=update,
-        drift=drift, capture=capture, log_format=top["log_format"], path=path,
+        device_id=device_id,
+        profile=profile,
+        state_dir=state_dir,
+        mqtt=mqtt,
+        model=model,
+        source=source_cfg,
+        trust=trust,
+        telemetry=telemetry,
+        outbox=outbox,
+        update=update,
+        drift=drift,
+        capture=capture,
+        log_format=top["log_format"],
+        path=path,
     )
 
 
@@ -307,8 +358,11 @@ def _trust(r: TableReader, t: dict[str, Any], paths: Paths) -> TrustConfig:
         except (OSError, Rejected) as e:
             r.problem("trust.root", f"{root_path} is not a root signed by its own root keys: {e}")
     elif root_path is None and not keys:
-        r.problem("trust.keys", "missing or empty: list the release public keys this device trusts "
-                  "(or name a signed root file as trust.root)")
+        r.problem(
+            "trust.keys",
+            "missing or empty: list the release public keys this device trusts "
+            "(or name a signed root file as trust.root)",
+        )
     keys = keys or []
     trust = TrustConfig(tuple(str(k) for k in keys), threshold, root)
     if keys:
@@ -318,6 +372,9 @@ def _trust(r: TableReader, t: dict[str, Any], paths: Paths) -> TrustConfig:
         if len(set(trust.keys)) > MAX_ROOT_KEYS:
             r.problem("trust.keys", f"at most {MAX_ROOT_KEYS} distinct keys")
         if len(set(trust.keys)) < threshold or threshold < 1:
-            r.problem("trust.threshold", f"{threshold} needs that many distinct trusted keys "
-                      f"({len(set(trust.keys))} listed)")
+            r.problem(
+                "trust.threshold",
+                f"{threshold} needs that many distinct trusted keys "
+                f"({len(set(trust.keys))} listed)",
+            )
     return trust

@@ -102,18 +102,25 @@ class Daemon:
         db = open_store(cfg.state_dir, cfg.outbox.synchronous)
         outbox = Outbox(db, cfg.outbox)
         trust = TrustStore(cfg.trust, cfg.state_dir)
-        updater = Updater(cfg, db, outbox, on_state_change=self._state_changed,
-                          keyring=trust.keyring)
+        updater = Updater(
+            cfg, db, outbox, on_state_change=self._state_changed, keyring=trust.keyring
+        )
         try:
             model_path = updater.recover()
         except InvalidModel as e:
-            log.error("[model] initial %s does not load (%s); nothing was made active: fix the "
-                      "config and restart", cfg.model.initial, e)
+            log.error(
+                "[model] initial %s does not load (%s); nothing was made active: fix the "
+                "config and restart",
+                cfg.model.initial,
+                e,
+            )
             updater.close()
             outbox.close()
             return EXIT_MODEL_INVALID
         try:
-            model = load_model(model_path, cfg.profile.runtime.threads, cfg.profile.runtime.delegates)
+            model = load_model(
+                model_path, cfg.profile.runtime.threads, cfg.profile.runtime.delegates
+            )
         except InvalidModel as e:
             log.error("the model to serve (%s) does not load: %s", model_path, e)
             updater.close()
@@ -131,8 +138,9 @@ class Daemon:
         self._identity, self._phase = updater.active(), updater.phase()
         events = EventRecorder(cfg.device_id, outbox, cfg.telemetry.event_queue)
         loop.add_event_listener(events.offer)
-        watch = ModelWatch(cfg, loop, self.stop_event, self._model_identity,
-                           self._publish_capture, events.offer)
+        watch = ModelWatch(
+            cfg, loop, self.stop_event, self._model_identity, self._publish_capture, events.offer
+        )
         updater.on_release = watch.remember_release
         updater.variants.report = lambda detail: events.offer("variant", detail)
         updater.on_disagreement = watch.recorder.disagreement
@@ -142,17 +150,26 @@ class Daemon:
 
         gate = CommandGate(db, trust.keyring, cfg.device_id)
         telemetry = TelemetryReporter(
-            cfg.device_id, outbox, SystemMetrics(cfg.state_dir), self._model_identity,
+            cfg.device_id,
+            outbox,
+            SystemMetrics(cfg.state_dir),
+            self._model_identity,
             lambda: loop.snapshot(reset_outputs=True),  # outputs summarised per interval
             drift=watch.summary,
         )
         inbound = Inbound(
-            gate, updater.handle_deployment,
+            gate,
+            updater.handle_deployment,
             handlers=self._command_handlers(updater, telemetry, loop),
-            command_handlers={CommandName.CAPTURE: watch.capture_command,
-                              CommandName.UPLOAD: watch.upload_command},
-            max_payload_bytes=cfg.mqtt.max_payload_bytes, queue_size=cfg.mqtt.inbound_queue,
-            supersede=updater.supersede, report=events.offer, on_refused=updater.refuse,
+            command_handlers={
+                CommandName.CAPTURE: watch.capture_command,
+                CommandName.UPLOAD: watch.upload_command,
+            },
+            max_payload_bytes=cfg.mqtt.max_payload_bytes,
+            queue_size=cfg.mqtt.inbound_queue,
+            supersede=updater.supersede,
+            report=events.offer,
+            on_refused=updater.refuse,
             on_root=trust.offer,
         )
         link = MqttLink(cfg.device_id, cfg.mqtt, self._state_payload, inbound.offer)
@@ -160,8 +177,20 @@ class Daemon:
         link.set_window(cfg.outbox.publish_window)
         link.set_handoffs(on_ack=drain.ack, on_connected=drain.wake)
         scheduler = PeriodicJobs()
-        self._parts = _Parts(db, outbox, updater, loop, link, drain, inbound, gate, telemetry,
-                             events, scheduler, watch)
+        self._parts = _Parts(
+            db,
+            outbox,
+            updater,
+            loop,
+            link,
+            drain,
+            inbound,
+            gate,
+            telemetry,
+            events,
+            scheduler,
+            watch,
+        )
 
         inbound.start()
         drain.start()
@@ -169,9 +198,15 @@ class Daemon:
         self._schedule(scheduler)
         scheduler.start()
         self.notifier.ready()
-        log.info("agent %s running: device %s, model %s v%s (%s), source %s", agent.__version__,
-                 cfg.device_id, self._identity.name, self._identity.version,
-                 self._identity.sha256[:12], cfg.source.uri)
+        log.info(
+            "agent %s running: device %s, model %s v%s (%s), source %s",
+            agent.__version__,
+            cfg.device_id,
+            self._identity.name,
+            self._identity.version,
+            self._identity.sha256[:12],
+            cfg.source.uri,
+        )
         self.stop_event.wait()
         self._shutdown()
         return 0
@@ -250,17 +285,25 @@ class Daemon:
 
     def _state_payload(self, online: bool) -> bytes:
         snap = self._loop.snapshot() if self._loop is not None else None
-        return encode_message(DeviceState(
-            device_id=self.config.device_id, online=online, ts=time.time(),
-            agent_version=agent.__version__, profile=self.config.profile.name,
-            model=self._identity, update_phase=self._phase,
-            source_status=snap.source_status if snap is not None else "",
-            fps=float(snap.fps) if snap is not None else 0.0,
-        ))
+        return encode_message(
+            DeviceState(
+                device_id=self.config.device_id,
+                online=online,
+                ts=time.time(),
+                agent_version=agent.__version__,
+                profile=self.config.profile.name,
+                model=self._identity,
+                update_phase=self._phase,
+                source_status=snap.source_status if snap is not None else "",
+                fps=float(snap.fps) if snap is not None else 0.0,
+            )
+        )
 
-    def _command_handlers(self, updater: Updater, telemetry: TelemetryReporter,
-                          loop: InferenceLoop) -> dict[CommandName, Callable[[], None]]:
+    def _command_handlers(
+        self, updater: Updater, telemetry: TelemetryReporter, loop: InferenceLoop
+    ) -> dict[CommandName, Callable[[], None]]:
         """One handler per command in the contract (`agent.link.commands.COMMANDS`)."""
+
         def report_now() -> None:
             telemetry.report()
             if self._parts is not None:
@@ -270,7 +313,8 @@ class Daemon:
             updater.rollback()  # ends a running probation as failed; logs when there is none
 
         handlers: dict[CommandName, Callable[[], None]] = {
-            CommandName.REPORT_NOW: report_now, CommandName.ROLLBACK: rollback,
+            CommandName.REPORT_NOW: report_now,
+            CommandName.ROLLBACK: rollback,
             CommandName.RESTART_SOURCE: loop.restart_source,  # reports restarting, then up
         }
         return handlers
@@ -291,8 +335,11 @@ class Daemon:
         flushed = parts.drain.flush(self.config.outbox.shutdown_flush_s)
         parts.drain.stop()
         parts.link.stop()
-        log.info("stopped: outbox %s (%s records left for the next start)",
-                 "flushed" if flushed else "not flushed", parts.outbox.depth())
+        log.info(
+            "stopped: outbox %s (%s records left for the next start)",
+            "flushed" if flushed else "not flushed",
+            parts.outbox.depth(),
+        )
         parts.updater.close()
         parts.gate.close()
         parts.outbox.close()

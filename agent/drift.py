@@ -51,8 +51,9 @@ class _Window:
     a ring and its counts; a feature with many (an input channel) keeps each frame's shares.
     """
 
-    def __init__(self, sha256: str, reference: ReferenceProfile, signature: IOSignature,
-                 size: int) -> None:
+    def __init__(
+        self, sha256: str, reference: ReferenceProfile, signature: IOSignature, size: int
+    ) -> None:
         self.sha256 = sha256
         self.reference = reference
         self.extractor = FeatureExtractor(signature)
@@ -61,12 +62,15 @@ class _Window:
             raise ValueError(f"the reference profile's features are not {', '.join(names)}")
         self.edges = [np.asarray(f.edges, dtype=np.float64) / SCALE for f in reference.features]
         self.edge_lists = [e.tolist() for e in self.edges]
-        self.expected = [np.asarray(f.counts, dtype=np.float64) / sum(f.counts)
-                         for f in reference.features]
+        self.expected = [
+            np.asarray(f.counts, dtype=np.float64) / sum(f.counts) for f in reference.features
+        ]
         self.single = [not name.startswith("input.") for name in names]
         # float32 shares: window x bins x 4 bytes (at most 300 x MAX_BINS x 4 = 2.4 MB)
-        self.ring = [np.zeros((size if not one else 1, len(e) + 1), dtype=np.float32)
-                     for e, one in zip(self.edges, self.single, strict=True)]
+        self.ring = [
+            np.zeros((size if not one else 1, len(e) + 1), dtype=np.float32)
+            for e, one in zip(self.edges, self.single, strict=True)
+        ]
         self.bins = [[-1] * size if one else [] for one in self.single]
         self.sums = [np.zeros(len(e) + 1) for e in self.edges]
         self.size = size
@@ -92,15 +96,23 @@ class _Window:
 
     def scores(self) -> dict[str, float]:
         n = min(self.count, self.size)
-        return {name: psi(np.maximum(s, 0.0) / n, expected)
-                for name, s, expected in zip(self.extractor.names, self.sums, self.expected,
-                                             strict=True)}
+        return {
+            name: psi(np.maximum(s, 0.0) / n, expected)
+            for name, s, expected in zip(
+                self.extractor.names, self.sums, self.expected, strict=True
+            )
+        }
 
 
 class DriftMonitor:
-    def __init__(self, references: ReferenceBook, signature_of: Callable[[str], IOSignature | None],
-                 stop: threading.Event, options: DriftOptions = DriftOptions(),
-                 on_drift: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        references: ReferenceBook,
+        signature_of: Callable[[str], IOSignature | None],
+        stop: threading.Event,
+        options: DriftOptions = DriftOptions(),
+        on_drift: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.options = options
         self._references = references
         self._signature_of = signature_of
@@ -109,7 +121,8 @@ class DriftMonitor:
         self._interval = 1.0 / options.sample_hz if options.sample_hz > 0 else float("inf")
         self._next = 0.0
         self._pending: deque[tuple[str, list[np.ndarray], list[np.ndarray]]] = deque(
-            maxlen=options.pending)
+            maxlen=options.pending
+        )
         self._wake = threading.Event()
         self._window: _Window | None = None
         self._skipped: str | None = None  # a model with no usable reference
@@ -184,8 +197,11 @@ class DriftMonitor:
             self._skipped, self._window, self.summary = sha256, None, None
             return None
         self.summary = None
-        log.info("measuring drift of model %s against its reference profile (%d features)",
-                 sha256[:12], len(reference.features))
+        log.info(
+            "measuring drift of model %s against its reference profile (%d features)",
+            sha256[:12],
+            len(reference.features),
+        )
         return self._window
 
     def _score(self) -> None:
@@ -195,14 +211,29 @@ class DriftMonitor:
         scores = window.scores()
         worst = max(scores, key=lambda k: scores[k])
         threshold = window.reference.drift_threshold
-        summary = DriftSummary(score=round(scores[worst], 4), feature=worst,
-                               threshold=threshold, samples=min(window.count, window.size))
+        summary = DriftSummary(
+            score=round(scores[worst], 4),
+            feature=worst,
+            threshold=threshold,
+            samples=min(window.count, window.size),
+        )
         self.scores, self.summary = scores, summary
         now = time.monotonic()
         if summary.score > threshold and now - self._last_event >= self.options.event_interval_s:
             self._last_event = now
-            log.warning("drift %.3f over the threshold %.3f (worst feature %s)", summary.score,
-                        threshold, worst)
+            log.warning(
+                "drift %.3f over the threshold %.3f (worst feature %s)",
+                summary.score,
+                threshold,
+                worst,
+            )
             if self._on_drift is not None:
-                self._on_drift({"score": summary.score, "feature": worst, "threshold": threshold,
-                                "samples": summary.samples, "model_sha256": window.sha256})
+                self._on_drift(
+                    {
+                        "score": summary.score,
+                        "feature": worst,
+                        "threshold": threshold,
+                        "samples": summary.samples,
+                        "model_sha256": window.sha256,
+                    }
+                )

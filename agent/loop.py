@@ -54,8 +54,14 @@ from shared.fields import FreeObject
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["InferenceLoop", "InferenceResult", "LoopOptions", "LoopSnapshot", "build_loop",
-           "stage_for"]
+__all__ = [
+    "InferenceLoop",
+    "InferenceResult",
+    "LoopOptions",
+    "LoopSnapshot",
+    "build_loop",
+    "stage_for",
+]
 
 WAIT_S = 0.5  # longest wait for a frame; the heartbeat advances at least this often
 STALL_ENV = "LITEFLEET_TEST_STALL_AFTER_FRAMES"
@@ -124,14 +130,20 @@ def stage_for(signature: IOSignature, source_kind: str, options: LoopOptions) ->
     try:
         kind = input_kind(signature)
         if kind != source_kind:
-            raise InputMismatch(f"the source gives {source_kind} data; the model takes {kind} "
-                                f"input {list(signature.inputs[0].shape)}")
+            raise InputMismatch(
+                f"the source gives {source_kind} data; the model takes {kind} "
+                f"input {list(signature.inputs[0].shape)}"
+            )
         prep = prep_for(signature, options.prep)
         if isinstance(prep, SensorPrep):
             windower = Windower(prep.values, prep.channels, options.sensor_hop)
             return Stage(prep, windower, (prep.values, prep.channels or 0))
-        return Stage(prep, None, signature.inputs[0].shape,
-                     FrameNeed(prep.width, prep.height, gray=prep.color == "gray"))
+        return Stage(
+            prep,
+            None,
+            signature.inputs[0].shape,
+            FrameNeed(prep.width, prep.height, gray=prep.color == "gray"),
+        )
     except InputMismatch as e:
         raise IOSignatureMismatch(str(e)) from e
 
@@ -146,8 +158,13 @@ class _Swap:
 
 
 class InferenceLoop:
-    def __init__(self, model: Model, source: Source, stop: threading.Event,
-                 options: LoopOptions = LoopOptions()) -> None:
+    def __init__(
+        self,
+        model: Model,
+        source: Source,
+        stop: threading.Event,
+        options: LoopOptions = LoopOptions(),
+    ) -> None:
         self.options = options
         self.stop_event = stop
         self._model = model
@@ -156,8 +173,15 @@ class InferenceLoop:
         self._post = self._postprocess(model)
         self._outputs = OutputStream(self._post.kind, options.post_queue, stop, self._emit)
         self.feed = Feed(options.buffer_frames, latest_wins=source.live)
-        self.capture = Capture(source, self._stage, self.feed, stop, options.reconnect_max_s,
-                               options.replay, on_status=self._source_status)
+        self.capture = Capture(
+            source,
+            self._stage,
+            self.feed,
+            stop,
+            options.reconnect_max_s,
+            options.replay,
+            on_status=self._source_status,
+        )
         self.metrics = LoopMetrics(options.metrics_window)
         self.heartbeat = time.monotonic()
         self.handled = 0  # frames the inference thread took from the feed
@@ -259,11 +283,21 @@ class InferenceLoop:
         e50, e95, e99 = m.e2e_ms.percentiles(50, 95, 99)
         outputs = self._outputs.summary(reset_outputs)
         return LoopSnapshot(
-            frames=self.capture.frames, inferences=m.inferences,
-            errors=m.errors + self.capture.errors, dropped_frames=self.feed.dropped,
-            fps=m.done.rate(), latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99,
-            outputs=outputs, source_status=self.capture.status, heartbeat=self.heartbeat,
-            model_sha256=self._model.sha256, e2e_p50_ms=e50, e2e_p95_ms=e95, e2e_p99_ms=e99,
+            frames=self.capture.frames,
+            inferences=m.inferences,
+            errors=m.errors + self.capture.errors,
+            dropped_frames=self.feed.dropped,
+            fps=m.done.rate(),
+            latency_p50_ms=p50,
+            latency_p95_ms=p95,
+            latency_p99_ms=p99,
+            outputs=outputs,
+            source_status=self.capture.status,
+            heartbeat=self.heartbeat,
+            model_sha256=self._model.sha256,
+            e2e_p50_ms=e50,
+            e2e_p95_ms=e95,
+            e2e_p99_ms=e99,
             post_dropped=self._outputs.dropped,
         )
 
@@ -286,8 +320,11 @@ class InferenceLoop:
     @property
     def finished(self) -> bool:
         """A finite source has ended and every frame was inferred."""
-        return (self.feed.finished and self.capture.status == "ended"
-                and self.completed == self.capture.frames)
+        return (
+            self.feed.finished
+            and self.capture.status == "ended"
+            and self.completed == self.capture.frames
+        )
 
     # -- the inference thread ---------------------------------------------------------------
 
@@ -348,8 +385,9 @@ class InferenceLoop:
                 continue
             self.handled += 1
             if self.handled == self._stall_at:
-                logger.warning("%s=%d: the inference thread stalls now", STALL_ENV,
-                               self._stall_at - 1)
+                logger.warning(
+                    "%s=%d: the inference thread stalls now", STALL_ENV, self._stall_at - 1
+                )
                 stop.wait()
                 break
             try:
@@ -363,10 +401,10 @@ class InferenceLoop:
                 except Exception as e:
                     metrics.errors += 1
                     if metrics.errors <= 10 or metrics.errors % 1000 == 0:
-                        logger.warning("inference failed (%d errors so far): %s",
-                                       metrics.errors, e)
-                    self._notify(InferenceResult(model.sha256, False, 0.0, inputs,
-                                                 frame.index, monotonic()))
+                        logger.warning("inference failed (%d errors so far): %s", metrics.errors, e)
+                    self._notify(
+                        InferenceResult(model.sha256, False, 0.0, inputs, frame.index, monotonic())
+                    )
                     continue
                 now = monotonic()
                 latency_ms = (now - start) * 1000.0
@@ -374,9 +412,19 @@ class InferenceLoop:
                 recent.append(inputs)
                 put_outputs(self._post, outputs)
                 if self._listeners:
-                    self._notify(InferenceResult(
-                        model.sha256, True, latency_ms, inputs, frame.index, now, outputs,
-                        self._post.kind == "classification", frame.ts))
+                    self._notify(
+                        InferenceResult(
+                            model.sha256,
+                            True,
+                            latency_ms,
+                            inputs,
+                            frame.index,
+                            now,
+                            outputs,
+                            self._post.kind == "classification",
+                            frame.ts,
+                        )
+                    )
             finally:
                 self.completed += 1  # after its result reached the listeners
 
@@ -390,8 +438,12 @@ class InferenceLoop:
     # -- outputs and events -----------------------------------------------------------------
 
     def _postprocess(self, model: Model) -> Postprocess:
-        return Postprocess(model.signature, list(self.options.labels), self.options.top_k,
-                           self.options.score_threshold)
+        return Postprocess(
+            model.signature,
+            list(self.options.labels),
+            self.options.top_k,
+            self.options.score_threshold,
+        )
 
     def _source_status(self, status: str) -> None:
         self._emit("source", {"status": status})
@@ -408,8 +460,9 @@ def build_loop(config: AgentConfig, model: Model, stop: threading.Event) -> Infe
     """The loop the agent config describes, serving `model` (not started yet)."""
     spec = model.signature.inputs[0]
     channels = spec.shape[-1] if len(spec.shape) == 3 else 1
-    source = open_source(config.source.uri, config.profile.camera, sensor_channels=channels,
-                         paced=True)
+    source = open_source(
+        config.source.uri, config.profile.camera, sensor_channels=channels, paced=True
+    )
     mc = config.model
     options = LoopOptions(
         prep=PrepOptions(mc.normalization, mc.color, mc.crop),

@@ -26,8 +26,16 @@ log = logging.getLogger(__name__)
 
 CAMERA_EXTRA = "litefleet[camera]"
 NATIVE_LOG_ENV = {"OPENCV_LOG_LEVEL": "ERROR", "OPENCV_FFMPEG_LOGLEVEL": "-8"}  # -8: AV_LOG_QUIET
-FRAME_SOURCES = ("camera:", "/dev/video", "file://", "rtsp://", "http://", "https://",
-                 "images://", "synthetic:image")
+FRAME_SOURCES = (
+    "camera:",
+    "/dev/video",
+    "file://",
+    "rtsp://",
+    "http://",
+    "https://",
+    "images://",
+    "synthetic:image",
+)
 
 
 class OpenCVMissing(RuntimeError):
@@ -51,8 +59,12 @@ def opencv(what: str = "frames") -> ModuleType:
     except ImportError as e:
         raise OpenCVMissing(
             f"{what} need OpenCV, which this install lacks: install the camera extra "
-            f"(pip install '{CAMERA_EXTRA}')") from e
+            f"(pip install '{CAMERA_EXTRA}')"
+        ) from e
     if quiet:
-        log.info("OpenCV %s: its own and FFmpeg's stderr messages are off (set %s to see them)",
-                 cv2.__version__, " ".join(f"{k}=..." for k in quiet))
+        log.info(
+            "OpenCV %s: its own and FFmpeg's stderr messages are off (set %s to see them)",
+            cv2.__version__,
+            " ".join(f"{k}=..." for k in quiet),
+        )
     return cv2

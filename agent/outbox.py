@@ -66,7 +66,6 @@ _KIND_OF_CHANNEL: dict[Channel, type] = {
 _CHUNK = 500  # SQLite host parameters per statement, well under its limit
 
 
-
 @dataclass(frozen=True)
 class OutboxEntry:
     seq: int
@@ -250,7 +249,11 @@ class Outbox:
         log.warning(
             "outbox full (%s rows, %s bytes max): dropped the %s oldest records (seq %s..%s), "
             "%s dropped in total",
-            self.limits.max_rows, self.limits.max_bytes, len(victims), victims[0], victims[-1],
+            self.limits.max_rows,
+            self.limits.max_bytes,
+            len(victims),
+            victims[0],
+            victims[-1],
             self._dropped,
         )
 
@@ -260,7 +263,9 @@ class Outbox:
 
     # -- draining ----------------------------------------------------------------------------
 
-    def pending(self, after_seq: int = 0, limit: int = 100, hold: bool = False) -> list[OutboxEntry]:
+    def pending(
+        self, after_seq: int = 0, limit: int = 100, hold: bool = False
+    ) -> list[OutboxEntry]:
         """Up to `limit` stored records with seq > `after_seq`, oldest first.
 
         With `hold`, the records are marked in flight in the same step (see `hold`), so an
@@ -273,7 +278,9 @@ class Outbox:
             ).fetchall()
             if hold:
                 self._held.update(seq for seq, _, _ in rows)
-        return [OutboxEntry(seq, Channel(channel), bytes(payload)) for seq, channel, payload in rows]
+        return [
+            OutboxEntry(seq, Channel(channel), bytes(payload)) for seq, channel, payload in rows
+        ]
 
     def hold(self, seq: int) -> None:
         """Mark a record as in flight: it is not dropped until `remove` deletes it."""
@@ -412,6 +419,9 @@ def read_outbox_stats(db: sqlite_utils.Database) -> OutboxStats:
         meta = {k: v for k, v in db.execute("SELECT key, value FROM outbox_meta").fetchall()}
     last_publish = meta.get("last_publish")
     return OutboxStats(
-        int(depth), int(size), int(meta.get("dropped", 0)), int(meta.get("last_seq", 0)),
+        int(depth),
+        int(size),
+        int(meta.get("dropped", 0)),
+        int(meta.get("last_seq", 0)),
         None if last_publish is None else float(last_publish),
     )

@@ -62,13 +62,21 @@ class HeldRecords:
         if self._logged is not None and now - self._logged < REFUSAL_LOG_S:
             return
         self._logged = now
-        log.warning("the disk refuses outbox writes (%s): %s records held in memory (at most %s, "
-                    "the oldest dropped beyond that), %s dropped in total; retrying every second",
-                    error, len(self._records), self.limit, dropped)
+        log.warning(
+            "the disk refuses outbox writes (%s): %s records held in memory (at most %s, "
+            "the oldest dropped beyond that), %s dropped in total; retrying every second",
+            error,
+            len(self._records),
+            self.limit,
+            dropped,
+        )
 
     def accepted(self, dropped: int) -> None:
         """A write went through: say so once if the disk had been refusing."""
         if self._refusing:
             self._refusing = False
-            log.warning("the disk takes outbox writes again: records held in memory are stored "
-                        "(%s dropped in total)", dropped)
+            log.warning(
+                "the disk takes outbox writes again: records held in memory are stored "
+                "(%s dropped in total)",
+                dropped,
+            )

@@ -41,8 +41,9 @@ class PeriodicJobs:
 
     def start(self) -> None:
         for job in self._jobs:
-            thread = threading.Thread(target=self._run, args=(job,), name=f"job-{job.name}",
-                                      daemon=True)
+            thread = threading.Thread(
+                target=self._run, args=(job,), name=f"job-{job.name}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
 

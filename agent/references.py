@@ -53,7 +53,8 @@ class ReferenceBook:
         if _SHA256.match(sha256) and path.exists():
             try:
                 reference = ReferenceProfile.parse(
-                    load_json(path.read_bytes(), MAX_REFERENCE_BYTES), "reference")
+                    load_json(path.read_bytes(), MAX_REFERENCE_BYTES), "reference"
+                )
             except (OSError, Rejected) as e:
                 log.warning("the reference profile of %s is unreadable: %s", sha256[:12], e)
         with self._lock:

@@ -31,8 +31,15 @@ from pathlib import Path
 
 import sqlite_utils
 
-__all__ = ["DB_NAME", "SYNCHRONOUS", "DeviceStore", "connect", "open_existing", "open_store",
-           "store_path"]
+__all__ = [
+    "DB_NAME",
+    "SYNCHRONOUS",
+    "DeviceStore",
+    "connect",
+    "open_existing",
+    "open_store",
+    "store_path",
+]
 
 DB_NAME = "agent.db"
 SYNCHRONOUS = ("NORMAL", "FULL")
@@ -75,8 +82,9 @@ def _journal_interruptions(conn: sqlite3.Connection) -> None:
     """A journal from before probation interruptions were counted."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(update_journal)")}
     if "interruptions" not in columns:
-        conn.execute("ALTER TABLE update_journal ADD COLUMN interruptions INTEGER NOT NULL "
-                     "DEFAULT 0")
+        conn.execute(
+            "ALTER TABLE update_journal ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0"
+        )
 
 
 # In order; `PRAGMA user_version` is how many have run on a file. Each one also accepts a file
@@ -91,7 +99,9 @@ def store_path(state_dir: Path) -> Path:
     return state_dir / DB_NAME
 
 
-def connect(path: Path, synchronous: str = "NORMAL", autocommit: bool = False) -> sqlite3.Connection:
+def connect(
+    path: Path, synchronous: str = "NORMAL", autocommit: bool = False
+) -> sqlite3.Connection:
     """A connection to the store file with WAL, the durability setting and a busy timeout.
 
     With `autocommit`, Python opens no implicit transactions: the caller issues `BEGIN
@@ -116,14 +126,16 @@ class DeviceStore(sqlite_utils.Database):
     """`agent.db`: a `sqlite_utils.Database` on the main connection, and the source of every
     other connection to the same file."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path | None,
-                 synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path | None, synchronous: str = "NORMAL"
+    ) -> None:
         super().__init__(conn)
         self.path = path  # None: in memory (tests)
         self.synchronous = synchronous
 
-    def connection(self, *, autocommit: bool = False,
-                   synchronous: str | None = None) -> sqlite3.Connection:
+    def connection(
+        self, *, autocommit: bool = False, synchronous: str | None = None
+    ) -> sqlite3.Connection:
         """A connection of the caller's own to the store file (the main one, in memory)."""
         if self.path is None:
             conn: sqlite3.Connection = self.conn  # nothing to open twice: share it

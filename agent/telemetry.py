@@ -57,19 +57,31 @@ class TelemetryReporter:
             loop: dict[str, Any] = {}
             if figures is not None:
                 loop = {
-                    "frames": figures.frames, "inferences": figures.inferences,
-                    "errors": figures.errors, "dropped_frames": figures.dropped_frames,
-                    "fps": float(figures.fps), "latency_p50_ms": float(figures.latency_p50_ms),
+                    "frames": figures.frames,
+                    "inferences": figures.inferences,
+                    "errors": figures.errors,
+                    "dropped_frames": figures.dropped_frames,
+                    "fps": float(figures.fps),
+                    "latency_p50_ms": float(figures.latency_p50_ms),
                     "latency_p95_ms": float(figures.latency_p95_ms),
                     "latency_p99_ms": float(figures.latency_p99_ms),
-                    "outputs": dict(figures.outputs), "source_status": figures.source_status,
+                    "outputs": dict(figures.outputs),
+                    "source_status": figures.source_status,
                 }
             return TelemetryRecord(
-                device_id=self.device_id, seq=seq, ts=ts, model=model,
-                cpu_percent=sample.cpu_percent, rss_mb=sample.rss_mb,
-                temperature_c=sample.temperature_c, disk_free_mb=sample.disk_free_mb,
-                outbox_depth=self.outbox.depth(), outbox_dropped=self.outbox.dropped,
-                uptime_s=sample.uptime_s, drift=drift, **loop,
+                device_id=self.device_id,
+                seq=seq,
+                ts=ts,
+                model=model,
+                cpu_percent=sample.cpu_percent,
+                rss_mb=sample.rss_mb,
+                temperature_c=sample.temperature_c,
+                disk_free_mb=sample.disk_free_mb,
+                outbox_depth=self.outbox.depth(),
+                outbox_dropped=self.outbox.dropped,
+                uptime_s=sample.uptime_s,
+                drift=drift,
+                **loop,
             )
 
         return self.outbox.append(Channel.TELEMETRY, make)
@@ -101,13 +113,13 @@ class EventRecorder:
             except queue.Empty:
                 return written
             try:
-                self.outbox.append(
-                    Channel.EVENTS, _event_maker(self.device_id, ts, kind, detail)
-                )
+                self.outbox.append(Channel.EVENTS, _event_maker(self.device_id, ts, kind, detail))
                 written += 1
             except Exception:
                 log.exception("could not store a %s event", kind)
 
 
-def _event_maker(device_id: str, ts: float, kind: str, detail: FreeObject) -> Callable[[int], Event]:
+def _event_maker(
+    device_id: str, ts: float, kind: str, detail: FreeObject
+) -> Callable[[int], Event]:
     return lambda seq: Event(device_id, seq, ts, kind, detail)

@@ -30,31 +30,52 @@ log = logging.getLogger(__name__)
 
 
 class ModelWatch:
-    def __init__(self, config: AgentConfig, loop: Any, stop: threading.Event,
-                 identity: Callable[[], ModelIdentity | None],
-                 publish_capture: Callable[[bytes], Any],
-                 on_event: Callable[[str, dict[str, Any]], None]) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        loop: Any,
+        stop: threading.Event,
+        identity: Callable[[], ModelIdentity | None],
+        publish_capture: Callable[[bytes], Any],
+        on_event: Callable[[str, dict[str, Any]], None],
+    ) -> None:
         self._loop = loop
         self._on_event = on_event
         self.references = ReferenceBook(config.state_dir)
         if config.drift.reference is not None:
             try:
-                initial = ReferenceProfile.parse(load_json(
-                    config.drift.reference.read_bytes(), MAX_REFERENCE_BYTES), "drift.reference")
+                initial = ReferenceProfile.parse(
+                    load_json(config.drift.reference.read_bytes(), MAX_REFERENCE_BYTES),
+                    "drift.reference",
+                )
                 self.references.remember(file_sha256(config.model.initial), initial)
             except (OSError, Rejected) as e:
-                log.error("[drift] reference %s is unusable (%s): the initial model's drift is "
-                          "not measured", config.drift.reference, e)
+                log.error(
+                    "[drift] reference %s is unusable (%s): the initial model's drift is "
+                    "not measured",
+                    config.drift.reference,
+                    e,
+                )
         d = config.drift
-        self.drift = DriftMonitor(self.references, self._signature_of, stop,
-                                  DriftOptions(enabled=d.enabled, window=d.window,
-                                               sample_hz=d.sample_hz),
-                                  on_drift=self._drifted)
+        self.drift = DriftMonitor(
+            self.references,
+            self._signature_of,
+            stop,
+            DriftOptions(enabled=d.enabled, window=d.window, sample_hz=d.sample_hz),
+            on_drift=self._drifted,
+        )
         c = config.capture
         self.samples = SampleStore(config.state_dir / "samples", int(c.max_disk_mb * 1024 * 1024))
-        self.recorder = SampleRecorder(c, self.samples, config.state_dir / CAPTURE_STATE_FILE,
-                                       self.references, self._signature_of, identity, stop,
-                                       drifting=self._drifting)
+        self.recorder = SampleRecorder(
+            c,
+            self.samples,
+            config.state_dir / CAPTURE_STATE_FILE,
+            self.references,
+            self._signature_of,
+            identity,
+            stop,
+            drifting=self._drifting,
+        )
         self.uploader = SampleUploader(self.samples, config.device_id, publish_capture, stop)
 
     def _signature_of(self, sha256: str) -> IOSignature | None:
@@ -106,8 +127,11 @@ class ModelWatch:
                 raise MalformedDocument("expected a boolean", "signed.args.enabled")
             self.recorder.set_enabled(enabled)
         if count is not None:
-            if isinstance(count, bool) or not isinstance(count, int) or not (
-                    0 < count <= MAX_COMMAND_COUNT):
+            if (
+                isinstance(count, bool)
+                or not isinstance(count, int)
+                or not (0 < count <= MAX_COMMAND_COUNT)
+            ):
                 raise MalformedDocument(f"expected 1 to {MAX_COMMAND_COUNT}", "signed.args.count")
             self.recorder.request(count)
 

@@ -120,8 +120,12 @@ class _MjpegHandler(http.server.BaseHTTPRequestHandler):
         try:
             while True:
                 frame = self.server.frames[i % len(self.server.frames)]
-                self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                                 f"Content-Length: {len(frame)}\r\n\r\n".encode() + frame + b"\r\n")
+                self.wfile.write(
+                    f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                    f"Content-Length: {len(frame)}\r\n\r\n".encode()
+                    + frame
+                    + b"\r\n"
+                )
                 i += 1
                 due += period
                 time.sleep(max(0.0, due - time.monotonic()))
@@ -130,15 +134,17 @@ class _MjpegHandler(http.server.BaseHTTPRequestHandler):
 
 
 def start_broker(tmp: Path) -> tuple[subprocess.Popen[bytes] | None, int]:
-    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
-                                           if Path("/usr/sbin/mosquitto").exists() else None)
+    binary = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
     port = free_port()
     if binary is None:
         return None, port  # nothing listens: the agents' outboxes buffer
     conf = tmp / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -149,17 +155,31 @@ def start_broker(tmp: Path) -> tuple[subprocess.Popen[bytes] | None, int]:
     return proc, port
 
 
-def start_agent(tmp: Path, name: str, model: str, uri: str, port: int, python: str,
-                env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_agent(
+    tmp: Path, name: str, model: str, uri: str, port: int, python: str, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
     folder = tmp / name
     folder.mkdir()
     config = folder / "agent.toml"
-    config.write_text(CONFIG.format(device=name, state=folder / "state", port=port, model=model,
-                                    model_path=ROOT / "examples" / "models" / f"{model}.tflite",
-                                    uri=uri, key="ab" * 32))
+    config.write_text(
+        CONFIG.format(
+            device=name,
+            state=folder / "state",
+            port=port,
+            model=model,
+            model_path=ROOT / "examples" / "models" / f"{model}.tflite",
+            uri=uri,
+            key="ab" * 32,
+        )
+    )
     log = (folder / "agent.log").open("wb")
-    return subprocess.Popen([python, "-m", "agent.cli", "run", "--config", str(config)],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=folder, env=env)
+    return subprocess.Popen(
+        [python, "-m", "agent.cli", "run", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=folder,
+        env=env,
+    )
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -184,11 +204,15 @@ def build_venv(tmp: Path, extra: str) -> tuple[float, str]:
 
     src = tmp / "src"
     if not src.exists():
-        shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-            ".git", ".venv*", ".demo", "build", "*.egg-info", "__pycache__", ".bench-models"))
+        shutil.copytree(
+            ROOT,
+            src,
+            ignore=shutil.ignore_patterns(
+                ".git", ".venv*", ".demo", "build", "*.egg-info", "__pycache__", ".bench-models"
+            ),
+        )
     venv = tmp / f"venv-{extra or 'base'}"
-    plan = VenvPlan(venv, str(venv), src, sys.executable, ("--quiet",),
-                    (extra,) if extra else ())
+    plan = VenvPlan(venv, str(venv), src, sys.executable, ("--quiet",), (extra,) if extra else ())
     subprocess.run(plan.create_command(), check=True)
     subprocess.run(plan.install_command(), check=True)
     total = sum(p.lstat().st_size for p in venv.rglob("*") if p.is_file() or p.is_symlink())
@@ -197,8 +221,11 @@ def build_venv(tmp: Path, extra: str) -> tuple[float, str]:
 
 
 def measure(minutes: float, first: float, venvs: bool, arenas: int) -> dict[str, Any]:
-    result: dict[str, Any] = {"minutes": minutes, "first_sample_min": round(first, 2),
-                              "malloc_arena_max": arenas or "default"}
+    result: dict[str, Any] = {
+        "minutes": minutes,
+        "first_sample_min": round(first, 2),
+        "malloc_arena_max": arenas or "default",
+    }
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MALLOC_ARENA_MAX")}
     if arenas:
         env["MALLOC_ARENA_MAX"] = str(arenas)
@@ -216,27 +243,40 @@ def measure(minutes: float, first: float, venvs: bool, arenas: int) -> dict[str,
         broker, port = start_broker(tmp)
         result["broker"] = "mosquitto" if broker is not None else "unreachable (outbox buffers)"
         agents = {
-            "camera": start_agent(tmp, "camera", "digits", server.url, port, pythons["camera"],
-                                  env),
-            "sensor": start_agent(tmp, "sensor", "vibration",
-                                  f"synthetic:sensor?rate={SENSOR_HZ}", port, pythons["sensor"],
-                                  env),
+            "camera": start_agent(
+                tmp, "camera", "digits", server.url, port, pythons["camera"], env
+            ),
+            "sensor": start_agent(
+                tmp,
+                "sensor",
+                "vibration",
+                f"synthetic:sensor?rate={SENSOR_HZ}",
+                port,
+                pythons["sensor"],
+                env,
+            ),
         }
         try:
             time.sleep(first * 60)
-            at_first = {k: (memory_mb(p.pid), cpu_seconds(p.pid), time.monotonic())
-                        for k, p in agents.items()}
+            at_first = {
+                k: (memory_mb(p.pid), cpu_seconds(p.pid), time.monotonic())
+                for k, p in agents.items()
+            }
             time.sleep((minutes - first) * 60)
             for key, proc in agents.items():
                 if proc.poll() is not None:
-                    raise SystemExit(f"the {key} agent exited with {proc.returncode}: see "
-                                     f"{tmp / key / 'agent.log'}")
+                    raise SystemExit(
+                        f"the {key} agent exited with {proc.returncode}: see "
+                        f"{tmp / key / 'agent.log'}"
+                    )
                 mem0, cpu0, t0 = at_first[key]
                 mem1 = memory_mb(proc.pid)
                 cpu = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0) * 100
                 result[key] = {
-                    "rss_first_mb": mem0["rss_mb"], "pss_first_mb": mem0["pss_mb"],
-                    "rss_end_mb": mem1["rss_mb"], "pss_end_mb": mem1["pss_mb"],
+                    "rss_first_mb": mem0["rss_mb"],
+                    "pss_first_mb": mem0["pss_mb"],
+                    "rss_end_mb": mem1["rss_mb"],
+                    "pss_end_mb": mem1["pss_mb"],
                     "anon_end_mb": mem1["anon_mb"],
                     "growth_mb": round(mem1["rss_mb"] - mem0["rss_mb"], 1),
                     "cpu_percent": round(cpu, 1),
@@ -260,12 +300,22 @@ def measure(minutes: float, first: float, venvs: bool, arenas: int) -> dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="how long the agents run")
-    parser.add_argument("--quick", action="store_true",
-                        help="1 minute, first sample at 20 s, no venvs (to try the script)")
-    parser.add_argument("--no-venvs", action="store_true",
-                        help="skip the install sizes; run the agents from this checkout")
-    parser.add_argument("--malloc-arena-max", type=int, default=0,
-                        help="MALLOC_ARENA_MAX for the agents (0: glibc's default)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 minute, first sample at 20 s, no venvs (to try the script)",
+    )
+    parser.add_argument(
+        "--no-venvs",
+        action="store_true",
+        help="skip the install sizes; run the agents from this checkout",
+    )
+    parser.add_argument(
+        "--malloc-arena-max",
+        type=int,
+        default=0,
+        help="MALLOC_ARENA_MAX for the agents (0: glibc's default)",
+    )
     args = parser.parse_args()
     minutes, first, venvs = args.minutes, min(1.0, args.minutes / 2), not args.no_venvs
     if args.quick:

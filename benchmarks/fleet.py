@@ -95,10 +95,12 @@ def start_broker(work: Path, port: int) -> subprocess.Popen[bytes]:
         "max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 100\n"
         "message_size_limit 0\n"
         f"user {pwd.getpwuid(os.getuid()).pw_name}\nlog_dest file {work / 'mosquitto.log'}\n"
-        "log_type error\nlog_type warning\n")
+        "log_type error\nlog_type warning\n"
+    )
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     wait_port(port, proc, "mosquitto")
     return proc
 
@@ -125,21 +127,30 @@ class Bench:
         self.env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def litefleet(self, *argv: str, timeout: float = 600, config: bool = True
-                  ) -> subprocess.CompletedProcess[str]:
+    def litefleet(
+        self, *argv: str, timeout: float = 600, config: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         more = ["--config", str(self.config)] if config else []
-        done = subprocess.run([sys.executable, "-m", "cloud.cli", *argv, *more],
-                              capture_output=True, text=True, cwd=self.work,
-                              env=self.env, timeout=timeout)
+        done = subprocess.run(
+            [sys.executable, "-m", "cloud.cli", *argv, *more],
+            capture_output=True,
+            text=True,
+            cwd=self.work,
+            env=self.env,
+            timeout=timeout,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"litefleet {' '.join(argv)}: {done.stderr.strip()[-2000:]}")
         return done
 
     def spawn(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-m", "cloud.cli", *argv, "--config",
-                                 str(self.config)], cwd=self.work, env=self.env,
-                                stdout=(self.work / f"{name}.out").open("wb"),
-                                stderr=(self.work / f"{name}.log").open("wb"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cloud.cli", *argv, "--config", str(self.config)],
+            cwd=self.work,
+            env=self.env,
+            stdout=(self.work / f"{name}.out").open("wb"),
+            stderr=(self.work / f"{name}.log").open("wb"),
+        )
         self.procs.append(proc)
         return proc
 
@@ -171,8 +182,16 @@ tick_s = 1.0
         self.litefleet("store", "migrate")
         self.litefleet("keys", "generate", "--dir", str(self.work / "keys"), config=False)
         for version, model in ((1, "digits.tflite"), (2, "digits-ft.tflite")):
-            self.litefleet("release", str(MODELS / model), "--name", "digits", "--version",
-                           str(version), "--profile", "x86-gateway")
+            self.litefleet(
+                "release",
+                str(MODELS / model),
+                "--name",
+                "digits",
+                "--version",
+                str(version),
+                "--profile",
+                "x86-gateway",
+            )
 
     def store(self) -> Any:
         if self._store is None:
@@ -184,8 +203,10 @@ tick_s = 1.0
         names = iter(range(len(params)))
         named = re.sub(r"\?", lambda _m: f":p{next(names)}", sql)
         with self.store().connect() as conn:
-            return [tuple(r) for r in conn.execute(
-                text(named), {f"p{i}": p for i, p in enumerate(params)})]
+            return [
+                tuple(r)
+                for r in conn.execute(text(named), {f"p{i}": p for i, p in enumerate(params)})
+            ]
 
     def close(self) -> None:
         if self._store is not None:
@@ -206,19 +227,36 @@ tick_s = 1.0
 
     def rollout(self, ref: str) -> tuple[float, dict[str, int]]:
         started = time.monotonic()
-        done = self.litefleet("deploy", ref, "--group", GROUP, "--waves", "1%,10%,100%",
-                              "--wait", "--json", "--timeout", "20m", timeout=1500)
+        done = self.litefleet(
+            "deploy",
+            ref,
+            "--group",
+            GROUP,
+            "--waves",
+            "1%,10%,100%",
+            "--wait",
+            "--json",
+            "--timeout",
+            "20m",
+            timeout=1500,
+        )
         elapsed = time.monotonic() - started
         rollout_id = json.loads(done.stdout.splitlines()[0])["id"]
-        statuses = dict(self.query("SELECT status, COUNT(*) FROM rollout_devices WHERE "
-                                   "rollout_id = ? GROUP BY status", rollout_id))
+        statuses = dict(
+            self.query(
+                "SELECT status, COUNT(*) FROM rollout_devices WHERE rollout_id = ? GROUP BY status",
+                rollout_id,
+            )
+        )
         return elapsed, statuses
 
     def stored_records(self) -> int:
         """Rows the ingester stored in telemetry, updates and events (its own counters: cheap
         to read every 50 ms, unlike COUNT(*) over a growing table)."""
-        return self.count("SELECT COALESCE(SUM(value), 0) FROM counters WHERE name IN "
-                          "('stored.telemetry', 'stored.updates', 'stored.events')")
+        return self.count(
+            "SELECT COALESCE(SUM(value), 0) FROM counters WHERE name IN "
+            "('stored.telemetry', 'stored.updates', 'stored.events')"
+        )
 
 
 class Cloud:
@@ -233,8 +271,10 @@ class Cloud:
             wait_port(b.http_port, serve, "litefleet serve")
             return
         self.http = b.spawn("artifacts", "serve", "--role", "artifacts", "--log-level", "WARNING")
-        self.controllers = [b.spawn(f"controller-{i}", "serve", "--role", "controller",
-                                    "--log-level", "INFO") for i in (1, 2)]
+        self.controllers = [
+            b.spawn(f"controller-{i}", "serve", "--role", "controller", "--log-level", "INFO")
+            for i in (1, 2)
+        ]
         self.ingest = [self.ingest_worker(i) for i in range(1, workers + 1)]
         wait_port(b.http_port, self.http, "litefleet serve --role artifacts")
         for i in range(1, workers + 1):  # every session subscribed before the fleet starts
@@ -242,8 +282,16 @@ class Cloud:
             b.wait(lambda log=log: "connected to" in log.read_text(), 60, f"ingest worker {i}")
 
     def ingest_worker(self, i: int, again: int = 0) -> subprocess.Popen[bytes]:
-        return self.b.spawn(f"ingest-{i}" + (f"-again{again}" if again else ""), "serve",
-                            "--role", "ingest", "--worker", f"w{i}", "--log-level", "INFO")
+        return self.b.spawn(
+            f"ingest-{i}" + (f"-again{again}" if again else ""),
+            "serve",
+            "--role",
+            "ingest",
+            "--worker",
+            f"w{i}",
+            "--log-level",
+            "INFO",
+        )
 
     @property
     def all(self) -> list[subprocess.Popen[bytes]]:
@@ -286,8 +334,9 @@ class Cloud:
                 break
             time.sleep(0.05)
         i = self.controllers.index(active)
-        self.controllers[i] = self.b.spawn(f"controller-{i + 1}-again", "serve", "--role",
-                                           "controller", "--log-level", "INFO")
+        self.controllers[i] = self.b.spawn(
+            f"controller-{i + 1}-again", "serve", "--role", "controller", "--log-level", "INFO"
+        )
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -304,18 +353,38 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         b.close()
 
 
-def measure(args: argparse.Namespace, b: Bench, cloud: Cloud, n: int, pg: bool,
-            threading: Any) -> dict[str, Any]:
+def measure(
+    args: argparse.Namespace, b: Bench, cloud: Cloud, n: int, pg: bool, threading: Any
+) -> dict[str, Any]:
     work = b.work
     ramp_started = time.monotonic()
-    sim = b.spawn("sim", "sim", "--devices", str(n), "--id-prefix", PREFIX, "--group", GROUP,
-                  "--initial", str(MODELS / "digits.tflite"),
-                  "--telemetry-interval", str(args.telemetry_interval),
-                  "--downloads", str(args.downloads), "--log-level", "WARNING")
+    sim = b.spawn(
+        "sim",
+        "sim",
+        "--devices",
+        str(n),
+        "--id-prefix",
+        PREFIX,
+        "--group",
+        GROUP,
+        "--initial",
+        str(MODELS / "digits.tflite"),
+        "--telemetry-interval",
+        str(args.telemetry_interval),
+        "--downloads",
+        str(args.downloads),
+        "--log-level",
+        "WARNING",
+    )
     sim_ps = psutil.Process(sim.pid)
-    b.wait(lambda: sim.poll() is None and b.count(
-        "SELECT COUNT(*) FROM devices WHERE online = 1 AND profile != ''") == n,
-        300, f"{n} devices online")
+    b.wait(
+        lambda: (
+            sim.poll() is None
+            and b.count("SELECT COUNT(*) FROM devices WHERE online = 1 AND profile != ''") == n
+        ),
+        300,
+        f"{n} devices online",
+    )
     ramp_s = time.monotonic() - ramp_started
 
     faults: dict[str, Any] = {"ingest_worker_killed": False, "controller_failover_s": None}
@@ -335,8 +404,7 @@ def measure(args: argparse.Namespace, b: Bench, cloud: Cloud, n: int, pg: bool,
     rollout_delta_s, delta = b.rollout("digits@2")
     if failover is not None:
         failover.join()
-    cpu = {"serve": cloud.cpu_s() - cpu["serve"],
-           "sim": sum(sim_ps.cpu_times()[:2]) - cpu["sim"]}
+    cpu = {"serve": cloud.cpu_s() - cpu["serve"], "sim": sum(sim_ps.cpu_times()[:2]) - cpu["sim"]}
 
     before, t0 = b.count("SELECT COUNT(*) FROM telemetry"), time.monotonic()
     time.sleep(args.duration)
@@ -370,9 +438,12 @@ def measure(args: argparse.Namespace, b: Bench, cloud: Cloud, n: int, pg: bool,
 
     missing = missing_seqs(b.store(), PREFIX)
     return {
-        "benchmark": "fleet", "devices": n, "backend": args.backend,
+        "benchmark": "fleet",
+        "devices": n,
+        "backend": args.backend,
         "ingest_workers": len(cloud.ingest) if pg else 1,
-        "rollout_s": round(rollout_s, 1), "rollout_committed": full.get("committed", 0),
+        "rollout_s": round(rollout_s, 1),
+        "rollout_committed": full.get("committed", 0),
         "rollout_delta_s": round(rollout_delta_s, 1),
         "rollout_delta_committed": delta.get("committed", 0),
         "rollout_cpu_s": {k: round(v, 1) for k, v in cpu.items()},
@@ -381,11 +452,14 @@ def measure(args: argparse.Namespace, b: Bench, cloud: Cloud, n: int, pg: bool,
         "sim_downloads": args.downloads,
         "telemetry_offered_per_s": round(n / args.telemetry_interval),
         "telemetry_stored_per_s": round(steady),
-        "telemetry_records": b.count("SELECT COUNT(*) FROM telemetry WHERE device_id LIKE ?",
-                                     f"{PREFIX}-%"),
+        "telemetry_records": b.count(
+            "SELECT COUNT(*) FROM telemetry WHERE device_id LIKE ?", f"{PREFIX}-%"
+        ),
         "telemetry_missing": sum(missing.values()),
         "devices_with_gaps": len(missing),
-        "records_sent": sent, "records_stored": last, "sim_max_rss_mb": summary["max_rss_mb"],
+        "records_sent": sent,
+        "records_stored": last,
+        "sim_max_rss_mb": summary["max_rss_mb"],
         "ingest_backlog_records": backlog,
         "ingest_records_per_s": round(backlog / drain_s) if drain_s > 0 else None,
         **faults,
@@ -398,27 +472,50 @@ def measure(args: argparse.Namespace, b: Bench, cloud: Cloud, n: int, pg: bool,
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=1000)
-    ap.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite",
-                    help="the store: SQLite (one `serve --role all`) or a PostgreSQL server "
-                    "of the benchmark's own (separate roles, faults injected)")
-    ap.add_argument("--ingest-workers", type=int, default=1,
-                    help="`serve --role ingest` processes (PostgreSQL only; default 1)")
-    ap.add_argument("--duration", type=float, default=30.0,
-                    help="seconds of steady telemetry after the rollouts (default 30)")
-    ap.add_argument("--telemetry-interval", type=float, default=1.0,
-                    help="seconds between a device's telemetry records (default 1)")
-    ap.add_argument("--backlog", type=float, default=20.0,
-                    help="seconds the ingest is paused while the fleet sends (default 20)")
-    ap.add_argument("--downloads", type=int, default=32,
-                    help="the simulator's concurrent downloads (default 32)")
+    ap.add_argument(
+        "--backend",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="the store: SQLite (one `serve --role all`) or a PostgreSQL server "
+        "of the benchmark's own (separate roles, faults injected)",
+    )
+    ap.add_argument(
+        "--ingest-workers",
+        type=int,
+        default=1,
+        help="`serve --role ingest` processes (PostgreSQL only; default 1)",
+    )
+    ap.add_argument(
+        "--duration",
+        type=float,
+        default=30.0,
+        help="seconds of steady telemetry after the rollouts (default 30)",
+    )
+    ap.add_argument(
+        "--telemetry-interval",
+        type=float,
+        default=1.0,
+        help="seconds between a device's telemetry records (default 1)",
+    )
+    ap.add_argument(
+        "--backlog",
+        type=float,
+        default=20.0,
+        help="seconds the ingest is paused while the fleet sends (default 20)",
+    )
+    ap.add_argument(
+        "--downloads",
+        type=int,
+        default=32,
+        help="the simulator's concurrent downloads (default 32)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, store)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lf-fleet-bench-"))
     try:
         result = run(args, work)
     except (RuntimeError, subprocess.TimeoutExpired) as e:
-        result = {"benchmark": "fleet", "devices": args.devices, "error": str(e),
-                  "work": str(work)}
+        result = {"benchmark": "fleet", "devices": args.devices, "error": str(e), "work": str(work)}
         args.keep = True
     finally:
         for proc in psutil.Process().children():  # what this script started and left

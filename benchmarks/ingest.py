@@ -52,10 +52,12 @@ def start_broker(work: Path, port: int) -> subprocess.Popen[bytes]:
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
         "max_queued_messages 0\nmax_inflight_messages 0\n"
-        f"user {pwd.getpwuid(os.getuid()).pw_name}\nlog_dest none\n")
+        f"user {pwd.getpwuid(os.getuid()).pw_name}\nlog_dest none\n"
+    )
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -69,9 +71,21 @@ def start_broker(work: Path, port: int) -> subprocess.Popen[bytes]:
 
 def records(device: str, count: int) -> bytes:
     model = ModelIdentity("digits", 1, "ab" * 32)
-    return b"".join(encode_message(TelemetryRecord(
-        device_id=device, seq=seq, ts=time.time(), model=model, fps=15.0, latency_p95_ms=5.0,
-        inferences=seq)) + b"\n" for seq in range(1, count + 1))
+    return b"".join(
+        encode_message(
+            TelemetryRecord(
+                device_id=device,
+                seq=seq,
+                ts=time.time(),
+                model=model,
+                fps=15.0,
+                latency_p95_ms=5.0,
+                inferences=seq,
+            )
+        )
+        + b"\n"
+        for seq in range(1, count + 1)
+    )
 
 
 def stored(db_path: Path) -> int:
@@ -95,19 +109,45 @@ def main() -> int:
     (work / "cloud.toml").write_text(
         f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nclient_id = "bench"\n'
         '[store]\ndb = "cloud.db"\n[http]\nenabled = false\n[web]\nenabled = false\n'
-        '[ingest]\nbatch_max = 5000\nbatch_wait_s = 0.05\n')
+        "[ingest]\nbatch_max = 5000\nbatch_wait_s = 0.05\n"
+    )
     db_path = work / "cloud.db"
     open_store(db_path).close()
     litefleet = Path(sys.executable).with_name("litefleet")
     ingester = subprocess.Popen(
-        [str(litefleet), "serve", "--no-http", "--log-level", "WARNING",
-         "--config", str(work / "cloud.toml")],
-        cwd=work, stdout=subprocess.DEVNULL, stderr=(work / "serve.log").open("wb"))
+        [
+            str(litefleet),
+            "serve",
+            "--no-http",
+            "--log-level",
+            "WARNING",
+            "--config",
+            str(work / "cloud.toml"),
+        ],
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=(work / "serve.log").open("wb"),
+    )
     sub_out = work / "sub.txt"
     sub = subprocess.Popen(
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-V", "5",
-         "-t", fleet_subscription(Channel.TELEMETRY), "-F", "%U"],
-        stdout=sub_out.open("wb"), stderr=subprocess.DEVNULL)
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-q",
+            "1",
+            "-V",
+            "5",
+            "-t",
+            fleet_subscription(Channel.TELEMETRY),
+            "-F",
+            "%U",
+        ],
+        stdout=sub_out.open("wb"),
+        stderr=subprocess.DEVNULL,
+    )
     procs: list[subprocess.Popen[bytes]] = []
     try:
         # a warm-up record: both subscriptions are in place once both have seen it
@@ -116,8 +156,22 @@ def main() -> int:
         while stored(db_path) < 1 or sub_out.stat().st_size == 0:
             if time.monotonic() > deadline or ingester.poll() is not None:
                 raise RuntimeError("the ingester or mosquitto_sub did not subscribe")
-            subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", "1",
-                            "-t", topic("warm-up", Channel.TELEMETRY), "-m", warm], check=True)
+            subprocess.run(
+                [
+                    "mosquitto_pub",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "-q",
+                    "1",
+                    "-t",
+                    topic("warm-up", Channel.TELEMETRY),
+                    "-m",
+                    warm,
+                ],
+                check=True,
+            )
             time.sleep(0.3)
         warm_lines = len(sub_out.read_text().split())
         files = []
@@ -130,10 +184,27 @@ def main() -> int:
         ingester_cpu = psutil.Process(ingester.pid)
         cpu_before = sum(ingester_cpu.cpu_times()[:2])
         started_wall, started = time.time(), time.monotonic()
-        procs = [subprocess.Popen(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q",
-                                   "1", "-V", "5", "-t", topic(d, Channel.TELEMETRY), "-l"],
-                                  stdin=p.open("rb"), stderr=subprocess.DEVNULL)
-                 for d, p in files]
+        procs = [
+            subprocess.Popen(
+                [
+                    "mosquitto_pub",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "-q",
+                    "1",
+                    "-V",
+                    "5",
+                    "-t",
+                    topic(d, Channel.TELEMETRY),
+                    "-l",
+                ],
+                stdin=p.open("rb"),
+                stderr=subprocess.DEVNULL,
+            )
+            for d, p in files
+        ]
         last_stored = None
         count = 0
         deadline = started + 300
@@ -147,8 +218,9 @@ def main() -> int:
         for p in procs:
             p.wait(60)
         deadline = time.monotonic() + 30
-        while (len(sub_out.read_bytes().split()) < warm_lines + total
-               and time.monotonic() < deadline):
+        while (
+            len(sub_out.read_bytes().split()) < warm_lines + total and time.monotonic() < deadline
+        ):
             time.sleep(0.1)
         sub.terminate()
         sub.wait()
@@ -164,20 +236,30 @@ def main() -> int:
         broker.wait()
     shutil.rmtree(work, ignore_errors=True)
     if last_stored is None or len(stamps) < total:
-        print(json.dumps({"benchmark": "ingest", "error": "incomplete", "stored": count,
-                          "sub": len(stamps)}))
+        print(
+            json.dumps(
+                {"benchmark": "ingest", "error": "incomplete", "stored": count, "sub": len(stamps)}
+            )
+        )
         return 1
     ingest_rate = total / (last_stored - started)
     sub_rate = total / (stamps[-1] - started_wall)
-    print(json.dumps({
-        "benchmark": "ingest", "devices": args.devices, "records": total,
-        "ingest_records_per_s": round(ingest_rate),
-        "mosquitto_sub_records_per_s": round(sub_rate), "ratio": round(ingest_rate / sub_rate, 3),
-        "ingest_cpu_us_per_record": round(cpu_used / total * 1e6, 1),
-        "cpu_count": os.cpu_count(),
-        "loadavg_before": [round(x, 2) for x in load_before],
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "ingest",
+                "devices": args.devices,
+                "records": total,
+                "ingest_records_per_s": round(ingest_rate),
+                "mosquitto_sub_records_per_s": round(sub_rate),
+                "ratio": round(ingest_rate / sub_rate, 3),
+                "ingest_cpu_us_per_record": round(cpu_used / total * 1e6, 1),
+                "cpu_count": os.cpu_count(),
+                "loadavg_before": [round(x, 2) for x in load_before],
+                "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+            }
+        )
+    )
     return 0
 
 

@@ -37,11 +37,21 @@ def main() -> None:
         video = args.video
         if video is None:
             video = Path(tmp) / "digits.avi"
-            subprocess.run([sys.executable, str(ROOT / "examples/make_digits_video.py"),
-                            "--out", str(video), "--frames", "300"], check=True,
-                           stdout=subprocess.DEVNULL)
-        result = run_bench(args.model, f"file://{video}", args.frames, args.threads,
-                           args.swap_every)
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(ROOT / "examples/make_digits_video.py"),
+                    "--out",
+                    str(video),
+                    "--frames",
+                    "300",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        result = run_bench(
+            args.model, f"file://{video}", args.frames, args.threads, args.swap_every
+        )
     result["video"] = "640x480 MJPG digits" if args.video is None else str(args.video)
     print(json.dumps(result))
 

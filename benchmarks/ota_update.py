@@ -64,16 +64,21 @@ def models(kind: str) -> tuple[bytes, bytes]:
     if kind == "examples":
         folder = REPO / "examples" / "models"
         return (folder / "digits.tflite").read_bytes(), (folder / "digits-ft.tflite").read_bytes()
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "litefleet" / "benchmarks"
+    cache = (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "litefleet" / "benchmarks"
+    )
     base, tuned = cache / "base.tflite", cache / "finetuned.tflite"
     if not (base.exists() and tuned.exists()):
         cache.mkdir(parents=True, exist_ok=True)
         python = os.environ.get("LITEFLEET_TF_PYTHON", str(REPO / ".venv-train" / "bin" / "python"))
         if not Path(python).exists():
-            raise SystemExit(f"--models large needs TensorFlow: {python} does not exist; run "
-                             "`make bench-large` (it builds .venv-train) or set LITEFLEET_TF_PYTHON")
-        subprocess.run([python, "-c", MAKE_MODELS, str(cache)], check=True,
-                       stdout=subprocess.DEVNULL)
+            raise SystemExit(
+                f"--models large needs TensorFlow: {python} does not exist; run "
+                "`make bench-large` (it builds .venv-train) or set LITEFLEET_TF_PYTHON"
+            )
+        subprocess.run(
+            [python, "-c", MAKE_MODELS, str(cache)], check=True, stdout=subprocess.DEVNULL
+        )
     return base.read_bytes(), tuned.read_bytes()
 
 
@@ -81,9 +86,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fps", type=int, default=50, help="pace of the synthetic camera")
     parser.add_argument("--runs", type=int, default=3, help="updates per path (median reported)")
-    parser.add_argument("--models", choices=("examples", "large"), default="examples",
-                        help="the digits pair from examples/models (default) or a ~5 MB pair "
-                        "made with TensorFlow")
+    parser.add_argument(
+        "--models",
+        choices=("examples", "large"),
+        default="examples",
+        help="the digits pair from examples/models (default) or a ~5 MB pair made with TensorFlow",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
@@ -95,11 +103,17 @@ def main() -> int:
     from shared.keys import SigningKey
 
     base, tuned = models(args.models)
-    io = IOSignature((TensorSpec("image", (1, 28, 28, 1), "float32"),),
-                     (TensorSpec("probs", (1, 10), "float32"),))
+    io = IOSignature(
+        (TensorSpec("image", (1, 28, 28, 1), "float32"),),
+        (TensorSpec("probs", (1, 10), "float32"),),
+    )
     keys = [SigningKey.generate()]
-    results: dict[str, list[float]] = {"delta_s": [], "full_s": [], "swap_gap_ms": [],
-                                       "update_gap_ms": []}
+    results: dict[str, list[float]] = {
+        "delta_s": [],
+        "full_s": [],
+        "swap_gap_ms": [],
+        "update_gap_ms": [],
+    }
     sizes: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -113,8 +127,12 @@ def main() -> int:
                 for path in ("delta", "full"):
                     work = tmp / f"{path}-{run}"
                     work.mkdir()
-                    config = write_config(work, keys, initial=tmp / "base.tflite",
-                                          source=f"synthetic:image?fps={args.fps}")
+                    config = write_config(
+                        work,
+                        keys,
+                        initial=tmp / "base.tflite",
+                        source=f"synthetic:image?fps={args.fps}",
+                    )
                     device = open_device(config)
                     stop = threading.Event()
                     loop = build_loop(device.config, load_model(device.updater.recover()), stop)
@@ -125,8 +143,14 @@ def main() -> int:
                     while len(stamps) < 20:
                         time.sleep(0.01)
                     bench = Bench(server.root, keys, base_url=server.url)
-                    release = bench.release(tuned, 1, bases=[base] if path == "delta" else None,
-                                            io=io, probation=policy, level=19)
+                    release = bench.release(
+                        tuned,
+                        1,
+                        bases=[base] if path == "delta" else None,
+                        io=io,
+                        probation=policy,
+                        level=19,
+                    )
                     sizes["full_bytes"] = release["signed"]["artifact"]["size"]
                     if path == "delta":
                         sizes["delta_bytes"] = release["signed"]["deltas"][0]["size"]
@@ -139,8 +163,7 @@ def main() -> int:
                     time.sleep(0.3)
                     around = [t for t in stamps if t[0] >= mark]
                     gap = max(b[0] - a[0] for a, b in itertools.pairwise(around))
-                    swap = next(b[0] - a[0] for a, b in itertools.pairwise(around)
-                                if a[1] != b[1])
+                    swap = next(b[0] - a[0] for a, b in itertools.pairwise(around) if a[1] != b[1])
                     results[f"{path}_s"].append(elapsed)
                     results["swap_gap_ms"].append(swap * 1000)
                     results["update_gap_ms"].append(gap * 1000)
@@ -155,24 +178,29 @@ def main() -> int:
         return ordered[len(ordered) // 2]
 
     interval_ms = 1000.0 / args.fps
-    print(json.dumps({
-        "benchmark": "ota_update",
-        "models": args.models,
-        "model_bytes": len(tuned),
-        "full_bytes": sizes["full_bytes"],
-        "delta_bytes": sizes["delta_bytes"],
-        "delta_ratio": round(sizes["delta_bytes"] / sizes["full_bytes"], 4),
-        "received_to_active_delta_s": round(median(results["delta_s"]), 3),
-        "received_to_active_full_s": round(median(results["full_s"]), 3),
-        "frame_interval_ms": round(interval_ms, 1),
-        "max_swap_gap_ms": round(max(results["swap_gap_ms"]), 1),
-        "max_swap_gap_intervals": round(max(results["swap_gap_ms"]) / interval_ms, 2),
-        "max_gap_during_update_ms": round(max(results["update_gap_ms"]), 1),
-        "max_gap_during_update_intervals": round(
-            max(results["update_gap_ms"]) / interval_ms, 2),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-        "runs": args.runs,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "ota_update",
+                "models": args.models,
+                "model_bytes": len(tuned),
+                "full_bytes": sizes["full_bytes"],
+                "delta_bytes": sizes["delta_bytes"],
+                "delta_ratio": round(sizes["delta_bytes"] / sizes["full_bytes"], 4),
+                "received_to_active_delta_s": round(median(results["delta_s"]), 3),
+                "received_to_active_full_s": round(median(results["full_s"]), 3),
+                "frame_interval_ms": round(interval_ms, 1),
+                "max_swap_gap_ms": round(max(results["swap_gap_ms"]), 1),
+                "max_swap_gap_intervals": round(max(results["swap_gap_ms"]) / interval_ms, 2),
+                "max_gap_during_update_ms": round(max(results["update_gap_ms"]), 1),
+                "max_gap_during_update_intervals": round(
+                    max(results["update_gap_ms"]) / interval_ms, 2
+                ),
+                "load_average_1m": round(os.getloadavg()[0], 2),
+                "runs": args.runs,
+            }
+        )
+    )
     return 0
 
 

@@ -39,7 +39,9 @@ from shared.messages import DeviceState, ModelIdentity, TelemetryRecord, encode_
 from shared.topics import Channel  # noqa: E402
 
 DEVICE = "bench-01"
-MODEL = ModelIdentity("digits", 3, "7a0a7eea8c37ca7b84a372356ffa001ce7a57e34f04ea55f835dd15e3c2f0509")
+MODEL = ModelIdentity(
+    "digits", 3, "7a0a7eea8c37ca7b84a372356ffa001ce7a57e34f04ea55f835dd15e3c2f0509"
+)
 
 
 def free_port() -> int:
@@ -57,8 +59,9 @@ def start_mosquitto(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
         f"max_inflight_messages 0\nmax_queued_messages 0\nlog_dest none\n"
         f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
     )
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -72,13 +75,33 @@ def start_mosquitto(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
 
 def record(seq: int, dropped: int) -> TelemetryRecord:
     return TelemetryRecord(
-        device_id=DEVICE, seq=seq, ts=1_760_000_000.0 + seq, model=MODEL, frames=30 * seq,
-        inferences=30 * seq, errors=0, dropped_frames=seq // 100, fps=29.97, latency_p50_ms=4.1,
-        latency_p95_ms=6.3, latency_p99_ms=9.8,
-        outputs={"kind": "classes", "top": [{"label": "7", "count": 17, "mean_score": 0.93},
-                                            {"label": "1", "count": 9, "mean_score": 0.88}]},
-        cpu_percent=37.5, rss_mb=142.2, temperature_c=51.3, disk_free_mb=10240.0,
-        outbox_depth=seq, outbox_dropped=dropped, source_status="up", uptime_s=float(seq),
+        device_id=DEVICE,
+        seq=seq,
+        ts=1_760_000_000.0 + seq,
+        model=MODEL,
+        frames=30 * seq,
+        inferences=30 * seq,
+        errors=0,
+        dropped_frames=seq // 100,
+        fps=29.97,
+        latency_p50_ms=4.1,
+        latency_p95_ms=6.3,
+        latency_p99_ms=9.8,
+        outputs={
+            "kind": "classes",
+            "top": [
+                {"label": "7", "count": 17, "mean_score": 0.93},
+                {"label": "1", "count": 9, "mean_score": 0.88},
+            ],
+        },
+        cpu_percent=37.5,
+        rss_mb=142.2,
+        temperature_c=51.3,
+        disk_free_mb=10240.0,
+        outbox_depth=seq,
+        outbox_dropped=dropped,
+        source_status="up",
+        uptime_s=float(seq),
     )
 
 
@@ -91,9 +114,12 @@ def fill(outbox: Outbox, n: int) -> float:
 
 def drain_with_agent(outbox: Outbox, port: int, window: int, n: int) -> float:
     config = MqttConfig(host="127.0.0.1", port=port, reconnect_min_s=0.2, reconnect_max_s=1.0)
-    link = MqttLink(DEVICE, config,
-                    lambda online: encode_message(DeviceState(DEVICE, online, time.time())),
-                    lambda channel, payload: None)
+    link = MqttLink(
+        DEVICE,
+        config,
+        lambda online: encode_message(DeviceState(DEVICE, online, time.time())),
+        lambda channel, payload: None,
+    )
     drain = OutboxDrain(outbox, link, window)
     link.set_window(window)
     link.set_handoffs(on_ack=drain.ack, on_connected=drain.wake)
@@ -113,8 +139,9 @@ def drain_with_agent(outbox: Outbox, port: int, window: int, n: int) -> float:
 
 
 def drain_with_bare_paho(payloads: list[bytes], port: int, window: int) -> float:
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-bare",
-                         protocol=MQTTProtocolVersion.MQTTv5)
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id="bench-bare", protocol=MQTTProtocolVersion.MQTTv5
+    )
     client.max_inflight_messages_set(window)
     done = threading.Event()
     acked = [0]
@@ -151,8 +178,9 @@ def main() -> None:
         folder = Path(tmp)
         broker, port = start_mosquitto(folder)
         try:
-            limits = OutboxConfig(max_rows=max(args.records, 1), max_bytes=1 << 30,
-                                  synchronous=args.synchronous)
+            limits = OutboxConfig(
+                max_rows=max(args.records, 1), max_bytes=1 << 30, synchronous=args.synchronous
+            )
             outbox = Outbox(open_store(folder / "state", args.synchronous), limits)
             fill_s = fill(outbox, args.records)
             payloads = [e.payload for e in outbox.pending(0, args.records)]
@@ -163,20 +191,24 @@ def main() -> None:
             broker.wait(10)
     agent_rate = args.records / agent_s
     bare_rate = args.records / bare_s
-    print(json.dumps({
-        "benchmark": "telemetry_drain",
-        "records": args.records,
-        "payload_bytes_mean": round(sum(map(len, payloads)) / len(payloads), 1),
-        "window": args.window,
-        "synchronous": args.synchronous,
-        "append_records_per_s": round(args.records / fill_s, 1),
-        "outbox_drain_s": round(agent_s, 2),
-        "outbox_records_per_s": round(agent_rate, 1),
-        "bare_paho_s": round(bare_s, 2),
-        "bare_paho_records_per_s": round(bare_rate, 1),
-        "ratio": round(agent_rate / bare_rate, 3),
-        "day_under_60s": agent_s * 86_400 / args.records < 60.0,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "telemetry_drain",
+                "records": args.records,
+                "payload_bytes_mean": round(sum(map(len, payloads)) / len(payloads), 1),
+                "window": args.window,
+                "synchronous": args.synchronous,
+                "append_records_per_s": round(args.records / fill_s, 1),
+                "outbox_drain_s": round(agent_s, 2),
+                "outbox_records_per_s": round(agent_rate, 1),
+                "bare_paho_s": round(bare_s, 2),
+                "bare_paho_records_per_s": round(bare_rate, 1),
+                "ratio": round(agent_rate / bare_rate, 3),
+                "day_under_60s": agent_s * 86_400 / args.records < 60.0,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,16 @@ from cloud.web.accounts import Role, add_user, new_token
 
 PROFILES = ("x86-gateway", "rpi5", "jetson-orin", "coral-dev")
 MODELS = (("digits", 3), ("digits", 4), ("vibration", 2), ("people", 7))
-PHASES = ("idle", "committed", "committed", "committed", "downloading", "probation",
-          "rolled_back", "rejected")
+PHASES = (
+    "idle",
+    "committed",
+    "committed",
+    "committed",
+    "downloading",
+    "probation",
+    "rolled_back",
+    "rejected",
+)
 SORTS = ("device_id", "fps", "p95", "last_seen", "model", "phase")
 STATES = ("", "", "online", "offline", "failing", "updating")
 
@@ -48,16 +56,31 @@ def populate(db_path: Path, devices: int, week_devices: int, now: float) -> None
         name, version = MODELS[i % len(MODELS)]
         device_id = f"cam-{i:05d}"
         seen = now - rng.choice((5, 20, 60, 600, 86400))
-        rows.append((device_id, int(seen > now - 180), PROFILES[i % len(PROFILES)], "0.1.0",
-                     name, version, f"{i:064x}", rng.choice(PHASES),
-                     rng.choice(("up", "up", "up", "down: no frames")),
-                     round(rng.uniform(5, 30), 1), round(rng.uniform(2, 40), 1), seen, seen))
+        rows.append(
+            (
+                device_id,
+                int(seen > now - 180),
+                PROFILES[i % len(PROFILES)],
+                "0.1.0",
+                name,
+                version,
+                f"{i:064x}",
+                rng.choice(PHASES),
+                rng.choice(("up", "up", "up", "down: no frames")),
+                round(rng.uniform(5, 30), 1),
+                round(rng.uniform(2, 40), 1),
+                seen,
+                seen,
+            )
+        )
         groups.append((f"site-{i % 10}", device_id))
     with db.conn:
         db.conn.executemany(
             "INSERT INTO devices (device_id, online, profile, agent_version, model_name, "
             "model_version, model_sha256, update_phase, source_status, fps, p95_ms, state_ts, "
-            "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
         db.conn.executemany("INSERT INTO groups (group_name, device_id) VALUES (?, ?)", groups)
     minutes = 7 * 24 * 60
     for d in range(week_devices):
@@ -66,22 +89,37 @@ def populate(db_path: Path, devices: int, week_devices: int, now: float) -> None
         for m in range(minutes):
             ts = now - (minutes - m) * 60.0
             fps, p95 = 10 + rng.random(), 8 + rng.random() * 4
-            body = json.dumps({"schema": "litefleet.telemetry/1", "device_id": device_id,
-                               "seq": m + 1, "ts": ts, "fps": fps, "latency_p95_ms": p95,
-                               "cpu_percent": 20 + rng.random() * 5, "rss_mb": 140.0,
-                               "outbox_depth": rng.randrange(3)}, separators=(",", ":"))
+            body = json.dumps(
+                {
+                    "schema": "litefleet.telemetry/1",
+                    "device_id": device_id,
+                    "seq": m + 1,
+                    "ts": ts,
+                    "fps": fps,
+                    "latency_p95_ms": p95,
+                    "cpu_percent": 20 + rng.random() * 5,
+                    "rss_mb": 140.0,
+                    "outbox_depth": rng.randrange(3),
+                },
+                separators=(",", ":"),
+            )
             batch.append((device_id, m + 1, ts, ts, "digits", 3, "", fps, p95, 600, 0, body))
         with db.conn:
             db.conn.executemany(
                 "INSERT INTO telemetry (device_id, seq, ts, received, model_name, model_version,"
                 " model_sha256, fps, latency_p95_ms, inferences, errors, body) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch)
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                batch,
+            )
     db.conn.close()
 
 
 def query_mix(rng: random.Random, devices: int) -> dict[str, Any]:
-    params: dict[str, Any] = {"sort": rng.choice(SORTS), "desc": rng.choice(("true", "false")),
-                              "page": rng.randrange(1, max(2, devices // 50))}
+    params: dict[str, Any] = {
+        "sort": rng.choice(SORTS),
+        "desc": rng.choice(("true", "false")),
+        "page": rng.randrange(1, max(2, devices // 50)),
+    }
     state = rng.choice(STATES)
     if state:
         params["state"] = state
@@ -105,8 +143,9 @@ def p95(values: list[float]) -> float:
     return round(statistics.quantiles(values, n=20)[18], 1)
 
 
-def measure(client: httpx.Client, path: str, requests: int, devices: int, seed: int
-            ) -> dict[str, float]:
+def measure(
+    client: httpx.Client, path: str, requests: int, devices: int, seed: int
+) -> dict[str, float]:
     rng = random.Random(seed)
     server, wall = [], []
     for _ in range(requests):
@@ -115,8 +154,11 @@ def measure(client: httpx.Client, path: str, requests: int, devices: int, seed: 
         wall.append((time.perf_counter() - started) * 1e3)
         assert r.status_code == 200, (path, r.status_code, r.text[:200])
         server.append(server_ms(r))
-    return {"server_p50_ms": round(statistics.median(server), 1),
-            "server_p95_ms": p95(server), "wall_p95_ms": p95(wall)}
+    return {
+        "server_p50_ms": round(statistics.median(server), 1),
+        "server_p95_ms": p95(server),
+        "wall_p95_ms": p95(wall),
+    }
 
 
 def main() -> None:
@@ -127,8 +169,10 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="litefleet-web-bench-") as tmp:
         root = Path(tmp)
-        config = parse_cloud_config('[store]\ndb = "cloud.db"\n[web]\nlisten = "127.0.0.1:0"\n'
-                                    "[http]\nenabled = false\n", base_dir=root)
+        config = parse_cloud_config(
+            '[store]\ndb = "cloud.db"\n[web]\nlisten = "127.0.0.1:0"\n[http]\nenabled = false\n',
+            base_dir=root,
+        )
         now = time.time()
         started = time.perf_counter()
         populate(config.store.db, args.devices, args.week_devices, now)
@@ -141,11 +185,16 @@ def main() -> None:
         server.start()
         try:
             base = f"http://127.0.0.1:{server.port}"
-            with httpx.Client(base_url=base, timeout=60) as browser, \
-                    httpx.Client(base_url=base, timeout=60,
-                                 headers={"Authorization": f"Bearer {token}"}) as api:
-                assert browser.post("/login", data={"name": "bench", "password": password}
-                                    ).status_code == 303
+            with (
+                httpx.Client(base_url=base, timeout=60) as browser,
+                httpx.Client(
+                    base_url=base, timeout=60, headers={"Authorization": f"Bearer {token}"}
+                ) as api,
+            ):
+                assert (
+                    browser.post("/login", data={"name": "bench", "password": password}).status_code
+                    == 303
+                )
                 browser.get("/fleet")  # warm: templates compiled, connections opened
                 api.get("/api/v1/devices")
                 fleet = measure(browser, "/fleet", args.requests, args.devices, 1)
@@ -158,16 +207,25 @@ def main() -> None:
                     week.append(server_ms(r))
         finally:
             server.stop()
-        print(json.dumps({
-            "benchmark": "web", "devices": args.devices,
-            "week_of_minutes_for": args.week_devices,
-            "telemetry_rows": args.week_devices * 7 * 24 * 60,
-            "populate_s": round(populate_s, 1), "requests_per_route": args.requests,
-            "fleet_page": fleet, "fleet_live_partial": live, "api_devices": devices,
-            "device_series_7d_server_p95_ms": p95(week),
-            "target_p95_ms": 200,
-            "ok": fleet["server_p95_ms"] <= 200 and devices["server_p95_ms"] <= 200,
-            "loadavg": [round(x, 2) for x in os.getloadavg()]}))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "web",
+                    "devices": args.devices,
+                    "week_of_minutes_for": args.week_devices,
+                    "telemetry_rows": args.week_devices * 7 * 24 * 60,
+                    "populate_s": round(populate_s, 1),
+                    "requests_per_route": args.requests,
+                    "fleet_page": fleet,
+                    "fleet_live_partial": live,
+                    "api_devices": devices,
+                    "device_series_7d_server_p95_ms": p95(week),
+                    "target_p95_ms": 200,
+                    "ok": fleet["server_p95_ms"] <= 200 and devices["server_p95_ms"] <= 200,
+                    "loadavg": [round(x, 2) for x in os.getloadavg()],
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -67,16 +67,31 @@ def _os_user() -> str:
         return "unknown"
 
 
-def record(store: Store, action: Action, target: str, *,
-           signed: dict[str, Any] | None = None, sha256: str = "", detail: str = "",
-           actor: str | None = None) -> None:
+def record(
+    store: Store,
+    action: Action,
+    target: str,
+    *,
+    signed: dict[str, Any] | None = None,
+    sha256: str = "",
+    detail: str = "",
+    actor: str | None = None,
+) -> None:
     """Append one row (committed at once). `signed` is the envelope the action signed (its
     `document_sha256` is recorded), else `sha256` is; `actor` defaults to the OS user."""
     if signed is not None:
         sha256 = document_sha256(signed)
-    append_audit(store, {"ts": time.time(), "actor": actor or _os_user(),
-                         "action": action.value, "target": target, "sha256": sha256,
-                         "detail": detail[:MAX_DETAIL]})
+    append_audit(
+        store,
+        {
+            "ts": time.time(),
+            "actor": actor or _os_user(),
+            "action": action.value,
+            "target": target,
+            "sha256": sha256,
+            "detail": detail[:MAX_DETAIL],
+        },
+    )
 
 
 def entries(store: Store, since: float = 0.0, limit: int = 1000) -> list[AuditEntry]:

@@ -58,17 +58,22 @@ __all__ = [
 ]
 
 _ITERATIONS = 101
-_DEVICE_WRITES = (Channel.STATE, Channel.TELEMETRY, Channel.EVENTS, Channel.UPDATE,
-                  Channel.CAPTURE)
+_DEVICE_WRITES = (Channel.STATE, Channel.TELEMETRY, Channel.EVENTS, Channel.UPDATE, Channel.CAPTURE)
 _DEVICE_READS = (Channel.DESIRED, Channel.CMD)
 _ROLE_ACCESS: dict[CloudRole, tuple[tuple[str, Channel], ...]] = {
     CloudRole.INGEST: tuple(("read", c) for c in _DEVICE_WRITES if c is not Channel.CAPTURE),
     # the controller also answers capture requests with signed upload grants (on cmd)
-    CloudRole.CONTROLLER: (("write", Channel.DESIRED), ("read", Channel.CAPTURE),
-                           ("write", Channel.CMD)),
+    CloudRole.CONTROLLER: (
+        ("write", Channel.DESIRED),
+        ("read", Channel.CAPTURE),
+        ("write", Channel.CMD),
+    ),
     # the operator also follows rollouts (`deploy --wait` reads the devices' update reports)
-    CloudRole.OPERATOR: (("write", Channel.DESIRED), ("write", Channel.CMD),
-                         ("read", Channel.UPDATE)),
+    CloudRole.OPERATOR: (
+        ("write", Channel.DESIRED),
+        ("write", Channel.CMD),
+        ("read", Channel.UPDATE),
+    ),
 }
 # Fleet-wide topics (the root chain): the operator publishes them (`litefleet trust publish`).
 _ROLE_FLEET_ACCESS: dict[CloudRole, tuple[str, ...]] = {CloudRole.OPERATOR: ("readwrite",)}
@@ -101,8 +106,10 @@ class BrokerOwner:
         except KeyError:
             raise BrokerSetupError(f"there is no user {name!r} on this machine") from None
         if not root and entry.pw_uid != os.geteuid():
-            raise BrokerSetupError(f"only root can hand the broker's files to {name!r}; run "
-                                   "as root or leave out --broker-user")
+            raise BrokerSetupError(
+                f"only root can hand the broker's files to {name!r}; run "
+                "as root or leave out --broker-user"
+            )
         return cls(name, entry.pw_uid, entry.pw_gid)
 
     def can_enter(self, folder: Path) -> bool:
@@ -145,8 +152,10 @@ class DeviceTls:
             if not path.is_file():
                 raise BrokerSetupError(f"{path} is not a file")
             if not (_reachable(path.resolve().parent, owner) and owner.can_read(path)):
-                raise BrokerSetupError(f"user {owner.user}, which the broker runs as, cannot "
-                                       f"read {path}; give it (or its group) read access")
+                raise BrokerSetupError(
+                    f"user {owner.user}, which the broker runs as, cannot "
+                    f"read {path}; give it (or its group) read access"
+                )
 
     def lines(self) -> list[str]:
         lines = [f"certfile {self.certfile.resolve()}", f"keyfile {self.keyfile.resolve()}"]
@@ -193,16 +202,28 @@ def cloud_acl_text(prefix: str = DEFAULT_PREFIX) -> str:
     for role, access in _ROLE_ACCESS.items():
         lines += ["", f"user {CLOUD_USERS[role]}"]
         lines += [f"topic {mode} {prefix}/devices/+/{channel.value}" for mode, channel in access]
-        lines += [f"topic {mode} {prefix}/{c.value}" for mode in _ROLE_FLEET_ACCESS.get(role, ())
-                  for c in FleetChannel]
+        lines += [
+            f"topic {mode} {prefix}/{c.value}"
+            for mode in _ROLE_FLEET_ACCESS.get(role, ())
+            for c in FleetChannel
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write_broker_config(out: Path, devices: list[str], *, prefix: str = DEFAULT_PREFIX,
-                        port: int = 1883, listen: str = "0.0.0.0", cloud_port: int = 1884,
-                        cloud_listen: str = "127.0.0.1", persistence_dir: Path | None = None,
-                        broker_user: str | None = None, rotate: bool = False,
-                        tls: DeviceTls | None = None) -> BrokerFiles:
+def write_broker_config(
+    out: Path,
+    devices: list[str],
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    port: int = 1883,
+    listen: str = "0.0.0.0",
+    cloud_port: int = 1884,
+    cloud_listen: str = "127.0.0.1",
+    persistence_dir: Path | None = None,
+    broker_user: str | None = None,
+    rotate: bool = False,
+    tls: DeviceTls | None = None,
+) -> BrokerFiles:
     """Write mosquitto.conf, the password files and ACLs into `out`; returns fresh passwords
     for every device (unless they log in with certificates) and cloud role. Refuses to
     overwrite an existing setup unless `rotate`."""
@@ -215,28 +236,43 @@ def write_broker_config(out: Path, devices: list[str], *, prefix: str = DEFAULT_
     out = out.resolve()
     passwd = out / "passwd"
     if passwd.exists() and not rotate:
-        raise BrokerSetupError(f"{passwd} exists: add devices with --add, or issue new "
-                               "passwords for everyone with --rotate")
+        raise BrokerSetupError(
+            f"{passwd} exists: add devices with --add, or issue new "
+            "passwords for everyone with --rotate"
+        )
     data = (persistence_dir or out / "data").resolve()
     for folder in (out, data):
         _make_dirs(folder)
     _chown(data, owner, 0o700)
     blocked = [f for f in (out, data) if not _reachable(f, owner)]
     if blocked:
-        raise BrokerSetupError(f"user {owner.user} cannot reach {blocked[0]} (a folder on the "
-                               "way is closed to it); choose another --out or open the path")
+        raise BrokerSetupError(
+            f"user {owner.user} cannot reach {blocked[0]} (a folder on the "
+            "way is closed to it); choose another --out or open the path"
+        )
     devices = list(dict.fromkeys(devices))
     cloud = {CLOUD_USERS[r]: secrets.token_urlsafe(18) for r in CloudRole}
     by_certificate = tls is not None and tls.require_certificate
     mine = {} if by_certificate else {d: secrets.token_urlsafe(18) for d in devices}
-    files = BrokerFiles(out / "mosquitto.conf", passwd, out / "acl", out / "cloud-passwd",
-                        out / "cloud-acl", data, owner.user, {**cloud, **mine})
+    files = BrokerFiles(
+        out / "mosquitto.conf",
+        passwd,
+        out / "acl",
+        out / "cloud-passwd",
+        out / "cloud-acl",
+        data,
+        owner.user,
+        {**cloud, **mine},
+    )
     _write_owned(files.password_file, _passwd_text(mine), owner)
     _write_owned(files.cloud_password_file, _passwd_text(cloud), owner)
     _write_owned(files.acl_file, acl_text(prefix), owner)
     _write_owned(files.cloud_acl_file, cloud_acl_text(prefix), owner)
-    write_atomic(files.config, _config_text(files, port, listen, cloud_port, cloud_listen, tls)
-                 .encode(), mode=0o644)
+    write_atomic(
+        files.config,
+        _config_text(files, port, listen, cloud_port, cloud_listen, tls).encode(),
+        mode=0o644,
+    )
     return files
 
 
@@ -249,8 +285,9 @@ def add_devices(out: Path, devices: list[str]) -> dict[str, str]:
         text = passwd.read_text()
         st = passwd.stat()
     except OSError as e:
-        raise BrokerSetupError(f"cannot read {passwd} ({e.strerror}): run broker-config "
-                               "without --add first") from e
+        raise BrokerSetupError(
+            f"cannot read {passwd} ({e.strerror}): run broker-config without --add first"
+        ) from e
     known = {line.split(":", 1)[0] for line in text.splitlines() if ":" in line}
     again = [d for d in devices if d in known]
     if again:
@@ -267,44 +304,59 @@ def _check_devices(devices: list[str]) -> None:
     for d in devices:
         validate_device_id(d)
         if d.startswith(RESERVED_PREFIX):
-            raise BrokerSetupError(f"device id {d!r}: ids starting with {RESERVED_PREFIX!r} are "
-                                   "kept for the cloud's users and client ids")
+            raise BrokerSetupError(
+                f"device id {d!r}: ids starting with {RESERVED_PREFIX!r} are "
+                "kept for the cloud's users and client ids"
+            )
 
 
 def _passwd_text(passwords: dict[str, str]) -> str:
     return "".join(f"{user}:{hash_password(p)}\n" for user, p in passwords.items())
 
 
-def _config_text(files: BrokerFiles, port: int, listen: str, cloud_port: int,
-                 cloud_listen: str, tls: DeviceTls | None) -> str:
+def _config_text(
+    files: BrokerFiles,
+    port: int,
+    listen: str,
+    cloud_port: int,
+    cloud_listen: str,
+    tls: DeviceTls | None,
+) -> str:
     if tls is None:
-        device_tls = ["# For links that leave the machine: broker-config --tls-cert/--tls-key",
-                      "# (with --tls-ca --require-certificate for mutual TLS)."]
+        device_tls = [
+            "# For links that leave the machine: broker-config --tls-cert/--tls-key",
+            "# (with --tls-ca --require-certificate for mutual TLS).",
+        ]
     else:
         device_tls = tls.lines()
-    return "\n".join([
-        "# LiteFleet broker, written by `litefleet broker-config`. Start: mosquitto -c <this file>",
-        "per_listener_settings true",
-        f"user {files.owner}",
-        "persistence true",
-        f"persistence_location {files.persistence_dir}/",
-        f"autosave_interval {AUTOSAVE_INTERVAL_S}",
-        f"max_queued_messages {MAX_QUEUED_MESSAGES}",
-        "",
-        "# Devices: user name = device id = client id; each on its own topics only.",
-        f"listener {port} {listen}",
-        "use_username_as_clientid true",
-        "allow_anonymous false",
-        f"password_file {files.password_file}",
-        f"acl_file {files.acl_file}",
-        *device_tls,
-        "",
-        "# The cloud: one user per role (ingest, controller, operator); devices cannot log in.",
-        f"listener {cloud_port} {cloud_listen}",
-        "allow_anonymous false",
-        f"password_file {files.cloud_password_file}",
-        f"acl_file {files.cloud_acl_file}",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "# LiteFleet broker, written by `litefleet broker-config`. Start: mosquitto -c <this file>",
+                "per_listener_settings true",
+                f"user {files.owner}",
+                "persistence true",
+                f"persistence_location {files.persistence_dir}/",
+                f"autosave_interval {AUTOSAVE_INTERVAL_S}",
+                f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+                "",
+                "# Devices: user name = device id = client id; each on its own topics only.",
+                f"listener {port} {listen}",
+                "use_username_as_clientid true",
+                "allow_anonymous false",
+                f"password_file {files.password_file}",
+                f"acl_file {files.acl_file}",
+                *device_tls,
+                "",
+                "# The cloud: one user per role (ingest, controller, operator); devices cannot log in.",
+                f"listener {cloud_port} {cloud_listen}",
+                "allow_anonymous false",
+                f"password_file {files.cloud_password_file}",
+                f"acl_file {files.cloud_acl_file}",
+            ]
+        )
+        + "\n"
+    )
 
 
 def _write_owned(path: Path, text: str, owner: BrokerOwner) -> None:

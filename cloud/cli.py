@@ -29,12 +29,31 @@ Every command reads --config (default: ./cloud.toml or $LITEFLEET_CONFIG) and mo
 """
 
 # Third-party modules only the [cloud] extra installs; a device (base) install lacks them.
-CLOUD_EXTRA_MODULES = frozenset({"rich", "boto3", "botocore", "matplotlib", "amqtt",
-                                 "ai_edge_quantizer", "prometheus_client", "sqlalchemy",
-                                 "alembic", "psycopg"})
+CLOUD_EXTRA_MODULES = frozenset(
+    {
+        "rich",
+        "boto3",
+        "botocore",
+        "matplotlib",
+        "amqtt",
+        "ai_edge_quantizer",
+        "prometheus_client",
+        "sqlalchemy",
+        "alembic",
+        "psycopg",
+    }
+)
 # Checked before any command runs: what every operator command may reach for.
-REQUIRED_CLOUD_MODULES = ("rich", "boto3", "prometheus_client", "sqlalchemy", "alembic", "fastapi",
-                          "uvicorn", "argon2")
+REQUIRED_CLOUD_MODULES = (
+    "rich",
+    "boto3",
+    "prometheus_client",
+    "sqlalchemy",
+    "alembic",
+    "fastapi",
+    "uvicorn",
+    "argon2",
+)
 
 
 def version() -> str:
@@ -58,8 +77,11 @@ def missing_cloud_extra() -> str | None:
 
 
 def _needs_extra(module: str) -> int:
-    print(f"litefleet needs the cloud extra (missing module {module}): "
-          "pip install 'litefleet[cloud]'", file=sys.stderr)
+    print(
+        f"litefleet needs the cloud extra (missing module {module}): "
+        "pip install 'litefleet[cloud]'",
+        file=sys.stderr,
+    )
     return EXIT_INVALID
 
 

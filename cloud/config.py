@@ -97,9 +97,11 @@ class MqttConfig:
         if own is None:
             return self
         return replace(
-            self, username=own.username or self.username,
+            self,
+            username=own.username or self.username,
             password_file=own.password_file or self.password_file,
-            tls_cert=own.tls_cert or self.tls_cert, tls_key=own.tls_key or self.tls_key,
+            tls_cert=own.tls_cert or self.tls_cert,
+            tls_key=own.tls_key or self.tls_key,
             roles={},
         )
 
@@ -114,9 +116,11 @@ class StoreConfig:
     endpoint_url: str | None = None  # S3-compatible servers
     region: str | None = None
     # presigned URLs live as long as the release, capped at S3's 7-day maximum
-    presign_max_s: Annotated[int, POSITIVE, Bound(
-        max=PRESIGN_MAX_S,
-        message="{value} exceeds S3's 7-day presign maximum (604800)")] = PRESIGN_MAX_S
+    presign_max_s: Annotated[
+        int,
+        POSITIVE,
+        Bound(max=PRESIGN_MAX_S, message="{value} exceeds S3's 7-day presign maximum (604800)"),
+    ] = PRESIGN_MAX_S
     url: str = ""  # sqlite:///PATH (the embedded default, from `db`) or postgresql://HOST/DB
     password_file: Path | None = None  # PostgreSQL's password (else PGPASSWORD, ~/.pgpass)
 
@@ -198,8 +202,11 @@ def _check_mqtt_files(r: TableReader, mqtt: MqttConfig) -> None:
     tables: list[tuple[str, MqttConfig | MqttCredentials]] = [("mqtt.", mqtt)]
     tables += [(f"mqtt.{role.value}.", own) for role, own in mqtt.roles.items()]
     for prefix, t in tables:
-        paths = [("password_file", t.password_file), ("tls_cert", t.tls_cert),
-                 ("tls_key", t.tls_key)]
+        paths = [
+            ("password_file", t.password_file),
+            ("tls_cert", t.tls_cert),
+            ("tls_key", t.tls_key),
+        ]
         if isinstance(t, MqttConfig):
             paths.append(("tls_ca", t.tls_ca))
         for name, p in paths:
@@ -253,8 +260,18 @@ def parse_cloud_config(
             pre = f"mqtt.{role.value}."
             own: dict[str, Any] = r.get(m, role.value, dict, {}, "mqtt.")
             roles[role] = MqttCredentials(**read(r, MqttCredentials, own, pre, paths))
-    mqtt = MqttConfig(**read(r, MqttConfig, m, "mqtt.", paths, skip={"roles"},
-                             extra_keys={role.value for role in CloudRole}), roles=roles)
+    mqtt = MqttConfig(
+        **read(
+            r,
+            MqttConfig,
+            m,
+            "mqtt.",
+            paths,
+            skip={"roles"},
+            extra_keys={role.value for role in CloudRole},
+        ),
+        roles=roles,
+    )
     _check_mqtt_files(r, mqtt)
 
     store = _store(r, section("store"), paths)
@@ -262,20 +279,38 @@ def parse_cloud_config(
     signing = SigningConfig(**read(r, SigningConfig, section("signing"), "signing.", paths))
     http = HttpConfig(**read(r, HttpConfig, section("http"), "http.", paths))
     web = _web(r, section("web"), paths)
-    if (web.enabled and http.enabled and web.port == http.port and web.port != 0
-            and web.host == http.host):
-        r.problem("web.listen", f"{web.listen} is also [http]'s address (the artifact server): "
-                  "give one of them another port")
+    if (
+        web.enabled
+        and http.enabled
+        and web.port == http.port
+        and web.port != 0
+        and web.host == http.host
+    ):
+        r.problem(
+            "web.listen",
+            f"{web.listen} is also [http]'s address (the artifact server): "
+            "give one of them another port",
+        )
     ingest = IngestConfig(**read(r, IngestConfig, section("ingest"), "ingest.", paths))
     if not ingest.share_group or any(c in ingest.share_group for c in "/+#"):
-        r.problem("ingest.share_group", f"{ingest.share_group!r} must be a non-empty name "
-                  "without /, + or #")
+        r.problem(
+            "ingest.share_group",
+            f"{ingest.share_group!r} must be a non-empty name without /, + or #",
+        )
     rollout = RolloutConfig(**read(r, RolloutConfig, section("rollout"), "rollout.", paths))
 
     if r.problems:
         raise CloudConfigInvalid(r.problems)
-    return CloudConfig(mqtt=mqtt, store=store, signing=signing, http=http, web=web,
-                       ingest=ingest, rollout=rollout, path=path)
+    return CloudConfig(
+        mqtt=mqtt,
+        store=store,
+        signing=signing,
+        http=http,
+        web=web,
+        ingest=ingest,
+        rollout=rollout,
+        path=path,
+    )
 
 
 def _store(r: TableReader, s: dict[str, Any], paths: Paths) -> StoreConfig:
@@ -304,8 +339,7 @@ def _store(r: TableReader, s: dict[str, Any], paths: Paths) -> StoreConfig:
 
 def _web(r: TableReader, w: dict[str, Any], paths: Paths) -> WebConfig:
     """`[web]`: its dataclass's keys, but `listen = "HOST:PORT"` for `host` and `port`."""
-    values = read(r, WebConfig, w, "web.", paths, extra_keys={"listen"},
-                  not_keys={"host", "port"})
+    values = read(r, WebConfig, w, "web.", paths, extra_keys={"listen"}, not_keys={"host", "port"})
     listen: str = r.get(w, "listen", str, WebConfig().listen, "web.")
     host, sep, port_text = listen.rpartition(":")
     port = WebConfig.port

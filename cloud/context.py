@@ -28,8 +28,12 @@ class CommandFailed(Exception):
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None,
-                        help="cloud config (default: $LITEFLEET_CONFIG or ./cloud.toml)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="cloud config (default: $LITEFLEET_CONFIG or ./cloud.toml)",
+    )
 
 
 @dataclass
@@ -57,8 +61,11 @@ class Context:
 
         path = self.config.signing.key
         if path is None:
-            raise CommandFailed("no [signing] key in the config: run `litefleet keys generate "
-                                "--dir keys/` and set key = \"keys/release.key\"", EXIT_INVALID)
+            raise CommandFailed(
+                "no [signing] key in the config: run `litefleet keys generate "
+                '--dir keys/` and set key = "keys/release.key"',
+                EXIT_INVALID,
+            )
         try:
             return load_signing_key(path)
         except KeyFileError as e:

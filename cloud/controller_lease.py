@@ -29,8 +29,9 @@ NAME = "controller"
 
 
 class ControllerLease:
-    def __init__(self, store: object, ttl_s: float,
-                 on_acquired: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, store: object, ttl_s: float, on_acquired: Callable[[], None] | None = None
+    ) -> None:
         self.store_target = store  # what `open_store` takes
         self.ttl_s = ttl_s
         self.me = f"{socket.gethostname()}:{os.getpid()}"
@@ -80,8 +81,7 @@ class ControllerLease:
         if mine:
             self._valid_until = started + self.ttl_s
             if not was:
-                log.info("controller lease taken (%s): this process runs the controller",
-                         self.me)
+                log.info("controller lease taken (%s): this process runs the controller", self.me)
                 if self._on_acquired is not None:
                     self._on_acquired()
         elif was:

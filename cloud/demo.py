@@ -62,8 +62,13 @@ class Processes:
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = (self.logs / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, **(env or {})}, cwd=ROOT,
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            cwd=ROOT,
         )
         log.close()
         self.children.append((name, proc))
@@ -71,7 +76,9 @@ class Processes:
     def check_alive(self) -> None:
         for name, proc in self.children:
             if proc.poll() is not None:
-                raise DemoFailed(f"{name} exited with {proc.returncode}; see {self.logs}/{name}.log")
+                raise DemoFailed(
+                    f"{name} exited with {proc.returncode}; see {self.logs}/{name}.log"
+                )
 
     def stop_all(self) -> None:
         for _name, proc in reversed(self.children):
@@ -206,23 +213,43 @@ class Demo:
     def start_fleet(self) -> None:
         video = self.work / "digits.avi"
         subprocess.run(
-            [sys.executable, str(EXAMPLES / "make_digits_video.py"), "--out", str(video),
-             "--frames", "300", "--fps", "30"],
-            check=True, capture_output=True, cwd=ROOT, timeout=120,
+            [
+                sys.executable,
+                str(EXAMPLES / "make_digits_video.py"),
+                "--out",
+                str(video),
+                "--frames",
+                "300",
+                "--fps",
+                "30",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
+            timeout=120,
         )
-        self.procs.start("serve", [sys.executable, "-m", "cloud.cli", "serve", "--config",
-                                   str(self.cloud_config)])
+        self.procs.start(
+            "serve",
+            [sys.executable, "-m", "cloud.cli", "serve", "--config", str(self.cloud_config)],
+        )
         wait_for_port(self.http_port)
         for device_id, profile in CAMERAS.items():
             config = self.write_agent_config(
-                device_id, profile, EXAMPLES / "models" / "digits.tflite", f"file://{video}?fps=15")
-            self.procs.start(device_id, [sys.executable, "-m", "agent.cli", "run", "--config",
-                                         str(config)])
+                device_id, profile, EXAMPLES / "models" / "digits.tflite", f"file://{video}?fps=15"
+            )
+            self.procs.start(
+                device_id, [sys.executable, "-m", "agent.cli", "run", "--config", str(config)]
+            )
         sensor_id, sensor_profile = SENSOR
         config = self.write_agent_config(
-            sensor_id, sensor_profile, EXAMPLES / "models" / "vibration.tflite", "synthetic:sensor?rate=640")
-        self.procs.start(sensor_id, [sys.executable, "-m", "agent.cli", "run", "--config",
-                                     str(config)])
+            sensor_id,
+            sensor_profile,
+            EXAMPLES / "models" / "vibration.tflite",
+            "synthetic:sensor?rate=640",
+        )
+        self.procs.start(
+            sensor_id, [sys.executable, "-m", "agent.cli", "run", "--config", str(config)]
+        )
         self.wait("three devices online and reporting telemetry", lambda: self.reporting() >= 3)
         self.show_fleet()
 
@@ -236,14 +263,19 @@ class Demo:
 
     def show_fleet(self) -> None:
         rows = self.devices()
-        print(f"  {'device':<10} {'profile':<12} {'model':<12} {'ver':>3} {'fps':>6} "
-              f"{'p95 ms':>7}  {'update':<12} online")
+        print(
+            f"  {'device':<10} {'profile':<12} {'model':<12} {'ver':>3} {'fps':>6} "
+            f"{'p95 ms':>7}  {'update':<12} online"
+        )
         for d in sorted(rows, key=lambda r: r["device_id"]):
             model = d.get("model") or {}
-            print(f"  {d['device_id']:<10} {d.get('profile', ''):<12} {model.get('name', ''):<12} "
-                  f"{model.get('version', ''):>3} {d.get('fps') or 0:>6.1f} "
-                  f"{d.get('p95_ms') or 0:>7.2f}  {d.get('update_phase', ''):<12} "
-                  f"{'yes' if d.get('online') else 'no'}", flush=True)
+            print(
+                f"  {d['device_id']:<10} {d.get('profile', ''):<12} {model.get('name', ''):<12} "
+                f"{model.get('version', ''):>3} {d.get('fps') or 0:>6.1f} "
+                f"{d.get('p95_ms') or 0:>7.2f}  {d.get('update_phase', ''):<12} "
+                f"{'yes' if d.get('online') else 'no'}",
+                flush=True,
+            )
 
     def wait(self, what: str, done: Callable[[], bool], timeout: float = TIMEOUT_S) -> None:
         start = time.monotonic()
@@ -252,8 +284,9 @@ class Demo:
             self.procs.check_alive()
             now = time.monotonic()
             if now - start > timeout:
-                raise DemoFailed(f"timed out after {timeout:.0f} s waiting for: {what}; "
-                                 f"logs in {self.logs}")
+                raise DemoFailed(
+                    f"timed out after {timeout:.0f} s waiting for: {what}; logs in {self.logs}"
+                )
             if now - last_table > 6:
                 self.show_fleet()
                 last_table = now
@@ -269,39 +302,65 @@ class Demo:
         for rollout in self.litefleet_json("rollouts"):
             if rollout["release"] == f"{MODEL_NAME}@{version}":
                 failed = {f["device_id"]: f["reason"] for f in rollout["failures"]}
-                return str(failed.get(device_id, "committed" if rollout["state"] == "completed"
-                                      else rollout["state"]))
+                return str(
+                    failed.get(
+                        device_id,
+                        "committed" if rollout["state"] == "completed" else rollout["state"],
+                    )
+                )
         return "unknown"
 
     def camera_versions(self) -> dict[str, int]:
-        return {d["device_id"]: (d.get("model") or {}).get("version", -1)
-                for d in self.devices() if d["device_id"] in CAMERAS}
+        return {
+            d["device_id"]: (d.get("model") or {}).get("version", -1)
+            for d in self.devices()
+            if d["device_id"] in CAMERAS
+        }
 
     # ---- the story ------------------------------------------------------------------------
     def compress(self, model: Path, profile: str, out: Path) -> Path:
         source = model.with_suffix(".keras") if self.with_training else model
         methods = "int8,prune,distill" if self.with_training else "dynamic_int8,float16"
         report = self.litefleet_json(
-            "compress", str(source), "--profile", profile,
-            "--data", str(EXAMPLES / "data" / "digits-train.npz"),
-            "--eval", str(EXAMPLES / "data" / "digits-eval.npz"),
-            "--methods", methods, "--out", str(out),
+            "compress",
+            str(source),
+            "--profile",
+            profile,
+            "--data",
+            str(EXAMPLES / "data" / "digits-train.npz"),
+            "--eval",
+            str(EXAMPLES / "data" / "digits-eval.npz"),
+            "--methods",
+            methods,
+            "--out",
+            str(out),
         )
         chosen = next(c for c in report["candidates"] if c["method"] == report["chosen"])
         base = report["baseline"]
-        print(f"  {profile}: chose {report['chosen']}: {chosen['bytes']} bytes "
-              f"(baseline {base['bytes']}), accuracy {chosen.get('accuracy')} "
-              f"(baseline {base.get('accuracy')}): {report['reason']}")
+        print(
+            f"  {profile}: chose {report['chosen']}: {chosen['bytes']} bytes "
+            f"(baseline {base['bytes']}), accuracy {chosen.get('accuracy')} "
+            f"(baseline {base.get('accuracy')}): {report['reason']}"
+        )
         return out / "report.json"
 
     def release(self, model: Path, version: int, profile: str, *extra: str) -> dict[str, Any]:
         doc: dict[str, Any] = self.litefleet_json(
-            "release", str(model), "--name", MODEL_NAME, "--version", str(version),
-            "--profile", profile, *extra)
+            "release",
+            str(model),
+            "--name",
+            MODEL_NAME,
+            "--version",
+            str(version),
+            "--profile",
+            profile,
+            *extra,
+        )
         return doc
 
-    def release_for_cameras(self, version: int, model: Path | None, compress_from: Path | None,
-                            *extra: str) -> dict[str, dict[str, Any]]:
+    def release_for_cameras(
+        self, version: int, model: Path | None, compress_from: Path | None, *extra: str
+    ) -> dict[str, dict[str, Any]]:
         releases = {}
         for device_id, profile in CAMERAS.items():
             if compress_from is not None:
@@ -313,23 +372,29 @@ class Demo:
                 if not candidate.is_absolute():
                     candidate = out / candidate
                 releases[device_id] = self.release(
-                    candidate, version, profile, "--from-report", str(report_path), *extra)
+                    candidate, version, profile, "--from-report", str(report_path), *extra
+                )
             else:
                 assert model is not None
                 releases[device_id] = self.release(model, version, profile, *extra)
             rel = releases[device_id]
             deltas = rel.get("deltas") or []
-            print(f"  released {MODEL_NAME}@{version} for {profile}: full "
-                  f"{rel['artifact']['size']} bytes, {len(deltas)} delta(s) "
-                  f"{[d['size'] for d in deltas]}")
+            print(
+                f"  released {MODEL_NAME}@{version} for {profile}: full "
+                f"{rel['artifact']['size']} bytes, {len(deltas)} delta(s) "
+                f"{[d['size'] for d in deltas]}"
+            )
         return releases
 
     def deploy(self, version: int, waves: str, extra: tuple[str, ...] = ()) -> str:
         result = self.litefleet_json(
-            "deploy", f"{MODEL_NAME}@{version}", "--device", *CAMERAS, "--waves", waves, *extra)
+            "deploy", f"{MODEL_NAME}@{version}", "--device", *CAMERAS, "--waves", waves, *extra
+        )
         rollout_id: str = result["id"] if isinstance(result, dict) else result[0]["id"]
-        print(f"  rollout {rollout_id}: {MODEL_NAME}@{version} to {', '.join(CAMERAS)} "
-              f"in waves {waves}")
+        print(
+            f"  rollout {rollout_id}: {MODEL_NAME}@{version} to {', '.join(CAMERAS)} "
+            f"in waves {waves}"
+        )
         return rollout_id
 
     def run(self) -> dict[str, Any]:
@@ -342,39 +407,54 @@ class Demo:
         say("2. compress the sample model and roll it out as version 1 (full download)")
         self.release_for_cameras(1, None, EXAMPLES / "models" / "digits.tflite")
         r1 = self.deploy(1, "100%")
-        self.wait("version 1 committed on both cameras",
-                  lambda: self.rollout(r1)["state"] == "completed"
-                  and all(v == 1 for v in self.camera_versions().values()))
+        self.wait(
+            "version 1 committed on both cameras",
+            lambda: (
+                self.rollout(r1)["state"] == "completed"
+                and all(v == 1 for v in self.camera_versions().values())
+            ),
+        )
         self.show_fleet()
 
         say("3. compress the fine-tuned model; version 2 travels as a delta, in two waves")
         v2 = self.release_for_cameras(2, None, EXAMPLES / "models" / "digits-ft.tflite")
         r2 = self.deploy(2, "1,100%")
-        self.wait("version 2 committed on both cameras",
-                  lambda: self.rollout(r2)["state"] == "completed"
-                  and all(v == 2 for v in self.camera_versions().values()))
+        self.wait(
+            "version 2 committed on both cameras",
+            lambda: (
+                self.rollout(r2)["state"] == "completed"
+                and all(v == 2 for v in self.camera_versions().values())
+            ),
+        )
         self.show_fleet()
 
         say("4. a bad version 3: it loads, but disagrees with version 2 on probation")
         bad = EXAMPLES / "models" / "digits-bad.tflite"
         self.release_for_cameras(3, bad, None, "--min-agreement", "90", "--min-inferences", "30")
         r3 = self.deploy(3, "1,100%", ("--max-failures", "0%"))
-        self.wait("version 3 rolled back and its rollout paused",
-                  lambda: self.rollout(r3)["state"] == "paused")
+        self.wait(
+            "version 3 rolled back and its rollout paused",
+            lambda: self.rollout(r3)["state"] == "paused",
+        )
         rollout3 = self.rollout(r3)
-        self.wait("cameras serving version 2 again",
-                  lambda: all(v == 2 for v in self.camera_versions().values()))
+        self.wait(
+            "cameras serving version 2 again",
+            lambda: all(v == 2 for v in self.camera_versions().values()),
+        )
         self.show_fleet()
 
         say("5. summary")
         telemetry = self.litefleet_json("telemetry", "--since", "1h")
-        reason = "; ".join(f"{f['device_id']}: {f['reason']} ({f['detail']})"
-                           for f in rollout3["failures"])
+        reason = "; ".join(
+            f"{f['device_id']}: {f['reason']} ({f['detail']})" for f in rollout3["failures"]
+        )
         full_bytes = sum(r["artifact"]["size"] for r in v2.values())
         delta_bytes = sum(min(d["size"] for d in r["deltas"]) for r in v2.values() if r["deltas"])
         summary = {
-            "devices": {d: {"version": v, "state": self.last_outcome(d, 2)}
-                        for d, v in self.camera_versions().items()},
+            "devices": {
+                d: {"version": v, "state": self.last_outcome(d, 2)}
+                for d, v in self.camera_versions().items()
+            },
             "good_release": 2,
             "bad_release": 3,
             "rolled_back": {"version": 3, "reason": reason},
@@ -390,22 +470,34 @@ def print_summary(summary: dict[str, Any]) -> None:
     print()
     for device_id, info in summary["devices"].items():
         print(f"  {device_id}: runs {MODEL_NAME} version {info['version']} ({info['state']})")
-    print(f"  good release: version {summary['good_release']}; bad release: version "
-          f"{summary['bad_release']}, rolled back: {summary['rolled_back']['reason']}")
-    print(f"  version 2 travelled as {summary['delta_bytes']} bytes of delta instead of "
-          f"{summary['full_bytes']} bytes of full artifact")
+    print(
+        f"  good release: version {summary['good_release']}; bad release: version "
+        f"{summary['bad_release']}, rolled back: {summary['rolled_back']['reason']}"
+    )
+    print(
+        f"  version 2 travelled as {summary['delta_bytes']} bytes of delta instead of "
+        f"{summary['full_bytes']} bytes of full artifact"
+    )
     print(f"  telemetry records stored: {summary['telemetry_records']}")
     print(f"  the story took {summary['seconds']} s")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="make demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--work", type=Path, default=ROOT / ".demo", help="working folder")
-    parser.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
-                        help="auto: mosquitto when installed, else the embedded amqtt broker")
-    parser.add_argument("--with-training", action="store_true",
-                        help="compress from the Keras model with TensorFlow (the [train] extra)")
+    parser.add_argument(
+        "--broker",
+        choices=("auto", "mosquitto", "amqtt"),
+        default="auto",
+        help="auto: mosquitto when installed, else the embedded amqtt broker",
+    )
+    parser.add_argument(
+        "--with-training",
+        action="store_true",
+        help="compress from the Keras model with TensorFlow (the [train] extra)",
+    )
     args = parser.parse_args(argv)
     work: Path = args.work.resolve()
     if work.exists():

@@ -37,9 +37,15 @@ def known_devices(store: Store) -> dict[str, dict[str, Any]]:
     return {r["device_id"]: r for r in device_rows(store)}
 
 
-def resolve_targets(db: Store, name: str, profiles: Collection[str], *,  # noqa: C901 — the target selectors (devices, group, profile) and their mutual checks
-                    devices: list[str] | None = None, group: str | None = None,
-                    profile: str | None = None) -> dict[str, str]:
+def resolve_targets(  # noqa: C901 — the target selectors (devices, group, profile) and their mutual checks
+    db: Store,
+    name: str,
+    profiles: Collection[str],
+    *,
+    devices: list[str] | None = None,
+    group: str | None = None,
+    profile: str | None = None,
+) -> dict[str, str]:
     """The devices to deploy to, in a stable order, each with the profile whose build it gets.
 
     `profiles` are the profiles `name` was released for at this version. A device's profile
@@ -52,13 +58,20 @@ def resolve_targets(db: Store, name: str, profiles: Collection[str], *,  # noqa:
     elif group is not None:
         chosen = group_members(db, group)
         if not chosen:
-            raise TargetError(f"group {group!r} has no devices (litefleet groups add {group} ID...)")
+            raise TargetError(
+                f"group {group!r} has no devices (litefleet groups add {group} ID...)"
+            )
     elif profile is not None:
         if profile not in profiles:
-            raise TargetError(f"{name} has no release for profile {profile!r} at this version "
-                              f"(built for: {', '.join(sorted(profiles))})")
-        chosen = [d for d, r in known.items() if r["profile"] == profile
-                  and r["model_name"] in (None, name)]
+            raise TargetError(
+                f"{name} has no release for profile {profile!r} at this version "
+                f"(built for: {', '.join(sorted(profiles))})"
+            )
+        chosen = [
+            d
+            for d, r in known.items()
+            if r["profile"] == profile and r["model_name"] in (None, name)
+        ]
         if not chosen:
             raise TargetError(f"no known device with profile {profile!r} runs {name!r}")
     else:
@@ -71,23 +84,32 @@ def resolve_targets(db: Store, name: str, profiles: Collection[str], *,  # noqa:
         if row is not None and row["model_name"] and row["model_name"] != name:
             problems.append(f"{device_id} runs model {row['model_name']!r}, not {name!r}")
         elif device_profile and device_profile not in profiles:
-            problems.append(f"{device_id} has profile {device_profile!r}; this version was built "
-                            f"for {', '.join(sorted(profiles))}")
+            problems.append(
+                f"{device_id} has profile {device_profile!r}; this version was built "
+                f"for {', '.join(sorted(profiles))}"
+            )
         elif device_profile:
             targets[device_id] = device_profile
         elif len(profiles) == 1:
             targets[device_id] = next(iter(profiles))
         else:
-            problems.append(f"{device_id} has not reported its profile yet, and this version has "
-                            f"builds for {', '.join(sorted(profiles))}")
+            problems.append(
+                f"{device_id} has not reported its profile yet, and this version has "
+                f"builds for {', '.join(sorted(profiles))}"
+            )
     if problems:
         raise TargetError("; ".join(problems))
     return targets
 
 
-def write_bundle(out: Path, builds: Collection[tuple[Release, str, list[str]]],
-                 deployments: dict[str, dict[str, Any]], store: ArtifactStore,
-                 max_bytes: int, roots: bytes | None = None) -> list[Path]:
+def write_bundle(
+    out: Path,
+    builds: Collection[tuple[Release, str, list[str]]],
+    deployments: dict[str, dict[str, Any]],
+    store: ArtifactStore,
+    max_bytes: int,
+    roots: bytes | None = None,
+) -> list[Path]:
     """Write each deployment and the artifacts of the builds it uses into `out`.
 
     `builds` holds (release, artifact key, delta keys) for each profile deployed to.

@@ -27,8 +27,9 @@ __all__ = [
 ]
 
 
-def device_views(store: Store, offline_after_s: float,
-                 now: float | None = None) -> list[dict[str, Any]]:
+def device_views(
+    store: Store, offline_after_s: float, now: float | None = None
+) -> list[dict[str, Any]]:
     """One object per known device; `online` needs both its state and a recent message."""
     now = time.time() if now is None else now
     groups: dict[str, list[str]] = {}
@@ -38,23 +39,28 @@ def device_views(store: Store, offline_after_s: float,
     for r in stored_devices.device_rows(store):
         model = None
         if r["model_name"] is not None:
-            model = {"name": r["model_name"], "version": r["model_version"],
-                     "sha256": r["model_sha256"]}
-        out.append({
-            "device_id": r["device_id"],
-            "online": bool(r["online"]) and now - r["last_seen"] < offline_after_s,
-            "profile": r["profile"],
-            "model": model,
-            "fps": r["fps"],
-            "p95_ms": r["p95_ms"],
-            "last_seen": r["last_seen"] or None,
-            "update_phase": r["update_phase"],
-            "agent_version": r["agent_version"],
-            "source_status": r["source_status"],
-            "groups": groups.get(r["device_id"], []),
-            "drift": latest_drift(store, r["device_id"]),
-            "variant": latest_variant(store, r["device_id"]),
-        })
+            model = {
+                "name": r["model_name"],
+                "version": r["model_version"],
+                "sha256": r["model_sha256"],
+            }
+        out.append(
+            {
+                "device_id": r["device_id"],
+                "online": bool(r["online"]) and now - r["last_seen"] < offline_after_s,
+                "profile": r["profile"],
+                "model": model,
+                "fps": r["fps"],
+                "p95_ms": r["p95_ms"],
+                "last_seen": r["last_seen"] or None,
+                "update_phase": r["update_phase"],
+                "agent_version": r["agent_version"],
+                "source_status": r["source_status"],
+                "groups": groups.get(r["device_id"], []),
+                "drift": latest_drift(store, r["device_id"]),
+                "variant": latest_variant(store, r["device_id"]),
+            }
+        )
     return out
 
 
@@ -83,9 +89,13 @@ def latest_drift(store: Store, device_id: str) -> dict[str, Any] | None:
     return drift if isinstance(drift, dict) else None
 
 
-def telemetry_since(store: Store, since: float, device_id: str | None = None,
-                    after: Cursor | None = None, limit: int = 10_000,
-                    ) -> list[tuple[Cursor, dict[str, Any]]]:
+def telemetry_since(
+    store: Store,
+    since: float,
+    device_id: str | None = None,
+    after: Cursor | None = None,
+    limit: int = 10_000,
+) -> list[tuple[Cursor, dict[str, Any]]]:
     """(cursor, record) pairs received since `since` (and after `after`), oldest first."""
     out = []
     for cursor, body, received in _telemetry_rows(store, since, device_id, after, limit):
@@ -98,35 +108,48 @@ def telemetry_since(store: Store, since: float, device_id: str | None = None,
 def rollout_views(store: Store, rollout_id: str | None = None) -> list[dict[str, Any]]:
     out = []
     for r in rs.rollout_rows(store, rollout_id):
-        rows = [(x["device_id"], x["wave"], x["status"], x["reason"], x["phase"])
-                for x in rs.device_rows(store, r["id"])]
+        rows = [
+            (x["device_id"], x["wave"], x["status"], x["reason"], x["phase"])
+            for x in rs.device_rows(store, r["id"])
+        ]
         statuses = Counter(s for _, _, s, _, _ in rows)
-        reasons = Counter((reason or status) for _, _, status, reason, _ in rows
-                          if status in ("failed", "timed_out"))
-        out.append({
-            "id": r["id"],
-            "release": f"{r['release_name']}@{r['release_version']}",
-            "state": r["state"],
-            "reason": r["reason"],
-            "waves": json.loads(r["waves"]),
-            "current_wave": r["current_wave"] + 1,
-            "wave_count": (max((w for _, w, _, _, _ in rows), default=0) + 1),
-            "devices": len(rows),
-            "committed": statuses["committed"],
-            "failed": statuses["failed"] + statuses["timed_out"],
-            "timed_out": statuses["timed_out"],
-            "pending": statuses["pending"],
-            "waiting": statuses["waiting"],
-            "failure_reasons": dict(reasons.most_common()),
-            "failures": [{"device_id": d, "reason": reason or status, "wave": w + 1,
-                          "detail": rs.last_update_detail(store, r["id"], d)}
-                         for d, w, status, reason, _ in rows
-                         if status in ("failed", "timed_out")],
-            "success_threshold_pct": r["success_threshold_pct"],
-            "max_failures_pct": r["max_failures_pct"],
-            "created": r["created"],
-            "updated": r["updated"],
-        })
+        reasons = Counter(
+            (reason or status)
+            for _, _, status, reason, _ in rows
+            if status in ("failed", "timed_out")
+        )
+        out.append(
+            {
+                "id": r["id"],
+                "release": f"{r['release_name']}@{r['release_version']}",
+                "state": r["state"],
+                "reason": r["reason"],
+                "waves": json.loads(r["waves"]),
+                "current_wave": r["current_wave"] + 1,
+                "wave_count": (max((w for _, w, _, _, _ in rows), default=0) + 1),
+                "devices": len(rows),
+                "committed": statuses["committed"],
+                "failed": statuses["failed"] + statuses["timed_out"],
+                "timed_out": statuses["timed_out"],
+                "pending": statuses["pending"],
+                "waiting": statuses["waiting"],
+                "failure_reasons": dict(reasons.most_common()),
+                "failures": [
+                    {
+                        "device_id": d,
+                        "reason": reason or status,
+                        "wave": w + 1,
+                        "detail": rs.last_update_detail(store, r["id"], d),
+                    }
+                    for d, w, status, reason, _ in rows
+                    if status in ("failed", "timed_out")
+                ],
+                "success_threshold_pct": r["success_threshold_pct"],
+                "max_failures_pct": r["max_failures_pct"],
+                "created": r["created"],
+                "updated": r["updated"],
+            }
+        )
     return out
 
 

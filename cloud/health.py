@@ -54,8 +54,9 @@ class Response:
 class FleetCollector(Collector):
     """Reads the store at each scrape; a store that does not answer yields no samples."""
 
-    def __init__(self, store: object, offline_after_s: float,
-                 broker_connected: Callable[[], bool]) -> None:
+    def __init__(
+        self, store: object, offline_after_s: float, broker_connected: Callable[[], bool]
+    ) -> None:
         self.store = store  # what `open_store` takes: the [store] config, a URL or a path
         self.offline_after_s = offline_after_s
         self.broker_connected = broker_connected
@@ -71,41 +72,52 @@ class FleetCollector(Collector):
     def _collect(self, conn: Connection, now: float) -> Iterator[Metric]:
         counters = all_counters(conn)
         online, known = liveness_counts(conn, now - self.offline_after_s)
-        devices = GaugeMetricFamily("litefleet_devices", "Known devices by liveness",
-                                    labels=["state"])
+        devices = GaugeMetricFamily(
+            "litefleet_devices", "Known devices by liveness", labels=["state"]
+        )
         devices.add_metric(["online"], online)
         devices.add_metric(["offline"], known - online)
         yield devices
-        ingested = CounterMetricFamily("litefleet_records_ingested",
-                                       "Device messages stored (each once)", labels=["kind"])
+        ingested = CounterMetricFamily(
+            "litefleet_records_ingested", "Device messages stored (each once)", labels=["kind"]
+        )
         for kind in INGESTED_KINDS:
             ingested.add_metric([kind], counters.get(f"stored.{kind}", 0))
         yield ingested
-        yield CounterMetricFamily("litefleet_records_quarantined",
-                                  "Device messages the ingester refused and set aside",
-                                  value=counters.get(QUARANTINED, 0))
-        yield CounterMetricFamily("litefleet_records_duplicate",
-                                  "Redelivered device messages that were stored before",
-                                  value=counters.get("duplicates", 0))
+        yield CounterMetricFamily(
+            "litefleet_records_quarantined",
+            "Device messages the ingester refused and set aside",
+            value=counters.get(QUARANTINED, 0),
+        )
+        yield CounterMetricFamily(
+            "litefleet_records_duplicate",
+            "Redelivered device messages that were stored before",
+            value=counters.get("duplicates", 0),
+        )
         by_state = counts_by_state(conn)
         rollouts = GaugeMetricFamily("litefleet_rollouts", "Rollouts by state", labels=["state"])
         for state in STATES:
             rollouts.add_metric([state], by_state.get(state, 0))
         yield rollouts
         lag = newest_lag(conn)
-        yield GaugeMetricFamily("litefleet_ingest_lag_seconds",
-                                "Seconds from a device's timestamp to storage, newest record",
-                                value=max(0.0, lag) if lag is not None else 0.0)
-        yield GaugeMetricFamily("litefleet_broker_connected",
-                                "1 when this serve process is connected to the broker",
-                                value=1 if self.broker_connected() else 0)
+        yield GaugeMetricFamily(
+            "litefleet_ingest_lag_seconds",
+            "Seconds from a device's timestamp to storage, newest record",
+            value=max(0.0, lag) if lag is not None else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "litefleet_broker_connected",
+            "1 when this serve process is connected to the broker",
+            value=1 if self.broker_connected() else 0,
+        )
 
 
 class HealthEndpoints:
     """The `/healthz` and `/metrics` routes for the HTTP server."""
 
-    def __init__(self, store: object, offline_after_s: float,
-                 broker_connected: Callable[[], bool]) -> None:
+    def __init__(
+        self, store: object, offline_after_s: float, broker_connected: Callable[[], bool]
+    ) -> None:
         self.store = store
         self.broker_connected = broker_connected
         self.registry = CollectorRegistry(auto_describe=False)
@@ -132,8 +144,14 @@ class HealthEndpoints:
         except (SQLAlchemyError, StoreRefused) as e:
             return _json(503, {"status": "failing", "store": str(e), "broker": self._broker()})
         broker = self._broker()
-        return _json(200, {"status": "ok" if broker == "connected" else "degraded",
-                           "store": "ok", "broker": broker})
+        return _json(
+            200,
+            {
+                "status": "ok" if broker == "connected" else "degraded",
+                "store": "ok",
+                "broker": broker,
+            },
+        )
 
     def _broker(self) -> str:
         return "connected" if self.broker_connected() else "unreachable"

@@ -84,14 +84,23 @@ __all__ = ["IngestStats", "Ingester", "write_batch"]
 log = logging.getLogger(__name__)
 _CHANNELS = (Channel.STATE, Channel.TELEMETRY, Channel.EVENTS, Channel.UPDATE)
 _EXPECTED: dict[Channel, type[Any]] = {
-    Channel.STATE: DeviceState, Channel.TELEMETRY: TelemetryRecord, Channel.EVENTS: Event,
+    Channel.STATE: DeviceState,
+    Channel.TELEMETRY: TelemetryRecord,
+    Channel.EVENTS: Event,
     Channel.UPDATE: UpdateStatus,
 }
 _TOPIC_CACHE_MAX = 65_536  # parsed topic names kept (4 per device); emptied when full
 # what the store raises for one message's values (a number the store cannot hold, text it
 # cannot encode, a constraint): that message is quarantined; any other store error is the store's
-_DATA_ERRORS = (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.InterfaceError,
-                sa_exc.ProgrammingError, OverflowError, ValueError, TypeError)
+_DATA_ERRORS = (
+    sa_exc.IntegrityError,
+    sa_exc.DataError,
+    sa_exc.InterfaceError,
+    sa_exc.ProgrammingError,
+    OverflowError,
+    ValueError,
+    TypeError,
+)
 _TRACEBACK_EVERY_S = 60.0  # unexpected parser failures: one traceback a minute in the log
 _LOG_WINDOW_S, _LOG_LINES = 60.0, 20  # quarantined messages logged one by one, then summed up
 
@@ -144,37 +153,44 @@ class _Decoder:
             if time.monotonic() - self._last_traceback > _TRACEBACK_EVERY_S:
                 self._last_traceback = time.monotonic()
                 log.exception("the parser failed on a message on %s", _shown(name))
-            return self._refuse(name, payload, Reason.INTERNAL_ERROR,
-                                f"{type(e).__name__}: {e}", device)
+            return self._refuse(
+                name, payload, Reason.INTERNAL_ERROR, f"{type(e).__name__}: {e}", device
+            )
         if type(message) is not _EXPECTED.get(parsed.channel):
-            return self._refuse(name, payload, Reason.WRONG_CHANNEL,
-                                f"a {type(message).__name__} message", device)
+            return self._refuse(
+                name, payload, Reason.WRONG_CHANNEL, f"a {type(message).__name__} message", device
+            )
         if message.device_id != device:
-            return self._refuse(name, payload, Reason.WRONG_DEVICE,
-                                f"names device {message.device_id!r}", device)
+            return self._refuse(
+                name, payload, Reason.WRONG_DEVICE, f"names device {message.device_id!r}", device
+            )
         return message
 
-    def _refuse(self, name: bytes, payload: bytes, reason: str, detail: str,
-                device: str) -> DeadLetter:
+    def _refuse(
+        self, name: bytes, payload: bytes, reason: str, detail: str, device: str
+    ) -> DeadLetter:
         """A dead letter, logged: one line each up to `_LOG_LINES` a minute (a device that
         floods garbage must not flood the journal), then how many more."""
         now = time.monotonic()
         if now - self._window_start >= _LOG_WINDOW_S:
             if self._unlogged:
-                log.warning("quarantined %s more message(s) in the last minute "
-                            "(`litefleet quarantine` lists them)", self._unlogged)
+                log.warning(
+                    "quarantined %s more message(s) in the last minute "
+                    "(`litefleet quarantine` lists them)",
+                    self._unlogged,
+                )
             self._window_start, self._logged, self._unlogged = now, 0, 0
         if self._logged < _LOG_LINES:
             self._logged += 1
-            log.warning("quarantined a message on %s (%s): %s", _shown(name), reason,
-                        detail[:200])
+            log.warning("quarantined a message on %s (%s): %s", _shown(name), reason, detail[:200])
         else:
             self._unlogged += 1
         return DeadLetter(name, payload, reason, detail, device)
 
 
-def write_batch(conn: Connection, messages: list[tuple[Message, bytes]], now: float,
-                stats: IngestStats) -> None:
+def write_batch(
+    conn: Connection, messages: list[tuple[Message, bytes]], now: float, stats: IngestStats
+) -> None:
     """Write decoded messages (with their payloads) in one transaction (the caller's)."""
     # rows as tuples in the tables' column order (`cloud.store.records.columns`)
     rows: dict[str, list[tuple[Any, ...]]] = {"telemetry": [], "events": [], "updates": []}
@@ -189,29 +205,62 @@ def write_batch(conn: Connection, messages: list[tuple[Message, bytes]], now: fl
             talking.add(m.device_id)
         if isinstance(m, TelemetryRecord):
             model = m.model
-            rows["telemetry"].append((
-                m.device_id, m.seq, m.ts, now, model.name if model else None,
-                model.version if model else None, model.sha256 if model else None, m.fps,
-                m.latency_p95_ms, m.inferences, m.errors, payload.decode("utf-8")))
+            rows["telemetry"].append(
+                (
+                    m.device_id,
+                    m.seq,
+                    m.ts,
+                    now,
+                    model.name if model else None,
+                    model.version if model else None,
+                    model.sha256 if model else None,
+                    m.fps,
+                    m.latency_p95_ms,
+                    m.inferences,
+                    m.errors,
+                    payload.decode("utf-8"),
+                )
+            )
             prev = latest.get(m.device_id)
             if prev is None or m.ts >= prev.ts:
                 latest[m.device_id] = m
         elif isinstance(m, Event):
             rows["events"].append((m.device_id, m.seq, m.ts, now, m.kind, json.dumps(m.detail)))
         elif isinstance(m, UpdateStatus):
-            rows["updates"].append((m.device_id, m.seq, m.ts, now, m.rollout_id, m.phase,
-                                    m.model, m.version, m.sha256, m.reason, m.detail, m.via))
+            rows["updates"].append(
+                (
+                    m.device_id,
+                    m.seq,
+                    m.ts,
+                    now,
+                    m.rollout_id,
+                    m.phase,
+                    m.model,
+                    m.version,
+                    m.sha256,
+                    m.reason,
+                    m.detail,
+                    m.via,
+                )
+            )
             reports.append((m.device_id, m.rollout_id, m.phase, m.reason))
         elif isinstance(m, DeviceState):
             model = m.model
-            states.append({
-                "device_id": m.device_id, "state_ts": m.ts, "online": int(m.online),
-                "profile": m.profile, "agent_version": m.agent_version,
-                "model_name": model.name if model else None,
-                "model_version": model.version if model else None,
-                "model_sha256": model.sha256 if model else None,
-                "update_phase": m.update_phase, "source_status": m.source_status,
-                "fps": m.fps})
+            states.append(
+                {
+                    "device_id": m.device_id,
+                    "state_ts": m.ts,
+                    "online": int(m.online),
+                    "profile": m.profile,
+                    "agent_version": m.agent_version,
+                    "model_name": model.name if model else None,
+                    "model_version": model.version if model else None,
+                    "model_sha256": model.sha256 if model else None,
+                    "update_phase": m.update_phase,
+                    "source_status": m.source_status,
+                    "fps": m.fps,
+                }
+            )
     # a device marked offline for silence is back as soon as it talks; its state, written
     # below, still has the last word within this batch (a last will says offline)
     device_rows.touch_devices(conn, seen, talking, now)
@@ -230,8 +279,10 @@ def write_batch(conn: Connection, messages: list[tuple[Message, bytes]], now: fl
     # a last will's ts is its connection's start, older than the states sent on that
     # connection: its offline stands until the device is heard from again
     device_rows.apply_states(conn, states)
-    device_rows.apply_fps(conn, [{"d": t.device_id, "v_fps": t.fps, "v_p95": t.latency_p95_ms}
-                                 for t in latest.values()])
+    device_rows.apply_fps(
+        conn,
+        [{"d": t.device_id, "v_fps": t.fps, "v_p95": t.latency_p95_ms} for t in latest.values()],
+    )
     record_reports(conn, reports, now)
     stats.batches += 1
 
@@ -244,9 +295,13 @@ class Ingester:
     `on_death(worker, error)` is called if the writer ends for any reason but `stop()`.
     """
 
-    def __init__(self, config: CloudConfig, client_id: str | None = None,
-                 on_death: Callable[[str, BaseException], None] | None = None,
-                 shared: bool = False) -> None:
+    def __init__(
+        self,
+        config: CloudConfig,
+        client_id: str | None = None,
+        on_death: Callable[[str, BaseException], None] | None = None,
+        shared: bool = False,
+    ) -> None:
         self.config = config
         self.stats = IngestStats()
         self._queue = _Handoff(config.ingest.queue_max)
@@ -256,12 +311,19 @@ class Ingester:
         prefix = config.mqtt.topic_prefix
         self._decode = _Decoder(prefix, config.mqtt.max_payload_bytes)  # the writer's own
         self.link = CloudLink(
-            config.mqtt, client_id or f"{config.mqtt.client_id}-ingest", persistent=True,
+            config.mqtt,
+            client_id or f"{config.mqtt.client_id}-ingest",
+            persistent=True,
             subscriptions=tuple(
-                f"$share/{config.ingest.share_group}/{fleet_subscription(c, prefix)}" if shared
-                else fleet_subscription(c, prefix) for c in _CHANNELS),
-            on_raw=self._enqueue, manual_ack=True,
-            receive_maximum=min(65535, config.ingest.queue_max), role=CloudRole.INGEST,
+                f"$share/{config.ingest.share_group}/{fleet_subscription(c, prefix)}"
+                if shared
+                else fleet_subscription(c, prefix)
+                for c in _CHANNELS
+            ),
+            on_raw=self._enqueue,
+            manual_ack=True,
+            receive_maximum=min(65535, config.ingest.queue_max),
+            role=CloudRole.INGEST,
         )
         self._writer = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
 
@@ -282,8 +344,14 @@ class Ingester:
         """Whether the writer thread runs."""
         return self._writer.is_alive()
 
-    def _commit(self, store: Store, messages: list[tuple[Message, bytes]],
-                topics: list[bytes], letters: list[DeadLetter], now: float) -> IngestStats:
+    def _commit(
+        self,
+        store: Store,
+        messages: list[tuple[Message, bytes]],
+        topics: list[bytes],
+        letters: list[DeadLetter],
+        now: float,
+    ) -> IngestStats:
         """One transaction for the batch and its dead letters. When the store refuses a
         message's values, the batch is written again one message at a time (a savepoint
         each) and the offenders join the dead letters."""
@@ -295,8 +363,11 @@ class Ingester:
             written.quarantined.update(letter.reason for letter in letters)
             return written
         except _DATA_ERRORS as e:
-            log.warning("the store refused a message in a batch of %s (%s); writing them "
-                        "one at a time", len(messages), describe_error(e))
+            log.warning(
+                "the store refused a message in a batch of %s (%s); writing them one at a time",
+                len(messages),
+                describe_error(e),
+            )
         written, letters = IngestStats(), list(letters)
         with store.begin() as conn:  # the savepoints below nest in this one transaction
             for (message, payload), name in zip(messages, topics, strict=True):
@@ -307,10 +378,15 @@ class Ingester:
                 except _DATA_ERRORS as e:
                     savepoint.rollback()
                     why = describe_error(e)
-                    log.warning("quarantined a message on %s (%s): %s", _shown(name),
-                                Reason.STORE_ERROR, why)
-                    letters.append(DeadLetter(name, payload, Reason.STORE_ERROR, why,
-                                              message.device_id))
+                    log.warning(
+                        "quarantined a message on %s (%s): %s",
+                        _shown(name),
+                        Reason.STORE_ERROR,
+                        why,
+                    )
+                    letters.append(
+                        DeadLetter(name, payload, Reason.STORE_ERROR, why, message.device_id)
+                    )
                 else:
                     savepoint.commit()
                     written.add(one)
@@ -318,8 +394,14 @@ class Ingester:
         written.quarantined.update(letter.reason for letter in letters)
         return written
 
-    def _store(self, store: Store, messages: list[tuple[Message, bytes]],
-               topics: list[bytes], letters: list[DeadLetter], received: int) -> bool:
+    def _store(
+        self,
+        store: Store,
+        messages: list[tuple[Message, bytes]],
+        topics: list[bytes],
+        letters: list[DeadLetter],
+        received: int,
+    ) -> bool:
         """Write one batch (retrying while the store is busy); False if it could not."""
         with self._lock:
             self.stats.received += received
@@ -333,8 +415,11 @@ class Ingester:
                 self.stats.add(written)
                 self.stats.batches += 1
                 return True
-        log.error("dropping the acks of %s messages: the store is unavailable; "
-                  "the broker will redeliver them", received)
+        log.error(
+            "dropping the acks of %s messages: the store is unavailable; "
+            "the broker will redeliver them",
+            received,
+        )
         return False
 
     def _run(self) -> None:

@@ -78,8 +78,11 @@ class CloudLink:
         self._on_raw = on_raw
         self._connected = threading.Event()
         self.v5 = config.protocol == "5"
-        kwargs: dict[str, Any] = {"callback_api_version": CallbackAPIVersion.VERSION2,
-                                  "client_id": client_id, "manual_ack": manual_ack}
+        kwargs: dict[str, Any] = {
+            "callback_api_version": CallbackAPIVersion.VERSION2,
+            "client_id": client_id,
+            "manual_ack": manual_ack,
+        }
         if self.v5:
             kwargs["protocol"] = mqtt.MQTTv5
         else:  # MQTT 3.1.1: the session persists with clean_session off, with no expiry
@@ -101,7 +104,9 @@ class CloudLink:
                 ca_certs=str(config.tls_ca) if config.tls_ca else None,
                 certfile=str(config.tls_cert) if config.tls_cert else None,
                 keyfile=str(config.tls_key) if config.tls_key else None,
-                cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
         self._connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # untyped in paho
         self._connect_props.ReceiveMaximum = receive_maximum
         if persistent:
@@ -111,28 +116,39 @@ class CloudLink:
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
-                    properties: Any) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
             return
-        log.info("connected to %s:%s (session present: %s)", self.config.host, self.config.port,
-                 getattr(flags, "session_present", None))
+        log.info(
+            "connected to %s:%s (session present: %s)",
+            self.config.host,
+            self.config.port,
+            getattr(flags, "session_present", None),
+        )
         if self.subscriptions:
             client.subscribe([(t, 1) for t in self.subscriptions])
         self._connected.set()
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
-                      properties: Any) -> None:
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
+    ) -> None:
         refused = [str(rc) for rc in reason_codes if rc.is_failure]
         if refused:
-            log.warning("the broker refused %s of %s subscription(s): %s", len(refused),
-                        len(reason_codes), ", ".join(refused))
+            log.warning(
+                "the broker refused %s of %s subscription(s): %s",
+                len(refused),
+                len(reason_codes),
+                ", ".join(refused),
+            )
         else:  # from here on the broker keeps this session's messages
             log.info("%s subscribed to %s topic(s)", self.client_id, len(reason_codes))
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
-                       properties: Any) -> None:
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
         self._connected.clear()
         log.info("disconnected from the broker: %s", reason_code)
 
@@ -150,12 +166,16 @@ class CloudLink:
         """Connect in the background; with a timeout, wait for the first CONNACK."""
         if self.v5:
             self.client.connect_async(
-                self.config.host, self.config.port, keepalive=self.config.keepalive_s,
-                clean_start=not self.persistent, properties=self._connect_props,
+                self.config.host,
+                self.config.port,
+                keepalive=self.config.keepalive_s,
+                clean_start=not self.persistent,
+                properties=self._connect_props,
             )
         else:
-            self.client.connect_async(self.config.host, self.config.port,
-                                      keepalive=self.config.keepalive_s)
+            self.client.connect_async(
+                self.config.host, self.config.port, keepalive=self.config.keepalive_s
+            )
         self.client.loop_start()
         if timeout is not None and not self._connected.wait(timeout):
             self.stop()
@@ -179,8 +199,9 @@ class CloudLink:
             for mid in mids:
                 self.client.ack(mid, 1)
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False,
-                timeout: float = 10.0) -> None:
+    def publish(
+        self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 10.0
+    ) -> None:
         """Publish at QoS 1 and wait for the broker's acknowledgement."""
         info = self.client.publish(topic, payload, qos=1, retain=retain)
         try:

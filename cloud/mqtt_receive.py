@@ -37,8 +37,15 @@ _READ_SIZE = 64 * 1024
 _PUBACK = 0x40
 _PUBACK_PACKET = struct.Struct("!BBH")
 _U16 = struct.Struct("!H")
-_INTERNALS = ("_sock_recv", "_handle_publish", "_packet_queue", "_in_packet", "_protocol",
-              "_manual_ack", "_sock")
+_INTERNALS = (
+    "_sock_recv",
+    "_handle_publish",
+    "_packet_queue",
+    "_in_packet",
+    "_protocol",
+    "_manual_ack",
+    "_sock",
+)
 
 
 @functools.cache
@@ -67,12 +74,16 @@ class ReceiveClient(mqtt.Client):
                 return data
             self._rbuf, pos = data, 0
         self._rpos = pos + bufsize
-        return self._rbuf[pos:pos + bufsize]
+        return self._rbuf[pos : pos + bufsize]
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         rc: MQTTErrorCode = super().loop_read(max_packets)
-        while (rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None
-               and self._rsock is self._sock and self._rpos < len(self._rbuf)):
+        while (
+            rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+            and self._sock is not None
+            and self._rsock is self._sock
+            and self._rpos < len(self._rbuf)
+        ):
             rc = super().loop_read(max_packets)
         return rc
 

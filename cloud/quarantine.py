@@ -55,10 +55,16 @@ class DeadLetter:
     device_id: str = ""  # what the topic names, when it is a valid device topic
 
     def row(self, now: float) -> dict[str, Any]:
-        return {"received": now, "topic": _text(self.topic.decode("utf-8", "backslashreplace")),
-                "device_id": _text(self.device_id), "size": len(self.payload),
-                "sha256": hashlib.sha256(self.payload).hexdigest(), "reason": _text(self.reason),
-                "detail": _text(self.detail), "payload": self.payload[:PAYLOAD_KEEP]}
+        return {
+            "received": now,
+            "topic": _text(self.topic.decode("utf-8", "backslashreplace")),
+            "device_id": _text(self.device_id),
+            "size": len(self.payload),
+            "sha256": hashlib.sha256(self.payload).hexdigest(),
+            "reason": _text(self.reason),
+            "detail": _text(self.detail),
+            "payload": self.payload[:PAYLOAD_KEEP],
+        }
 
 
 def write_dead_letters(conn: Connection, letters: list[DeadLetter], now: float) -> None:
@@ -72,16 +78,30 @@ def write_dead_letters(conn: Connection, letters: list[DeadLetter], now: float) 
         add_counter(conn, f"quarantined.{reason}", count)
 
 
-def quarantine_views(store: Store, since: float = 0.0, device_id: str | None = None,
-                     limit: int = 100) -> list[dict[str, Any]]:
+def quarantine_views(
+    store: Store, since: float = 0.0, device_id: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
     """The newest dead letters first; payloads shown as text (undecodable bytes escaped)."""
     out = []
     for row in quarantine_rows(store, since, device_id, limit):
         payload = bytes(row["payload"])
-        out.append({
-            **{k: row[k] for k in ("id", "received", "topic", "device_id", "size", "sha256",
-                                   "reason", "detail")},
-            "payload": payload.decode("utf-8", "backslashreplace"),
-            "payload_truncated": row["size"] > len(payload),
-        })
+        out.append(
+            {
+                **{
+                    k: row[k]
+                    for k in (
+                        "id",
+                        "received",
+                        "topic",
+                        "device_id",
+                        "size",
+                        "sha256",
+                        "reason",
+                        "detail",
+                    )
+                },
+                "payload": payload.decode("utf-8", "backslashreplace"),
+                "payload_truncated": row["size"] > len(payload),
+            }
+        )
     return out

@@ -111,8 +111,12 @@ def load_releases(store: Store, name: str, version: int) -> dict[str, PublishedR
         profile, akey, dkeys = row["profile"], row["artifact_key"], row["delta_keys"]
         envelope = json.loads(row["envelope"])
         builds[profile] = PublishedRelease(
-            Release.parse_signed(envelope["signed"]), envelope, akey, tuple(json.loads(dkeys)),
-            release_key(name, version, profile))
+            Release.parse_signed(envelope["signed"]),
+            envelope,
+            akey,
+            tuple(json.loads(dkeys)),
+            release_key(name, version, profile),
+        )
     return builds
 
 
@@ -126,8 +130,11 @@ def _metric(value: Any) -> str | int | None:
     return None
 
 
-def provenance_from_report(path: Path, model_sha256: str, candidate: str | None = None  # noqa: C901 — each refusal of a report is its own branch with its own message
-                           ) -> Provenance:
+def provenance_from_report(  # noqa: C901 — each refusal of a report is its own branch with its own message
+    path: Path,
+    model_sha256: str,
+    candidate: str | None = None,
+) -> Provenance:
     """Provenance of the report's chosen candidate (or `candidate`), from a compression
     report.json; `ReleaseRefused` unless that candidate's file has `model_sha256`."""
     try:
@@ -138,8 +145,9 @@ def provenance_from_report(path: Path, model_sha256: str, candidate: str | None 
         raise MalformedDocument("a report is a JSON object", "report")
     name = candidate or report.get("chosen")
     if not isinstance(name, str):
-        raise ReleaseRefused(f"{path} chose no candidate; name the one to release with "
-                             "--candidate METHOD")
+        raise ReleaseRefused(
+            f"{path} chose no candidate; name the one to release with --candidate METHOD"
+        )
     prov = _candidate_provenance(report, name, path)
     parent = prov.get("parent_sha256")
     if parent is not None and (not isinstance(parent, str) or len(parent) != 64):
@@ -151,7 +159,8 @@ def provenance_from_report(path: Path, model_sha256: str, candidate: str | None 
         raise ReleaseRefused(
             f"the model's sha256 {model_sha256[:16]}... is not that of {path}'s {name} "
             f"candidate ({named}): release that candidate's file, or name the candidate that "
-            "made this file with --candidate")
+            "made this file with --candidate"
+        )
     recipe = prov.get("recipe") or name
     metrics: dict[str, str | int] = {}
     if isinstance(raw_metrics, dict):
@@ -183,12 +192,17 @@ def _candidate_provenance(report: dict[str, Any], name: str, path: Path) -> dict
     if isinstance(prov, dict):
         return prov
     entries = report.get("candidates")
-    entry = next((c for c in entries if isinstance(c, dict) and c.get("method") == name),
-                 None) if isinstance(entries, list) else None
+    entry = (
+        next((c for c in entries if isinstance(c, dict) and c.get("method") == name), None)
+        if isinstance(entries, list)
+        else None
+    )
     if entry is None:
         raise ReleaseRefused(f"{path} has no candidate {name!r}")
     why = entry.get("no_effect") or entry.get("io_change") or "it has no provenance"
-    raise ReleaseRefused(f"{path}'s {name} candidate cannot be released as {name}: {str(why)[:200]}")
+    raise ReleaseRefused(
+        f"{path}'s {name} candidate cannot be released as {name}: {str(why)[:200]}"
+    )
 
 
 def check_io(store: Store, req: ReleaseRequest, io: IOSignature) -> None:
@@ -207,11 +221,19 @@ def check_io(store: Store, req: ReleaseRequest, io: IOSignature) -> None:
         f"{req.model} has I/O {describe_io(io)} but {req.name}@{version} for profile {profile} "
         f"has {describe_io(previous)}, so devices running {req.name} would refuse it "
         "(io_signature_mismatch): release it under another name, or pass --new-io if the "
-        "application changes with it")
+        "application changes with it"
+    )
 
 
-def _deltas(db: Store, store: ArtifactStore, req: ReleaseRequest, target: bytes,
-            target_sha: str, history: int, lifetime_s: int) -> list[tuple[Delta, str]]:
+def _deltas(
+    db: Store,
+    store: ArtifactStore,
+    req: ReleaseRequest,
+    target: bytes,
+    target_sha: str,
+    history: int,
+    lifetime_s: int,
+) -> list[tuple[Delta, str]]:
     rows = stored.history(db, req.name, req.profile)
     out: list[tuple[Delta, str]] = []
     seen: set[str] = {target_sha}
@@ -227,19 +249,35 @@ def _deltas(db: Store, store: ArtifactStore, req: ReleaseRequest, target: bytes,
             log.warning("no delta from %s@%s: %s", req.name, version, e)
             continue
         if hashlib.sha256(base).hexdigest() != base_sha:
-            log.warning("no delta from %s@%s: stored artifact does not match its hash",
-                        req.name, version)
+            log.warning(
+                "no delta from %s@%s: stored artifact does not match its hash", req.name, version
+            )
             continue
         data = delta_encode(base, target)
         dkey = delta_key(req.name, req.version, req.profile, base_sha)
         store.put(dkey, data)
-        out.append((Delta(base_sha256=base_sha, url=store.url(dkey, lifetime_s),
-                          sha256=hashlib.sha256(data).hexdigest(), size=len(data)), dkey))
+        out.append(
+            (
+                Delta(
+                    base_sha256=base_sha,
+                    url=store.url(dkey, lifetime_s),
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    size=len(data),
+                ),
+                dkey,
+            )
+        )
     return out
 
 
-def publish_release(db: Store, store: ArtifactStore, key: SigningKey,
-                    req: ReleaseRequest, now: datetime, history: int = 3) -> PublishedRelease:
+def publish_release(
+    db: Store,
+    store: ArtifactStore,
+    key: SigningKey,
+    req: ReleaseRequest,
+    now: datetime,
+    history: int = 3,
+) -> PublishedRelease:
     """Package, upload, sign and record one release."""
     _check_name(req.name, "name")
     _check_name(req.profile, "profile")
@@ -247,22 +285,28 @@ def publish_release(db: Store, store: ArtifactStore, key: SigningKey,
         raise MalformedDocument("versions start at 1 (0 is a device's initial model)", "version")
     latest = latest_version(db, req.name, req.profile)
     if latest is not None and req.version <= latest:
-        raise VersionNotNewer(f"{req.name}@{req.version}: versions must increase; the latest "
-                              f"release for profile {req.profile} is {req.name}@{latest}")
+        raise VersionNotNewer(
+            f"{req.name}@{req.version}: versions must increase; the latest "
+            f"release for profile {req.profile} is {req.name}@{latest}"
+        )
     try:
         target = req.model.read_bytes()
     except OSError as e:
         raise MalformedDocument(f"cannot read {req.model}: {e.strerror}", "model") from e
     if req.max_model_bytes is not None and len(target) > req.max_model_bytes:
-        raise SizeExceeded(f"{req.model} is {len(target)} bytes; profile {req.profile} allows "
-                           f"{req.max_model_bytes}")
+        raise SizeExceeded(
+            f"{req.model} is {len(target)} bytes; profile {req.profile} allows "
+            f"{req.max_model_bytes}"
+        )
     io = read_io_signature(req.model)
     check_io(db, req, io)
     if req.reference is not None:
         wanted = FeatureExtractor(io).names
         if tuple(f.name for f in req.reference.features) != wanted:
-            raise ReleaseRefused(f"the reference profile does not describe {req.model}'s I/O "
-                                 f"(features {', '.join(wanted)} expected)")
+            raise ReleaseRefused(
+                f"the reference profile does not describe {req.model}'s I/O "
+                f"(features {', '.join(wanted)} expected)"
+            )
     target_sha = hashlib.sha256(target).hexdigest()
     lifetime = req.lifetime_s
     expires = now + timedelta(seconds=lifetime)
@@ -270,22 +314,42 @@ def publish_release(db: Store, store: ArtifactStore, key: SigningKey,
     full = compress(target)
     akey = artifact_key(req.name, req.version, req.profile)
     store.put(akey, full)
-    artifact = Artifact(url=store.url(akey, lifetime), sha256=hashlib.sha256(full).hexdigest(),
-                        size=len(full))
+    artifact = Artifact(
+        url=store.url(akey, lifetime), sha256=hashlib.sha256(full).hexdigest(), size=len(full)
+    )
     deltas = _deltas(db, store, req, target, target_sha, history, lifetime)
     variants = None
     if req.variants is not None:
         try:
-            variants = package_variants(store, req.variants, req.name, req.version, req.profile,
-                                        io, Target(target_sha, len(target)), artifact, lifetime,
-                                        req.max_model_bytes, read_io_signature)
+            variants = package_variants(
+                store,
+                req.variants,
+                req.name,
+                req.version,
+                req.profile,
+                io,
+                Target(target_sha, len(target)),
+                artifact,
+                lifetime,
+                req.max_model_bytes,
+                read_io_signature,
+            )
         except ValueError as e:
             raise ReleaseRefused(str(e)) from e
     release = Release(
-        name=req.name, version=req.version, profile=req.profile, created=format_time(now),
-        expires=format_time(expires), target=Target(target_sha, len(target)), artifact=artifact,
-        deltas=tuple(d for d, _ in deltas), io=io, provenance=req.provenance,
-        probation=req.probation, reference=req.reference, variants=variants,
+        name=req.name,
+        version=req.version,
+        profile=req.profile,
+        created=format_time(now),
+        expires=format_time(expires),
+        target=Target(target_sha, len(target)),
+        artifact=artifact,
+        deltas=tuple(d for d, _ in deltas),
+        io=io,
+        provenance=req.provenance,
+        probation=req.probation,
+        reference=req.reference,
+        variants=variants,
     )
     envelope = sign_envelope(release.to_signed(), [key])
     rkey = release_key(req.name, req.version, req.profile)
@@ -298,11 +362,21 @@ def publish_release(db: Store, store: ArtifactStore, key: SigningKey,
     return PublishedRelease(release, envelope, akey, tuple(k for _, k in deltas), rkey)
 
 
-def _record(db: Store, release: Release, akey: str, dkeys: list[str],
-            envelope: dict[str, Any]) -> None:
-    stored.insert_release(db, {
-        "name": release.name, "version": release.version, "profile": release.profile,
-        "created": release.created, "expires": release.expires,
-        "target_sha256": release.target.sha256, "target_size": release.target.size,
-        "artifact_key": akey, "delta_keys": json.dumps(dkeys), "envelope": json.dumps(envelope),
-    })
+def _record(
+    db: Store, release: Release, akey: str, dkeys: list[str], envelope: dict[str, Any]
+) -> None:
+    stored.insert_release(
+        db,
+        {
+            "name": release.name,
+            "version": release.version,
+            "profile": release.profile,
+            "created": release.created,
+            "expires": release.expires,
+            "target_sha256": release.target.sha256,
+            "target_size": release.target.size,
+            "artifact_key": akey,
+            "delta_keys": json.dumps(dkeys),
+            "envelope": json.dumps(envelope),
+        },
+    )

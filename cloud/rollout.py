@@ -105,13 +105,22 @@ class RolloutPlan:
 
 
 def _new_id(release: Release) -> str:
-    return f"{release.name}-{release.version}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}"
+    return (
+        f"{release.name}-{release.version}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}"
+    )
 
 
 def create_rollout(
-    store: Store, builds: dict[str, tuple[Release, dict[str, Any]]],
-    targets: dict[str, str], waves: list[str], key: SigningKey, now: datetime, *,
-    lifetime_s: int, success_threshold_pct: int = 95, max_failures_pct: int = 5,
+    store: Store,
+    builds: dict[str, tuple[Release, dict[str, Any]]],
+    targets: dict[str, str],
+    waves: list[str],
+    key: SigningKey,
+    now: datetime,
+    *,
+    lifetime_s: int,
+    success_threshold_pct: int = 95,
+    max_failures_pct: int = 5,
 ) -> RolloutPlan:
     """Record a rollout and sign one deployment per device; nothing is published yet.
 
@@ -134,20 +143,32 @@ def create_rollout(
             wave_of += 1
         build, build_envelope = builds[targets[device_id]]
         expires = min(now + timedelta(seconds=lifetime_s), build.expires_at)
-        deployment = Deployment(rollout_id=rollout_id, device_id=device_id,
-                                issued=format_time(now), expires=format_time(expires),
-                                release=build_envelope)
+        deployment = Deployment(
+            rollout_id=rollout_id,
+            device_id=device_id,
+            issued=format_time(now),
+            expires=format_time(expires),
+            release=build_envelope,
+        )
         envelope = sign_envelope(deployment.to_signed(), [key])
         deployments[device_id] = envelope
         rows.append((device_id, wave_of, json.dumps(envelope)))
     with store.begin() as conn:
-        rs.insert_rollout(conn, {
-            "id": rollout_id, "release_name": release.name, "release_version": release.version,
-            "waves": json.dumps(waves), "success_threshold_pct": success_threshold_pct,
-            "max_failures_pct": max_failures_pct}, rows, now.timestamp())
+        rs.insert_rollout(
+            conn,
+            {
+                "id": rollout_id,
+                "release_name": release.name,
+                "release_version": release.version,
+                "waves": json.dumps(waves),
+                "success_threshold_pct": success_threshold_pct,
+                "max_failures_pct": max_failures_pct,
+            },
+            rows,
+            now.timestamp(),
+        )
     log.info("rollout %s: %s devices in waves %s", rollout_id, len(devices), sizes)
-    return RolloutPlan(rollout_id, release, tuple(devices), tuple(waves), tuple(sizes),
-                       deployments)
+    return RolloutPlan(rollout_id, release, tuple(devices), tuple(waves), tuple(sizes), deployments)
 
 
 def start_wave(store: Store, rollout_id: str, wave: int, publish: Publish, now: float) -> int:
@@ -156,7 +177,7 @@ def start_wave(store: Store, rollout_id: str, wave: int, publish: Publish, now: 
     # published, then marked pending, 100 at a time: a controller that dies in between leaves
     # them waiting, and the next one publishes them again (the same retained deployment)
     for start in range(0, len(rows), _MARK_EVERY):
-        chunk = rows[start:start + _MARK_EVERY]
+        chunk = rows[start : start + _MARK_EVERY]
         for device_id, deployment in chunk:
             publish(device_id, deployment.encode("utf-8"))
         rs.mark_pending(store, rollout_id, [d for d, _ in chunk], now)
@@ -170,8 +191,9 @@ def _failure_summary(store: Store, rollout_id: str) -> str:
     return ", ".join(f"{reason}: {n}" for reason, n in reasons.most_common())
 
 
-def _tick_one(store: Store, row: dict[str, Any], publish: Publish, now: float,
-              device_timeout_s: float) -> None:
+def _tick_one(
+    store: Store, row: dict[str, Any], publish: Publish, now: float, device_timeout_s: float
+) -> None:
     rid, wave = row["id"], row["current_wave"]
     if wave < 0:
         start_wave(store, rid, 0, publish, now)
@@ -183,8 +205,10 @@ def _tick_one(store: Store, row: dict[str, Any], publish: Publish, now: float,
     accepted = int(row["failures_accepted"])
     new_failures = failed - accepted
     if new_failures > 0 and new_failures * 100 > row["max_failures_pct"] * released:
-        reason = (f"{failed} of {released} devices failed, over the {row['max_failures_pct']}% "
-                  f"threshold ({_failure_summary(store, rid)})")
+        reason = (
+            f"{failed} of {released} devices failed, over the {row['max_failures_pct']}% "
+            f"threshold ({_failure_summary(store, rid)})"
+        )
         rs.set_state(store, rid, RolloutState.PAUSED, reason, now)
         log.warning("rollout %s paused: %s", rid, reason)
         return
@@ -192,22 +216,26 @@ def _tick_one(store: Store, row: dict[str, Any], publish: Publish, now: float,
     # failures the operator accepted (resume) no longer count against the success threshold
     if committed * 100 < row["success_threshold_pct"] * (released - accepted):
         if pending == 0:
-            reason = (f"{committed} of {released} devices committed, under the "
-                      f"{row['success_threshold_pct']}% success threshold "
-                      f"({_failure_summary(store, rid)})")
+            reason = (
+                f"{committed} of {released} devices committed, under the "
+                f"{row['success_threshold_pct']}% success threshold "
+                f"({_failure_summary(store, rid)})"
+            )
             rs.set_state(store, rid, RolloutState.PAUSED, reason, now)
             log.warning("rollout %s paused: %s", rid, reason)
         return
     if wave < rs.last_wave(store, rid):
         start_wave(store, rid, wave + 1, publish, now)
     elif pending == 0:
-        rs.set_state(store, rid, RolloutState.COMPLETED, f"{committed} of {released} committed",
-                     now)
+        rs.set_state(
+            store, rid, RolloutState.COMPLETED, f"{committed} of {released} committed", now
+        )
         log.info("rollout %s completed", rid)
 
 
-def tick_rollouts(store: Store, publish: Publish, now: float | None = None,
-                  device_timeout_s: float = 1800.0) -> None:
+def tick_rollouts(
+    store: Store, publish: Publish, now: float | None = None, device_timeout_s: float = 1800.0
+) -> None:
     """One controller step over every running rollout."""
     now = time.time() if now is None else now
     for row in rs.running_rollouts(store):

@@ -53,13 +53,18 @@ def current_root(store: Store, signing_key: SigningKey | None) -> TrustedRoot:
         envelope = json.loads(newest[0])
         return TrustedRoot(parse_root(envelope["signed"]), envelope)
     if signing_key is None:
-        raise ValueError("no root is stored and no [signing] key is configured to stand for "
-                         "version 1")
+        raise ValueError(
+            "no root is stored and no [signing] key is configured to stand for version 1"
+        )
     return implicit_root((signing_key.public,), 1)
 
 
-def _apply(keys: tuple[PublicKey, ...], add: tuple[PublicKey, ...],
-           remove: tuple[PublicKey, ...], role: str) -> tuple[PublicKey, ...]:
+def _apply(
+    keys: tuple[PublicKey, ...],
+    add: tuple[PublicKey, ...],
+    remove: tuple[PublicKey, ...],
+    role: str,
+) -> tuple[PublicKey, ...]:
     for key in remove:
         if key not in keys:
             raise ValueError(f"cannot remove {key.keyid[:16]}: it is not a current {role} key")
@@ -67,8 +72,9 @@ def _apply(keys: tuple[PublicKey, ...], add: tuple[PublicKey, ...],
     return kept + tuple(k for k in dict.fromkeys(add) if k not in kept)
 
 
-def rotate(store: Store, current: TrustedRoot, change: RootChange,
-           signers: list[SigningKey], now: datetime) -> TrustedRoot:
+def rotate(
+    store: Store, current: TrustedRoot, change: RootChange, signers: list[SigningKey], now: datetime
+) -> TrustedRoot:
     """Write root N+1: the current keys changed as asked, signed by `signers`, verified by the
     device's own rule before it is stored. ValueError or `Rejected` when it would not be."""
     old = current.root
@@ -80,21 +86,40 @@ def rotate(store: Store, current: TrustedRoot, change: RootChange,
         raise ValueError("no release key would be left: --add one before removing the last")
     if not roots:
         raise ValueError("no root key would be left: --add-root one before removing the last")
-    for what, n, keys in (("--threshold", threshold, release),
-                          ("--root-threshold", root_threshold, roots)):
+    for what, n, keys in (
+        ("--threshold", threshold, release),
+        ("--root-threshold", root_threshold, roots),
+    ):
         if not 1 <= n <= len(keys):
             raise ValueError(f"{what} {n} needs between 1 and {len(keys)} keys")
-    nxt = Root(old.version + 1, format_time(now), format_time(now + change.lifetime), release,
-               threshold, roots, root_threshold)
+    nxt = Root(
+        old.version + 1,
+        format_time(now),
+        format_time(now + change.lifetime),
+        release,
+        threshold,
+        roots,
+        root_threshold,
+    )
     envelope = sign_envelope(nxt.to_signed(), signers)
     trusted = update_root(current, envelope)  # what every device will check, checked here first
     try:
-        insert_root(store, {"version": nxt.version, "sha256": trusted.sha256,
-                            "issued": nxt.issued, "expires": nxt.expires,
-                            "envelope": json.dumps(envelope), "created": time.time()})
+        insert_root(
+            store,
+            {
+                "version": nxt.version,
+                "sha256": trusted.sha256,
+                "issued": nxt.issued,
+                "expires": nxt.expires,
+                "envelope": json.dumps(envelope),
+                "created": time.time(),
+            },
+        )
     except AlreadyStored as e:
-        raise ValueError(f"root version {nxt.version} was written by someone else meanwhile; "
-                         "check `litefleet trust show` and rotate again") from e
+        raise ValueError(
+            f"root version {nxt.version} was written by someone else meanwhile; "
+            "check `litefleet trust show` and rotate again"
+        ) from e
     return trusted
 
 

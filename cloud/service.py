@@ -85,15 +85,23 @@ class ServeRole(StrEnum):
 def check_role(config: CloudConfig, role: ServeRole) -> str | None:
     """Why `role` cannot run on this store, or None."""
     if role != ServeRole.ALL and config.store.backend == "sqlite":
-        return (f"serve --role {role} needs a PostgreSQL store ([store] url = "
-                "\"postgresql://...\"): on SQLite only --role all runs, as the one writer")
+        return (
+            f"serve --role {role} needs a PostgreSQL store ([store] url = "
+            '"postgresql://..."): on SQLite only --role all runs, as the one writer'
+        )
     return None
 
 
 class CloudService:
-    def __init__(self, config: CloudConfig, *, http: bool | None = None,
-                 web: bool | None = None, role: ServeRole = ServeRole.ALL,
-                 worker: str | None = None) -> None:
+    def __init__(
+        self,
+        config: CloudConfig,
+        *,
+        http: bool | None = None,
+        web: bool | None = None,
+        role: ServeRole = ServeRole.ALL,
+        worker: str | None = None,
+    ) -> None:
         self.config = config
         self.role = role
         self.stop_event = threading.Event()
@@ -103,18 +111,29 @@ class CloudService:
         if ServeRole.INGEST in runs:
             # a worker's session outlives it: started again under the same --worker name, it
             # gets the messages the broker kept for it
-            client_id = (f"{config.mqtt.client_id}-ingest-{worker}" if role == ServeRole.INGEST
-                         and worker else None)
-            self.ingester = Ingester(config, client_id=client_id, on_death=self.worker_died,
-                                     shared=role == ServeRole.INGEST)
+            client_id = (
+                f"{config.mqtt.client_id}-ingest-{worker}"
+                if role == ServeRole.INGEST and worker
+                else None
+            )
+            self.ingester = Ingester(
+                config,
+                client_id=client_id,
+                on_death=self.worker_died,
+                shared=role == ServeRole.INGEST,
+            )
         self.link: CloudLink | None = None
         self.lease: ControllerLease | None = None
         self.scheduler: BackgroundScheduler | None = None
         if ServeRole.CONTROLLER in runs:
-            self.link = CloudLink(config.mqtt, f"{config.mqtt.client_id}-controller-"
-                                  f"{secrets.token_hex(3)}", role=CloudRole.CONTROLLER)
-            self.lease = ControllerLease(config.store, config.rollout.lease_s,
-                                         on_acquired=self._tick_soon)
+            self.link = CloudLink(
+                config.mqtt,
+                f"{config.mqtt.client_id}-controller-{secrets.token_hex(3)}",
+                role=CloudRole.CONTROLLER,
+            )
+            self.lease = ControllerLease(
+                config.store, config.rollout.lease_s, on_acquired=self._tick_soon
+            )
             self.scheduler = BackgroundScheduler(timezone="UTC")
         self.http: ArtifactServer | None = None
         serve_http = config.http.enabled if http is None else http
@@ -125,10 +144,12 @@ class CloudService:
                 root = Path(unquote(urlparse(config.store.artifacts).path))
                 root.mkdir(parents=True, exist_ok=True)
                 uploads = UploadSigner.from_file(config.store.db.parent / UPLOAD_KEY_FILE)
-            health = HealthEndpoints(config.store, config.ingest.offline_after_s,
-                                     self.broker_connected)
-            self.http = ArtifactServer(root, config.http.host, config.http.port,
-                                       routes=health.routes(), uploads=uploads)
+            health = HealthEndpoints(
+                config.store, config.ingest.offline_after_s, self.broker_connected
+            )
+            self.http = ArtifactServer(
+                root, config.http.host, config.http.port, routes=health.routes(), uploads=uploads
+            )
         self.web: WebServer | None = None
         if (config.web.enabled if web is None else web) and ServeRole.WEB in runs:
             from cloud.web import WebServer, create_app  # FastAPI is imported only when served
@@ -164,8 +185,12 @@ class CloudService:
         cfg = self.config.mqtt
         if not self.broker_connected():
             if not self._broker_warned:
-                log.warning("broker %s:%s unreachable: device messages and rollouts wait; "
-                            "retrying in the background", cfg.host, cfg.port)
+                log.warning(
+                    "broker %s:%s unreachable: device messages and rollouts wait; "
+                    "retrying in the background",
+                    cfg.host,
+                    cfg.port,
+                )
                 self._broker_warned = True
         elif self._broker_warned:
             log.info("broker %s:%s reachable again", cfg.host, cfg.port)
@@ -212,32 +237,47 @@ class CloudService:
         if self.link is not None and self.lease is not None and self.scheduler is not None:
             self.link.start(timeout=None)
             self.lease.start()
-            self.scheduler.add_job(self.tick, "interval", seconds=self.config.rollout.tick_s,
-                                   id="controller", max_instances=1, coalesce=True)
+            self.scheduler.add_job(
+                self.tick,
+                "interval",
+                seconds=self.config.rollout.tick_s,
+                id="controller",
+                max_instances=1,
+                coalesce=True,
+            )
             self.scheduler.start()
         if self.grants is not None:
             self.grants.start()
-        log.info("serving (role %s): ingest from %s:%s, controller every %s s", self.role,
-                 self.config.mqtt.host, self.config.mqtt.port, self.config.rollout.tick_s)
+        log.info(
+            "serving (role %s): ingest from %s:%s, controller every %s s",
+            self.role,
+            self.config.mqtt.host,
+            self.config.mqtt.port,
+            self.config.rollout.tick_s,
+        )
 
     def worker_died(self, worker: str, error: BaseException | None = None) -> None:
         """A worker thread ended on its own: stop everything, and fail."""
         if self.failure is None:
-            self.failure = worker + (f" died: {describe_error(error)}"
-                                     if error is not None else " died")
+            self.failure = worker + (
+                f" died: {describe_error(error)}" if error is not None else " died"
+            )
         self.stop_event.set()
 
     def _workers(self) -> list[tuple[str, Callable[[], bool]]]:
         workers: list[tuple[str, Callable[[], bool]]] = []
         ingester, link, lease, scheduler = self.ingester, self.link, self.lease, self.scheduler
         if ingester is not None:
-            workers += [("the ingest writer", lambda: ingester.writing),
-                        ("the ingester's MQTT network thread",
-                         lambda: _thread_alive(ingester.link.client))]
+            workers += [
+                ("the ingest writer", lambda: ingester.writing),
+                ("the ingester's MQTT network thread", lambda: _thread_alive(ingester.link.client)),
+            ]
         if link is not None and lease is not None and scheduler is not None:
-            workers += [("the controller's MQTT network thread", lambda: _thread_alive(link.client)),
-                        ("the controller's scheduler", lambda: _thread_alive(scheduler)),
-                        ("the controller's lease", lambda: lease.alive)]
+            workers += [
+                ("the controller's MQTT network thread", lambda: _thread_alive(link.client)),
+                ("the controller's scheduler", lambda: _thread_alive(scheduler)),
+                ("the controller's lease", lambda: lease.alive),
+            ]
         http = self.http
         if http is not None:
             workers.append(("the artifact HTTP server", lambda: http.serving))

@@ -24,7 +24,14 @@ __all__ = [
 ]
 
 QUANTIZATIONS = (
-    "float32", "float16", "weight_only_int8", "dynamic_int8", "int8", "prune", "distill", "qat",
+    "float32",
+    "float16",
+    "weight_only_int8",
+    "dynamic_int8",
+    "int8",
+    "prune",
+    "distill",
+    "qat",
 )
 
 
@@ -91,8 +98,16 @@ def parse_profile(text: str, source: str = "profile") -> DeviceProfile:
         table: dict[str, Any] = r.get(doc, key, dict, {})
         return table
 
-    top = read(r, DeviceProfile, doc, "", paths, skip={"runtime", "budget", "camera"},
-               extra_keys={"telemetry"}, not_keys={"telemetry_interval_s"})
+    top = read(
+        r,
+        DeviceProfile,
+        doc,
+        "",
+        paths,
+        skip={"runtime", "budget", "camera"},
+        extra_keys={"telemetry"},
+        not_keys={"telemetry_interval_s"},
+    )
     for q in top["quantizations"]:
         if q not in QUANTIZATIONS:
             r.problem("quantizations", f"unknown method {q!r} (one of {', '.join(QUANTIZATIONS)})")
@@ -105,6 +120,10 @@ def parse_profile(text: str, source: str = "profile") -> DeviceProfile:
     camera = read(r, CameraDefaults, section("camera"), "camera.", paths)
     if r.problems:
         raise ProfileInvalid(r.problems)
-    return DeviceProfile(**top, runtime=RuntimeSettings(**runtime), budget=Budget(**budget),
-                         telemetry_interval_s=telemetry["interval_s"],
-                         camera=CameraDefaults(**camera))
+    return DeviceProfile(
+        **top,
+        runtime=RuntimeSettings(**runtime),
+        budget=Budget(**budget),
+        telemetry_interval_s=telemetry["interval_s"],
+        camera=CameraDefaults(**camera),
+    )

@@ -52,13 +52,17 @@ def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     return func(args)
 
 
-def print_check_report(problems: list[str], warnings: list[str], notes: list[str],
-                       as_json: bool) -> int:
+def print_check_report(
+    problems: list[str], warnings: list[str], notes: list[str], as_json: bool
+) -> int:
     """What `check-config` says, for either program: problems and warnings one line each on
     stderr and notes on stdout (or one JSON object); exit 2 when there is any problem."""
     if as_json:
-        print(json.dumps({"ok": not problems, "problems": problems, "warnings": warnings,
-                          "notes": notes}))
+        print(
+            json.dumps(
+                {"ok": not problems, "problems": problems, "warnings": warnings, "notes": notes}
+            )
+        )
     else:
         for line in problems + warnings:
             print(line, file=sys.stderr)

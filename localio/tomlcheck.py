@@ -13,8 +13,7 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
-__all__ = ["POSITIVE", "Bound", "MustExist", "Paths", "Problems", "Required", "TableReader",
-           "read"]
+__all__ = ["POSITIVE", "Bound", "MustExist", "Paths", "Problems", "Required", "TableReader", "read"]
 
 
 class Problems(ValueError):
@@ -35,8 +34,14 @@ class TableReader:
     def problem(self, key: str, message: str) -> None:
         self.problems.append(f"{self.source}: {key}: {message}")
 
-    def get(self, table: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any,
-            prefix: str = "") -> Any:
+    def get(
+        self,
+        table: dict[str, Any],
+        key: str,
+        kind: type | tuple[type, ...],
+        default: Any,
+        prefix: str = "",
+    ) -> Any:
         name = f"{prefix}{key}"
         if key not in table:
             return default
@@ -56,8 +61,14 @@ class TableReader:
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {"str": "a string", "int": "an integer", "float": "a number", "list": "a list",
-             "dict": "a table", "bool": "true or false"}
+    names = {
+        "str": "a string",
+        "int": "an integer",
+        "float": "a number",
+        "list": "a list",
+        "dict": "a table",
+        "bool": "true or false",
+    }
     return " or ".join(names.get(k.__name__, k.__name__) for k in kinds)
 
 
@@ -76,7 +87,8 @@ class Bound:
 
     def problem(self, value: float) -> str | None:
         low_fails = self.min is not None and (
-            value <= self.min if self.exclusive_min else value < self.min)
+            value <= self.min if self.exclusive_min else value < self.min
+        )
         if low_fails or (self.max is not None and value > self.max):
             return (self.message or "must be positive, got {value}").format(value=value)
         return None
@@ -111,10 +123,18 @@ class Paths:
         return p if p.is_absolute() else self.base / p
 
 
-def read(r: TableReader, cls: type[Any], table: dict[str, Any], prefix: str, paths: Paths, *,
-         skip: Collection[str] = (), extra_keys: Collection[str] = (),
-         not_keys: Collection[str] = (),
-         defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def read(
+    r: TableReader,
+    cls: type[Any],
+    table: dict[str, Any],
+    prefix: str,
+    paths: Paths,
+    *,
+    skip: Collection[str] = (),
+    extra_keys: Collection[str] = (),
+    not_keys: Collection[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The values of `cls`'s fields read from `table`, one problem line per mistake.
 
     Driven by the dataclass: each field's type (`int`, `float`, `str`, `bool`, `Path`,
@@ -144,8 +164,9 @@ def read(r: TableReader, cls: type[Any], table: dict[str, Any], prefix: str, pat
             default = None
         name = f"{prefix}{f.name}"
         if f.name not in table:
-            required = f.name not in given and f.default is MISSING and (
-                f.default_factory is MISSING)
+            required = (
+                f.name not in given and f.default is MISSING and (f.default_factory is MISSING)
+            )
             if required:
                 hint_text = next((m.hint for m in meta if isinstance(m, Required)), "")
                 r.problem(name, f"missing ({hint_text})" if hint_text else "missing")
@@ -168,8 +189,15 @@ def _unwrap(hint: Any) -> tuple[Any, tuple[Any, ...]]:
     return hint, meta
 
 
-def _value(r: TableReader, hint: Any, meta: tuple[Any, ...], value: Any, name: str,
-           default: Any, paths: Paths) -> Any:
+def _value(
+    r: TableReader,
+    hint: Any,
+    meta: tuple[Any, ...],
+    value: Any,
+    name: str,
+    default: Any,
+    paths: Paths,
+) -> Any:
     if get_origin(hint) is Literal:
         options = tuple(str(o) for o in get_args(hint))
         if not isinstance(value, str):
@@ -187,8 +215,11 @@ def _value(r: TableReader, hint: Any, meta: tuple[Any, ...], value: Any, name: s
     kind: type | tuple[type, ...] = (int, float) if hint is float else str if hint is Path else hint
     if not _is(value, kind):
         expected = _kind_name(kind)
-        r.problem(name, f"expected {expected}, got "
-                        f"{'a boolean' if isinstance(value, bool) else _type_name(value)}")
+        r.problem(
+            name,
+            f"expected {expected}, got "
+            f"{'a boolean' if isinstance(value, bool) else _type_name(value)}",
+        )
         return default
     if hint is float:
         value = float(value)

@@ -88,8 +88,9 @@ class _Obj:
         if not isinstance(v, str):
             raise MalformedDocument("expected a string", self.sub(key))
         if len(v) > _MAX_TEXT or _UNPRINTABLE.search(v):
-            raise MalformedDocument(f"longer than {_MAX_TEXT} characters or has control "
-                                    "characters", self.sub(key))
+            raise MalformedDocument(
+                f"longer than {_MAX_TEXT} characters or has control characters", self.sub(key)
+            )
         if pattern is not None and not pattern.match(v):
             raise MalformedDocument(f"{v!r} is not of the form {pattern.pattern}", self.sub(key))
         return v
@@ -142,7 +143,12 @@ class TensorSpec:
 
     def to_dict(self) -> dict[str, Any]:
         q = None if self.scale is None else {"scale": self.scale, "zero_point": self.zero_point}
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "quantization": q}
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "quantization": q,
+        }
 
     @classmethod
     def parse(cls, value: Any, path: str) -> TensorSpec:
@@ -151,8 +157,7 @@ class TensorSpec:
         shape = o.list("shape")
         for i, dim in enumerate(shape):
             if isinstance(dim, bool) or not isinstance(dim, int) or not -1 <= dim <= INT64_MAX:
-                raise MalformedDocument("expected a 64-bit integer >= -1",
-                                        f"{o.sub('shape')}[{i}]")
+                raise MalformedDocument("expected a 64-bit integer >= -1", f"{o.sub('shape')}[{i}]")
         dtype = o.text("dtype")
         if dtype not in _DTYPES:
             raise MalformedDocument(f"unknown dtype {dtype!r}", o.sub("dtype"))
@@ -197,8 +202,7 @@ class IOSignature:
             TensorSpec.parse(v, f"{o.sub('inputs')}[{i}]") for i, v in enumerate(o.list("inputs"))
         )
         outputs = tuple(
-            TensorSpec.parse(v, f"{o.sub('outputs')}[{i}]")
-            for i, v in enumerate(o.list("outputs"))
+            TensorSpec.parse(v, f"{o.sub('outputs')}[{i}]") for i, v in enumerate(o.list("outputs"))
         )
         o.done()
         if not inputs or not outputs:
@@ -378,18 +382,34 @@ class Release:
         p.done()
         probation = _probation(o.obj("probation"))
         raw_reference = o._get("reference", optional=True)
-        reference = (None if raw_reference is None
-                     else ReferenceProfile.parse(raw_reference, o.sub("reference")))
+        reference = (
+            None
+            if raw_reference is None
+            else ReferenceProfile.parse(raw_reference, o.sub("reference"))
+        )
         raw_variants = o._get("variants", optional=True)
-        variants = (None if raw_variants is None
-                    else VariantSet.parse(raw_variants, o.sub("variants")))
+        variants = (
+            None if raw_variants is None else VariantSet.parse(raw_variants, o.sub("variants"))
+        )
         if variants is not None and variants.by_sha256(target.sha256) is None:
-            raise MalformedDocument("the release's target is not among its candidates",
-                                    o.sub("variants"))
+            raise MalformedDocument(
+                "the release's target is not among its candidates", o.sub("variants")
+            )
         o.done()
         return cls(
-            name, version, profile, created, expires, target, artifact, tuple(deltas), io,
-            Provenance(parent, recipe, metrics), probation, reference, variants,
+            name,
+            version,
+            profile,
+            created,
+            expires,
+            target,
+            artifact,
+            tuple(deltas),
+            io,
+            Provenance(parent, recipe, metrics),
+            probation,
+            reference,
+            variants,
         )
 
 

@@ -54,8 +54,12 @@ class FeatureExtractor:
         self._out_q = [_dequantizer(o) for o in signature.outputs]
         out = signature.outputs[0]
         self.classes = 0
-        if (len(signature.outputs) == 1 and len(out.shape) >= 1 and out.shape[-1] >= 2
-                and int(np.prod([max(d, 1) for d in out.shape[:-1]])) == 1):
+        if (
+            len(signature.outputs) == 1
+            and len(out.shape) >= 1
+            and out.shape[-1] >= 2
+            and int(np.prod([max(d, 1) for d in out.shape[:-1]])) == 1
+        ):
             self.classes = int(out.shape[-1])
         names = [f"input.c{c}" for c in range(self.channels)]
         if self.classes:
@@ -78,8 +82,9 @@ class FeatureExtractor:
             values += [o.reshape(n, -1).mean(axis=1) for o in outputs]
         return values
 
-    def frame(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]
-              ) -> list[np.ndarray]:
+    def frame(
+        self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
         """Each feature's values for one live frame (the model's own tensors, batch of 1)."""
         x = _real(inputs[0], self._in_q)
         real = [_real(o, q) for o, q in zip(outputs, self._out_q, strict=False)]
@@ -114,9 +119,14 @@ def _edges(name: str, values: np.ndarray, classes: int) -> tuple[int, ...]:
     return tuple(int(v) for v in sorted(set(scaled.tolist())))
 
 
-def build_reference(signature: IOSignature, x: np.ndarray, outputs: Sequence[np.ndarray], *,
-                    drift_threshold_milli: int, confidence_threshold_pct: int
-                    ) -> ReferenceProfile:
+def build_reference(
+    signature: IOSignature,
+    x: np.ndarray,
+    outputs: Sequence[np.ndarray],
+    *,
+    drift_threshold_milli: int,
+    confidence_threshold_pct: int,
+) -> ReferenceProfile:
     """The reference profile of a model from its evaluation set: `x` the first input's real
     values [n, ...], `outputs` the model's real outputs on them."""
     extractor = FeatureExtractor(signature)
@@ -129,14 +139,17 @@ def build_reference(signature: IOSignature, x: np.ndarray, outputs: Sequence[np.
         features.append(Feature(name, edges, tuple(int(c) for c in counts)))
     channels = tuple(
         ChannelStats(c, round(float(v.mean()) * SCALE), round(float(v.std()) * SCALE))
-        for c, v in enumerate(values[:extractor.channels])
+        for c, v in enumerate(values[: extractor.channels])
     )
     quantiles: tuple[int, ...] = ()
     if extractor.classes:
         scores = values[extractor.channels + 1]
         quantiles = tuple(round(float(q) * SCALE) for q in np.quantile(scores, SCORE_QUANTILES))
     return ReferenceProfile(
-        samples=len(x), features=tuple(features), channels=channels, score_quantiles=quantiles,
+        samples=len(x),
+        features=tuple(features),
+        channels=channels,
+        score_quantiles=quantiles,
         drift_threshold_milli=drift_threshold_milli,
         confidence_threshold_pct=confidence_threshold_pct,
     )

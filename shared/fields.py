@@ -120,15 +120,24 @@ def _plan(cls: type[Any]) -> _Plan:
         plan = _PLANS[cls] = _Plan(
             names=frozenset(f.name for f in fields),
             fields=tuple(
-                (f.name, hints[f.name], f.default is MISSING and f.default_factory is MISSING,
-                 *shapes[f.name], *_bounds(f.name, shapes[f.name][0]))
+                (
+                    f.name,
+                    hints[f.name],
+                    f.default is MISSING and f.default_factory is MISSING,
+                    *shapes[f.name],
+                    *_bounds(f.name, shapes[f.name][0]),
+                )
                 for f in fields
             ),
             defaults={f.name: f.default for f in fields if f.default is not MISSING},
-            factories=tuple((f.name, f.default_factory) for f in fields
-                            if f.default_factory is not MISSING),
-            direct=(not hasattr(cls, "__post_init__") and not hasattr(cls, "__slots__")
-                    and all(f.init for f in fields)),
+            factories=tuple(
+                (f.name, f.default_factory) for f in fields if f.default_factory is not MISSING
+            ),
+            direct=(
+                not hasattr(cls, "__post_init__")
+                and not hasattr(cls, "__slots__")
+                and all(f.init for f in fields)
+            ),
         )
     return plan
 
@@ -162,8 +171,10 @@ def build(cls: type[Any], value: Any, path: str) -> Any:  # noqa: C901 — the o
         elif shape == _STR and t is str:
             unprintable, pattern = high
             if len(v) > low or unprintable.search(v) or (pattern and not pattern.match(v)):
-                raise MalformedDocument(f"longer than {low} characters, control characters "
-                                        "or not of its pattern", f"{path}.{name}")
+                raise MalformedDocument(
+                    f"longer than {low} characters, control characters or not of its pattern",
+                    f"{path}.{name}",
+                )
             kwargs[name] = v
         elif shape == _BOOL and t is bool:
             kwargs[name] = v

@@ -63,8 +63,7 @@ def _refuse_constant(name: str) -> Any:
 
 def _bounded_int(text: str) -> int:
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise MalformedDocument(f"an integer of {len(text)} digits (at most {MAX_INT_DIGITS})",
-                                "$")
+        raise MalformedDocument(f"an integer of {len(text)} digits (at most {MAX_INT_DIGITS})", "$")
     return int(text)
 
 
@@ -78,8 +77,9 @@ def json_depth(data: bytes) -> int:
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
-def load_json(data: bytes, max_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
-              max_depth: int = MAX_JSON_DEPTH) -> Any:
+def load_json(
+    data: bytes, max_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES, max_depth: int = MAX_JSON_DEPTH
+) -> Any:
     """Decode untrusted JSON bytes, refusing oversize, deep or long-integer input first."""
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"{len(data)} bytes exceeds the {max_bytes}-byte cap")

@@ -191,8 +191,9 @@ def encode_message(message: Message) -> bytes:
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-def decode_message(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES, *,
-                   now: float | None = None) -> Message:
+def decode_message(
+    data: bytes, max_bytes: int = MAX_MESSAGE_BYTES, *, now: float | None = None
+) -> Message:
     """The typed message in `data`, every field within its bound (see the module docstring).
 
     `now`, the receiver's clock, also holds `ts` to within MAX_TS_AGE_S behind and
@@ -212,5 +213,7 @@ def decode_message(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES, *,
         if not now - MAX_TS_AGE_S <= ts <= now + MAX_TS_AHEAD_S:
             raise MalformedDocument(
                 f"{ts} is more than {MAX_TS_AGE_S // 86_400} days behind or "
-                f"{MAX_TS_AHEAD_S} s ahead of the receiver's clock", "$.ts")
+                f"{MAX_TS_AHEAD_S} s ahead of the receiver's clock",
+                "$.ts",
+            )
     return result

@@ -48,8 +48,12 @@ class UpdatePhase(StrEnum):
 
 
 UpdatePhase.ALL = tuple(UpdatePhase)
-UpdatePhase.TERMINAL = (UpdatePhase.IDLE, UpdatePhase.COMMITTED, UpdatePhase.ROLLED_BACK,
-                        UpdatePhase.REJECTED)
+UpdatePhase.TERMINAL = (
+    UpdatePhase.IDLE,
+    UpdatePhase.COMMITTED,
+    UpdatePhase.ROLLED_BACK,
+    UpdatePhase.REJECTED,
+)
 
 
 class Reason(StrEnum):
@@ -87,15 +91,18 @@ class Reason(StrEnum):
 
 
 # Reasons that condemn the model itself: the same bytes at that version are never tried again.
-MODEL_REASONS = (Reason.INVALID_MODEL, Reason.IO_SIGNATURE_MISMATCH, Reason.PROBATION_FAILED,
-                 Reason.CRASHED)
+MODEL_REASONS = (
+    Reason.INVALID_MODEL,
+    Reason.IO_SIGNATURE_MISMATCH,
+    Reason.PROBATION_FAILED,
+    Reason.CRASHED,
+)
 
 _P = UpdatePhase
 # Where each phase may go next; `None` is a new attempt (a journal row about to be written).
 TRANSITIONS: dict[UpdatePhase | None, frozenset[UpdatePhase]] = {
     None: frozenset({_P.DOWNLOADING, _P.REJECTED}),
-    _P.DOWNLOADING: frozenset({_P.DOWNLOADING, _P.VERIFYING, _P.VALIDATING, _P.IDLE,
-                               _P.REJECTED}),
+    _P.DOWNLOADING: frozenset({_P.DOWNLOADING, _P.VERIFYING, _P.VALIDATING, _P.IDLE, _P.REJECTED}),
     _P.VERIFYING: frozenset({_P.DOWNLOADING, _P.VALIDATING, _P.IDLE, _P.REJECTED}),
     _P.VALIDATING: frozenset({_P.STAGED, _P.IDLE, _P.REJECTED}),
     _P.STAGED: frozenset({_P.ACTIVATING, _P.IDLE, _P.REJECTED}),
@@ -116,5 +123,4 @@ def check_transition(current: str | None, new: UpdatePhase) -> None:
     """Raise `RuntimeError` (a programming error, not bad input) for a move the table forbids."""
     here = UpdatePhase(current) if current is not None else None
     if not allowed(here, new):
-        raise RuntimeError(f"the update journal may not go from {here or 'a new attempt'} "
-                           f"to {new}")
+        raise RuntimeError(f"the update journal may not go from {here or 'a new attempt'} to {new}")

@@ -57,8 +57,9 @@ def _ints(value: Any, path: str, max_len: int, minimum: int = -_INT64) -> tuple[
     return tuple(_int(v, f"{path}[{i}]", minimum) for i, v in enumerate(value))
 
 
-def _fields(value: Any, path: str, required: set[str], optional: frozenset[str] = frozenset()
-            ) -> dict[str, Any]:
+def _fields(
+    value: Any, path: str, required: set[str], optional: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise MalformedDocument("expected an object", path)
     for key in value:
@@ -128,17 +129,23 @@ class ReferenceProfile:
             "scale": self.scale,
             "drift_threshold_milli": self.drift_threshold_milli,
             "confidence_threshold_pct": self.confidence_threshold_pct,
-            "channels": [{"channel": c.channel, "mean": c.mean, "std": c.std}
-                         for c in self.channels],
+            "channels": [
+                {"channel": c.channel, "mean": c.mean, "std": c.std} for c in self.channels
+            ],
             "score_quantiles": list(self.score_quantiles),
             "features": [f.to_dict() for f in self.features],
         }
 
     @classmethod
     def parse(cls, value: Any, path: str = "reference") -> ReferenceProfile:
-        v = _fields(value, path, {"samples", "scale", "features"},
-                    frozenset({"drift_threshold_milli", "confidence_threshold_pct", "channels",
-                               "score_quantiles"}))
+        v = _fields(
+            value,
+            path,
+            {"samples", "scale", "features"},
+            frozenset(
+                {"drift_threshold_milli", "confidence_threshold_pct", "channels", "score_quantiles"}
+            ),
+        )
         scale = _int(v["scale"], f"{path}.scale", 1)
         if scale != SCALE:
             raise MalformedDocument(f"expected {SCALE}", f"{path}.scale")
@@ -157,18 +164,31 @@ class ReferenceProfile:
         for i, c in enumerate(raw_channels):
             p = f"{path}.channels[{i}]"
             cv = _fields(c, p, {"channel", "mean", "std"})
-            channels.append(ChannelStats(_int(cv["channel"], f"{p}.channel", 0),
-                                         _int(cv["mean"], f"{p}.mean"),
-                                         _int(cv["std"], f"{p}.std", 0)))
-        threshold = _int(v.get("drift_threshold_milli", DEFAULT_DRIFT_THRESHOLD_MILLI),
-                         f"{path}.drift_threshold_milli", 1)
-        confidence = _int(v.get("confidence_threshold_pct", DEFAULT_CONFIDENCE_PCT),
-                          f"{path}.confidence_threshold_pct", 0)
+            channels.append(
+                ChannelStats(
+                    _int(cv["channel"], f"{p}.channel", 0),
+                    _int(cv["mean"], f"{p}.mean"),
+                    _int(cv["std"], f"{p}.std", 0),
+                )
+            )
+        threshold = _int(
+            v.get("drift_threshold_milli", DEFAULT_DRIFT_THRESHOLD_MILLI),
+            f"{path}.drift_threshold_milli",
+            1,
+        )
+        confidence = _int(
+            v.get("confidence_threshold_pct", DEFAULT_CONFIDENCE_PCT),
+            f"{path}.confidence_threshold_pct",
+            0,
+        )
         if confidence > 100:
             raise MalformedDocument("a percentage (0-100)", f"{path}.confidence_threshold_pct")
         return cls(
-            samples=_int(v["samples"], f"{path}.samples", 1), features=features,
+            samples=_int(v["samples"], f"{path}.samples", 1),
+            features=features,
             channels=tuple(channels),
             score_quantiles=_ints(v.get("score_quantiles", []), f"{path}.score_quantiles", 16),
-            drift_threshold_milli=threshold, confidence_threshold_pct=confidence, scale=scale,
+            drift_threshold_milli=threshold,
+            confidence_threshold_pct=confidence,
+            scale=scale,
         )

@@ -88,15 +88,18 @@ class Root:
     root_threshold: int
 
     def __post_init__(self) -> None:
-        for role, keys, threshold in (("release_keys", self.release_keys, self.release_threshold),
-                                      ("root_keys", self.root_keys, self.root_threshold)):
+        for role, keys, threshold in (
+            ("release_keys", self.release_keys, self.release_threshold),
+            ("root_keys", self.root_keys, self.root_threshold),
+        ):
             if not keys or len(keys) > MAX_ROOT_KEYS:
                 raise MalformedDocument(f"between 1 and {MAX_ROOT_KEYS} keys", role)
             if len({k.raw for k in keys}) != len(keys):
                 raise MalformedDocument("a key is listed twice", role)
             if not 1 <= threshold <= len(keys):
-                raise MalformedDocument(f"threshold must be between 1 and {len(keys)}",
-                                        f"{role}.threshold")
+                raise MalformedDocument(
+                    f"threshold must be between 1 and {len(keys)}", f"{role}.threshold"
+                )
 
     @property
     def expires_at(self) -> datetime | None:
@@ -112,12 +115,18 @@ class Root:
         if self.expires is None:
             raise ValueError("the implicit root has no signed form")
         return {
-            "schema": ROOT_SCHEMA, "version": self.version, "issued": self.issued,
+            "schema": ROOT_SCHEMA,
+            "version": self.version,
+            "issued": self.issued,
             "expires": self.expires,
-            "release_keys": {"keys": [k.hex for k in self.release_keys],
-                             "threshold": self.release_threshold},
-            "root_keys": {"keys": [k.hex for k in self.root_keys],
-                          "threshold": self.root_threshold},
+            "release_keys": {
+                "keys": [k.hex for k in self.release_keys],
+                "threshold": self.release_threshold,
+            },
+            "root_keys": {
+                "keys": [k.hex for k in self.root_keys],
+                "threshold": self.root_threshold,
+            },
         }
 
 
@@ -153,8 +162,9 @@ def _keys(value: Any, path: str) -> tuple[tuple[PublicKey, ...], int]:
         raise MalformedDocument(f"expected a list of at most {MAX_ROOT_KEYS} keys", f"{path}.keys")
     for i, k in enumerate(keys):
         if not isinstance(k, str) or not _HEX64.match(k):
-            raise MalformedDocument("a public key is 64 lowercase hex characters",
-                                    f"{path}.keys[{i}]")
+            raise MalformedDocument(
+                "a public key is 64 lowercase hex characters", f"{path}.keys[{i}]"
+            )
     if isinstance(threshold, bool) or not isinstance(threshold, int):
         raise MalformedDocument("expected an integer", f"{path}.threshold")
     return tuple(PublicKey.from_hex(k) for k in keys), threshold
@@ -182,8 +192,15 @@ def parse_root(signed: Any, path: str = "signed") -> Root:
         parse_time(signed[name], f"{path}.{name}")
     release, release_threshold = _keys(signed["release_keys"], f"{path}.release_keys")
     root, root_threshold = _keys(signed["root_keys"], f"{path}.root_keys")
-    return Root(version, signed["issued"], signed["expires"], release, release_threshold, root,
-                root_threshold)
+    return Root(
+        version,
+        signed["issued"],
+        signed["expires"],
+        release,
+        release_threshold,
+        root,
+        root_threshold,
+    )
 
 
 def _signed_root(envelope: Any) -> Root:
@@ -201,27 +218,39 @@ def update_root(current: TrustedRoot, envelope: Any) -> TrustedRoot:
     new = _signed_root(envelope)
     trusted = current.root
     if new.version <= trusted.version:
-        if new.version == trusted.version and current.envelope is not None and (
-                canonical_json(envelope["signed"]) == canonical_json(current.envelope["signed"])):
+        if (
+            new.version == trusted.version
+            and current.envelope is not None
+            and (canonical_json(envelope["signed"]) == canonical_json(current.envelope["signed"]))
+        ):
             return current
         if new.version == trusted.version:
-            raise VersionNotNewer(f"root version {new.version} differs from the trusted root of the "
-                                  "same version: a fork, refused")
-        raise VersionNotNewer(f"root version {new.version} is older than the trusted "
-                              f"version {trusted.version}: a rollback, refused")
+            raise VersionNotNewer(
+                f"root version {new.version} differs from the trusted root of the "
+                "same version: a fork, refused"
+            )
+        raise VersionNotNewer(
+            f"root version {new.version} is older than the trusted "
+            f"version {trusted.version}: a rollback, refused"
+        )
     if new.version != trusted.version + 1:
-        raise MissingRoot(f"root version {new.version} cannot be checked from trusted version "
-                          f"{trusted.version}: version {trusted.version + 1} is missing")
+        raise MissingRoot(
+            f"root version {new.version} cannot be checked from trusted version "
+            f"{trusted.version}: version {trusted.version + 1} is missing"
+        )
     try:
         verify_envelope(envelope, trusted.root_keyring())
     except BadSignature as e:
-        raise BadSignature(f"root version {new.version} is not signed by a threshold of root "
-                           f"version {trusted.version}'s root keys ({e})") from e
+        raise BadSignature(
+            f"root version {new.version} is not signed by a threshold of root "
+            f"version {trusted.version}'s root keys ({e})"
+        ) from e
     try:
         verify_envelope(envelope, new.root_keyring())
     except BadSignature as e:
-        raise BadSignature(f"root version {new.version} is not signed by a threshold of its own "
-                           f"root keys ({e})") from e
+        raise BadSignature(
+            f"root version {new.version} is not signed by a threshold of its own root keys ({e})"
+        ) from e
     return TrustedRoot(new, envelope)
 
 
@@ -255,8 +284,9 @@ def parse_chain(data: bytes, max_bytes: int = MAX_CHAIN_BYTES) -> list[Any]:
     return roots
 
 
-def walk_chain(current: TrustedRoot, data: bytes, now: datetime,
-               max_bytes: int = MAX_CHAIN_BYTES) -> tuple[TrustedRoot, list[TrustedRoot]]:
+def walk_chain(
+    current: TrustedRoot, data: bytes, now: datetime, max_bytes: int = MAX_CHAIN_BYTES
+) -> tuple[TrustedRoot, list[TrustedRoot]]:
     """Walk a chain message from `current`: (the last root reached, the roots newly trusted).
 
     Roots at or below the trusted version are history and skipped, except the last one: the
@@ -290,11 +320,13 @@ def build_chain(envelopes: list[dict[str, Any]]) -> dict[str, Any]:
 
 def describe(root: Root) -> str:
     """`root v3: release keys 1a2b..,3c4d.. (2 of 2), root keys 9f8e.. (1 of 1), expires ...`"""
+
     def ids(keys: tuple[PublicKey, ...]) -> str:
         return ",".join(k.keyid[:12] for k in keys)
 
-    return (f"root v{root.version}: release keys {ids(root.release_keys)} "
-            f"({root.release_threshold} of {len(root.release_keys)}), root keys "
-            f"{ids(root.root_keys)} ({root.root_threshold} of {len(root.root_keys)}), "
-            f"expires {root.expires or 'never'}")
-
+    return (
+        f"root v{root.version}: release keys {ids(root.release_keys)} "
+        f"({root.release_threshold} of {len(root.release_keys)}), root keys "
+        f"{ids(root.root_keys)} ({root.root_threshold} of {len(root.root_keys)}), "
+        f"expires {root.expires or 'never'}"
+    )

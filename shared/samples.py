@@ -42,18 +42,22 @@ def parse_capture_request(payload: bytes, device_id: str) -> CaptureRequest:
     load_json(payload, MAX_REQUEST_BYTES)  # the size cap before the schema is even looked at
     message = decode_message(payload, MAX_REQUEST_BYTES)
     if not isinstance(message, CaptureRequest):
-        raise MalformedDocument(f"expected a capture request, got {type(message).__name__}",
-                                "schema")
+        raise MalformedDocument(
+            f"expected a capture request, got {type(message).__name__}", "schema"
+        )
     if message.device_id != device_id:
-        raise MalformedDocument(f"sent on {device_id}'s topic for {message.device_id}",
-                                "device_id")
+        raise MalformedDocument(f"sent on {device_id}'s topic for {message.device_id}", "device_id")
     if not message.files or len(message.files) > MAX_FILES_PER_REQUEST:
         raise MalformedDocument(f"1 to {MAX_FILES_PER_REQUEST} files", "files")
     for name, size in message.files.items():
         if not SAMPLE_FILE.match(name):
             raise MalformedDocument("not a sample file name", f"files.{name[:80]}")
-        if isinstance(size, bool) or not isinstance(size, int) or not (
-                0 < size <= MAX_SAMPLE_FILE_BYTES):
-            raise MalformedDocument(f"a size of 1 to {MAX_SAMPLE_FILE_BYTES} bytes",
-                                    f"files.{name}")
+        if (
+            isinstance(size, bool)
+            or not isinstance(size, int)
+            or not (0 < size <= MAX_SAMPLE_FILE_BYTES)
+        ):
+            raise MalformedDocument(
+                f"a size of 1 to {MAX_SAMPLE_FILE_BYTES} bytes", f"files.{name}"
+            )
     return message

@@ -1,13 +1,13 @@
 """MQTT topic names of the contract, with device-id validation at both ends.
 
-    {prefix}/devices/{id}/state       device -> cloud, retained
-    {prefix}/devices/{id}/telemetry   device -> cloud
-    {prefix}/devices/{id}/events      device -> cloud
-    {prefix}/devices/{id}/update      device -> cloud
-    {prefix}/devices/{id}/capture     device -> cloud (upload grants asked for samples)
-    {prefix}/devices/{id}/desired     cloud -> device, retained
-    {prefix}/devices/{id}/cmd         cloud -> device
-    {prefix}/trust/root               cloud -> every device, retained: the root chain
+{prefix}/devices/{id}/state       device -> cloud, retained
+{prefix}/devices/{id}/telemetry   device -> cloud
+{prefix}/devices/{id}/events      device -> cloud
+{prefix}/devices/{id}/update      device -> cloud
+{prefix}/devices/{id}/capture     device -> cloud (upload grants asked for samples)
+{prefix}/devices/{id}/desired     cloud -> device, retained
+{prefix}/devices/{id}/cmd         cloud -> device
+{prefix}/trust/root               cloud -> every device, retained: the root chain
 """
 
 from __future__ import annotations

@@ -50,12 +50,17 @@ def _int(value: Any, path: str, low: int, high: int = _INT64) -> int:
     return value
 
 
-def _text(value: Any, path: str, pattern: re.Pattern[str] | None = None,
-          max_len: int = 4096) -> str:
-    if not isinstance(value, str) or len(value) > max_len or (
-            pattern is not None and not pattern.match(value)):
-        raise MalformedDocument("expected a string" + (f" of the form {pattern.pattern}"
-                                                       if pattern else ""), path)
+def _text(
+    value: Any, path: str, pattern: re.Pattern[str] | None = None, max_len: int = 4096
+) -> str:
+    if (
+        not isinstance(value, str)
+        or len(value) > max_len
+        or (pattern is not None and not pattern.match(value))
+    ):
+        raise MalformedDocument(
+            "expected a string" + (f" of the form {pattern.pattern}" if pattern else ""), path
+        )
     return value
 
 
@@ -70,10 +75,17 @@ class Variant:
     artifact_size: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "quality_ppm": self.quality_ppm,
-                "target": {"sha256": self.sha256, "size": self.size},
-                "artifact": {"url": self.url, "sha256": self.artifact_sha256,
-                             "size": self.artifact_size, "codec": "zstd"}}
+        return {
+            "name": self.name,
+            "quality_ppm": self.quality_ppm,
+            "target": {"sha256": self.sha256, "size": self.size},
+            "artifact": {
+                "url": self.url,
+                "sha256": self.artifact_sha256,
+                "size": self.artifact_size,
+                "codec": "zstd",
+            },
+        }
 
     @classmethod
     def parse(cls, value: Any, path: str) -> Variant:
@@ -106,8 +118,11 @@ class VariantSet:
         return next((v for v in self.candidates if v.sha256 == sha256), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"min_quality_ppm": self.min_quality_ppm, "max_bench_ms": self.max_bench_ms,
-                "candidates": [v.to_dict() for v in self.candidates]}
+        return {
+            "min_quality_ppm": self.min_quality_ppm,
+            "max_bench_ms": self.max_bench_ms,
+            "candidates": [v.to_dict() for v in self.candidates],
+        }
 
     @classmethod
     def parse(cls, value: Any, path: str = "variants") -> VariantSet:
@@ -117,8 +132,11 @@ class VariantSet:
             raise MalformedDocument(f"1 to {MAX_CANDIDATES} candidates", f"{path}.candidates")
         candidates = tuple(Variant.parse(c, f"{path}.candidates[{i}]") for i, c in enumerate(raw))
         if len({c.name for c in candidates}) != len(candidates) or len(
-                {c.sha256 for c in candidates}) != len(candidates):
-            raise MalformedDocument("candidate names and models must differ",
-                                    f"{path}.candidates")
-        return cls(candidates, _int(v["min_quality_ppm"], f"{path}.min_quality_ppm", 0, PPM),
-                   _int(v["max_bench_ms"], f"{path}.max_bench_ms", 1, MAX_BENCH_MS))
+            {c.sha256 for c in candidates}
+        ) != len(candidates):
+            raise MalformedDocument("candidate names and models must differ", f"{path}.candidates")
+        return cls(
+            candidates,
+            _int(v["min_quality_ppm"], f"{path}.min_quality_ppm", 0, PPM),
+            _int(v["max_bench_ms"], f"{path}.max_bench_ms", 1, MAX_BENCH_MS),
+        )

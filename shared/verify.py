@@ -74,8 +74,9 @@ def verify_signed(envelope: object, keyring: Keyring, what: str) -> dict[str, An
         revoked = [r for r in keyring.revoked if _signed_by(envelope, r.key)]
         if not revoked:
             raise
-        names = ", ".join(f"{r.key.keyid[:16]} (revoked by root version {r.version})"
-                          for r in revoked)
+        names = ", ".join(
+            f"{r.key.keyid[:16]} (revoked by root version {r.version})" for r in revoked
+        )
         raise BadSignature(f"{what} is signed by revoked key {names}; {e}") from e
 
 
@@ -92,7 +93,9 @@ def verify_release(envelope: object, keyring: Keyring, profile: str, now: dateti
     signed = verify_signed(envelope, keyring, "release")
     release = Release.parse_signed(signed, "release.signed")
     if release.profile != profile:
-        raise WrongProfile(f"release is for profile {release.profile!r}, this device is {profile!r}")
+        raise WrongProfile(
+            f"release is for profile {release.profile!r}, this device is {profile!r}"
+        )
     if release.expires_at <= now:
         raise Expired(f"release {release.name}@{release.version} expired at {release.expires}")
     return release
@@ -126,7 +129,9 @@ def verify_deployment(
         raise Expired(f"deployment {deployment.rollout_id} expired at {deployment.expires}")
     release = verify_release(deployment.release, keyring, profile, now)
     if release.name != model_name:
-        raise WrongProfile(f"release is for model {release.name!r}, this device runs {model_name!r}")
+        raise WrongProfile(
+            f"release is for model {release.name!r}, this device runs {model_name!r}"
+        )
     if max_model_bytes is not None:
         check_sizes(release, max_model_bytes)
     if expected_io is not None and not release.io.fits(expected_io):
@@ -136,8 +141,10 @@ def verify_deployment(
         )
     # a device may run another of the release's variants than its target: that is current too
     running = release.target.sha256 == installed_sha256 or (
-        release.variants is not None and installed_sha256 is not None
-        and release.variants.by_sha256(installed_sha256) is not None)
+        release.variants is not None
+        and installed_sha256 is not None
+        and release.variants.by_sha256(installed_sha256) is not None
+    )
     same = release.version == installed_version and running
     if not same and release.version <= installed_version:
         raise VersionNotNewer(
@@ -165,7 +172,9 @@ def check_sizes(release: Release, max_model_bytes: int) -> None:
         sizes += [(f"variant {v.name}", v.size), (f"variant {v.name}'s artifact", v.artifact_size)]
     for what, size in sizes:
         if size > max_model_bytes:
-            raise SizeExceeded(f"{what} declares {size} bytes, over this device's {max_model_bytes}")
+            raise SizeExceeded(
+                f"{what} declares {size} bytes, over this device's {max_model_bytes}"
+            )
 
 
 def describe_io(io: IOSignature) -> str:

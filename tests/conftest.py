@@ -127,7 +127,11 @@ class Mosquitto:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                err = (
+                    self.process.stderr.read().decode(errors="replace")
+                    if self.process.stderr
+                    else ""
+                )
                 log = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
                 raise RuntimeError(f"mosquitto exited at start: {err}\n{log[-2000:]}")
             try:
@@ -215,7 +219,10 @@ class Subscriber:
     """A real paho subscriber that records what it receives (QoS 1, auto-reconnecting)."""
 
     def __init__(
-        self, broker: Mosquitto, topics: list[str], persistent: bool = False,
+        self,
+        broker: Mosquitto,
+        topics: list[str],
+        persistent: bool = False,
         client_id: str | None = None,
     ) -> None:
         self.topics = topics
@@ -224,7 +231,8 @@ class Subscriber:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id or f"sub-{uuid.uuid4().hex[:8]}",
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"sub-{uuid.uuid4().hex[:8]}",
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         self._client.reconnect_delay_set(1, 1)
@@ -235,8 +243,9 @@ class Subscriber:
         if persistent:
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = 3600
-        self._client.connect_async(broker.host, broker.port, 30, clean_start=not persistent,
-                                   properties=properties)
+        self._client.connect_async(
+            broker.host, broker.port, 30, clean_start=not persistent, properties=properties
+        )
         self._client.loop_start()
         if not self._subscribed.wait(10):
             raise RuntimeError("test subscriber could not subscribe")
@@ -253,8 +262,9 @@ class Subscriber:
     def _on_message(self, client, userdata, message):  # type: ignore[no-untyped-def]
         with self._lock:
             self.messages.append(
-                Received(message.topic, bytes(message.payload), bool(message.retain),
-                         bool(message.dup))
+                Received(
+                    message.topic, bytes(message.payload), bool(message.retain), bool(message.dup)
+                )
             )
 
     def snapshot(self) -> list[Received]:
@@ -281,8 +291,9 @@ class Subscriber:
 def mqtt_subscriber() -> Iterator[Callable[..., Subscriber]]:
     made: list[Subscriber] = []
 
-    def make(broker: Mosquitto, topics: list[str], persistent: bool = False,
-             client_id: str | None = None) -> Subscriber:
+    def make(
+        broker: Mosquitto, topics: list[str], persistent: bool = False, client_id: str | None = None
+    ) -> Subscriber:
         sub = Subscriber(broker, topics, persistent, client_id)
         made.append(sub)
         return sub
@@ -304,9 +315,15 @@ class AgentProcess:
     """
 
     def __init__(
-        self, workdir: Path, broker: Mosquitto, trusted_keys: list[str], *,
-        device_id: str = "dev-1", telemetry_s: float = 10.0,
-        source: str = "synthetic:image?fps=10", extra_toml: str = "",
+        self,
+        workdir: Path,
+        broker: Mosquitto,
+        trusted_keys: list[str],
+        *,
+        device_id: str = "dev-1",
+        telemetry_s: float = 10.0,
+        source: str = "synthetic:image?fps=10",
+        extra_toml: str = "",
     ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -352,7 +369,9 @@ heartbeat_s = 30
             log.write(f"---- start {self.starts}\n".encode())
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config_path)],
-                stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
             )
 
     @property
@@ -405,8 +424,9 @@ def agent_process(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
     """`agent_process(broker, trusted_keys, **options)` -> a started `AgentProcess`."""
     made: list[AgentProcess] = []
 
-    def make(broker: Mosquitto, trusted_keys: list[str], start: bool = True,
-             **options: Any) -> AgentProcess:
+    def make(
+        broker: Mosquitto, trusted_keys: list[str], start: bool = True, **options: Any
+    ) -> AgentProcess:
         proc = AgentProcess(tmp_path / f"agent-{len(made)}", broker, trusted_keys, **options)
         made.append(proc)
         if start:

@@ -49,11 +49,18 @@ HOUR_S = 3600.0
 
 
 class SampleRecorder:
-    def __init__(self, config: CaptureConfig, store: SampleStore, state_file: Path,
-                 references: ReferenceBook, signature_of: Callable[[str], IOSignature | None],
-                 identity: Callable[[], ModelIdentity | None], stop: threading.Event,
-                 drifting: Callable[[], bool] = lambda: False,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: CaptureConfig,
+        store: SampleStore,
+        state_file: Path,
+        references: ReferenceBook,
+        signature_of: Callable[[str], IOSignature | None],
+        identity: Callable[[], ModelIdentity | None],
+        stop: threading.Event,
+        drifting: Callable[[], bool] = lambda: False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.store = store
         self._state_file = state_file
@@ -123,8 +130,9 @@ class SampleRecorder:
         self._pending.append((trigger, result))
         self._wake.set()
 
-    def disagreement(self, sha256: str, inputs: list[np.ndarray], new_top1: int | None,
-                     old_top1: int | None) -> None:
+    def disagreement(
+        self, sha256: str, inputs: list[np.ndarray], new_top1: int | None, old_top1: int | None
+    ) -> None:
         """The probation's shadow thread: the two models disagree on this frame."""
         if not self.enabled or "disagreement" not in self.config.triggers:
             return
@@ -186,13 +194,18 @@ class SampleRecorder:
         sample_id = new_sample_id(now)
         identity = self._identity()
         meta: dict[str, Any] = {
-            "id": sample_id, "trigger": trigger, "time": now,
-            "model": None if identity is None else {
-                "name": identity.name, "version": identity.version, "sha256": identity.sha256},
+            "id": sample_id,
+            "trigger": trigger,
+            "time": now,
+            "model": None
+            if identity is None
+            else {"name": identity.name, "version": identity.version, "sha256": identity.sha256},
             "model_sha256": result.model_sha256,
             "shape": list(x.shape[1:]),
-            "outputs": [np.asarray(o).astype(np.float32).reshape(-1).tolist()
-                        for o in (result.outputs or [])],
+            "outputs": [
+                np.asarray(o).astype(np.float32).reshape(-1).tolist()
+                for o in (result.outputs or [])
+            ],
         }
         if isinstance(result, _Shadow):
             meta.update(predicted=result.new_top1, previous_predicted=result.old_top1)

@@ -62,8 +62,9 @@ class SampleStore:
         input before its JSON."""
         files = self._files()
         complete = {p.stem for p in files if p.suffix == ".json"}
-        return sorted((p for p in files if p.stem in complete),
-                      key=lambda p: (p.stem, p.suffix == ".json"))
+        return sorted(
+            (p for p in files if p.stem in complete), key=lambda p: (p.stem, p.suffix == ".json")
+        )
 
     def remove(self, name: str) -> None:
         if SAMPLE_FILE.match(name):

@@ -50,8 +50,15 @@ def upload_urls(command: Command) -> dict[str, str]:
 
 
 class SampleUploader:
-    def __init__(self, store: SampleStore, device_id: str, publish: Callable[[bytes], Any],
-                 stop: threading.Event, retry_s: float = 30.0, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        store: SampleStore,
+        device_id: str,
+        publish: Callable[[bytes], Any],
+        stop: threading.Event,
+        retry_s: float = 30.0,
+        timeout_s: float = 30.0,
+    ) -> None:
         self.store = store
         self.device_id = device_id
         self._publish = publish
@@ -122,8 +129,12 @@ class SampleUploader:
 
     def _put(self, name: str, data: bytes, url: str) -> bool:
         # an explicit type: urllib would call the body a form, and some servers parse it so
-        request = urllib.request.Request(url, data=data, method="PUT", headers={
-            "Content-Length": str(len(data)), "Content-Type": "application/octet-stream"})
+        request = urllib.request.Request(
+            url,
+            data=data,
+            method="PUT",
+            headers={"Content-Length": str(len(data)), "Content-Type": "application/octet-stream"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 ok = 200 <= int(response.status) < 300

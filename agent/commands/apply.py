@@ -44,8 +44,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--config", required=True, type=Path, help="the agent config (agent.toml)")
     p.add_argument("deployment", type=Path, help="a signed deployment document (JSON)")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
-    p.add_argument("--timeout", type=float, default=900.0,
-                   help="seconds to wait for a running daemon's answer (default 900)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="seconds to wait for a running daemon's answer (default 900)",
+    )
     p.set_defaults(func=_apply)
 
 
@@ -103,8 +107,10 @@ def _apply(args: argparse.Namespace) -> int:
         request = submit(config.state_dir, data, folders)
         outcome = wait_result(config.state_dir, request, args.timeout)
         if outcome is None:
-            print(f"error: the running agent did not answer within {args.timeout:.0f} s",
-                  file=sys.stderr)
+            print(
+                f"error: the running agent did not answer within {args.timeout:.0f} s",
+                file=sys.stderr,
+            )
             return EXIT_UNAVAILABLE
         outcome.setdefault("active", outcome.get("phase") in ("probation", "committed"))
         _print(outcome, args.json)

@@ -48,19 +48,35 @@ WARMUP = 10  # inferences left out at the start of the loop run
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
-        "bench", help="measure the inference loop against the bare interpreter",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "bench",
+        help="measure the inference loop against the bare interpreter",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", required=True, type=Path, help="a .tflite model")
     p.add_argument("--source", help="a source URI (default: a synthetic source for the model)")
     p.add_argument("--frames", type=int, default=300, help="frames to measure (default 300)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="interpreter threads (default: the profile's)")
-    p.add_argument("--profile", default="x86-gateway",
-                   help="device profile for threads, delegates and camera size")
-    p.add_argument("--swap-every", type=int, default=0, metavar="K",
-                   help="hot-swap a fresh copy of the model every K frames")
-    p.add_argument("--rounds", type=int, default=5,
-                   help="bare/loop rounds; the median round is reported (default 5)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="interpreter threads (default: the profile's)"
+    )
+    p.add_argument(
+        "--profile",
+        default="x86-gateway",
+        help="device profile for threads, delegates and camera size",
+    )
+    p.add_argument(
+        "--swap-every",
+        type=int,
+        default=0,
+        metavar="K",
+        help="hot-swap a fresh copy of the model every K frames",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="bare/loop rounds; the median round is reported (default 5)",
+    )
     p.add_argument("--labels", type=Path, help="labels file for the summary")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_bench)
@@ -72,10 +88,17 @@ def _bench(args: argparse.Namespace) -> int:
     from device_profiles.profile import ProfileInvalid
     from shared.errors import Rejected
 
-    if (args.frames < WARMUP + 2 or args.swap_every < 0 or (args.threads or 1) < 1
-            or args.rounds < 1):
-        print(f"error: --frames must be at least {WARMUP + 2}, --threads, --rounds and "
-              "--swap-every positive", file=sys.stderr)
+    if (
+        args.frames < WARMUP + 2
+        or args.swap_every < 0
+        or (args.threads or 1) < 1
+        or args.rounds < 1
+    ):
+        print(
+            f"error: --frames must be at least {WARMUP + 2}, --threads, --rounds and "
+            "--swap-every positive",
+            file=sys.stderr,
+        )
         return EXIT_INVALID
     try:
         profile = load_profile(args.profile)
@@ -83,10 +106,17 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INVALID
     try:
-        result = run_bench(args.model, args.source, args.frames,
-                           args.threads or profile.runtime.threads, args.swap_every,
-                           profile.runtime.delegates, args.labels,
-                           (profile.camera.width, profile.camera.height), args.rounds)
+        result = run_bench(
+            args.model,
+            args.source,
+            args.frames,
+            args.threads or profile.runtime.threads,
+            args.swap_every,
+            profile.runtime.delegates,
+            args.labels,
+            (profile.camera.width, profile.camera.height),
+            args.rounds,
+        )
     except Rejected as e:
         print(f"error: {e.reason}: {e}", file=sys.stderr)
         return EXIT_REJECTED
@@ -123,8 +153,9 @@ def _first_input(source: Any, stage: Any, timeout: float = 10.0) -> list[Any]:
     raise TimeoutError(f"no input from {source.describe()} in {timeout:.0f} s")
 
 
-def _naive(model: Any, source: Any, stage: Any, post: Any, frames: int,
-           timeout: float = 60.0) -> float:
+def _naive(
+    model: Any, source: Any, stage: Any, post: Any, frames: int, timeout: float = 60.0
+) -> float:
     """Frames per second of a plain single-thread read-prepare-invoke-interpret loop.
 
     What a user writes first: no capture thread, no reduced decode (the frame comes whole, as
@@ -194,7 +225,7 @@ class _Run:
     model: Any = None  # the model serving at the end
 
     def measured(self, frames: int) -> list[tuple[float, float, float]]:
-        return self.done[WARMUP:WARMUP + frames]
+        return self.done[WARMUP : WARMUP + frames]
 
     def intervals(self) -> Any:
         import numpy as np
@@ -202,8 +233,9 @@ class _Run:
         return np.diff(np.array([t for t, _, _ in self.done])) * 1000.0
 
 
-def _run_loop(model: Any, source: Any, options: Any, frames: int, swap_every: int,
-              load: Any) -> _Run:
+def _run_loop(
+    model: Any, source: Any, options: Any, frames: int, swap_every: int, load: Any
+) -> _Run:
     """The agent's loop over `source` until WARMUP + `frames` inferences (or the source ends)."""
     from agent.loop import InferenceLoop, InferenceResult
     from agent.system_metrics import read_rss_mb
@@ -234,8 +266,9 @@ def _run_loop(model: Any, source: Any, options: Any, frames: int, swap_every: in
             finished.set()
 
     loop.add_listener(listen)
-    swapper = threading.Thread(target=_swapper, args=(loop, load, (load_due, swap_due),
-                                                      finished, run), daemon=True)
+    swapper = threading.Thread(
+        target=_swapper, args=(loop, load, (load_due, swap_due), finished, run), daemon=True
+    )
     loop.start()
     if swap_every:
         swapper.start()
@@ -255,9 +288,17 @@ def _run_loop(model: Any, source: Any, options: Any, frames: int, swap_every: in
     return run
 
 
-def run_bench(model_path: Path, source_uri: str | None, frames: int, threads: int,
-              swap_every: int = 0, delegates: tuple[str, ...] = (), labels: Path | None = None,
-              camera_size: tuple[int, int] = (640, 480), rounds: int = 5) -> dict[str, Any]:
+def run_bench(
+    model_path: Path,
+    source_uri: str | None,
+    frames: int,
+    threads: int,
+    swap_every: int = 0,
+    delegates: tuple[str, ...] = (),
+    labels: Path | None = None,
+    camera_size: tuple[int, int] = (640, 480),
+    rounds: int = 5,
+) -> dict[str, Any]:
     """Measure and return the figures `bench --json` prints."""
     import numpy as np
 
@@ -290,10 +331,12 @@ def run_bench(model_path: Path, source_uri: str | None, frames: int, threads: in
         run = _run_loop(model, source(), options, frames, swap_every, load)
         model = run.model  # after swaps: the copy serving now
         runs.append(run)
-        post = Postprocess(model.signature, list(options.labels), options.top_k,
-                           options.score_threshold)
-        naive.append(_naive(model, source(), stage_for(model.signature, probe.kind, options),
-                            post, frames))
+        post = Postprocess(
+            model.signature, list(options.labels), options.top_k, options.score_threshold
+        )
+        naive.append(
+            _naive(model, source(), stage_for(model.signature, probe.kind, options), post, frames)
+        )
         bare.append(_bare(model, inputs, frames))
     model.close()
     per_round = []  # (ratio, loop_fps, invoke_fps)
@@ -314,21 +357,29 @@ def run_bench(model_path: Path, source_uri: str | None, frames: int, threads: in
     p50, p95, p99 = (float(v) for v in np.percentile(latencies, [50, 95, 99]))
     bare_ms = [ms for _, run_ms in bare for ms in run_ms]
     result: dict[str, Any] = {
-        "model": str(model_path), "backend": model.backend, "threads": threads, "source": uri,
-        "frames": len(runs[0].measured(frames)), "rounds": rounds,
-        "invoke_fps": round(invoke_fps, 2), "loop_fps": round(loop_fps, 2),
+        "model": str(model_path),
+        "backend": model.backend,
+        "threads": threads,
+        "source": uri,
+        "frames": len(runs[0].measured(frames)),
+        "rounds": rounds,
+        "invoke_fps": round(invoke_fps, 2),
+        "loop_fps": round(loop_fps, 2),
         "ratio": round(loop_fps / invoke_fps, 4),
         "round_ratios": [round(r, 4) for r, _, _ in per_round],
         "naive_fps": round(sorted(vs_naive)[(len(vs_naive) - 1) // 2][1], 2),
         "vs_naive": round(sorted(vs_naive)[(len(vs_naive) - 1) // 2][0], 4),
         "round_vs_naive": [round(r, 4) for r, _ in vs_naive],
-        "p50_ms": round(p50, 3), "p95_ms": round(p95, 3), "p99_ms": round(p99, 3),
+        "p50_ms": round(p50, 3),
+        "p95_ms": round(p95, 3),
+        "p99_ms": round(p99, 3),
         "invoke_p50_ms": round(float(np.percentile(bare_ms, 50)), 3),
         "e2e_p50_ms": round(float(np.percentile(e2e, 50)), 3),
         "e2e_p95_ms": round(float(np.percentile(e2e, 95)), 3),
         "overhead_us": round((1.0 / loop_fps - 1.0 / invoke_fps) * 1e6, 1),
-        "outside_invoke_us": round(float(np.mean([_outside_invoke_us(run, frames)
-                                                  for run in runs])), 1),
+        "outside_invoke_us": round(
+            float(np.mean([_outside_invoke_us(run, frames) for run in runs])), 1
+        ),
         "errors": sum(run.errors for run in runs),
         "dropped_frames": sum(run.dropped for run in runs),
         "rss_mb": round(max(run.rss_mb for run in runs), 1),
@@ -383,8 +434,11 @@ def _gaps(intervals: Any, stretches: list[tuple[int, int]]) -> list[float]:
     the intervals from the one ending at inference `before` to the one after inference `after`
     are those it could lengthen.
     """
-    return [float(intervals[max(0, before - 1):after + 1].max()) for before, after in stretches
-            if after + 1 <= len(intervals)]
+    return [
+        float(intervals[max(0, before - 1) : after + 1].max())
+        for before, after in stretches
+        if after + 1 <= len(intervals)
+    ]
 
 
 def _wait(event: threading.Event, finished: threading.Event) -> bool:
@@ -395,8 +449,13 @@ def _wait(event: threading.Event, finished: threading.Event) -> bool:
     return True
 
 
-def _swapper(loop: Any, load: Any, due: tuple[threading.Event, threading.Event],
-             finished: threading.Event, run: _Run) -> None:
+def _swapper(
+    loop: Any,
+    load: Any,
+    due: tuple[threading.Event, threading.Event],
+    finished: threading.Event,
+    run: _Run,
+) -> None:
     """When a load is due: close the copy swapped out last, load the next; swap it in when due."""
     load_due, swap_due = due
     old: Any = None

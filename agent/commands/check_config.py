@@ -33,12 +33,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "failing) when either is not possible from here now.",
     )
     p.add_argument("--config", required=True, type=Path, help="the agent config (agent.toml)")
-    p.add_argument("--json", action="store_true",
-                   help="print {ok, problems, warnings, notes} as JSON")
-    p.add_argument("--no-model", action="store_true",
-                   help="skip loading [model] initial (config keys only)")
-    p.add_argument("--offline", action="store_true",
-                   help="do not try the source or the broker")
+    p.add_argument(
+        "--json", action="store_true", help="print {ok, problems, warnings, notes} as JSON"
+    )
+    p.add_argument(
+        "--no-model", action="store_true", help="skip loading [model] initial (config keys only)"
+    )
+    p.add_argument("--offline", action="store_true", help="do not try the source or the broker")
     p.set_defaults(func=_check)
 
 
@@ -52,7 +53,10 @@ def _model_problems(config: AgentConfig) -> tuple[list[str], str]:
         return [f"model.initial: {config.model.initial} does not load: {e}"], ""
     try:
         inputs = ", ".join(f"{list(t.shape)} {t.dtype}" for t in model.signature.inputs)
-        return [], f"model {config.model.initial} loads (sha256 {model.sha256[:12]}, input {inputs})"
+        return (
+            [],
+            f"model {config.model.initial} loads (sha256 {model.sha256[:12]}, input {inputs})",
+        )
     finally:
         model.close()
 
@@ -64,8 +68,10 @@ def _broker_warning(config: AgentConfig) -> str | None:
             return None
     except OSError as e:
         reason = e.strerror or type(e).__name__
-        return (f"warning: mqtt: cannot reach the broker at {host}:{port} ({reason}); the agent "
-                "keeps retrying and buffers telemetry meanwhile")
+        return (
+            f"warning: mqtt: cannot reach the broker at {host}:{port} ({reason}); the agent "
+            "keeps retrying and buffers telemetry meanwhile"
+        )
 
 
 def _source_warning(config: AgentConfig) -> str | None:
@@ -89,8 +95,10 @@ def _source_warning(config: AgentConfig) -> str | None:
     worker.start()
     worker.join(PROBE_TIMEOUT_S)
     if not outcome:
-        return (f"warning: source.uri: {uri} did not open within {PROBE_TIMEOUT_S:g} s; the agent "
-                "keeps trying")
+        return (
+            f"warning: source.uri: {uri} did not open within {PROBE_TIMEOUT_S:g} s; the agent "
+            "keeps trying"
+        )
     if outcome[0]:
         return f"warning: source.uri: cannot open {uri}: {outcome[0]}; the agent keeps trying"
     return None
@@ -113,9 +121,13 @@ def _check(args: argparse.Namespace) -> int:
         if not args.offline:
             warnings += [w for w in (_source_warning(config), _broker_warning(config)) if w]
         if problems:
-            notes.insert(0, f"config {args.config} has {len(problems)} problem(s): the agent "
-                         "would not start")
+            notes.insert(
+                0, f"config {args.config} has {len(problems)} problem(s): the agent would not start"
+            )
         else:
-            notes.insert(0, f"config {args.config} is valid (device {config.device_id}, "
-                         f"profile {config.profile.name})")
+            notes.insert(
+                0,
+                f"config {args.config} is valid (device {config.device_id}, "
+                f"profile {config.profile.name})",
+            )
     return print_check_report(problems, warnings, notes, args.json)

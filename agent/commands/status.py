@@ -66,11 +66,18 @@ def _status(args: argparse.Namespace) -> int:
         "state_dir": str(config.state_dir),
         "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
         "journal": {"phase": phase},
-        "outbox": {"depth": stats.depth, "dropped": stats.dropped, "bytes": stats.bytes,
-                   "last_seq": stats.last_seq},
+        "outbox": {
+            "depth": stats.depth,
+            "dropped": stats.dropped,
+            "bytes": stats.bytes,
+            "last_seq": stats.last_seq,
+        },
         "last_publish": _iso(stats.last_publish),
-        "trust": {"root_version": root.version, "expires": root.expires,
-                  "release_keys": [k.keyid for k in root.release_keys]},
+        "trust": {
+            "root_version": root.version,
+            "expires": root.expires,
+            "release_keys": [k.keyid for k in root.release_keys],
+        },
         "capture": _capture(config),
     }
     if args.json:
@@ -80,12 +87,16 @@ def _status(args: argparse.Namespace) -> int:
     print(f"model       {model.name} v{model.version} ({model.sha256[:12] or 'unknown'})")
     print(f"update      {phase}")
     print(f"trust       {describe(root)}")
-    print(f"outbox      {stats.depth} record(s) waiting, {stats.bytes} bytes, "
-          f"{stats.dropped} dropped, last seq {stats.last_seq}")
+    print(
+        f"outbox      {stats.depth} record(s) waiting, {stats.bytes} bytes, "
+        f"{stats.dropped} dropped, last seq {stats.last_seq}"
+    )
     print(f"last publish {report['last_publish'] or 'never'}")
     capture = report["capture"]
-    print(f"capture     {'on' if capture['enabled'] else 'off'}, {capture['files_waiting']} "
-          f"sample file(s) waiting for upload, {capture['bytes_waiting']} bytes")
+    print(
+        f"capture     {'on' if capture['enabled'] else 'off'}, {capture['files_waiting']} "
+        f"sample file(s) waiting for upload, {capture['bytes_waiting']} bytes"
+    )
     return 0
 
 
@@ -95,6 +106,9 @@ def _capture(config: Any) -> dict[str, Any]:
 
     budget = int(config.capture.max_disk_mb * 1024 * 1024)
     waiting = SampleStore(config.state_dir / "samples", budget).waiting()
-    return {"enabled": capture_enabled(config.capture, config.state_dir / CAPTURE_STATE_FILE),
-            "files_waiting": len(waiting),
-            "bytes_waiting": sum(p.stat().st_size for p in waiting), "budget_bytes": budget}
+    return {
+        "enabled": capture_enabled(config.capture, config.state_dir / CAPTURE_STATE_FILE),
+        "files_waiting": len(waiting),
+        "bytes_waiting": sum(p.stat().st_size for p in waiting),
+        "budget_bytes": budget,
+    }

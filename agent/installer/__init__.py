@@ -106,8 +106,11 @@ class InstallReport:
 
     @property
     def changed(self) -> bool:
-        return any(c.action not in ("unchanged", "absent", "kept", "skipped")
-                   and not c.action.startswith("would") for c in self.changes)
+        return any(
+            c.action not in ("unchanged", "absent", "kept", "skipped")
+            and not c.action.startswith("would")
+            for c in self.changes
+        )
 
     @property
     def would_change(self) -> bool:
@@ -117,8 +120,9 @@ class InstallReport:
         return [str(c) for c in self.changes] + self.notes
 
 
-def install(options: InstallOptions, run: Runner = run_command,
-            systemd_running: bool | None = None) -> InstallReport:
+def install(
+    options: InstallOptions, run: Runner = run_command, systemd_running: bool | None = None
+) -> InstallReport:
     """Write the tree and (live, with systemd running) enable and start the service."""
     running = Path("/run/systemd/system").is_dir() if systemd_running is None else systemd_running
     profile, config_bytes, warnings, password_file = _check(options, running)
@@ -133,18 +137,26 @@ def install(options: InstallOptions, run: Runner = run_command,
         final = f"{options.prefix.rstrip('/')}/venv"
         uri = tomllib.loads(config_bytes.decode("utf-8")).get("source", {}).get("uri", "")
         extras = ("camera",) if gives_frames(str(uri)) else ()  # OpenCV for frames only
-        plan = VenvPlan(at(final), final, source.resolve(), options.python, options.pip_args,
-                        extras)
+        plan = VenvPlan(
+            at(final), final, source.resolve(), options.python, options.pip_args, extras
+        )
         report.changes.append(
-            Change("would update" if plan.bin_python.exists() else "would create", plan.path,
-                   f"pip install {plan.requirement}")
-            if options.dry_run else ensure_venv(plan, run))
+            Change(
+                "would update" if plan.bin_python.exists() else "would create",
+                plan.path,
+                f"pip install {plan.requirement}",
+            )
+            if options.dry_run
+            else ensure_venv(plan, run)
+        )
     else:
         report.changes.append(Change("skipped", at(options.prefix), "--no-venv"))
     tmpfiles = templates.tmpfiles
     if password_file is not None:  # the service user reads it; nobody else does
-        tmpfiles += (f"# The broker password named by mqtt.password_file.\n"
-                     f"z {password_file} 0640 root {SERVICE_USER} -\n")
+        tmpfiles += (
+            f"# The broker password named by mqtt.password_file.\n"
+            f"z {password_file} 0640 root {SERVICE_USER} -\n"
+        )
     report.changes += [
         put_file(at(CONFIG_PATH), config_bytes, 0o640),
         put_file(at(UNIT_PATH), render_unit(templates.unit, options.prefix).encode(), 0o644),
@@ -154,8 +166,10 @@ def install(options: InstallOptions, run: Runner = run_command,
     ]
     if password_file is not None:
         report.changes.append(_share_password(at(password_file), options.dry_run))
-    report.notes.append(f"user: {SERVICE_USER} (groups video, dialout), made by "
-                        f"systemd-sysusers from {SYSUSERS_PATH}")
+    report.notes.append(
+        f"user: {SERVICE_USER} (groups video, dialout), made by "
+        f"systemd-sysusers from {SYSUSERS_PATH}"
+    )
     report.notes.append(f"unit: {UNIT_NAME}")
     if options.dry_run:
         report.notes.append("dry run: nothing was changed")
@@ -165,17 +179,26 @@ def install(options: InstallOptions, run: Runner = run_command,
         report.notes.append(
             f"systemd steps skipped (--root {options.root}): on first boot systemd-sysusers "
             "creates the litefleet user and systemd-tmpfiles the directories"
-            + ("; the service is enabled and starts on boot" if options.start else
-               f"; enable it with: systemctl --root={options.root} enable {UNIT_NAME}"))
+            + (
+                "; the service is enabled and starts on boot"
+                if options.start
+                else f"; enable it with: systemctl --root={options.root} enable {UNIT_NAME}"
+            )
+        )
         return report
-    commands = live_systemd_commands(report.changed or report.would_change,
-                                     options.start and running)
+    commands = live_systemd_commands(
+        report.changed or report.would_change, options.start and running
+    )
     if not running:
         commands = [c for c in commands if c[0] != "systemctl"]
-        report.notes.append("systemd is not running here: service not reloaded, enabled or "
-                            "started; it starts on the next boot with systemd")
+        report.notes.append(
+            "systemd is not running here: service not reloaded, enabled or "
+            "started; it starts on the next boot with systemd"
+        )
     elif not options.start:
-        report.notes.append(f"--no-start: enable and start with: systemctl enable --now {UNIT_NAME}")
+        report.notes.append(
+            f"--no-start: enable and start with: systemctl enable --now {UNIT_NAME}"
+        )
     for command in commands:
         if options.dry_run:
             report.notes.append(f"would run: {' '.join(command)}")
@@ -188,19 +211,28 @@ def install(options: InstallOptions, run: Runner = run_command,
 def _share_password(path: Path, dry_run: bool) -> Change:
     """The password file, readable by the service's group (tmpfiles.d sets the group)."""
     if not path.is_file():
-        return Change("absent", path, "mqtt.password_file: tmpfiles.d makes it 0640 root:"
-                      f"{SERVICE_USER} once it is there")
+        return Change(
+            "absent",
+            path,
+            f"mqtt.password_file: tmpfiles.d makes it 0640 root:{SERVICE_USER} once it is there",
+        )
     if path.stat().st_mode & 0o7777 == 0o640:
         return Change("unchanged", path)
     if not dry_run:
         path.chmod(0o640)
-    return Change("would update" if dry_run else "updated", path,
-                  f"mode 0640, group {SERVICE_USER} by tmpfiles.d")
+    return Change(
+        "would update" if dry_run else "updated",
+        path,
+        f"mode 0640, group {SERVICE_USER} by tmpfiles.d",
+    )
 
 
 def live_systemd_commands(changed: bool, start: bool) -> list[list[str]]:
     """What a live install runs after writing the tree (user, dirs, reload, enable, start)."""
-    commands = [["systemd-sysusers", SYSUSERS_PATH], ["systemd-tmpfiles", "--create", TMPFILES_PATH]]
+    commands = [
+        ["systemd-sysusers", SYSUSERS_PATH],
+        ["systemd-tmpfiles", "--create", TMPFILES_PATH],
+    ]
     if changed:
         commands.append(["systemctl", "daemon-reload"])
     if start:
@@ -210,16 +242,22 @@ def live_systemd_commands(changed: bool, start: bool) -> list[list[str]]:
     return commands
 
 
-def uninstall(root: Path = Path("/"), prefix: str = DEFAULT_PREFIX, purge: bool = False,
-              run: Runner = run_command, systemd_running: bool | None = None) -> InstallReport:
+def uninstall(
+    root: Path = Path("/"),
+    prefix: str = DEFAULT_PREFIX,
+    purge: bool = False,
+    run: Runner = run_command,
+    systemd_running: bool | None = None,
+) -> InstallReport:
     """Remove the service, the venv and the snippets; the config and state stay unless `purge`."""
     live = root.resolve() == Path("/")
     if live and os.geteuid() != 0:
         raise InstallRefused(["uninstalling from / needs root (or pass --root DIR)"])
     at = _under(root)
     report = InstallReport()
-    running = live and (Path("/run/systemd/system").is_dir() if systemd_running is None
-                        else systemd_running)
+    running = live and (
+        Path("/run/systemd/system").is_dir() if systemd_running is None else systemd_running
+    )
     if running:
         try:
             run(["systemctl", "disable", "--now", UNIT_NAME])
@@ -251,8 +289,9 @@ def uninstall(root: Path = Path("/"), prefix: str = DEFAULT_PREFIX, purge: bool 
     return report
 
 
-def _check(options: InstallOptions, systemd_running: bool
-           ) -> tuple[DeviceProfile, bytes, list[str], str | None]:
+def _check(
+    options: InstallOptions, systemd_running: bool
+) -> tuple[DeviceProfile, bytes, list[str], str | None]:
     """Validate everything before touching the tree; return (profile, config bytes, warnings,
     the password file the config names)."""
     problems: list[str] = []
@@ -261,14 +300,18 @@ def _check(options: InstallOptions, systemd_running: bool
     if options.live and os.geteuid() != 0 and not options.dry_run:
         problems.append("installing into / needs root (or pass --root DIR to build a tree)")
     if options.live and options.start and not systemd_running:
-        problems.append("systemd is not running here, so the service cannot be started: pass "
-                        "--no-start to write the files only (the service starts at the next "
-                        "boot with systemd), or --root DIR to build an image")
+        problems.append(
+            "systemd is not running here, so the service cannot be started: pass "
+            "--no-start to write the files only (the service starts at the next "
+            "boot with systemd), or --root DIR to build an image"
+        )
     if options.venv:
         source = options.source or default_source()
         if source is None:
-            problems.append("not running from a source tree: pass --source (a wheel, an sdist "
-                            "or a source folder)")
+            problems.append(
+                "not running from a source tree: pass --source (a wheel, an sdist "
+                "or a source folder)"
+            )
         elif not source.exists():
             problems.append(f"--source {source}: no such file or folder")
         if (pip := pip_problem(options.python)) is not None:
@@ -280,18 +323,24 @@ def _check(options: InstallOptions, systemd_running: bool
         raise InstallRefused([*problems, *e.problems]) from e
     config_bytes = options.config.read_bytes()
     raw = tomllib.loads(config_bytes.decode("utf-8"))
-    path_issues, warnings = path_problems(raw, str(Path(CONFIG_PATH).parent),
-                                          None if options.live else options.root,
-                                          _under(options.root))
+    path_issues, warnings = path_problems(
+        raw,
+        str(Path(CONFIG_PATH).parent),
+        None if options.live else options.root,
+        _under(options.root),
+    )
     problems += path_issues
     profile_ref = raw.get("profile", "")
     if ("/" in profile_ref or profile_ref.endswith(".toml")) and not profile_ref.startswith("/"):
-        problems.append(f"profile: {profile_ref!r} is relative; give an absolute path or a "
-                        "bundled profile name")
+        problems.append(
+            f"profile: {profile_ref!r} is relative; give an absolute path or a bundled profile name"
+        )
     state = Path(config.state_dir)
     if state != Path(STATE_DIR) and Path(STATE_DIR) not in state.parents:
-        problems.append(f"state_dir: {state} is not writable by the service (ProtectSystem=strict "
-                        f"allows only its StateDirectory {STATE_DIR})")
+        problems.append(
+            f"state_dir: {state} is not writable by the service (ProtectSystem=strict "
+            f"allows only its StateDirectory {STATE_DIR})"
+        )
     if problems:
         raise InstallRefused(problems)
     password = raw.get("mqtt", {}).get("password_file")
@@ -301,6 +350,7 @@ def _check(options: InstallOptions, systemd_running: bool
 def _under(root: Path) -> Callable[[str], Path]:
     def at(path: str) -> Path:
         return root / path.lstrip("/")
+
     return at
 
 
@@ -310,4 +360,3 @@ def _remove_if_empty(folder: Path) -> bool:
     except OSError:
         return False
     return True
-

@@ -13,8 +13,15 @@ from pathlib import Path
 
 from localio.atomic import write_atomic
 
-__all__ = ["Change", "plan_file", "plan_symlink", "remove_file", "remove_tree", "write_file",
-           "write_symlink"]
+__all__ = [
+    "Change",
+    "plan_file",
+    "plan_symlink",
+    "remove_file",
+    "remove_tree",
+    "write_file",
+    "write_symlink",
+]
 
 
 @dataclass(frozen=True)
@@ -99,5 +106,8 @@ def plan_symlink(path: Path, target: str) -> Change:
     """What `write_symlink` would do, without doing it (a dry run)."""
     if path.is_symlink() and os.readlink(path) == target:
         return Change("unchanged", path)
-    return Change("would update" if path.is_symlink() or path.exists() else "would create",
-                  path, f"-> {target}")
+    return Change(
+        "would update" if path.is_symlink() or path.exists() else "would create",
+        path,
+        f"-> {target}",
+    )

@@ -48,9 +48,7 @@ def find_templates() -> UnitTemplates:
     for folder in candidates:
         if (folder / UNIT_NAME).is_file():
             return UnitTemplates(folder)
-    raise FileNotFoundError(
-        f"no {UNIT_NAME} template in {' or '.join(str(c) for c in candidates)}"
-    )
+    raise FileNotFoundError(f"no {UNIT_NAME} template in {' or '.join(str(c) for c in candidates)}")
 
 
 def check_prefix(prefix: str) -> str | None:

@@ -29,14 +29,30 @@ import agent
 from .files import Change, write_file
 from .process import Runner, run_command
 
-__all__ = ["MIN_PIP", "STAMP_NAME", "VenvPlan", "default_source", "ensure_venv",
-           "evict_page_cache", "pip_problem", "source_fingerprint"]
+__all__ = [
+    "MIN_PIP",
+    "STAMP_NAME",
+    "VenvPlan",
+    "default_source",
+    "ensure_venv",
+    "evict_page_cache",
+    "pip_problem",
+    "source_fingerprint",
+]
 
 STAMP_NAME = "litefleet-install.json"
 MIN_PIP = (22, 3)  # the first pip with `--python`: it installs into a venv without pip
-_TREE_PARTS = ("pyproject.toml", "agent", "shared", "localio", "cloud", "device_profiles",
-               "systemd")
+_TREE_PARTS = (
+    "pyproject.toml",
+    "agent",
+    "shared",
+    "localio",
+    "cloud",
+    "device_profiles",
+    "systemd",
+)
 _SKIP = ("__pycache__", ".pyc", ".pyo")
+
 
 @dataclass(frozen=True)
 class VenvPlan:
@@ -59,8 +75,14 @@ class VenvPlan:
         return [self.python, "-m", "pip", "--python", str(self.bin_python)]
 
     def install_command(self) -> list[str]:
-        return [*self.pip_command(), "install", "--disable-pip-version-check", "--no-input",
-                *self.pip_args, self.requirement]
+        return [
+            *self.pip_command(),
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            *self.pip_args,
+            self.requirement,
+        ]
 
     @property
     def requirement(self) -> str:
@@ -68,25 +90,33 @@ class VenvPlan:
         return f"{self.source}[{','.join(self.extras)}]" if self.extras else str(self.source)
 
     def uninstall_command(self) -> list[str]:
-        return [*self.pip_command(), "uninstall", "--disable-pip-version-check", "-y",
-                "litefleet"]
+        return [*self.pip_command(), "uninstall", "--disable-pip-version-check", "-y", "litefleet"]
 
 
 def pip_problem(python: str) -> str | None:
     """One line when `python` has no pip that can install into another venv, else None."""
     try:
-        done = subprocess.run([python, "-m", "pip", "--version"], capture_output=True,
-                              text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [python, "-m", "pip", "--version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"--python {python}: cannot run it ({e})"
     found = re.match(r"pip (\d+)\.(\d+)", done.stdout)
     need = ".".join(map(str, MIN_PIP))
     if done.returncode != 0 or found is None:
-        return (f"--python {python} has no pip; the device venv is built without one and "
-                f"filled by this Python's pip (>= {need}): install pip for it")
+        return (
+            f"--python {python} has no pip; the device venv is built without one and "
+            f"filled by this Python's pip (>= {need}): install pip for it"
+        )
     if (int(found[1]), int(found[2])) < MIN_PIP:
-        return (f"--python {python} has pip {found[1]}.{found[2]}; installing into the device "
-                f"venv needs pip >= {need} (`{python} -m pip install -U pip`)")
+        return (
+            f"--python {python} has pip {found[1]}.{found[2]}; installing into the device "
+            f"venv needs pip >= {need} (`{python} -m pip install -U pip`)"
+        )
     return None
 
 
@@ -110,8 +140,11 @@ def source_fingerprint(source: Path) -> str:
         if p.is_file():
             files.append(p)
         elif p.is_dir():
-            files.extend(f for f in p.rglob("*") if f.is_file()
-                         and not any(s in f.parts or f.name.endswith(s) for s in _SKIP))
+            files.extend(
+                f
+                for f in p.rglob("*")
+                if f.is_file() and not any(s in f.parts or f.name.endswith(s) for s in _SKIP)
+            )
     for file in sorted(files):
         h.update(str(file.relative_to(source)).encode() + b"\0")
         h.update(hashlib.sha256(file.read_bytes()).digest())

@@ -1,9 +1,9 @@
 """The device's link to the cloud over MQTT.
 
-    client.MqttLink      the paho client: persistent session, TLS, last will, subscriptions
-    drain.OutboxDrain    outbox -> broker, QoS 1, rows deleted on PUBACK
-    inbound.Inbound      `desired` and `cmd` messages, handled off paho's thread
-    commands             signed operator commands: verification and the replay guard
+client.MqttLink      the paho client: persistent session, TLS, last will, subscriptions
+drain.OutboxDrain    outbox -> broker, QoS 1, rows deleted on PUBACK
+inbound.Inbound      `desired` and `cmd` messages, handled off paho's thread
+commands             signed operator commands: verification and the replay guard
 """
 
 from agent.link.client import Backoff, MqttLink

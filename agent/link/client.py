@@ -93,7 +93,8 @@ class MqttLink:
             fleet_topic(channel, config.topic_prefix): channel for channel in FLEET_SUBSCRIBED
         }
         self._inbound_topics.update(
-            {topic(device_id, channel, config.topic_prefix): channel for channel in SUBSCRIBED})
+            {topic(device_id, channel, config.topic_prefix): channel for channel in SUBSCRIBED}
+        )
         self._client = self._build_client()
 
     # -- set-up ------------------------------------------------------------------------------
@@ -102,12 +103,15 @@ class MqttLink:
         cfg = self.config
         if self._v5:
             client = paho.Client(
-                CallbackAPIVersion.VERSION2, client_id=self.device_id,
+                CallbackAPIVersion.VERSION2,
+                client_id=self.device_id,
                 protocol=MQTTProtocolVersion.MQTTv5,
             )
         else:
             client = paho.Client(
-                CallbackAPIVersion.VERSION2, client_id=self.device_id, clean_session=False,
+                CallbackAPIVersion.VERSION2,
+                client_id=self.device_id,
+                clean_session=False,
                 protocol=MQTTProtocolVersion.MQTTv311,
             )
         paho_log = logging.getLogger(f"paho.{self.device_id}")
@@ -117,9 +121,7 @@ class MqttLink:
         client.suppress_exceptions = True
         # paho keeps QoS 1 messages in memory only and its queue is unbounded: the durable,
         # bounded queue is the outbox, and paho only ever holds the drain's small window.
-        client.reconnect_delay_set(
-            _whole(self._backoff.next_delay()), _whole(cfg.reconnect_max_s)
-        )
+        client.reconnect_delay_set(_whole(self._backoff.next_delay()), _whole(cfg.reconnect_max_s))
         if cfg.tls_ca is not None or cfg.tls_cert is not None:
             client.tls_set(
                 ca_certs=str(cfg.tls_ca) if cfg.tls_ca else None,
@@ -160,7 +162,8 @@ class MqttLink:
         return topic(self.device_id, channel, self.config.topic_prefix)
 
     def set_handoffs(
-        self, on_ack: Callable[[int, bool], None] | None = None,
+        self,
+        on_ack: Callable[[int, bool], None] | None = None,
         on_connected: Callable[[], None] | None = None,
     ) -> None:
         """Where acknowledgements and (re)connections are handed over; set before `start`."""
@@ -181,16 +184,22 @@ class MqttLink:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # untyped in paho
             properties.SessionExpiryInterval = self.config.session_expiry_s
             self._client.connect_async(
-                self.config.host, self.config.port, self.config.keepalive_s,
-                clean_start=False, properties=properties,
+                self.config.host,
+                self.config.port,
+                self.config.keepalive_s,
+                clean_start=False,
+                properties=properties,
             )
         else:
             self._client.connect_async(self.config.host, self.config.port, self.config.keepalive_s)
         self._client.loop_start()
         log.info(
-            "connecting to mqtt %s:%s as %s (MQTT %s%s)", self.config.host, self.config.port,
-            self.device_id, self.config.protocol, ", TLS" if self.config.tls_ca or
-            self.config.tls_cert else "",
+            "connecting to mqtt %s:%s as %s (MQTT %s%s)",
+            self.config.host,
+            self.config.port,
+            self.device_id,
+            self.config.protocol,
+            ", TLS" if self.config.tls_ca or self.config.tls_cert else "",
         )
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -227,7 +236,11 @@ class MqttLink:
     # -- callbacks (paho's network thread: hand over and return) ------------------------------
 
     def _handle_connect(
-        self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode,
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: Any,
+        reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
@@ -240,7 +253,9 @@ class MqttLink:
         client.subscribe([(t, 1) for t in self._inbound_topics])
         client.publish(self.state_topic, self._state_payload(True), qos=1, retain=True)
         log.info(
-            "mqtt connected to %s:%s (session present: %s)", self.config.host, self.config.port,
+            "mqtt connected to %s:%s (session present: %s)",
+            self.config.host,
+            self.config.port,
             getattr(flags, "session_present", None),
         )
         self.connected.set()
@@ -249,11 +264,19 @@ class MqttLink:
 
     def _handle_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         delay = self._schedule_reconnect(client)
-        log.warning("mqtt connection to %s:%s failed; retrying in %.1fs", self.config.host,
-                    self.config.port, delay)
+        log.warning(
+            "mqtt connection to %s:%s failed; retrying in %.1fs",
+            self.config.host,
+            self.config.port,
+            delay,
+        )
 
     def _handle_disconnect(
-        self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode,
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: Any,
+        reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
         self.connected.clear()
@@ -270,7 +293,9 @@ class MqttLink:
         client.reconnect_delay_set(_whole(delay), _whole(delay))
         return delay
 
-    def _handle_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+    def _handle_message(
+        self, client: paho.Client, userdata: Any, message: paho.MQTTMessage
+    ) -> None:
         channel = self._inbound_topics.get(message.topic)
         if channel is None:
             log.warning("dropped a message on unexpected topic %r", message.topic)
@@ -278,14 +303,22 @@ class MqttLink:
         self._on_message_handoff(channel, bytes(message.payload))
 
     def _handle_publish(
-        self, client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode,
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
         if self._on_ack is not None:
             self._on_ack(mid, reason_code.is_failure)
 
     def _handle_subscribe(
-        self, client: paho.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode],
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
         properties: Properties | None,
     ) -> None:
         for code in reason_codes:

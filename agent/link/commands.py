@@ -49,7 +49,10 @@ class Replayed(Rejected):
 
 
 def verify_command(
-    data: bytes, keyring: Keyring, device_id: str, now: datetime,
+    data: bytes,
+    keyring: Keyring,
+    device_id: str,
+    now: datetime,
     max_bytes: int = MAX_COMMAND_BYTES,
 ) -> Command:
     """The verified command in `data`, or the `Rejected` that stops it."""
@@ -62,7 +65,9 @@ def verify_command(
     except Exception as e:  # a parser let a non-project error out: still a bad command
         raise MalformedDocument(f"unreadable command ({type(e).__name__})") from e
     if not isinstance(message, Command):
-        raise MalformedDocument(f"expected a command, got {type(message).__name__}", "signed.schema")
+        raise MalformedDocument(
+            f"expected a command, got {type(message).__name__}", "signed.schema"
+        )
     if message.device_id != device_id:
         raise WrongDevice(f"command is for device {message.device_id!r}, not {device_id!r}")
     if message.command not in COMMANDS:
@@ -83,8 +88,9 @@ def verify_command(
 class CommandGate:
     """`verify_command` plus a persisted replay guard on the nonce."""
 
-    def __init__(self, store: DeviceStore, keyring: Keyring | Callable[[], Keyring],
-                 device_id: str) -> None:
+    def __init__(
+        self, store: DeviceStore, keyring: Keyring | Callable[[], Keyring], device_id: str
+    ) -> None:
         # a fixed keyring, or the trust store's (whose release keys change when roots rotate)
         self.keyring = keyring
         self.device_id = device_id
@@ -100,7 +106,9 @@ class CommandGate:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.execute("DELETE FROM command_nonces WHERE expires <= ?", (now.timestamp(),))
+                self._conn.execute(
+                    "DELETE FROM command_nonces WHERE expires <= ?", (now.timestamp(),)
+                )
                 try:
                     self._conn.execute(
                         "INSERT INTO command_nonces (nonce, expires) VALUES (?, ?)",
@@ -110,7 +118,8 @@ class CommandGate:
                     raise Replayed(f"command nonce {command.nonce} was already used") from e
                 self._conn.execute(
                     "DELETE FROM command_nonces WHERE nonce IN (SELECT nonce FROM command_nonces "
-                    "ORDER BY expires DESC LIMIT -1 OFFSET ?)", (MAX_REMEMBERED,),
+                    "ORDER BY expires DESC LIMIT -1 OFFSET ?)",
+                    (MAX_REMEMBERED,),
                 )
             except BaseException:
                 self._conn.execute("ROLLBACK")

@@ -140,7 +140,10 @@ class OutboxDrain:
             self.acked += len(self._delivered)
             self._delivered = []
         if self._refused:
-            log.warning("broker refused %s record(s) (seq %s..); dropping them",
-                        len(self._refused), self._refused[0])
+            log.warning(
+                "broker refused %s record(s) (seq %s..); dropping them",
+                len(self._refused),
+                self._refused[0],
+            )
             self.outbox.remove(self._refused, dropped=True)
             self._refused = []

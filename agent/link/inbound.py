@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 COMMAND_EVENT = "command"  # the event kind that reports a command's outcome
 _SCREEN = None  # a command-queue item: look at the desired mailbox (a deployment is running)
 
+
 class Handled(Protocol):
     """What the deployment handler returns (the updater's `UpdateOutcome`): one log line."""
 
@@ -109,9 +110,12 @@ class Inbound:
                 why = f"{len(payload)} bytes is over the {self.max_payload_bytes}-byte cap"
                 self._drop(channel, why, "payload_too_large")
                 if channel is Channel.DESIRED and self._on_refused is not None:
-                    self._offer_desired(PayloadTooLarge(
-                        f"a desired message of {len(payload)} bytes; at most "
-                        f"{self.max_payload_bytes} are taken"))
+                    self._offer_desired(
+                        PayloadTooLarge(
+                            f"a desired message of {len(payload)} bytes; at most "
+                            f"{self.max_payload_bytes} are taken"
+                        )
+                    )
             elif channel is Channel.DESIRED:
                 self._offer_desired(payload)
             elif channel is Channel.CMD:
@@ -127,8 +131,10 @@ class Inbound:
         with self._mailbox:
             if self._desired is not None:
                 self.replaced += 1
-                log.warning("a newer desired message replaced one not yet handled (%s so far)",
-                            self.replaced)
+                log.warning(
+                    "a newer desired message replaced one not yet handled (%s so far)",
+                    self.replaced,
+                )
             self._desired = payload
             busy = self._running is not None
             self._mailbox.notify_all()
@@ -136,8 +142,9 @@ class Inbound:
             try:
                 self._commands.put_nowait(_SCREEN)
             except queue.Full:
-                log.warning("the command queue is full: the new deployment waits for the "
-                            "running one to end")
+                log.warning(
+                    "the command queue is full: the new deployment waits for the running one to end"
+                )
 
     def _enqueue_command(self, payload: bytes) -> None:
         try:
@@ -245,8 +252,12 @@ class Inbound:
                     if self._stopping:
                         return
                     waiting, running = self._desired, self._running
-                if (isinstance(waiting, bytes) and waiting and running
-                        and hashlib.sha256(waiting).hexdigest() != running):
+                if (
+                    isinstance(waiting, bytes)
+                    and waiting
+                    and running
+                    and hashlib.sha256(waiting).hexdigest() != running
+                ):
                     self._screen(waiting)
                 continue
             try:
@@ -284,8 +295,14 @@ class Inbound:
         handler = self.handlers.get(name)
         if handler is None:  # every command in the contract has one; a gap is a bug here
             log.error("command %r (nonce %s) has no handler", command.command, command.nonce)
-            self._tell({"outcome": "failed", "reason": "unsupported", "command": command.command,
-                        "nonce": command.nonce})
+            self._tell(
+                {
+                    "outcome": "failed",
+                    "reason": "unsupported",
+                    "command": command.command,
+                    "nonce": command.nonce,
+                }
+            )
             return
         log.info("running operator command %r (nonce %s)", command.command, command.nonce)
         handler()

@@ -36,9 +36,15 @@ EVENT_MIN_INTERVAL_S = 1.0  # at most one inference event per second
 class OutputStream:
     """Outputs in, a bounded summary and rate-limited events out (`emit(kind, detail)`)."""
 
-    def __init__(self, kind: str, capacity: int, stop: threading.Event,
-                 emit: Callable[[str, FreeObject], None],
-                 interval_s: float = INTERVAL_S, max_bytes: int = MAX_QUEUED_BYTES) -> None:
+    def __init__(
+        self,
+        kind: str,
+        capacity: int,
+        stop: threading.Event,
+        emit: Callable[[str, FreeObject], None],
+        interval_s: float = INTERVAL_S,
+        max_bytes: int = MAX_QUEUED_BYTES,
+    ) -> None:
         self.capacity = capacity
         self.max_bytes = max_bytes
         self.dropped = 0  # outputs that found the queue full
@@ -67,8 +73,10 @@ class OutputStream:
         size = 0
         for out in outputs:
             size += out.nbytes
-        if (len(self._queue) < self.capacity
-                and self._bytes_in - self._bytes_out + size <= self.max_bytes):
+        if (
+            len(self._queue) < self.capacity
+            and self._bytes_in - self._bytes_out + size <= self.max_bytes
+        ):
             self._bytes_in += size
             self._queue.append((post, outputs, size))
         else:

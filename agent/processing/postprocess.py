@@ -34,7 +34,7 @@ def load_labels(path: Path | None) -> list[str]:
 
 
 def output_kind(signature: IOSignature) -> str:
-    """"classification", "detection" or "generic"."""
+    """ "classification", "detection" or "generic"."""
     outs = signature.outputs
     if len(outs) == 1:
         shape = outs[0].shape
@@ -58,8 +58,9 @@ class Interpretation:
 class Postprocess:
     """Interprets one model's outputs; built per model (labels, top-k, threshold)."""
 
-    def __init__(self, signature: IOSignature, labels: list[str], top_k: int = 3,
-                 threshold: float = 0.5) -> None:
+    def __init__(
+        self, signature: IOSignature, labels: list[str], top_k: int = 3, threshold: float = 0.5
+    ) -> None:
         self.signature = signature
         self.kind = output_kind(signature)
         self.labels = labels
@@ -89,19 +90,26 @@ class Postprocess:
             k = min(self.top_k, scores.size)
             best = np.argpartition(-scores, k - 1)[:k]
             best = best[np.argsort(-scores[best])]
-            return Interpretation(top=[(int(i), self.label(int(i)), float(scores[i]))
-                                       for i in best])
+            return Interpretation(
+                top=[(int(i), self.label(int(i)), float(scores[i])) for i in best]
+            )
         if self.kind == "detection":
             b, c, s = self._layout
             boxes = dequantize(outputs[b], specs[b])[0]
             classes = dequantize(outputs[c], specs[c])[0]
             scores = dequantize(outputs[s], specs[s])[0]
             keep = np.flatnonzero(scores >= self.threshold)[:MAX_DETECTIONS]
-            return Interpretation(detections=[
-                {"class": int(classes[i]), "label": self.label(int(classes[i])),
-                 "score": round(float(scores[i]), 4),
-                 "box": [round(float(v), 4) for v in boxes[i]]}
-                for i in keep])
+            return Interpretation(
+                detections=[
+                    {
+                        "class": int(classes[i]),
+                        "label": self.label(int(classes[i])),
+                        "score": round(float(scores[i]), 4),
+                        "box": [round(float(v), 4) for v in boxes[i]],
+                    }
+                    for i in keep
+                ]
+            )
         return self._generic(outputs)
 
     def batch(self, outputs: list[list[np.ndarray]]) -> list[Interpretation]:
@@ -112,8 +120,9 @@ class Postprocess:
         """
         if self.kind != "classification" or len(outputs) < 2:
             return [self(o) for o in outputs]
-        scores = dequantize(np.stack([o[0].reshape(-1) for o in outputs]),
-                            self.signature.outputs[0])
+        scores = dequantize(
+            np.stack([o[0].reshape(-1) for o in outputs]), self.signature.outputs[0]
+        )
         k = min(self.top_k, scores.shape[1])
         best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         picked = np.take_along_axis(scores, best, axis=1)
@@ -121,8 +130,10 @@ class Postprocess:
         classes = np.take_along_axis(best, order, axis=1).tolist()
         values = np.take_along_axis(picked, order, axis=1).tolist()
         label = self.label
-        return [Interpretation(top=[(c, label(c), v) for c, v in zip(cs, vs, strict=True)])
-                for cs, vs in zip(classes, values, strict=True)]
+        return [
+            Interpretation(top=[(c, label(c), v) for c, v in zip(cs, vs, strict=True)])
+            for cs, vs in zip(classes, values, strict=True)
+        ]
 
     def top1(self, outputs: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
         """A classifier's best class and its score for each frame of a batch, as two arrays.
@@ -142,9 +153,15 @@ class Postprocess:
         values = []
         for out, spec in zip(outputs, self.signature.outputs, strict=True):
             real = dequantize(out, spec)
-            values.append({"name": spec.name, "shape": list(spec.shape),
-                           "mean": round(float(real.mean()), 6),
-                           "min": round(float(real.min()), 6), "max": round(float(real.max()), 6)})
+            values.append(
+                {
+                    "name": spec.name,
+                    "shape": list(spec.shape),
+                    "mean": round(float(real.mean()), 6),
+                    "min": round(float(real.min()), 6),
+                    "max": round(float(real.max()), 6),
+                }
+            )
         return Interpretation(values=values)
 
 
@@ -174,8 +191,9 @@ class OutputSummary:
         if result.values:
             self._last_values = result.values
 
-    def add_top1(self, classes: np.ndarray, scores: np.ndarray,
-                 label: Callable[[int], str]) -> None:
+    def add_top1(
+        self, classes: np.ndarray, scores: np.ndarray, label: Callable[[int], str]
+    ) -> None:
         """Many classifier frames at once: `Postprocess.top1`'s arrays and its `label`."""
         self._count += int(classes.size)
         self._confidence += float(scores.sum())

@@ -50,7 +50,7 @@ class PrepOptions:
 
 
 def input_kind(signature: IOSignature) -> str:
-    """"image" for NHWC/NCHW inputs with 1 or 3 channels, otherwise "sensor"."""
+    """ "image" for NHWC/NCHW inputs with 1 or 3 channels, otherwise "sensor"."""
     shape = signature.inputs[0].shape
     if len(shape) == 4 and (shape[3] in (1, 3) or shape[1] in (1, 3)):
         return "image"
@@ -78,8 +78,9 @@ def pixel_table(spec: TensorSpec, normalization: str) -> np.ndarray:
     if dtype.kind == "f":
         return real.astype(np.float32)
     info = np.iinfo(dtype)  # an integer input without quantization: raw pixel values
-    return np.clip(np.arange(256) + (info.min if info.min < 0 else 0), info.min,
-                   info.max).astype(dtype)
+    return np.clip(np.arange(256) + (info.min if info.min < 0 else 0), info.min, info.max).astype(
+        dtype
+    )
 
 
 class ImagePrep:
@@ -89,15 +90,17 @@ class ImagePrep:
         shape = spec.shape
         self.nchw = shape[3] not in (1, 3) and shape[1] in (1, 3)
         self.height, self.width, self.channels = (
-            (shape[2], shape[3], shape[1]) if self.nchw else (shape[1], shape[2], shape[3]))
+            (shape[2], shape[3], shape[1]) if self.nchw else (shape[1], shape[2], shape[3])
+        )
         self.shape = shape
         self.options = options
         color = options.color
         if color == "auto":
             color = "gray" if self.channels == 1 else "rgb"
         if (color == "gray") != (self.channels == 1):
-            raise InputMismatch(f"colour {color!r} does not fit an input with {self.channels} "
-                                "channels")
+            raise InputMismatch(
+                f"colour {color!r} does not fit an input with {self.channels} channels"
+            )
         self.color = color
         self.dtype = np.dtype(spec.dtype)
         self._cv = opencv("image models")
@@ -118,7 +121,7 @@ class ImagePrep:
         scale = min(h / self.height, w / self.width)
         ch, cw = round(self.height * scale), round(self.width * scale)
         top, left = (h - ch) // 2, (w - cw) // 2
-        return frame[top:top + ch, left:left + cw]
+        return frame[top : top + ch, left : left + cw]
 
     def _resize(self, frame: np.ndarray) -> np.ndarray:
         cv2 = self._cv
@@ -128,13 +131,16 @@ class ImagePrep:
         if h >= 2 * self.height and w >= 2 * self.width:
             # bilinear to twice the size, then a 2x2 box filter: most of INTER_AREA's
             # anti-aliasing at a fraction of its cost for arbitrary factors
-            double = cv2.resize(frame, (2 * self.width, 2 * self.height),
-                                interpolation=cv2.INTER_LINEAR)
-            small: np.ndarray = cv2.resize(double, (self.width, self.height),
-                                           interpolation=cv2.INTER_AREA)
+            double = cv2.resize(
+                frame, (2 * self.width, 2 * self.height), interpolation=cv2.INTER_LINEAR
+            )
+            small: np.ndarray = cv2.resize(
+                double, (self.width, self.height), interpolation=cv2.INTER_AREA
+            )
             return small
-        resized: np.ndarray = cv2.resize(frame, (self.width, self.height),
-                                         interpolation=cv2.INTER_LINEAR)
+        resized: np.ndarray = cv2.resize(
+            frame, (self.width, self.height), interpolation=cv2.INTER_LINEAR
+        )
         return resized
 
     def __call__(self, frame: np.ndarray) -> list[np.ndarray]:
@@ -147,8 +153,9 @@ class ImagePrep:
         image = self._resize(frame)
         if image.ndim == 2:
             if self.channels == 3:
-                image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB if self.color == "rgb"
-                                     else cv2.COLOR_GRAY2BGR)
+                image = cv2.cvtColor(
+                    image, cv2.COLOR_GRAY2RGB if self.color == "rgb" else cv2.COLOR_GRAY2BGR
+                )
         elif self.color == "rgb":
             image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         values = cv2.LUT(np.ascontiguousarray(image), self._table)
@@ -187,11 +194,15 @@ class SensorPrep:
 Prep = Callable[[np.ndarray], list[np.ndarray]]
 
 
-def prep_for(signature: IOSignature, options: PrepOptions = PrepOptions()) -> ImagePrep | SensorPrep:
+def prep_for(
+    signature: IOSignature, options: PrepOptions = PrepOptions()
+) -> ImagePrep | SensorPrep:
     """The preprocessing a model's (first) input needs."""
     if len(signature.inputs) != 1:
-        raise InputMismatch(f"models with {len(signature.inputs)} inputs are not supported by "
-                            "the camera or sensor loop")
+        raise InputMismatch(
+            f"models with {len(signature.inputs)} inputs are not supported by "
+            "the camera or sensor loop"
+        )
     spec = signature.inputs[0]
     if input_kind(signature) == "image":
         return ImagePrep(spec, options)

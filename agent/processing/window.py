@@ -33,12 +33,12 @@ class Windower:
             raise InputMismatch(f"a sample of {flat.size} values; the model takes {self.channels}")
         n = flat.size
         if n >= self.values:
-            flat, n = flat[-self.values:], self.values
+            flat, n = flat[-self.values :], self.values
         if self._filled + n > self.values:  # slide: keep the newest values
             keep = self.values - n
-            self._buffer[:keep] = self._buffer[self._filled - keep:self._filled]
+            self._buffer[:keep] = self._buffer[self._filled - keep : self._filled]
             self._filled = keep
-        self._buffer[self._filled:self._filled + n] = flat
+        self._buffer[self._filled : self._filled + n] = flat
         self._filled += n
         self._since += n
         if self._filled == self.values and self._since >= self.hop:

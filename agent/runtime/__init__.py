@@ -1,9 +1,9 @@
 """The model runtime: LiteRT (or tflite-runtime) interpreters behind one small type.
 
-    model = load_model(path, threads=2, delegates=profile.runtime.delegates)
-    outputs = model.invoke(inputs)       # list of arrays in, list of arrays out
-    model.signature                      # shared.documents.IOSignature
-    model.close()
+model = load_model(path, threads=2, delegates=profile.runtime.delegates)
+outputs = model.invoke(inputs)       # list of arrays in, list of arrays out
+model.signature                      # shared.documents.IOSignature
+model.close()
 """
 
 from __future__ import annotations

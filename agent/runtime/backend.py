@@ -55,5 +55,7 @@ def backend(prefer: str | None = None) -> Backend:
             if name != _CANDIDATES[0][0]:
                 logger.warning("LiteRT is not installed; using the %s fallback", name)
         return found
-    raise NoRuntime("no TFLite runtime: install ai-edge-litert (or tflite-runtime where LiteRT "
-                    "has no wheel); " + "; ".join(problems))
+    raise NoRuntime(
+        "no TFLite runtime: install ai-edge-litert (or tflite-runtime where LiteRT "
+        "has no wheel); " + "; ".join(problems)
+    )

@@ -32,8 +32,15 @@ MAX_MODEL_BYTES = 512 * 1024 * 1024  # a sanity cap; deployments carry their own
 class LoadedModel:
     """An interpreter holding one model. `invoke` is serialised: one caller at a time."""
 
-    def __init__(self, path: Path, sha256: str, interpreter: Interpreter, backend_name: str,
-                 threads: int, delegates: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        sha256: str,
+        interpreter: Interpreter,
+        backend_name: str,
+        threads: int,
+        delegates: tuple[str, ...],
+    ) -> None:
         self.path = path
         self.sha256 = sha256
         self.backend = backend_name
@@ -104,8 +111,9 @@ def _delegates(runtime: Backend, names: tuple[str, ...]) -> list[tuple[str, Any]
     return loaded
 
 
-def load_model(path: Path, threads: int = 2, delegates: tuple[str, ...] = (),
-               backend_name: str | None = None) -> LoadedModel:
+def load_model(
+    path: Path, threads: int = 2, delegates: tuple[str, ...] = (), backend_name: str | None = None
+) -> LoadedModel:
     """Load, allocate and smoke-test `path`; raise `InvalidModel` if it will not run."""
     path = Path(path)
     try:
@@ -126,19 +134,27 @@ def load_model(path: Path, threads: int = 2, delegates: tuple[str, ...] = (),
     interpreter = None
     if extra:
         try:
-            interpreter = runtime.interpreter(model_content=content, num_threads=threads,
-                                              experimental_delegates=[d for _, d in extra])
+            interpreter = runtime.interpreter(
+                model_content=content,
+                num_threads=threads,
+                experimental_delegates=[d for _, d in extra],
+            )
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            logger.warning("model %s does not run with delegates %s (%s); running on the CPU",
-                           path.name, ", ".join(n for n, _ in extra), e)
+            logger.warning(
+                "model %s does not run with delegates %s (%s); running on the CPU",
+                path.name,
+                ", ".join(n for n, _ in extra),
+                e,
+            )
             interpreter, extra = None, []
     try:
         if interpreter is None:
             interpreter = runtime.interpreter(model_content=content, num_threads=threads)
             interpreter.allocate_tensors()
-        model = LoadedModel(path, sha256, interpreter, runtime.name, threads,
-                            tuple(n for n, _ in extra))
+        model = LoadedModel(
+            path, sha256, interpreter, runtime.name, threads, tuple(n for n, _ in extra)
+        )
         outputs = model.invoke(model.sample_input())
     except InvalidModel:
         raise
@@ -146,6 +162,12 @@ def load_model(path: Path, threads: int = 2, delegates: tuple[str, ...] = (),
         raise InvalidModel(f"{path}: does not load or invoke: {e}") from e
     if not outputs:
         raise InvalidModel(f"{path}: the model has no outputs")
-    logger.info("loaded %s (sha256 %s, %s, %d threads%s)", path.name, sha256[:12], runtime.name,
-                threads, ", delegates " + ", ".join(model.delegates) if model.delegates else "")
+    logger.info(
+        "loaded %s (sha256 %s, %s, %d threads%s)",
+        path.name,
+        sha256[:12],
+        runtime.name,
+        threads,
+        ", delegates " + ", ".join(model.delegates) if model.delegates else "",
+    )
     return model

@@ -59,15 +59,17 @@ def __getattr__(name: str) -> Any:
     """`VideoSource` and `ImageFolder` import OpenCV: only when someone asks for them."""
     if name == "VideoSource":
         from agent.sources.video import VideoSource
+
         return VideoSource
     if name == "ImageFolder":
         from agent.sources.images import ImageFolder
+
         return ImageFolder
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _path(uri: str, scheme: str) -> Path:
-    rest = uri[len(scheme):]
+    rest = uri[len(scheme) :]
     return Path(unquote(urlsplit("file://" + rest).path if rest.startswith("/") else rest))
 
 
@@ -84,8 +86,12 @@ def _number(query: dict[str, list[str]], key: str, zero: bool = False) -> float 
     return value
 
 
-def open_source(uri: str, camera: CameraDefaults | None = None,  # noqa: C901 â€” one branch per URI scheme, each a line; a table would hide the argument checks
-                sensor_channels: int = 3, paced: bool = False) -> Source:
+def open_source(  # noqa: C901 â€” one branch per URI scheme, each a line; a table would hide the argument checks
+    uri: str,
+    camera: CameraDefaults | None = None,
+    sensor_channels: int = 3,
+    paced: bool = False,
+) -> Source:
     """The source a URI names (not opened yet). ValueError for a URI it does not understand.
 
     `paced`: files, folders and synthetic sources without `?fps=`/`?rate=` keep the device's
@@ -106,11 +112,13 @@ def open_source(uri: str, camera: CameraDefaults | None = None,  # noqa: C901 â€
         from agent.sources.images import ImageFolder
         from agent.sources.video import VideoSource, camera_target
     if uri.startswith("camera:") or uri.startswith("/dev/video"):
-        return VideoSource(camera_target(uri), live=True, width=camera.width,
-                           height=camera.height, fps=camera.fps)
+        return VideoSource(
+            camera_target(uri), live=True, width=camera.width, height=camera.height, fps=camera.fps
+        )
     if uri.startswith("file://"):
-        return VideoSource(str(_path(uri.split("?", 1)[0], "file://")), live=False,
-                           fps=int(fps) if fps else None)
+        return VideoSource(
+            str(_path(uri.split("?", 1)[0], "file://")), live=False, fps=int(fps) if fps else None
+        )
     if uri.startswith(("rtsp://", "http://", "https://")):
         return VideoSource(uri, live=True)
     if uri.startswith("images://"):
@@ -121,8 +129,9 @@ def open_source(uri: str, camera: CameraDefaults | None = None,  # noqa: C901 â€
         baud = _number(query, "baud")
         if baud is not None and int(baud) not in BAUDS:
             raise ValueError(f"baud {int(baud)} is not one of {sorted(BAUDS)}")
-        return LineSource(Path(unquote(split.path)), serial=True,
-                          baud=int(baud) if baud is not None else None)
+        return LineSource(
+            Path(unquote(split.path)), serial=True, baud=int(baud) if baud is not None else None
+        )
     if uri.startswith("synthetic:image"):
         return SyntheticImage(camera.width, camera.height, fps=fps or None)
     if uri.startswith("synthetic:sensor"):

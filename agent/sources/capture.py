@@ -47,9 +47,16 @@ class Stage:
 
 
 class Capture:
-    def __init__(self, source: Source, stage: Stage, feed: Feed, stop: threading.Event,
-                 reconnect_max_s: float = 30.0, replay: bool = False,
-                 on_status: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        source: Source,
+        stage: Stage,
+        feed: Feed,
+        stop: threading.Event,
+        reconnect_max_s: float = 30.0,
+        replay: bool = False,
+        on_status: Callable[[str], None] | None = None,
+    ) -> None:
         self.source = source
         self.stage = stage
         source.want(stage.need)
@@ -82,8 +89,11 @@ class Capture:
 
         Returns the stage frames will carry from now on (compare it by identity).
         """
-        if (stage.windower is not None and self.stage.windower is not None
-                and stage.geometry == self.stage.geometry):
+        if (
+            stage.windower is not None
+            and self.stage.windower is not None
+            and stage.geometry == self.stage.geometry
+        ):
             stage = Stage(stage.prep, self.stage.windower, stage.geometry, stage.need)
         self.source.want(stage.need)
         self.stage = stage

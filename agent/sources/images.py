@@ -39,8 +39,11 @@ class ImageFolder(Source):
 
     def open(self) -> None:
         try:
-            names = sorted(e.name for e in os.scandir(self.folder)
-                           if e.is_file() and Path(e.name).suffix.lower() in SUFFIXES)
+            names = sorted(
+                e.name
+                for e in os.scandir(self.folder)
+                if e.is_file() and Path(e.name).suffix.lower() in SUFFIXES
+            )
         except OSError as e:
             raise SourceDown(f"cannot list {self.folder}: {e.strerror}") from e
         self._files = [self.folder / n for n in names[:MAX_IMAGES]]

@@ -25,8 +25,14 @@ __all__ = ["LineSource", "parse_sample"]
 
 MAX_LINE_BYTES = 4096
 MAX_VALUES = 1024
-BAUDS = {9600: termios.B9600, 19200: termios.B19200, 38400: termios.B38400,
-         57600: termios.B57600, 115200: termios.B115200, 230400: termios.B230400}
+BAUDS = {
+    9600: termios.B9600,
+    19200: termios.B19200,
+    38400: termios.B38400,
+    57600: termios.B57600,
+    115200: termios.B115200,
+    230400: termios.B230400,
+}
 
 
 def parse_sample(line: bytes) -> np.ndarray:
@@ -49,8 +55,9 @@ class LineSource(Source):
 
     kind = "sensor"
 
-    def __init__(self, path: Path, serial: bool = False, baud: int | None = None,
-                 rate: float | None = None) -> None:
+    def __init__(
+        self, path: Path, serial: bool = False, baud: int | None = None, rate: float | None = None
+    ) -> None:
         self.path = path
         self._pace = Pacer(rate)  # regular files only: a pipe or device has its own pace
         self.serial = serial
@@ -103,7 +110,7 @@ class LineSource(Source):
         while True:
             cut = self._pending.find(b"\n")
             if cut >= 0:
-                line, self._pending = self._pending[:cut], self._pending[cut + 1:]
+                line, self._pending = self._pending[:cut], self._pending[cut + 1 :]
                 if self._discarding:
                     self._discarding = False
                     raise BadSample(f"a line longer than {MAX_LINE_BYTES} bytes")
@@ -119,8 +126,9 @@ class LineSource(Source):
                 if self._pending and not self.live:
                     line, self._pending = self._pending, b""
                     return line
-                raise (SourceDown("writer closed") if self.live
-                       else SourceEnded(f"end of {self.path}"))
+                raise (
+                    SourceDown("writer closed") if self.live else SourceEnded(f"end of {self.path}")
+                )
             self._pending += chunk
 
     def _chunk(self, timeout: float) -> bytes | None:

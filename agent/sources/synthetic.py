@@ -21,8 +21,9 @@ class SyntheticImage(Source):
 
     kind = "image"
 
-    def __init__(self, width: int = 640, height: int = 480, fps: float | None = None,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, width: int = 640, height: int = 480, fps: float | None = None, seed: int = 0
+    ) -> None:
         self.width, self.height = width, height
         self._pace = Pacer(fps)
         self.live = self._pace.rate is not None
@@ -66,8 +67,13 @@ class SyntheticSensor(Source):
 
     kind = "sensor"
 
-    def __init__(self, channels: int = 3, rate: float | None = None, seed: int = 0,
-                 sample_rate_hz: float = 500.0) -> None:
+    def __init__(
+        self,
+        channels: int = 3,
+        rate: float | None = None,
+        seed: int = 0,
+        sample_rate_hz: float = 500.0,
+    ) -> None:
         self.channels = channels
         self._pace = Pacer(rate)
         self.live = self._pace.rate is not None

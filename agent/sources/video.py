@@ -29,10 +29,18 @@ OPEN_TIMEOUT_MS = 10_000
 READ_TIMEOUT_MS = 5_000
 DECODE_THREADS = 1  # the decoder shares the device with the interpreter: one core, not all
 MJPG = frozenset({"MJPG", "mjpg", "MJPA", "AVRn", "LJPG", "JPGL"})
-COLOR_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
-               4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
-GRAY_FLAGS = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
-              4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+COLOR_FLAGS = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+GRAY_FLAGS = {
+    1: cv2.IMREAD_GRAYSCALE,
+    2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+    4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+    8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
+}
 
 
 def _fourcc(cap: cv2.VideoCapture) -> str:
@@ -50,8 +58,14 @@ class VideoSource(Source):
 
     kind = "image"
 
-    def __init__(self, target: str | int, live: bool, width: int | None = None,
-                 height: int | None = None, fps: int | None = None) -> None:
+    def __init__(
+        self,
+        target: str | int,
+        live: bool,
+        width: int | None = None,
+        height: int | None = None,
+        fps: int | None = None,
+    ) -> None:
         self.target = target
         self.live = live
         self.size = (width, height)
@@ -81,9 +95,14 @@ class VideoSource(Source):
         return self._packets
 
     def _capture(self) -> cv2.VideoCapture:
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
-                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS,
-                  cv2.CAP_PROP_N_THREADS, DECODE_THREADS]
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            OPEN_TIMEOUT_MS,
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            READ_TIMEOUT_MS,
+            cv2.CAP_PROP_N_THREADS,
+            DECODE_THREADS,
+        ]
         cap = cv2.VideoCapture(self.target, cv2.CAP_ANY, params)
         if not cap.isOpened():
             cap.release()
@@ -94,14 +113,15 @@ class VideoSource(Source):
         """MJPG through FFmpeg: switch to packets if the first one decodes as a JPEG."""
         if cap.getBackendName() != "FFMPEG" or _fourcc(cap) not in MJPG:
             return False
-        self._size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                      int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        self._size = (
+            int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        )
         if min(self._size) < 1 or not cap.set(cv2.CAP_PROP_FORMAT, -1):
             return False
         ok, packet = cap.read()
         if not ok or packet is None or cv2.imdecode(packet, cv2.IMREAD_REDUCED_GRAYSCALE_8) is None:
-            logger.info("%s: MJPG packets do not decode here; OpenCV decodes them",
-                        self.describe())
+            logger.info("%s: MJPG packets do not decode here; OpenCV decodes them", self.describe())
             return False
         self._pending = packet
         return True
@@ -127,8 +147,12 @@ class VideoSource(Source):
         self._cap = cap
         self.opens += 1
         # once: a file played in a loop opens again at each end, and says so at debug level
-        logger.log(logging.INFO if self.opens == 1 else logging.DEBUG, "opened %s%s",
-                   self.describe(), f" (open {self.opens})" if self.opens > 1 else "")
+        logger.log(
+            logging.INFO if self.opens == 1 else logging.DEBUG,
+            "opened %s%s",
+            self.describe(),
+            f" (open {self.opens})" if self.opens > 1 else "",
+        )
 
     def read(self, timeout: float) -> np.ndarray | None:
         cap = self._cap

@@ -73,8 +73,7 @@ class Activation:
             raise InvalidModel(f"the loop could not swap in the new model: {e}") from e
         crashpoint("loop.swapped")
         self._previous = old
-        self.probation = Probation(entry.sha256, release.probation, baseline, old,
-                                   clock=ctx.clock)
+        self.probation = Probation(entry.sha256, release.probation, baseline, old, clock=ctx.clock)
         self.probation.on_disagreement = ctx.on_disagreement
         entry = ctx.steps.advance(entry, UpdatePhase.PROBATION, probation_started=time.time())
         return UpdateOutcome.of_entry(entry)

@@ -29,16 +29,32 @@ INT64_MAX = 2**63 - 1
 _ROLLOUT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # the documents' name pattern
 
 
-def admit_deployment(data: bytes, keyring: Keyring, *, device_id: str, profile: str,
-                     model_name: str, installed_version: int, installed_sha256: str | None,
-                     now: datetime, max_model_bytes: int | None,
-                     expected_io: IOSignature | None) -> VerifiedUpdate:
+def admit_deployment(
+    data: bytes,
+    keyring: Keyring,
+    *,
+    device_id: str,
+    profile: str,
+    model_name: str,
+    installed_version: int,
+    installed_sha256: str | None,
+    now: datetime,
+    max_model_bytes: int | None,
+    expected_io: IOSignature | None,
+) -> VerifiedUpdate:
     """`verify_deployment`, with every failure a `Rejected` and every integer storable."""
     try:
         verified = verify_deployment(
-            data, keyring, device_id=device_id, profile=profile, model_name=model_name,
-            installed_version=installed_version, installed_sha256=installed_sha256, now=now,
-            max_model_bytes=max_model_bytes, expected_io=expected_io,
+            data,
+            keyring,
+            device_id=device_id,
+            profile=profile,
+            model_name=model_name,
+            installed_version=installed_version,
+            installed_sha256=installed_sha256,
+            now=now,
+            max_model_bytes=max_model_bytes,
+            expected_io=expected_io,
         )
     except Rejected:
         raise
@@ -49,13 +65,17 @@ def admit_deployment(data: bytes, keyring: Keyring, *, device_id: str, profile: 
 
 
 def _check_int64(release: Release) -> None:
-    values = [("version", release.version), ("target.size", release.target.size),
-              ("artifact.size", release.artifact.size)]
+    values = [
+        ("version", release.version),
+        ("target.size", release.target.size),
+        ("artifact.size", release.artifact.size),
+    ]
     values += [("deltas.size", d.size) for d in release.deltas]
     for name, value in values:
         if not 0 <= value <= INT64_MAX:
-            raise MalformedDocument(f"{value} does not fit a 64-bit integer",
-                                    f"release.signed.{name}")
+            raise MalformedDocument(
+                f"{value} does not fit a 64-bit integer", f"release.signed.{name}"
+            )
 
 
 def claimed_rollout_id(data: bytes) -> str:

@@ -20,31 +20,49 @@ __all__ = ["Attempts"]
 
 
 class Attempts:
-    def __init__(self, journal: UpdateJournal, status: StatusReporter,
-                 notify: Callable[[], None]) -> None:
+    def __init__(
+        self, journal: UpdateJournal, status: StatusReporter, notify: Callable[[], None]
+    ) -> None:
         self._journal = journal
         self._status = status
         self._notify = notify
 
-    def begin(self, phase: UpdatePhase, *, reason: str = "", detail: str = "", total: int = 0,
-              **columns: JournalValue) -> JournalEntry:
+    def begin(
+        self,
+        phase: UpdatePhase,
+        *,
+        reason: str = "",
+        detail: str = "",
+        total: int = 0,
+        **columns: JournalValue,
+    ) -> JournalEntry:
         """A new journal row in `phase` (downloading, or rejected for a refused document)."""
         check_transition(None, phase)
-        entry = self._journal.begin(phase=phase, reason=reason, detail=detail[:MAX_DETAIL],
-                                    **columns)
+        entry = self._journal.begin(
+            phase=phase, reason=reason, detail=detail[:MAX_DETAIL], **columns
+        )
         self._status.report(phase, entry, reason=reason, detail=detail, total=total)
         crashpoint(f"journal.{phase}")
         self._notify()
         return entry
 
-    def advance(self, entry: JournalEntry, phase: UpdatePhase, reason: str = "",
-                detail: str = "", *, done: int = 0, total: int = 0,
-                **columns: JournalValue) -> JournalEntry:
+    def advance(
+        self,
+        entry: JournalEntry,
+        phase: UpdatePhase,
+        reason: str = "",
+        detail: str = "",
+        *,
+        done: int = 0,
+        total: int = 0,
+        **columns: JournalValue,
+    ) -> JournalEntry:
         """Move `entry` to `phase` (RuntimeError when the table forbids it); the new row."""
         was = self._journal.get(entry.id).phase
         check_transition(was, phase)
-        entry = self._journal.update(entry.id, phase=phase, reason=reason,
-                                     detail=detail[:MAX_DETAIL], **columns)
+        entry = self._journal.update(
+            entry.id, phase=phase, reason=reason, detail=detail[:MAX_DETAIL], **columns
+        )
         self._status.report(phase, entry, reason=reason, detail=detail, done=done, total=total)
         if phase != was:
             crashpoint(f"journal.{phase}")
@@ -61,7 +79,15 @@ class Attempts:
         """Tell the daemon the state changed without a step (a probation resumed)."""
         self._notify()
 
-    def report(self, phase: UpdatePhase, entry: JournalEntry, *, reason: str = "",
-               detail: str = "", done: int = 0, total: int = 0) -> None:
+    def report(
+        self,
+        phase: UpdatePhase,
+        entry: JournalEntry,
+        *,
+        reason: str = "",
+        detail: str = "",
+        done: int = 0,
+        total: int = 0,
+    ) -> None:
         """A report that is not a step: progress within a phase, or an attempt never journaled."""
         self._status.report(phase, entry, reason=reason, detail=detail, done=done, total=total)

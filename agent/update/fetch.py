@@ -96,8 +96,10 @@ class Transfer:
         if self._cancelled:
             raise self._error(self._cancelled)
         if self._deadline is not None and self._clock() >= self._deadline - _DEADLINE_SLACK_S:
-            raise SlowRetrieval(f"the download did not finish within its {self._limit_s:.0f} s "
-                                "deadline (size / minimum rate)")
+            raise SlowRetrieval(
+                f"the download did not finish within its {self._limit_s:.0f} s "
+                "deadline (size / minimum rate)"
+            )
 
     def read_timeout(self, timeout_s: float) -> float:
         """How long the next read may block: the socket timeout, or less near the deadline."""
@@ -107,6 +109,7 @@ class Transfer:
 
     def watch(self, sock: socket.socket | None) -> None:
         """Shut `sock` down when cancelled (None: forget it); at once if already cancelled."""
+
         def abort() -> None:
             if sock is None:
                 return
@@ -124,8 +127,14 @@ class Transfer:
 
 class Fetcher(ABC):
     @abstractmethod
-    def fetch(self, url: str, dest: Path, max_length: int, progress: Progress | None = None,
-              transfer: Transfer | None = None) -> None:
+    def fetch(
+        self,
+        url: str,
+        dest: Path,
+        max_length: int,
+        progress: Progress | None = None,
+        transfer: Transfer | None = None,
+    ) -> None:
         """Complete `dest` from `url`, resuming from its current size."""
 
 
@@ -140,8 +149,14 @@ def _offset(dest: Path, max_length: int) -> int:
     return size
 
 
-def _copy(read: Callable[[int], bytes], dest: Path, offset: int, max_length: int,
-          progress: Progress | None, transfer: Transfer) -> int:
+def _copy(
+    read: Callable[[int], bytes],
+    dest: Path,
+    offset: int,
+    max_length: int,
+    progress: Progress | None,
+    transfer: Transfer,
+) -> int:
     """Append from `read` to `dest` until EOF; refuse the byte that passes `max_length`."""
     done = offset
     try:
@@ -174,8 +189,14 @@ def _copy(read: Callable[[int], bytes], dest: Path, offset: int, max_length: int
 class FileFetcher(Fetcher):
     """`file:///path`: a local folder or a mounted medium."""
 
-    def fetch(self, url: str, dest: Path, max_length: int, progress: Progress | None = None,
-              transfer: Transfer | None = None) -> None:
+    def fetch(
+        self,
+        url: str,
+        dest: Path,
+        max_length: int,
+        progress: Progress | None = None,
+        transfer: Transfer | None = None,
+    ) -> None:
         path = Path(unquote(urlsplit(url).path))
         offset = _offset(dest, max_length)
         try:
@@ -204,10 +225,18 @@ class HttpFetcher(Fetcher):
             return http.client.HTTPSConnection(
                 parts.hostname, parts.port, timeout=self.timeout_s, context=self.ssl_context
             ), target
-        return http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.timeout_s), target
+        return http.client.HTTPConnection(
+            parts.hostname, parts.port, timeout=self.timeout_s
+        ), target
 
-    def fetch(self, url: str, dest: Path, max_length: int, progress: Progress | None = None,
-              transfer: Transfer | None = None) -> None:
+    def fetch(
+        self,
+        url: str,
+        dest: Path,
+        max_length: int,
+        progress: Progress | None = None,
+        transfer: Transfer | None = None,
+    ) -> None:
         transfer = transfer or Transfer()
         for _ in range(_MAX_REDIRECTS + 1):
             location = self._fetch_once(url, dest, max_length, progress, transfer)
@@ -216,8 +245,9 @@ class HttpFetcher(Fetcher):
             url = urljoin(url, location)
         raise FetchFailed(f"more than {_MAX_REDIRECTS} redirects")
 
-    def _fetch_once(self, url: str, dest: Path, max_length: int, progress: Progress | None,
-                    transfer: Transfer) -> str | None:
+    def _fetch_once(
+        self, url: str, dest: Path, max_length: int, progress: Progress | None, transfer: Transfer
+    ) -> str | None:
         transfer.check()
         offset = _offset(dest, max_length)
         conn, target = self._connect(url)
@@ -247,8 +277,14 @@ class HttpFetcher(Fetcher):
                 raise SizeExceeded(
                     f"server announces {offset + int(declared)} bytes, over the signed {max_length}"
                 )
-            done = _copy(_bounded(response, sock, transfer, self.timeout_s), dest, offset,
-                         max_length, progress, transfer)
+            done = _copy(
+                _bounded(response, sock, transfer, self.timeout_s),
+                dest,
+                offset,
+                max_length,
+                progress,
+                transfer,
+            )
             if declared is not None and declared.isdigit() and done != offset + int(declared):
                 raise FetchFailed(f"connection closed after {done} bytes")
             return None
@@ -262,9 +298,14 @@ class HttpFetcher(Fetcher):
             conn.close()
 
 
-def _bounded(response: http.client.HTTPResponse, sock: socket.socket | None,
-             transfer: Transfer, timeout_s: float) -> Callable[[int], bytes]:
+def _bounded(
+    response: http.client.HTTPResponse,
+    sock: socket.socket | None,
+    transfer: Transfer,
+    timeout_s: float,
+) -> Callable[[int], bytes]:
     """`response.read1`, each read waiting no longer than the socket timeout or the deadline."""
+
     def read(n: int) -> bytes:
         if sock is not None:
             sock.settimeout(transfer.read_timeout(timeout_s))

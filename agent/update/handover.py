@@ -25,8 +25,15 @@ from pathlib import Path
 
 from localio.atomic import write_atomic
 
-__all__ = ["MAX_SPOOL_BYTES", "SpoolRequest", "UpdateLock", "submit", "take_requests",
-           "wait_result", "write_result"]
+__all__ = [
+    "MAX_SPOOL_BYTES",
+    "SpoolRequest",
+    "UpdateLock",
+    "submit",
+    "take_requests",
+    "wait_result",
+    "write_result",
+]
 
 LOCK_NAME = "update.lock"
 SPOOL_DIR = "spool"
@@ -78,8 +85,10 @@ def submit(state_dir: Path, deployment: bytes, artifact_dirs: list[Path]) -> str
     spool = state_dir / SPOOL_DIR
     spool.mkdir(parents=True, exist_ok=True)
     request_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-    body = {"deployment": deployment.decode("utf-8"),
-            "artifact_dirs": [str(d.resolve()) for d in artifact_dirs]}
+    body = {
+        "deployment": deployment.decode("utf-8"),
+        "artifact_dirs": [str(d.resolve()) for d in artifact_dirs],
+    }
     write_atomic(spool / f"{request_id}.json", json.dumps(body).encode())
     return request_id
 
@@ -97,20 +106,29 @@ def take_requests(state_dir: Path) -> list[SpoolRequest]:
             if path.stat().st_size > MAX_SPOOL_BYTES:
                 raise ValueError("request too large")
             body = json.loads(path.read_bytes())
-            requests.append(SpoolRequest(
-                request_id, str(body["deployment"]).encode("utf-8"),
-                tuple(Path(d) for d in body.get("artifact_dirs", [])),
-            ))
+            requests.append(
+                SpoolRequest(
+                    request_id,
+                    str(body["deployment"]).encode("utf-8"),
+                    tuple(Path(d) for d in body.get("artifact_dirs", [])),
+                )
+            )
         except (OSError, ValueError, KeyError, TypeError) as e:
-            write_result(state_dir, request_id, {"phase": "rejected", "reason": "malformed",
-                                                 "detail": f"unreadable spool request: {e}"})
+            write_result(
+                state_dir,
+                request_id,
+                {
+                    "phase": "rejected",
+                    "reason": "malformed",
+                    "detail": f"unreadable spool request: {e}",
+                },
+            )
         path.unlink(missing_ok=True)
     return requests
 
 
 def write_result(state_dir: Path, request_id: str, outcome: Mapping[str, object]) -> None:
-    write_atomic(state_dir / SPOOL_DIR / f"{request_id}.result.json",
-                  json.dumps(outcome).encode())
+    write_atomic(state_dir / SPOOL_DIR / f"{request_id}.result.json", json.dumps(outcome).encode())
 
 
 def wait_result(state_dir: Path, request_id: str, timeout: float) -> dict[str, object] | None:

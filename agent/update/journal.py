@@ -71,10 +71,12 @@ class UpdateJournal:
     def in_progress(self) -> JournalEntry | None:
         """The newest attempt that has not reached a terminal phase, if any."""
         marks = ", ".join("?" for _ in UpdatePhase.TERMINAL)
-        rows = list(self._db.query(
-            f"SELECT * FROM {ATTEMPTS} WHERE phase NOT IN ({marks}) ORDER BY id DESC LIMIT 1",
-            UpdatePhase.TERMINAL,
-        ))
+        rows = list(
+            self._db.query(
+                f"SELECT * FROM {ATTEMPTS} WHERE phase NOT IN ({marks}) ORDER BY id DESC LIMIT 1",
+                UpdatePhase.TERMINAL,
+            )
+        )
         return _entry(rows[0]) if rows else None
 
     def phase(self) -> UpdatePhase:
@@ -89,9 +91,7 @@ class UpdateJournal:
             table = self._db.table(ATTEMPTS)
             table.insert(row)
             entry_id = int(self._db.execute("SELECT last_insert_rowid()").fetchone()[0])
-            self._db.execute(
-                f"DELETE FROM {ATTEMPTS} WHERE id <= ?", [entry_id - MAX_ROWS]
-            )
+            self._db.execute(f"DELETE FROM {ATTEMPTS} WHERE id <= ?", [entry_id - MAX_ROWS])
         return self.get(entry_id)
 
     def close(self) -> None:
@@ -113,11 +113,13 @@ class UpdateJournal:
     def condemned(self, sha256: str, version: int) -> JournalEntry | None:
         """An earlier attempt that found these exact bytes at this version unfit to serve."""
         marks = ", ".join("?" for _ in MODEL_REASONS)
-        rows = list(self._db.query(
-            f"SELECT * FROM {ATTEMPTS} WHERE sha256 = ? AND version = ? "
-            f"AND phase IN (?, ?) AND reason IN ({marks}) ORDER BY id DESC LIMIT 1",
-            [sha256, version, UpdatePhase.ROLLED_BACK, UpdatePhase.REJECTED, *MODEL_REASONS],
-        ))
+        rows = list(
+            self._db.query(
+                f"SELECT * FROM {ATTEMPTS} WHERE sha256 = ? AND version = ? "
+                f"AND phase IN (?, ?) AND reason IN ({marks}) ORDER BY id DESC LIMIT 1",
+                [sha256, version, UpdatePhase.ROLLED_BACK, UpdatePhase.REJECTED, *MODEL_REASONS],
+            )
+        )
         return _entry(rows[0]) if rows else None
 
     # models -----------------------------------------------------------------------------
@@ -142,8 +144,9 @@ def _storable(value: JournalValue) -> JournalValue:
 
 
 def _entry(row: dict[str, Any]) -> JournalEntry:
-    values: dict[str, Any] = {k: (v if v is not None else _default(k)) for k, v in row.items()
-                              if k in _COLUMNS}
+    values: dict[str, Any] = {
+        k: (v if v is not None else _default(k)) for k, v in row.items() if k in _COLUMNS
+    }
     values["phase"] = UpdatePhase(values["phase"])
     return JournalEntry(**values)
 

@@ -163,7 +163,7 @@ class ModelStore:
             key=lambda s: self.path_of(s).stat().st_mtime,
             reverse=True,
         )
-        doomed = others[max(0, keep - len(linked)):]
+        doomed = others[max(0, keep - len(linked)) :]
         for sha in doomed:
             log.info("removing old model %s", sha[:12])
             self.remove(sha)

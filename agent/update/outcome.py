@@ -66,23 +66,52 @@ class UpdateOutcome:
         return line
 
     @classmethod
-    def of_verified(cls, phase: UpdatePhase, verified: VerifiedUpdate, *, reason: str = "",
-                    detail: str = "", no_op: bool = False) -> UpdateOutcome:
+    def of_verified(
+        cls,
+        phase: UpdatePhase,
+        verified: VerifiedUpdate,
+        *,
+        reason: str = "",
+        detail: str = "",
+        no_op: bool = False,
+    ) -> UpdateOutcome:
         release = verified.release
-        return cls(phase, reason, detail, verified.deployment.rollout_id, release.name,
-                   release.version, release.target.sha256, no_op=no_op)
+        return cls(
+            phase,
+            reason,
+            detail,
+            verified.deployment.rollout_id,
+            release.name,
+            release.version,
+            release.target.sha256,
+            no_op=no_op,
+        )
 
     @classmethod
     def of_entry(cls, entry: JournalEntry) -> UpdateOutcome:
-        return cls(entry.phase, entry.reason, entry.detail, entry.rollout_id, entry.model,
-                   entry.version, entry.sha256, entry.via)
+        return cls(
+            entry.phase,
+            entry.reason,
+            entry.detail,
+            entry.rollout_id,
+            entry.model,
+            entry.version,
+            entry.sha256,
+            entry.via,
+        )
 
 
 def entry_like(verified: VerifiedUpdate) -> JournalEntry:
     """A journal-shaped view of a verified update that was never journaled (a no-op)."""
     release = verified.release
-    return JournalEntry(0, verified.deployment.rollout_id, release.name, release.version,
-                        release.target.sha256, UpdatePhase.IDLE)
+    return JournalEntry(
+        0,
+        verified.deployment.rollout_id,
+        release.name,
+        release.version,
+        release.target.sha256,
+        UpdatePhase.IDLE,
+    )
 
 
 class StatusReporter:
@@ -90,18 +119,34 @@ class StatusReporter:
         self.device_id = device_id
         self._outbox = outbox
 
-    def report(self, phase: UpdatePhase, entry: JournalEntry | None, *, reason: str = "",
-               detail: str = "", done: int = 0, total: int = 0, via: str = "") -> None:
+    def report(
+        self,
+        phase: UpdatePhase,
+        entry: JournalEntry | None,
+        *,
+        reason: str = "",
+        detail: str = "",
+        done: int = 0,
+        total: int = 0,
+        via: str = "",
+    ) -> None:
         device = self.device_id
 
         def make(seq: int) -> UpdateStatus:
             return UpdateStatus(
-                device_id=device, seq=seq, ts=time.time(),
-                rollout_id=entry.rollout_id if entry else "", phase=phase,
-                model=entry.model if entry else "", version=entry.version if entry else 0,
-                sha256=entry.sha256 if entry else "", reason=reason,
+                device_id=device,
+                seq=seq,
+                ts=time.time(),
+                rollout_id=entry.rollout_id if entry else "",
+                phase=phase,
+                model=entry.model if entry else "",
+                version=entry.version if entry else 0,
+                sha256=entry.sha256 if entry else "",
+                reason=reason,
                 detail=detail[:MAX_DETAIL].encode("utf-8", "backslashreplace").decode("utf-8"),
-                bytes_done=done, bytes_total=total, via=via or (entry.via if entry else ""),
+                bytes_done=done,
+                bytes_total=total,
+                via=via or (entry.via if entry else ""),
             )
 
         try:

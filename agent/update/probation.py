@@ -88,9 +88,15 @@ class LatencyWindow:
 
 
 class Probation:
-    def __init__(self, sha256: str, policy: ProbationPolicy, baseline_p95_ms: float | None,
-                 previous: ShadowModel | None, shadow_every: int = 4,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        sha256: str,
+        policy: ProbationPolicy,
+        baseline_p95_ms: float | None,
+        previous: ShadowModel | None,
+        shadow_every: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.sha256 = sha256
         self.policy = policy
         self.baseline_p95_ms = baseline_p95_ms
@@ -111,11 +117,13 @@ class Probation:
         self._shadow: threading.Thread | None = None
         # told (on the shadow thread) of each shadow frame the two models disagree on:
         # (new model's sha256, inputs, new top-1, previous top-1); sample capture keeps some
-        self.on_disagreement: Callable[[str, list[np.ndarray], int | None, int | None],
-                                       None] | None = None
+        self.on_disagreement: (
+            Callable[[str, list[np.ndarray], int | None, int | None], None] | None
+        ) = None
         if self._previous is not None:
-            self._shadow = threading.Thread(target=self._shadow_run, name="probation-shadow",
-                                            daemon=True)
+            self._shadow = threading.Thread(
+                target=self._shadow_run, name="probation-shadow", daemon=True
+            )
             self._shadow.start()
 
     # called on the inference thread: cheap ------------------------------------------------
@@ -181,28 +189,41 @@ class Probation:
         if inferences >= policy.min_inferences:
             failures = []
             if errors * 100 > policy.max_error_rate_pct * inferences:
-                failures.append(f"error rate {errors * 100 / inferences:.1f}% > "
-                                f"{policy.max_error_rate_pct}% ({errors} of {inferences})")
+                failures.append(
+                    f"error rate {errors * 100 / inferences:.1f}% > "
+                    f"{policy.max_error_rate_pct}% ({errors} of {inferences})"
+                )
             new_p95 = p95(latencies)
             base = self.baseline_p95_ms
-            if (base and new_p95 * 100 > base * policy.max_latency_ratio_pct
-                    and new_p95 - base > LATENCY_NOISE_MS):
-                failures.append(f"p95 {new_p95:.1f} ms > {policy.max_latency_ratio_pct}% "
-                                f"of {base:.1f} ms")
+            if (
+                base
+                and new_p95 * 100 > base * policy.max_latency_ratio_pct
+                and new_p95 - base > LATENCY_NOISE_MS
+            ):
+                failures.append(
+                    f"p95 {new_p95:.1f} ms > {policy.max_latency_ratio_pct}% of {base:.1f} ms"
+                )
             shadow_done = compared >= need_compared
-            if (shadow_done and need_compared
-                    and agree * 100 < policy.min_agreement_pct * compared):
-                failures.append(f"agreement {agree * 100 / compared:.1f}% < "
-                                f"{policy.min_agreement_pct}% with the previous model "
-                                f"({compared} shadow frames)")
+            if shadow_done and need_compared and agree * 100 < policy.min_agreement_pct * compared:
+                failures.append(
+                    f"agreement {agree * 100 / compared:.1f}% < "
+                    f"{policy.min_agreement_pct}% with the previous model "
+                    f"({compared} shadow frames)"
+                )
             if failures:  # every criterion that failed, so the operator sees the whole story
                 return Verdict(False, "; ".join(failures))
             if shadow_done:
                 baseline = f"{base:.1f} ms" if base else "no baseline"
-                return Verdict(True, f"{inferences} inferences, {errors} errors, p95 "
-                                     f"{new_p95:.1f} ms (previous {baseline})"
-                               + (f", agreement {agree}/{compared}" if need_compared else ""))
+                return Verdict(
+                    True,
+                    f"{inferences} inferences, {errors} errors, p95 "
+                    f"{new_p95:.1f} ms (previous {baseline})"
+                    + (f", agreement {agree}/{compared}" if need_compared else ""),
+                )
         if elapsed > policy.max_duration_s:
-            return Verdict(False, f"undecided after {policy.max_duration_s} s: {inferences} of "
-                                  f"{policy.min_inferences} inferences, {compared} shadow frames")
+            return Verdict(
+                False,
+                f"undecided after {policy.max_duration_s} s: {inferences} of "
+                f"{policy.min_inferences} inferences, {compared} shadow frames",
+            )
         return None

@@ -42,12 +42,19 @@ def settle_interrupted(ctx: UpdateContext, entry: JournalEntry) -> JournalEntry 
     """Settle the attempt a stop cut short; the entry whose probation resumes, if any."""
     was = entry.phase
     store = ctx.store
-    if (was == UpdatePhase.PROBATION and entry.interruptions == 0 and not entry.reason
-            and store.link(ACTIVE) == entry.sha256
-            and store.verified_path(entry.sha256) is not None):
+    if (
+        was == UpdatePhase.PROBATION
+        and entry.interruptions == 0
+        and not entry.reason
+        and store.link(ACTIVE) == entry.sha256
+        and store.verified_path(entry.sha256) is not None
+    ):
         entry = ctx.steps.advance(entry, UpdatePhase.PROBATION, detail=RESUMED, interruptions=1)
-        log.warning("the agent stopped while %s@%s was on probation: resuming it",
-                    entry.model, entry.version)
+        log.warning(
+            "the agent stopped while %s@%s was on probation: resuming it",
+            entry.model,
+            entry.version,
+        )
         return entry
     if store.link(ACTIVE) != entry.from_sha256 and store.has(entry.from_sha256):
         store.restore(entry.from_sha256, entry.prev_sha256 or None)
@@ -70,10 +77,12 @@ def _verdict(entry: JournalEntry) -> tuple[UpdatePhase, Rejected] | None:
     if entry.phase == UpdatePhase.PROBATION:
         return UpdatePhase.ROLLED_BACK, ProbationCrashed(
             f"the agent stopped twice while {entry.model}@{entry.version} was on probation: "
-            "rolled back")
+            "rolled back"
+        )
     if entry.phase == UpdatePhase.VALIDATING or entry.detail == LEGACY_VALIDATING:
         return UpdatePhase.REJECTED, InvalidModel(
-            "the agent stopped while loading and smoke-testing this model")
+            "the agent stopped while loading and smoke-testing this model"
+        )
     return None
 
 
@@ -115,7 +124,11 @@ def _initial_path(ctx: UpdateContext, active: str | None) -> Path:
     if ctx.journal.model_version(sha) is None:
         ctx.journal.remember_model(sha, ctx.config.model.name, 0)
     if active is not None:
-        log.info("[model] initial changed (%s, was %s) and no OTA version is installed: "
-                 "serving the new one", sha[:12], active[:12])
+        log.info(
+            "[model] initial changed (%s, was %s) and no OTA version is installed: "
+            "serving the new one",
+            sha[:12],
+            active[:12],
+        )
     ctx.store.set_link(ACTIVE, sha)
     return path

@@ -61,7 +61,6 @@ def _read_capped(path: Path, cap: int) -> bytes:
     return data
 
 
-
 @dataclass(frozen=True)
 class Pace:
     """How long a download may take: `grace_s + bytes / min_rate` (bytes per second)."""
@@ -74,9 +73,15 @@ class Pace:
 
 
 class TargetRetriever:
-    def __init__(self, downloads: Path, fetcher_for: Callable[[str], Fetcher],
-                 report: PhaseReport, local_dirs: Sequence[Path] = (),
-                 transfer: Transfer | None = None, pace: Pace = Pace()) -> None:
+    def __init__(
+        self,
+        downloads: Path,
+        fetcher_for: Callable[[str], Fetcher],
+        report: PhaseReport,
+        local_dirs: Sequence[Path] = (),
+        transfer: Transfer | None = None,
+        pace: Pace = Pace(),
+    ) -> None:
         self.downloads = downloads
         self.downloads.mkdir(parents=True, exist_ok=True)
         self._fetcher_for = fetcher_for
@@ -167,7 +172,10 @@ class TargetRetriever:
         self._transfer.limit(self._pace.deadline_s(size - min(_size(part), size)))
         try:
             self._fetcher_for(url).fetch(
-                url, part, size, lambda done: self._report(UpdatePhase.DOWNLOADING, via, done, size),
+                url,
+                part,
+                size,
+                lambda done: self._report(UpdatePhase.DOWNLOADING, via, done, size),
                 self._transfer,
             )
         except SizeExceeded:

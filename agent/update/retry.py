@@ -39,17 +39,18 @@ class PendingRetry:
 class RetrySchedule:
     """At most one deployment waiting for its next try (a newer one replaces it)."""
 
-    def __init__(self, policy: RetryPolicy = DEFAULT_RETRY,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, policy: RetryPolicy = DEFAULT_RETRY, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.policy = policy
         self._clock = clock
         self.pending: PendingRetry | None = None
 
-    def schedule(self, deployment: bytes, dirs: tuple[Path, ...],
-                 after: PendingRetry | None = None) -> None:
+    def schedule(
+        self, deployment: bytes, dirs: tuple[Path, ...], after: PendingRetry | None = None
+    ) -> None:
         """Try `deployment` again: after `first_s`, or twice `after`'s wait (capped)."""
-        delay = (self.policy.first_s if after is None
-                 else min(after.delay * 2, self.policy.max_s))
+        delay = self.policy.first_s if after is None else min(after.delay * 2, self.policy.max_s)
         self.pending = PendingRetry(deployment, dirs, self._clock() + delay, delay)
 
     def take_due(self) -> PendingRetry | None:

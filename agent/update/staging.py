@@ -25,8 +25,13 @@ if TYPE_CHECKING:
 __all__ = ["stage"]
 
 
-def stage(ctx: UpdateContext, entry: JournalEntry, release: Release, active: ModelIdentity,
-          retriever: TargetRetriever) -> tuple[JournalEntry, Model]:
+def stage(
+    ctx: UpdateContext,
+    entry: JournalEntry,
+    release: Release,
+    active: ModelIdentity,
+    retriever: TargetRetriever,
+) -> tuple[JournalEntry, Model]:
     """The release's model installed, validated and loaded; the journal at `staged`.
 
     Raises:
@@ -45,8 +50,9 @@ def stage(ctx: UpdateContext, entry: JournalEntry, release: Release, active: Mod
     return entry, model
 
 
-def _obtain(ctx: UpdateContext, release: Release, active: ModelIdentity,
-            retriever: TargetRetriever) -> Retrieval:
+def _obtain(
+    ctx: UpdateContext, release: Release, active: ModelIdentity, retriever: TargetRetriever
+) -> Retrieval:
     target = release.target
     if ctx.store.verified_path(target.sha256) is not None:
         return Retrieval(b"", Via.LOCAL)

@@ -17,7 +17,9 @@ from shared.messages import ModelIdentity
 __all__ = ["active_identity", "read_update_state"]
 
 
-def active_identity(config: AgentConfig, store: ModelStore, journal: UpdateJournal) -> ModelIdentity:
+def active_identity(
+    config: AgentConfig, store: ModelStore, journal: UpdateJournal
+) -> ModelIdentity:
     """The model the `active` link names, or the configured initial model (version 0)."""
     sha = store.link(ACTIVE)
     if sha is None:

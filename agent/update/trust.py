@@ -52,8 +52,12 @@ MAX_REVOKED = 256  # revoked keys remembered for refusal details; the oldest are
 class TrustStore:
     """The trusted root of one device, shared by the daemon's threads."""
 
-    def __init__(self, config: TrustConfig, state_dir: Path,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        config: TrustConfig,
+        state_dir: Path,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._initial = config.initial_root()
         self._path = state_dir / TRUST_FILE
         self._lock_path = state_dir / LOCK_FILE
@@ -99,14 +103,20 @@ class TrustStore:
             revoked = self._revoked
             for before, after in zip([walked_from, *walked], walked, strict=False):
                 revoked = _revoke(revoked, before, after)
-            state = {"schema": STATE_SCHEMA, "root": trusted.envelope,
-                     "revoked": [{"key": r.key.hex, "version": r.version} for r in revoked]}
+            state = {
+                "schema": STATE_SCHEMA,
+                "root": trusted.envelope,
+                "revoked": [{"key": r.key.hex, "version": r.version} for r in revoked],
+            }
             write_atomic(self._path, json.dumps(state, sort_keys=True).encode("utf-8"), 0o644)
             _fsync_dir(self._path.parent)
             self._trusted, self._revoked, self._broken = trusted, revoked, None
             self._stamp = _stamp(self._path)
-            log.info("trusted %s (walked %s)", describe(trusted.root),
-                     ", ".join(f"v{r.version}" for r in walked))
+            log.info(
+                "trusted %s (walked %s)",
+                describe(trusted.root),
+                ", ".join(f"v{r.version}" for r in walked),
+            )
             return walked
 
     # loading ----------------------------------------------------------------------------
@@ -122,8 +132,10 @@ class TrustStore:
         try:
             trusted, revoked = _read_state(self._path.read_bytes())
         except (OSError, Rejected) as e:
-            self._broken = (f"the trusted root in {self._path} is unreadable ({e}); restore it "
-                            "or re-provision the device's trust")
+            self._broken = (
+                f"the trusted root in {self._path} is unreadable ({e}); restore it "
+                "or re-provision the device's trust"
+            )
             log.error("%s", self._broken)
             return
         self._broken = None
@@ -146,21 +158,28 @@ def _read_state(data: bytes) -> tuple[TrustedRoot, tuple[RevokedKey, ...]]:
     revoked = []
     for i, item in enumerate(listed[:MAX_REVOKED]):
         version = item.get("version") if isinstance(item, dict) else None
-        if isinstance(version, bool) or not isinstance(version, int) or not isinstance(
-                item.get("key"), str):
+        if (
+            isinstance(version, bool)
+            or not isinstance(version, int)
+            or not isinstance(item.get("key"), str)
+        ):
             raise MalformedDocument("expected {key, version}", f"revoked[{i}]")
         revoked.append(RevokedKey(PublicKey.from_hex(item["key"]), version))
     return TrustedRoot(root, envelope), tuple(revoked)
 
 
-def _revoke(revoked: tuple[RevokedKey, ...], before: TrustedRoot,
-            after: TrustedRoot) -> tuple[RevokedKey, ...]:
+def _revoke(
+    revoked: tuple[RevokedKey, ...], before: TrustedRoot, after: TrustedRoot
+) -> tuple[RevokedKey, ...]:
     """Release keys `before` held and `after` dropped join the revoked; re-added ones leave."""
     kept = {k.raw for k in after.root.release_keys}
     out = [r for r in revoked if r.key.raw not in kept]
     known = {r.key.raw for r in out}
-    out += [RevokedKey(k, after.version) for k in before.root.release_keys
-            if k.raw not in kept and k.raw not in known]
+    out += [
+        RevokedKey(k, after.version)
+        for k in before.root.release_keys
+        if k.raw not in kept and k.raw not in known
+    ]
     return tuple(out[-MAX_REVOKED:])
 
 

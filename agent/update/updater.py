@@ -79,20 +79,33 @@ def _loader(path: Path, threads: int, delegates: tuple[str, ...]) -> Model:
 
 
 class Updater:
-    def __init__(self, config: AgentConfig, db: DeviceStore, outbox: Outbox,
-                 on_state_change: Callable[[], None], *,
-                 fetchers: Callable[[str], Fetcher] | None = None,
-                 load_model: ModelLoader = _loader,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 clock: Callable[[], float] = time.monotonic,
-                 retry: RetryPolicy = DEFAULT_RETRY,
-                 lock: UpdateLock | None = None,
-                 keyring: Callable[[], Keyring] | None = None) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        db: DeviceStore,
+        outbox: Outbox,
+        on_state_change: Callable[[], None],
+        *,
+        fetchers: Callable[[str], Fetcher] | None = None,
+        load_model: ModelLoader = _loader,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] = time.monotonic,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        lock: UpdateLock | None = None,
+        keyring: Callable[[], Keyring] | None = None,
+    ) -> None:
         self.config = config
         journal = UpdateJournal(db)
         steps = Attempts(journal, StatusReporter(config.device_id, outbox), on_state_change)
-        self._ctx = UpdateContext(config, journal, ModelStore(config.state_dir, config.model.name),
-                                  steps, load_model, now, clock)
+        self._ctx = UpdateContext(
+            config,
+            journal,
+            ModelStore(config.state_dir, config.model.name),
+            steps,
+            load_model,
+            now,
+            clock,
+        )
         self._activation = Activation(self._ctx)
         self._retries = RetrySchedule(retry, clock)
         timeout = config.update.download_timeout_s
@@ -107,8 +120,9 @@ class Updater:
         self._transfer: tuple[str, Transfer] | None = None  # (deployment digest, its download)
         self._resume: JournalEntry | None = None  # an interrupted probation, resumed on attach
         self._stopping = False
-        self.variants = VariantChooser(config, self._ctx.downloads, self._fetchers, self._pace,
-                                       load_model)
+        self.variants = VariantChooser(
+            config, self._ctx.downloads, self._fetchers, self._pace, load_model
+        )
 
     # hooks (the daemon's drift and capture) -------------------------------------------------
 
@@ -179,13 +193,22 @@ class Updater:
             return False
         try:
             verified = admit_deployment(
-                data, self._keyring(), device_id=self.config.device_id,
-                profile=self.config.profile.name, model_name=self.config.model.name,
-                installed_version=0, installed_sha256=None, now=self._ctx.now(),
-                max_model_bytes=self.config.update.max_model_bytes, expected_io=None)
+                data,
+                self._keyring(),
+                device_id=self.config.device_id,
+                profile=self.config.profile.name,
+                model_name=self.config.model.name,
+                installed_version=0,
+                installed_sha256=None,
+                now=self._ctx.now(),
+                max_model_bytes=self.config.update.max_model_bytes,
+                expected_io=None,
+            )
         except Rejected as e:
-            log.info("a deployment that does not verify (%s) does not stop the running "
-                     "download", e.reason)
+            log.info(
+                "a deployment that does not verify (%s) does not stop the running download",
+                e.reason,
+            )
             return False
         why = f"superseded by rollout {verified.deployment.rollout_id}"
         log.info("cancelling the running download: %s", why)
@@ -279,13 +302,16 @@ class Updater:
         _, verified = admitted
         release = verified.release
         if verified.is_current:
-            return UpdateOutcome.of_verified(UpdatePhase.PROBATION, verified, no_op=True,
-                                             detail="already on probation")
+            return UpdateOutcome.of_verified(
+                UpdatePhase.PROBATION, verified, no_op=True, detail="already on probation"
+            )
         self._pending = (data, dirs)
-        log.info("deployment of %s@%s waits for the running probation", release.name,
-                 release.version)
-        return UpdateOutcome.of_verified(UpdatePhase.IDLE, verified,
-                                         detail="queued behind a probation")
+        log.info(
+            "deployment of %s@%s waits for the running probation", release.name, release.version
+        )
+        return UpdateOutcome.of_verified(
+            UpdatePhase.IDLE, verified, detail="queued behind a probation"
+        )
 
     def _admit(self, data: bytes) -> tuple[ModelIdentity, VerifiedUpdate] | UpdateOutcome:
         """Verify `data` against the model serving now: (active, verified), or the refusal."""
@@ -293,11 +319,17 @@ class Updater:
         expected_io = self._ctx.active_io(active.sha256)
         try:
             return active, admit_deployment(
-                data, self._keyring(), device_id=self.config.device_id,
-                profile=self.config.profile.name, model_name=self.config.model.name,
-                installed_version=active.version, installed_sha256=active.sha256,
-                now=self._ctx.now(), max_model_bytes=self.config.update.max_model_bytes,
-                expected_io=expected_io)
+                data,
+                self._keyring(),
+                device_id=self.config.device_id,
+                profile=self.config.profile.name,
+                model_name=self.config.model.name,
+                installed_version=active.version,
+                installed_sha256=active.sha256,
+                now=self._ctx.now(),
+                max_model_bytes=self.config.update.max_model_bytes,
+                expected_io=expected_io,
+            )
         except Rejected as e:
             return self._refuse(e, claimed_rollout_id(data))
 
@@ -305,8 +337,15 @@ class Updater:
         """A document that failed verification: nothing in it is trusted but the rollout id
         it claims, reported so the refusal counts in that rollout (for this device only)."""
         log.warning("deployment rejected: %s: %s", error.reason, error)
-        self._ctx.steps.begin(UpdatePhase.REJECTED, reason=error.reason, detail=str(error),
-                              rollout_id=rollout_id, model="", version=0, sha256="")
+        self._ctx.steps.begin(
+            UpdatePhase.REJECTED,
+            reason=error.reason,
+            detail=str(error),
+            rollout_id=rollout_id,
+            model="",
+            version=0,
+            sha256="",
+        )
         return UpdateOutcome(UpdatePhase.REJECTED, error.reason, str(error), rollout_id)
 
     def _run(self, data: bytes, dirs: tuple[Path, ...]) -> UpdateOutcome:
@@ -319,31 +358,42 @@ class Updater:
         if verified.is_current:
             log.info("%s@%s is already active", release.name, release.version)
             steps.report(UpdatePhase.COMMITTED, entry_like(verified), detail="already active")
-            return UpdateOutcome.of_verified(UpdatePhase.COMMITTED, verified, no_op=True,
-                                             detail="already active")
+            return UpdateOutcome.of_verified(
+                UpdatePhase.COMMITTED, verified, no_op=True, detail="already active"
+            )
         release = self.variants.choose(release, dirs, self._ctx.loop)  # the fastest variant here
         condemned = self._ctx.journal.condemned(release.target.sha256, release.version)
         if condemned is not None:
             detail = f"refused earlier ({condemned.reason}): {condemned.detail}"
-            steps.report(UpdatePhase.REJECTED, entry_like(verified), reason=condemned.reason,
-                         detail=detail)
-            return UpdateOutcome.of_verified(UpdatePhase.REJECTED, verified,
-                                             reason=condemned.reason, detail=detail)
+            steps.report(
+                UpdatePhase.REJECTED, entry_like(verified), reason=condemned.reason, detail=detail
+            )
+            return UpdateOutcome.of_verified(
+                UpdatePhase.REJECTED, verified, reason=condemned.reason, detail=detail
+            )
         entry = steps.begin(
-            UpdatePhase.DOWNLOADING, total=release.artifact.size,
-            rollout_id=verified.deployment.rollout_id, model=release.name,
-            version=release.version, sha256=release.target.sha256,
-            from_sha256=active.sha256, prev_sha256=self._ctx.store.link(PREVIOUS) or "",
+            UpdatePhase.DOWNLOADING,
+            total=release.artifact.size,
+            rollout_id=verified.deployment.rollout_id,
+            model=release.name,
+            version=release.version,
+            sha256=release.target.sha256,
+            from_sha256=active.sha256,
+            prev_sha256=self._ctx.store.link(PREVIOUS) or "",
             deployment=data.decode("utf-8"),
         )
         transfer = Transfer()
         self._transfer = (hashlib.sha256(data).hexdigest(), transfer)
         if self._stopping:
             transfer.cancel("the agent is stopping", FetchFailed)
-        retriever = TargetRetriever(self._ctx.downloads, self._fetchers,
-                                    lambda phase, via, done, total: self._progress(
-                                        entry, phase, via, done, total), dirs, transfer,
-                                    self._pace)
+        retriever = TargetRetriever(
+            self._ctx.downloads,
+            self._fetchers,
+            lambda phase, via, done, total: self._progress(entry, phase, via, done, total),
+            dirs,
+            transfer,
+            self._pace,
+        )
         try:
             try:
                 staged, model = stage(self._ctx, entry, release, active, retriever)
@@ -365,18 +415,20 @@ class Updater:
         finally:
             self._transfer = None
 
-    def _stop(self, entry: JournalEntry, verified: VerifiedUpdate, error: Unavailable
-              ) -> UpdateOutcome:
+    def _stop(
+        self, entry: JournalEntry, verified: VerifiedUpdate, error: Unavailable
+    ) -> UpdateOutcome:
         """The attempt ends without a verdict on the release: reported, journal back to idle."""
-        log.warning("update %s@%s stopped: %s: %s", entry.model, entry.version, error.reason,
-                    error)
+        log.warning("update %s@%s stopped: %s: %s", entry.model, entry.version, error.reason, error)
         self._ctx.steps.advance(entry, UpdatePhase.IDLE, error.reason, str(error))
-        return UpdateOutcome.of_verified(UpdatePhase.IDLE, verified, reason=error.reason,
-                                         detail=str(error))
+        return UpdateOutcome.of_verified(
+            UpdatePhase.IDLE, verified, reason=error.reason, detail=str(error)
+        )
 
     def _reject(self, entry: JournalEntry, error: Rejected) -> UpdateOutcome:
-        log.warning("update %s@%s rejected: %s: %s", entry.model, entry.version, error.reason,
-                    error)
+        log.warning(
+            "update %s@%s rejected: %s: %s", entry.model, entry.version, error.reason, error
+        )
         store = self._ctx.store
         condemns_bytes = isinstance(error, (InvalidModel, IOSignatureMismatch))
         if condemns_bytes and entry.sha256 not in (store.link(ACTIVE), store.link(PREVIOUS)):
@@ -384,8 +436,9 @@ class Updater:
         entry = self._ctx.steps.advance(entry, UpdatePhase.REJECTED, error.reason, str(error))
         return UpdateOutcome.of_entry(entry)
 
-    def _progress(self, entry: JournalEntry, step: UpdatePhase, via: Via, done: int,
-                  total: int) -> None:
+    def _progress(
+        self, entry: JournalEntry, step: UpdatePhase, via: Via, done: int, total: int
+    ) -> None:
         journal = self._ctx.journal
         if step == UpdatePhase.VERIFYING:
             if journal.get(entry.id).phase != UpdatePhase.VERIFYING:

@@ -22,8 +22,12 @@ if TYPE_CHECKING:
 __all__ = ["check_model"]
 
 
-def check_model(model: Model, release: Release, expected: IOSignature | None,
-                recent_inputs: Sequence[list[np.ndarray]] = ()) -> None:
+def check_model(
+    model: Model,
+    release: Release,
+    expected: IOSignature | None,
+    recent_inputs: Sequence[list[np.ndarray]] = (),
+) -> None:
     """Raise `IOSignatureMismatch` or `InvalidModel` when `model` may not serve."""
     if not model.signature.fits(release.io):
         raise IOSignatureMismatch(

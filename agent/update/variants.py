@@ -43,9 +43,12 @@ def as_release(release: Release, variant: Variant) -> Release:
     """`release` with `variant` as its target."""
     if variant.sha256 == release.target.sha256:
         return release
-    return replace(release, target=Target(variant.sha256, variant.size),
-                   artifact=Artifact(variant.url, variant.artifact_sha256, variant.artifact_size),
-                   deltas=())
+    return replace(
+        release,
+        target=Target(variant.sha256, variant.size),
+        artifact=Artifact(variant.url, variant.artifact_sha256, variant.artifact_size),
+        deltas=(),
+    )
 
 
 def _bench(model: Any, inputs: Sequence[list[np.ndarray]], budget_s: float) -> float:
@@ -61,9 +64,14 @@ def _bench(model: Any, inputs: Sequence[list[np.ndarray]], budget_s: float) -> f
 
 
 class VariantChooser:
-    def __init__(self, config: AgentConfig, downloads: Path,
-                 fetchers: Callable[[str], Fetcher], pace: Pace,
-                 load: Callable[[Path, int, tuple[str, ...]], Any]) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        downloads: Path,
+        fetchers: Callable[[str], Fetcher],
+        pace: Pace,
+        load: Callable[[Path, int, tuple[str, ...]], Any],
+    ) -> None:
         self.config = config
         self._downloads = downloads
         self._fetchers = fetchers
@@ -80,7 +88,9 @@ class VariantChooser:
         fitting = variants.fitting()
         figures: dict[str, dict[str, Any]] = {
             v.name: {"quality_ppm": v.quality_ppm, "skipped": "under the quality budget"}
-            for v in variants.candidates if v not in fitting}
+            for v in variants.candidates
+            if v not in fitting
+        }
         inputs = self._inputs(loop)
         budget_s = variants.max_bench_ms / 1000.0 / max(1, len(fitting))
         for variant in fitting:
@@ -89,20 +99,29 @@ class VariantChooser:
         chosen: Variant | None
         if measured:
             chosen = min(measured, key=lambda v: figures[v.name]["p50_ms"])
-            reason = (f"{chosen.name} is the fastest here ({figures[chosen.name]['p50_ms']:.3f} "
-                      f"ms p50) of {len(measured)} measured within the quality budget "
-                      f"({variants.min_quality_ppm / 10_000:g} %)")
+            reason = (
+                f"{chosen.name} is the fastest here ({figures[chosen.name]['p50_ms']:.3f} "
+                f"ms p50) of {len(measured)} measured within the quality budget "
+                f"({variants.min_quality_ppm / 10_000:g} %)"
+            )
         else:
             chosen = variants.by_sha256(release.target.sha256)  # parse guarantees it exists
             if chosen is None:
                 return release
-            reason = ("no candidate could be measured within the quality budget: the "
-                      f"release's own target ({chosen.name})")
+            reason = (
+                "no candidate could be measured within the quality budget: the "
+                f"release's own target ({chosen.name})"
+            )
         for variant in fitting:  # the losers' files go; the chosen one stays for the install
             if variant is not chosen and variant.sha256 not in self._protected():
                 self._store.remove(variant.sha256)
-        self.last = {"release": f"{release.name}@{release.version}", "chosen": chosen.name,
-                     "sha256": chosen.sha256, "reason": reason, "figures": figures}
+        self.last = {
+            "release": f"{release.name}@{release.version}",
+            "chosen": chosen.name,
+            "sha256": chosen.sha256,
+            "reason": reason,
+            "figures": figures,
+        }
         log.info("variant of %s@%s: %s", release.name, release.version, reason)
         if self.report is not None:
             self.report(self.last)
@@ -120,20 +139,28 @@ class VariantChooser:
             return [sample]
         return []
 
-    def _measure(self, release: Release, variant: Variant, dirs: Sequence[Path],
-                 inputs: list[list[np.ndarray]], budget_s: float) -> dict[str, Any]:
+    def _measure(
+        self,
+        release: Release,
+        variant: Variant,
+        dirs: Sequence[Path],
+        inputs: list[list[np.ndarray]],
+        budget_s: float,
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {"quality_ppm": variant.quality_ppm}
         try:
             if self._store.verified_path(variant.sha256) is None:
-                retriever = TargetRetriever(self._downloads, self._fetchers,
-                                            lambda *_: None, dirs, Transfer(), self._pace)
+                retriever = TargetRetriever(
+                    self._downloads, self._fetchers, lambda *_: None, dirs, Transfer(), self._pace
+                )
                 candidate = replace(as_release(release, variant), deltas=())
                 data = retriever.obtain(candidate, None).data
                 self._store.install(data, variant.sha256)
                 retriever.discard(candidate)
             runtime = self.config.profile.runtime
-            model = self._load(self._store.path_of(variant.sha256), runtime.threads,
-                               runtime.delegates)
+            model = self._load(
+                self._store.path_of(variant.sha256), runtime.threads, runtime.delegates
+            )
         except (Rejected, Unavailable) as e:
             out["skipped"] = f"{e.reason}: {e}"[:200]
             return out

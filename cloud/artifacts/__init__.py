@@ -75,7 +75,9 @@ def release_key(name: str, version: int, profile: str) -> str:
     return f"{_stem(name, version, profile)}.release.json"
 
 
-def open_artifact_store(config: StoreConfig, default_public_url: str | None = None) -> ArtifactStore:
+def open_artifact_store(
+    config: StoreConfig, default_public_url: str | None = None
+) -> ArtifactStore:
     """The store named by `config.artifacts` (`file://` or `s3://`)."""
     if config.artifacts.startswith("s3://"):
         from cloud.artifacts.s3 import S3Store

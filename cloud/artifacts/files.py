@@ -28,8 +28,9 @@ def safe_path(root: Path, key: str) -> Path:
 
 
 class FileStore:
-    def __init__(self, root: Path, public_url: str | None = None,
-                 upload_key: Path | None = None) -> None:
+    def __init__(
+        self, root: Path, public_url: str | None = None, upload_key: Path | None = None
+    ) -> None:
         self.root = root
         self.public_url = public_url.rstrip("/") if public_url else None
         self.upload_key = upload_key  # the secret upload grants are signed with (`serve`'s)
@@ -37,8 +38,9 @@ class FileStore:
     @classmethod
     def from_config(cls, config: StoreConfig, default_public_url: str | None = None) -> FileStore:
         root = Path(unquote(urlparse(config.artifacts).path))
-        return cls(root, config.public_url or default_public_url,
-                   config.db.parent / UPLOAD_KEY_FILE)
+        return cls(
+            root, config.public_url or default_public_url, config.db.parent / UPLOAD_KEY_FILE
+        )
 
     def put(self, key: str, data: bytes) -> None:
         path = safe_path(self.root, key)
@@ -72,8 +74,11 @@ class FileStore:
         folder = safe_path(self.root, prefix.rstrip("/"))
         if not folder.is_dir():
             return []
-        return sorted(p.relative_to(self.root).as_posix() for p in folder.rglob("*")
-                      if p.is_file() and not p.name.startswith("."))
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in folder.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
 
     def put_url(self, key: str, lifetime_s: int, now: float) -> str:
         """A grant to PUT `key` (under samples/) to `serve` for `lifetime_s` seconds."""
@@ -81,8 +86,9 @@ class FileStore:
         if not key.startswith(UPLOAD_PREFIX):
             raise StoreError(f"uploads go under {UPLOAD_PREFIX}, not to {key!r}")
         if self.public_url is None or self.upload_key is None:
-            raise StoreError("uploads to a file store need store.public_url (served by "
-                             "`litefleet serve`)")
+            raise StoreError(
+                "uploads to a file store need store.public_url (served by `litefleet serve`)"
+            )
         signer = UploadSigner.from_file(self.upload_key)
         return f"{self.public_url}/{quote(key)}?{signer.query(key, int(now) + lifetime_s)}"
 

@@ -89,10 +89,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         url = urlparse(self.path)
         path, prefix, signer = unquote(url.path), self.server.prefix, self.server.uploads
-        key = path[len(prefix):]
+        key = path[len(prefix) :]
         query = parse_qs(url.query)
-        if (self.server.root is None or signer is None or not path.startswith(prefix)
-                or not key.startswith(UPLOAD_PREFIX)):
+        if (
+            self.server.root is None
+            or signer is None
+            or not path.startswith(prefix)
+            or not key.startswith(UPLOAD_PREFIX)
+        ):
             self.close_connection = True
             self._error(HTTPStatus.NOT_FOUND)
             return
@@ -154,12 +158,15 @@ class _Handler(BaseHTTPRequestHandler):
         if self._route(path, body):
             return
         prefix = self.server.prefix
-        if (self.server.root is None or not path.startswith(prefix)
-                or path[len(prefix):].startswith(UPLOAD_PREFIX)):
+        if (
+            self.server.root is None
+            or not path.startswith(prefix)
+            or path[len(prefix) :].startswith(UPLOAD_PREFIX)
+        ):
             self._error(HTTPStatus.NOT_FOUND)
             return
         try:
-            file = safe_path(self.server.root, path[len(prefix):])
+            file = safe_path(self.server.root, path[len(prefix) :])
             stat = file.stat()
         except (StoreError, OSError):
             self._error(HTTPStatus.NOT_FOUND)
@@ -179,8 +186,10 @@ class _Handler(BaseHTTPRequestHandler):
         if range_header and (if_range is None or if_range == etag):
             wanted = parse_range(range_header, size)
         if wanted is False:
-            self._error(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
-                        {**common, "Content-Range": f"bytes */{size}"})
+            self._error(
+                HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
+                {**common, "Content-Range": f"bytes */{size}"},
+            )
             return
         if isinstance(wanted, tuple):
             first, last = wanted
@@ -230,18 +239,24 @@ class _Server(ThreadingHTTPServer):
         if isinstance(error, _GONE):
             log.debug("HTTP client %s went away: %s", client_address, error)
         else:
-            log.error("HTTP request from %s failed", client_address,
-                      exc_info=sys.exc_info())  # called inside socketserver's except block
+            log.error(
+                "HTTP request from %s failed", client_address, exc_info=sys.exc_info()
+            )  # called inside socketserver's except block
 
 
 class ArtifactServer:
     """Serves `root` under `/<prefix>/` on (host, port); port 0 picks a free one. Without a
     root (artifacts in S3) only `routes` are served."""
 
-    def __init__(self, root: Path | None, host: str = "127.0.0.1", port: int = 0,
-                 prefix: str = "/artifacts/",
-                 routes: dict[str, Callable[[], Response]] | None = None,
-                 uploads: UploadSigner | None = None) -> None:
+    def __init__(
+        self,
+        root: Path | None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        prefix: str = "/artifacts/",
+        routes: dict[str, Callable[[], Response]] | None = None,
+        uploads: UploadSigner | None = None,
+    ) -> None:
         self._server = _Server((host, port), _Handler)
         self._server.uploads = uploads  # accept sample uploads granted with this secret
         self._server.root = root
@@ -267,14 +282,17 @@ class ArtifactServer:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="artifact-http",
-                                        kwargs={"poll_interval": 0.2}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            name="artifact-http",
+            kwargs={"poll_interval": 0.2},
+            daemon=True,
+        )
         self._thread.start()
         if self._server.root is not None:
             log.info("serving artifacts from %s at %s", self._server.root, self.base_url)
         for route in self._server.routes:
-            log.info("serving %s at http://%s:%s%s", route.lstrip("/"), self.host, self.port,
-                     route)
+            log.info("serving %s at http://%s:%s%s", route.lstrip("/"), self.host, self.port, route)
 
     def stop(self) -> None:
         if self._thread is not None:

@@ -76,7 +76,8 @@ class S3Store:
         out: list[str] = []
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self._key(prefix))
+                Bucket=self.bucket, Prefix=self._key(prefix)
+            )
             for page in pages:
                 out.extend(o["Key"] for o in page.get("Contents", []))
         except (BotoCoreError, ClientError) as e:
@@ -87,7 +88,8 @@ class S3Store:
     def put_url(self, key: str, lifetime_s: int, now: float) -> str:
         """A presigned PUT URL for `key`: the device uploads with no credential of its own."""
         url: str = self.client.generate_presigned_url(
-            "put_object", Params={"Bucket": self.bucket, "Key": self._key(key)},
+            "put_object",
+            Params={"Bucket": self.bucket, "Key": self._key(key)},
             ExpiresIn=max(1, min(lifetime_s, self.presign_max_s)),
         )
         return url
@@ -95,10 +97,15 @@ class S3Store:
     def url(self, key: str, lifetime_s: int) -> str:
         expires = max(1, min(lifetime_s, self.presign_max_s))
         if lifetime_s > self.presign_max_s:
-            log.warning("presigned URL for %s lives %s s, less than the %s s asked for",
-                        key, expires, lifetime_s)
+            log.warning(
+                "presigned URL for %s lives %s s, less than the %s s asked for",
+                key,
+                expires,
+                lifetime_s,
+            )
         url: str = self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)},
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": self._key(key)},
             ExpiresIn=expires,
         )
         return url

@@ -53,9 +53,11 @@ class WaveProgress:
     bytes_done: int
 
     def line(self) -> str:
-        return (f"wave {self.wave}: {self.committed} committed, {self.failed} failed, "
-                f"{self.pending + self.waiting} pending of {self.devices}; "
-                f"{self.bytes_done} bytes downloaded")
+        return (
+            f"wave {self.wave}: {self.committed} committed, {self.failed} failed, "
+            f"{self.pending + self.waiting} pending of {self.devices}; "
+            f"{self.bytes_done} bytes downloaded"
+        )
 
 
 class DownloadProgress:
@@ -81,21 +83,36 @@ class DownloadProgress:
             return dict(self._bytes)
 
 
-def wave_progress(store: Store, rollout_id: str,
-                  downloaded: dict[str, int]) -> list[WaveProgress]:
+def wave_progress(store: Store, rollout_id: str, downloaded: dict[str, int]) -> list[WaveProgress]:
     rows = [(r["device_id"], r["wave"], r["status"]) for r in device_rows(store, rollout_id)]
     waves: dict[int, Counter[str]] = {}
     bytes_by_wave: Counter[int] = Counter()
     for device_id, wave, status in rows:
         waves.setdefault(wave, Counter())[status] += 1
         bytes_by_wave[wave] += downloaded.get(device_id, 0)
-    return [WaveProgress(w + 1, sum(c.values()), c["committed"], c["failed"] + c["timed_out"],
-                         c["pending"], c["waiting"], bytes_by_wave[w])
-            for w, c in sorted(waves.items())]
+    return [
+        WaveProgress(
+            w + 1,
+            sum(c.values()),
+            c["committed"],
+            c["failed"] + c["timed_out"],
+            c["pending"],
+            c["waiting"],
+            bytes_by_wave[w],
+        )
+        for w, c in sorted(waves.items())
+    ]
 
 
-def follow_rollout(db: Store, rollout_id: str, downloads: DownloadProgress, *,
-                   timeout_s: float, as_json: bool, poll_s: float = 0.5) -> WaitResult:
+def follow_rollout(
+    db: Store,
+    rollout_id: str,
+    downloads: DownloadProgress,
+    *,
+    timeout_s: float,
+    as_json: bool,
+    poll_s: float = 0.5,
+) -> WaitResult:
     """Follow until the rollout leaves `running` or `timeout_s` passes; print as it goes."""
     view = _Display.make(as_json)
     deadline = time.monotonic() + timeout_s
@@ -113,8 +130,9 @@ def follow_rollout(db: Store, rollout_id: str, downloads: DownloadProgress, *,
         result = WaitResult.COMPLETED
     elif state == "running":
         result = WaitResult.TIMED_OUT
-        reason = f"still running after {timeout_s:g} s; follow it with `litefleet rollouts " \
-                 f"{rollout_id}`"
+        reason = (
+            f"still running after {timeout_s:g} s; follow it with `litefleet rollouts {rollout_id}`"
+        )
     else:
         result = WaitResult.STOPPED
     failures = rollout_views(db, rollout_id)[0]["failures"]
@@ -151,15 +169,33 @@ class _Display:
     def close(self) -> None:
         pass
 
-    def finish(self, rollout_id: str, state: str, reason: str,
-               failures: list[dict[str, Any]], result: WaitResult) -> None:
+    def finish(
+        self,
+        rollout_id: str,
+        state: str,
+        reason: str,
+        failures: list[dict[str, Any]],
+        result: WaitResult,
+    ) -> None:
         if self.as_json:
-            print(json.dumps({"id": rollout_id, "state": state, "reason": reason,
-                              "failures": failures, "result": result.name.lower()}))
+            print(
+                json.dumps(
+                    {
+                        "id": rollout_id,
+                        "state": state,
+                        "reason": reason,
+                        "failures": failures,
+                        "result": result.name.lower(),
+                    }
+                )
+            )
             return
         outcome = "timed out" if result == WaitResult.TIMED_OUT else state
-        print(f"rollout {rollout_id} {outcome}: {reason}" if reason else
-              f"rollout {rollout_id} {outcome}")
+        print(
+            f"rollout {rollout_id} {outcome}: {reason}"
+            if reason
+            else f"rollout {rollout_id} {outcome}"
+        )
         for f in failures:
             detail = f": {f['detail']}" if f.get("detail") else ""
             print(f"  {f['device_id']} (wave {f['wave']}) {f['reason']}{detail}")
@@ -172,20 +208,23 @@ class _Bars(_Display):
         super().__init__(as_json=False)
         from rich.progress import BarColumn, Progress, TextColumn
 
-        self._progress = Progress(TextColumn("wave {task.fields[wave]}"), BarColumn(),
-                                  TextColumn("{task.fields[text]}"))
+        self._progress = Progress(
+            TextColumn("wave {task.fields[wave]}"), BarColumn(), TextColumn("{task.fields[text]}")
+        )
         self._tasks: dict[int, Any] = {}
         self._progress.start()
 
     def update(self, state: str, waves: list[WaveProgress]) -> None:
         for w in waves:
-            text = (f"{w.committed} committed, {w.failed} failed, "
-                    f"{w.pending + w.waiting} pending, {w.bytes_done} B")
+            text = (
+                f"{w.committed} committed, {w.failed} failed, "
+                f"{w.pending + w.waiting} pending, {w.bytes_done} B"
+            )
             if w.wave not in self._tasks:
-                self._tasks[w.wave] = self._progress.add_task("", total=w.devices, wave=w.wave,
-                                                              text=text)
-            self._progress.update(self._tasks[w.wave], completed=w.committed + w.failed,
-                                  text=text)
+                self._tasks[w.wave] = self._progress.add_task(
+                    "", total=w.devices, wave=w.wave, text=text
+                )
+            self._progress.update(self._tasks[w.wave], completed=w.committed + w.failed, text=text)
 
     def close(self) -> None:
         self._progress.stop()

@@ -15,13 +15,16 @@ __all__ = ["add_wide_argument", "print_table"]
 
 
 def add_wide_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--wide", action="store_true",
-                        help="plain columns at full width (what a pipe gets), whatever the "
-                        "terminal's width")
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="plain columns at full width (what a pipe gets), whatever the terminal's width",
+    )
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]],
-                *, wide: bool = False) -> None:
+def print_table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], *, wide: bool = False
+) -> None:
     widths = _widths(columns, rows)
     if wide or not sys.stdout.isatty():
         _print_plain(columns, rows, widths)
@@ -45,8 +48,7 @@ def _widths(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[int]:
     return [max([len(col), *(len(r[i]) for r in rows)]) for i, col in enumerate(columns)]
 
 
-def _print_plain(columns: Sequence[str], rows: Sequence[Sequence[str]],
-                 widths: list[int]) -> None:
+def _print_plain(columns: Sequence[str], rows: Sequence[Sequence[str]], widths: list[int]) -> None:
     for line in (columns, *rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
     sys.stdout.flush()

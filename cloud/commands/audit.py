@@ -19,13 +19,18 @@ __all__ = ["register"]
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
-        "audit", help="list the audit trail of operator actions",
+        "audit",
+        help="list the audit trail of operator actions",
         description="Every state-changing command (release, deploy, rollout pause/resume/abort, "
         "command, keys rotate, trust publish, group changes) appends one row: when, who, what, "
-        "and the sha256 of the document it signed. Rows are never changed or deleted.")
-    p.add_argument("--since", default=None, metavar="WHEN",
-                   help="only rows newer than a duration ago (30m, 7d) or a UTC time "
-                   "(2026-01-31T12:00:00Z)")
+        "and the sha256 of the document it signed. Rows are never changed or deleted.",
+    )
+    p.add_argument(
+        "--since",
+        default=None,
+        metavar="WHEN",
+        help="only rows newer than a duration ago (30m, 7d) or a UTC time (2026-01-31T12:00:00Z)",
+    )
     p.add_argument("--limit", type=int, default=1000, help="at most this many newest rows")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     add_config_argument(p)
@@ -42,8 +47,11 @@ def _since(text: str | None) -> float:
     try:
         return time.time() - parse_duration(text)
     except ValueError as e:
-        raise CommandFailed(f"--since: {text!r} is neither a duration like 7d nor a UTC time "
-                            "like 2026-01-31T12:00:00Z", EXIT_INVALID) from e
+        raise CommandFailed(
+            f"--since: {text!r} is neither a duration like 7d nor a UTC time "
+            "like 2026-01-31T12:00:00Z",
+            EXIT_INVALID,
+        ) from e
 
 
 def _audit(ctx: Context, args: argparse.Namespace) -> int:

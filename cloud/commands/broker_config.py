@@ -43,33 +43,60 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
     p.add_argument("--devices", required=True, nargs="+", metavar="ID")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--add", action="store_true",
-                      help="add these devices to DIR/passwd; nothing else changes")
-    mode.add_argument("--rotate", action="store_true",
-                      help="write everything again, with new passwords for every user")
+    mode.add_argument(
+        "--add", action="store_true", help="add these devices to DIR/passwd; nothing else changes"
+    )
+    mode.add_argument(
+        "--rotate",
+        action="store_true",
+        help="write everything again, with new passwords for every user",
+    )
     p.add_argument("--topic-prefix", default=DEFAULT_PREFIX)
     p.add_argument("--port", type=int, default=1883, help="devices listener port (default 1883)")
-    p.add_argument("--listen", default="0.0.0.0",
-                   help="devices listener address (default 0.0.0.0)")
-    p.add_argument("--cloud-port", type=int, default=1884,
-                   help="cloud listener port (default 1884)")
-    p.add_argument("--cloud-listen", default="127.0.0.1",
-                   help="cloud listener address (default 127.0.0.1)")
-    p.add_argument("--persistence-dir", type=Path, default=None,
-                   help="where the broker keeps sessions and queued messages (default DIR/data)")
-    p.add_argument("--broker-user", default=None,
-                   help="the user mosquitto runs as (default: mosquitto when run as root and "
-                   "it exists, else you)")
-    p.add_argument("--tls-cert", type=Path, default=None,
-                   help="server certificate for the devices listener (TLS), with --tls-key")
+    p.add_argument("--listen", default="0.0.0.0", help="devices listener address (default 0.0.0.0)")
+    p.add_argument(
+        "--cloud-port", type=int, default=1884, help="cloud listener port (default 1884)"
+    )
+    p.add_argument(
+        "--cloud-listen", default="127.0.0.1", help="cloud listener address (default 127.0.0.1)"
+    )
+    p.add_argument(
+        "--persistence-dir",
+        type=Path,
+        default=None,
+        help="where the broker keeps sessions and queued messages (default DIR/data)",
+    )
+    p.add_argument(
+        "--broker-user",
+        default=None,
+        help="the user mosquitto runs as (default: mosquitto when run as root and "
+        "it exists, else you)",
+    )
+    p.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        help="server certificate for the devices listener (TLS), with --tls-key",
+    )
     p.add_argument("--tls-key", type=Path, default=None, help="its private key")
-    p.add_argument("--tls-ca", type=Path, default=None,
-                   help="the CA that signs device certificates (with --require-certificate)")
-    p.add_argument("--require-certificate", action="store_true",
-                   help="mutual TLS: devices log in with a certificate whose CN is their id "
-                   "(no device passwords are issued)")
-    p.add_argument("--password-dir", type=Path, default=None,
-                   help="write <user>.password files (mode 0600) instead of printing passwords")
+    p.add_argument(
+        "--tls-ca",
+        type=Path,
+        default=None,
+        help="the CA that signs device certificates (with --require-certificate)",
+    )
+    p.add_argument(
+        "--require-certificate",
+        action="store_true",
+        help="mutual TLS: devices log in with a certificate whose CN is their id "
+        "(no device passwords are issued)",
+    )
+    p.add_argument(
+        "--password-dir",
+        type=Path,
+        default=None,
+        help="write <user>.password files (mode 0600) instead of printing passwords",
+    )
     p.add_argument("--json", action="store_true", help="print files and passwords as JSON")
     p.set_defaults(func=_run)
 
@@ -82,10 +109,18 @@ def _run(args: argparse.Namespace) -> int:
             passwords = add_devices(args.out, args.devices)
         else:
             files = write_broker_config(
-                args.out, args.devices, prefix=args.topic_prefix, port=args.port,
-                listen=args.listen, cloud_port=args.cloud_port, cloud_listen=args.cloud_listen,
-                persistence_dir=args.persistence_dir, broker_user=args.broker_user,
-                rotate=args.rotate, tls=tls)
+                args.out,
+                args.devices,
+                prefix=args.topic_prefix,
+                port=args.port,
+                listen=args.listen,
+                cloud_port=args.cloud_port,
+                cloud_listen=args.cloud_listen,
+                persistence_dir=args.persistence_dir,
+                broker_user=args.broker_user,
+                rotate=args.rotate,
+                tls=tls,
+            )
             passwords = files.passwords
     except (BrokerSetupError, InvalidDeviceId, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -95,12 +130,17 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     result: dict[str, object] = {}
     if files is not None:
-        result.update(config=str(files.config), password_file=str(files.password_file),
-                      acl_file=str(files.acl_file),
-                      cloud_password_file=str(files.cloud_password_file),
-                      cloud_acl_file=str(files.cloud_acl_file),
-                      persistence_dir=str(files.persistence_dir), broker_user=files.owner,
-                      port=args.port, cloud_port=args.cloud_port)
+        result.update(
+            config=str(files.config),
+            password_file=str(files.password_file),
+            acl_file=str(files.acl_file),
+            cloud_password_file=str(files.cloud_password_file),
+            cloud_acl_file=str(files.cloud_acl_file),
+            persistence_dir=str(files.persistence_dir),
+            broker_user=files.owner,
+            port=args.port,
+            cloud_port=args.cloud_port,
+        )
     paths = _save_passwords(args.password_dir, passwords) if args.password_dir else None
     if paths is not None:
         result["password_files"] = paths
@@ -116,8 +156,9 @@ def _run(args: argparse.Namespace) -> int:
 def _tls(args: argparse.Namespace) -> DeviceTls | None:
     if args.tls_cert is None and args.tls_key is None:
         if args.tls_ca is not None or args.require_certificate:
-            raise BrokerSetupError("--tls-ca and --require-certificate need --tls-cert and "
-                                   "--tls-key")
+            raise BrokerSetupError(
+                "--tls-ca and --require-certificate need --tls-cert and --tls-key"
+            )
         return None
     if args.tls_cert is None or args.tls_key is None:
         raise BrokerSetupError("--tls-cert and --tls-key go together")
@@ -137,20 +178,28 @@ def _save_passwords(folder: Path, passwords: dict[str, str]) -> dict[str, str]:
     return paths
 
 
-def _print(args: argparse.Namespace, files: BrokerFiles | None, passwords: dict[str, str],
-           paths: dict[str, str] | None) -> None:
+def _print(
+    args: argparse.Namespace,
+    files: BrokerFiles | None,
+    passwords: dict[str, str],
+    paths: dict[str, str] | None,
+) -> None:
     if files is None:
-        print(f"added {', '.join(passwords)} to {args.out.resolve() / 'passwd'}; "
-              "reload the broker to let them in (systemctl reload mosquitto, or kill -HUP "
-              "its pid)")
+        print(
+            f"added {', '.join(passwords)} to {args.out.resolve() / 'passwd'}; "
+            "reload the broker to let them in (systemctl reload mosquitto, or kill -HUP "
+            "its pid)"
+        )
     else:
-        print(f"config       {files.config}   (start: mosquitto -c {files.config})\n"
-              f"devices      port {args.port} on {args.listen}: {files.password_file}, "
-              f"{files.acl_file}\n"
-              f"cloud        port {args.cloud_port} on {args.cloud_listen}: "
-              f"{files.cloud_password_file}, {files.cloud_acl_file}\n"
-              f"persistence  {files.persistence_dir}\n"
-              f"owner        {files.owner} (mosquitto runs as this user)")
+        print(
+            f"config       {files.config}   (start: mosquitto -c {files.config})\n"
+            f"devices      port {args.port} on {args.listen}: {files.password_file}, "
+            f"{files.acl_file}\n"
+            f"cloud        port {args.cloud_port} on {args.cloud_listen}: "
+            f"{files.cloud_password_file}, {files.cloud_acl_file}\n"
+            f"persistence  {files.persistence_dir}\n"
+            f"owner        {files.owner} (mosquitto runs as this user)"
+        )
     if paths is not None:
         print(f"password files (mode 0600) in {args.password_dir}")
     else:

@@ -29,12 +29,17 @@ MAX_COUNT = 1000
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("capture", help="ask devices to capture samples (signed command)",
-                              description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "capture",
+        help="ask devices to capture samples (signed command)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("devices", nargs="+", metavar="DEVICE", help="device ids")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--count", type=int, metavar="N", help=f"keep the next N frames (1-{MAX_COUNT})")
+    what.add_argument(
+        "--count", type=int, metavar="N", help=f"keep the next N frames (1-{MAX_COUNT})"
+    )
     what.add_argument("--on", action="store_true", help="turn triggered capture on")
     what.add_argument("--off", action="store_true", help="turn triggered capture off")
     p.add_argument("--expires", default="5m", help="how long the command stays valid (default 5m)")
@@ -60,8 +65,10 @@ def _send(ctx: Context, args: argparse.Namespace) -> int:
     key = ctx.signing_key()
     now = datetime.now(UTC)
     try:
-        envelopes = {d: sign_envelope(build_command(d, "capture", now, lifetime, command_args),
-                                      [key]) for d in dict.fromkeys(args.devices)}
+        envelopes = {
+            d: sign_envelope(build_command(d, "capture", now, lifetime, command_args), [key])
+            for d in dict.fromkeys(args.devices)
+        }
     except InvalidDeviceId as e:
         raise CommandFailed(str(e), EXIT_INVALID) from e
     cfg = ctx.config.mqtt
@@ -69,15 +76,20 @@ def _send(ctx: Context, args: argparse.Namespace) -> int:
     try:
         link.start(timeout=10.0)
         for device_id, envelope in envelopes.items():
-            link.publish(topic(device_id, Channel.CMD, cfg.topic_prefix),
-                         json.dumps(envelope).encode("utf-8"))
+            link.publish(
+                topic(device_id, Channel.CMD, cfg.topic_prefix),
+                json.dumps(envelope).encode("utf-8"),
+            )
     except Unavailable as e:
         raise CommandFailed(f"not sent: {e}", EXIT_UNAVAILABLE) from e
     finally:
         link.stop()
     if args.json:
-        print(json.dumps([{"device_id": d, "command": "capture", "args": command_args}
-                          for d in envelopes]))
+        print(
+            json.dumps(
+                [{"device_id": d, "command": "capture", "args": command_args} for d in envelopes]
+            )
+        )
     else:
         for device_id in envelopes:
             print(f"sent capture {json.dumps(command_args)} to {device_id}")

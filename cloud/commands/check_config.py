@@ -23,14 +23,21 @@ PROBE_TIMEOUT_S = 5.0
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
-        "check-config", help="validate the cloud config; one line per problem, exit 2 if any",
+        "check-config",
+        help="validate the cloud config; one line per problem, exit 2 if any",
         description="Check every key of the cloud config and the signing key it names; try "
         "the broker. Problems are printed one per line and exit 2; warnings (no key file yet, "
-        "broker unreachable from here) do not fail the check.")
-    p.add_argument("--config", type=Path, default=None,
-                   help="cloud config (default: $LITEFLEET_CONFIG or ./cloud.toml)")
-    p.add_argument("--json", action="store_true",
-                   help="print {ok, problems, warnings, notes} as JSON")
+        "broker unreachable from here) do not fail the check.",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="cloud config (default: $LITEFLEET_CONFIG or ./cloud.toml)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print {ok, problems, warnings, notes} as JSON"
+    )
     p.add_argument("--offline", action="store_true", help="do not try the broker")
     p.set_defaults(func=_check)
 
@@ -38,11 +45,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _key_findings(config: CloudConfig) -> tuple[list[str], list[str]]:
     path = config.signing.key
     if path is None:
-        return [], ["warning: signing.key: not set; `release` and `deploy` need one "
-                    "(litefleet keys generate --dir keys/)"]
+        return [], [
+            "warning: signing.key: not set; `release` and `deploy` need one "
+            "(litefleet keys generate --dir keys/)"
+        ]
     if not path.exists():
-        return [], [f"warning: signing.key: {path} does not exist yet (litefleet keys generate "
-                    f"--dir {path.parent})"]
+        return [], [
+            f"warning: signing.key: {path} does not exist yet (litefleet keys generate "
+            f"--dir {path.parent})"
+        ]
     try:
         load_signing_key(path)
     except KeyFileError as e:
@@ -56,8 +67,10 @@ def _broker_warning(config: CloudConfig) -> str | None:
         with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
             return None
     except OSError as e:
-        return (f"warning: mqtt: cannot reach the broker at {host}:{port} "
-                f"({e.strerror or type(e).__name__})")
+        return (
+            f"warning: mqtt: cannot reach the broker at {host}:{port} "
+            f"({e.strerror or type(e).__name__})"
+        )
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -73,9 +86,12 @@ def _check(args: argparse.Namespace) -> int:
         problems, warnings = _key_findings(config)
         if not args.offline and (broker := _broker_warning(config)) is not None:
             warnings.append(broker)
-        notes.append(f"config {path} has {len(problems)} problem(s)" if problems else
-                     f"config {path} is valid (store {_store_shown(config)}, artifacts "
-                     f"{config.store.artifacts}, broker {config.mqtt.host}:{config.mqtt.port})")
+        notes.append(
+            f"config {path} has {len(problems)} problem(s)"
+            if problems
+            else f"config {path} is valid (store {_store_shown(config)}, artifacts "
+            f"{config.store.artifacts}, broker {config.mqtt.host}:{config.mqtt.port})"
+        )
     return print_check_report(problems, warnings, notes, args.json)
 
 

@@ -32,16 +32,26 @@ ACTIONS = ("report-now", "rollback", "restart-source")
 MAX_LIFETIME_S = 24 * 3600
 
 
-def build_command(device_id: str, action: str, now: datetime, lifetime_s: int,
-                  args: dict[str, Any] | None = None) -> dict[str, object]:
+def build_command(
+    device_id: str, action: str, now: datetime, lifetime_s: int, args: dict[str, Any] | None = None
+) -> dict[str, object]:
     """The `signed` part of a command for one device (the schema field included); `args`
     (integers, strings, booleans) for the commands that take some."""
-    command = Command(device_id=validate_device_id(device_id), command=action,
-                      issued=format_time(now), expires=format_time(now + timedelta(seconds=lifetime_s)),
-                      nonce=secrets.token_urlsafe(16))
+    command = Command(
+        device_id=validate_device_id(device_id),
+        command=action,
+        issued=format_time(now),
+        expires=format_time(now + timedelta(seconds=lifetime_s)),
+        nonce=secrets.token_urlsafe(16),
+    )
     signed: dict[str, object] = {
-        "schema": Command.SCHEMA, "device_id": command.device_id, "command": command.command,
-        "issued": command.issued, "expires": command.expires, "nonce": command.nonce}
+        "schema": Command.SCHEMA,
+        "device_id": command.device_id,
+        "command": command.command,
+        "issued": command.issued,
+        "expires": command.expires,
+        "nonce": command.nonce,
+    }
     if args:
         signed["args"] = args
     return signed
@@ -49,12 +59,18 @@ def build_command(device_id: str, action: str, now: datetime, lifetime_s: int,
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
-        "command", help="send a signed command (report-now, rollback, restart-source) to devices",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "command",
+        help="send a signed command (report-now, rollback, restart-source) to devices",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("devices", nargs="+", metavar="DEVICE", help="device ids")
     p.add_argument("action", choices=ACTIONS, help="what the devices should do")
-    p.add_argument("--expires", default="5m",
-                   help="how long the command stays valid: seconds or 30s/5m/1h (default 5m)")
+    p.add_argument(
+        "--expires",
+        default="5m",
+        help="how long the command stays valid: seconds or 30s/5m/1h (default 5m)",
+    )
     p.add_argument("--json", action="store_true", help="print what was sent as JSON")
     add_config_argument(p)
     p.set_defaults(func=lambda args: run_command(args, lambda ctx: _send(ctx, args)))
@@ -70,8 +86,10 @@ def _send(ctx: Context, args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     key = ctx.signing_key()
     try:
-        envelopes = {d: sign_envelope(build_command(d, args.action, now, lifetime), [key])
-                     for d in dict.fromkeys(args.devices)}
+        envelopes = {
+            d: sign_envelope(build_command(d, args.action, now, lifetime), [key])
+            for d in dict.fromkeys(args.devices)
+        }
     except InvalidDeviceId as e:
         raise CommandFailed(str(e), EXIT_INVALID) from e
     cfg = ctx.config.mqtt
@@ -79,8 +97,10 @@ def _send(ctx: Context, args: argparse.Namespace) -> int:
     try:
         link.start(timeout=10.0)
         for device_id, envelope in envelopes.items():
-            link.publish(topic(device_id, Channel.CMD, cfg.topic_prefix),
-                         json.dumps(envelope).encode("utf-8"))
+            link.publish(
+                topic(device_id, Channel.CMD, cfg.topic_prefix),
+                json.dumps(envelope).encode("utf-8"),
+            )
     except Unavailable as e:
         raise CommandFailed(f"not sent: {e}", EXIT_UNAVAILABLE) from e
     finally:
@@ -88,8 +108,19 @@ def _send(ctx: Context, args: argparse.Namespace) -> int:
     for device_id, envelope in envelopes.items():
         audit.record(ctx.db, audit.Action.COMMAND, device_id, signed=envelope, detail=args.action)
     if args.json:
-        print(json.dumps([{"device_id": d, "command": args.action, "nonce": e["signed"]["nonce"],
-                           "expires": e["signed"]["expires"]} for d, e in envelopes.items()]))
+        print(
+            json.dumps(
+                [
+                    {
+                        "device_id": d,
+                        "command": args.action,
+                        "nonce": e["signed"]["nonce"],
+                        "expires": e["signed"]["expires"],
+                    }
+                    for d, e in envelopes.items()
+                ]
+            )
+        )
     else:
         for device_id in envelopes:
             print(f"sent {args.action} to {device_id}")

@@ -48,8 +48,9 @@ def _num(v: float | None, fmt: str = "{:.1f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
-def _add(sub: Sub, name: str, help_text: str, body: Any, json_flag: bool = True
-         ) -> argparse.ArgumentParser:
+def _add(
+    sub: Sub, name: str, help_text: str, body: Any, json_flag: bool = True
+) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text, description=help_text)
     if json_flag:
         p.add_argument("--json", action="store_true", help="print a JSON array")
@@ -59,20 +60,28 @@ def _add(sub: Sub, name: str, help_text: str, body: Any, json_flag: bool = True
 
 
 def register(subparsers: Sub) -> None:
-    d = _add(subparsers, "devices",
-             "list known devices: online, profile, model, source, fps, p95", _devices)
+    d = _add(
+        subparsers,
+        "devices",
+        "list known devices: online, profile, model, source, fps, p95",
+        _devices,
+    )
     add_wide_argument(d)
     t = _add(subparsers, "telemetry", "show telemetry records as they were stored", _telemetry)
     t.add_argument("--device", metavar="ID", help="only this device")
     t.add_argument("--since", default="10m", help="how far back: 600, 10m, 2h, 1d (default 10m)")
     t.add_argument("--follow", action="store_true", help="keep printing new records")
     t.add_argument("--limit", type=int, default=1000, help="at most this many rows (default 1000)")
-    r = _add(subparsers, "rollouts", "list rollouts with their progress and failure reasons",
-             _rollouts)
+    r = _add(
+        subparsers, "rollouts", "list rollouts with their progress and failure reasons", _rollouts
+    )
     r.add_argument("id", nargs="?", help="one rollout")
     add_wide_argument(r)
-    ro = subparsers.add_parser("rollout", help="pause, resume or abort a rollout",
-                               description="Pause, resume or abort a rollout.")
+    ro = subparsers.add_parser(
+        "rollout",
+        help="pause, resume or abort a rollout",
+        description="Pause, resume or abort a rollout.",
+    )
     ro_sub = ro.add_subparsers(title="actions", metavar="ACTION")
     for action in ("pause", "resume", "abort"):
         a = _add(ro_sub, action, f"{action} a rollout", _rollout_action, json_flag=False)
@@ -87,8 +96,13 @@ def register(subparsers: Sub) -> None:
     g = _add(subparsers, "groups", "list groups, or add and remove members", _groups)
     g_sub = g.add_subparsers(title="actions", metavar="ACTION")
     for action in ("add", "remove"):
-        a = _add(g_sub, action, f"{action} devices {'to' if action == 'add' else 'from'} a group",
-                 _group_change, json_flag=False)
+        a = _add(
+            g_sub,
+            action,
+            f"{action} devices {'to' if action == 'add' else 'from'} a group",
+            _group_change,
+            json_flag=False,
+        )
         a.add_argument("group")
         a.add_argument("devices", nargs="+", metavar="ID")
         a.set_defaults(action=action)
@@ -104,13 +118,37 @@ def _devices(ctx: Context, args: argparse.Namespace) -> int:
     rows = []
     for v in views:
         m = v["model"]
-        rows.append([v["device_id"], "yes" if v["online"] else "no", v["profile"] or "-",
-                     f"{m['name']}@{m['version']} {str(m['sha256'])[:sha_chars]}" if m else "-",
-                     v["source_status"] or "-", _num(v["fps"]), _num(v["p95_ms"]),
-                     v["update_phase"] or "-", _drift(v.get("drift")), _when(v["last_seen"])])
-    print_table(f"{len(views)} device(s)", ("device", "online", "profile", "model", "source",
-                                            "fps", "p95 ms", "update", "drift", "last seen"),
-                rows, wide=args.wide)
+        rows.append(
+            [
+                v["device_id"],
+                "yes" if v["online"] else "no",
+                v["profile"] or "-",
+                f"{m['name']}@{m['version']} {str(m['sha256'])[:sha_chars]}" if m else "-",
+                v["source_status"] or "-",
+                _num(v["fps"]),
+                _num(v["p95_ms"]),
+                v["update_phase"] or "-",
+                _drift(v.get("drift")),
+                _when(v["last_seen"]),
+            ]
+        )
+    print_table(
+        f"{len(views)} device(s)",
+        (
+            "device",
+            "online",
+            "profile",
+            "model",
+            "source",
+            "fps",
+            "p95 ms",
+            "update",
+            "drift",
+            "last seen",
+        ),
+        rows,
+        wide=args.wide,
+    )
     return 0
 
 
@@ -144,17 +182,18 @@ def _telemetry(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_records(rows: list[tuple[Cursor, dict[str, Any]]],
-                   as_json: bool) -> Cursor | None:
+def _print_records(rows: list[tuple[Cursor, dict[str, Any]]], as_json: bool) -> Cursor | None:
     for _, r in rows:
         if as_json:
             print(json.dumps(r))
         else:
             m = r.get("model") or {}
-            print(f"{_when(r['ts'])}  {r['device_id']:<16} seq {r['seq']:<7} "
-                  f"{m.get('name', '-')}@{m.get('version', '-')}  fps {r['fps']:.1f}  "
-                  f"p95 {r['latency_p95_ms']:.1f} ms  errors {r['errors']}  "
-                  f"cpu {r['cpu_percent']:.0f}%  outbox {r['outbox_depth']}")
+            print(
+                f"{_when(r['ts'])}  {r['device_id']:<16} seq {r['seq']:<7} "
+                f"{m.get('name', '-')}@{m.get('version', '-')}  fps {r['fps']:.1f}  "
+                f"p95 {r['latency_p95_ms']:.1f} ms  errors {r['errors']}  "
+                f"cpu {r['cpu_percent']:.0f}%  outbox {r['outbox_depth']}"
+            )
     sys.stdout.flush()  # line by line into a pipe (`| jq`), not in 4 KiB blocks
     return rows[-1][0] if rows else None
 
@@ -169,12 +208,24 @@ def _rollouts(ctx: Context, args: argparse.Namespace) -> int:
     rows = []
     for v in views:
         reasons = ", ".join(f"{k}: {n}" for k, n in v["failure_reasons"].items()) or "-"
-        rows.append([v["id"], v["release"], v["state"],
-                     f"{max(v['current_wave'], 0)}/{v['wave_count']}", str(v["committed"]),
-                     str(v["failed"]), str(v["pending"] + v["waiting"]), reasons])
-    print_table(f"{len(views)} rollout(s)", ("id", "release", "state", "wave", "committed",
-                                             "failed", "pending", "reasons"),
-                rows, wide=args.wide)
+        rows.append(
+            [
+                v["id"],
+                v["release"],
+                v["state"],
+                f"{max(v['current_wave'], 0)}/{v['wave_count']}",
+                str(v["committed"]),
+                str(v["failed"]),
+                str(v["pending"] + v["waiting"]),
+                reasons,
+            ]
+        )
+    print_table(
+        f"{len(views)} rollout(s)",
+        ("id", "release", "state", "wave", "committed", "failed", "pending", "reasons"),
+        rows,
+        wide=args.wide,
+    )
     for v in views:
         if v["reason"]:
             print(f"{v['id']}: {v['reason']}")
@@ -196,8 +247,11 @@ def _rollout_action(ctx: Context, args: argparse.Namespace) -> int:
     except KeyError as e:
         raise CommandFailed(str(e.args[0]), EXIT_INVALID) from e
     audit.record(ctx.db, audit.Action(f"rollout.{args.action}"), args.id)
-    print(f"rollout {args.id}: {args.action}d" if args.action != "abort"
-          else f"rollout {args.id}: aborted")
+    print(
+        f"rollout {args.id}: {args.action}d"
+        if args.action != "abort"
+        else f"rollout {args.id}: aborted"
+    )
     return 0
 
 
@@ -211,8 +265,11 @@ def _abort(ctx: Context, rollout_id: str) -> None:
         abort_rollout(ctx.db, rollout_id, None)
         return
     try:
-        abort_rollout(ctx.db, rollout_id, lambda d, p: link.publish(
-            topic(d, Channel.DESIRED, cfg.topic_prefix), p, retain=True))
+        abort_rollout(
+            ctx.db,
+            rollout_id,
+            lambda d, p: link.publish(topic(d, Channel.DESIRED, cfg.topic_prefix), p, retain=True),
+        )
     finally:
         link.stop()
 
@@ -231,12 +288,16 @@ def _group_change(ctx: Context, args: argparse.Namespace) -> int:
     if args.action == "add":
         n = add_to_group(ctx.db, args.group, args.devices)
         for device in unknown_devices(ctx.db, args.devices):
-            print(f"warning: {device} has never reported to this cloud (a typo?); added to "
-                  f"{args.group} anyway", file=sys.stderr)
+            print(
+                f"warning: {device} has never reported to this cloud (a typo?); added to "
+                f"{args.group} anyway",
+                file=sys.stderr,
+            )
         print(f"added {n} device(s) to {args.group}")
     else:
         n = remove_from_group(ctx.db, args.group, args.devices)
         print(f"removed {n} device(s) from {args.group}")
-    audit.record(ctx.db, audit.Action(f"group.{args.action}"), args.group,
-                 detail=" ".join(args.devices))
+    audit.record(
+        ctx.db, audit.Action(f"group.{args.action}"), args.group, detail=" ".join(args.devices)
+    )
     return 0

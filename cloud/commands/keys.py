@@ -73,7 +73,9 @@ def _generate(args: argparse.Namespace) -> int:
     public.write_text(key.public.hex + "\n")
     _print(key.public, public, args.json)
     if not args.json:
-        print(f"private key {private} (mode 0600): keep it off devices and out of backups you share")
+        print(
+            f"private key {private} (mode 0600): keep it off devices and out of backups you share"
+        )
     return 0
 
 
@@ -103,20 +105,42 @@ def _register_rotate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "publish` sends it; releases signed by a removed key are then refused.",
     )
     rot.add_argument("--add", nargs="+", default=[], metavar="KEY.pub", help="release keys to add")
-    rot.add_argument("--remove", nargs="+", default=[], metavar="KEY.pub",
-                     help="release keys to remove (revoke)")
-    rot.add_argument("--threshold", type=int, default=None,
-                     help="release signatures required (default: as now, at most the keys left)")
-    rot.add_argument("--add-root", nargs="+", default=[], metavar="KEY.pub",
-                     help="root keys to add")
-    rot.add_argument("--remove-root", nargs="+", default=[], metavar="KEY.pub",
-                     help="root keys to remove")
-    rot.add_argument("--root-threshold", type=int, default=None,
-                     help="root signatures required (default: as now, at most the keys left)")
-    rot.add_argument("--sign", nargs="+", action="extend", required=True, type=Path,
-                     metavar="KEY", help="private key files that sign the new root (several)")
-    rot.add_argument("--expires", default="365d", metavar="DURATION",
-                     help="root lifetime: 365d, 52w... (default 365d)")
+    rot.add_argument(
+        "--remove", nargs="+", default=[], metavar="KEY.pub", help="release keys to remove (revoke)"
+    )
+    rot.add_argument(
+        "--threshold",
+        type=int,
+        default=None,
+        help="release signatures required (default: as now, at most the keys left)",
+    )
+    rot.add_argument(
+        "--add-root", nargs="+", default=[], metavar="KEY.pub", help="root keys to add"
+    )
+    rot.add_argument(
+        "--remove-root", nargs="+", default=[], metavar="KEY.pub", help="root keys to remove"
+    )
+    rot.add_argument(
+        "--root-threshold",
+        type=int,
+        default=None,
+        help="root signatures required (default: as now, at most the keys left)",
+    )
+    rot.add_argument(
+        "--sign",
+        nargs="+",
+        action="extend",
+        required=True,
+        type=Path,
+        metavar="KEY",
+        help="private key files that sign the new root (several)",
+    )
+    rot.add_argument(
+        "--expires",
+        default="365d",
+        metavar="DURATION",
+        help="root lifetime: 365d, 52w... (default 365d)",
+    )
     rot.add_argument("--json", action="store_true", help="print the new root as JSON")
     add_config_argument(rot)
     rot.set_defaults(func=lambda args: run_command(args, lambda ctx: _rotate(ctx, args)))
@@ -149,8 +173,10 @@ def _change_detail(change: RootChange) -> str:
     def ids(keys: tuple[PublicKey, ...]) -> str:
         return ",".join(k.keyid[:16] for k in keys) or "-"
 
-    return (f"release keys +{ids(change.add)} -{ids(change.remove)}; root keys "
-            f"+{ids(change.add_root)} -{ids(change.remove_root)}")
+    return (
+        f"release keys +{ids(change.add)} -{ids(change.remove)}; root keys "
+        f"+{ids(change.add_root)} -{ids(change.remove_root)}"
+    )
 
 
 def _rotate(ctx: Context, args: argparse.Namespace) -> int:
@@ -160,10 +186,14 @@ def _rotate(ctx: Context, args: argparse.Namespace) -> int:
     except (ValueError, KeyFileError) as e:
         raise CommandFailed(str(e), EXIT_INVALID) from e
     change = RootChange(
-        add=tuple(_public(k) for k in args.add), remove=tuple(_public(k) for k in args.remove),
-        threshold=args.threshold, add_root=tuple(_public(k) for k in args.add_root),
+        add=tuple(_public(k) for k in args.add),
+        remove=tuple(_public(k) for k in args.remove),
+        threshold=args.threshold,
+        add_root=tuple(_public(k) for k in args.add_root),
         remove_root=tuple(_public(k) for k in args.remove_root),
-        root_threshold=args.root_threshold, lifetime=timedelta(seconds=lifetime))
+        root_threshold=args.root_threshold,
+        lifetime=timedelta(seconds=lifetime),
+    )
     signing = _configured_key(ctx)
     try:
         current = current_root(ctx.db, signing)
@@ -171,23 +201,31 @@ def _rotate(ctx: Context, args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CommandFailed(str(e), EXIT_INVALID) from e
     assert trusted.envelope is not None
-    audit.record(ctx.db, audit.Action.KEYS_ROTATE, f"root v{trusted.version}",
-                 signed=trusted.envelope, detail=_change_detail(change))
+    audit.record(
+        ctx.db,
+        audit.Action.KEYS_ROTATE,
+        f"root v{trusted.version}",
+        signed=trusted.envelope,
+        detail=_change_detail(change),
+    )
     out = ctx.config.store.db.parent / "roots" / f"{trusted.version}.root.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(trusted.envelope, indent=2, sort_keys=True) + "\n")
     if args.json:
-        print(json.dumps({**trusted.envelope["signed"], "sha256": trusted.sha256,
-                          "file": str(out)}))
+        print(
+            json.dumps({**trusted.envelope["signed"], "sha256": trusted.sha256, "file": str(out)})
+        )
         return 0
     print(f"wrote       {describe(trusted.root)}")
     print(f"sha256      {trusted.sha256}")
     print(f"file        {out}")
     print("next        litefleet trust publish; then sign releases with a current release key")
     if signing is not None and signing.public not in trusted.root.release_keys:
-        print(f"warning: [signing] key {ctx.config.signing.key} is not a release key of root "
-              f"v{trusted.version}: point it at one after `litefleet trust publish`",
-              file=sys.stderr)
+        print(
+            f"warning: [signing] key {ctx.config.signing.key} is not a release key of root "
+            f"v{trusted.version}: point it at one after `litefleet trust publish`",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -21,10 +21,14 @@ __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    help_text = ("list quarantined device messages (dead letters): topic, device, size, sha256, "
-                 "reason")
-    p = subparsers.add_parser("quarantine", help=help_text, description=help_text + ". "
-                              "--json adds the first 4 KiB of each payload.")
+    help_text = (
+        "list quarantined device messages (dead letters): topic, device, size, sha256, reason"
+    )
+    p = subparsers.add_parser(
+        "quarantine",
+        help=help_text,
+        description=help_text + ". --json adds the first 4 KiB of each payload.",
+    )
     p.add_argument("--device", metavar="ID", help="only this device")
     p.add_argument("--since", default="7d", help="how far back: 600, 10m, 2h, 1d (default 7d)")
     p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
@@ -48,7 +52,14 @@ def _quarantine(ctx: Context, args: argparse.Namespace) -> int:
         table.add_column(col)
     for v in views:
         when = datetime.fromtimestamp(v["received"], UTC).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(when, v["device_id"] or "-", escape(v["topic"]), str(v["size"]),
-                      v["sha256"][:12], v["reason"], escape(v["detail"][:120]))
+        table.add_row(
+            when,
+            v["device_id"] or "-",
+            escape(v["topic"]),
+            str(v["size"]),
+            v["sha256"][:12],
+            v["reason"],
+            escape(v["detail"][:120]),
+        )
     Console().print(table)
     return 0

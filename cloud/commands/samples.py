@@ -39,21 +39,33 @@ def _since(text: str | None) -> float | None:
     try:
         return parse_time(text, "--since").timestamp()
     except MalformedDocument as e:
-        raise CommandFailed(f"--since: {text!r} is neither a duration (2h, 7d) nor a UTC time "
-                            "like 2026-01-31T12:00:00Z", EXIT_INVALID) from e
+        raise CommandFailed(
+            f"--since: {text!r} is neither a duration (2h, 7d) nor a UTC time "
+            "like 2026-01-31T12:00:00Z",
+            EXIT_INVALID,
+        ) from e
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("samples", help="list captured samples, or pull them as a dataset",
-                              description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "samples",
+        help="list captured samples, or pull them as a dataset",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(title="actions", metavar="ACTION")
-    for name, helptext in (("list", "list the samples in the artifact store"),
-                           ("pull", "write the samples as a dataset.npz for compress --data")):
+    for name, helptext in (
+        ("list", "list the samples in the artifact store"),
+        ("pull", "write the samples as a dataset.npz for compress --data"),
+    ):
         a = sub.add_parser(name, help=helptext)
         a.add_argument("--device", default=None, help="one device's samples")
-        a.add_argument("--since", default=None, metavar="T",
-                       help="a duration back from now (2h, 7d) or a UTC time")
+        a.add_argument(
+            "--since",
+            default=None,
+            metavar="T",
+            help="a duration back from now (2h, 7d) or a UTC time",
+        )
         a.add_argument("--reason", choices=TRIGGERS, default=None, help="one trigger")
         if name == "pull":
             a.add_argument("--out", type=Path, required=True, metavar="DIR")
@@ -61,8 +73,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             a.add_argument("--json", action="store_true", help="print the samples as JSON")
         add_config_argument(a)
         action = _list if name == "list" else _pull
-        a.set_defaults(func=lambda args, action=action: run_command(
-            args, lambda ctx: action(ctx, args)))
+        a.set_defaults(
+            func=lambda args, action=action: run_command(args, lambda ctx: action(ctx, args))
+        )
 
     def usage(args: argparse.Namespace) -> int:
         p.print_help()
@@ -85,11 +98,17 @@ def _list(ctx: Context, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([s.to_dict() for s in samples]))
         return 0
-    rows = [[s.device_id, s.id, s.trigger,
-             datetime.fromtimestamp(s.time, UTC).strftime("%Y-%m-%d %H:%M:%S"),
-             f"{s.model['name']}@{s.model['version']}" if s.model else "-"] for s in samples]
-    print_table(f"{len(samples)} sample(s)", ("device", "sample", "trigger", "time", "model"),
-                rows)
+    rows = [
+        [
+            s.device_id,
+            s.id,
+            s.trigger,
+            datetime.fromtimestamp(s.time, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            f"{s.model['name']}@{s.model['version']}" if s.model else "-",
+        ]
+        for s in samples
+    ]
+    print_table(f"{len(samples)} sample(s)", ("device", "sample", "trigger", "time", "model"), rows)
     return 0
 
 

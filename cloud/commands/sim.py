@@ -50,42 +50,112 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "a JSON summary.",
     )
     p.add_argument("--devices", type=int, required=True, metavar="N", help="how many devices")
-    p.add_argument("--id-prefix", default="sim", metavar="P",
-                   help="device ids are P-0000, P-0001, ... (default sim)")
+    p.add_argument(
+        "--id-prefix",
+        default="sim",
+        metavar="P",
+        help="device ids are P-0000, P-0001, ... (default sim)",
+    )
     p.add_argument("--group", metavar="G", help="add the devices to group G in the store")
-    p.add_argument("--profile", default="x86-gateway", metavar="NAME",
-                   help="device profile the devices report (default x86-gateway)")
-    p.add_argument("--model", default="digits", metavar="NAME",
-                   help="model name the devices run (default digits)")
-    p.add_argument("--initial", type=Path, metavar="MODEL.tflite",
-                   help="the model the devices start with (version 0), so deltas from it apply")
-    p.add_argument("--trust-key", action="append", metavar="HEX",
-                   help="trusted release key (repeatable; default: the public half of the "
-                   "config's [signing] key)")
+    p.add_argument(
+        "--profile",
+        default="x86-gateway",
+        metavar="NAME",
+        help="device profile the devices report (default x86-gateway)",
+    )
+    p.add_argument(
+        "--model",
+        default="digits",
+        metavar="NAME",
+        help="model name the devices run (default digits)",
+    )
+    p.add_argument(
+        "--initial",
+        type=Path,
+        metavar="MODEL.tflite",
+        help="the model the devices start with (version 0), so deltas from it apply",
+    )
+    p.add_argument(
+        "--trust-key",
+        action="append",
+        metavar="HEX",
+        help="trusted release key (repeatable; default: the public half of the "
+        "config's [signing] key)",
+    )
     p.add_argument("--threshold", type=int, default=1, help="signatures required (default 1)")
-    p.add_argument("--telemetry-interval", type=float, default=10.0, metavar="S",
-                   help="seconds between telemetry records per device (default 10)")
-    p.add_argument("--fail-probation", type=_pct, default=0.0, metavar="PCT",
-                   help="share of devices whose probation fails (default 0)")
-    p.add_argument("--offline", type=_pct, default=0.0, metavar="PCT",
-                   help="share of devices that go offline halfway through their first download, "
-                   "come back after --offline-for and resume it (default 0)")
-    p.add_argument("--offline-for", type=float, default=5.0, metavar="S",
-                   help="how long those devices stay away (default 5)")
-    p.add_argument("--restart", type=_pct, default=0.0, metavar="PCT",
-                   help="share of devices that drop their connection once without DISCONNECT "
-                   "and resume their persistent session (default 0)")
-    p.add_argument("--restart-within", type=float, default=60.0, metavar="S",
-                   help="each restarting device restarts at a random moment in its first S "
-                   "seconds (default 60)")
-    p.add_argument("--probation", type=float, default=2.0, metavar="S",
-                   help="simulated probation length (default 2)")
-    p.add_argument("--duration", type=float, default=0.0, metavar="S",
-                   help="stop after this many seconds (default: run until SIGINT/SIGTERM)")
-    p.add_argument("--connect-rate", type=float, default=200.0, metavar="PER_S",
-                   help="new connections per second while ramping up (default 200)")
-    p.add_argument("--downloads", type=int, default=32, metavar="K",
-                   help="concurrent downloads for the whole fleet (default 32)")
+    p.add_argument(
+        "--telemetry-interval",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds between telemetry records per device (default 10)",
+    )
+    p.add_argument(
+        "--fail-probation",
+        type=_pct,
+        default=0.0,
+        metavar="PCT",
+        help="share of devices whose probation fails (default 0)",
+    )
+    p.add_argument(
+        "--offline",
+        type=_pct,
+        default=0.0,
+        metavar="PCT",
+        help="share of devices that go offline halfway through their first download, "
+        "come back after --offline-for and resume it (default 0)",
+    )
+    p.add_argument(
+        "--offline-for",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="how long those devices stay away (default 5)",
+    )
+    p.add_argument(
+        "--restart",
+        type=_pct,
+        default=0.0,
+        metavar="PCT",
+        help="share of devices that drop their connection once without DISCONNECT "
+        "and resume their persistent session (default 0)",
+    )
+    p.add_argument(
+        "--restart-within",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="each restarting device restarts at a random moment in its first S "
+        "seconds (default 60)",
+    )
+    p.add_argument(
+        "--probation",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="simulated probation length (default 2)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="stop after this many seconds (default: run until SIGINT/SIGTERM)",
+    )
+    p.add_argument(
+        "--connect-rate",
+        type=float,
+        default=200.0,
+        metavar="PER_S",
+        help="new connections per second while ramping up (default 200)",
+    )
+    p.add_argument(
+        "--downloads",
+        type=int,
+        default=32,
+        metavar="K",
+        help="concurrent downloads for the whole fleet (default 32)",
+    )
     p.add_argument("--seed", type=int, default=1, help="which devices get which fault")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     add_config_argument(p)
@@ -104,18 +174,30 @@ def _keyring(ctx: Context, args: argparse.Namespace) -> Keyring:
 
 
 def _sim(ctx: Context, args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         options = SimOptions(
-            devices=args.devices, id_prefix=args.id_prefix, profile=args.profile,
-            model_name=args.model, telemetry_interval_s=args.telemetry_interval,
-            fail_probation_pct=args.fail_probation, offline_pct=args.offline,
-            offline_s=args.offline_for, restart_pct=args.restart,
-            restart_within_s=args.restart_within, duration_s=args.duration,
-            probation_s=args.probation, connect_rate=args.connect_rate,
-            downloads=args.downloads, seed=args.seed,
-            session_expiry_s=ctx.config.mqtt.session_expiry_s)
+            devices=args.devices,
+            id_prefix=args.id_prefix,
+            profile=args.profile,
+            model_name=args.model,
+            telemetry_interval_s=args.telemetry_interval,
+            fail_probation_pct=args.fail_probation,
+            offline_pct=args.offline,
+            offline_s=args.offline_for,
+            restart_pct=args.restart,
+            restart_within_s=args.restart_within,
+            duration_s=args.duration,
+            probation_s=args.probation,
+            connect_rate=args.connect_rate,
+            downloads=args.downloads,
+            seed=args.seed,
+            session_expiry_s=ctx.config.mqtt.session_expiry_s,
+        )
         profile = load_profile(args.profile)
     except ProfileInvalid as e:
         raise CommandFailed("\n".join(e.problems), EXIT_INVALID) from e
@@ -135,8 +217,13 @@ def _sim(ctx: Context, args: argparse.Namespace) -> int:
         initial = (ModelIdentity(args.model, 0, hashlib.sha256(data).hexdigest()), data)
     if (problem := raise_file_limit(args.devices)) is not None:
         raise CommandFailed(problem, EXIT_INVALID)
-    fleet = Fleet(options, ctx.config.mqtt, keyring,
-                  max_model_bytes=profile.budget.max_model_bytes, initial=initial)
+    fleet = Fleet(
+        options,
+        ctx.config.mqtt,
+        keyring,
+        max_model_bytes=profile.budget.max_model_bytes,
+        initial=initial,
+    )
     if args.group:
         added = add_to_group(ctx.db, args.group, fleet.ids)
         logging.getLogger(__name__).info("added %s device(s) to group %s", added, args.group)

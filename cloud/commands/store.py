@@ -18,21 +18,32 @@ __all__ = ["register"]
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
-        "store", help="the store's schema: its version, and migrating it to this LiteFleet's",
+        "store",
+        help="the store's schema: its version, and migrating it to this LiteFleet's",
         description="`migrate` brings the store ([store] url or db) to the schema this "
         "LiteFleet needs, in versioned steps, and refuses a store newer than the code. A "
         "PostgreSQL store must be migrated before `serve` and the commands use it; an "
-        "embedded SQLite store is migrated when it is opened.")
+        "embedded SQLite store is migrated when it is opened.",
+    )
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, helptext in (("migrate", "migrate the store to this LiteFleet's schema"),
-                           ("version", "print the store's schema version and the code's")):
+    for name, helptext in (
+        ("migrate", "migrate the store to this LiteFleet's schema"),
+        ("version", "print the store's schema version and the code's"),
+    ):
         q = sub.add_parser(name, help=helptext)
         add_config_argument(q)
         q.set_defaults(func=lambda args: run_command(args, lambda ctx: _store(ctx, args)))
-    q = sub.add_parser("prune", help="delete telemetry and events older than a duration "
-                       "(update reports, rollouts and the audit trail stay)")
-    q.add_argument("--older-than", required=True, metavar="DURATION",
-                   help="received longer ago than this: 3600, 12h, 30d")
+    q = sub.add_parser(
+        "prune",
+        help="delete telemetry and events older than a duration "
+        "(update reports, rollouts and the audit trail stay)",
+    )
+    q.add_argument(
+        "--older-than",
+        required=True,
+        metavar="DURATION",
+        help="received longer ago than this: 3600, 12h, 30d",
+    )
     add_config_argument(q)
     q.set_defaults(func=lambda args: run_command(args, lambda ctx: _prune(ctx, args)))
 
@@ -43,8 +54,10 @@ def _prune(ctx: Context, args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CommandFailed(str(e), EXIT_INVALID) from e
     deleted = prune(ctx.db, time.time() - age)
-    print(", ".join(f"{n} {kind} record(s)" for kind, n in deleted.items())
-          + f" older than {args.older_than} deleted")
+    print(
+        ", ".join(f"{n} {kind} record(s)" for kind, n in deleted.items())
+        + f" older than {args.older_than} deleted"
+    )
     return 0
 
 

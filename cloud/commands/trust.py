@@ -29,8 +29,11 @@ __all__ = ["register"]
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     trust = subparsers.add_parser(
-        "trust", help="publish or show the chain of signed roots devices trust",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "trust",
+        help="publish or show the chain of signed roots devices trust",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = trust.add_subparsers(title="actions", metavar="ACTION")
     pub = sub.add_parser("publish", help="send the root chain, retained, to every device")
     pub.add_argument("--json", action="store_true", help="print what was sent as JSON")
@@ -51,13 +54,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _publish(ctx: Context, args: argparse.Namespace) -> int:
     payload = chain_message(ctx.db)
     if payload is None:
-        raise CommandFailed("no root to publish: write one with `litefleet keys rotate`",
-                            EXIT_INVALID)
+        raise CommandFailed(
+            "no root to publish: write one with `litefleet keys rotate`", EXIT_INVALID
+        )
     newest = current_root(ctx.db, None)
     if newest.root.expires_at is not None and newest.root.expires_at <= datetime.now(UTC):
-        raise CommandFailed(f"root v{newest.version} expired at {newest.root.expires}; devices "
-                            "would refuse it: renew it with `litefleet keys rotate --sign ...`",
-                            EXIT_INVALID)
+        raise CommandFailed(
+            f"root v{newest.version} expired at {newest.root.expires}; devices "
+            "would refuse it: renew it with `litefleet keys rotate --sign ...`",
+            EXIT_INVALID,
+        )
     cfg = ctx.config.mqtt
     name = fleet_topic(FleetChannel.TRUST_ROOT, cfg.topic_prefix)
     link = CloudLink(cfg, f"{cfg.client_id}-trust-{secrets.token_hex(3)}")
@@ -69,11 +75,19 @@ def _publish(ctx: Context, args: argparse.Namespace) -> int:
     finally:
         link.stop()
     digest = hashlib.sha256(payload).hexdigest()
-    audit.record(ctx.db, audit.Action.TRUST_PUBLISH, f"root v{newest.version}", sha256=digest,
-                 detail=f"{len(stored_roots(ctx.db))} root(s) on {name}")
+    audit.record(
+        ctx.db,
+        audit.Action.TRUST_PUBLISH,
+        f"root v{newest.version}",
+        sha256=digest,
+        detail=f"{len(stored_roots(ctx.db))} root(s) on {name}",
+    )
     if args.json:
-        print(json.dumps({"topic": name, "version": newest.version, "sha256": digest,
-                          "bytes": len(payload)}))
+        print(
+            json.dumps(
+                {"topic": name, "version": newest.version, "sha256": digest, "bytes": len(payload)}
+            )
+        )
     else:
         print(f"published   {describe(newest.root)}")
         print(f"topic       {name} (retained, {len(payload)} bytes)")
@@ -83,11 +97,22 @@ def _publish(ctx: Context, args: argparse.Namespace) -> int:
 def _show(ctx: Context, args: argparse.Namespace) -> int:
     roots = [parse_root(e["signed"]) for e in stored_roots(ctx.db)]
     if args.json:
-        print(json.dumps([{"version": r.version, "issued": r.issued, "expires": r.expires,
-                           "release_keys": [k.hex for k in r.release_keys],
-                           "release_threshold": r.release_threshold,
-                           "root_keys": [k.hex for k in r.root_keys],
-                           "root_threshold": r.root_threshold} for r in roots]))
+        print(
+            json.dumps(
+                [
+                    {
+                        "version": r.version,
+                        "issued": r.issued,
+                        "expires": r.expires,
+                        "release_keys": [k.hex for k in r.release_keys],
+                        "release_threshold": r.release_threshold,
+                        "root_keys": [k.hex for k in r.root_keys],
+                        "root_threshold": r.root_threshold,
+                    }
+                    for r in roots
+                ]
+            )
+        )
         return 0
     if not roots:
         print("no root stored: devices trust version 1 (their [trust] keys)")

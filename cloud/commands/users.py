@@ -23,18 +23,24 @@ __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("users", help="add, remove and list dashboard users",
-                              description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "users",
+        help="add, remove and list dashboard users",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(title="actions", metavar="ACTION", required=True)
     add = sub.add_parser("add", help="add a user; prints a one-time password or an API token")
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=[r.value for r in Role])
-    add.add_argument("--token", action="store_true",
-                     help="give the user an API token (for `Authorization: Bearer`) instead "
-                     "of a password")
-    add.add_argument("--json", action="store_true", help="print {\"password\": ...} or "
-                     "{\"token\": ...}")
+    add.add_argument(
+        "--token",
+        action="store_true",
+        help="give the user an API token (for `Authorization: Bearer`) instead of a password",
+    )
+    add.add_argument(
+        "--json", action="store_true", help='print {"password": ...} or {"token": ...}'
+    )
     add_config_argument(add)
     add.set_defaults(func=lambda args: run_command(args, lambda ctx: _add(ctx, args)))
     rm = sub.add_parser("remove", help="remove a user and their tokens")
@@ -54,8 +60,12 @@ def _add(ctx: Context, args: argparse.Namespace) -> int:
         token = new_token(ctx.db, args.name) if args.token else ""
     except UserRefused as e:
         raise CommandFailed(str(e), EXIT_INVALID) from e
-    audit.record(ctx.db, audit.Action.USER_ADD, args.name,
-                 detail=f"role {role.value}{', API token' if args.token else ''}")
+    audit.record(
+        ctx.db,
+        audit.Action.USER_ADD,
+        args.name,
+        detail=f"role {role.value}{', API token' if args.token else ''}",
+    )
     if args.json:
         print(json.dumps({"token": token} if args.token else {"password": password}))
     elif args.token:
@@ -76,14 +86,28 @@ def _remove(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _list(ctx: Context, args: argparse.Namespace) -> int:
-    rows = [{"name": r["name"], "role": r["role"], "password": bool(r["has_password"]),
-             "tokens": int(r["tokens"]), "created": r["created"]} for r in queries.users(ctx.db)]
+    rows = [
+        {
+            "name": r["name"],
+            "role": r["role"],
+            "password": bool(r["has_password"]),
+            "tokens": int(r["tokens"]),
+            "created": r["created"],
+        }
+        for r in queries.users(ctx.db)
+    ]
     if args.json:
         print(json.dumps(rows))
         return 0
     for r in rows:
         when = datetime.fromtimestamp(r["created"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        how = ", ".join(x for x in ("password" if r["password"] else "",
-                                    f"{r['tokens']} token(s)" if r["tokens"] else "") if x)
+        how = ", ".join(
+            x
+            for x in (
+                "password" if r["password"] else "",
+                f"{r['tokens']} token(s)" if r["tokens"] else "",
+            )
+            if x
+        )
         print(f"{r['name']:<20} {r['role']:<9} {how or '-':<22} added {when}")
     return 0

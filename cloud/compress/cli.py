@@ -63,9 +63,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling and training")
     parser.add_argument("--json", action="store_true", help="print report.json to stdout")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="cloud config, accepted like every litefleet command's; "
-                        "compress reads nothing from it")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="cloud config, accepted like every litefleet command's; "
+        "compress reads nothing from it",
+    )
     parser.set_defaults(func=run_compress)
 
 
@@ -106,7 +110,13 @@ def run_compress(args: argparse.Namespace) -> int:
         options = CompressOptions(seed=args.seed)
         if bar is None:
             report = compress(
-                args.model, profile, args.data, args.eval, methods, args.out, options=options,
+                args.model,
+                profile,
+                args.data,
+                args.eval,
+                methods,
+                args.out,
+                options=options,
                 io=args.io,
             )
         else:

@@ -60,20 +60,27 @@ class Dataset:
         if len(self) <= n:
             return self
         idx = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
-        return Dataset(self.x[idx], None if self.y is None else self.y[idx], self.source,
-                       tuple(m[idx] for m in self.more))
+        return Dataset(
+            self.x[idx],
+            None if self.y is None else self.y[idx],
+            self.source,
+            tuple(m[idx] for m in self.more),
+        )
 
 
-def load_dataset(path: str | Path, input_shape: tuple[int, ...],
-                 *more_shapes: tuple[int, ...]) -> Dataset:
+def load_dataset(
+    path: str | Path, input_shape: tuple[int, ...], *more_shapes: tuple[int, ...]
+) -> Dataset:
     """Load `path` for a model whose input is `input_shape` (batch dimension first), or whose
     inputs are `input_shape` and `more_shapes`."""
     path = Path(path)
     sample_shape = tuple(input_shape[1:])
     if more_shapes:
         if path.suffix != ".npz":
-            raise InputRejected(f"{path}: a model with several inputs takes an .npz with arrays "
-                                f"x0 ... x{len(more_shapes)}")
+            raise InputRejected(
+                f"{path}: a model with several inputs takes an .npz with arrays "
+                f"x0 ... x{len(more_shapes)}"
+            )
         return _load_npz_inputs(path, [sample_shape, *(tuple(s[1:]) for s in more_shapes)])
     if path.is_dir():
         return _load_folder(path, sample_shape)
@@ -88,8 +95,10 @@ def _load_npz_inputs(path: Path, sample_shapes: list[tuple[int, ...]]) -> Datase
         with np.load(path, allow_pickle=False) as npz:
             missing = [n for n in names if n not in npz.files]
             if missing:
-                raise InputRejected(f"{path}: the model has {len(names)} inputs; no array named "
-                                    f"{', '.join(missing)} (found {', '.join(npz.files)})")
+                raise InputRejected(
+                    f"{path}: the model has {len(names)} inputs; no array named "
+                    f"{', '.join(missing)} (found {', '.join(npz.files)})"
+                )
             arrays = [npz[n] for n in names]
             y = npz["y"] if "y" in npz.files else None
     except (OSError, ValueError) as e:

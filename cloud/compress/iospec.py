@@ -66,4 +66,6 @@ def io_change(expected: IOSignature, actual: IOSignature) -> str | None:
     """None when `actual` fits `expected`; else one phrase saying how it differs."""
     if actual.fits(expected):
         return None
-    return f"changes I/O: {describe_io(actual)} where the application expects {describe_io(expected)}"
+    return (
+        f"changes I/O: {describe_io(actual)} where the application expects {describe_io(expected)}"
+    )

@@ -99,8 +99,9 @@ def measure(
     max_err = max(f.max_abs_error for f in fidelity)
     mean_err = float(np.mean([f.mean_abs_error for f in fidelity]))
     timed = TFLiteModel(blob, threads=threads)
-    p50, p95 = timed.latency_ms([x[0] for x in inputs], options.latency_warmup,
-                                options.latency_runs)
+    p50, p95 = timed.latency_ms(
+        [x[0] for x in inputs], options.latency_warmup, options.latency_runs
+    )
     return (
         Measurement(
             method=method,

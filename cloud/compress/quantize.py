@@ -66,7 +66,8 @@ def quantize_tflite(
         else:
             for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
                 q.update_quantization_recipe(
-                    regex=".*", operation_name=op,
+                    regex=".*",
+                    operation_name=op,
                     algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE,
                 )
             text += ", float32 inputs and outputs)"
@@ -119,8 +120,7 @@ def _calibrate(q: object, blob: bytes, calibration: list[np.ndarray]) -> object:
     runner = interpreter.get_signature_runner(key)
     by_tensor = {int(d["index"]): k for k, d in enumerate(interpreter.get_input_details())}
     names = {
-        name: by_tensor[int(detail["index"])]
-        for name, detail in runner.get_input_details().items()
+        name: by_tensor[int(detail["index"])] for name, detail in runner.get_input_details().items()
     }
     samples = [
         {name: calibration[k][n][None].astype(np.float32) for name, k in names.items()}

@@ -27,14 +27,19 @@ FILE_NAME = "reference.json"
 MAX_SAMPLES = 1000  # evaluation samples the profile is computed on (the first ones)
 
 
-def compute_reference(blob: bytes, signature: IOSignature, inputs: Sequence[np.ndarray],
-                      threads: int = 1) -> ReferenceProfile:
+def compute_reference(
+    blob: bytes, signature: IOSignature, inputs: Sequence[np.ndarray], threads: int = 1
+) -> ReferenceProfile:
     """Run the model over (at most MAX_SAMPLES of) `inputs` and profile what it saw and said."""
     head = [x[:MAX_SAMPLES] for x in inputs]
     outputs = TFLiteModel(blob, threads).predict(head)
-    return build_reference(signature, head[0], outputs,
-                           drift_threshold_milli=DEFAULT_DRIFT_THRESHOLD_MILLI,
-                           confidence_threshold_pct=DEFAULT_CONFIDENCE_PCT)
+    return build_reference(
+        signature,
+        head[0],
+        outputs,
+        drift_threshold_milli=DEFAULT_DRIFT_THRESHOLD_MILLI,
+        confidence_threshold_pct=DEFAULT_CONFIDENCE_PCT,
+    )
 
 
 def write_reference(out_dir: Path, reference: ReferenceProfile) -> Path:

@@ -79,8 +79,9 @@ class Report:
 
     def write(self, out_dir: Path) -> None:
         """Write report.json, report.md and report.png into `out_dir`."""
-        write_atomic(out_dir / "report.json",
-                     (json.dumps(self.to_dict(), indent=2) + "\n").encode("utf-8"))
+        write_atomic(
+            out_dir / "report.json", (json.dumps(self.to_dict(), indent=2) + "\n").encode("utf-8")
+        )
         write_atomic(out_dir / "report.md", self.markdown().encode("utf-8"))
         self.plot(out_dir / "report.png")
 
@@ -213,5 +214,3 @@ class Report:
         tmp = path.with_name(f".{path.name}.tmp")
         fig.savefig(tmp, format="png")
         os.replace(tmp, path)
-
-

@@ -91,7 +91,9 @@ def evaluation_samples(
     else:
         arrays = generated(inputs, GENERATED_SAMPLES, options.seed)
         ranges = ", ".join(_range(spec) for spec in inputs)
-        source = f"{GENERATED_SAMPLES} generated inputs, seeded, in the model's input range ({ranges})"
+        source = (
+            f"{GENERATED_SAMPLES} generated inputs, seeded, in the model's input range ({ranges})"
+        )
         return Samples(arrays, None, source, generated=True)
     chosen = chosen.subset(options.max_eval_samples, options.seed)
     return Samples(chosen.inputs, chosen.y, source, generated=False)

@@ -246,8 +246,9 @@ def compress(  # noqa: C901 — the compression pipeline in order; each branch i
         (out / "chosen.tflite").unlink(missing_ok=True)  # never one left from an earlier run
     # what the released model sees and says on the evaluation set: devices measure drift on it
     profiled = Path(chosen.path) if chosen is not None else base_path
-    write_reference(out, compute_reference(profiled.read_bytes(), read_io(profiled),
-                                           evaluation.inputs, threads))
+    write_reference(
+        out, compute_reference(profiled.read_bytes(), read_io(profiled), evaluation.inputs, threads)
+    )
     report.write(out)
     if progress is not None:
         progress(total, total, "done")

@@ -48,8 +48,14 @@ class Sample:
     meta: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"device_id": self.device_id, "id": self.id, "trigger": self.trigger,
-                "time": self.time, "model": self.model, "input_key": self.input_key}
+        return {
+            "device_id": self.device_id,
+            "id": self.id,
+            "trigger": self.trigger,
+            "time": self.time,
+            "model": self.model,
+            "input_key": self.input_key,
+        }
 
 
 def _sample(store_keys: set[str], key: str, raw: bytes) -> Sample | None:
@@ -69,8 +75,12 @@ def _sample(store_keys: set[str], key: str, raw: bytes) -> Sample | None:
     return Sample(device_id, stem, str(trigger), float(when), model, input_key, meta)
 
 
-def list_samples(store: ArtifactStore, device_id: str | None = None, since: float | None = None,
-                 reason: str | None = None) -> list[Sample]:
+def list_samples(
+    store: ArtifactStore,
+    device_id: str | None = None,
+    since: float | None = None,
+    reason: str | None = None,
+) -> list[Sample]:
     """The complete samples in the store, oldest first, filtered."""
     keys = store.keys(f"samples/{device_id}/" if device_id else "samples/")
     present = set(keys)
@@ -102,8 +112,11 @@ def _input(store: ArtifactStore, sample: Sample) -> np.ndarray | None:
     if sample.input_key.endswith(".jpg"):
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         scale, offset = sample.meta.get("pixel_scale"), sample.meta.get("pixel_offset")
-        if pixels is None or not isinstance(scale, (int, float)) or not isinstance(
-                offset, (int, float)):
+        if (
+            pixels is None
+            or not isinstance(scale, (int, float))
+            or not isinstance(offset, (int, float))
+        ):
             return None
         real = pixels.astype(np.float32) * np.float32(scale) + np.float32(offset)
     else:
@@ -118,14 +131,19 @@ def _predicted(sample: Sample) -> int:
     if isinstance(predicted, int) and not isinstance(predicted, bool) and predicted >= 0:
         return predicted
     outputs = sample.meta.get("outputs")
-    if (isinstance(outputs, list) and len(outputs) == 1 and isinstance(outputs[0], list)
-            and len(outputs[0]) >= 2):
+    if (
+        isinstance(outputs, list)
+        and len(outputs) == 1
+        and isinstance(outputs[0], list)
+        and len(outputs[0]) >= 2
+    ):
         return int(np.argmax(np.asarray(outputs[0], dtype=np.float32)))
     return -1
 
 
-def pull_samples(store: ArtifactStore, samples: list[Sample], out_dir: Path,
-                 selection: dict[str, Any]) -> tuple[Path, int]:
+def pull_samples(
+    store: ArtifactStore, samples: list[Sample], out_dir: Path, selection: dict[str, Any]
+) -> tuple[Path, int]:
     """Write `dataset.npz` (and `dataset.json`) into `out_dir`; return its path and how many
     samples it holds. Samples of another input shape than the first one's are skipped."""
     xs: list[np.ndarray] = []
@@ -139,8 +157,9 @@ def pull_samples(store: ArtifactStore, samples: list[Sample], out_dir: Path,
             log.warning("skipping sample %s: %s", sample.id, e)
             continue
         if x is None or (xs and x.shape != xs[0].shape):
-            log.warning("skipping sample %s: its input does not decode to the dataset's shape",
-                        sample.id)
+            log.warning(
+                "skipping sample %s: its input does not decode to the dataset's shape", sample.id
+            )
             continue
         xs.append(x)
         ys.append(_predicted(sample))
@@ -150,13 +169,24 @@ def pull_samples(store: ArtifactStore, samples: list[Sample], out_dir: Path,
         raise ValueError("no sample matches (or none decodes): nothing to pull")
     out_dir.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    np.savez(buffer, x=np.stack(xs), y=np.asarray(ys, dtype=np.int64),
-             trigger=np.asarray(triggers), sample=np.asarray(ids))
+    np.savez(
+        buffer,
+        x=np.stack(xs),
+        y=np.asarray(ys, dtype=np.int64),
+        trigger=np.asarray(triggers),
+        sample=np.asarray(ids),
+    )
     data = buffer.getvalue()
     path = out_dir / "dataset.npz"
     write_atomic(path, data)
-    manifest = {"samples": len(xs), "sha256": hashlib.sha256(data).hexdigest(),
-                "selection": selection, "ids": ids}
-    write_atomic(out_dir / "dataset.json",
-                 (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    manifest = {
+        "samples": len(xs),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "selection": selection,
+        "ids": ids,
+    }
+    write_atomic(
+        out_dir / "dataset.json",
+        (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"),
+    )
     return path, len(xs)

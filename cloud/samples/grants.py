@@ -41,12 +41,14 @@ LIFETIME_S = 900
 QUEUE = 64
 
 
-def upload_command(store: ArtifactStore, key: SigningKey, device_id: str,
-                   files: dict[str, Any], now: float) -> dict[str, Any]:
+def upload_command(
+    store: ArtifactStore, key: SigningKey, device_id: str, files: dict[str, Any], now: float
+) -> dict[str, Any]:
     """The signed `upload` command granting one URL per file."""
     urls = {name: store.put_url(sample_key(device_id, name), LIFETIME_S, now) for name in files}
-    signed = build_command(device_id, "upload", datetime.fromtimestamp(now, UTC), LIFETIME_S,
-                           {"urls": urls})
+    signed = build_command(
+        device_id, "upload", datetime.fromtimestamp(now, UTC), LIFETIME_S, {"urls": urls}
+    )
     return sign_envelope(signed, [key])
 
 
@@ -59,10 +61,13 @@ class SampleGrants:
         self.refused = 0
         self.dropped = 0
         prefix = config.mqtt.topic_prefix
-        self.link = CloudLink(config.mqtt, f"{config.mqtt.client_id}-samples-"
-                              f"{secrets.token_hex(3)}",
-                              subscriptions=(fleet_subscription(Channel.CAPTURE, prefix),),
-                              on_message=self._offer, role=CloudRole.CONTROLLER)
+        self.link = CloudLink(
+            config.mqtt,
+            f"{config.mqtt.client_id}-samples-{secrets.token_hex(3)}",
+            subscriptions=(fleet_subscription(Channel.CAPTURE, prefix),),
+            on_message=self._offer,
+            role=CloudRole.CONTROLLER,
+        )
         self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(QUEUE)
         self._thread = threading.Thread(target=self._run, name="sample-grants", daemon=True)
 
@@ -99,8 +104,9 @@ class SampleGrants:
             return False
         try:
             envelope = upload_command(self.store, self.key, device_id, request.files, time.time())
-            self.link.publish(topic(device_id, Channel.CMD, prefix),
-                              json.dumps(envelope).encode("utf-8"))
+            self.link.publish(
+                topic(device_id, Channel.CMD, prefix), json.dumps(envelope).encode("utf-8")
+            )
         except (StoreError, Unavailable) as e:
             log.warning("no upload grant for %s: %s (the device asks again)", device_id, e)
             return False

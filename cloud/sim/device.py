@@ -101,10 +101,16 @@ class SimDevice:
         self.model = env.initial
         self.phase: str = UpdatePhase.IDLE
         self.started = time.monotonic()
-        self.link = DeviceLink(device_id, env.mqtt, env.reactor,
-                               session_expiry_s=env.session_expiry_s, outbox_max=env.outbox_max,
-                               keepalive_s=env.keepalive_s, state_payload=self._state,
-                               on_desired=self._desired)
+        self.link = DeviceLink(
+            device_id,
+            env.mqtt,
+            env.reactor,
+            session_expiry_s=env.session_expiry_s,
+            outbox_max=env.outbox_max,
+            keepalive_s=env.keepalive_s,
+            state_payload=self._state,
+            on_desired=self._desired,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._running: bytes | None = None  # the deployment being worked on
         self._next: bytes | None = None  # the newest one that arrived meanwhile
@@ -141,9 +147,19 @@ class SimDevice:
     # -- state and telemetry -----------------------------------------------------------------
 
     def _state(self, online: bool) -> bytes:
-        return encode_message(DeviceState(
-            self.device_id, online, time.time(), AGENT_VERSION, self.env.profile, self.model,
-            self.phase, "ok" if online else "", 10.0 if online else 0.0))
+        return encode_message(
+            DeviceState(
+                self.device_id,
+                online,
+                time.time(),
+                AGENT_VERSION,
+                self.env.profile,
+                self.model,
+                self.phase,
+                "ok" if online else "",
+                10.0 if online else 0.0,
+            )
+        )
 
     async def _telemetry(self) -> None:
         interval = self.env.telemetry_interval_s
@@ -156,39 +172,88 @@ class SimDevice:
     def _record(self, seq: int) -> TelemetryRecord:
         p50 = random.uniform(3.0, 5.0)
         return TelemetryRecord(
-            device_id=self.device_id, seq=seq, ts=time.time(), model=self.model,
-            frames=self._frames, inferences=self._frames, fps=random.uniform(9.5, 10.5),
-            latency_p50_ms=p50, latency_p95_ms=p50 * 1.5, latency_p99_ms=p50 * 2,
+            device_id=self.device_id,
+            seq=seq,
+            ts=time.time(),
+            model=self.model,
+            frames=self._frames,
+            inferences=self._frames,
+            fps=random.uniform(9.5, 10.5),
+            latency_p50_ms=p50,
+            latency_p95_ms=p50 * 1.5,
+            latency_p99_ms=p50 * 2,
             outputs=self._outputs(round(10 * self.env.telemetry_interval_s)),
-            cpu_percent=random.uniform(10, 40), rss_mb=random.uniform(80, 120),
-            disk_free_mb=4096.0, outbox_depth=self.link.pending,
-            outbox_dropped=self.link.dropped, source_status="ok",
-            uptime_s=time.monotonic() - self.started)
+            cpu_percent=random.uniform(10, 40),
+            rss_mb=random.uniform(80, 120),
+            disk_free_mb=4096.0,
+            outbox_depth=self.link.pending,
+            outbox_dropped=self.link.dropped,
+            source_status="ok",
+            uptime_s=time.monotonic() - self.started,
+        )
 
     @staticmethod
     def _outputs(frames: int) -> dict[str, Any]:
         """A classifier's summary, shaped as the agent's postprocessing makes it."""
         first = random.randrange(10)
-        return {"kind": "classification", "count": frames,
-                "top": [{"label": str(first), "count": frames - frames // 5},
-                        {"label": str((first + 1) % 10), "count": frames // 5}],
-                "mean_confidence": round(random.uniform(0.7, 0.95), 4)}
+        return {
+            "kind": "classification",
+            "count": frames,
+            "top": [
+                {"label": str(first), "count": frames - frames // 5},
+                {"label": str((first + 1) % 10), "count": frames // 5},
+            ],
+            "mean_confidence": round(random.uniform(0.7, 0.95), 4),
+        }
 
-    def _report(self, phase: str, attempt: _Attempt | None, *, reason: str = "",
-                detail: str = "", done: int = 0, total: int = 0, via: str = "") -> None:
+    def _report(
+        self,
+        phase: str,
+        attempt: _Attempt | None,
+        *,
+        reason: str = "",
+        detail: str = "",
+        done: int = 0,
+        total: int = 0,
+        via: str = "",
+    ) -> None:
         a = attempt or _Attempt("", "", 0, "")
-        self.link.append(Channel.UPDATE, lambda seq: UpdateStatus(
-            device_id=self.device_id, seq=seq, ts=time.time(), rollout_id=a.rollout_id,
-            phase=phase, model=a.model, version=a.version, sha256=a.sha256, reason=reason,
-            detail=detail[:500], bytes_done=done, bytes_total=total, via=via))
+        self.link.append(
+            Channel.UPDATE,
+            lambda seq: UpdateStatus(
+                device_id=self.device_id,
+                seq=seq,
+                ts=time.time(),
+                rollout_id=a.rollout_id,
+                phase=phase,
+                model=a.model,
+                version=a.version,
+                sha256=a.sha256,
+                reason=reason,
+                detail=detail[:500],
+                bytes_done=done,
+                bytes_total=total,
+                via=via,
+            ),
+        )
 
-    def _enter(self, phase: str, attempt: _Attempt | None, *, reason: str = "",
-               detail: str = "", done: int = 0, total: int = 0, via: str = "") -> None:
+    def _enter(
+        self,
+        phase: str,
+        attempt: _Attempt | None,
+        *,
+        reason: str = "",
+        detail: str = "",
+        done: int = 0,
+        total: int = 0,
+        via: str = "",
+    ) -> None:
         self.phase = phase
-        self._report(phase, attempt, reason=reason, detail=detail, done=done, total=total,
-                     via=via)
-        if phase in UpdatePhase.TERMINAL or phase in (UpdatePhase.DOWNLOADING,
-                                                      UpdatePhase.PROBATION):
+        self._report(phase, attempt, reason=reason, detail=detail, done=done, total=total, via=via)
+        if phase in UpdatePhase.TERMINAL or phase in (
+            UpdatePhase.DOWNLOADING,
+            UpdatePhase.PROBATION,
+        ):
             self.link.publish_state()
 
     # -- deployments -------------------------------------------------------------------------
@@ -220,25 +285,32 @@ class SimDevice:
         installed = self.model
         try:
             verified = verify_deployment(
-                data, self.env.keyring, device_id=self.device_id, profile=self.env.profile,
+                data,
+                self.env.keyring,
+                device_id=self.device_id,
+                profile=self.env.profile,
                 model_name=self.env.model_name,
                 installed_version=installed.version if installed else 0,
                 installed_sha256=installed.sha256 if installed else None,
-                now=datetime.now(UTC), max_model_bytes=self.env.max_model_bytes)
+                now=datetime.now(UTC),
+                max_model_bytes=self.env.max_model_bytes,
+            )
         except Rejected as e:  # nothing in a refused document can be trusted, not even its ids
             self.env.outcomes[f"rejected:{e.reason}"] += 1
             self._enter(UpdatePhase.REJECTED, None, reason=e.reason, detail=str(e))
             return
         release = verified.release
-        attempt = _Attempt(verified.deployment.rollout_id, release.name, release.version,
-                           release.target.sha256)
+        attempt = _Attempt(
+            verified.deployment.rollout_id, release.name, release.version, release.target.sha256
+        )
         if verified.is_current:
             self._report(UpdatePhase.COMMITTED, attempt, detail="already active")
             return
         refused = self._refused.get((attempt.sha256, attempt.version))
         if refused is not None:
-            self._report(UpdatePhase.REJECTED, attempt, reason=refused,
-                         detail=f"refused earlier ({refused})")
+            self._report(
+                UpdatePhase.REJECTED, attempt, reason=refused, detail=f"refused earlier ({refused})"
+            )
             return
         self._enter(UpdatePhase.DOWNLOADING, attempt, total=release.artifact.size)
         try:
@@ -262,8 +334,13 @@ class SimDevice:
         if self.faults.fail_probation:
             self._refused[(attempt.sha256, attempt.version)] = "probation_failed"
             self.env.outcomes["rolled_back:probation_failed"] += 1
-            self._enter(UpdatePhase.ROLLED_BACK, attempt, reason="probation_failed",
-                        detail="simulated: the error rate passed the release's limit", via=via)
+            self._enter(
+                UpdatePhase.ROLLED_BACK,
+                attempt,
+                reason="probation_failed",
+                detail="simulated: the error rate passed the release's limit",
+                via=via,
+            )
             return
         self.model = ModelIdentity(release.name, release.version, release.target.sha256)
         self.env.outcomes["committed"] += 1
@@ -279,10 +356,14 @@ class SimDevice:
         if delta is not None and base is not None:
             try:
                 raw = await self._download(attempt, delta.url, delta.sha256, delta.size, "delta")
-                self._report(UpdatePhase.VERIFYING, attempt, done=len(raw), total=len(raw),
-                             via="delta")
-                return (await self.env.downloads.work(lambda: rebuild_delta(base, raw, release)),
-                        "delta", "")
+                self._report(
+                    UpdatePhase.VERIFYING, attempt, done=len(raw), total=len(raw), via="delta"
+                )
+                return (
+                    await self.env.downloads.work(lambda: rebuild_delta(base, raw, release)),
+                    "delta",
+                    "",
+                )
             except (Rejected, Unavailable) as e:
                 delta_error = f"delta failed ({e.reason}: {e}); fetching the full artifact"
                 log.warning("%s: %s", self.device_id, delta_error)
@@ -292,8 +373,9 @@ class SimDevice:
         data = await self.env.downloads.work(lambda: rebuild_full(raw, release))
         return data, "full", delta_error
 
-    async def _download(self, attempt: _Attempt, url: str, sha256: str, size: int,
-                        via: str) -> bytes:
+    async def _download(
+        self, attempt: _Attempt, url: str, sha256: str, size: int, via: str
+    ) -> bytes:
         buf = bytearray()
 
         def progress(done: int) -> None:
@@ -312,7 +394,7 @@ class SimDevice:
                 if attempt_no == FETCH_ATTEMPTS - 1:
                     raise
                 log.info("%s: download interrupted (%s); resuming", self.device_id, e)
-                await asyncio.sleep(2 ** attempt_no)
+                await asyncio.sleep(2**attempt_no)
                 continue
             if stop_at is not None and len(buf) < size:
                 await self._go_offline(len(buf), size)
@@ -325,8 +407,13 @@ class SimDevice:
     async def _go_offline(self, done: int, size: int) -> None:
         self._went_offline = True
         self.env.outcomes["offline_mid_download"] += 1
-        log.info("%s: offline at %s of %s bytes for %.1f s", self.device_id, done, size,
-                 self.env.offline_s)
+        log.info(
+            "%s: offline at %s of %s bytes for %.1f s",
+            self.device_id,
+            done,
+            size,
+            self.env.offline_s,
+        )
         self.link.hold_down()
         await asyncio.sleep(self.env.offline_s)
         self.link.come_back()

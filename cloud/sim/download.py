@@ -28,9 +28,15 @@ def _redact(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?..." if parts.query else "")
 
 
-def fetch_into(buf: bytearray, url: str, max_length: int, *, timeout_s: float = 30.0,
-               stop_at: int | None = None,
-               progress: Callable[[int], None] | None = None) -> None:
+def fetch_into(
+    buf: bytearray,
+    url: str,
+    max_length: int,
+    *,
+    timeout_s: float = 30.0,
+    stop_at: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> None:
     """Complete `buf` from `url`, resuming from `len(buf)`.
 
     `stop_at` ends the transfer early once `buf` holds at least that many bytes (a device that
@@ -46,8 +52,14 @@ def fetch_into(buf: bytearray, url: str, max_length: int, *, timeout_s: float = 
     raise FetchFailed(f"more than {_MAX_REDIRECTS} redirects")
 
 
-def _fetch_once(buf: bytearray, url: str, max_length: int, timeout_s: float,  # noqa: C901 — one ranged GET: each status code the simulator meets is its own branch
-                stop_at: int | None, progress: Callable[[int], None] | None) -> str | None:
+def _fetch_once(  # noqa: C901 — one ranged GET: each status code the simulator meets is its own branch
+    buf: bytearray,
+    url: str,
+    max_length: int,
+    timeout_s: float,
+    stop_at: int | None,
+    progress: Callable[[int], None] | None,
+) -> str | None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise FetchFailed(f"not an http(s) URL: {_redact(url)}")

@@ -65,10 +65,17 @@ class SimOptions:
             raise ValueError(f"--devices {self.devices}: between 1 and 20000")
         for name in ("fail_probation_pct", "offline_pct", "restart_pct"):
             if not 0 <= getattr(self, name) <= 100:
-                raise ValueError(f"{name.removesuffix('_pct').replace('_', '-')} must be a share "
-                                 "between 0 and 100")
-        for name in ("telemetry_interval_s", "connect_rate", "probation_s", "offline_s",
-                     "restart_within_s"):
+                raise ValueError(
+                    f"{name.removesuffix('_pct').replace('_', '-')} must be a share "
+                    "between 0 and 100"
+                )
+        for name in (
+            "telemetry_interval_s",
+            "connect_rate",
+            "probation_s",
+            "offline_s",
+            "restart_within_s",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
         if self.duration_s < 0 or self.downloads < 1 or self.cached_models < 1:
@@ -89,9 +96,11 @@ def raise_file_limit(devices: int) -> str | None:
         log.info("open-file limit raised from %s to %s", soft, hard)
         soft = hard
     if soft != resource.RLIM_INFINITY and soft < need:
-        return (f"{devices} devices need about {need} open files, and this process may open "
-                f"{soft} (ulimit -n); raise the hard limit (ulimit -Hn, LimitNOFILE=) or run "
-                "fewer devices")
+        return (
+            f"{devices} devices need about {need} open files, and this process may open "
+            f"{soft} (ulimit -n); raise the hard limit (ulimit -Hn, LimitNOFILE=) or run "
+            "fewer devices"
+        )
     return None
 
 
@@ -100,8 +109,15 @@ def _pick(rng: random.Random, n: int, pct: float) -> set[int]:
 
 
 class Fleet:
-    def __init__(self, options: SimOptions, mqtt: MqttConfig, keyring: Keyring, *,
-                 max_model_bytes: int, initial: tuple[ModelIdentity, bytes] | None) -> None:
+    def __init__(
+        self,
+        options: SimOptions,
+        mqtt: MqttConfig,
+        keyring: Keyring,
+        *,
+        max_model_bytes: int,
+        initial: tuple[ModelIdentity, bytes] | None,
+    ) -> None:
         self.options = options
         self.mqtt = mqtt
         self.keyring = keyring
@@ -117,9 +133,14 @@ class Fleet:
         failing = _pick(rng, o.devices, o.fail_probation_pct)
         offline = _pick(rng, o.devices, o.offline_pct)
         restarting = _pick(rng, o.devices, o.restart_pct)
-        return [DeviceFaults(i in failing, i in offline,
-                             rng.uniform(0.5, o.restart_within_s) if i in restarting else None)
-                for i in range(o.devices)]
+        return [
+            DeviceFaults(
+                i in failing,
+                i in offline,
+                rng.uniform(0.5, o.restart_within_s) if i in restarting else None,
+            )
+            for i in range(o.devices)
+        ]
 
     def run(self, stop: threading.Event) -> dict[str, Any]:
         """Run until `stop` is set or the duration passes; return the summary."""
@@ -134,13 +155,23 @@ class Fleet:
         if self.initial is not None:
             cache.pin(self.initial[0].sha256, self.initial[1])
         env = DeviceEnv(
-            mqtt=self.mqtt, reactor=reactor, downloads=downloads, cache=cache,
-            keyring=self.keyring, profile=o.profile, model_name=o.model_name,
+            mqtt=self.mqtt,
+            reactor=reactor,
+            downloads=downloads,
+            cache=cache,
+            keyring=self.keyring,
+            profile=o.profile,
+            model_name=o.model_name,
             max_model_bytes=self.max_model_bytes,
             initial=self.initial[0] if self.initial else None,
-            telemetry_interval_s=o.telemetry_interval_s, probation_s=o.probation_s,
-            offline_s=o.offline_s, session_expiry_s=o.session_expiry_s,
-            outbox_max=o.outbox_max, keepalive_s=o.keepalive_s, outcomes=self.outcomes)
+            telemetry_interval_s=o.telemetry_interval_s,
+            probation_s=o.probation_s,
+            offline_s=o.offline_s,
+            session_expiry_s=o.session_expiry_s,
+            outbox_max=o.outbox_max,
+            keepalive_s=o.keepalive_s,
+            outcomes=self.outcomes,
+        )
         self.devices = [SimDevice(d, env, f) for d, f in zip(self.ids, self.faults(), strict=True)]
         misc = asyncio.create_task(reactor.run_misc())
         started = time.monotonic()
@@ -177,7 +208,8 @@ class Fleet:
     async def _stop_all(self) -> None:
         deadline = time.monotonic() + DRAIN_S
         while time.monotonic() < deadline and any(
-                d.link.pending and d.link.connected for d in self.devices):
+            d.link.pending and d.link.connected for d in self.devices
+        ):
             await asyncio.sleep(0.1)
         for device in self.devices:
             device.stop()
@@ -198,7 +230,10 @@ class Fleet:
             "outbox_dropped": sum(d.link.dropped for d in self.devices),
             "connects": sum(d.link.connects for d in self.devices),
             "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "models": dict(Counter(f"{d.model.name}@{d.model.version}" if d.model else "-"
-                                   for d in self.devices)),
+            "models": dict(
+                Counter(
+                    f"{d.model.name}@{d.model.version}" if d.model else "-" for d in self.devices
+                )
+            ),
             "outcomes": dict(sorted(self.outcomes.items())),
         }

@@ -40,10 +40,18 @@ RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 10.0
 
 
 class DeviceLink:
-    def __init__(self, device_id: str, mqtt: MqttConfig, reactor: Reactor, *,
-                 session_expiry_s: int, outbox_max: int, keepalive_s: int,
-                 state_payload: Callable[[bool], bytes],
-                 on_desired: Callable[[bytes], None]) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        mqtt: MqttConfig,
+        reactor: Reactor,
+        *,
+        session_expiry_s: int,
+        outbox_max: int,
+        keepalive_s: int,
+        state_payload: Callable[[bool], bytes],
+        on_desired: Callable[[bytes], None],
+    ) -> None:
         self.device_id = device_id
         self._mqtt = mqtt
         self._reactor = reactor
@@ -91,8 +99,12 @@ class DeviceLink:
 
     def publish_state(self) -> None:
         if self.connected and self._client is not None:
-            self._client.publish(topic(self.device_id, Channel.STATE, self._mqtt.topic_prefix),
-                                 self._state_payload(True), qos=1, retain=True)
+            self._client.publish(
+                topic(self.device_id, Channel.STATE, self._mqtt.topic_prefix),
+                self._state_payload(True),
+                qos=1,
+                retain=True,
+            )
 
     # -- connection --------------------------------------------------------------------------
 
@@ -107,22 +119,37 @@ class DeviceLink:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # untyped in paho
         props.SessionExpiryInterval = self._session_expiry_s
         try:
-            client.connect(self._mqtt.host, self._mqtt.port, self._keepalive_s,
-                           clean_start=False, properties=props)
+            client.connect(
+                self._mqtt.host,
+                self._mqtt.port,
+                self._keepalive_s,
+                clean_start=False,
+                properties=props,
+            )
         except (OSError, ValueError) as e:
             log.debug("%s: connect failed: %s", self.device_id, e)
             self._client = None
             self._schedule_reconnect()
 
     def _build(self) -> paho.Client:
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.device_id,
-                             protocol=MQTTProtocolVersion.MQTTv5)
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.device_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
         client.suppress_exceptions = True  # a failing callback must not end the shared loop
         if self._mqtt.tls_ca is not None:
-            client.tls_set(ca_certs=str(self._mqtt.tls_ca), cert_reqs=ssl.CERT_REQUIRED,
-                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        client.will_set(topic(self.device_id, Channel.STATE, self._mqtt.topic_prefix),
-                        self._state_payload(False), qos=1, retain=True)
+            client.tls_set(
+                ca_certs=str(self._mqtt.tls_ca),
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        client.will_set(
+            topic(self.device_id, Channel.STATE, self._mqtt.topic_prefix),
+            self._state_payload(False),
+            qos=1,
+            retain=True,
+        )
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
@@ -135,11 +162,11 @@ class DeviceLink:
             return
         ceiling = min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2 ** min(self._attempts, 8))
         self._attempts += 1
-        self._retry = self._reactor.loop.call_later(random.uniform(RECONNECT_MIN_S, ceiling),
-                                                    self.connect)
+        self._retry = self._reactor.loop.call_later(
+            random.uniform(RECONNECT_MIN_S, ceiling), self.connect
+        )
 
-    def _handle_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any,
-                        _p: Any) -> None:
+    def _handle_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if client is not self._client:
             return
         if reason.is_failure:
@@ -153,8 +180,9 @@ class DeviceLink:
         for seq, (name, payload) in self._unacked.items():
             self._send(seq, name, payload)
 
-    def _handle_disconnect(self, client: paho.Client, _u: Any, _f: Any, _reason: Any,
-                           _p: Any) -> None:
+    def _handle_disconnect(
+        self, client: paho.Client, _u: Any, _f: Any, _reason: Any, _p: Any
+    ) -> None:
         if client is not self._client:
             return
         self.connected = False
@@ -210,7 +238,11 @@ class DeviceLink:
         if client is None:
             return
         if self.connected:
-            client.publish(topic(self.device_id, Channel.STATE, self._mqtt.topic_prefix),
-                           self._state_payload(False), qos=1, retain=True)
+            client.publish(
+                topic(self.device_id, Channel.STATE, self._mqtt.topic_prefix),
+                self._state_payload(False),
+                qos=1,
+                retain=True,
+            )
         self.connected = False
         client.disconnect()

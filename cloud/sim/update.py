@@ -32,7 +32,6 @@ __all__ = ["Downloads", "ModelCache", "check_bytes", "rebuild_delta", "rebuild_f
 T = TypeVar("T")
 
 
-
 def rebuild_full(raw: bytes, release: Release) -> bytes:
     target = release.target
     data = decompress(raw, target.size)
@@ -87,8 +86,15 @@ class Downloads:
         self._pool = ThreadPoolExecutor(max_workers=concurrent + 2, thread_name_prefix="sim-io")
         self._timeout_s = timeout_s
 
-    async def fetch(self, buf: bytearray, url: str, max_length: int, *, stop_at: int | None,
-                    progress: Callable[[int], None]) -> None:
+    async def fetch(
+        self,
+        buf: bytearray,
+        url: str,
+        max_length: int,
+        *,
+        stop_at: int | None,
+        progress: Callable[[int], None],
+    ) -> None:
         """Extend `buf` from `url` (resuming); `progress` runs on the event loop thread."""
 
         def report(done: int) -> None:
@@ -96,8 +102,16 @@ class Downloads:
 
         async with self._slots:
             await self._loop.run_in_executor(
-                self._pool, lambda: fetch_into(buf, url, max_length, timeout_s=self._timeout_s,
-                                               stop_at=stop_at, progress=report))
+                self._pool,
+                lambda: fetch_into(
+                    buf,
+                    url,
+                    max_length,
+                    timeout_s=self._timeout_s,
+                    stop_at=stop_at,
+                    progress=report,
+                ),
+            )
 
     async def work(self, fn: Callable[[], T]) -> T:
         """CPU work (decompression, hashing) off the event loop thread."""

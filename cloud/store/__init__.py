@@ -23,7 +23,16 @@ from cloud.store.counters import add_counter, counter
 from cloud.store.engine import Store, StoreRefused, describe_error, engine_url
 from cloud.store.migrate import check_version
 
-__all__ = ["Store", "StoreRefused", "add_counter", "counter", "describe_error", "engine_url", "open_store", "store_url"]
+__all__ = [
+    "Store",
+    "StoreRefused",
+    "add_counter",
+    "counter",
+    "describe_error",
+    "engine_url",
+    "open_store",
+    "store_url",
+]
 
 _checked: set[str] = set()  # URLs whose schema version this process has checked
 _lock = threading.Lock()

@@ -18,9 +18,10 @@ __all__ = ["add_counter", "all_counters", "counter"]
 def add_counter(conn: Connection, name: str, delta: int) -> None:
     """Add `delta` to a named counter (inside the caller's transaction)."""
     if delta:
-        conn.execute(upsert(conn, counters, ["name"],
-                            {"value": lambda ex: counters.c.value + ex.value}),
-                     {"name": name, "value": delta})
+        conn.execute(
+            upsert(conn, counters, ["name"], {"value": lambda ex: counters.c.value + ex.value}),
+            {"name": name, "value": delta},
+        )
 
 
 def counter(store: Store, name: str) -> int:
@@ -30,5 +31,6 @@ def counter(store: Store, name: str) -> int:
 
 
 def all_counters(conn: Connection) -> dict[str, int]:
-    return {name: int(value) for name, value in conn.execute(select(counters.c.name,
-                                                                     counters.c.value))}
+    return {
+        name: int(value) for name, value in conn.execute(select(counters.c.name, counters.c.value))
+    }

@@ -61,16 +61,25 @@ __all__ = [
 Row = dict[str, Any]
 
 # fleet table: the columns a user may sort by (the request names a key, never SQL)
-SORTS = {"device_id": "device_id", "profile": "profile", "model": "model_name",
-         "version": "model_version", "fps": "fps", "p95": "p95_ms",
-         "phase": "update_phase", "source": "source_status", "last_seen": "last_seen"}
+SORTS = {
+    "device_id": "device_id",
+    "profile": "profile",
+    "model": "model_name",
+    "version": "model_version",
+    "fps": "fps",
+    "p95": "p95_ms",
+    "phase": "update_phase",
+    "source": "source_status",
+    "last_seen": "last_seen",
+}
 STATES = ("online", "offline", "failing", "updating")
 FAILED_PHASES = ("rolled_back", "rejected")
 # every phase of an update under way (a newer agent may add one: shared.phases declares them)
 BUSY_PHASES = tuple(phase.value for phase in UpdatePhase if not phase.terminal)
 # floor(ts / :b) for positive ts, alike on SQLite (CAST truncates) and PostgreSQL (CAST rounds)
-_BUCKET = ("(CAST(ts / :b AS INTEGER) - CASE WHEN CAST(ts / :b AS INTEGER) > ts / :b "
-           "THEN 1 ELSE 0 END)")
+_BUCKET = (
+    "(CAST(ts / :b AS INTEGER) - CASE WHEN CAST(ts / :b AS INTEGER) > ts / :b THEN 1 ELSE 0 END)"
+)
 
 
 def execute(db: Store, sql: str, params: dict[str, Any] | None = None) -> list[Row]:
@@ -92,6 +101,7 @@ def _in(name: str, values: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
 
 
 # ---- fleet ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class DeviceFilter:
@@ -143,29 +153,54 @@ def _where(f: DeviceFilter) -> tuple[str, dict[str, Any]]:
 def fleet_counts(db: Store, now: float, offline_after_s: float) -> Row:
     """Devices in total, online, failing; and per model@version and per update phase."""
     failed, fp = _in("failed", FAILED_PHASES)
-    head = execute(db, f"SELECT COUNT(*) AS total, "
-                       f"SUM(CASE WHEN {ONLINE_SQL} THEN 1 ELSE 0 END) AS online, "
-                       f"SUM(CASE WHEN update_phase IN ({failed}) OR source_status LIKE 'down%' "
-                       f"THEN 1 ELSE 0 END) AS failing FROM devices",
-                   {**_liveness(now, offline_after_s), **fp})[0]
+    head = execute(
+        db,
+        f"SELECT COUNT(*) AS total, "
+        f"SUM(CASE WHEN {ONLINE_SQL} THEN 1 ELSE 0 END) AS online, "
+        f"SUM(CASE WHEN update_phase IN ({failed}) OR source_status LIKE 'down%' "
+        f"THEN 1 ELSE 0 END) AS failing FROM devices",
+        {**_liveness(now, offline_after_s), **fp},
+    )[0]
     total = int(head["total"] or 0)
     online = int(head["online"] or 0)
-    models = execute(db, "SELECT model_name, model_version, COUNT(*) AS n FROM devices "
-                         "GROUP BY model_name, model_version ORDER BY n DESC, model_name, "
-                         "model_version")
-    phases = execute(db, "SELECT update_phase, COUNT(*) AS n FROM devices "
-                         "GROUP BY update_phase ORDER BY n DESC, update_phase")
-    return {"total": total, "online": online, "offline": total - online,
-            "failing": int(head["failing"] or 0),
-            "models": [{"model": f"{r['model_name']}@{r['model_version']}"
-                        if r["model_name"] else "(none)", "devices": r["n"]} for r in models],
-            "phases": [{"phase": r["update_phase"] or "(none)", "devices": r["n"]}
-                       for r in phases]}
+    models = execute(
+        db,
+        "SELECT model_name, model_version, COUNT(*) AS n FROM devices "
+        "GROUP BY model_name, model_version ORDER BY n DESC, model_name, "
+        "model_version",
+    )
+    phases = execute(
+        db,
+        "SELECT update_phase, COUNT(*) AS n FROM devices "
+        "GROUP BY update_phase ORDER BY n DESC, update_phase",
+    )
+    return {
+        "total": total,
+        "online": online,
+        "offline": total - online,
+        "failing": int(head["failing"] or 0),
+        "models": [
+            {
+                "model": f"{r['model_name']}@{r['model_version']}" if r["model_name"] else "(none)",
+                "devices": r["n"],
+            }
+            for r in models
+        ],
+        "phases": [{"phase": r["update_phase"] or "(none)", "devices": r["n"]} for r in phases],
+    }
 
 
-def device_page(db: Store, f: DeviceFilter, *, sort: str = "device_id",
-                descending: bool = False, offset: int = 0, limit: int = 50, now: float,
-                offline_after_s: float) -> tuple[int, list[Row]]:
+def device_page(
+    db: Store,
+    f: DeviceFilter,
+    *,
+    sort: str = "device_id",
+    descending: bool = False,
+    offset: int = 0,
+    limit: int = 50,
+    now: float,
+    offline_after_s: float,
+) -> tuple[int, list[Row]]:
     """(devices matching, one page of them) for the fleet table."""
     where, params = _where(f)
     params.update(_liveness(now, offline_after_s))
@@ -174,75 +209,111 @@ def device_page(db: Store, f: DeviceFilter, *, sort: str = "device_id",
     order = f"{column} {'DESC' if descending else 'ASC'}"
     if column != "device_id":
         order += ", device_id ASC"
-    rows = execute(db, f"SELECT device_id, profile, model_name, model_version, fps, p95_ms, "
-                       f"source_status, update_phase, last_seen, agent_version, "
-                       f"CASE WHEN {ONLINE_SQL} THEN 1 ELSE 0 END AS is_online "
-                       f"FROM devices{where} ORDER BY {order} LIMIT :lim OFFSET :off",
-                   {**params, "lim": limit, "off": offset})
+    rows = execute(
+        db,
+        f"SELECT device_id, profile, model_name, model_version, fps, p95_ms, "
+        f"source_status, update_phase, last_seen, agent_version, "
+        f"CASE WHEN {ONLINE_SQL} THEN 1 ELSE 0 END AS is_online "
+        f"FROM devices{where} ORDER BY {order} LIMIT :lim OFFSET :off",
+        {**params, "lim": limit, "off": offset},
+    )
     return int(total), rows
 
 
 def filter_options(db: Store) -> Row:
     """The groups, profiles and model names there are, for the fleet filters."""
     return {
-        "groups": [r["group_name"] for r in execute(
-            db, "SELECT DISTINCT group_name FROM groups ORDER BY group_name")],
-        "profiles": [r["profile"] for r in execute(
-            db, "SELECT DISTINCT profile FROM devices WHERE profile <> '' ORDER BY profile")],
-        "models": [r["model_name"] for r in execute(
-            db, "SELECT DISTINCT model_name FROM devices WHERE model_name IS NOT NULL "
-                "ORDER BY model_name")],
+        "groups": [
+            r["group_name"]
+            for r in execute(db, "SELECT DISTINCT group_name FROM groups ORDER BY group_name")
+        ],
+        "profiles": [
+            r["profile"]
+            for r in execute(
+                db, "SELECT DISTINCT profile FROM devices WHERE profile <> '' ORDER BY profile"
+            )
+        ],
+        "models": [
+            r["model_name"]
+            for r in execute(
+                db,
+                "SELECT DISTINCT model_name FROM devices WHERE model_name IS NOT NULL "
+                "ORDER BY model_name",
+            )
+        ],
     }
 
 
 # ---- one device ----------------------------------------------------------------------------
 
-def device(db: Store, device_id: str, now: float, offline_after_s: float
-           ) -> Row | None:
-    rows = execute(db, f"SELECT devices.*, CASE WHEN {ONLINE_SQL} THEN 1 ELSE 0 END AS is_online "
-                       "FROM devices WHERE device_id = :d",
-                   {"d": device_id, **_liveness(now, offline_after_s)})
+
+def device(db: Store, device_id: str, now: float, offline_after_s: float) -> Row | None:
+    rows = execute(
+        db,
+        f"SELECT devices.*, CASE WHEN {ONLINE_SQL} THEN 1 ELSE 0 END AS is_online "
+        "FROM devices WHERE device_id = :d",
+        {"d": device_id, **_liveness(now, offline_after_s)},
+    )
     if not rows:
         return None
     row = rows[0]
-    row["groups"] = [r["group_name"] for r in execute(
-        db, "SELECT group_name FROM groups WHERE device_id = :d ORDER BY group_name",
-        {"d": device_id})]
+    row["groups"] = [
+        r["group_name"]
+        for r in execute(
+            db,
+            "SELECT group_name FROM groups WHERE device_id = :d ORDER BY group_name",
+            {"d": device_id},
+        )
+    ]
     return row
 
 
 def latest_telemetry_body(db: Store, device_id: str) -> str | None:
-    rows = execute(db, "SELECT body FROM telemetry WHERE device_id = :d ORDER BY seq DESC "
-                       "LIMIT 1", {"d": device_id})
+    rows = execute(
+        db,
+        "SELECT body FROM telemetry WHERE device_id = :d ORDER BY seq DESC LIMIT 1",
+        {"d": device_id},
+    )
     return str(rows[0]["body"]) if rows else None
 
 
 def device_updates(db: Store, device_id: str, limit: int = 50) -> list[Row]:
     """The device's update reports, newest first: phase, outcome reason and its own sentence."""
-    return execute(db, "SELECT seq, ts, rollout_id, phase, model, version, sha256, reason, "
-                       "detail, via FROM updates WHERE device_id = :d ORDER BY seq DESC "
-                       "LIMIT :lim", {"d": device_id, "lim": limit})
+    return execute(
+        db,
+        "SELECT seq, ts, rollout_id, phase, model, version, sha256, reason, "
+        "detail, via FROM updates WHERE device_id = :d ORDER BY seq DESC "
+        "LIMIT :lim",
+        {"d": device_id, "lim": limit},
+    )
 
 
 def device_events(db: Store, device_id: str, limit: int = 30) -> list[Row]:
-    return execute(db, "SELECT seq, ts, kind, detail FROM events WHERE device_id = :d "
-                       "ORDER BY seq DESC LIMIT :lim", {"d": device_id, "lim": limit})
+    return execute(
+        db,
+        "SELECT seq, ts, kind, detail FROM events WHERE device_id = :d "
+        "ORDER BY seq DESC LIMIT :lim",
+        {"d": device_id, "lim": limit},
+    )
 
 
-def telemetry_since(db: Store, device_id: str, since: float, limit: int
-                    ) -> list[Row]:
+def telemetry_since(db: Store, device_id: str, since: float, limit: int) -> list[Row]:
     """Raw records (bodies) with a device timestamp at or after `since`, oldest first."""
-    return execute(db, "SELECT seq, ts, received, body FROM telemetry WHERE device_id = :d "
-                       "AND ts >= :since ORDER BY seq LIMIT :lim",
-                   {"d": device_id, "since": since, "lim": limit})
+    return execute(
+        db,
+        "SELECT seq, ts, received, body FROM telemetry WHERE device_id = :d "
+        "AND ts >= :since ORDER BY seq LIMIT :lim",
+        {"d": device_id, "since": since, "lim": limit},
+    )
 
 
 # buckets this long or longer (the 7-day chart) are read from the per-minute rollup
 ROLLUP_FROM_S = 3600
 
 
-def device_series(db: Store, device_id: str, since: float, bucket_s: int,
-                  rollup: bool | None = None) -> tuple[list[Row], list[Row]]:
+def device_series(
+    db: Store, device_id: str, since: float, bucket_s: int, rollup: bool | None = None
+) -> tuple[list[Row], list[Row]]:
     """Bucketed series from `since`: (averages of fps and p95 per bucket, and the body of each
     bucket's last record, for the gauges kept only in the body: CPU, RSS, outbox depth).
     Whole-minute buckets of an hour or more come from `telemetry_minutes` (`rollup`)."""
@@ -252,13 +323,19 @@ def device_series(db: Store, device_id: str, since: float, bucket_s: int,
     if rollup:
         return _rollup_series(db, params)
     averages = execute(
-        db, f"SELECT {_BUCKET} AS bucket, AVG(fps) AS fps, "
-            "AVG(latency_p95_ms) AS p95_ms, MAX(seq) AS last_seq FROM telemetry "
-            "WHERE device_id = :d AND ts >= :since GROUP BY bucket ORDER BY bucket", params)
+        db,
+        f"SELECT {_BUCKET} AS bucket, AVG(fps) AS fps, "
+        "AVG(latency_p95_ms) AS p95_ms, MAX(seq) AS last_seq FROM telemetry "
+        "WHERE device_id = :d AND ts >= :since GROUP BY bucket ORDER BY bucket",
+        params,
+    )
     lasts = execute(
-        db, "SELECT seq, body FROM telemetry WHERE device_id = :d AND seq IN ("
-            "SELECT MAX(seq) FROM telemetry WHERE device_id = :d AND ts >= :since "
-            f"GROUP BY {_BUCKET}) ORDER BY seq", params)
+        db,
+        "SELECT seq, body FROM telemetry WHERE device_id = :d AND seq IN ("
+        "SELECT MAX(seq) FROM telemetry WHERE device_id = :d AND ts >= :since "
+        f"GROUP BY {_BUCKET}) ORDER BY seq",
+        params,
+    )
     return averages, lasts
 
 
@@ -266,21 +343,30 @@ def _rollup_series(db: Store, params: dict[str, Any]) -> tuple[list[Row], list[R
     """`device_series` from the rollup: minutes from the one holding `since` (whole minutes:
     up to a minute more than the raw series at its start)."""
     params = {**params, "m": params["b"] // 60, "since_m": math.floor(params["since"] / 60)}
-    bucket = ("(CAST(minute / :m AS BIGINT) - CASE WHEN CAST(minute / :m AS BIGINT) * :m > "
-              "minute THEN 1 ELSE 0 END)")
+    bucket = (
+        "(CAST(minute / :m AS BIGINT) - CASE WHEN CAST(minute / :m AS BIGINT) * :m > "
+        "minute THEN 1 ELSE 0 END)"
+    )
     averages = execute(
-        db, f"SELECT {bucket} AS bucket, SUM(fps_sum) / SUM(records) AS fps, "
-            "SUM(p95_sum) / SUM(records) AS p95_ms, MAX(last_seq) AS last_seq "
-            "FROM telemetry_minutes WHERE device_id = :d AND minute >= :since_m "
-            "GROUP BY bucket ORDER BY bucket", params)
+        db,
+        f"SELECT {bucket} AS bucket, SUM(fps_sum) / SUM(records) AS fps, "
+        "SUM(p95_sum) / SUM(records) AS p95_ms, MAX(last_seq) AS last_seq "
+        "FROM telemetry_minutes WHERE device_id = :d AND minute >= :since_m "
+        "GROUP BY bucket ORDER BY bucket",
+        params,
+    )
     lasts = execute(
-        db, "SELECT seq, body FROM telemetry WHERE device_id = :d AND seq IN ("
-            "SELECT MAX(last_seq) FROM telemetry_minutes WHERE device_id = :d AND minute >= "
-            f":since_m GROUP BY {bucket}) ORDER BY seq", params)
+        db,
+        "SELECT seq, body FROM telemetry WHERE device_id = :d AND seq IN ("
+        "SELECT MAX(last_seq) FROM telemetry_minutes WHERE device_id = :d AND minute >= "
+        f":since_m GROUP BY {bucket}) ORDER BY seq",
+        params,
+    )
     return averages, lasts
 
 
 # ---- rollouts ------------------------------------------------------------------------------
+
 
 def rollouts(db: Store, limit: int = 100) -> list[Row]:
     """The newest rollouts, each with its device counts per status and its last wave."""
@@ -289,12 +375,22 @@ def rollouts(db: Store, limit: int = 100) -> list[Row]:
         return rows
     ids, params = _in("r", tuple(r["id"] for r in rows))
     counts: dict[str, dict[str, int]] = {}
-    for c in execute(db, f"SELECT rollout_id, status, COUNT(*) AS n FROM rollout_devices "
-                         f"WHERE rollout_id IN ({ids}) GROUP BY rollout_id, status", params):
+    for c in execute(
+        db,
+        f"SELECT rollout_id, status, COUNT(*) AS n FROM rollout_devices "
+        f"WHERE rollout_id IN ({ids}) GROUP BY rollout_id, status",
+        params,
+    ):
         counts.setdefault(c["rollout_id"], {})[c["status"]] = int(c["n"])
-    last_wave = {c["rollout_id"]: int(c["last_wave"]) for c in execute(
-        db, f"SELECT rollout_id, MAX(wave) AS last_wave FROM rollout_devices "
-            f"WHERE rollout_id IN ({ids}) GROUP BY rollout_id", params)}
+    last_wave = {
+        c["rollout_id"]: int(c["last_wave"])
+        for c in execute(
+            db,
+            f"SELECT rollout_id, MAX(wave) AS last_wave FROM rollout_devices "
+            f"WHERE rollout_id IN ({ids}) GROUP BY rollout_id",
+            params,
+        )
+    }
     for r in rows:
         r["counts"] = counts.get(r["id"], {})
         r["last_wave"] = last_wave.get(r["id"], -1)
@@ -308,83 +404,117 @@ def rollout(db: Store, rollout_id: str) -> Row | None:
 
 def rollout_waves(db: Store, rollout_id: str) -> list[Row]:
     """(wave, status, phase, n) rows: what each wave's devices are doing."""
-    return execute(db, "SELECT wave, status, phase, COUNT(*) AS n FROM rollout_devices "
-                       "WHERE rollout_id = :r GROUP BY wave, status, phase ORDER BY wave",
-                   {"r": rollout_id})
+    return execute(
+        db,
+        "SELECT wave, status, phase, COUNT(*) AS n FROM rollout_devices "
+        "WHERE rollout_id = :r GROUP BY wave, status, phase ORDER BY wave",
+        {"r": rollout_id},
+    )
 
 
 def rollout_failures(db: Store, rollout_id: str) -> list[Row]:
     """Failed and timed-out devices with their reason and their last report's sentence."""
     return execute(
-        db, "SELECT rd.device_id, rd.wave, rd.status, rd.reason, "
-            "(SELECT u.detail FROM updates u WHERE u.device_id = rd.device_id AND "
-            "u.rollout_id = rd.rollout_id ORDER BY u.seq DESC LIMIT 1) AS detail "
-            "FROM rollout_devices rd WHERE rd.rollout_id = :r AND rd.status IN "
-            "('failed', 'timed_out') ORDER BY rd.reason, rd.device_id", {"r": rollout_id})
+        db,
+        "SELECT rd.device_id, rd.wave, rd.status, rd.reason, "
+        "(SELECT u.detail FROM updates u WHERE u.device_id = rd.device_id AND "
+        "u.rollout_id = rd.rollout_id ORDER BY u.seq DESC LIMIT 1) AS detail "
+        "FROM rollout_devices rd WHERE rd.rollout_id = :r AND rd.status IN "
+        "('failed', 'timed_out') ORDER BY rd.reason, rd.device_id",
+        {"r": rollout_id},
+    )
 
 
 # ---- releases ------------------------------------------------------------------------------
 
+
 def release_envelopes(db: Store, limit: int = 500) -> list[Row]:
-    return execute(db, "SELECT name, version, profile, envelope FROM releases "
-                       "ORDER BY name, profile, version DESC LIMIT :lim", {"lim": limit})
+    return execute(
+        db,
+        "SELECT name, version, profile, envelope FROM releases "
+        "ORDER BY name, profile, version DESC LIMIT :lim",
+        {"lim": limit},
+    )
 
 
 def running_counts(db: Store) -> list[Row]:
     """How many devices run each (model, version, profile)."""
-    return execute(db, "SELECT model_name, model_version, profile, COUNT(*) AS n FROM devices "
-                       "WHERE model_name IS NOT NULL GROUP BY model_name, model_version, profile "
-                       "ORDER BY model_name, model_version, profile")
+    return execute(
+        db,
+        "SELECT model_name, model_version, profile, COUNT(*) AS n FROM devices "
+        "WHERE model_name IS NOT NULL GROUP BY model_name, model_version, profile "
+        "ORDER BY model_name, model_version, profile",
+    )
 
 
-def running_devices(db: Store, name: str, version: int, profile: str,
-                    limit: int = 20) -> list[str]:
-    return [r["device_id"] for r in execute(
-        db, "SELECT device_id FROM devices WHERE model_name = :n AND model_version = :v AND "
+def running_devices(db: Store, name: str, version: int, profile: str, limit: int = 20) -> list[str]:
+    return [
+        r["device_id"]
+        for r in execute(
+            db,
+            "SELECT device_id FROM devices WHERE model_name = :n AND model_version = :v AND "
             "profile = :p ORDER BY device_id LIMIT :lim",
-        {"n": name, "v": version, "p": profile, "lim": limit})]
+            {"n": name, "v": version, "p": profile, "lim": limit},
+        )
+    ]
 
 
 def group_names(db: Store) -> list[str]:
-    return [r["group_name"] for r in execute(
-        db, "SELECT DISTINCT group_name FROM groups ORDER BY group_name")]
+    return [
+        r["group_name"]
+        for r in execute(db, "SELECT DISTINCT group_name FROM groups ORDER BY group_name")
+    ]
 
 
 # ---- audit ---------------------------------------------------------------------------------
 
+
 def audit_page(db: Store, offset: int = 0, limit: int = 100) -> tuple[int, list[Row]]:
     total = execute(db, "SELECT COUNT(*) AS n FROM audit")[0]["n"]
-    rows = execute(db, "SELECT id, ts, actor, action, target, sha256, detail FROM audit "
-                       "ORDER BY id DESC LIMIT :lim OFFSET :off", {"lim": limit, "off": offset})
+    rows = execute(
+        db,
+        "SELECT id, ts, actor, action, target, sha256, detail FROM audit "
+        "ORDER BY id DESC LIMIT :lim OFFSET :off",
+        {"lim": limit, "off": offset},
+    )
     return int(total), rows
 
 
 # ---- users and tokens ----------------------------------------------------------------------
 
+
 def user(db: Store, name: str) -> Row | None:
-    rows = execute(db, "SELECT name, role, password_hash, created FROM users WHERE name = :n",
-                   {"n": name})
+    rows = execute(
+        db, "SELECT name, role, password_hash, created FROM users WHERE name = :n", {"n": name}
+    )
     return rows[0] if rows else None
 
 
 def users(db: Store) -> list[Row]:
-    return execute(db, "SELECT u.name, u.role, u.created, u.password_hash <> '' AS has_password, "
-                       "(SELECT COUNT(*) FROM api_tokens t WHERE t.user_name = u.name) AS tokens "
-                       "FROM users u ORDER BY u.name")
+    return execute(
+        db,
+        "SELECT u.name, u.role, u.created, u.password_hash <> '' AS has_password, "
+        "(SELECT COUNT(*) FROM api_tokens t WHERE t.user_name = u.name) AS tokens "
+        "FROM users u ORDER BY u.name",
+    )
 
 
 def insert_user(db: Store, name: str, role: str, password_hash: str) -> bool:
     """False when the name is taken."""
     if user(db, name) is not None:
         return False
-    write(db, "INSERT INTO users (name, role, password_hash, created) VALUES "
-              "(:n, :r, :h, :t)", {"n": name, "r": role, "h": password_hash, "t": time.time()})
+    write(
+        db,
+        "INSERT INTO users (name, role, password_hash, created) VALUES (:n, :r, :h, :t)",
+        {"n": name, "r": role, "h": password_hash, "t": time.time()},
+    )
     return True
 
 
 def set_password_hash(db: Store, name: str, password_hash: str) -> None:
-    write(db, "UPDATE users SET password_hash = :h WHERE name = :n",
-          {"h": password_hash, "n": name})
+    write(
+        db, "UPDATE users SET password_hash = :h WHERE name = :n", {"h": password_hash, "n": name}
+    )
 
 
 def delete_user(db: Store, name: str) -> bool:
@@ -394,11 +524,18 @@ def delete_user(db: Store, name: str) -> bool:
 
 
 def insert_token(db: Store, name: str, token_sha256: str) -> None:
-    write(db, "INSERT INTO api_tokens (token_sha256, user_name, created) VALUES (:s, :n, :t)",
-          {"s": token_sha256, "n": name, "t": time.time()})
+    write(
+        db,
+        "INSERT INTO api_tokens (token_sha256, user_name, created) VALUES (:s, :n, :t)",
+        {"s": token_sha256, "n": name, "t": time.time()},
+    )
 
 
 def user_for_token(db: Store, token_sha256: str) -> Row | None:
-    rows = execute(db, "SELECT u.name, u.role FROM api_tokens t JOIN users u ON "
-                       "u.name = t.user_name WHERE t.token_sha256 = :s", {"s": token_sha256})
+    rows = execute(
+        db,
+        "SELECT u.name, u.role FROM api_tokens t JOIN users u ON "
+        "u.name = t.user_name WHERE t.token_sha256 = :s",
+        {"s": token_sha256},
+    )
     return rows[0] if rows else None

@@ -22,12 +22,15 @@ def insert_dead_letters(conn: Connection, rows: list[dict[str, Any]], keep: int)
         conn.execute(delete(quarantine).where(quarantine.c.id <= newest - keep))
 
 
-def quarantine_rows(store: Store, since: float, device_id: str | None,
-                    limit: int) -> list[dict[str, Any]]:
+def quarantine_rows(
+    store: Store, since: float, device_id: str | None, limit: int
+) -> list[dict[str, Any]]:
     """The newest first."""
     query = select(quarantine).where(quarantine.c.received >= since)
     if device_id is not None:
         query = query.where(quarantine.c.device_id == device_id)
     with store.connect() as conn:
-        return [dict(r) for r in conn.execute(
-            query.order_by(quarantine.c.id.desc()).limit(limit)).mappings()]
+        return [
+            dict(r)
+            for r in conn.execute(query.order_by(quarantine.c.id.desc()).limit(limit)).mappings()
+        ]

@@ -15,16 +15,25 @@ if TYPE_CHECKING:
     from cloud.store.engine import Store
 
 __all__ = [
-    "add_to_group", "apply_fps", "apply_states", "device_rows", "group_members",
-    "group_rows", "known_ids", "liveness_counts", "mark_offline", "remove_from_group",
+    "add_to_group",
+    "apply_fps",
+    "apply_states",
+    "device_rows",
+    "group_members",
+    "group_rows",
+    "known_ids",
+    "liveness_counts",
+    "mark_offline",
+    "remove_from_group",
     "touch_devices",
 ]
 
 
 def device_rows(store: Store) -> list[dict[str, Any]]:
     with store.connect() as conn:
-        return [dict(r) for r in conn.execute(select(devices).order_by(devices.c.device_id))
-                .mappings()]
+        return [
+            dict(r) for r in conn.execute(select(devices).order_by(devices.c.device_id)).mappings()
+        ]
 
 
 def known_ids(store: Store) -> set[str]:
@@ -35,15 +44,26 @@ def known_ids(store: Store) -> set[str]:
 def group_rows(store: Store) -> list[tuple[str, str]]:
     """(group, device) pairs by group and device."""
     with store.connect() as conn:
-        return [(g, d) for g, d in conn.execute(
-            select(groups.c.group_name, groups.c.device_id)
-            .order_by(groups.c.group_name, groups.c.device_id))]
+        return [
+            (g, d)
+            for g, d in conn.execute(
+                select(groups.c.group_name, groups.c.device_id).order_by(
+                    groups.c.group_name, groups.c.device_id
+                )
+            )
+        ]
 
 
 def group_members(store: Store, group: str) -> list[str]:
     with store.connect() as conn:
-        return [d for (d,) in conn.execute(select(groups.c.device_id).where(
-            groups.c.group_name == group).order_by(groups.c.device_id))]
+        return [
+            d
+            for (d,) in conn.execute(
+                select(groups.c.device_id)
+                .where(groups.c.group_name == group)
+                .order_by(groups.c.device_id)
+            )
+        ]
 
 
 def add_to_group(store: Store, group: str, device_ids: list[str]) -> int:
@@ -51,68 +71,96 @@ def add_to_group(store: Store, group: str, device_ids: list[str]) -> int:
     if not device_ids:
         return 0
     with store.begin() as conn:
-        result = conn.execute(insert_ignore(conn, groups).returning(groups.c.device_id),
-                              [{"group_name": group, "device_id": d} for d in device_ids])
+        result = conn.execute(
+            insert_ignore(conn, groups).returning(groups.c.device_id),
+            [{"group_name": group, "device_id": d} for d in device_ids],
+        )
         return len(result.all())  # the rows inserted (executemany's rowcount is not portable)
 
 
 def remove_from_group(store: Store, group: str, device_ids: list[str]) -> int:
     with store.begin() as conn:
-        result = conn.execute(delete(groups).where(groups.c.group_name == group,
-                                                   groups.c.device_id.in_(device_ids)))
+        result = conn.execute(
+            delete(groups).where(groups.c.group_name == group, groups.c.device_id.in_(device_ids))
+        )
         return int(result.rowcount)
 
 
 def mark_offline(store: Store, silent_since: float) -> int:
     """Devices online but not heard from since `silent_since` go offline; how many."""
     with store.begin() as conn:
-        result = conn.execute(update(devices).where(devices.c.online == 1,
-                                                    devices.c.last_seen < silent_since)
-                              .values(online=0))
+        result = conn.execute(
+            update(devices)
+            .where(devices.c.online == 1, devices.c.last_seen < silent_since)
+            .values(online=0)
+        )
         return int(result.rowcount)
 
 
 def liveness_counts(conn: Connection, heard_since: float) -> tuple[int, int]:
     """(online, known) devices; online needs a recent message too."""
-    online = conn.scalar(select(func.count()).select_from(devices).where(
-        devices.c.online == 1, devices.c.last_seen >= heard_since))
+    online = conn.scalar(
+        select(func.count())
+        .select_from(devices)
+        .where(devices.c.online == 1, devices.c.last_seen >= heard_since)
+    )
     known = conn.scalar(select(func.count()).select_from(devices))
     return int(online or 0), int(known or 0)
 
 
 # --- ingest's writes, inside its batch transaction -------------------------------------------
 
-def touch_devices(conn: Connection, seen: Iterable[str], talking: Iterable[str],
-                  now: float) -> None:
+
+def touch_devices(
+    conn: Connection, seen: Iterable[str], talking: Iterable[str], now: float
+) -> None:
     """Every device in the batch exists and was heard from at `now`; those that sent
     something other than state are connected right now (online)."""
     seen_rows = [{"d": d} for d in seen]
     if not seen_rows:
         return
     conn.execute(insert_ignore(conn, devices), [{"device_id": r["d"]} for r in seen_rows])
-    conn.execute(update(devices).where(devices.c.device_id == bindparam("d"))
-                 .values(last_seen=case((devices.c.last_seen < now, now),
-                                        else_=devices.c.last_seen)), seen_rows)
+    conn.execute(
+        update(devices)
+        .where(devices.c.device_id == bindparam("d"))
+        .values(last_seen=case((devices.c.last_seen < now, now), else_=devices.c.last_seen)),
+        seen_rows,
+    )
     talking_rows = [{"d": d} for d in talking]
     if talking_rows:
-        conn.execute(update(devices).where(devices.c.device_id == bindparam("d"))
-                     .values(online=1), talking_rows)
+        conn.execute(
+            update(devices).where(devices.c.device_id == bindparam("d")).values(online=1),
+            talking_rows,
+        )
 
 
-_STATE_COLUMNS = ("online", "profile", "agent_version", "model_name", "model_version",
-                  "model_sha256", "update_phase", "source_status", "fps")
+_STATE_COLUMNS = (
+    "online",
+    "profile",
+    "agent_version",
+    "model_name",
+    "model_version",
+    "model_sha256",
+    "update_phase",
+    "source_status",
+    "fps",
+)
 
 
 def apply_states(conn: Connection, states: list[dict[str, Any]]) -> None:
     """Device states in arrival order: each applies when not older than the stored one; an
     offline state (a last will) stands whatever its ts, until the device is heard again."""
-    newer = update(devices).where(devices.c.device_id == bindparam("d"),
-                                  devices.c.state_ts <= bindparam("ts")).values(
-        {**{c: bindparam(f"v_{c}") for c in _STATE_COLUMNS}, "state_ts": bindparam("ts")})
+    newer = (
+        update(devices)
+        .where(devices.c.device_id == bindparam("d"), devices.c.state_ts <= bindparam("ts"))
+        .values({**{c: bindparam(f"v_{c}") for c in _STATE_COLUMNS}, "state_ts": bindparam("ts")})
+    )
     offline = update(devices).where(devices.c.device_id == bindparam("d")).values(online=0)
     for s in states:
-        conn.execute(newer, {"d": s["device_id"], "ts": s["state_ts"],
-                             **{f"v_{c}": s[c] for c in _STATE_COLUMNS}})
+        conn.execute(
+            newer,
+            {"d": s["device_id"], "ts": s["state_ts"], **{f"v_{c}": s[c] for c in _STATE_COLUMNS}},
+        )
         if not s["online"]:
             conn.execute(offline, {"d": s["device_id"]})
 
@@ -120,5 +168,9 @@ def apply_states(conn: Connection, states: list[dict[str, Any]]) -> None:
 def apply_fps(conn: Connection, latest: list[dict[str, Any]]) -> None:
     """Each device's newest telemetry figures (`d`, `v_fps`, `v_p95`)."""
     if latest:
-        conn.execute(update(devices).where(devices.c.device_id == bindparam("d"))
-                     .values(fps=bindparam("v_fps"), p95_ms=bindparam("v_p95")), latest)
+        conn.execute(
+            update(devices)
+            .where(devices.c.device_id == bindparam("d"))
+            .values(fps=bindparam("v_fps"), p95_ms=bindparam("v_p95")),
+            latest,
+        )

@@ -11,8 +11,7 @@ __all__ = ["insert_ignore", "upsert"]
 
 
 def _insert(conn: Connection, table: Table) -> Any:
-    return (sqlite.insert(table) if conn.dialect.name == "sqlite"
-            else postgresql.insert(table))
+    return sqlite.insert(table) if conn.dialect.name == "sqlite" else postgresql.insert(table)
 
 
 def insert_ignore(conn: Connection, table: Table) -> Any:
@@ -20,8 +19,9 @@ def insert_ignore(conn: Connection, table: Table) -> Any:
     return _insert(conn, table).on_conflict_do_nothing()
 
 
-def upsert(conn: Connection, table: Table, keys: list[str], set_: dict[str, Any],
-           where: Any = None) -> Any:
+def upsert(
+    conn: Connection, table: Table, keys: list[str], set_: dict[str, Any], where: Any = None
+) -> Any:
     """INSERT ... ON CONFLICT (keys) DO UPDATE SET set_ [WHERE where]; a value may be a
     function of the row that was to be inserted (`excluded`)."""
     stmt = _insert(conn, table)

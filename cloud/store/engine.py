@@ -47,8 +47,9 @@ def engine_url(url: str, password_file: Path | None = None) -> URL:
     try:
         parsed = make_url(url)
     except Exception as e:  # sqlalchemy's ArgumentError, or a ValueError from the port
-        raise StoreRefused(f"store url {url!r} is not sqlite:///PATH or "
-                           "postgresql://HOST/DB") from e
+        raise StoreRefused(
+            f"store url {url!r} is not sqlite:///PATH or postgresql://HOST/DB"
+        ) from e
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
@@ -62,8 +63,9 @@ def engine_url(url: str, password_file: Path | None = None) -> URL:
             try:
                 secret = password_file.read_text(encoding="utf-8").strip()
             except OSError as e:
-                raise StoreRefused(f"cannot read the store's password_file {password_file}: "
-                                   f"{e.strerror}") from e
+                raise StoreRefused(
+                    f"cannot read the store's password_file {password_file}: {e.strerror}"
+                ) from e
             parsed = parsed.set(password=secret)
         return parsed
     raise StoreRefused(f"store url {url!r}: only sqlite:/// and postgresql:// stores are known")
@@ -72,8 +74,9 @@ def engine_url(url: str, password_file: Path | None = None) -> URL:
 def _sqlite_engine(url: URL) -> Engine:
     assert url.database is not None
     Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S,
-                                              "check_same_thread": False})
+    engine = create_engine(
+        url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}
+    )
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi: sqlite3.Connection, _record: object) -> None:
@@ -85,8 +88,9 @@ def _sqlite_engine(url: URL) -> Engine:
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         # `immediate` takes the write lock at once (a migration): no upgrade deadlock later
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate")
-                             else "BEGIN")
+        conn.exec_driver_sql(
+            "BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate") else "BEGIN"
+        )
 
     return engine
 
@@ -130,8 +134,9 @@ class Store:
         rows are read before it returns. For tests and one-off tools: the project's own
         queries are the functions of `cloud.store`."""
         with self.engine.begin() as conn:
-            result = conn.exec_driver_sql(sql, params if isinstance(params, dict)
-                                          else tuple(params))
+            result = conn.exec_driver_sql(
+                sql, params if isinstance(params, dict) else tuple(params)
+            )
             if result.returns_rows:
                 return result.freeze()()
             return result

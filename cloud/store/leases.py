@@ -24,9 +24,13 @@ __all__ = ["hold", "holder", "release"]
 def hold(store: Store, name: str, me: str, ttl_s: float, now: float) -> bool:
     """Take or renew lease `name` for `me` until `now + ttl_s`; True when `me` holds it."""
     with store.begin() as conn:
-        stmt = upsert(conn, leases, ["name"], {"holder": lambda ex: ex.holder,
-                                              "expires": lambda ex: ex.expires},
-                      where=or_(leases.c.holder == me, leases.c.expires < now))
+        stmt = upsert(
+            conn,
+            leases,
+            ["name"],
+            {"holder": lambda ex: ex.holder, "expires": lambda ex: ex.expires},
+            where=or_(leases.c.holder == me, leases.c.expires < now),
+        )
         conn.execute(stmt, {"name": name, "holder": me, "expires": now + ttl_s})
         current = conn.scalar(select(leases.c.holder).where(leases.c.name == name))
     return current == me
@@ -34,8 +38,9 @@ def hold(store: Store, name: str, me: str, ttl_s: float, now: float) -> bool:
 
 def holder(store: Store, name: str) -> tuple[str, float] | None:
     with store.connect() as conn:
-        row = conn.execute(select(leases.c.holder, leases.c.expires)
-                           .where(leases.c.name == name)).first()
+        row = conn.execute(
+            select(leases.c.holder, leases.c.expires).where(leases.c.name == name)
+        ).first()
     return None if row is None else (str(row[0]), float(row[1]))
 
 

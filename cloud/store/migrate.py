@@ -75,8 +75,12 @@ def migrate(store: Store) -> tuple[str | None, str]:
                 from alembic import command
 
                 command.upgrade(_config(conn), "head")
-                log.info("store %s migrated from schema %s to %s", store.location,
-                         before or "(none)", HEAD)
+                log.info(
+                    "store %s migrated from schema %s to %s",
+                    store.location,
+                    before or "(none)",
+                    HEAD,
+                )
     finally:
         conn.close()
     return before, HEAD
@@ -84,8 +88,9 @@ def migrate(store: Store) -> tuple[str | None, str]:
 
 def _create(conn: Connection) -> None:
     create_all(conn)
-    conn.execute(text(f"CREATE TABLE {_VERSION_TABLE} (version_num VARCHAR(32) NOT NULL "
-                      f"PRIMARY KEY)"))
+    conn.execute(
+        text(f"CREATE TABLE {_VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+    )
     conn.execute(text(f"INSERT INTO {_VERSION_TABLE} (version_num) VALUES (:v)"), {"v": HEAD})
 
 
@@ -93,7 +98,8 @@ def _refuse_newer(store: Store, version: str | None) -> None:
     if version is not None and version != HEAD and version not in known_versions():
         raise StoreRefused(
             f"the store {store.location} has schema version {version}, newer than this "
-            f"LiteFleet knows (up to {HEAD}): upgrade LiteFleet to use it")
+            f"LiteFleet knows (up to {HEAD}): upgrade LiteFleet to use it"
+        )
 
 
 def check_version(store: Store) -> None:
@@ -108,4 +114,5 @@ def check_version(store: Store) -> None:
         return
     raise StoreRefused(
         f"the store {store.location} is at schema version {version or '(none: empty)'}, "
-        f"this LiteFleet needs {HEAD}: run `litefleet store migrate`")
+        f"this LiteFleet needs {HEAD}: run `litefleet store migrate`"
+    )

@@ -54,14 +54,22 @@ def insert_new(conn: Connection, kind: str, rows: list[tuple[Any, ...]]) -> int:
     if sql is None:
         names = columns(kind)
         mark = "?" if conn.dialect.name == "sqlite" else "%s"
-        sql = (f"INSERT INTO {kind} ({', '.join(names)}) VALUES "
-               f"({', '.join([mark] * len(names))}) ON CONFLICT DO NOTHING")
+        sql = (
+            f"INSERT INTO {kind} ({', '.join(names)}) VALUES "
+            f"({', '.join([mark] * len(names))}) ON CONFLICT DO NOTHING"
+        )
         _INSERT_SQL[(conn.dialect.name, kind)] = sql
     return int(conn.exec_driver_sql(sql, rows).rowcount)
 
 
-def _since(table: Table, columns: list[Any], since: float, after: Cursor | None,
-           device_id: str | None, limit: int) -> Any:
+def _since(
+    table: Table,
+    columns: list[Any],
+    since: float,
+    after: Cursor | None,
+    device_id: str | None,
+    limit: int,
+) -> Any:
     key = tuple_(table.c.received, table.c.device_id, table.c.seq)
     query = select(*columns).where(table.c.received >= since)
     if after is not None:
@@ -71,44 +79,65 @@ def _since(table: Table, columns: list[Any], since: float, after: Cursor | None,
     return query.order_by(table.c.received, table.c.device_id, table.c.seq).limit(limit)
 
 
-def telemetry_since(store: Store, since: float, device_id: str | None = None,
-                    after: Cursor | None = None, limit: int = 10_000,
-                    ) -> list[tuple[Cursor, str, float]]:
+def telemetry_since(
+    store: Store,
+    since: float,
+    device_id: str | None = None,
+    after: Cursor | None = None,
+    limit: int = 10_000,
+) -> list[tuple[Cursor, str, float]]:
     """(cursor, body, received) of records received since `since` (after `after`), oldest
     first."""
     t = telemetry
-    query = _since(t, [t.c.received, t.c.device_id, t.c.seq, t.c.body], since, after,
-                   device_id, limit)
+    query = _since(
+        t, [t.c.received, t.c.device_id, t.c.seq, t.c.body], since, after, device_id, limit
+    )
     with store.connect() as conn:
         return [((r, d, s), body, r) for r, d, s, body in conn.execute(query)]
 
 
-def events_since(store: Store, since: float, device_id: str | None = None,
-                 kind: str | None = None, after: Cursor | None = None,
-                 limit: int = 1000) -> list[tuple[Cursor, dict[str, Any]]]:
+def events_since(
+    store: Store,
+    since: float,
+    device_id: str | None = None,
+    kind: str | None = None,
+    after: Cursor | None = None,
+    limit: int = 1000,
+) -> list[tuple[Cursor, dict[str, Any]]]:
     """(cursor, row) of events received since `since` (after `after`), oldest first."""
     e = events
-    query = _since(e, [e.c.received, e.c.device_id, e.c.seq, e.c.ts, e.c.kind, e.c.detail],
-                   since, after, device_id, limit)
+    query = _since(
+        e,
+        [e.c.received, e.c.device_id, e.c.seq, e.c.ts, e.c.kind, e.c.detail],
+        since,
+        after,
+        device_id,
+        limit,
+    )
     if kind is not None:
         query = query.where(e.c.kind == kind)
     with store.connect() as conn:
-        return [((r["received"], r["device_id"], r["seq"]), dict(r))
-                for r in conn.execute(query).mappings()]
+        return [
+            ((r["received"], r["device_id"], r["seq"]), dict(r))
+            for r in conn.execute(query).mappings()
+        ]
 
 
 def newest_lag(conn: Connection) -> float | None:
     """Seconds from the newest stored record's device timestamp to its storage."""
-    row = conn.execute(select(telemetry.c.received - telemetry.c.ts)
-                       .order_by(telemetry.c.received.desc()).limit(1)).first()
+    row = conn.execute(
+        select(telemetry.c.received - telemetry.c.ts).order_by(telemetry.c.received.desc()).limit(1)
+    ).first()
     return float(row[0]) if row else None
 
 
 def stored_count(store: Store) -> int:
     """Telemetry, events and update reports stored, all devices."""
     with store.connect() as conn:
-        return sum(int(conn.scalar(select(func.count()).select_from(t)) or 0)
-                   for t in RECORD_TABLES.values())
+        return sum(
+            int(conn.scalar(select(func.count()).select_from(t)) or 0)
+            for t in RECORD_TABLES.values()
+        )
 
 
 def seq_gaps(store: Store, id_prefix: str = "") -> dict[str, int]:
@@ -117,11 +146,15 @@ def seq_gaps(store: Store, id_prefix: str = "") -> dict[str, int]:
     one increasing seq from 1, so a highest stored seq H with fewer than H seqs stored means
     the difference was lost."""
     pattern = id_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    parts = union_all(*(select(t.c.device_id, t.c.seq).where(
-        t.c.device_id.like(pattern, escape="\\")) for t in RECORD_TABLES.values())).subquery()
-    query = (select(parts.c.device_id, func.max(parts.c.seq),
-                    func.count(parts.c.seq.distinct()))
-             .group_by(parts.c.device_id))
+    parts = union_all(
+        *(
+            select(t.c.device_id, t.c.seq).where(t.c.device_id.like(pattern, escape="\\"))
+            for t in RECORD_TABLES.values()
+        )
+    ).subquery()
+    query = select(
+        parts.c.device_id, func.max(parts.c.seq), func.count(parts.c.seq.distinct())
+    ).group_by(parts.c.device_id)
     with store.connect() as conn:
         return {d: int(top) - int(n) for d, top, n in conn.execute(query) if top != n}
 
@@ -135,23 +168,31 @@ def prune(store: Store, received_before: float) -> dict[str, int]:
     with store.begin() as conn:
         for kind in PRUNED:
             table = RECORD_TABLES[kind]
-            out[kind] = int(conn.execute(delete(table).where(
-                table.c.received < received_before)).rowcount)
+            out[kind] = int(
+                conn.execute(delete(table).where(table.c.received < received_before)).rowcount
+            )
     return out
 
 
 def latest_event_detail(store: Store, device_id: str, kind: str) -> str | None:
     """The detail (JSON text) of the device's newest event of this kind."""
     with store.connect() as conn:
-        value = conn.scalar(select(events.c.detail).where(
-            events.c.device_id == device_id, events.c.kind == kind)
-            .order_by(events.c.seq.desc()).limit(1))
+        value = conn.scalar(
+            select(events.c.detail)
+            .where(events.c.device_id == device_id, events.c.kind == kind)
+            .order_by(events.c.seq.desc())
+            .limit(1)
+        )
     return None if value is None else str(value)
 
 
 def latest_telemetry_body(store: Store, device_id: str) -> str | None:
     """The body of the device's newest telemetry record."""
     with store.connect() as conn:
-        value = conn.scalar(select(telemetry.c.body).where(telemetry.c.device_id == device_id)
-                            .order_by(telemetry.c.seq.desc()).limit(1))
+        value = conn.scalar(
+            select(telemetry.c.body)
+            .where(telemetry.c.device_id == device_id)
+            .order_by(telemetry.c.seq.desc())
+            .limit(1)
+        )
     return None if value is None else str(value)

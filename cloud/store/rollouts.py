@@ -73,8 +73,11 @@ class DeviceStatus(StrEnum):
 
 FAILURES = (DeviceStatus.FAILED, DeviceStatus.TIMED_OUT)
 # the update phases that end a device's part in a rollout, and the status each gives
-OUTCOMES = {"committed": DeviceStatus.COMMITTED, "rolled_back": DeviceStatus.FAILED,
-            "rejected": DeviceStatus.FAILED}
+OUTCOMES = {
+    "committed": DeviceStatus.COMMITTED,
+    "rolled_back": DeviceStatus.FAILED,
+    "rejected": DeviceStatus.FAILED,
+}
 
 
 class UnknownRollout(KeyError):
@@ -82,16 +85,37 @@ class UnknownRollout(KeyError):
         return f"no rollout {self.args[0]!r}"
 
 
-def insert_rollout(conn: Connection, row: dict[str, Any],
-                   devices: list[tuple[str, int, str]], now: float) -> None:
+def insert_rollout(
+    conn: Connection, row: dict[str, Any], devices: list[tuple[str, int, str]], now: float
+) -> None:
     """A new running rollout (current wave -1: none started) and its waiting devices
     (device id, wave, signed deployment)."""
-    conn.execute(rollouts.insert(), {**row, "state": RolloutState.RUNNING, "current_wave": -1,
-                                     "created": now, "updated": now, "wave_started": now,
-                                     "reason": ""})
-    conn.execute(rd.insert(), [
-        {"rollout_id": row["id"], "device_id": d, "wave": w, "status": DeviceStatus.WAITING,
-         "deployment": deployment, "updated": now} for d, w, deployment in devices])
+    conn.execute(
+        rollouts.insert(),
+        {
+            **row,
+            "state": RolloutState.RUNNING,
+            "current_wave": -1,
+            "created": now,
+            "updated": now,
+            "wave_started": now,
+            "reason": "",
+        },
+    )
+    conn.execute(
+        rd.insert(),
+        [
+            {
+                "rollout_id": row["id"],
+                "device_id": d,
+                "wave": w,
+                "status": DeviceStatus.WAITING,
+                "deployment": deployment,
+                "updated": now,
+            }
+            for d, w, deployment in devices
+        ],
+    )
 
 
 def get_rollout(store: Store, rollout_id: str) -> dict[str, Any]:
@@ -102,8 +126,9 @@ def get_rollout(store: Store, rollout_id: str) -> dict[str, Any]:
     return dict(row)
 
 
-def rollout_rows(store: Store, rollout_id: str | None = None,
-                 state: RolloutState | None = None) -> list[dict[str, Any]]:
+def rollout_rows(
+    store: Store, rollout_id: str | None = None, state: RolloutState | None = None
+) -> list[dict[str, Any]]:
     query = select(rollouts).order_by(rollouts.c.created)
     if rollout_id is not None:
         query = query.where(rollouts.c.id == rollout_id)
@@ -120,9 +145,14 @@ def running_rollouts(store: Store) -> list[dict[str, Any]]:
 def device_rows(store: Store, rollout_id: str) -> list[dict[str, Any]]:
     """(device_id, wave, status, reason, phase) of every device, by wave and id."""
     with store.connect() as conn:
-        return [dict(r) for r in conn.execute(
-            select(rd.c.device_id, rd.c.wave, rd.c.status, rd.c.reason, rd.c.phase)
-            .where(rd.c.rollout_id == rollout_id).order_by(rd.c.wave, rd.c.device_id)).mappings()]
+        return [
+            dict(r)
+            for r in conn.execute(
+                select(rd.c.device_id, rd.c.wave, rd.c.status, rd.c.reason, rd.c.phase)
+                .where(rd.c.rollout_id == rollout_id)
+                .order_by(rd.c.wave, rd.c.device_id)
+            ).mappings()
+        ]
 
 
 def last_wave(store: Store, rollout_id: str) -> int:
@@ -134,39 +164,59 @@ def last_wave(store: Store, rollout_id: str) -> int:
 def waiting_in_wave(store: Store, rollout_id: str, wave: int) -> list[tuple[str, str]]:
     """(device id, deployment) of the devices of `wave` not published yet."""
     with store.connect() as conn:
-        return [(d, dep) for d, dep in conn.execute(
-            select(rd.c.device_id, rd.c.deployment).where(
-                rd.c.rollout_id == rollout_id, rd.c.wave == wave,
-                rd.c.status == DeviceStatus.WAITING))]
+        return [
+            (d, dep)
+            for d, dep in conn.execute(
+                select(rd.c.device_id, rd.c.deployment).where(
+                    rd.c.rollout_id == rollout_id,
+                    rd.c.wave == wave,
+                    rd.c.status == DeviceStatus.WAITING,
+                )
+            )
+        ]
 
 
 def mark_pending(store: Store, rollout_id: str, device_ids: list[str], now: float) -> None:
     """waiting -> pending: their deployments went out."""
     with store.begin() as conn:
-        conn.execute(update(rd).where(rd.c.rollout_id == rollout_id,
-                                      rd.c.device_id.in_(device_ids),
-                                      rd.c.status == DeviceStatus.WAITING)
-                     .values(status=DeviceStatus.PENDING, published=now, updated=now))
+        conn.execute(
+            update(rd)
+            .where(
+                rd.c.rollout_id == rollout_id,
+                rd.c.device_id.in_(device_ids),
+                rd.c.status == DeviceStatus.WAITING,
+            )
+            .values(status=DeviceStatus.PENDING, published=now, updated=now)
+        )
 
 
 def wave_started(store: Store, rollout_id: str, wave: int, now: float) -> None:
     with store.begin() as conn:
-        conn.execute(update(rollouts).where(rollouts.c.id == rollout_id)
-                     .values(current_wave=wave, wave_started=now, updated=now))
+        conn.execute(
+            update(rollouts)
+            .where(rollouts.c.id == rollout_id)
+            .values(current_wave=wave, wave_started=now, updated=now)
+        )
 
 
 def time_out_pending(store: Store, rollout_id: str, published_before: float, now: float) -> None:
     """pending -> timed_out for devices silent since their publication."""
     with store.begin() as conn:
-        conn.execute(update(rd).where(rd.c.rollout_id == rollout_id,
-                                      rd.c.status == DeviceStatus.PENDING,
-                                      rd.c.published < published_before)
-                     .values(status=DeviceStatus.TIMED_OUT, reason="timeout", updated=now))
+        conn.execute(
+            update(rd)
+            .where(
+                rd.c.rollout_id == rollout_id,
+                rd.c.status == DeviceStatus.PENDING,
+                rd.c.published < published_before,
+            )
+            .values(status=DeviceStatus.TIMED_OUT, reason="timeout", updated=now)
+        )
 
 
 def status_counts(store: Store, rollout_id: str, up_to_wave: int | None = None) -> Counter[str]:
-    query = (select(rd.c.status, func.count()).where(rd.c.rollout_id == rollout_id)
-             .group_by(rd.c.status))
+    query = (
+        select(rd.c.status, func.count()).where(rd.c.rollout_id == rollout_id).group_by(rd.c.status)
+    )
     if up_to_wave is not None:
         query = query.where(rd.c.wave <= up_to_wave)
     with store.connect() as conn:
@@ -176,39 +226,62 @@ def status_counts(store: Store, rollout_id: str, up_to_wave: int | None = None) 
 def failure_reasons(store: Store, rollout_id: str) -> Counter[str]:
     """Failed and timed-out devices by reason (the status when there is none)."""
     with store.connect() as conn:
-        rows = conn.execute(select(rd.c.reason, rd.c.status).where(
-            rd.c.rollout_id == rollout_id, rd.c.status.in_(FAILURES))).all()
+        rows = conn.execute(
+            select(rd.c.reason, rd.c.status).where(
+                rd.c.rollout_id == rollout_id, rd.c.status.in_(FAILURES)
+            )
+        ).all()
     return Counter((r or s) for r, s in rows)
 
 
-def set_state(store: Store, rollout_id: str, state: RolloutState, reason: str,
-              now: float) -> None:
+def set_state(store: Store, rollout_id: str, state: RolloutState, reason: str, now: float) -> None:
     with store.begin() as conn:
-        conn.execute(update(rollouts).where(rollouts.c.id == rollout_id)
-                     .values(state=state, reason=reason, updated=now))
+        conn.execute(
+            update(rollouts)
+            .where(rollouts.c.id == rollout_id)
+            .values(state=state, reason=reason, updated=now)
+        )
 
 
 def accept_failures(store: Store, rollout_id: str, now: float) -> None:
     """paused -> running, the failures so far accepted (new ones still count)."""
     with store.begin() as conn:
-        failed = conn.scalar(select(func.count()).select_from(rd).where(
-            rd.c.rollout_id == rollout_id, rd.c.status.in_(FAILURES)))
-        conn.execute(update(rollouts).where(rollouts.c.id == rollout_id).values(
-            state=RolloutState.RUNNING, reason="resumed by the operator",
-            failures_accepted=failed, updated=now))
+        failed = conn.scalar(
+            select(func.count())
+            .select_from(rd)
+            .where(rd.c.rollout_id == rollout_id, rd.c.status.in_(FAILURES))
+        )
+        conn.execute(
+            update(rollouts)
+            .where(rollouts.c.id == rollout_id)
+            .values(
+                state=RolloutState.RUNNING,
+                reason="resumed by the operator",
+                failures_accepted=failed,
+                updated=now,
+            )
+        )
 
 
 def unstarted_pending(store: Store, rollout_id: str) -> list[str]:
     """Pending devices that have reported nothing yet: their deployment can still be taken
     back (aborted)."""
     with store.connect() as conn:
-        return [d for (d,) in conn.execute(select(rd.c.device_id).where(
-            rd.c.rollout_id == rollout_id, rd.c.status == DeviceStatus.PENDING,
-            rd.c.phase == ""))]
+        return [
+            d
+            for (d,) in conn.execute(
+                select(rd.c.device_id).where(
+                    rd.c.rollout_id == rollout_id,
+                    rd.c.status == DeviceStatus.PENDING,
+                    rd.c.phase == "",
+                )
+            )
+        ]
 
 
-def record_reports(conn: Connection, reports: Iterable[tuple[str, str, str, str]],
-                   now: float) -> None:
+def record_reports(
+    conn: Connection, reports: Iterable[tuple[str, str, str, str]], now: float
+) -> None:
     """Device update reports (device id, rollout id, phase, reason), inside ingest's
     transaction: progress moves a pending device's phase; an outcome ends a pending or
     timed-out device (a late report still counts)."""
@@ -222,25 +295,39 @@ def record_reports(conn: Connection, reports: Iterable[tuple[str, str, str, str]
         if status is None:
             progress.append({"p": phase, "u": now, "r": rollout_id, "d": device_id})
         else:
-            outcomes.append({"s": status, "p": phase, "why": reason, "u": now, "r": rollout_id,
-                             "d": device_id})
+            outcomes.append(
+                {"s": status, "p": phase, "why": reason, "u": now, "r": rollout_id, "d": device_id}
+            )
     b = bindparam
     where = (rd.c.rollout_id == b("r"), rd.c.device_id == b("d"))
     if progress:
-        conn.execute(update(rd).where(*where, rd.c.status == DeviceStatus.PENDING)
-                     .values(phase=b("p"), updated=b("u")), progress)
+        conn.execute(
+            update(rd)
+            .where(*where, rd.c.status == DeviceStatus.PENDING)
+            .values(phase=b("p"), updated=b("u")),
+            progress,
+        )
     if outcomes:
-        conn.execute(update(rd).where(*where, or_(rd.c.status == DeviceStatus.PENDING,
-                                                  rd.c.status == DeviceStatus.TIMED_OUT))
-            .values(status=b("s"), phase=b("p"), reason=b("why"), updated=b("u")), outcomes)
+        conn.execute(
+            update(rd)
+            .where(
+                *where,
+                or_(rd.c.status == DeviceStatus.PENDING, rd.c.status == DeviceStatus.TIMED_OUT),
+            )
+            .values(status=b("s"), phase=b("p"), reason=b("why"), updated=b("u")),
+            outcomes,
+        )
 
 
 def last_update_detail(store: Store, rollout_id: str, device_id: str) -> str:
     """The device's own words on its last update report in this rollout (why it failed)."""
     with store.connect() as conn:
-        value = conn.scalar(select(updates.c.detail).where(
-            updates.c.rollout_id == rollout_id, updates.c.device_id == device_id)
-            .order_by(updates.c.seq.desc()).limit(1))
+        value = conn.scalar(
+            select(updates.c.detail)
+            .where(updates.c.rollout_id == rollout_id, updates.c.device_id == device_id)
+            .order_by(updates.c.seq.desc())
+            .limit(1)
+        )
     return str(value) if value else ""
 
 
@@ -250,8 +337,10 @@ def state_and_reason(store: Store, rollout_id: str) -> tuple[str, str]:
 
 
 def counts_by_state(conn: Connection) -> dict[str, int]:
-    return {str(s): int(n) for s, n in conn.execute(
-        select(rollouts.c.state, func.count()).group_by(rollouts.c.state))}
+    return {
+        str(s): int(n)
+        for s, n in conn.execute(select(rollouts.c.state, func.count()).group_by(rollouts.c.state))
+    }
 
 
 def waves_of(row: dict[str, Any]) -> list[str]:

@@ -39,9 +39,21 @@ def append_audit(store: Store, row: dict[str, Any]) -> None:
 def audit_rows(store: Store, since: float, limit: int) -> list[tuple[Any, ...]]:
     """(id, ts, actor, action, target, sha256, detail) at or after `since`, oldest first, at
     most the newest `limit`."""
-    newest = (select(audit).where(audit.c.ts >= since).order_by(audit.c.id.desc())
-              .limit(limit).subquery())
+    newest = (
+        select(audit).where(audit.c.ts >= since).order_by(audit.c.id.desc()).limit(limit).subquery()
+    )
     with store.connect() as conn:
-        return [tuple(r) for r in conn.execute(
-            select(newest.c.id, newest.c.ts, newest.c.actor, newest.c.action, newest.c.target,
-                   newest.c.sha256, newest.c.detail).order_by(newest.c.id))]
+        return [
+            tuple(r)
+            for r in conn.execute(
+                select(
+                    newest.c.id,
+                    newest.c.ts,
+                    newest.c.actor,
+                    newest.c.action,
+                    newest.c.target,
+                    newest.c.sha256,
+                    newest.c.detail,
+                ).order_by(newest.c.id)
+            )
+        ]

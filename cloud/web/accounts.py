@@ -20,8 +20,16 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from cloud.store import Store
 from cloud.store import dashboard as queries
 
-__all__ = ["Role", "User", "UserRefused", "add_user", "authenticate", "new_token",
-           "remove_user", "user_for_token"]
+__all__ = [
+    "Role",
+    "User",
+    "UserRefused",
+    "add_user",
+    "authenticate",
+    "new_token",
+    "remove_user",
+    "user_for_token",
+]
 
 TOKEN_PREFIX = "lft_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -52,8 +60,10 @@ class User:
 
 def _check_name(name: str) -> None:
     if not _NAME.match(name):
-        raise UserRefused(f"user name {name!r}: 1-64 letters, digits, '_', '.', '@', '-', "
-                          "starting with a letter or digit")
+        raise UserRefused(
+            f"user name {name!r}: 1-64 letters, digits, '_', '.', '@', '-', "
+            "starting with a letter or digit"
+        )
 
 
 def add_user(db: Store, name: str, role: Role, *, password: bool = True) -> str:

@@ -66,8 +66,7 @@ def operator_link(config: CloudConfig) -> Iterator[CloudLink]:
         link.stop()
 
 
-def rollout_action(db: Store, config: CloudConfig, rollout_id: str, action: str,
-                   actor: str) -> str:
+def rollout_action(db: Store, config: CloudConfig, rollout_id: str, action: str, actor: str) -> str:
     """Pause, resume or abort; returns the sentence to show."""
     if action not in ROLLOUT_ACTIONS:
         raise ActionRefused(f"unknown action {action!r}", 404)
@@ -96,11 +95,11 @@ def _abort(db: Store, config: CloudConfig, rollout_id: str) -> None:
     try:
         with operator_link(config) as link:
             publish: Publish = lambda d, p: link.publish(  # noqa: E731
-                topic(d, Channel.DESIRED, config.mqtt.topic_prefix), p, retain=True)
+                topic(d, Channel.DESIRED, config.mqtt.topic_prefix), p, retain=True
+            )
             abort_rollout(db, rollout_id, publish)
     except Unavailable as e:
-        log.warning("abort %s: %s; the retained deployments of pending devices stay",
-                    rollout_id, e)
+        log.warning("abort %s: %s; the retained deployments of pending devices stay", rollout_id, e)
         abort_rollout(db, rollout_id, None)
 
 
@@ -113,8 +112,7 @@ def _signing_key(config: CloudConfig) -> SigningKey:
         raise ActionRefused(str(e), 503) from e
 
 
-def send_command(db: Store, config: CloudConfig, device_id: str, action: str,
-                 actor: str) -> str:
+def send_command(db: Store, config: CloudConfig, device_id: str, action: str, actor: str) -> str:
     """Sign and publish one command for one device (valid 5 minutes, fresh nonce)."""
     if action not in ACTIONS:
         raise ActionRefused(f"unknown command {action!r} ({', '.join(ACTIONS)})", 422)
@@ -122,18 +120,20 @@ def send_command(db: Store, config: CloudConfig, device_id: str, action: str,
     envelope = sign_envelope(signed, [_signing_key(config)])
     try:
         with operator_link(config) as link:
-            link.publish(topic(device_id, Channel.CMD, config.mqtt.topic_prefix),
-                         json.dumps(envelope).encode("utf-8"))
+            link.publish(
+                topic(device_id, Channel.CMD, config.mqtt.topic_prefix),
+                json.dumps(envelope).encode("utf-8"),
+            )
     except Unavailable as e:
         raise ActionRefused(f"not sent: {e}", 503) from e
-    audit.record(db, audit.Action.COMMAND, device_id, signed=envelope, detail=action,
-                 actor=actor)
+    audit.record(db, audit.Action.COMMAND, device_id, signed=envelope, detail=action, actor=actor)
     log.info("%s: sent %s to %s", actor, action, device_id)
     return f"sent {action} to {device_id}"
 
 
-def deploy(db: Store, config: CloudConfig, name: str, version: int,
-           group: str, waves_text: str, actor: str) -> str:
+def deploy(
+    db: Store, config: CloudConfig, name: str, version: int, group: str, waves_text: str, actor: str
+) -> str:
     """Record a rollout of name@version to a group; returns its id."""
     try:
         waves = parse_waves(waves_text)
@@ -145,19 +145,39 @@ def deploy(db: Store, config: CloudConfig, name: str, version: int,
     now = datetime.now(UTC)
     live = {p: b for p, b in stored.items() if b.release.expires_at > now}
     if not live:
-        raise ActionRefused(f"release {name}@{version} expired: release it again under a new "
-                            "version")
+        raise ActionRefused(
+            f"release {name}@{version} expired: release it again under a new version"
+        )
     try:
         targets = resolve_targets(db, name, set(live), group=group)
     except TargetError as e:
         raise ActionRefused(str(e), 422) from e
     used = {targets[d] for d in targets}
-    plan = create_rollout(db, {p: (live[p].release, live[p].envelope) for p in used}, targets,
-                          waves, _signing_key(config), now,
-                          lifetime_s=config.rollout.deployment_lifetime_s)
+    plan = create_rollout(
+        db,
+        {p: (live[p].release, live[p].envelope) for p in used},
+        targets,
+        waves,
+        _signing_key(config),
+        now,
+        lifetime_s=config.rollout.deployment_lifetime_s,
+    )
     for device_id, envelope in plan.deployments.items():
-        audit.record(db, audit.Action.DEPLOY, f"{plan.rollout_id}/{device_id}", signed=envelope,
-                     detail=f"{name}@{version}", actor=actor)
-    log.info("%s: rollout %s of %s@%s to group %s (%s devices)", actor, plan.rollout_id, name,
-             version, group, len(targets))
+        audit.record(
+            db,
+            audit.Action.DEPLOY,
+            f"{plan.rollout_id}/{device_id}",
+            signed=envelope,
+            detail=f"{name}@{version}",
+            actor=actor,
+        )
+    log.info(
+        "%s: rollout %s of %s@%s to group %s (%s devices)",
+        actor,
+        plan.rollout_id,
+        name,
+        version,
+        group,
+        len(targets),
+    )
     return plan.rollout_id

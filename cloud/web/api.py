@@ -31,14 +31,19 @@ Short = Annotated[str, Query(max_length=100)]
 
 
 def table_request(
-    group: Short = "", profile: Short = "", model: Short = "",
+    group: Short = "",
+    profile: Short = "",
+    model: Short = "",
     state: Literal["", "online", "offline", "failing", "updating"] = "",
-    q: Short = "", sort: Short = "device_id", desc: bool = False,
+    q: Short = "",
+    sort: Short = "device_id",
+    desc: bool = False,
     page: Annotated[int, Query(ge=1)] = 1,
     per_page: Annotated[int, Query(ge=1, le=views.PAGE_MAX)] = 50,
 ) -> views.TableRequest:
-    return views.TableRequest(queries.DeviceFilter(group, profile, model, state, q.strip()),
-                              sort, desc, page, per_page)
+    return views.TableRequest(
+        queries.DeviceFilter(group, profile, model, state, q.strip()), sort, desc, page, per_page
+    )
 
 
 @router.get(f"{v1}/fleet", tags=["fleet"])
@@ -48,8 +53,12 @@ def fleet(request: Request, db: Db, _user: User) -> dict[str, Any]:
 
 
 @router.get(f"{v1}/devices", tags=["fleet"])
-def devices(request: Request, db: Db, _user: User,
-            req: Annotated[views.TableRequest, Depends(table_request)]) -> dict[str, Any]:
+def devices(
+    request: Request,
+    db: Db,
+    _user: User,
+    req: Annotated[views.TableRequest, Depends(table_request)],
+) -> dict[str, Any]:
     """One page of devices, filtered and sorted (`sort` one of device_id, profile, model,
     version, fps, p95, phase, source, last_seen)."""
     return views.fleet_table(db, req, state_of(request).offline_after_s)
@@ -64,17 +73,25 @@ def device(request: Request, device_id: str, db: Db, _user: User) -> dict[str, A
 
 
 @router.get(f"{v1}/devices/{{device_id}}/telemetry", tags=["fleet"])
-def telemetry(device_id: str, db: Db, _user: User, since: float = 0.0,
-              limit: Annotated[int, Query(ge=1, le=TELEMETRY_MAX)] = 1000) -> dict[str, Any]:
+def telemetry(
+    device_id: str,
+    db: Db,
+    _user: User,
+    since: float = 0.0,
+    limit: Annotated[int, Query(ge=1, le=TELEMETRY_MAX)] = 1000,
+) -> dict[str, Any]:
     """Raw telemetry records with a device timestamp at or after `since` (epoch seconds)."""
     rows = queries.telemetry_since(db, device_id, since, limit)
-    return {"device_id": device_id, "records": [
-        {**views.record_body(r["body"]), "received": r["received"]} for r in rows]}
+    return {
+        "device_id": device_id,
+        "records": [{**views.record_body(r["body"]), "received": r["received"]} for r in rows],
+    }
 
 
 @router.get(f"{v1}/devices/{{device_id}}/series", tags=["fleet"])
-def series(device_id: str, db: Db, _user: User,
-           window: Literal["15m", "6h", "7d"] = "15m") -> dict[str, Any]:
+def series(
+    device_id: str, db: Db, _user: User, window: Literal["15m", "6h", "7d"] = "15m"
+) -> dict[str, Any]:
     """The device's charts: fps, p95 latency, CPU, RSS and outbox depth per time bucket."""
     return views.series(db, device_id, window)
 
@@ -84,13 +101,20 @@ class CommandResult(BaseModel):
 
 
 @router.post(f"{v1}/devices/{{device_id}}/commands/{{action}}", tags=["actions"])
-def command(request: Request, device_id: str,
-            action: Literal["report-now", "rollback", "restart-source"], db: Db,
-            principal: Operator) -> CommandResult:
+def command(
+    request: Request,
+    device_id: str,
+    action: Literal["report-now", "rollback", "restart-source"],
+    db: Db,
+    principal: Operator,
+) -> CommandResult:
     """Send a signed command to the device (operators only)."""
     try:
-        return CommandResult(result=actions.send_command(
-            db, state_of(request).config, device_id, action, principal.user.name))
+        return CommandResult(
+            result=actions.send_command(
+                db, state_of(request).config, device_id, action, principal.user.name
+            )
+        )
     except actions.ActionRefused as e:
         raise HTTPException(e.status, str(e)) from e
 
@@ -111,14 +135,22 @@ def rollout(rollout_id: str, db: Db, _user: User) -> dict[str, Any]:
 def _rollout_route(action: str) -> None:
     def act(request: Request, rollout_id: str, db: Db, principal: Operator) -> CommandResult:
         try:
-            return CommandResult(result=actions.rollout_action(
-                db, state_of(request).config, rollout_id, action, principal.user.name))
+            return CommandResult(
+                result=actions.rollout_action(
+                    db, state_of(request).config, rollout_id, action, principal.user.name
+                )
+            )
         except actions.ActionRefused as e:
             raise HTTPException(e.status, str(e)) from e
 
     act.__doc__ = f"{action.capitalize()} the rollout (operators only)."
-    router.add_api_route(f"{v1}/rollouts/{{rollout_id}}/{action}", act, methods=["POST"],
-                         tags=["rollouts"], name=f"rollout_{action}")
+    router.add_api_route(
+        f"{v1}/rollouts/{{rollout_id}}/{action}",
+        act,
+        methods=["POST"],
+        tags=["rollouts"],
+        name=f"rollout_{action}",
+    )
 
 
 for _action in actions.ROLLOUT_ACTIONS:
@@ -143,13 +175,20 @@ class DeployResult(BaseModel):
 
 
 @router.post(f"{v1}/deployments", tags=["releases"])
-def deployment(request: Request, body: DeployRequest, db: Db, principal: Operator
-               ) -> DeployResult:
+def deployment(request: Request, body: DeployRequest, db: Db, principal: Operator) -> DeployResult:
     """Roll a release out to a group (operators only); `serve` publishes its first wave."""
     try:
-        return DeployResult(rollout_id=actions.deploy(
-            db, state_of(request).config, body.name, body.version, body.group, body.waves,
-            principal.user.name))
+        return DeployResult(
+            rollout_id=actions.deploy(
+                db,
+                state_of(request).config,
+                body.name,
+                body.version,
+                body.group,
+                body.waves,
+                principal.user.name,
+            )
+        )
     except actions.ActionRefused as e:
         raise HTTPException(e.status, str(e)) from e
 
@@ -169,9 +208,17 @@ def openapi(request: Request, _user: User) -> dict[str, Any]:
 @router.get("/api/docs", include_in_schema=False)
 def docs(request: Request, principal: Annotated[Principal, Depends(page_user)]) -> Response:
     schema = request.app.openapi()
-    routes = [{"method": method.upper(), "path": path, "summary": op.get("summary", ""),
-               "doc": op.get("description", "")}
-              for path, ops in schema["paths"].items() for method, op in ops.items()]
+    routes = [
+        {
+            "method": method.upper(),
+            "path": path,
+            "summary": op.get("summary", ""),
+            "doc": op.get("description", ""),
+        }
+        for path, ops in schema["paths"].items()
+        for method, op in ops.items()
+    ]
     page: HTMLResponse = state_of(request).templates.TemplateResponse(
-        request, "api_docs.html", {"routes": routes, "principal": principal})
+        request, "api_docs.html", {"routes": routes, "principal": principal}
+    )
     return page

@@ -122,8 +122,11 @@ def _principal(request: Request, db: Store) -> Principal | None:
 def api_user(request: Request, db: Db) -> Principal:
     principal = _principal(request, db)
     if principal is None:
-        raise HTTPException(401, "log in: Authorization: Bearer <token> (litefleet users add "
-                                 "NAME --token)", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "log in: Authorization: Bearer <token> (litefleet users add NAME --token)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return principal
 
 
@@ -139,7 +142,8 @@ async def _presented_csrf(request: Request) -> str | None:
     if header:
         return header
     if request.headers.get("content-type", "").startswith(
-            ("application/x-www-form-urlencoded", "multipart/form-data")):
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
         value = (await request.form()).get(CSRF_FIELD)
         return value if isinstance(value, str) else None
     return None
@@ -147,20 +151,21 @@ async def _presented_csrf(request: Request) -> str | None:
 
 async def _operator(request: Request, principal: Principal) -> Principal:
     if not principal.user.may_act:
-        raise HTTPException(403, f"{principal.user.name} is a viewer: only an operator may do "
-                                 "this")
+        raise HTTPException(403, f"{principal.user.name} is a viewer: only an operator may do this")
     if not principal.csrf_ok(await _presented_csrf(request)):
         raise HTTPException(403, "the form's CSRF token is missing or wrong: reload the page")
     return principal
 
 
-async def api_operator(request: Request, principal: Annotated[Principal, Depends(api_user)]
-                       ) -> Principal:
+async def api_operator(
+    request: Request, principal: Annotated[Principal, Depends(api_user)]
+) -> Principal:
     return await _operator(request, principal)
 
 
-async def page_operator(request: Request, principal: Annotated[Principal, Depends(page_user)]
-                        ) -> Principal:
+async def page_operator(
+    request: Request, principal: Annotated[Principal, Depends(page_user)]
+) -> Principal:
     return await _operator(request, principal)
 
 
@@ -170,19 +175,30 @@ def create_app(config: CloudConfig, *, secret: bytes | None = None) -> FastAPI:
     web = config.web
     if secret is None:
         secret = load_secret(web.secret_file or config.store.db.parent / "web-secret")
+
     # the OpenAPI document is served by `cloud.web.api` behind a login, not FastAPI's own route
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         app.state.web.stores.close()
 
-    app = FastAPI(title="LiteFleet", version="1", docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="LiteFleet",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.filters.update(filters.FILTERS)
-    app.state.web = WebState(config, Sessions(secret, web.session_max_age_s),
-                             LoginLimiter(web.login_failures_max, web.login_window_s),
-                             StorePool(config.store), templates)
+    app.state.web = WebState(
+        config,
+        Sessions(secret, web.session_max_age_s),
+        LoginLimiter(web.login_failures_max, web.login_window_s),
+        StorePool(config.store),
+        templates,
+    )
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
@@ -208,12 +224,16 @@ def create_app(config: CloudConfig, *, secret: bytes | None = None) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
         if request.url.path.startswith("/api/") or request.headers.get("hx-request"):
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
-                                headers=exc.headers)
+            return JSONResponse(
+                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+            )
         return templates.TemplateResponse(
-            request, "error.html", {"status": exc.status_code, "detail": exc.detail,
-                                    "principal": None},
-            status_code=exc.status_code, headers=exc.headers)
+            request,
+            "error.html",
+            {"status": exc.status_code, "detail": exc.detail, "principal": None},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
 
     from cloud.web import api, login, pages
 

@@ -30,11 +30,15 @@ def _safe_next(target: str) -> str:
     return target
 
 
-def _login_page(request: Request, *, error: str = "", next_path: str = "/fleet",
-                status: int = 200) -> Response:
+def _login_page(
+    request: Request, *, error: str = "", next_path: str = "/fleet", status: int = 200
+) -> Response:
     return state_of(request).templates.TemplateResponse(
-        request, "login.html", {"error": error, "next": next_path, "principal": None},
-        status_code=status)
+        request,
+        "login.html",
+        {"error": error, "next": next_path, "principal": None},
+        status_code=status,
+    )
 
 
 @router.get("/login")
@@ -43,29 +47,43 @@ def login_form(request: Request, next: str = "/fleet") -> Response:
 
 
 @router.post("/login")
-def login(request: Request, db: Db, name: Annotated[str, Form(max_length=64)],
-          password: Annotated[str, Form(max_length=256)],
-          next: Annotated[str, Form(max_length=2000)] = "/fleet") -> Response:
+def login(
+    request: Request,
+    db: Db,
+    name: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=256)],
+    next: Annotated[str, Form(max_length=2000)] = "/fleet",
+) -> Response:
     state = state_of(request)
     client = request.client.host if request.client else ""
     key = (client, name)
     wait = state.limiter.retry_after(key)
     if wait > 0:
         log.warning("login for %r from %s refused: too many failures", name, client)
-        return _login_page(request, error=f"Too many failed logins: try again in "
-                           f"{int(wait) + 1} s.", next_path=_safe_next(next), status=429)
+        return _login_page(
+            request,
+            error=f"Too many failed logins: try again in {int(wait) + 1} s.",
+            next_path=_safe_next(next),
+            status=429,
+        )
     user = accounts.authenticate(db, name, password)
     if user is None:
         state.limiter.failed(key)
         log.info("failed login for %r from %s", name, client)
-        return _login_page(request, error="Wrong name or password.",
-                           next_path=_safe_next(next), status=401)
+        return _login_page(
+            request, error="Wrong name or password.", next_path=_safe_next(next), status=401
+        )
     state.limiter.succeeded(key)
     response = RedirectResponse(_safe_next(next), status_code=303)
-    response.set_cookie(COOKIE, state.sessions.issue(user.name),
-                        max_age=state.sessions.max_age_s, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https"
-                        or request.headers.get("x-forwarded-proto") == "https", path="/")
+    response.set_cookie(
+        COOKIE,
+        state.sessions.issue(user.name),
+        max_age=state.sessions.max_age_s,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https",
+        path="/",
+    )
     log.info("%s logged in from %s", user.name, client)
     return response
 

@@ -33,7 +33,8 @@ def _render(request: Request, template: str, principal: Principal, **context: An
     state = state_of(request)
     note = state.sessions.read_note(request.query_params.get("note", ""))
     page: Response = state.templates.TemplateResponse(
-        request, template, {"principal": principal, "note": note, **context})
+        request, template, {"principal": principal, "note": note, **context}
+    )
     return page
 
 
@@ -55,16 +56,28 @@ def home(_user: User) -> Response:
 
 # ---- fleet ---------------------------------------------------------------------------------
 
-def _fleet_context(request: Request, db: Store, req: views.TableRequest
-                   ) -> dict[str, Any]:
+
+def _fleet_context(request: Request, db: Store, req: views.TableRequest) -> dict[str, Any]:
     offline_after = state_of(request).offline_after_s
     f = req.filter
-    query = {"group": f.group, "profile": f.profile, "model": f.model, "state": f.state,
-             "q": f.search, "sort": req.sort, "desc": "true" if req.descending else "false",
-             "per_page": req.per_page}
-    return {"counts": queries.fleet_counts(db, time.time(), offline_after),
-            "table": views.fleet_table(db, req, offline_after), "req": req, "query": query,
-            "options": queries.filter_options(db), "urlencode": urlencode}
+    query = {
+        "group": f.group,
+        "profile": f.profile,
+        "model": f.model,
+        "state": f.state,
+        "q": f.search,
+        "sort": req.sort,
+        "desc": "true" if req.descending else "false",
+        "per_page": req.per_page,
+    }
+    return {
+        "counts": queries.fleet_counts(db, time.time(), offline_after),
+        "table": views.fleet_table(db, req, offline_after),
+        "req": req,
+        "query": query,
+        "options": queries.filter_options(db),
+        "urlencode": urlencode,
+    }
 
 
 @router.get("/fleet")
@@ -79,6 +92,7 @@ def fleet_live(request: Request, db: Db, principal: User, req: TableReq) -> Resp
 
 # ---- one device ----------------------------------------------------------------------------
 
+
 def _device(request: Request, db: Store, device_id: str) -> dict[str, Any]:
     found = views.device_detail(db, device_id, state_of(request).offline_after_s)
     if found is None:
@@ -88,23 +102,39 @@ def _device(request: Request, db: Store, device_id: str) -> dict[str, Any]:
 
 @router.get("/devices/{device_id}")
 def device(request: Request, device_id: str, db: Db, principal: User) -> Response:
-    return _render(request, "device.html", principal, d=_device(request, db, device_id),
-                   commands=("report-now", "rollback", "restart-source"))
+    return _render(
+        request,
+        "device.html",
+        principal,
+        d=_device(request, db, device_id),
+        commands=("report-now", "rollback", "restart-source"),
+    )
 
 
 @router.get("/devices/{device_id}/live")
-def device_live(request: Request, device_id: str, db: Db, principal: User,
-                part: Literal["facts", "history"] = "facts") -> Response:
+def device_live(
+    request: Request,
+    device_id: str,
+    db: Db,
+    principal: User,
+    part: Literal["facts", "history"] = "facts",
+) -> Response:
     return _render(request, f"_device_{part}.html", principal, d=_device(request, db, device_id))
 
 
 @router.post("/devices/{device_id}/command")
-def device_command(request: Request, device_id: str, db: Db, principal: Operator,
-                   action: Annotated[str, Form(max_length=40)]) -> Response:
+def device_command(
+    request: Request,
+    device_id: str,
+    db: Db,
+    principal: Operator,
+    action: Annotated[str, Form(max_length=40)],
+) -> Response:
     path = f"/devices/{device_id}"
     try:
-        note = actions.send_command(db, state_of(request).config, device_id, action,
-                                    principal.user.name)
+        note = actions.send_command(
+            db, state_of(request).config, device_id, action, principal.user.name
+        )
     except actions.ActionRefused as e:
         return _refused(request, path, e)
     return _back(request, path, note)
@@ -112,16 +142,25 @@ def device_command(request: Request, device_id: str, db: Db, principal: Operator
 
 # ---- rollouts ------------------------------------------------------------------------------
 
+
 @router.get("/rollouts")
 def rollouts(request: Request, db: Db, principal: User) -> Response:
-    return _render(request, "rollouts.html", principal,
-                   rollouts=[views.rollout_summary(r) for r in queries.rollouts(db)])
+    return _render(
+        request,
+        "rollouts.html",
+        principal,
+        rollouts=[views.rollout_summary(r) for r in queries.rollouts(db)],
+    )
 
 
 @router.get("/rollouts/live")
 def rollouts_live(request: Request, db: Db, principal: User) -> Response:
-    return _render(request, "_rollouts_live.html", principal,
-                   rollouts=[views.rollout_summary(r) for r in queries.rollouts(db)])
+    return _render(
+        request,
+        "_rollouts_live.html",
+        principal,
+        rollouts=[views.rollout_summary(r) for r in queries.rollouts(db)],
+    )
 
 
 def _rollout(db: Store, rollout_id: str) -> dict[str, Any]:
@@ -145,14 +184,16 @@ def _rollout_form(action: str) -> None:
     def act(request: Request, rollout_id: str, db: Db, principal: Operator) -> Response:
         path = f"/rollouts/{rollout_id}"
         try:
-            note = actions.rollout_action(db, state_of(request).config, rollout_id, action,
-                                          principal.user.name)
+            note = actions.rollout_action(
+                db, state_of(request).config, rollout_id, action, principal.user.name
+            )
         except actions.ActionRefused as e:
             return _refused(request, path, e)
         return _back(request, path, note)
 
-    router.add_api_route(f"/rollouts/{{rollout_id}}/{action}", act, methods=["POST"],
-                         name=f"page_rollout_{action}")
+    router.add_api_route(
+        f"/rollouts/{{rollout_id}}/{action}", act, methods=["POST"], name=f"page_rollout_{action}"
+    )
 
 
 for _action in actions.ROLLOUT_ACTIONS:
@@ -161,31 +202,52 @@ for _action in actions.ROLLOUT_ACTIONS:
 
 # ---- releases and audit --------------------------------------------------------------------
 
+
 @router.get("/releases")
 def releases(request: Request, db: Db, principal: User) -> Response:
-    return _render(request, "releases.html", principal, groups=views.release_groups(db),
-                   group_names=queries.group_names(db))
+    return _render(
+        request,
+        "releases.html",
+        principal,
+        groups=views.release_groups(db),
+        group_names=queries.group_names(db),
+    )
 
 
 @router.post("/releases/deploy")
-def deploy(request: Request, db: Db, principal: Operator,
-           name: Annotated[str, Form(max_length=100)],
-           version: Annotated[int, Form(ge=1)],
-           group: Annotated[str, Form(max_length=100)],
-           waves: Annotated[str, Form(max_length=200)] = "1,10%,50%,100%") -> Response:
+def deploy(
+    request: Request,
+    db: Db,
+    principal: Operator,
+    name: Annotated[str, Form(max_length=100)],
+    version: Annotated[int, Form(ge=1)],
+    group: Annotated[str, Form(max_length=100)],
+    waves: Annotated[str, Form(max_length=200)] = "1,10%,50%,100%",
+) -> Response:
     try:
-        rollout_id = actions.deploy(db, state_of(request).config, name, version, group, waves,
-                                    principal.user.name)
+        rollout_id = actions.deploy(
+            db, state_of(request).config, name, version, group, waves, principal.user.name
+        )
     except actions.ActionRefused as e:
         return _back(request, "/releases", f"refused: {e}")
-    return _back(request, f"/rollouts/{rollout_id}",
-                 f"rollout {rollout_id} of {name}@{version} to group {group} recorded: "
-                 "serve publishes its first wave at its next tick")
+    return _back(
+        request,
+        f"/rollouts/{rollout_id}",
+        f"rollout {rollout_id} of {name}@{version} to group {group} recorded: "
+        "serve publishes its first wave at its next tick",
+    )
 
 
 @router.get("/audit")
 def audit(request: Request, db: Db, principal: User, page: int = 1) -> Response:
     page = max(1, page)
     total, rows = queries.audit_page(db, (page - 1) * 100, 100)
-    return _render(request, "audit.html", principal, entries=rows, total=total, page=page,
-                   pages=max(1, -(-total // 100)))
+    return _render(
+        request,
+        "audit.html",
+        principal,
+        entries=rows,
+        total=total,
+        page=page,
+        pages=max(1, -(-total // 100)),
+    )

@@ -22,9 +22,16 @@ class WebServer:
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
         self.host = host
         self.port = port
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                access_log=False, lifespan="on", proxy_headers=False,
-                                server_header=False)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            proxy_headers=False,
+            server_header=False,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="web", daemon=True)
 
@@ -33,8 +40,10 @@ class WebServer:
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive():
-                raise Unavailable(f"the dashboard could not listen on {self.host}:{self.port} "
-                                  "(in use? see [web] listen)")
+                raise Unavailable(
+                    f"the dashboard could not listen on {self.host}:{self.port} "
+                    "(in use? see [web] listen)"
+                )
             if time.monotonic() > deadline:
                 raise Unavailable(f"the dashboard did not start on {self.host}:{self.port}")
             time.sleep(0.02)

@@ -15,8 +15,18 @@ from cloud.store import Store
 from cloud.store import dashboard as queries
 from shared.documents import Release
 
-__all__ = ["WINDOWS", "TableRequest", "device_detail", "device_row", "fleet_table",
-           "record_body", "release_groups", "rollout_detail", "rollout_summary", "series"]
+__all__ = [
+    "WINDOWS",
+    "TableRequest",
+    "device_detail",
+    "device_row",
+    "fleet_table",
+    "record_body",
+    "release_groups",
+    "rollout_detail",
+    "rollout_summary",
+    "series",
+]
 
 # chart window -> (seconds, bucket seconds): each at most a few hundred points
 WINDOWS = {"15m": (15 * 60, 10), "6h": (6 * 3600, 120), "7d": (7 * 86400, 3600)}
@@ -42,7 +52,8 @@ def device_row(r: dict[str, Any]) -> dict[str, Any]:
         "online": bool(r["is_online"]),
         "profile": r["profile"],
         "model": {"name": r["model_name"], "version": r["model_version"]}
-        if r["model_name"] is not None else None,
+        if r["model_name"] is not None
+        else None,
         "fps": r["fps"],
         "p95_ms": r["p95_ms"],
         "source_status": r["source_status"],
@@ -61,38 +72,64 @@ class TableRequest:
     per_page: int = 50
 
 
-def fleet_table(db: Store, req: TableRequest, offline_after_s: float
-                ) -> dict[str, Any]:
+def fleet_table(db: Store, req: TableRequest, offline_after_s: float) -> dict[str, Any]:
     per_page = max(1, min(req.per_page, PAGE_MAX))
     page = max(1, req.page)
     total, rows = queries.device_page(
-        db, req.filter, sort=req.sort if req.sort in queries.SORTS else "device_id",
-        descending=req.descending, offset=(page - 1) * per_page, limit=per_page,
-        now=time.time(), offline_after_s=offline_after_s)
-    return {"total": total, "page": page, "per_page": per_page,
-            "pages": max(1, -(-total // per_page)),
-            "devices": [device_row(r) for r in rows]}
+        db,
+        req.filter,
+        sort=req.sort if req.sort in queries.SORTS else "device_id",
+        descending=req.descending,
+        offset=(page - 1) * per_page,
+        limit=per_page,
+        now=time.time(),
+        offline_after_s=offline_after_s,
+    )
+    return {
+        "total": total,
+        "page": page,
+        "per_page": per_page,
+        "pages": max(1, -(-total // per_page)),
+        "devices": [device_row(r) for r in rows],
+    }
 
 
-def device_detail(db: Store, device_id: str, offline_after_s: float
-                  ) -> dict[str, Any] | None:
+def device_detail(db: Store, device_id: str, offline_after_s: float) -> dict[str, Any] | None:
     r = queries.device(db, device_id, time.time(), offline_after_s)
     if r is None:
         return None
     out = device_row(r)
     latest = record_body(queries.latest_telemetry_body(db, device_id))
-    out.update({
-        "groups": r["groups"],
-        "model_sha256": r["model_sha256"],
-        "state_ts": r["state_ts"] or None,
-        "facts": {k: latest.get(k) for k in (
-            "cpu_percent", "rss_mb", "temperature_c", "disk_free_mb", "outbox_depth",
-            "outbox_dropped", "uptime_s", "frames", "inferences", "errors", "dropped_frames",
-            "latency_p50_ms", "latency_p99_ms")},
-        "updates": queries.device_updates(db, device_id),
-        "events": [{**e, "detail": _json_or_text(e["detail"])}
-                   for e in queries.device_events(db, device_id)],
-    })
+    out.update(
+        {
+            "groups": r["groups"],
+            "model_sha256": r["model_sha256"],
+            "state_ts": r["state_ts"] or None,
+            "facts": {
+                k: latest.get(k)
+                for k in (
+                    "cpu_percent",
+                    "rss_mb",
+                    "temperature_c",
+                    "disk_free_mb",
+                    "outbox_depth",
+                    "outbox_dropped",
+                    "uptime_s",
+                    "frames",
+                    "inferences",
+                    "errors",
+                    "dropped_frames",
+                    "latency_p50_ms",
+                    "latency_p99_ms",
+                )
+            },
+            "updates": queries.device_updates(db, device_id),
+            "events": [
+                {**e, "detail": _json_or_text(e["detail"])}
+                for e in queries.device_events(db, device_id)
+            ],
+        }
+    )
     out["probation"] = [u for u in out["updates"] if u["phase"] in PROBATION_PHASES][:5]
     return out
 
@@ -104,15 +141,15 @@ def _json_or_text(text: str) -> Any:
         return text
 
 
-def series(db: Store, device_id: str, window: str, now: float | None = None
-           ) -> dict[str, Any]:
+def series(db: Store, device_id: str, window: str, now: float | None = None) -> dict[str, Any]:
     """uPlot-ready columns: t (epoch s) and fps, p95_ms, cpu_percent, rss_mb, outbox_depth."""
     span, bucket = WINDOWS[window]
     now = time.time() if now is None else now
     averages, lasts = queries.device_series(db, device_id, now - span, bucket)
     gauges = {int(r["seq"]): record_body(r["body"]) for r in lasts}
-    cols: dict[str, list[Any]] = {k: [] for k in ("t", "fps", "p95_ms", "cpu_percent",
-                                                  "rss_mb", "outbox_depth")}
+    cols: dict[str, list[Any]] = {
+        k: [] for k in ("t", "fps", "p95_ms", "cpu_percent", "rss_mb", "outbox_depth")
+    }
     for a in averages:
         g = gauges.get(int(a["last_seq"]), {})
         cols["t"].append(int(a["bucket"]) * bucket)
@@ -120,8 +157,13 @@ def series(db: Store, device_id: str, window: str, now: float | None = None
         cols["p95_ms"].append(_round(a["p95_ms"]))
         for k in ("cpu_percent", "rss_mb", "outbox_depth"):
             cols[k].append(_round(g.get(k)))
-    return {"window": window, "bucket_s": bucket, "since": int(now - span), "until": int(now),
-            **cols}
+    return {
+        "window": window,
+        "bucket_s": bucket,
+        "since": int(now - span),
+        "until": int(now),
+        **cols,
+    }
 
 
 def _round(v: Any) -> float | None:
@@ -131,14 +173,22 @@ def _round(v: Any) -> float | None:
 def rollout_summary(r: dict[str, Any]) -> dict[str, Any]:
     counts = r.get("counts", {})
     total = sum(counts.values())
-    return {"id": r["id"], "release": f"{r['release_name']}@{r['release_version']}",
-            "state": r["state"], "reason": r["reason"], "created": r["created"],
-            "updated": r["updated"], "waves": json.loads(r["waves"]),
-            "current_wave": r["current_wave"] + 1, "wave_count": r["last_wave"] + 1,
-            "devices": total,
-            "committed": counts.get("committed", 0),
-            "failed": counts.get("failed", 0) + counts.get("timed_out", 0),
-            "pending": counts.get("pending", 0), "waiting": counts.get("waiting", 0)}
+    return {
+        "id": r["id"],
+        "release": f"{r['release_name']}@{r['release_version']}",
+        "state": r["state"],
+        "reason": r["reason"],
+        "created": r["created"],
+        "updated": r["updated"],
+        "waves": json.loads(r["waves"]),
+        "current_wave": r["current_wave"] + 1,
+        "wave_count": r["last_wave"] + 1,
+        "devices": total,
+        "committed": counts.get("committed", 0),
+        "failed": counts.get("failed", 0) + counts.get("timed_out", 0),
+        "pending": counts.get("pending", 0),
+        "waiting": counts.get("waiting", 0),
+    }
 
 
 def rollout_detail(db: Store, rollout_id: str) -> dict[str, Any] | None:
@@ -163,18 +213,28 @@ def rollout_detail(db: Store, rollout_id: str) -> dict[str, Any] | None:
     grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for f in queries.rollout_failures(db, rollout_id):
         grouped[f["reason"] or f["status"]].append(
-            {"device_id": f["device_id"], "wave": int(f["wave"]) + 1, "detail": f["detail"] or ""})
+            {"device_id": f["device_id"], "wave": int(f["wave"]) + 1, "detail": f["detail"] or ""}
+        )
     out = rollout_summary(r)
     out["wave_progress"] = []
     released = 0
     for i, c in sorted(waves.items()):
         released += c["total"]
         out["wave_progress"].append(
-            {"wave": i + 1, "total": c["total"], "cumulative": released,
-             "committed": c["committed"], "failed": c["failed"],
-             "downloading": c["downloading"], "pending": c["pending"], "waiting": c["waiting"]})
-    out["failures"] = [{"reason": k, "devices": v} for k, v in
-                       sorted(grouped.items(), key=lambda kv: -len(kv[1]))]
+            {
+                "wave": i + 1,
+                "total": c["total"],
+                "cumulative": released,
+                "committed": c["committed"],
+                "failed": c["failed"],
+                "downloading": c["downloading"],
+                "pending": c["pending"],
+                "waiting": c["waiting"],
+            }
+        )
+    out["failures"] = [
+        {"reason": k, "devices": v} for k, v in sorted(grouped.items(), key=lambda kv: -len(kv[1]))
+    ]
     out["success_threshold_pct"] = r["success_threshold_pct"]
     out["max_failures_pct"] = r["max_failures_pct"]
     return out
@@ -182,25 +242,40 @@ def rollout_detail(db: Store, rollout_id: str) -> dict[str, Any] | None:
 
 def release_groups(db: Store) -> list[dict[str, Any]]:
     """Per (model, profile): its versions, newest first, with sizes, provenance and devices."""
-    running = {(r["model_name"], r["model_version"], r["profile"]): int(r["n"])
-               for r in queries.running_counts(db)}
+    running = {
+        (r["model_name"], r["model_version"], r["profile"]): int(r["n"])
+        for r in queries.running_counts(db)
+    }
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in queries.release_envelopes(db):
         rel = Release.parse_signed(json.loads(row["envelope"])["signed"])
         n = running.get((rel.name, rel.version, rel.profile), 0)
-        groups[(rel.name, rel.profile)].append({
-            "name": rel.name, "version": rel.version, "profile": rel.profile,
-            "created": rel.created, "expires": rel.expires,
-            "target": {"sha256": rel.target.sha256, "size": rel.target.size},
-            "artifact": {"sha256": rel.artifact.sha256, "size": rel.artifact.size,
-                         "codec": rel.artifact.codec},
-            "deltas": [{"base_sha256": d.base_sha256, "size": d.size} for d in rel.deltas],
-            "provenance": {"parent_sha256": rel.provenance.parent_sha256,
-                           "recipe": rel.provenance.recipe,
-                           "metrics": dict(rel.provenance.metrics)},
-            "running": n,
-            "running_devices": queries.running_devices(db, rel.name, rel.version, rel.profile)
-            if n else [],
-        })
-    return [{"name": name, "profile": profile, "versions": versions}
-            for (name, profile), versions in sorted(groups.items())]
+        groups[(rel.name, rel.profile)].append(
+            {
+                "name": rel.name,
+                "version": rel.version,
+                "profile": rel.profile,
+                "created": rel.created,
+                "expires": rel.expires,
+                "target": {"sha256": rel.target.sha256, "size": rel.target.size},
+                "artifact": {
+                    "sha256": rel.artifact.sha256,
+                    "size": rel.artifact.size,
+                    "codec": rel.artifact.codec,
+                },
+                "deltas": [{"base_sha256": d.base_sha256, "size": d.size} for d in rel.deltas],
+                "provenance": {
+                    "parent_sha256": rel.provenance.parent_sha256,
+                    "recipe": rel.provenance.recipe,
+                    "metrics": dict(rel.provenance.metrics),
+                },
+                "running": n,
+                "running_devices": queries.running_devices(db, rel.name, rel.version, rel.profile)
+                if n
+                else [],
+            }
+        )
+    return [
+        {"name": name, "profile": profile, "versions": versions}
+        for (name, profile), versions in sorted(groups.items())
+    ]

@@ -20,7 +20,9 @@ def slow_variant(blob: bytes, repeats: int) -> bytes:
         for t in produced:
             tensor = copy.deepcopy(graph.tensors[t])
             name = tensor.name or b""
-            tensor.name = (name if isinstance(name, bytes) else name.encode()) + f"/slow{r}".encode()
+            tensor.name = (
+                name if isinstance(name, bytes) else name.encode()
+            ) + f"/slow{r}".encode()
             remap[t] = len(graph.tensors)
             graph.tensors.append(tensor)
         for op in graph.operators:

@@ -13,13 +13,27 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "examples" / "models" / "digits.tflite"
-KEYS = {"model", "frames", "invoke_fps", "loop_fps", "ratio", "p50_ms", "p95_ms", "p99_ms",
-        "rss_mb"}
+KEYS = {
+    "model",
+    "frames",
+    "invoke_fps",
+    "loop_fps",
+    "ratio",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "rss_mb",
+}
 
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", "bench", *args],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
 
 
 def test_bench_json_over_a_video_file(tmp_path: Path) -> None:
@@ -28,8 +42,19 @@ def test_bench_json_over_a_video_file(tmp_path: Path) -> None:
     for i in range(40):
         writer.write(np.full((480, 640, 3), i * 5, np.uint8))
     writer.release()
-    done = bench("--model", str(DIGITS), "--source", f"file://{video}", "--frames", "60",
-                 "--threads", "1", "--rounds", "2", "--json")
+    done = bench(
+        "--model",
+        str(DIGITS),
+        "--source",
+        f"file://{video}",
+        "--frames",
+        "60",
+        "--threads",
+        "1",
+        "--rounds",
+        "2",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(result) >= KEYS
@@ -60,8 +85,9 @@ def test_bench_with_hot_swaps_on_the_default_synthetic_source() -> None:
 
 
 def test_bench_table_for_a_sensor_model() -> None:
-    done = bench("--model", str(ROOT / "examples" / "models" / "vibration.tflite"),
-                 "--frames", "30")
+    done = bench(
+        "--model", str(ROOT / "examples" / "models" / "vibration.tflite"), "--frames", "30"
+    )
     assert done.returncode == 0, done.stderr
     assert "synthetic:sensor" in done.stdout
     assert any(line.split()[:1] == ["loop_fps"] for line in done.stdout.splitlines())

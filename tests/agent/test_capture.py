@@ -39,19 +39,41 @@ def results(model, count: int, step: float = 1.0, start: float = 0.0):  # type: 
     out = []
     for i, image in enumerate(x):
         inputs = [image[None].astype(np.float32)]
-        out.append(InferenceResult(model.sha256, True, 1.0, inputs, i, start + i * step,
-                                   [o.copy() for o in model.invoke(inputs)], True))
+        out.append(
+            InferenceResult(
+                model.sha256,
+                True,
+                1.0,
+                inputs,
+                i,
+                start + i * step,
+                [o.copy() for o in model.invoke(inputs)],
+                True,
+            )
+        )
     return out
 
 
-def recorder(tmp_path: Path, model, config: CaptureConfig, budget: int = 10**7,  # type: ignore[no-untyped-def]
-             confidence_pct: int = 100) -> SampleRecorder:
+def recorder(
+    tmp_path: Path,
+    model,
+    config: CaptureConfig,
+    budget: int = 10**7,  # type: ignore[no-untyped-def]
+    confidence_pct: int = 100,
+) -> SampleRecorder:
     book = ReferenceBook(tmp_path / "state")
     ref = read_reference(digits_reference(tmp_path / "ref"))
     book.remember(model.sha256, replace(ref, confidence_threshold_pct=confidence_pct))
     store = SampleStore(tmp_path / "state" / "samples", budget)
-    return SampleRecorder(config, store, tmp_path / "state" / "capture.json", book,
-                          lambda sha: model.signature, lambda: IDENTITY, threading.Event())
+    return SampleRecorder(
+        config,
+        store,
+        tmp_path / "state" / "capture.json",
+        book,
+        lambda sha: model.signature,
+        lambda: IDENTITY,
+        threading.Event(),
+    )
 
 
 def test_off_keeps_nothing_on_keeps_samples(tmp_path: Path, model) -> None:  # type: ignore[no-untyped-def]
@@ -91,8 +113,7 @@ def test_the_rate_limit_holds_and_commands_count_toward_the_hour(tmp_path: Path,
 
 
 def test_the_disk_budget_holds(tmp_path: Path, model) -> None:  # type: ignore[no-untyped-def]
-    rec = recorder(tmp_path, model, CaptureConfig(enabled=True, max_per_hour=3600),
-                   budget=4000)
+    rec = recorder(tmp_path, model, CaptureConfig(enabled=True, max_per_hour=3600), budget=4000)
     rec.request(40)
     for r in results(model, 40, step=0.1):
         rec.observe(r)
@@ -110,16 +131,28 @@ def test_nothing_is_published_without_samples_and_grants_are_bounded(tmp_path: P
     store.keep("20260101T000000-0123abcd", "npy", b"x" * 10, {"trigger": "command"})
     uploader.step()
     request = decode_message(sent[0])
-    assert request.files == {"20260101T000000-0123abcd.npy": 10,  # type: ignore[union-attr]
-                             "20260101T000000-0123abcd.json": 22}
+    assert request.files == {
+        "20260101T000000-0123abcd.npy": 10,  # type: ignore[union-attr]
+        "20260101T000000-0123abcd.json": 22,
+    }
 
     def command(urls: object) -> Command:
-        return Command("dev-1", "upload", "2026-01-01T00:00:00Z", "2026-01-01T00:15:00Z",
-                       "n" * 16, {"urls": urls})
+        return Command(
+            "dev-1",
+            "upload",
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:15:00Z",
+            "n" * 16,
+            {"urls": urls},
+        )
 
-    for bad in ({"../etc/passwd": "http://x/y"}, {"20260101T000000-0123abcd.npy": "file:///x"},
-                {"20260101T000000-0123abcd.npy": "http://x/" + "a" * 5000}, ["http://x"],
-                {f"20260101T000000-0123ab{i:02x}.npy": "http://x/y" for i in range(17)}):
+    for bad in (
+        {"../etc/passwd": "http://x/y"},
+        {"20260101T000000-0123abcd.npy": "file:///x"},
+        {"20260101T000000-0123abcd.npy": "http://x/" + "a" * 5000},
+        ["http://x"],
+        {f"20260101T000000-0123ab{i:02x}.npy": "http://x/y" for i in range(17)},
+    ):
         with pytest.raises(MalformedDocument):
             uploader.grant(command(bad))
     # a grant whose server refuses keeps the file for the next request
@@ -138,11 +171,13 @@ def test_shadow_frames_the_two_models_disagree_on_become_samples(tmp_path: Path,
     from shared.documents import ProbationPolicy
 
     bad = load_model(DIGITS.parent / "digits-bad.tflite", threads=1)
-    rec = recorder(tmp_path, model, CaptureConfig(enabled=True, max_per_hour=3600,
-                                                  triggers=("disagreement",)))
+    rec = recorder(
+        tmp_path, model, CaptureConfig(enabled=True, max_per_hour=3600, triggers=("disagreement",))
+    )
     rec._spacing = 0.0  # every disagreement may be kept in this test (the hour cap holds)
-    probation = Probation(model.sha256, ProbationPolicy(min_agreement_pct=50), None, bad,
-                          shadow_every=1)
+    probation = Probation(
+        model.sha256, ProbationPolicy(min_agreement_pct=50), None, bad, shadow_every=1
+    )
     probation.on_disagreement = rec.disagreement
     for r in results(model, 40, step=0.01):
         probation.observe(r)
@@ -171,22 +206,39 @@ def test_a_sensor_window_is_kept_as_npy_and_its_drift_is_per_axis(tmp_path: Path
     vibration = load_model(DIGITS.parent / "vibration.tflite", threads=1)
     windows = np.random.default_rng(1).normal(size=(60, 64, 3)).astype(np.float32)
     outputs = [np.concatenate([vibration.invoke([w[None]])[0] for w in windows])]
-    reference = build_reference(vibration.signature, windows, outputs,
-                                drift_threshold_milli=250, confidence_threshold_pct=100)
-    assert [f.name for f in reference.features] == ["input.c0", "input.c1", "input.c2",
-                                                    "output.class", "output.score"]
+    reference = build_reference(
+        vibration.signature,
+        windows,
+        outputs,
+        drift_threshold_milli=250,
+        confidence_threshold_pct=100,
+    )
+    assert [f.name for f in reference.features] == [
+        "input.c0",
+        "input.c1",
+        "input.c2",
+        "output.class",
+        "output.score",
+    ]
     assert len(reference.channels) == 3  # mean and std per axis
-    assert FeatureExtractor(vibration.signature).names == tuple(f.name for f in
-                                                                reference.features)
+    assert FeatureExtractor(vibration.signature).names == tuple(f.name for f in reference.features)
     book = ReferenceBook(tmp_path / "state")
     book.remember(vibration.sha256, reference)
     store = SampleStore(tmp_path / "state" / "samples", 10**6)
-    rec = SampleRecorder(CaptureConfig(enabled=False), store, tmp_path / "capture.json", book,
-                         lambda sha: vibration.signature, lambda: IDENTITY, threading.Event())
+    rec = SampleRecorder(
+        CaptureConfig(enabled=False),
+        store,
+        tmp_path / "capture.json",
+        book,
+        lambda sha: vibration.signature,
+        lambda: IDENTITY,
+        threading.Event(),
+    )
     rec.request(1)
     window = [windows[0][None]]
-    rec.observe(InferenceResult(vibration.sha256, True, 1.0, window, 0, 0.0,
-                                vibration.invoke(window), True))
+    rec.observe(
+        InferenceResult(vibration.sha256, True, 1.0, window, 0, 0.0, vibration.invoke(window), True)
+    )
     assert rec.drain() == 1
     (npy,) = (tmp_path / "state" / "samples").glob("*.npy")
     assert np.array_equal(np.load(io.BytesIO(npy.read_bytes())), windows[0])
@@ -199,9 +251,16 @@ def test_drift_over_the_threshold_triggers_capture(tmp_path: Path, model) -> Non
     drifting = {"now": False}
     book = ReferenceBook(tmp_path / "state")
     store = SampleStore(tmp_path / "state" / "samples", 10**7)
-    rec = SampleRecorder(CaptureConfig(enabled=True, max_per_hour=3600, triggers=("drift",)),
-                         store, tmp_path / "capture.json", book, lambda sha: model.signature,
-                         lambda: IDENTITY, threading.Event(), drifting=lambda: drifting["now"])
+    rec = SampleRecorder(
+        CaptureConfig(enabled=True, max_per_hour=3600, triggers=("drift",)),
+        store,
+        tmp_path / "capture.json",
+        book,
+        lambda sha: model.signature,
+        lambda: IDENTITY,
+        threading.Event(),
+        drifting=lambda: drifting["now"],
+    )
     frames = results(model, 20, step=2.0)
     for r in frames[:10]:
         rec.observe(r)
@@ -212,5 +271,6 @@ def test_drift_over_the_threshold_triggers_capture(tmp_path: Path, model) -> Non
     kept = rec.drain()
     assert kept > 0
     import json
+
     metas = [json.loads(p.read_text()) for p in store.folder.glob("*.json")]
     assert len(metas) == kept and {m["trigger"] for m in metas} == {"drift"}

@@ -24,7 +24,7 @@ def valid(tmp_path: Path, initial: Path = DIGITS) -> str:
     return f"""
 device_id = "cam-01"
 profile = "x86-gateway"
-state_dir = "{tmp_path / 'state'}"
+state_dir = "{tmp_path / "state"}"
 [mqtt]
 host = "127.0.0.1"
 [model]
@@ -37,14 +37,18 @@ keys = ["{KEY}"]
 """
 
 
-def test_a_valid_config_with_a_loading_model_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_valid_config_with_a_loading_model_passes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["check-config", "--config", str(write(tmp_path, valid(tmp_path)))]) == 0
     out = capsys.readouterr().out
     assert "is valid (device cam-01, profile x86-gateway)" in out
     assert "digits.tflite loads" in out and "[1, 28, 28, 1] float32" in out
 
 
-def test_every_problem_gets_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_problem_gets_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     body = valid(tmp_path).replace('device_id = "cam-01"', 'device_id = "cam 01!"')
     body = body.replace('host = "127.0.0.1"', 'host = "127.0.0.1"\nport = 70000\ncolour = "red"')
     body = body.replace(f'keys = ["{KEY}"]', 'keys = ["not-a-key"]')
@@ -57,7 +61,9 @@ def test_every_problem_gets_one_line_and_exit_2(tmp_path: Path, capsys: pytest.C
         assert f": {key}: " in joined, key
 
 
-def test_a_model_that_does_not_load_is_a_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_model_that_does_not_load_is_a_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bogus = tmp_path / "bogus.tflite"
     bogus.write_bytes(b"TFL3 this is not a flatbuffer" * 10)
     path = write(tmp_path, valid(tmp_path, bogus))
@@ -70,7 +76,9 @@ def test_a_model_that_does_not_load_is_a_problem(tmp_path: Path, capsys: pytest.
     assert main(["check-config", "--config", str(path), "--no-model"]) == 0
 
 
-def test_a_missing_config_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_missing_config_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["check-config", "--config", str(tmp_path / "nope.toml")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
@@ -83,25 +91,35 @@ def test_the_bounds_of_the_link_and_the_outbox_are_checked(  # type: ignore[no-u
     body += "[telemetry]\nevent_queue = 0\n"
     assert main(["check-config", "--config", str(write(tmp_path, body)), "--no-model"]) == 2
     err = capsys.readouterr().err
-    for key in ("mqtt.inbound_queue", "outbox.max_rows", "outbox.synchronous",
-                "outbox.shutdown_flush_s", "telemetry.event_queue"):
+    for key in (
+        "mqtt.inbound_queue",
+        "outbox.max_rows",
+        "outbox.synchronous",
+        "outbox.shutdown_flush_s",
+        "telemetry.event_queue",
+    ):
         assert f": {key}: " in err, key
 
 
-def test_a_model_that_does_not_load_is_never_called_valid(tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]
-                                                          ) -> None:
+def test_a_model_that_does_not_load_is_never_called_valid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bogus = tmp_path / "bogus.tflite"
     bogus.write_bytes(b"TFL3 this is not a flatbuffer" * 10)
-    assert main(["check-config", "--config", str(write(tmp_path, valid(tmp_path, bogus))),
-                 "--offline"]) == 2
+    assert (
+        main(
+            ["check-config", "--config", str(write(tmp_path, valid(tmp_path, bogus))), "--offline"]
+        )
+        == 2
+    )
     captured = capsys.readouterr()
     assert "does not load" in captured.err
     assert "valid" not in captured.out and "1 problem(s)" in captured.out
 
 
 def test_warns_about_a_source_it_cannot_open_and_a_broker_it_cannot_reach(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], mosquitto) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mosquitto
+) -> None:
     from tests.conftest import free_port
 
     missing = tmp_path / "no-such-video.mp4"
@@ -142,8 +160,17 @@ def test_the_commented_example_config_passes(capsys: pytest.CaptureFixture[str])
     assert any("digits.tflite loads" in n for n in report["notes"])
     text = example.read_text()
     assert text.count("\n#") >= 20  # commented, line by line
-    for uri in ("camera:0", "/dev/video0", "file://", "rtsp://", "images://", "sensor+csv://",
-                "sensor+serial://", "synthetic:image", "synthetic:sensor"):
+    for uri in (
+        "camera:0",
+        "/dev/video0",
+        "file://",
+        "rtsp://",
+        "images://",
+        "sensor+csv://",
+        "sensor+serial://",
+        "synthetic:image",
+        "synthetic:sensor",
+    ):
         assert uri in text, uri
 
 
@@ -151,7 +178,7 @@ def test_install_md_documents_every_source_uri_with_its_options() -> None:
     from agent.config import SOURCE_SCHEMES
 
     doc = (REPO / "docs" / "install.md").read_text()
-    table = doc[doc.index("### Sources"):]
+    table = doc[doc.index("### Sources") :]
     for scheme in SOURCE_SCHEMES:
         assert f"`{scheme}" in table, scheme
     for option in ("?fps=N", "?rate=N", "?baud=N", "loop = true", "reconnect_max_s"):

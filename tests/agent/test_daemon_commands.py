@@ -22,8 +22,10 @@ def test_restart_source_reopens_the_source_and_the_loop_keeps_inferring(  # type
     key = SigningKey.generate()
     sub = mqtt_subscriber(mosquitto, [f"{PREFIX}/+"])
     agent = agent_process(mosquitto, [key.public.hex], telemetry_s=3600)
-    assert sub.wait_for(lambda ms: any(m.topic.endswith("/state") and json.loads(m.payload)[
-        "online"] for m in ms), 30), agent.log()[-3000:]
+    assert sub.wait_for(
+        lambda ms: any(m.topic.endswith("/state") and json.loads(m.payload)["online"] for m in ms),
+        30,
+    ), agent.log()[-3000:]
 
     def events() -> list[dict]:  # type: ignore[type-arg]
         return [json.loads(p) for p in sub.payloads("/events")]
@@ -37,12 +39,18 @@ def test_restart_source_reopens_the_source_and_the_loop_keeps_inferring(  # type
 
     publish(mosquitto, f"{PREFIX}/cmd", signed_command(key, "restart-source"))
     assert sub.wait_for(lambda ms: "restarting" in statuses(), 20), (events(), agent.log()[-3000:])
-    assert sub.wait_for(lambda ms: statuses()[statuses().index("restarting"):][1:2] == ["up"],
-                        20), statuses()
-    assert sub.wait_for(lambda ms: any(
-        e["kind"] == "command" and e["detail"] == {
-            "outcome": "done", "command": "restart-source",
-            "nonce": e["detail"].get("nonce")} for e in events()), 20), events()
+    assert sub.wait_for(
+        lambda ms: statuses()[statuses().index("restarting") :][1:2] == ["up"], 20
+    ), statuses()
+    assert sub.wait_for(
+        lambda ms: any(
+            e["kind"] == "command"
+            and e["detail"]
+            == {"outcome": "done", "command": "restart-source", "nonce": e["detail"].get("nonce")}
+            for e in events()
+        ),
+        20,
+    ), events()
     assert "not supported" not in agent.log()
 
     publish(mosquitto, f"{PREFIX}/cmd", signed_command(key, "report-now"))

@@ -29,11 +29,17 @@ DIGITS_IO = IOSignature(
 )
 
 
-def signed_command(key: SigningKey, command: str = "report-now", device_id: str = DEVICE,
-                   nonce: str | None = None) -> bytes:
+def signed_command(
+    key: SigningKey, command: str = "report-now", device_id: str = DEVICE, nonce: str | None = None
+) -> bytes:
     now = datetime.now(UTC)
-    cmd = Command(device_id, command, format_time(now - timedelta(seconds=5)),
-                  format_time(now + timedelta(minutes=5)), nonce or uuid.uuid4().hex)
+    cmd = Command(
+        device_id,
+        command,
+        format_time(now - timedelta(seconds=5)),
+        format_time(now + timedelta(minutes=5)),
+        nonce or uuid.uuid4().hex,
+    )
     return json.dumps(sign_envelope(json.loads(encode_message(cmd)), [key])).encode()
 
 
@@ -42,12 +48,18 @@ def deployment_for(device_id: str, key: SigningKey) -> bytes:
     package = package_model(model)
     now = datetime.now(UTC)
     release = build_release(
-        name="digits", version=7, profile="x86-gateway", target=package.target,
-        artifact=package.artifact("http://127.0.0.1:9/none.zst"), io=DIGITS_IO, keys=[key],
+        name="digits",
+        version=7,
+        profile="x86-gateway",
+        target=package.target,
+        artifact=package.artifact("http://127.0.0.1:9/none.zst"),
+        io=DIGITS_IO,
+        keys=[key],
         now=now,
     )
-    doc = build_deployment(release=release, device_id=device_id, rollout_id="r-1", keys=[key],
-                           now=now)
+    doc = build_deployment(
+        release=release, device_id=device_id, rollout_id="r-1", keys=[key], now=now
+    )
     return json.dumps(doc).encode()
 
 
@@ -72,18 +84,28 @@ def test_malformed_desired_and_cmd_are_dropped_and_the_agent_keeps_running(  # t
     key, stranger = SigningKey.generate(), SigningKey.generate()
     sub = mqtt_subscriber(mosquitto, [f"{PREFIX}/+"])
     agent = agent_process(mosquitto, [key.public.hex], telemetry_s=3600)
-    assert sub.wait_for(lambda ms: any(m.topic.endswith("/state") and json.loads(m.payload)["online"]
-                                       for m in ms), 30), agent.log()[-3000:]
+    assert sub.wait_for(
+        lambda ms: any(m.topic.endswith("/state") and json.loads(m.payload)["online"] for m in ms),
+        30,
+    ), agent.log()[-3000:]
     time.sleep(0.5)  # subscriptions settle after the state publish
 
     ten_mb = b"{" + b" " * (10 * 1024 * 1024) + b"}"
     # one at a time: the newest desired message wins, so one replaced before the deployment
     # worker took it would (rightly) never be reported
-    for n, payload in enumerate((b"not json at all", b'{"schema": "litefleet.nonsense/9"}',
-                                 ten_mb, deployment_for("someone-else", key)), start=1):
+    for n, payload in enumerate(
+        (
+            b"not json at all",
+            b'{"schema": "litefleet.nonsense/9"}',
+            ten_mb,
+            deployment_for("someone-else", key),
+        ),
+        start=1,
+    ):
         publish(mosquitto, f"{PREFIX}/desired", payload)
-        assert sub.wait_for(lambda ms, n=n: len(sub.payloads("/update")) >= n, 20), \
-            agent.log()[-3000:]
+        assert sub.wait_for(lambda ms, n=n: len(sub.payloads("/update")) >= n, 20), agent.log()[
+            -3000:
+        ]
     replayed_nonce = uuid.uuid4().hex
     for payload in (
         b"\xff\xfe garbage",

@@ -59,16 +59,22 @@ def test_bad_initial_model_then_fixed_config_serves(  # type: ignore[no-untyped-
 
     agent.config_path.write_text(good_config)  # fix the config, start again
     agent.start()
-    wait_until(lambda: "running: device dev-1, model digits v0" in agent.log(), 60,
-               "the agent serving the good model")
+    wait_until(
+        lambda: "running: device dev-1, model digits v0" in agent.log(),
+        60,
+        "the agent serving the good model",
+    )
     assert active_link(agent.state_dir) == f"{sha(DIGITS)}.tflite"
     assert agent.terminate() == 0
 
     # no OTA version installed: a changed `initial` is taken at the next start
     agent.config_path.write_text(good_config.replace(str(DIGITS), str(DIGITS_FT)))
     agent.start()
-    wait_until(lambda: f"digits v0 ({sha(DIGITS_FT)[:12]})" in agent.log(), 60,
-               "the agent serving the new initial model")
+    wait_until(
+        lambda: f"digits v0 ({sha(DIGITS_FT)[:12]})" in agent.log(),
+        60,
+        "the agent serving the new initial model",
+    )
     assert active_link(agent.state_dir) == f"{sha(DIGITS_FT)}.tflite"
     assert agent.terminate() == 0
 

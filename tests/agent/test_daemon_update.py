@@ -21,6 +21,8 @@ from tests.agent.test_daemon_inbound import DEVICE, DIGITS_IO, PREFIX, publish, 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS = REPO / "examples" / "models" / "digits.tflite"
 DIGITS_FT = REPO / "examples" / "models" / "digits-ft.tflite"
+
+
 def deployment(tmp_path: Path, key: SigningKey) -> bytes:
     package = package_model(DIGITS_FT.read_bytes(), level=3)
     folder = tmp_path / "artifacts"
@@ -28,13 +30,19 @@ def deployment(tmp_path: Path, key: SigningKey) -> bytes:
     (folder / package.full_sha256).write_bytes(package.full)
     now = datetime.now(UTC).replace(microsecond=0)
     release = build_release(
-        name="digits", version=1, profile="x86-gateway", target=package.target,
-        artifact=package.artifact(f"file://{folder}/{package.full_sha256}"), io=DIGITS_IO,
-        keys=[key], now=now,
+        name="digits",
+        version=1,
+        profile="x86-gateway",
+        target=package.target,
+        artifact=package.artifact(f"file://{folder}/{package.full_sha256}"),
+        io=DIGITS_IO,
+        keys=[key],
+        now=now,
         probation=ProbationPolicy(min_inferences=1_000_000, max_duration_s=600),
     )
-    return json.dumps(build_deployment(release=release, device_id=DEVICE, rollout_id="r-7",
-                                       keys=[key], now=now)).encode()
+    return json.dumps(
+        build_deployment(release=release, device_id=DEVICE, rollout_id="r-7", keys=[key], now=now)
+    ).encode()
 
 
 def test_deployment_over_desired_then_rollback_over_cmd(  # type: ignore[no-untyped-def]

@@ -37,12 +37,16 @@ def test_a_journal_from_before_interruptions_were_counted_is_migrated(tmp_path):
     path = store_path(tmp_path)
     tmp_path.mkdir(exist_ok=True)
     old = sqlite3.connect(str(path))
-    old.execute("CREATE TABLE update_journal (id INTEGER PRIMARY KEY, rollout_id TEXT, "
-                "model TEXT, version INTEGER, sha256 TEXT, phase TEXT, reason TEXT, detail TEXT, "
-                "via TEXT, from_sha256 TEXT, prev_sha256 TEXT, deployment TEXT, started FLOAT, "
-                "updated FLOAT, probation_started FLOAT)")
-    old.execute("INSERT INTO update_journal (rollout_id, model, version, sha256, phase) "
-                "VALUES ('r1', 'digits', 1, 'ab', 'probation')")
+    old.execute(
+        "CREATE TABLE update_journal (id INTEGER PRIMARY KEY, rollout_id TEXT, "
+        "model TEXT, version INTEGER, sha256 TEXT, phase TEXT, reason TEXT, detail TEXT, "
+        "via TEXT, from_sha256 TEXT, prev_sha256 TEXT, deployment TEXT, started FLOAT, "
+        "updated FLOAT, probation_started FLOAT)"
+    )
+    old.execute(
+        "INSERT INTO update_journal (rollout_id, model, version, sha256, phase) "
+        "VALUES ('r1', 'digits', 1, 'ab', 'probation')"
+    )
     old.commit()
     old.close()
     store = open_store(tmp_path)

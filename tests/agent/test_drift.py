@@ -21,25 +21,39 @@ def _results(model, images: np.ndarray, start: float = 0.0, step: float = 1.0): 
     for i, image in enumerate(images):
         inputs = [image[None].astype(np.float32)]
         outputs = model.invoke(inputs)
-        yield InferenceResult(model.sha256, True, 1.0, inputs, i, start + i * step,
-                              [o.copy() for o in outputs], True)
+        yield InferenceResult(
+            model.sha256, True, 1.0, inputs, i, start + i * step, [o.copy() for o in outputs], True
+        )
 
 
 def _monitor(tmp_path: Path, model, **options):  # type: ignore[no-untyped-def]
     book = ReferenceBook(tmp_path / "state")
     book.remember(model.sha256, read_reference(digits_reference(tmp_path / "ref")))
     events: list[dict] = []  # type: ignore[type-arg]
-    monitor = DriftMonitor(book, lambda sha: model.signature if sha == model.sha256 else None,
-                           threading.Event(), DriftOptions(**options), on_drift=events.append)
+    monitor = DriftMonitor(
+        book,
+        lambda sha: model.signature if sha == model.sha256 else None,
+        threading.Event(),
+        DriftOptions(**options),
+        on_drift=events.append,
+    )
     return monitor, events
 
 
 def test_plain_digits_stay_under_inverted_go_over_and_one_event_per_interval(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     model = load_model(DIGITS, threads=1)
     x = np.load(EVAL)["x"]
-    monitor, events = _monitor(tmp_path, model, window=200, min_samples=100, sample_hz=1.0,
-                               event_interval_s=3600.0, score_interval_s=0.0)
+    monitor, events = _monitor(
+        tmp_path,
+        model,
+        window=200,
+        min_samples=100,
+        sample_hz=1.0,
+        event_interval_s=3600.0,
+        score_interval_s=0.0,
+    )
     for result in _results(model, x[:300]):
         monitor.observe(result)
         monitor.process()
@@ -75,8 +89,12 @@ def test_the_inference_thread_hands_over_at_most_sample_hz_frames(tmp_path: Path
 
 def test_a_model_without_reference_is_not_measured(tmp_path: Path) -> None:
     model = load_model(DIGITS, threads=1)
-    monitor = DriftMonitor(ReferenceBook(tmp_path / "state"), lambda sha: model.signature,
-                           threading.Event(), DriftOptions(sample_hz=1000.0))
+    monitor = DriftMonitor(
+        ReferenceBook(tmp_path / "state"),
+        lambda sha: model.signature,
+        threading.Event(),
+        DriftOptions(sample_hz=1000.0),
+    )
     for result in _results(model, np.load(EVAL)["x"][:20]):
         monitor.observe(result)
     assert monitor.process() == 0

@@ -64,10 +64,15 @@ class Harness:
             self.release_command.wait(30)
 
         self.inbound = Inbound(
-            self.gate, deployment,
-            {"report-now": lambda: self.ran.append("report-now"), "rollback": slow,
-             "restart-source": lambda: self.ran.append("restart-source")},
-            queue_size=queue_size, supersede=self._supersede,
+            self.gate,
+            deployment,
+            {
+                "report-now": lambda: self.ran.append("report-now"),
+                "rollback": slow,
+                "restart-source": lambda: self.ran.append("restart-source"),
+            },
+            queue_size=queue_size,
+            supersede=self._supersede,
             report=lambda kind, detail: self.events.append((kind, detail)),
             on_refused=self.refused.append,
         )
@@ -151,14 +156,17 @@ def test_refused_commands_are_reported_with_their_reason(tmp_path) -> None:
         h.inbound.offer(Channel.CMD, signed_command(h.key, nonce=nonce))
         assert wait(lambda: len(h.outcomes("refused")) == 3)
         assert [d["reason"] for d in h.outcomes("refused")] == [
-            "malformed", "bad_signature", "replayed"]
+            "malformed",
+            "bad_signature",
+            "replayed",
+        ]
         assert len(h.outcomes("done")) == 1
     finally:
         h.close()
 
 
-
 # -- properties (hypothesis' settings profile; `make fuzz` may pick a larger one) ---------------
+
 
 @pytest.fixture
 def harness(tmp_path) -> Iterator[Harness]:
@@ -184,11 +192,18 @@ def _offer_and_wait(h: Harness, payload: bytes) -> dict[str, Any]:
 
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(payload=st.one_of(
-    st.binary(max_size=4096),
-    st.sampled_from([b"[" * 50_000, b'{"signed": ' + b"7" * 5000 + b"}",
-                     b'{"signed": {"schema": "litefleet.cmd/1", "nonce": "\\udc80"}}']),
-))
+@given(
+    payload=st.one_of(
+        st.binary(max_size=4096),
+        st.sampled_from(
+            [
+                b"[" * 50_000,
+                b'{"signed": ' + b"7" * 5000 + b"}",
+                b'{"signed": {"schema": "litefleet.cmd/1", "nonce": "\\udc80"}}',
+            ]
+        ),
+    )
+)
 def test_random_cmd_payloads_are_refused_and_reported(harness, payload) -> None:
     try:
         harness.gate.admit(payload, datetime.now(UTC))
@@ -203,8 +218,9 @@ def test_random_cmd_payloads_are_refused_and_reported(harness, payload) -> None:
 
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(edits=st.lists(st.tuples(st.integers(0, 2**12), st.integers(0, 255)), min_size=1,
-                      max_size=6))
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 2**12), st.integers(0, 255)), min_size=1, max_size=6)
+)
 def test_mutated_signed_commands_are_refused_or_run_and_always_reported(harness, edits) -> None:
     signed = signed_command(harness.key, "report-now")
     detail = _offer_and_wait(harness, _mutate(signed, edits))

@@ -37,8 +37,7 @@ EXPECTED = {
 }
 
 
-def agent_toml(profile: str = "x86-gateway", model: Path = INSTALLED_MODEL,
-               extra: str = "") -> str:
+def agent_toml(profile: str = "x86-gateway", model: Path = INSTALLED_MODEL, extra: str = "") -> str:
     return f"""\
 device_id = "cam-01"
 profile = "{profile}"
@@ -80,8 +79,9 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def test_tree_then_nothing_changes(tmp_path: Path, config: Path,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_tree_then_nothing_changes(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "root"
     argv = ["install", "--config", str(config), "--root", str(root), "--no-venv"]
     assert main(argv) == 0
@@ -99,11 +99,15 @@ def test_tree_then_nothing_changes(tmp_path: Path, config: Path,
     dropin = (root / "etc/systemd/system/litefleet-agent.service.d/50-profile.conf").read_text()
     assert "MemoryMax=1024M\n" in dropin  # x86-gateway budget.memory_mb
     assert (root / "etc/sysusers.d/litefleet.conf").read_text() == (
-        REPO / "systemd/litefleet.sysusers").read_text()
+        REPO / "systemd/litefleet.sysusers"
+    ).read_text()
     assert (root / "etc/tmpfiles.d/litefleet.conf").read_text() == (
-        REPO / "systemd/litefleet.tmpfiles").read_text()
-    assert os.readlink(root / "etc/systemd/system/multi-user.target.wants/"
-                       "litefleet-agent.service") == "/etc/systemd/system/litefleet-agent.service"
+        REPO / "systemd/litefleet.tmpfiles"
+    ).read_text()
+    assert (
+        os.readlink(root / "etc/systemd/system/multi-user.target.wants/litefleet-agent.service")
+        == "/etc/systemd/system/litefleet-agent.service"
+    )
 
     assert main(argv) == 0
     second_out = capsys.readouterr().out
@@ -122,20 +126,31 @@ def test_changed_config_is_updated_alone(tmp_path: Path, config: Path) -> None:
     report = install(options)
     after = snapshot(root)
     changed = {rel for rel in after if after[rel] != before[rel]}
-    assert changed == {"etc/litefleet/agent.toml",
-                       "etc/systemd/system/litefleet-agent.service.d/50-profile.conf"}
-    assert {str(c.path.relative_to(root)) for c in report.changes if c.action == "updated"} == changed
-    assert "MemoryMax=512M" in (root / "etc/systemd/system/litefleet-agent.service.d/"
-                                "50-profile.conf").read_text()
+    assert changed == {
+        "etc/litefleet/agent.toml",
+        "etc/systemd/system/litefleet-agent.service.d/50-profile.conf",
+    }
+    assert {
+        str(c.path.relative_to(root)) for c in report.changes if c.action == "updated"
+    } == changed
+    assert (
+        "MemoryMax=512M"
+        in (root / "etc/systemd/system/litefleet-agent.service.d/50-profile.conf").read_text()
+    )
 
 
 def test_prefix_relocates_execstart(tmp_path: Path, config: Path) -> None:
     root = tmp_path / "root"
-    install(InstallOptions(config=config, root=root, prefix="/usr/local/litefleet", venv=False,
-                           start=False))
+    install(
+        InstallOptions(
+            config=config, root=root, prefix="/usr/local/litefleet", venv=False, start=False
+        )
+    )
     unit = (root / "etc/systemd/system/litefleet-agent.service").read_text()
-    assert ("ExecStart=/usr/local/litefleet/venv/bin/litefleet-agent run --config "
-            "/etc/litefleet/agent.toml") in unit
+    assert (
+        "ExecStart=/usr/local/litefleet/venv/bin/litefleet-agent run --config "
+        "/etc/litefleet/agent.toml"
+    ) in unit
     assert "/opt/litefleet" not in unit
     assert not (root / "etc/systemd/system/multi-user.target.wants").exists()  # --no-start
 
@@ -151,19 +166,34 @@ def test_every_profile_installs_a_hardened_service(tmp_path: Path, profile: str)
     assert re.search(r"^MemoryMax=\d+M$", dropin, re.M)
     if profile == "coral-usb":
         assert "DeviceAllow=char-usb_device rw" in dropin
-    done = subprocess.run(["systemd-analyze", "security", "--offline=yes", f"--root={root}",
-                           "--no-pager", "litefleet-agent.service"], capture_output=True,
-                          text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [
+            "systemd-analyze",
+            "security",
+            "--offline=yes",
+            f"--root={root}",
+            "--no-pager",
+            "litefleet-agent.service",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
     assert match, done.stdout + done.stderr
     assert float(match.group(1)) <= 2.0
 
 
-def test_invalid_config_is_refused_with_every_problem(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_config_is_refused_with_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "agent.toml"
-    config.write_text(agent_toml(profile="no-such-board").replace('"cam-01"', '"cam 01"')
-                      .replace("port = 1883", "port = 0"))
+    config.write_text(
+        agent_toml(profile="no-such-board")
+        .replace('"cam-01"', '"cam 01"')
+        .replace("port = 1883", "port = 0")
+    )
     root = tmp_path / "root"
     assert main(["install", "--config", str(config), "--root", str(root), "--no-venv"]) == 2
     err = capsys.readouterr().err.splitlines()
@@ -184,7 +214,8 @@ def test_relative_model_path_is_refused(tmp_path: Path) -> None:
         install(InstallOptions(config=config, root=tmp_path / "root", venv=False))
     assert e.value.problems == [
         "model.initial: 'models/digits.tflite' is relative; the installed config lives in "
-        "/etc/litefleet, so give an absolute path"]
+        "/etc/litefleet, so give an absolute path"
+    ]
     assert not (tmp_path / "root").exists()
 
 
@@ -247,10 +278,17 @@ def test_live_commands() -> None:
     assert unchanged[-1] == ["systemctl", "start", "litefleet-agent.service"]
     assert all(c[0] != "systemctl" for c in live_systemd_commands(changed=True, start=False)[:2])
     assert ["systemctl", "enable", "litefleet-agent.service"] not in live_systemd_commands(
-        changed=True, start=False)
+        changed=True, start=False
+    )
 
 
 def test_cli_help_lists_install_and_uninstall() -> None:
-    done = subprocess.run([sys.executable, "-m", "agent.cli", "--help"], capture_output=True,
-                          text=True, timeout=120, check=True, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=REPO,
+    )
     assert "install" in done.stdout and "uninstall" in done.stdout

@@ -21,12 +21,13 @@ def write_config(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_dry_run_lists_every_file_user_and_unit_and_touches_nothing(tmp_path: Path,
-                                                                     capsys) -> None:
+def test_dry_run_lists_every_file_user_and_unit_and_touches_nothing(tmp_path: Path, capsys) -> None:
     config = write_config(tmp_path, agent_toml())
     root = tmp_path / "root"
-    assert main(["install", "--config", str(config), "--root", str(root), "--no-venv",
-                 "--dry-run"]) == 0
+    assert (
+        main(["install", "--config", str(config), "--root", str(root), "--no-venv", "--dry-run"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert not root.exists()  # nothing written
     for rel in EXPECTED:
@@ -51,14 +52,18 @@ def test_with_root_the_model_is_looked_for_inside_the_tree(tmp_path: Path, capsy
     assert (root / "etc/litefleet/agent.toml").read_bytes() == config.read_bytes()
 
 
-@pytest.mark.parametrize(("key", "path", "setting"), [
-    ("model", "/tmp/models/digits.tflite", "PrivateTmp=yes"),
-    ("model", "/home/pi/digits.tflite", "ProtectHome=yes"),
-    ("password", "/home/pi/mqtt.password", "ProtectHome=yes"),
-    ("password", "/var/tmp/mqtt.password", "PrivateTmp=yes"),
-])
-def test_paths_the_unit_hides_are_refused_with_a_sentence(tmp_path: Path, capsys, key: str,
-                                                          path: str, setting: str) -> None:
+@pytest.mark.parametrize(
+    ("key", "path", "setting"),
+    [
+        ("model", "/tmp/models/digits.tflite", "PrivateTmp=yes"),
+        ("model", "/home/pi/digits.tflite", "ProtectHome=yes"),
+        ("password", "/home/pi/mqtt.password", "ProtectHome=yes"),
+        ("password", "/var/tmp/mqtt.password", "PrivateTmp=yes"),
+    ],
+)
+def test_paths_the_unit_hides_are_refused_with_a_sentence(
+    tmp_path: Path, capsys, key: str, path: str, setting: str
+) -> None:
     root = tmp_path / "root"
     for p in (path, str(INSTALLED_MODEL)):  # present in the tree: only the hiding is wrong
         (root / p.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
@@ -66,8 +71,9 @@ def test_paths_the_unit_hides_are_refused_with_a_sentence(tmp_path: Path, capsys
     if key == "model":
         text = agent_toml(model=Path(path))
     else:
-        text = agent_toml().replace('port = 1883', f'port = 1883\nusername = "cam-01"\n'
-                                    f'password_file = "{path}"')
+        text = agent_toml().replace(
+            "port = 1883", f'port = 1883\nusername = "cam-01"\npassword_file = "{path}"'
+        )
     config = write_config(tmp_path, text)
     assert main(["install", "--config", str(config), "--root", str(root), "--no-venv"]) == 2
     err = capsys.readouterr().err
@@ -82,8 +88,10 @@ def test_the_password_file_becomes_readable_by_the_service_group(tmp_path: Path)
     password.parent.mkdir(parents=True)
     password.write_text("s3cret\n")
     password.chmod(0o600)  # as an operator's umask or `broker-config` leaves it
-    text = agent_toml().replace('port = 1883', 'port = 1883\nusername = "cam-01"\n'
-                                'password_file = "/etc/litefleet/mqtt.password"')
+    text = agent_toml().replace(
+        "port = 1883",
+        'port = 1883\nusername = "cam-01"\npassword_file = "/etc/litefleet/mqtt.password"',
+    )
     config = write_config(tmp_path, text)
     report = install(InstallOptions(config=config, root=root, venv=False))
     assert stat.S_IMODE(password.stat().st_mode) == 0o640
@@ -101,14 +109,18 @@ def test_no_installed_where_systemd_cannot_start_it(tmp_path: Path) -> None:
     live = InstallOptions(config=config, root=Path("/"), venv=False, dry_run=True)
     with pytest.raises(InstallRefused) as refused:
         install(live, systemd_running=False)
-    assert any("systemd is not running here" in p and "--no-start" in p
-               for p in refused.value.problems)
+    assert any(
+        "systemd is not running here" in p and "--no-start" in p for p in refused.value.problems
+    )
     # with --no-start it goes ahead (here as a dry run: nothing is written to this machine)
-    report = install(InstallOptions(config=config, root=Path("/"), venv=False, dry_run=True,
-                                    start=False), systemd_running=False)
+    report = install(
+        InstallOptions(config=config, root=Path("/"), venv=False, dry_run=True, start=False),
+        systemd_running=False,
+    )
     lines = report.lines()
-    assert any(line.split()[:3] == ["would", "create", "/etc/litefleet/agent.toml"]
-               for line in lines)
+    assert any(
+        line.split()[:3] == ["would", "create", "/etc/litefleet/agent.toml"] for line in lines
+    )
     assert any(line.startswith("would run: systemd-sysusers") for line in lines)
     assert not any(line.startswith("ran:") for line in lines)
     assert not Path("/etc/litefleet/agent.toml").exists()

@@ -36,17 +36,22 @@ def build_wheel(out: Path) -> Path:
     entries: dict[str, bytes] = {}
     for package in PACKAGES:
         for f in sorted((REPO / package).rglob("*")):
-            if f.is_file() and "__pycache__" not in f.parts and f.suffix in (".py", ".toml",
-                                                                            ".typed"):
+            if (
+                f.is_file()
+                and "__pycache__" not in f.parts
+                and f.suffix in (".py", ".toml", ".typed")
+            ):
                 entries[str(f.relative_to(REPO))] = f.read_bytes()
     for f in sorted((REPO / "systemd").iterdir()):
         entries[f"{data}/share/litefleet/systemd/{f.name}"] = f.read_bytes()
     scripts = "".join(f"{k} = {v}\n" for k, v in meta["scripts"].items())
     entries[f"{dist_info}/METADATA"] = (
-        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n").encode()
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    ).encode()
     entries[f"{dist_info}/WHEEL"] = (
         b"Wheel-Version: 1.0\nGenerator: litefleet-tests\nRoot-Is-Purelib: true\n"
-        b"Tag: py3-none-any\n")
+        b"Tag: py3-none-any\n"
+    )
     entries[f"{dist_info}/entry_points.txt"] = f"[console_scripts]\n{scripts}".encode()
     record = []
     for path, body in entries.items():
@@ -76,8 +81,19 @@ uri = "camera:0"
 keys = ["{"ab" * 32}"]
 """)
     root = tmp_path / "root"
-    argv = ["install", "--config", str(config), "--root", str(root), "--source", str(wheel),
-            "--pip-arg=--no-deps", "--pip-arg=--no-index", "--prefix", "/opt/litefleet"]
+    argv = [
+        "install",
+        "--config",
+        str(config),
+        "--root",
+        str(root),
+        "--source",
+        str(wheel),
+        "--pip-arg=--no-deps",
+        "--pip-arg=--no-index",
+        "--prefix",
+        "/opt/litefleet",
+    ]
     assert main(argv) == 0
 
     venv = root / "opt/litefleet/venv"
@@ -86,14 +102,23 @@ keys = ["{"ab" * 32}"]
     assert script.read_text().splitlines()[0] == "#!/opt/litefleet/venv/bin/python"
     assert os.access(script, os.X_OK)
     assert (venv / "share/litefleet/systemd/litefleet-agent.service").read_bytes() == (
-        REPO / "systemd/litefleet-agent.service").read_bytes()
+        REPO / "systemd/litefleet-agent.service"
+    ).read_bytes()
     # the package was installed into the venv (not merely found on some path)
     done = subprocess.run(
-        [str(venv / "bin/python"), "-c",
-         "import agent, device_profiles; print(agent.__file__); "
-         "print(len(device_profiles.bundled_profiles()))"],
-        capture_output=True, text=True, timeout=120, check=True, cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin"})
+        [
+            str(venv / "bin/python"),
+            "-c",
+            "import agent, device_profiles; print(agent.__file__); "
+            "print(len(device_profiles.bundled_profiles()))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     where, count = done.stdout.split()
     assert where.startswith(str(venv / "lib"))
     assert int(count) >= 5
@@ -113,29 +138,54 @@ keys = ["{"ab" * 32}"]
 def test_venv_command_lines(tmp_path: Path) -> None:
     from agent.installer.venv import VenvPlan
 
-    plan = VenvPlan(tmp_path / "opt/litefleet/venv", "/opt/litefleet/venv", Path("/src"),
-                    sys.executable, ("--no-index", "--find-links=/srv/wheels"))
-    assert plan.create_command() == [sys.executable, "-m", "venv", "--without-pip",
-                                     str(plan.path)]
+    plan = VenvPlan(
+        tmp_path / "opt/litefleet/venv",
+        "/opt/litefleet/venv",
+        Path("/src"),
+        sys.executable,
+        ("--no-index", "--find-links=/srv/wheels"),
+    )
+    assert plan.create_command() == [sys.executable, "-m", "venv", "--without-pip", str(plan.path)]
     pip = [sys.executable, "-m", "pip", "--python", str(plan.path / "bin/python")]
     assert plan.install_command() == [
-        *pip, "install", "--disable-pip-version-check", "--no-input", "--no-index",
-        "--find-links=/srv/wheels", "/src"]
+        *pip,
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--no-index",
+        "--find-links=/srv/wheels",
+        "/src",
+    ]
     assert plan.uninstall_command() == [
-        *pip, "uninstall", "--disable-pip-version-check", "-y", "litefleet"]
+        *pip,
+        "uninstall",
+        "--disable-pip-version-check",
+        "-y",
+        "litefleet",
+    ]
 
 
 def test_a_second_install_uninstalls_and_reinstalls_with_the_outer_pip(tmp_path: Path) -> None:
     from agent.installer.venv import STAMP_NAME, VenvPlan, ensure_venv
 
     first = build_wheel(tmp_path)
-    plan = VenvPlan(tmp_path / "venv", str(tmp_path / "venv"), first, sys.executable,
-                    ("--no-deps", "--no-index"))
+    plan = VenvPlan(
+        tmp_path / "venv",
+        str(tmp_path / "venv"),
+        first,
+        sys.executable,
+        ("--no-deps", "--no-index"),
+    )
     assert ensure_venv(plan).action == "created"
     (plan.path / STAMP_NAME).write_text("{}")  # as if the source had changed
     assert ensure_venv(plan).action == "updated"
-    listed = subprocess.run([*plan.pip_command(), "list", "--format=json"], capture_output=True,
-                            text=True, timeout=120, check=True)
+    listed = subprocess.run(
+        [*plan.pip_command(), "list", "--format=json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     names = {d["name"] for d in json.loads(listed.stdout)}
     assert "litefleet" in names and "pip" not in names
 
@@ -156,7 +206,9 @@ def test_a_python_with_an_old_pip_is_refused_in_one_line(tmp_path: Path) -> None
     assert pip_problem(sys.executable) is None
 
 
-def test_install_refuses_a_python_without_a_recent_pip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_install_refuses_a_python_without_a_recent_pip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     old = tmp_path / "python-old-pip"
     old.write_text("#!/bin/sh\necho 'pip 20.0.2 from /usr/lib/python3/dist-packages/pip'\n")
     old.chmod(0o755)
@@ -173,8 +225,22 @@ uri = "synthetic:sensor"
 keys = ["{"ab" * 32}"]
 """)
     root = tmp_path / "root"
-    assert main(["install", "--config", str(config), "--root", str(root), "--source",
-                 str(REPO), "--python", str(old)]) == 2
+    assert (
+        main(
+            [
+                "install",
+                "--config",
+                str(config),
+                "--root",
+                str(root),
+                "--source",
+                str(REPO),
+                "--python",
+                str(old),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "pip 20.0" in err and ">= 22.3" in err and "Traceback" not in err
     assert not (root / "opt/litefleet/venv").exists()
@@ -183,15 +249,20 @@ keys = ["{"ab" * 32}"]
 def test_a_device_that_reads_frames_installs_the_camera_extra(tmp_path: Path) -> None:
     from agent.installer.venv import VenvPlan
 
-    plan = VenvPlan(tmp_path / "venv", "/opt/litefleet/venv", Path("/src"), sys.executable,
-                    extras=("camera",))
+    plan = VenvPlan(
+        tmp_path / "venv", "/opt/litefleet/venv", Path("/src"), sys.executable, extras=("camera",)
+    )
     assert plan.install_command()[-1] == "/src[camera]"
 
 
 def cached_pages(files: list[Path]) -> int:
-    done = subprocess.run(["fincore", "--noheadings", "--raw", "--output", "PAGES",
-                           *map(str, files)], capture_output=True, text=True, timeout=60,
-                          check=True)
+    done = subprocess.run(
+        ["fincore", "--noheadings", "--raw", "--output", "PAGES", *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return sum(int(line) for line in done.stdout.split())
 
 
@@ -202,8 +273,13 @@ def test_the_installed_files_are_left_on_disk_not_in_the_page_cache(tmp_path: Pa
 
     if shutil.which("fincore") is None:
         pytest.skip("fincore (util-linux) is not installed")
-    plan = VenvPlan(tmp_path / "venv", str(tmp_path / "venv"), build_wheel(tmp_path),
-                    sys.executable, ("--no-deps", "--no-index"))
+    plan = VenvPlan(
+        tmp_path / "venv",
+        str(tmp_path / "venv"),
+        build_wheel(tmp_path),
+        sys.executable,
+        ("--no-deps", "--no-index"),
+    )
     assert ensure_venv(plan).action == "created"
     files = sorted(plan.path.glob("lib/python*/site-packages/agent/**/*.py"))
     assert len(files) > 20

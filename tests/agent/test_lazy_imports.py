@@ -60,9 +60,14 @@ print(before, key.public.verify(signature, b"message"), key.public.verify(signat
 
 
 def run_python(code: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def test_a_running_agent_loads_cryptography_only_to_check_a_signature(  # type: ignore[no-untyped-def]
@@ -70,13 +75,21 @@ def test_a_running_agent_loads_cryptography_only_to_check_a_signature(  # type: 
 ) -> None:
     sub = mqtt_subscriber(mosquitto, ["litefleet/v1/devices/dev-1/telemetry"])
     config = tmp_path / "agent.toml"
-    config.write_text(CONFIG.format(state=tmp_path / "state", host=mosquitto.host,
-                                    port=mosquitto.port, model=MODELS / "vibration.tflite",
-                                    key="ab" * 32))
+    config.write_text(
+        CONFIG.format(
+            state=tmp_path / "state",
+            host=mosquitto.host,
+            port=mosquitto.port,
+            model=MODELS / "vibration.tflite",
+            key="ab" * 32,
+        )
+    )
     proc = run_python(LAUNCHER, "run", "--config", str(config))
     try:
-        delivered = sub.wait_for(lambda msgs: any(
-            json.loads(m.payload).get("inferences", 0) > 0 for m in msgs), timeout=60)
+        delivered = sub.wait_for(
+            lambda msgs: any(json.loads(m.payload).get("inferences", 0) > 0 for m in msgs),
+            timeout=60,
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)

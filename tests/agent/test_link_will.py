@@ -10,13 +10,16 @@ from agent.link.client import MqttLink
 from shared.messages import DeviceState, decode_message, encode_message
 
 
-def test_the_will_of_a_reconnected_link_carries_the_reconnect_time(mosquitto,  # type: ignore[no-untyped-def]
-                                                                   mqtt_subscriber) -> None:
+def test_the_will_of_a_reconnected_link_carries_the_reconnect_time(
+    mosquitto,  # type: ignore[no-untyped-def]
+    mqtt_subscriber,
+) -> None:
     def state(online: bool) -> bytes:
         return encode_message(DeviceState("dev-1", online, time.time()))
 
-    config = MqttConfig(host=mosquitto.host, port=mosquitto.port, reconnect_min_s=0.1,
-                        reconnect_max_s=0.5)
+    config = MqttConfig(
+        host=mosquitto.host, port=mosquitto.port, reconnect_min_s=0.1, reconnect_max_s=0.5
+    )
     link = MqttLink("dev-1", config, state, lambda c, p: None)
     link.start()
     try:
@@ -25,8 +28,9 @@ def test_the_will_of_a_reconnected_link_carries_the_reconnect_time(mosquitto,  #
         restarted = time.time()
         mosquitto.restart()  # the link reconnects: a new connection, a new will
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (link.connected.is_set()
-                                                   and link._client.is_connected()):
+        while time.monotonic() < deadline and not (
+            link.connected.is_set() and link._client.is_connected()
+        ):
             time.sleep(0.05)
         assert link.connected.is_set()
         sub = mqtt_subscriber(mosquitto, ["litefleet/v1/devices/dev-1/state"])

@@ -38,7 +38,9 @@ def write_video(path: Path, frames: int) -> Path:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (320, 240))
     for i in range(frames):
         frame = np.zeros((240, 320, 3), np.uint8)
-        cv2.putText(frame, str(i % 10), (110, 200), cv2.FONT_HERSHEY_SIMPLEX, 6, (255, 255, 255), 12)
+        cv2.putText(
+            frame, str(i % 10), (110, 200), cv2.FONT_HERSHEY_SIMPLEX, 6, (255, 255, 255), 12
+        )
         writer.write(frame)
     writer.release()
     return path
@@ -52,8 +54,14 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
-def swap_every(loop: InferenceLoop, k: int, paths: list[Path], results: list[InferenceResult],
-               swaps: list[tuple[str, str]], stop: threading.Event) -> threading.Thread:
+def swap_every(
+    loop: InferenceLoop,
+    k: int,
+    paths: list[Path],
+    results: list[InferenceResult],
+    swaps: list[tuple[str, str]],
+    stop: threading.Event,
+) -> threading.Thread:
     """Swap in the next of `paths` (loaded off the hot path) each time k more frames are done."""
 
     def run() -> None:
@@ -139,8 +147,12 @@ def test_swap_returns_once_the_new_model_has_served_a_frame() -> None:
 
 def test_an_idle_loop_swaps_without_waiting_for_a_frame(tmp_path: Path) -> None:
     first, second = load_model(DIGITS, threads=1), load_model(DIGITS_FT, threads=1)
-    loop = InferenceLoop(first, open_source(f"camera:{tmp_path}/none"), threading.Event(),
-                         LoopOptions(reconnect_max_s=0.5))
+    loop = InferenceLoop(
+        first,
+        open_source(f"camera:{tmp_path}/none"),
+        threading.Event(),
+        LoopOptions(reconnect_max_s=0.5),
+    )
     loop.start()
     try:
         time.sleep(0.3)
@@ -153,8 +165,9 @@ def test_an_idle_loop_swaps_without_waiting_for_a_frame(tmp_path: Path) -> None:
 
 
 def test_swap_refuses_a_model_that_does_not_fit_the_source() -> None:
-    loop = InferenceLoop(load_model(DIGITS, threads=1), open_source("synthetic:image"),
-                         threading.Event())
+    loop = InferenceLoop(
+        load_model(DIGITS, threads=1), open_source("synthetic:image"), threading.Event()
+    )
     loop.start()
     try:
         sensor_model = load_model(MODELS / "vibration.tflite", threads=1)
@@ -190,8 +203,12 @@ def test_swap_before_start_installs_directly() -> None:
 
 
 def test_heartbeat_advances_while_waiting_for_frames(tmp_path: Path) -> None:
-    loop = InferenceLoop(load_model(DIGITS, threads=1), open_source(f"camera:{tmp_path}/none"),
-                         threading.Event(), LoopOptions(reconnect_max_s=0.5))
+    loop = InferenceLoop(
+        load_model(DIGITS, threads=1),
+        open_source(f"camera:{tmp_path}/none"),
+        threading.Event(),
+        LoopOptions(reconnect_max_s=0.5),
+    )
     loop.start()
     try:
         time.sleep(1.5)
@@ -221,8 +238,12 @@ def test_stall_env_blocks_the_inference_thread(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_recent_inputs_are_bounded_real_inputs() -> None:
-    loop = InferenceLoop(load_model(DIGITS, threads=1), open_source("synthetic:image"),
-                         threading.Event(), LoopOptions(recent_inputs=3))
+    loop = InferenceLoop(
+        load_model(DIGITS, threads=1),
+        open_source("synthetic:image"),
+        threading.Event(),
+        LoopOptions(recent_inputs=3),
+    )
     loop.start()
     try:
         wait_for(lambda: loop.snapshot().inferences > 20)
@@ -237,8 +258,12 @@ def test_recent_inputs_are_bounded_real_inputs() -> None:
 def test_events_and_summary_from_a_real_classifier(tmp_path: Path) -> None:
     video = write_video(tmp_path / "digits.avi", 120)
     labels = tuple((MODELS / "digits.labels.txt").read_text().split())
-    loop = InferenceLoop(load_model(DIGITS, threads=1), open_source(f"file://{video}"),
-                         threading.Event(), LoopOptions(labels=labels, score_threshold=0.3))
+    loop = InferenceLoop(
+        load_model(DIGITS, threads=1),
+        open_source(f"file://{video}"),
+        threading.Event(),
+        LoopOptions(labels=labels, score_threshold=0.3),
+    )
     events: list[tuple[str, dict[str, object]]] = []
     loop.add_event_listener(lambda kind, detail: events.append((kind, detail)))
     loop.start()
@@ -275,8 +300,13 @@ keys = ["{key}"]
 
 def test_build_loop_from_the_agent_config(tmp_path: Path) -> None:
     video = write_video(tmp_path / "v.avi", 30)
-    text = CONFIG.format(state=tmp_path, model=DIGITS, labels=MODELS / "digits.labels.txt",
-                         video=video, key="ab" * 32)
+    text = CONFIG.format(
+        state=tmp_path,
+        model=DIGITS,
+        labels=MODELS / "digits.labels.txt",
+        video=video,
+        key="ab" * 32,
+    )
     config = parse_config(text, "agent.toml", tmp_path)
     model = load_model(config.model.initial, config.profile.runtime.threads)
     loop = build_loop(config, model, threading.Event())
@@ -314,8 +344,9 @@ def test_a_model_never_invoked_is_warmed_up_on_the_callers_thread(tmp_path: Path
 
 
 def test_results_carry_outputs_and_a_classifiers_top1() -> None:
-    loop = InferenceLoop(load_model(DIGITS, threads=1), open_source("synthetic:image"),
-                         threading.Event())
+    loop = InferenceLoop(
+        load_model(DIGITS, threads=1), open_source("synthetic:image"), threading.Event()
+    )
     results: list[InferenceResult] = []
     loop.add_listener(results.append)
     loop.start()
@@ -332,8 +363,9 @@ def test_results_carry_outputs_and_a_classifiers_top1() -> None:
 
 def test_a_sensor_swap_keeps_frames_prepared_once() -> None:
     vibration = MODELS / "vibration.tflite"
-    loop = InferenceLoop(load_model(vibration, threads=1), open_source("synthetic:sensor"),
-                         threading.Event())
+    loop = InferenceLoop(
+        load_model(vibration, threads=1), open_source("synthetic:sensor"), threading.Event()
+    )
     loop.start()
     try:
         wait_for(lambda: loop.snapshot().inferences > 3)
@@ -351,8 +383,9 @@ def test_a_sensor_swap_keeps_frames_prepared_once() -> None:
 def test_start_bounds_how_long_a_busy_thread_holds_the_gil() -> None:
     previous = sys.getswitchinterval()
     sys.setswitchinterval(0.005)
-    loop = InferenceLoop(load_model(DIGITS, threads=1), open_source("synthetic:image"),
-                         threading.Event())
+    loop = InferenceLoop(
+        load_model(DIGITS, threads=1), open_source("synthetic:image"), threading.Event()
+    )
     try:
         loop.start()
         assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_S)
@@ -374,8 +407,7 @@ def drain(stream: OutputStream, stop: threading.Event, count: int) -> None:
 def test_one_bad_output_costs_only_itself() -> None:
     model = load_model(DIGITS, threads=1)
     stop = threading.Event()
-    stream = OutputStream("classification", 64, stop, lambda kind, detail: None,
-                          interval_s=0.01)
+    stream = OutputStream("classification", 64, stop, lambda kind, detail: None, interval_s=0.01)
     post = Postprocess(model.signature, [], top_k=2)
     good = model.invoke(model.sample_input())
     for i in range(6):
@@ -388,8 +420,13 @@ def test_classifier_events_from_a_batch_are_rate_limited_and_name_the_class() ->
     model = load_model(DIGITS, threads=1)
     stop = threading.Event()
     events: list[tuple[str, dict[str, object]]] = []
-    stream = OutputStream("classification", 64, stop, lambda kind, detail: events.append(
-        (kind, detail)), interval_s=0.01)
+    stream = OutputStream(
+        "classification",
+        64,
+        stop,
+        lambda kind, detail: events.append((kind, detail)),
+        interval_s=0.01,
+    )
     stream.events = True
     post = Postprocess(model.signature, [f"digit{i}" for i in range(10)], threshold=0.9)
 
@@ -408,8 +445,9 @@ def test_classifier_events_from_a_batch_are_rate_limited_and_name_the_class() ->
 
 def test_the_output_queue_is_bounded_by_bytes_as_well_as_count() -> None:
     model = load_model(DIGITS, threads=1)
-    stream = OutputStream("generic", 1000, threading.Event(), lambda kind, detail: None,
-                          max_bytes=11 * 2**20)
+    stream = OutputStream(
+        "generic", 1000, threading.Event(), lambda kind, detail: None, max_bytes=11 * 2**20
+    )
     post = Postprocess(model.signature, [])
     feature_map = [np.zeros((1, 64, 64, 128), np.float32)]  # 2 MiB a frame
     for _ in range(8):

@@ -21,9 +21,15 @@ KEY = SigningKey.generate()
 RING = Keyring((KEY.public,))
 
 
-def command(*, device: str = "cam-01", name: str = "report-now", nonce: str = "n0nce-0001",
-            issued: datetime = NOW - timedelta(minutes=1),
-            expires: datetime = NOW + timedelta(minutes=5), key: SigningKey = KEY) -> bytes:
+def command(
+    *,
+    device: str = "cam-01",
+    name: str = "report-now",
+    nonce: str = "n0nce-0001",
+    issued: datetime = NOW - timedelta(minutes=1),
+    expires: datetime = NOW + timedelta(minutes=5),
+    key: SigningKey = KEY,
+) -> bytes:
     cmd = Command(device, name, format_time(issued), format_time(expires), nonce)
     return json.dumps(sign_envelope(json.loads(encode_message(cmd)), [key])).encode()
 
@@ -45,8 +51,15 @@ def test_a_valid_command_verifies() -> None:
         (command(expires=NOW - timedelta(seconds=1)), Expired),
         (command(issued=NOW + timedelta(hours=1), expires=NOW + timedelta(hours=2)), Expired),
         (command(expires=NOW + timedelta(days=3)), MalformedDocument),
-        (json.dumps(sign_envelope({"schema": "litefleet.state/1", "device_id": "cam-01",
-                                   "online": True, "ts": 1}, [KEY])).encode(), MalformedDocument),
+        (
+            json.dumps(
+                sign_envelope(
+                    {"schema": "litefleet.state/1", "device_id": "cam-01", "online": True, "ts": 1},
+                    [KEY],
+                )
+            ).encode(),
+            MalformedDocument,
+        ),
     ],
 )
 def test_bad_commands_are_refused_with_a_typed_reason(data: bytes, error: type[Exception]) -> None:
@@ -66,7 +79,8 @@ def test_a_nonce_is_accepted_once_even_across_restarts(tmp_path: Path) -> None:
     reopened.admit(command(nonce="nonce-bbbb"), NOW)
     # an expired nonce is forgotten, and its command would be refused as expired anyway
     later = NOW + timedelta(minutes=10)
-    reopened.admit(command(nonce="nonce-cccc", issued=later, expires=later + timedelta(minutes=5)),
-                   later)
+    reopened.admit(
+        command(nonce="nonce-cccc", issued=later, expires=later + timedelta(minutes=5)), later
+    )
     rows = reopened._conn.execute("SELECT nonce FROM command_nonces ORDER BY nonce").fetchall()
     assert [r[0] for r in rows] == ["nonce-cccc"]

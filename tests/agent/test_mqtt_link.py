@@ -43,7 +43,9 @@ class Agentish:
         for _ in range(n):
             self.outbox.append(
                 Channel.TELEMETRY,
-                lambda s: TelemetryRecord(DEVICE, s, time.time(), outbox_dropped=self.outbox.dropped),
+                lambda s: TelemetryRecord(
+                    DEVICE, s, time.time(), outbox_dropped=self.outbox.dropped
+                ),
             )
 
     def close(self) -> None:
@@ -53,8 +55,9 @@ class Agentish:
 
 
 def mqtt_config(broker, **extra: object) -> MqttConfig:  # type: ignore[no-untyped-def]
-    return MqttConfig(host=broker.host, port=broker.port, reconnect_min_s=0.1,
-                      reconnect_max_s=0.5, **extra)  # type: ignore[arg-type]
+    return MqttConfig(
+        host=broker.host, port=broker.port, reconnect_min_s=0.1, reconnect_max_s=0.5, **extra
+    )  # type: ignore[arg-type]
 
 
 def seqs_of(payloads: list[bytes]) -> list[int]:
@@ -84,7 +87,9 @@ def wait(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     return predicate()
 
 
-def test_records_reach_the_broker_and_leave_the_outbox(mosquitto, mqtt_subscriber, agentish) -> None:  # type: ignore[no-untyped-def]
+def test_records_reach_the_broker_and_leave_the_outbox(
+    mosquitto, mqtt_subscriber, agentish
+) -> None:  # type: ignore[no-untyped-def]
     sub = mqtt_subscriber(mosquitto, [f"{PREFIX}/devices/+/#"])
     a = agentish()
     a.record(20)
@@ -126,8 +131,23 @@ def test_subscriptions_are_renewed_after_the_broker_forgot_the_session(  # type:
     cmd_topic = f"{PREFIX}/devices/{DEVICE}/cmd"
 
     def pub(text: str) -> None:
-        subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1",
-                        "-t", cmd_topic, "-m", text], check=True, timeout=10)
+        subprocess.run(
+            [
+                "mosquitto_pub",
+                "-h",
+                broker.host,
+                "-p",
+                str(broker.port),
+                "-q",
+                "1",
+                "-t",
+                cmd_topic,
+                "-m",
+                text,
+            ],
+            check=True,
+            timeout=10,
+        )
 
     time.sleep(0.2)
     pub("before")

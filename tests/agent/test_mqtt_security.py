@@ -22,8 +22,13 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
-          issuer_key: ec.EllipticCurvePrivateKey, ca: bool = False) -> x509.Certificate:
+def _cert(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: str,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    ca: bool = False,
+) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
@@ -44,9 +49,13 @@ def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
 
 
 def _write(path: Path, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
-    path.with_suffix(".key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    path.with_suffix(".key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     path.with_suffix(".pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
@@ -81,8 +90,14 @@ def test_mutual_tls(tmp_path: Path, mosquitto_factory) -> None:  # type: ignore[
         "require_certificate true\n"
     )
     base = dict(host=broker.host, port=broker.port, reconnect_min_s=0.2, reconnect_max_s=0.5)
-    assert connects(MqttConfig(**base, tls_ca=pki / "ca.pem", tls_cert=pki / "dev-1.pem",  # type: ignore[arg-type]
-                               tls_key=pki / "dev-1.key"))
+    assert connects(
+        MqttConfig(
+            **base,
+            tls_ca=pki / "ca.pem",
+            tls_cert=pki / "dev-1.pem",  # type: ignore[arg-type]
+            tls_key=pki / "dev-1.key",
+        )
+    )
     # without a client certificate the broker refuses the handshake
     assert not connects(MqttConfig(**base, tls_ca=pki / "ca.pem"), within=1.5)  # type: ignore[arg-type]
     # a plain TCP client does not get in either
@@ -104,14 +119,23 @@ def test_server_tls_with_a_ca(tmp_path: Path, mosquitto_factory) -> None:  # typ
 
 def test_username_and_password_from_a_file(tmp_path: Path, mosquitto_factory) -> None:  # type: ignore[no-untyped-def]
     passwd = tmp_path / "passwd"
-    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "dev-1", "s3cret"], check=True,
-                   capture_output=True, timeout=10)
+    subprocess.run(
+        ["mosquitto_passwd", "-c", "-b", str(passwd), "dev-1", "s3cret"],
+        check=True,
+        capture_output=True,
+        timeout=10,
+    )
     broker = mosquitto_factory(f"allow_anonymous false\npassword_file {passwd}\n")
     good, bad = tmp_path / "good", tmp_path / "bad"
     good.write_text("s3cret\n")
     bad.write_text("wrong\n")
-    base = dict(host=broker.host, port=broker.port, reconnect_min_s=0.2, reconnect_max_s=0.5,
-                username="dev-1")
+    base = dict(
+        host=broker.host,
+        port=broker.port,
+        reconnect_min_s=0.2,
+        reconnect_max_s=0.5,
+        username="dev-1",
+    )
     assert connects(MqttConfig(**base, password_file=good))  # type: ignore[arg-type]
     assert not connects(MqttConfig(**base, password_file=bad), within=1.5)  # type: ignore[arg-type]
     assert not connects(MqttConfig(host=broker.host, port=broker.port), within=1.5)

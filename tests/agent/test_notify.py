@@ -40,8 +40,12 @@ def test_messages_arrive_in_order(listener: tuple[socket.socket, str]) -> None:
     n.watchdog()
     n.stopping()
     got = [_recv(sock) for _ in range(4)]
-    assert got == ["READY=1", "STATUS=model digits v3 (ab12cd34), 29.8 fps", "WATCHDOG=1",
-                   "STOPPING=1"]
+    assert got == [
+        "READY=1",
+        "STATUS=model digits v3 (ab12cd34), 29.8 fps",
+        "WATCHDOG=1",
+        "STOPPING=1",
+    ]
     n.close()
 
 
@@ -77,8 +81,9 @@ def test_without_notify_socket_everything_is_a_noop() -> None:
     n.stopping()  # no socket, no error
 
 
-def test_missing_listener_is_logged_not_raised(tmp_path: Path,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_listener_is_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     n = Notifier(str(tmp_path / "gone.sock"))
     n.ready()
     n.watchdog()

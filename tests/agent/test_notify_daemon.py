@@ -47,7 +47,7 @@ def start_agent(tmp_path: Path, notify_path: str, stall_after: int | None) -> su
     config.write_text(f"""\
 device_id = "cam-01"
 profile = "x86-gateway"
-state_dir = "{tmp_path / 'state'}"
+state_dir = "{tmp_path / "state"}"
 log_format = "json"
 [mqtt]
 port = {free_port()}
@@ -57,20 +57,27 @@ initial = "{MODEL}"
 [source]
 uri = "synthetic:image?fps=20"
 [trust]
-keys = ["{'ab' * 32}"]
+keys = ["{"ab" * 32}"]
 [telemetry]
 heartbeat_s = 1
 """)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID",
-                        "JOURNAL_STREAM")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID", "JOURNAL_STREAM")
+    }
     env |= {"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": str(WATCHDOG_USEC)}
     if stall_after is not None:
         env["LITEFLEET_TEST_STALL_AFTER_FRAMES"] = str(stall_after)
     with (tmp_path / "agent.log").open("w") as log:  # the child keeps its own descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True,
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            text=True,
         )
 
 
@@ -114,12 +121,14 @@ def stop(proc: subprocess.Popen[str], received: Received) -> int:
 
 
 def test_ready_then_regular_watchdog_then_stopping(
-        tmp_path: Path, notify_socket: tuple[socket.socket, str]) -> None:
+    tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
     sock, path = notify_socket
     proc = start_agent(tmp_path, path, stall_after=None)
     received = Received(sock)
     try:
         ready = wait_ready(proc, received, tmp_path / "agent.log")
+
         # healthy for longer than the staleness window: the pings go on past it (a stuck
         # loop's stop within it: the next test), whatever the machine's load
         def pinged_after_staleness() -> bool:
@@ -136,8 +145,9 @@ def test_ready_then_regular_watchdog_then_stopping(
     assert code == 0
 
 
-def test_stalled_loop_stops_the_watchdog(tmp_path: Path,
-                                         notify_socket: tuple[socket.socket, str]) -> None:
+def test_stalled_loop_stops_the_watchdog(
+    tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
     sock, path = notify_socket
     proc = start_agent(tmp_path, path, stall_after=40)  # about 2 s of frames at 20 fps
     received = Received(sock)

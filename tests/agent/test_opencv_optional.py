@@ -51,18 +51,33 @@ interval_s = 0.5
 """
 
 
-def write_config(tmp_path: Path, uri: str, name: str, host: str = "127.0.0.1",
-                 port: int = 1) -> Path:
+def write_config(
+    tmp_path: Path, uri: str, name: str, host: str = "127.0.0.1", port: int = 1
+) -> Path:
     path = tmp_path / f"{name}.toml"
-    path.write_text(CONFIG.format(state=tmp_path / "state", host=host, port=port, name=name,
-                                  model=MODELS / f"{name}.tflite", uri=uri, key="ab" * 32))
+    path.write_text(
+        CONFIG.format(
+            state=tmp_path / "state",
+            host=host,
+            port=port,
+            name=name,
+            model=MODELS / f"{name}.tflite",
+            uri=uri,
+            key="ab" * 32,
+        )
+    )
     return path
 
 
 def agent(mode: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", LAUNCHER, mode, *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, mode, *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 @pytest.mark.parametrize("mode", ["with-opencv", "no-opencv"])
@@ -70,12 +85,15 @@ def test_a_sensor_agent_runs_without_importing_opencv(  # type: ignore[no-untype
     mosquitto, mqtt_subscriber, tmp_path: Path, mode: str
 ) -> None:
     sub = mqtt_subscriber(mosquitto, ["litefleet/v1/devices/dev-1/telemetry"])
-    config = write_config(tmp_path, "synthetic:sensor?rate=2000", "vibration",
-                          mosquitto.host, mosquitto.port)
+    config = write_config(
+        tmp_path, "synthetic:sensor?rate=2000", "vibration", mosquitto.host, mosquitto.port
+    )
     proc = agent(mode, "run", "--config", str(config))
     try:
-        delivered = sub.wait_for(lambda msgs: any(
-            json.loads(m.payload).get("inferences", 0) > 0 for m in msgs), timeout=60)
+        delivered = sub.wait_for(
+            lambda msgs: any(json.loads(m.payload).get("inferences", 0) > 0 for m in msgs),
+            timeout=60,
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
@@ -85,9 +103,16 @@ def test_a_sensor_agent_runs_without_importing_opencv(  # type: ignore[no-untype
     assert "Traceback" not in out
 
 
-@pytest.mark.parametrize("uri", ["camera:0", "file:///srv/video.mp4?fps=5",
-                                 "http://127.0.0.1:1/stream.mjpg", "images:///srv/frames",
-                                 "synthetic:image"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "camera:0",
+        "file:///srv/video.mp4?fps=5",
+        "http://127.0.0.1:1/stream.mjpg",
+        "images:///srv/frames",
+        "synthetic:image",
+    ],
+)
 def test_frame_sources_without_opencv_name_the_extra(tmp_path: Path, uri: str) -> None:
     config = write_config(tmp_path, uri, "digits")
     for command in (["check-config", "--no-model"], ["run"]):

@@ -62,8 +62,11 @@ def small_state_dir(tmp_path: Path):  # type: ignore[no-untyped-def]
     state = tmp_path / "agent-0" / "state"
     state.mkdir(parents=True)
     try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(state)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(state)],
+            check=True,
+            capture_output=True,
+        )
     except (subprocess.CalledProcessError, OSError) as e:
         pytest.skip(f"cannot mount a tmpfs here: {e}")
     yield state
@@ -78,10 +81,19 @@ def telemetry(sub) -> list[dict]:  # type: ignore[no-untyped-def]
 def test_records_made_while_the_disk_is_full_arrive_or_count_as_dropped(  # type: ignore[no-untyped-def]
     mosquitto, mqtt_subscriber, agent_process, small_state_dir: Path, memory_rows: int
 ) -> None:
-    sub = mqtt_subscriber(mosquitto, [f"litefleet/v1/devices/{DEVICE}/+"], persistent=True,
-                          client_id="disk-full-subscriber")
-    agent = agent_process(mosquitto, [SigningKey.generate().public.hex], telemetry_s=0.2,
-                          start=False, extra_toml=f"[outbox]\nmemory_rows = {memory_rows}\n")
+    sub = mqtt_subscriber(
+        mosquitto,
+        [f"litefleet/v1/devices/{DEVICE}/+"],
+        persistent=True,
+        client_id="disk-full-subscriber",
+    )
+    agent = agent_process(
+        mosquitto,
+        [SigningKey.generate().public.hex],
+        telemetry_s=0.2,
+        start=False,
+        extra_toml=f"[outbox]\nmemory_rows = {memory_rows}\n",
+    )
     assert agent.state_dir == small_state_dir
     agent.start()
     wait_until(lambda: len(telemetry(sub)) >= 5, 60, "telemetry before the disk fills")
@@ -98,11 +110,15 @@ def test_records_made_while_the_disk_is_full_arrive_or_count_as_dropped(  # type
     def measured_while_full() -> list[dict]:
         return [r for r in telemetry(sub) if noticed < r["ts"] < full_until]
 
-    wait_until(lambda: any(r["ts"] > full_until + 1 for r in telemetry(sub)), 60,
-               "telemetry after the disk has room again")
+    wait_until(
+        lambda: any(r["ts"] > full_until + 1 for r in telemetry(sub)),
+        60,
+        "telemetry after the disk has room again",
+    )
     records = telemetry(sub)
-    seqs = sorted({json.loads(m.payload)["seq"] for m in sub.snapshot()
-                   if not m.topic.endswith("/state")})  # every outbox channel shares the seqs
+    seqs = sorted(
+        {json.loads(m.payload)["seq"] for m in sub.snapshot() if not m.topic.endswith("/state")}
+    )  # every outbox channel shares the seqs
     assert seqs == list(range(seqs[0], seqs[-1] + 1)), "a gap in the seqs"
     held = measured_while_full()
     assert held, "no record measured while the disk was full arrived"

@@ -27,8 +27,13 @@ from shared.documents import IOSignature, TensorSpec
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def spec(shape: tuple[int, ...], dtype: str = "float32", scale: str | None = None,
-         zero_point: int | None = None, name: str = "x") -> TensorSpec:
+def spec(
+    shape: tuple[int, ...],
+    dtype: str = "float32",
+    scale: str | None = None,
+    zero_point: int | None = None,
+    name: str = "x",
+) -> TensorSpec:
     return TensorSpec(name, shape, dtype, scale, zero_point)
 
 
@@ -44,8 +49,10 @@ def test_int8_quantization_matches_hand_computation() -> None:
     #   pixel 64  -> real -0.498039  -> round(-63.749) = -64, -1 -> -65
     #   pixel 128 -> real 0.0039216  -> round(0.50196) = 1,   -1 -> 0
     #   pixel 255 -> real 1          -> 128 - 1 = 127
-    prep = ImagePrep(spec((1, 1, 4, 1), "int8", "0.0078125", -1),
-                     PrepOptions(normalization="-1_1", crop="stretch"))
+    prep = ImagePrep(
+        spec((1, 1, 4, 1), "int8", "0.0078125", -1),
+        PrepOptions(normalization="-1_1", crop="stretch"),
+    )
     out = prep(gray_frame([0, 64, 128, 255]))[0]
     assert out.dtype == np.int8 and out.shape == (1, 1, 4, 1)
     assert out.ravel().tolist() == [-128, -65, 0, 127]
@@ -54,8 +61,9 @@ def test_int8_quantization_matches_hand_computation() -> None:
 def test_uint8_quantization_matches_hand_computation() -> None:
     # uint8, scale 0.5, zero point 10, normalization none (real = pixel value):
     #   pixel 0 -> 10; 3 -> round(6) + 10 = 16; 100 -> 210; 200 -> 410 -> clipped to 255
-    prep = ImagePrep(spec((1, 1, 4, 1), "uint8", "0.5", 10),
-                     PrepOptions(normalization="none", crop="stretch"))
+    prep = ImagePrep(
+        spec((1, 1, 4, 1), "uint8", "0.5", 10), PrepOptions(normalization="none", crop="stretch")
+    )
     out = prep(gray_frame([0, 3, 100, 200]))[0]
     assert out.dtype == np.uint8
     assert out.ravel().tolist() == [10, 16, 210, 255]
@@ -155,14 +163,26 @@ def test_classification_top_k_with_labels_and_dequantized_scores() -> None:
 
 
 def test_detection_outputs_over_threshold() -> None:
-    sig = IOSignature((spec((1, 8, 8, 3)),), (
-        spec((1, 3, 4), name="boxes"), spec((1, 3), name="classes"),
-        spec((1, 3), name="scores"), spec((1,), name="count")))
+    sig = IOSignature(
+        (spec((1, 8, 8, 3)),),
+        (
+            spec((1, 3, 4), name="boxes"),
+            spec((1, 3), name="classes"),
+            spec((1, 3), name="scores"),
+            spec((1,), name="count"),
+        ),
+    )
     assert output_kind(sig) == "detection"
     post = Postprocess(sig, ["person", "car"], threshold=0.5)
     boxes = np.array([[[0.1, 0.1, 0.5, 0.5], [0.2, 0.2, 0.4, 0.4], [0, 0, 1, 1]]], np.float32)
-    result = post([boxes, np.array([[1.0, 0.0, 0.0]], np.float32),
-                   np.array([[0.9, 0.3, 0.6]], np.float32), np.array([3.0], np.float32)])
+    result = post(
+        [
+            boxes,
+            np.array([[1.0, 0.0, 0.0]], np.float32),
+            np.array([[0.9, 0.3, 0.6]], np.float32),
+            np.array([3.0], np.float32),
+        ]
+    )
     assert [(d["label"], d["score"]) for d in result.detections] == [("car", 0.9), ("person", 0.6)]
     assert result.detections[0]["box"] == [0.1, 0.1, 0.5, 0.5]
 
@@ -170,8 +190,9 @@ def test_detection_outputs_over_threshold() -> None:
 def test_other_models_get_a_compact_summary() -> None:
     sig = IOSignature((spec((1, 8)),), (spec((1, 4, 4, 2), name="map"), spec((1, 3), name="v")))
     assert output_kind(sig) == "generic"
-    result = Postprocess(sig, [])([np.ones((1, 4, 4, 2), np.float32),
-                                   np.array([[1.0, 2.0, 3.0]], np.float32)])
+    result = Postprocess(sig, [])(
+        [np.ones((1, 4, 4, 2), np.float32), np.array([[1.0, 2.0, 3.0]], np.float32)]
+    )
     assert result.values[0]["mean"] == 1.0 and result.values[1]["max"] == 3.0
     summary = OutputSummary("generic")
     summary.add(result)
@@ -195,8 +216,9 @@ def test_dequantize_passes_floats_through() -> None:
     assert dequantize(values, spec((1,))).tolist() == [1.5]
 
 
-@pytest.mark.parametrize("dtype, scale", [("uint8", "0.00390625"), ("int8", "0.0078125"),
-                                          ("float32", None)])
+@pytest.mark.parametrize(
+    "dtype, scale", [("uint8", "0.00390625"), ("int8", "0.0078125"), ("float32", None)]
+)
 def test_a_batch_is_interpreted_as_frame_by_frame(dtype: str, scale: str | None) -> None:
     sig = IOSignature((spec((1, 8)),), (spec((1, 50), dtype, scale, -3 if scale else None),))
     post = Postprocess(sig, [f"class{i}" for i in range(40)], top_k=4)
@@ -204,18 +226,22 @@ def test_a_batch_is_interpreted_as_frame_by_frame(dtype: str, scale: str | None)
     outputs = [[rng.permutation(100)[:50].reshape(1, 50).astype(dtype)] for _ in range(30)]
     batch = post.batch(outputs)
     single = [post(o) for o in outputs]
-    assert [[(c, label) for c, label, _ in r.top] for r in batch] == \
-        [[(c, label) for c, label, _ in r.top] for r in single]
-    assert [s for r in batch for *_, s in r.top] == \
-        pytest.approx([s for r in single for *_, s in r.top])
+    assert [[(c, label) for c, label, _ in r.top] for r in batch] == [
+        [(c, label) for c, label, _ in r.top] for r in single
+    ]
+    assert [s for r in batch for *_, s in r.top] == pytest.approx(
+        [s for r in single for *_, s in r.top]
+    )
     assert all(isinstance(s, float) and isinstance(c, int) for r in batch for c, _, s in r.top)
 
 
-@pytest.mark.parametrize("dtype, scale, shape", [("uint8", "0.00390625", (1, 9)),
-                                                 ("float32", None, (1, 9)),
-                                                 ("float32", None, (9,))])
+@pytest.mark.parametrize(
+    "dtype, scale, shape",
+    [("uint8", "0.00390625", (1, 9)), ("float32", None, (1, 9)), ("float32", None, (9,))],
+)
 def test_a_classifier_batch_summarised_as_arrays_counts_as_frame_by_frame(
-        dtype: str, scale: str | None, shape: tuple[int, ...]) -> None:
+    dtype: str, scale: str | None, shape: tuple[int, ...]
+) -> None:
     sig = IOSignature((spec((1, 8)),), (spec(shape, dtype, scale, -3 if scale else None),))
     post = Postprocess(sig, [f"class{i}" for i in range(6)])  # classes 6+ have no label
     rng = np.random.default_rng(11)  # 9 classes: all fit in the summary's top 10
@@ -242,8 +268,10 @@ def test_top1_is_only_for_classifiers() -> None:
 def test_a_batch_of_other_outputs_is_interpreted_one_by_one() -> None:
     sig = IOSignature((spec((1, 8)),), (spec((1, 4, 4, 2), name="map"), spec((1, 3), name="v")))
     post = Postprocess(sig, [])
-    outputs = [[np.full((1, 4, 4, 2), i, np.float32), np.array([[i, 2.0, 3.0]], np.float32)]
-               for i in range(3)]
+    outputs = [
+        [np.full((1, 4, 4, 2), i, np.float32), np.array([[i, 2.0, 3.0]], np.float32)]
+        for i in range(3)
+    ]
     assert [r.values[0]["mean"] for r in post.batch(outputs)] == [0.0, 1.0, 2.0]
 
 

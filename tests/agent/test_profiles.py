@@ -24,7 +24,7 @@ def agent_config(tmp_path: Path, profile: str) -> Path:
     path.write_text(f"""\
 device_id = "dev-{profile}"
 profile = "{profile}"
-state_dir = "{tmp_path / 'state'}"
+state_dir = "{tmp_path / "state"}"
 [mqtt]
 host = "127.0.0.1"
 [model]
@@ -33,7 +33,7 @@ initial = "{MODEL}"
 [source]
 uri = "camera:0"
 [trust]
-keys = ["{'cd' * 32}"]
+keys = ["{"cd" * 32}"]
 """)
     return path
 
@@ -47,11 +47,24 @@ def test_profile_is_complete(name: str) -> None:
     text = (REPO / "device_profiles" / f"{name}.toml").read_text()
     doc = tomllib.loads(text)
     # every field is written out, not left to defaults: an operator reads these files
-    assert set(doc) == {"name", "arch", "description", "accelerators", "quantizations",
-                        "runtime", "budget", "telemetry", "camera"}
+    assert set(doc) == {
+        "name",
+        "arch",
+        "description",
+        "accelerators",
+        "quantizations",
+        "runtime",
+        "budget",
+        "telemetry",
+        "camera",
+    }
     assert set(doc["runtime"]) == {"threads", "delegates"}
-    assert set(doc["budget"]) == {"max_model_bytes", "memory_mb", "max_latency_ms",
-                                  "max_accuracy_drop"}
+    assert set(doc["budget"]) == {
+        "max_model_bytes",
+        "memory_mb",
+        "max_latency_ms",
+        "max_accuracy_drop",
+    }
     profile = load_profile(name)
     assert profile.name == name
     assert profile.arch in ("aarch64", "x86_64", "armv7l")
@@ -96,11 +109,13 @@ memory_mb = "lots"
 
 def test_four_mistakes_four_lines(tmp_path: Path) -> None:
     path = agent_config(tmp_path, "rpi4")
-    path.write_text(path.read_text()
-                    .replace('device_id = "dev-rpi4"', 'device_id = "dev rpi4!"')
-                    .replace('profile = "rpi4"', 'profile = "rpi9"')
-                    .replace('uri = "camera:0"', 'uri = "ftp://cam"')
-                    .replace("cd" * 32, "not-a-key"))
+    path.write_text(
+        path.read_text()
+        .replace('device_id = "dev-rpi4"', 'device_id = "dev rpi4!"')
+        .replace('profile = "rpi4"', 'profile = "rpi9"')
+        .replace('uri = "camera:0"', 'uri = "ftp://cam"')
+        .replace("cd" * 32, "not-a-key")
+    )
     with pytest.raises(ConfigInvalid) as e:
         load_config(path)
     assert len(e.value.problems) >= 4, e.value.problems
@@ -109,8 +124,9 @@ def test_four_mistakes_four_lines(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", bundled_profiles())
-def test_check_config_accepts_every_profile(tmp_path: Path, name: str,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_accepts_every_profile(
+    tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`litefleet-agent check-config` validates the keys and loads the model with the profile's
     runtime (coral-usb: the Edge TPU delegate is absent here, so the CPU serves)."""
     assert main(["check-config", "--config", str(agent_config(tmp_path, name))]) == 0
@@ -121,14 +137,21 @@ def test_check_config_accepts_every_profile(tmp_path: Path, name: str,
 
 def test_check_config_prints_one_line_per_mistake(tmp_path: Path) -> None:
     path = agent_config(tmp_path, "rpi4")
-    path.write_text(path.read_text()
-                    .replace('device_id = "dev-rpi4"', 'device_id = "dev rpi4!"')
-                    .replace('profile = "rpi4"', 'profile = "rpi9"')
-                    .replace('uri = "camera:0"', 'uri = "ftp://cam"')
-                    .replace("cd" * 32, "not-a-key"))
-    done = subprocess.run([sys.executable, "-m", "agent.cli", "check-config", "--config",
-                           str(path)], capture_output=True, text=True, timeout=120, cwd=REPO,
-                          check=False)
+    path.write_text(
+        path.read_text()
+        .replace('device_id = "dev-rpi4"', 'device_id = "dev rpi4!"')
+        .replace('profile = "rpi4"', 'profile = "rpi9"')
+        .replace('uri = "camera:0"', 'uri = "ftp://cam"')
+        .replace("cd" * 32, "not-a-key")
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
+    )
     assert done.returncode == 2
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     for needle in ("device_id", "rpi9", "source.uri", "trust.keys[0]"):

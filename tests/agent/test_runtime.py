@@ -65,7 +65,9 @@ def test_sample_input_fits_every_input_and_invokes() -> None:
         assert outputs[0].shape == model.signature.outputs[0].shape
 
 
-@pytest.mark.parametrize("content", [b"", b"not a model at all", b"\x00\x00\x00\x00TFL3" + b"\x00" * 64])
+@pytest.mark.parametrize(
+    "content", [b"", b"not a model at all", b"\x00\x00\x00\x00TFL3" + b"\x00" * 64]
+)
 def test_garbage_is_invalid_model(tmp_path: Path, content: bytes) -> None:
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(content)
@@ -90,8 +92,10 @@ def test_missing_delegate_warns_and_runs_on_cpu(caplog: pytest.LogCaptureFixture
     with caplog.at_level(logging.WARNING, logger="agent.runtime.model"):
         model = load_model(DIGITS, threads=1, delegates=("libedgetpu-absent.so.1",))
     assert model.delegates == ()
-    assert any("libedgetpu-absent.so.1" in r.getMessage() and "CPU" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "libedgetpu-absent.so.1" in r.getMessage() and "CPU" in r.getMessage()
+        for r in caplog.records
+    )
     assert model.invoke(model.sample_input())[0].shape == (1, 10)
 
 

@@ -43,9 +43,14 @@ except SourceDown as e:
 
 
 def run_open(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", OPEN_REFUSED_STREAM], capture_output=True,
-                          text=True, timeout=60, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **env})
+    return subprocess.run(
+        [sys.executable, "-c", OPEN_REFUSED_STREAM],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+    )
 
 
 def test_ffmpeg_messages_stay_off_stderr_unless_asked_for() -> None:
@@ -71,8 +76,9 @@ def test_a_file_played_in_a_loop_opens_once_per_pass_and_logs_once(
 ) -> None:
     video = write_video(tmp_path / "short.avi", 10)
     source = open_source(f"file://{video}")
-    loop = InferenceLoop(load_model(DIGITS, threads=1), source, threading.Event(),
-                         LoopOptions(replay=True))
+    loop = InferenceLoop(
+        load_model(DIGITS, threads=1), source, threading.Event(), LoopOptions(replay=True)
+    )
     caplog.set_level(logging.DEBUG, logger="agent.sources.video")
     loop.start()
     try:

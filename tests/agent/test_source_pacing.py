@@ -34,21 +34,25 @@ keys = ["{key}"]
 
 
 def loop_for(tmp_path: Path, uri: str, model: str = "vibration"):  # type: ignore[no-untyped-def]
-    text = CONFIG.format(state=tmp_path, name=model, model=MODELS / f"{model}.tflite", uri=uri,
-                         key="ab" * 32)
+    text = CONFIG.format(
+        state=tmp_path, name=model, model=MODELS / f"{model}.tflite", uri=uri, key="ab" * 32
+    )
     config = parse_config(text, "agent.toml", tmp_path)
     loaded = load_model(config.model.initial, config.profile.runtime.threads)
     return config, build_loop(config, loaded, threading.Event())
 
 
-@pytest.mark.parametrize(("uri", "model", "pace"), [
-    ("synthetic:sensor", "vibration", SENSOR_RATE_HZ),
-    ("synthetic:sensor?rate=50", "vibration", 50.0),
-    ("synthetic:sensor?rate=0", "vibration", None),
-    ("synthetic:image", "digits", "camera"),
-    ("synthetic:image?fps=0", "digits", None),
-    ("images:///nowhere", "digits", "camera"),
-])
+@pytest.mark.parametrize(
+    ("uri", "model", "pace"),
+    [
+        ("synthetic:sensor", "vibration", SENSOR_RATE_HZ),
+        ("synthetic:sensor?rate=50", "vibration", 50.0),
+        ("synthetic:sensor?rate=0", "vibration", None),
+        ("synthetic:image", "digits", "camera"),
+        ("synthetic:image?fps=0", "digits", None),
+        ("images:///nowhere", "digits", "camera"),
+    ],
+)
 def test_run_paces_synthetic_and_file_sources_by_default(
     tmp_path: Path, uri: str, model: str, pace: object
 ) -> None:

@@ -95,7 +95,8 @@ def test_video_file_every_frame_then_ended(tmp_path: Path, digits: LoadedModel) 
 
 
 def test_a_paced_video_file_plays_like_a_camera_and_still_delivers_every_frame(
-        tmp_path: Path, digits: LoadedModel) -> None:
+    tmp_path: Path, digits: LoadedModel
+) -> None:
     video = write_video(tmp_path / "clip.avi", 10)
     indexes: list[int] = []
     loop = InferenceLoop(digits, open_source(f"file://{video}?fps=20"), threading.Event(), FAST)
@@ -141,8 +142,9 @@ def test_camera_path_that_appears_later(tmp_path: Path, digits: LoadedModel) -> 
         loop.stop()
 
 
-def test_live_source_drops_stale_frames_and_counts_them(tmp_path: Path,
-                                                        digits: LoadedModel) -> None:
+def test_live_source_drops_stale_frames_and_counts_them(
+    tmp_path: Path, digits: LoadedModel
+) -> None:
     video = write_video(tmp_path / "cam.avi", 200)
     loop = InferenceLoop(digits, open_source(f"camera:{video}"), threading.Event(), FAST)
     loop.add_listener(lambda r: time.sleep(0.004))  # a slow consumer: the camera outruns it
@@ -223,8 +225,11 @@ def test_serial_device_lines(vibration: LoadedModel) -> None:
 
 
 def test_synthetic_sources(digits: LoadedModel, vibration: LoadedModel) -> None:
-    for model, uri in ((digits, "synthetic:image"), (vibration, "synthetic:sensor"),
-                       (digits, "synthetic:image?fps=50")):
+    for model, uri in (
+        (digits, "synthetic:image"),
+        (vibration, "synthetic:sensor"),
+        (digits, "synthetic:image?fps=50"),
+    ):
         loop = running(model, uri)
         try:
             wait_for(lambda lp=loop: lp.snapshot().inferences >= 5)  # type: ignore[misc]
@@ -233,8 +238,7 @@ def test_synthetic_sources(digits: LoadedModel, vibration: LoadedModel) -> None:
             loop.stop()
 
 
-def test_http_stream_is_live_and_reconnects_at_its_end(tmp_path: Path,
-                                                        digits: LoadedModel) -> None:
+def test_http_stream_is_live_and_reconnects_at_its_end(tmp_path: Path, digits: LoadedModel) -> None:
     write_video(tmp_path / "stream.avi", 30)
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -304,9 +308,12 @@ def test_mjpg_video_is_decoded_at_the_size_and_colour_the_model_needs(tmp_path: 
     video = write_big_video(tmp_path / "big.avi", 6)
     full = read_all(open_source(f"file://{video}"))
     sizes = {}
-    for name, need in [("full", None), ("half", FrameNeed(160, 160)),
-                       ("eighth-gray", FrameNeed(28, 28, gray=True)),
-                       ("too-big", FrameNeed(400, 400))]:
+    for name, need in [
+        ("full", None),
+        ("half", FrameNeed(160, 160)),
+        ("eighth-gray", FrameNeed(28, 28, gray=True)),
+        ("too-big", FrameNeed(400, 400)),
+    ]:
         source = open_source(f"file://{video}")
         source.want(need)
         frames = read_all(source)
@@ -318,8 +325,12 @@ def test_mjpg_video_is_decoded_at_the_size_and_colour_the_model_needs(tmp_path: 
                 assert isinstance(big, np.ndarray) and isinstance(small, np.ndarray)
                 expected = cv2.resize(big, small.shape[1::-1], interpolation=cv2.INTER_AREA)
                 assert np.abs(expected.astype(int) - small.astype(int)).mean() < 4
-    assert sizes == {"full": {(480, 640, 3)}, "half": {(240, 320, 3)},
-                     "eighth-gray": {(60, 80)}, "too-big": {(480, 640, 3)}}
+    assert sizes == {
+        "full": {(480, 640, 3)},
+        "half": {(240, 320, 3)},
+        "eighth-gray": {(60, 80)},
+        "too-big": {(480, 640, 3)},
+    }
 
 
 def test_other_codecs_are_decoded_by_opencv_in_full(tmp_path: Path) -> None:
@@ -332,12 +343,13 @@ def test_other_codecs_are_decoded_by_opencv_in_full(tmp_path: Path) -> None:
 
 
 def test_a_corrupt_mjpg_frame_is_a_counted_error_and_the_rest_are_inferred(
-        tmp_path: Path, digits: LoadedModel) -> None:
+    tmp_path: Path, digits: LoadedModel
+) -> None:
     video = write_big_video(tmp_path / "big.avi", 12)
     data = bytearray(video.read_bytes())
-    starts = [i for i in range(len(data) - 1) if data[i:i + 2] == b"\xff\xd8"]
+    starts = [i for i in range(len(data) - 1) if data[i : i + 2] == b"\xff\xd8"]
     assert len(starts) == 12
-    data[starts[5]:starts[5] + 2] = b"\x00\x00"  # frame 5 is no longer a JPEG image
+    data[starts[5] : starts[5] + 2] = b"\x00\x00"  # frame 5 is no longer a JPEG image
     video.write_bytes(bytes(data))
     loop, snap, indexes = run_to_the_end(digits, f"file://{video}")
     assert loop.capture.source.packets  # type: ignore[attr-defined]
@@ -362,8 +374,7 @@ def test_feed_wakes_a_waiting_producer_only_at_its_low_water_mark() -> None:
     stop = threading.Event()
     for i in range(4):
         assert feed.put(Frame(i, 0.0, np.zeros(1), [], None), stop)
-    producer = threading.Thread(target=feed.put, args=(Frame(4, 0.0, np.zeros(1), [], None),
-                                                       stop))
+    producer = threading.Thread(target=feed.put, args=(Frame(4, 0.0, np.zeros(1), [], None), stop))
     producer.start()
     wait_for(lambda: feed._producer_waits, timeout=5)
     taken = []

@@ -28,14 +28,14 @@ def config_file(tmp_path: Path) -> Path:
     path.write_text(f"""
 device_id = "cam-01"
 profile = "x86-gateway"
-state_dir = "{tmp_path / 'state'}"
+state_dir = "{tmp_path / "state"}"
 [model]
 name = "digits"
 initial = "{DIGITS}"
 [source]
 uri = "synthetic:image"
 [trust]
-keys = ["{'ab' * 32}"]
+keys = ["{"ab" * 32}"]
 """)
     return path
 
@@ -45,17 +45,24 @@ def status_json(path: Path, capsys: pytest.CaptureFixture[str]) -> dict:  # type
     return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
 
 
-def test_status_of_a_device_that_never_ran(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_of_a_device_that_never_ran(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     report = status_json(config_file(tmp_path), capsys)
     assert report["device_id"] == "cam-01"
-    assert report["model"] == {"name": "digits", "version": 0,
-                               "sha256": hashlib.sha256(DIGITS.read_bytes()).hexdigest()}
+    assert report["model"] == {
+        "name": "digits",
+        "version": 0,
+        "sha256": hashlib.sha256(DIGITS.read_bytes()).hexdigest(),
+    }
     assert report["journal"] == {"phase": "idle"}
     assert report["outbox"]["depth"] == 0 and report["outbox"]["dropped"] == 0
     assert report["last_publish"] is None
 
 
-def test_status_shows_the_outbox_and_the_last_publish(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_shows_the_outbox_and_the_last_publish(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = config_file(tmp_path)
     config = load_config(path)
     outbox = Outbox(open_store(config.state_dir))
@@ -78,8 +85,20 @@ def test_status_while_the_daemon_runs_and_its_broker_is_away(  # type: ignore[no
 
     def status() -> dict:  # type: ignore[type-arg]
         out = subprocess.run(
-            [sys.executable, "-m", "agent.cli", "status", "--config", str(agent.config_path),
-             "--json"], capture_output=True, text=True, timeout=60, cwd=REPO, check=True,
+            [
+                sys.executable,
+                "-m",
+                "agent.cli",
+                "status",
+                "--config",
+                str(agent.config_path),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            check=True,
         ).stdout
         return json.loads(out)  # type: ignore[no-any-return]
 

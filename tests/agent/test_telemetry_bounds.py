@@ -17,12 +17,18 @@ MAX_ROWS = 300
 def test_a_long_outage_keeps_the_outbox_bounded_and_reports_the_drops(  # type: ignore[no-untyped-def]
     mosquitto, mqtt_subscriber, agent_process
 ) -> None:
-    sub = mqtt_subscriber(mosquitto, [f"litefleet/v1/devices/{DEVICE}/+"], persistent=True,
-                          client_id="bounds-subscriber")
+    sub = mqtt_subscriber(
+        mosquitto,
+        [f"litefleet/v1/devices/{DEVICE}/+"],
+        persistent=True,
+        client_id="bounds-subscriber",
+    )
     time.sleep(1.5)  # mosquitto autosaves the subscription before going down
     mosquitto.stop()
     agent = agent_process(
-        mosquitto, [SigningKey.generate().public.hex], telemetry_s=0.004,
+        mosquitto,
+        [SigningKey.generate().public.hex],
+        telemetry_s=0.004,
         extra_toml=f"[outbox]\nmax_rows = {MAX_ROWS}\nmax_bytes = 1000000\n",
     )
     proc = psutil.Process(agent.pid)
@@ -63,13 +69,15 @@ def test_a_long_outage_keeps_the_outbox_bounded_and_reports_the_drops(  # type: 
     assert sub.wait_for(lambda ms: any(m.topic.endswith("/telemetry") for m in ms), 30)
     assert agent.terminate() == 0
     last = agent.last_seq()
-    sub.wait_for(lambda ms: max((json.loads(m.payload).get("seq", 0) for m in ms), default=0)
-                 >= last, 20)
+    sub.wait_for(
+        lambda ms: max((json.loads(m.payload).get("seq", 0) for m in ms), default=0) >= last, 20
+    )
 
     records = [json.loads(m.payload) for m in sub.snapshot() if not m.topic.endswith("/state")]
     delivered = {r["seq"] for r in records}
-    telemetry = sorted((r for r in records if r["schema"] == "litefleet.telemetry/1"),
-                       key=lambda r: r["seq"])
+    telemetry = sorted(
+        (r for r in records if r["schema"] == "litefleet.telemetry/1"), key=lambda r: r["seq"]
+    )
     first = telemetry[0]
     # the first record delivered after the outage already carries the drops
     assert first["outbox_dropped"] >= first["seq"] - MAX_ROWS > 0

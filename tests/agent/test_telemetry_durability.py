@@ -43,10 +43,18 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, fail: b
 def test_every_seq_arrives_across_broker_and_agent_outages(  # type: ignore[no-untyped-def]
     mosquitto, mqtt_subscriber, agent_process
 ) -> None:
-    sub = mqtt_subscriber(mosquitto, [f"litefleet/v1/devices/{DEVICE}/+"], persistent=True,
-                          client_id="durability-subscriber")
-    agent = agent_process(mosquitto, [SigningKey.generate().public.hex], telemetry_s=0.004,
-                          extra_toml="[outbox]\npublish_window = 50\n")
+    sub = mqtt_subscriber(
+        mosquitto,
+        [f"litefleet/v1/devices/{DEVICE}/+"],
+        persistent=True,
+        client_id="durability-subscriber",
+    )
+    agent = agent_process(
+        mosquitto,
+        [SigningKey.generate().public.hex],
+        telemetry_s=0.004,
+        extra_toml="[outbox]\npublish_window = 50\n",
+    )
 
     def received_at_least(n: int) -> Callable[[], bool]:
         return lambda: len(set(seqs(sub))) >= n
@@ -59,7 +67,9 @@ def test_every_seq_arrives_across_broker_and_agent_outages(  # type: ignore[no-u
 
     # 1. broker restarts gracefully
     mosquitto.stop()
-    wait_until(produced_at_least(agent.last_seq() + 100), 30, "records made while the broker is down")
+    wait_until(
+        produced_at_least(agent.last_seq() + 100), 30, "records made while the broker is down"
+    )
     mosquitto.start()
     target += STEP
     wait_until(received_at_least(target), 60, f"{target} records after a broker restart")
@@ -106,9 +116,10 @@ def test_every_seq_arrives_across_broker_and_agent_outages(  # type: ignore[no-u
     counts = Counter(got)
     missing = sorted(set(range(1, last + 1)) - set(counts))
     duplicates = sum(n - 1 for n in counts.values())
-    print(f"\nrecords {last}, deliveries {len(got)}, duplicates {duplicates}, missing {len(missing)}")
+    print(
+        f"\nrecords {last}, deliveries {len(got)}, duplicates {duplicates}, missing {len(missing)}"
+    )
     assert last >= TOTAL
     assert missing == [], f"{len(missing)} records lost: {missing[:20]}"
     assert max(counts) == last
     assert agent.log().count("---- start") == 4
-

@@ -19,10 +19,18 @@ MODEL = ModelIdentity("digits", 0, "ab" * 32)
 
 def snapshot(frames: int) -> LoopSnapshot:
     return LoopSnapshot(
-        frames=frames, inferences=frames - 1, errors=1, dropped_frames=2, fps=29.5,
-        latency_p50_ms=3.0, latency_p95_ms=5.0, latency_p99_ms=9.0,
-        outputs={"kind": "classes", "top": [{"label": "7", "count": 3}]}, source_status="up",
-        heartbeat=time.monotonic(), model_sha256=MODEL.sha256,
+        frames=frames,
+        inferences=frames - 1,
+        errors=1,
+        dropped_frames=2,
+        fps=29.5,
+        latency_p50_ms=3.0,
+        latency_p95_ms=5.0,
+        latency_p99_ms=9.0,
+        outputs={"kind": "classes", "top": [{"label": "7", "count": 3}]},
+        source_status="up",
+        heartbeat=time.monotonic(),
+        model_sha256=MODEL.sha256,
     )
 
 
@@ -41,8 +49,11 @@ def test_a_record_carries_loop_system_and_outbox_figures(tmp_path: Path) -> None
     for _ in range(4):  # one record dropped already
         outbox.append(Channel.EVENTS, lambda s: Event("cam-01", s, time.time(), "source", {}))
     reporter = TelemetryReporter(
-        "cam-01", outbox, SystemMetrics(tmp_path, thermal(tmp_path, "41000", "52500", "junk")),
-        lambda: MODEL, lambda: snapshot(120),
+        "cam-01",
+        outbox,
+        SystemMetrics(tmp_path, thermal(tmp_path, "41000", "52500", "junk")),
+        lambda: MODEL,
+        lambda: snapshot(120),
     )
     seq = reporter.report()
     entry = outbox.pending(seq - 1, 1)[0]
@@ -50,7 +61,12 @@ def test_a_record_carries_loop_system_and_outbox_figures(tmp_path: Path) -> None
     assert isinstance(record, TelemetryRecord)
     assert record.seq == seq == 5
     assert record.model == MODEL
-    assert (record.frames, record.inferences, record.errors, record.dropped_frames) == (120, 119, 1, 2)
+    assert (record.frames, record.inferences, record.errors, record.dropped_frames) == (
+        120,
+        119,
+        1,
+        2,
+    )
     assert (record.fps, record.latency_p95_ms, record.source_status) == (29.5, 5.0, "up")
     assert record.outputs["top"][0]["label"] == "7"
     assert record.temperature_c == 52.5  # the hottest readable zone
@@ -66,7 +82,9 @@ def test_no_thermal_zone_means_no_temperature(tmp_path: Path) -> None:
 
 def test_a_record_without_a_running_loop_still_goes_out(tmp_path: Path) -> None:
     outbox = Outbox(open_store(tmp_path))
-    reporter = TelemetryReporter("cam-01", outbox, SystemMetrics(tmp_path), lambda: None, lambda: None)
+    reporter = TelemetryReporter(
+        "cam-01", outbox, SystemMetrics(tmp_path), lambda: None, lambda: None
+    )
     reporter.report()
     record = decode_message(outbox.pending()[0].payload)
     assert isinstance(record, TelemetryRecord) and record.model is None and record.frames == 0

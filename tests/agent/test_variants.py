@@ -37,35 +37,50 @@ def _variant(tmp_path: Path, name: str, blob: bytes, quality_ppm: int) -> Varian
     package = package_model(blob, level=3)
     path = tmp_path / f"{name}.zst"
     path.write_bytes(package.full)
-    return Variant(name, quality_ppm, package.target.sha256, package.target.size,
-                   path.as_uri(), package.full_sha256, len(package.full))
+    return Variant(
+        name,
+        quality_ppm,
+        package.target.sha256,
+        package.target.size,
+        path.as_uri(),
+        package.full_sha256,
+        len(package.full),
+    )
 
 
 def _chooser(tmp_path: Path) -> VariantChooser:
     config = parse_config(f"""
 device_id = "dev-1"
 profile = "x86-gateway"
-state_dir = "{tmp_path / 'state'}"
+state_dir = "{tmp_path / "state"}"
 [model]
 name = "digits"
 initial = "{DIGITS}"
 [source]
 uri = "synthetic:image"
 [trust]
-keys = ["{'ab' * 32}"]
+keys = ["{"ab" * 32}"]
 """)
-    return VariantChooser(config, tmp_path / "state" / "downloads",
-                          lambda url: fetcher_for(url, 10.0), Pace(),
-                          lambda p, t, d: load_model(p, t, d))
+    return VariantChooser(
+        config,
+        tmp_path / "state" / "downloads",
+        lambda url: fetcher_for(url, 10.0),
+        Pace(),
+        lambda p, t, d: load_model(p, t, d),
+    )
 
 
 def _release(candidates: tuple[Variant, ...], min_quality_ppm: int) -> Release:
     first = candidates[0]
     release = make_release(version=1, deltas=())
-    return replace(release, target=replace(release.target, sha256=first.sha256, size=first.size),
-                   artifact=replace(release.artifact, url=first.url, sha256=first.artifact_sha256,
-                                    size=first.artifact_size),
-                   variants=VariantSet(candidates, min_quality_ppm, 3000))
+    return replace(
+        release,
+        target=replace(release.target, sha256=first.sha256, size=first.size),
+        artifact=replace(
+            release.artifact, url=first.url, sha256=first.artifact_sha256, size=first.artifact_size
+        ),
+        variants=VariantSet(candidates, min_quality_ppm, 3000),
+    )
 
 
 def test_only_candidates_within_the_quality_budget_are_measured(tmp_path: Path) -> None:
@@ -92,7 +107,8 @@ def test_a_candidate_whose_bytes_fail_their_hash_is_left_out(tmp_path: Path) -> 
     good = _variant(tmp_path, "good", DIGITS_FT.read_bytes(), 990_000)
     bad = _variant(tmp_path, "bad", slow_variant(DIGITS_FT.read_bytes(), 1), 990_000)
     Path(bad.url.removeprefix("file://")).write_bytes(
-        package_model(DIGITS.read_bytes(), level=3).full)  # other bytes than declared
+        package_model(DIGITS.read_bytes(), level=3).full
+    )  # other bytes than declared
     chooser = _chooser(tmp_path)
     chosen = chooser.choose(_release((good, bad), 0), (), None)
     assert chosen.target.sha256 == good.sha256
@@ -108,11 +124,19 @@ def test_a_device_running_a_variant_sees_the_release_as_current(tmp_path: Path) 
     release = _release((slow, fast), 0)
     envelope = sign_envelope(release.to_signed(), [key])
     now = datetime(2027, 1, 1, tzinfo=UTC)
-    deployment = json.dumps(build_deployment(release=envelope, device_id="dev-1",
-                                             rollout_id="r-1", keys=[key], now=now)).encode()
-    verified = verify_deployment(deployment, Keyring([key.public], 1), device_id="dev-1",
-                                 profile="x86-gateway", model_name="digits",
-                                 installed_version=1, installed_sha256=fast.sha256, now=now)
+    deployment = json.dumps(
+        build_deployment(release=envelope, device_id="dev-1", rollout_id="r-1", keys=[key], now=now)
+    ).encode()
+    verified = verify_deployment(
+        deployment,
+        Keyring([key.public], 1),
+        device_id="dev-1",
+        profile="x86-gateway",
+        model_name="digits",
+        installed_version=1,
+        installed_sha256=fast.sha256,
+        now=now,
+    )
     assert verified.is_current
     assert hashlib.sha256(DIGITS_FT.read_bytes()).hexdigest() == fast.sha256
 

@@ -31,8 +31,14 @@ class CloudEnv:
         return self.root / "artifacts"
 
 
-def write_config(root: Path, *, mqtt_port: int = 1883, extra: str = "",
-                 artifacts: str = "file://artifacts", store_extra: str = "") -> Path:
+def write_config(
+    root: Path,
+    *,
+    mqtt_port: int = 1883,
+    extra: str = "",
+    artifacts: str = "file://artifacts",
+    store_extra: str = "",
+) -> Path:
     config = root / "cloud.toml"
     config.write_text(
         f"""

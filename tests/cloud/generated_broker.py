@@ -44,8 +44,12 @@ class GeneratedBroker(Mosquitto):
         if self.running:
             return
         with self.log_path.open("ab") as log:  # mosquitto logs to stderr by default
-            self.process = subprocess.Popen([mosquitto_binary(), "-c", str(self.config_path)],
-                                            stdout=log, stderr=log, cwd=self.workdir)
+            self.process = subprocess.Popen(
+                [mosquitto_binary(), "-c", str(self.config_path)],
+                stdout=log,
+                stderr=log,
+                cwd=self.workdir,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -67,11 +71,11 @@ class GeneratedBroker(Mosquitto):
         return "".join(
             f'\n[mqtt.{role.value}]\nusername = "{role.default_user}"\n'
             f'password_file = "{self.password_files[role.default_user]}"\n'
-            for role in CloudRole)
+            for role in CloudRole
+        )
 
     def agent_mqtt(self, device_id: str) -> str:
-        return (f'username = "{device_id}"\n'
-                f'password_file = "{self.password_files[device_id]}"\n')
+        return f'username = "{device_id}"\npassword_file = "{self.password_files[device_id]}"\n'
 
 
 @contextmanager
@@ -84,10 +88,25 @@ def generated_broker(devices: list[str], *extra_args: str) -> Iterator[Generated
     try:
         out = StringIO()
         with redirect_stdout(out):
-            code = main(["broker-config", "--out", str(root / "broker"), "--devices", *devices,
-                         "--port", str(free_port()), "--listen", "127.0.0.1",
-                         "--cloud-port", str(free_port()), "--password-dir",
-                         str(root / "passwords"), "--json", *extra_args])
+            code = main(
+                [
+                    "broker-config",
+                    "--out",
+                    str(root / "broker"),
+                    "--devices",
+                    *devices,
+                    "--port",
+                    str(free_port()),
+                    "--listen",
+                    "127.0.0.1",
+                    "--cloud-port",
+                    str(free_port()),
+                    "--password-dir",
+                    str(root / "passwords"),
+                    "--json",
+                    *extra_args,
+                ]
+            )
         assert code == 0, out.getvalue()
         broker = GeneratedBroker(root / "broker", json.loads(out.getvalue()))
         broker.start()

@@ -31,27 +31,81 @@ REPO = Path(__file__).resolve().parents[2]
 EVAL = REPO / "examples" / "data" / "digits-eval.npz"
 
 
-def test_compress_writes_the_reference_and_release_signs_it(cloud_env: CloudEnv, tmp_path: Path,
-                                                            capsys) -> None:
+def test_compress_writes_the_reference_and_release_signs_it(
+    cloud_env: CloudEnv, tmp_path: Path, capsys
+) -> None:
     out = tmp_path / "out"
-    assert main(["compress", str(DIGITS), "--profile", "x86-gateway", "--data", str(EVAL),
-                 "--methods", "float16", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                str(DIGITS),
+                "--profile",
+                "x86-gateway",
+                "--data",
+                str(EVAL),
+                "--methods",
+                "float16",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     reference = json.loads((out / "reference.json").read_text())
-    assert [f["name"] for f in reference["features"]] == ["input.c0", "output.class",
-                                                          "output.score"]
+    assert [f["name"] for f in reference["features"]] == [
+        "input.c0",
+        "output.class",
+        "output.score",
+    ]
     assert all(isinstance(v, int) for f in reference["features"] for v in f["edges"] + f["counts"])
     capsys.readouterr()
-    assert main(["release", str(out / "chosen.tflite"), "--name", "digits", "--version", "1",
-                 "--profile", "x86-gateway", "--from-report", str(out / "report.json"),
-                 "--drift-threshold", "0.4", "--json", "--config", str(cloud_env.config)]) == 0
+    assert (
+        main(
+            [
+                "release",
+                str(out / "chosen.tflite"),
+                "--name",
+                "digits",
+                "--version",
+                "1",
+                "--profile",
+                "x86-gateway",
+                "--from-report",
+                str(out / "report.json"),
+                "--drift-threshold",
+                "0.4",
+                "--json",
+                "--config",
+                str(cloud_env.config),
+            ]
+        )
+        == 0
+    )
     signed = json.loads(capsys.readouterr().out)["envelope"]["signed"]
     assert signed["reference"]["drift_threshold_milli"] == 400
     assert signed["reference"]["features"] == reference["features"]
 
     # a reference for another model's I/O is refused, and nothing is released
-    assert main(["release", str(VIBRATION), "--name", "vibration", "--version", "1",
-                 "--profile", "x86-gateway", "--reference", str(out / "reference.json"),
-                 "--config", str(cloud_env.config)]) == 2
+    assert (
+        main(
+            [
+                "release",
+                str(VIBRATION),
+                "--name",
+                "vibration",
+                "--version",
+                "1",
+                "--profile",
+                "x86-gateway",
+                "--reference",
+                str(out / "reference.json"),
+                "--config",
+                str(cloud_env.config),
+            ]
+        )
+        == 2
+    )
     assert "does not describe" in capsys.readouterr().err
     db = open_store(cloud_env.db)
     assert db.execute("SELECT count(*) FROM releases WHERE name = 'vibration'").fetchone()[0] == 0
@@ -61,34 +115,78 @@ def test_compress_writes_the_reference_and_release_signs_it(cloud_env: CloudEnv,
 def test_release_names_the_samples_dataset(cloud_env: CloudEnv, tmp_path: Path, capsys) -> None:
     dataset = tmp_path / "dataset.npz"
     buffer = io.BytesIO()
-    np.savez(buffer, x=np.zeros((3, 28, 28, 1), np.float32), y=np.zeros(3, np.int64),
-             trigger=np.asarray(["drift"] * 3))
+    np.savez(
+        buffer,
+        x=np.zeros((3, 28, 28, 1), np.float32),
+        y=np.zeros(3, np.int64),
+        trigger=np.asarray(["drift"] * 3),
+    )
     dataset.write_bytes(buffer.getvalue())
-    assert main(["release", str(DIGITS), "--name", "digits", "--version", "1", "--profile",
-                 "x86-gateway", "--samples", str(dataset), "--json",
-                 "--config", str(cloud_env.config)]) == 0
+    assert (
+        main(
+            [
+                "release",
+                str(DIGITS),
+                "--name",
+                "digits",
+                "--version",
+                "1",
+                "--profile",
+                "x86-gateway",
+                "--samples",
+                str(dataset),
+                "--json",
+                "--config",
+                str(cloud_env.config),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(capsys.readouterr().out)["provenance"]["metrics"]
     assert metrics["samples"] == 3 and len(metrics["samples_sha256"]) == 64
     (tmp_path / "bad.npz").write_bytes(b"not a dataset")
-    assert main(["release", str(DIGITS), "--name", "digits", "--version", "2", "--profile",
-                 "x86-gateway", "--samples", str(tmp_path / "bad.npz"),
-                 "--config", str(cloud_env.config)]) == 2
+    assert (
+        main(
+            [
+                "release",
+                str(DIGITS),
+                "--name",
+                "digits",
+                "--version",
+                "2",
+                "--profile",
+                "x86-gateway",
+                "--samples",
+                str(tmp_path / "bad.npz"),
+                "--config",
+                str(cloud_env.config),
+            ]
+        )
+        == 2
+    )
     assert "not a samples dataset" in capsys.readouterr().err
 
 
 def test_devices_shows_the_latest_drift(cloud_env: CloudEnv, capsys) -> None:
     db = open_store(cloud_env.db)
     now = time.time()
-    for device, seq, drift in (("cam-01", 1, None),
-                               ("cam-01", 2, {"score": 1.42, "feature": "input.c0",
-                                              "threshold": 0.25, "samples": 300}),
-                               ("cam-02", 1, {"score": 0.031, "feature": "output.class",
-                                              "threshold": 0.25, "samples": 300})):
-        db.execute("INSERT OR IGNORE INTO devices (device_id, online, last_seen) "
-                   "VALUES (?, 1, ?)", (device, now))
-        db.execute("INSERT INTO telemetry (device_id, seq, ts, received, body) VALUES "
-                   "(?, ?, ?, ?, ?)", (device, seq, now, now,
-                                       json.dumps({"device_id": device, "drift": drift})))
+    for device, seq, drift in (
+        ("cam-01", 1, None),
+        ("cam-01", 2, {"score": 1.42, "feature": "input.c0", "threshold": 0.25, "samples": 300}),
+        (
+            "cam-02",
+            1,
+            {"score": 0.031, "feature": "output.class", "threshold": 0.25, "samples": 300},
+        ),
+    ):
+        db.execute(
+            "INSERT OR IGNORE INTO devices (device_id, online, last_seen) VALUES (?, 1, ?)",
+            (device, now),
+        )
+        db.execute(
+            "INSERT INTO telemetry (device_id, seq, ts, received, body) VALUES (?, ?, ?, ?, ?)",
+            (device, seq, now, now, json.dumps({"device_id": device, "drift": drift})),
+        )
     db.close()
     assert main(["devices", "--config", str(cloud_env.config)]) == 0
     text = capsys.readouterr().out
@@ -100,8 +198,9 @@ def test_devices_shows_the_latest_drift(cloud_env: CloudEnv, capsys) -> None:
 
 
 def _put(url: str, data: bytes) -> int:
-    request = urllib.request.Request(url, data=data, method="PUT",
-                                     headers={"Content-Type": "application/octet-stream"})
+    request = urllib.request.Request(
+        url, data=data, method="PUT", headers={"Content-Type": "application/octet-stream"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return int(response.status)
@@ -125,7 +224,10 @@ def test_serve_accepts_only_granted_uploads_and_never_serves_samples(tmp_path: P
         assert _put(url, b"again") == 201  # a retried upload writes the same key again
         # the grant names one key; a forged, altered or expired one writes nothing
         other = url.replace("0123abcd.jpg", "0123abce.jpg")
-        assert _put(other, b"x") == 403 and not (root / "samples/cam-01/20260101T000000-0123abce.jpg").exists()
+        assert (
+            _put(other, b"x") == 403
+            and not (root / "samples/cam-01/20260101T000000-0123abce.jpg").exists()
+        )
         assert _put(url[:-4] + "0000", b"x") == 403
         expired = store.put_url(name.replace("abcd", "abcf"), -10, time.time())
         assert _put(expired, b"x") == 403
@@ -149,22 +251,34 @@ def test_capture_requests_are_bounded_and_answered_with_signed_grants(tmp_path: 
     good = {"20260101T000000-0123abcd.jpg": 900, "20260101T000000-0123abcd.json": 200}
     request = parse_capture_request(encode_message(CaptureRequest("cam-01", 1.0, good)), "cam-01")
     for payload, device in (
-            (encode_message(CaptureRequest("cam-02", 1.0, good)), "cam-01"),  # another's topic
-            (encode_message(CaptureRequest("cam-01", 1.0, {})), "cam-01"),
-            (encode_message(CaptureRequest("cam-01", 1.0, {"../x.jpg": 1})), "cam-01"),
-            (encode_message(CaptureRequest("cam-01", 1.0, {"20260101T000000-0123abcd.jpg": 10**9})),
-             "cam-01"),
-            (encode_message(CaptureRequest("cam-01", 1.0, {f"20260101T000000-0123ab{i:02x}.jpg": 1
-                                                           for i in range(17)})), "cam-01"),
-            (b"{" * 10_000, "cam-01")):
+        (encode_message(CaptureRequest("cam-02", 1.0, good)), "cam-01"),  # another's topic
+        (encode_message(CaptureRequest("cam-01", 1.0, {})), "cam-01"),
+        (encode_message(CaptureRequest("cam-01", 1.0, {"../x.jpg": 1})), "cam-01"),
+        (
+            encode_message(CaptureRequest("cam-01", 1.0, {"20260101T000000-0123abcd.jpg": 10**9})),
+            "cam-01",
+        ),
+        (
+            encode_message(
+                CaptureRequest(
+                    "cam-01", 1.0, {f"20260101T000000-0123ab{i:02x}.jpg": 1 for i in range(17)}
+                )
+            ),
+            "cam-01",
+        ),
+        (b"{" * 10_000, "cam-01"),
+    ):
         with pytest.raises(Rejected):
             parse_capture_request(payload, device)
     store = FileStore(tmp_path / "a", "http://fleet.example/artifacts", tmp_path / "upload.key")
     key = SigningKey.generate()
     envelope = upload_command(store, key, "cam-01", request.files, time.time())
-    command = verify_command(json.dumps(envelope).encode(), Keyring([key.public], 1), "cam-01",
-                             datetime.now(UTC))
+    command = verify_command(
+        json.dumps(envelope).encode(), Keyring([key.public], 1), "cam-01", datetime.now(UTC)
+    )
     assert command.command == "upload"
     assert set(command.args["urls"]) == set(good)
-    assert all(u.startswith("http://fleet.example/artifacts/samples/cam-01/")
-               for u in command.args["urls"].values())
+    assert all(
+        u.startswith("http://fleet.example/artifacts/samples/cam-01/")
+        for u in command.args["urls"].values()
+    )

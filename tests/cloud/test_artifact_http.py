@@ -27,8 +27,9 @@ def served(tmp_path: Path) -> Iterator[tuple[ArtifactServer, bytes]]:
     server.stop()
 
 
-def get(server: ArtifactServer, path: str, headers: dict[str, str] | None = None,
-        method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+def get(
+    server: ArtifactServer, path: str, headers: dict[str, str] | None = None, method: str = "GET"
+) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
     try:
         conn.request(method, path, headers=headers or {})
@@ -70,15 +71,23 @@ def test_unsatisfiable_range_is_416(served) -> None:
 
 def test_if_range_with_a_stale_etag_sends_the_whole_file(served) -> None:
     server, data = served
-    status, _, body = get(server, f"/artifacts/{KEY}",
-                          {"Range": "bytes=1000-", "If-Range": '"stale"'})
+    status, _, body = get(
+        server, f"/artifacts/{KEY}", {"Range": "bytes=1000-", "If-Range": '"stale"'}
+    )
     assert status == 200 and body == data
 
 
-@pytest.mark.parametrize("path", [
-    "/artifacts/digits/3/missing.zst", "/artifacts/../secret.txt", "/artifacts/%2e%2e/secret.txt",
-    "/secret.txt", "/artifacts/digits", "/artifacts/",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/artifacts/digits/3/missing.zst",
+        "/artifacts/../secret.txt",
+        "/artifacts/%2e%2e/secret.txt",
+        "/secret.txt",
+        "/artifacts/digits",
+        "/artifacts/",
+    ],
+)
 def test_missing_or_outside_paths_are_404(served, path: str) -> None:
     server, _ = served
     status, _, body = get(server, path)

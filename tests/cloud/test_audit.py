@@ -14,17 +14,34 @@ from tests.cloud.conftest import DIGITS, CloudEnv, write_config
 
 
 def test_every_operator_action_is_recorded_with_who_and_what_was_signed(  # type: ignore[no-untyped-def]
-        cloud_env: CloudEnv, mosquitto, tmp_path, capsys) -> None:
+    cloud_env: CloudEnv, mosquitto, tmp_path, capsys
+) -> None:
     import hashlib
 
     config = write_config(cloud_env.root, mqtt_port=mosquitto.port)
     cfg = ["--config", str(config)]
-    assert main(["release", str(DIGITS), "--name", "digits", "--version", "1", "--profile",
-                 "x86-gateway", "--json", *cfg]) == 0
+    assert (
+        main(
+            [
+                "release",
+                str(DIGITS),
+                "--name",
+                "digits",
+                "--version",
+                "1",
+                "--profile",
+                "x86-gateway",
+                "--json",
+                *cfg,
+            ]
+        )
+        == 0
+    )
     release = json.loads(capsys.readouterr().out)["envelope"]
     assert main(["groups", "add", "lobby", "cam-1", "cam-2", *cfg]) == 0
-    assert main(["deploy", "digits@1", "--group", "lobby", "--waves", "1,100%", "--json",
-                 *cfg]) == 0
+    assert (
+        main(["deploy", "digits@1", "--group", "lobby", "--waves", "1,100%", "--json", *cfg]) == 0
+    )
     rollout = json.loads(capsys.readouterr().out.splitlines()[-1])["id"]
     for action in ("pause", "resume", "abort"):
         assert main(["rollout", action, rollout, *cfg]) == 0
@@ -35,10 +52,16 @@ def test_every_operator_action_is_recorded_with_who_and_what_was_signed(  # type
     assert main(["audit", "--json", *cfg]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["action"], r["target"]) for r in rows] == [
-        ("release", "digits@1/x86-gateway"), ("group.add", "lobby"),
-        ("deploy", f"{rollout}/cam-1"), ("deploy", f"{rollout}/cam-2"),
-        ("rollout.pause", rollout), ("rollout.resume", rollout), ("rollout.abort", rollout),
-        ("command", "cam-1"), ("group.remove", "lobby")]
+        ("release", "digits@1/x86-gateway"),
+        ("group.add", "lobby"),
+        ("deploy", f"{rollout}/cam-1"),
+        ("deploy", f"{rollout}/cam-2"),
+        ("rollout.pause", rollout),
+        ("rollout.resume", rollout),
+        ("rollout.abort", rollout),
+        ("command", "cam-1"),
+        ("group.remove", "lobby"),
+    ]
     assert {r["actor"] for r in rows} == {getpass.getuser()}
     assert rows[0]["sha256"] == hashlib.sha256(canonical_json(release["signed"])).hexdigest()
     with sqlite3.connect(cloud_env.db) as db:
@@ -58,7 +81,8 @@ def test_audit_rows_cannot_be_changed_or_deleted(cloud_env: CloudEnv, capsys) ->
     assert main(["groups", "add", "lobby", "cam-1", *cfg]) == 0
     with sqlite3.connect(cloud_env.db) as db:
         assert db.execute("SELECT action, target, detail FROM audit").fetchall() == [
-            ("group.add", "lobby", "cam-1")]
+            ("group.add", "lobby", "cam-1")
+        ]
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             db.execute("UPDATE audit SET actor = 'someone-else'")
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):

@@ -33,9 +33,17 @@ HAS_MOSQUITTO_USER = any(u.pw_name == "mosquitto" for u in pwd.getpwall())
 
 
 class Client:
-    def __init__(self, port: int, user: str, password: str | None, *,
-                 client_id: str | None = None, persistent: bool = False, wait: bool = True,
-                 tls: tuple[Path, Path, Path] | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        user: str,
+        password: str | None,
+        *,
+        client_id: str | None = None,
+        persistent: bool = False,
+        wait: bool = True,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
         self.messages: list[tuple[str, bytes]] = []
         self.pubacks: dict[int, int] = {}
         self.subacks: dict[int, list[int]] = {}
@@ -43,8 +51,11 @@ class Client:
         self.session_present: bool | None = None
         self.disconnects: list[int] = []
         self._event = threading.Event()
-        c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                        client_id=client_id or user, protocol=mqtt.MQTTv5)
+        c = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id or user,
+            protocol=mqtt.MQTTv5,
+        )
         c.username_pw_set(user, password)
         if tls is not None:
             ca, cert, key = tls
@@ -54,7 +65,8 @@ class Client:
         c.on_message = lambda _c, _u, m: self.messages.append((m.topic, bytes(m.payload)))
         c.on_publish = lambda _c, _u, mid, rc, _p: self.pubacks.__setitem__(mid, rc.value)
         c.on_subscribe = lambda _c, _u, mid, rcs, _p: self.subacks.__setitem__(
-            mid, [r.value for r in rcs])
+            mid, [r.value for r in rcs]
+        )
         c.reconnect_delay_set(0.1, 0.5)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         if persistent:
@@ -159,18 +171,25 @@ def test_devices_cannot_leave_their_own_topics(clients: dict[str, Client]) -> No
     assert b.subscribe(f"{P}/dev-b/desired") == [1]
     assert operator.publish(f"{P}/dev-b/desired", b"for-b", retain=True) == 0
     assert operator.publish(f"{P}/dev-a/desired", b"for-a", retain=True) == 0
-    assert wait_until(lambda: (f"{P}/dev-a/desired", b"for-a") in a.messages
-                      and (f"{P}/dev-b/desired", b"for-b") in b.messages), (a.messages, b.messages)
+    assert wait_until(
+        lambda: (
+            (f"{P}/dev-a/desired", b"for-a") in a.messages
+            and (f"{P}/dev-b/desired", b"for-b") in b.messages
+        )
+    ), (a.messages, b.messages)
     time.sleep(1.0)  # anything else that was going to arrive has arrived
     # the ingester reads device reports, and not what the cloud sends to devices
-    assert set(ingest.messages) == {(f"{P}/dev-a/telemetry", b"own"),
-                                    (f"{P}/dev-a/update", b"own-update")}
+    assert set(ingest.messages) == {
+        (f"{P}/dev-a/telemetry", b"own"),
+        (f"{P}/dev-a/update", b"own-update"),
+    }
     assert set(a.messages) == {(f"{P}/dev-a/desired", b"for-a")}  # not B's, even via +
     assert b.messages == [(f"{P}/dev-b/desired", b"for-b")]
 
 
-def test_each_cloud_role_has_only_what_it_needs(broker: GeneratedBroker,
-                                                clients: dict[str, Client]) -> None:
+def test_each_cloud_role_has_only_what_it_needs(
+    broker: GeneratedBroker, clients: dict[str, Client]
+) -> None:
     ingest, operator, controller = clients[INGEST], clients[OPERATOR], clients[CONTROLLER]
     ok = (0, 16)  # 16: accepted, no subscribers
     assert controller.publish(f"{P}/dev-a/desired", b"wave", retain=True) in ok
@@ -191,8 +210,9 @@ def test_a_device_cannot_take_over_another_device_or_the_cloud(broker: Generated
     ingester's; the broker gives it its own (dev-a) each time, so dev-b keeps its session and
     the cloud's persistent session keeps collecting what arrives while it is away."""
     ingest_id = "litefleet-cloud-ingest"
-    ingest = Client(broker.cloud_port, INGEST, broker.password(INGEST), client_id=ingest_id,
-                    persistent=True)
+    ingest = Client(
+        broker.cloud_port, INGEST, broker.password(INGEST), client_id=ingest_id, persistent=True
+    )
     assert ingest.subscribe(f"{P}/+/telemetry") == [1]
     ingest.close()  # away: the session lives on and queues for it
     b = Client(broker.port, "dev-b", broker.password("dev-b"), persistent=True)
@@ -200,8 +220,12 @@ def test_a_device_cannot_take_over_another_device_or_the_cloud(broker: Generated
     try:
         assert b.subscribe(f"{P}/dev-b/desired") == [1]
         for n, wanted in enumerate(("dev-b", ingest_id)):  # clean start: a takeover would
-            intruder = Client(broker.port, "dev-a", broker.password("dev-a"),  # end the session
-                              client_id=wanted)
+            intruder = Client(
+                broker.port,
+                "dev-a",
+                broker.password("dev-a"),  # end the session
+                client_id=wanted,
+            )
             try:
                 assert intruder.connack == 0
                 # connected as itself: dev-a's own topic works
@@ -209,18 +233,21 @@ def test_a_device_cannot_take_over_another_device_or_the_cloud(broker: Generated
                 # the real dev-b was not disconnected: it publishes and receives on its session
                 for seq in range(n * 5, n * 5 + 5):
                     assert b.publish(f"{P}/dev-b/telemetry", f"b-{seq}".encode()) == 0
-                assert operator.publish(f"{P}/dev-b/desired", f"for-b-{n}".encode(),
-                                        retain=True) == 0
-                assert wait_until(lambda n=n: (f"{P}/dev-b/desired", f"for-b-{n}".encode())
-                                  in b.messages)
+                assert (
+                    operator.publish(f"{P}/dev-b/desired", f"for-b-{n}".encode(), retain=True) == 0
+                )
+                assert wait_until(
+                    lambda n=n: (f"{P}/dev-b/desired", f"for-b-{n}".encode()) in b.messages
+                )
                 assert b.disconnects == [] and intruder.disconnects == []
             finally:
                 intruder.close()
     finally:
         operator.close()
     # the cloud comes back to its session, and finds everything queued for it
-    back = Client(broker.cloud_port, INGEST, broker.password(INGEST), client_id=ingest_id,
-                  persistent=True)
+    back = Client(
+        broker.cloud_port, INGEST, broker.password(INGEST), client_id=ingest_id, persistent=True
+    )
     try:
         assert back.session_present is True
         want = {(f"{P}/dev-b/telemetry", f"b-{n}".encode()) for n in range(10)}
@@ -243,11 +270,20 @@ def test_with_mutual_tls_the_certificate_names_the_device(tmp_path: Path, reques
     for device in ("dev-a", "dev-b"):
         key = ec.generate_private_key(ec.SECP256R1())
         _write(pki / device, key, _cert(device, key, "test-ca", ca_key))
-    server = ("--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
-              "--tls-ca", str(pki / "ca.pem"), "--require-certificate")
+    server = (
+        "--tls-cert",
+        str(pki / "server.pem"),
+        "--tls-key",
+        str(pki / "server.key"),
+        "--tls-ca",
+        str(pki / "ca.pem"),
+        "--require-certificate",
+    )
     if AS_ROOT and HAS_MOSQUITTO_USER:  # pytest's folders are closed to the broker's user
-        assert main(["broker-config", "--out", str(tmp_path / "b"), "--devices", "dev-a",
-                     *server]) == 2
+        assert (
+            main(["broker-config", "--out", str(tmp_path / "b"), "--devices", "dev-a", *server])
+            == 2
+        )
         assert not (tmp_path / "b" / "passwd").exists()
     shared = Path(tempfile.mkdtemp(dir="/tmp"))  # where the broker's user may read them
     shutil.copytree(pki, shared / "pki")
@@ -257,8 +293,15 @@ def test_with_mutual_tls_the_certificate_names_the_device(tmp_path: Path, reques
         f.chmod(0o644)
     request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
     pki = shared / "pki"
-    server = ("--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
-              "--tls-ca", str(pki / "ca.pem"), "--require-certificate")
+    server = (
+        "--tls-cert",
+        str(pki / "server.pem"),
+        "--tls-key",
+        str(pki / "server.key"),
+        "--tls-ca",
+        str(pki / "ca.pem"),
+        "--require-certificate",
+    )
 
     def tls(device: str) -> tuple[Path, Path, Path]:
         return pki / "ca.pem", pki / f"{device}.pem", pki / f"{device}.key"
@@ -274,8 +317,12 @@ def test_with_mutual_tls_the_certificate_names_the_device(tmp_path: Path, reques
             assert a.publish(f"{P}/dev-a/telemetry", b"from-a") == 0  # its own, as dev-a
             assert a.publish(f"{P}/dev-b/telemetry", b"spoof") == 135
             assert b.publish(f"{P}/dev-b/telemetry", b"from-b") == 0
-            assert wait_until(lambda: set(ingest.messages) == {
-                (f"{P}/dev-a/telemetry", b"from-a"), (f"{P}/dev-b/telemetry", b"from-b")})
+            assert wait_until(
+                lambda: (
+                    set(ingest.messages)
+                    == {(f"{P}/dev-a/telemetry", b"from-a"), (f"{P}/dev-b/telemetry", b"from-b")}
+                )
+            )
             assert b.disconnects == []
         finally:
             for c in (a, b, ingest):
@@ -290,7 +337,10 @@ def test_files_belong_to_the_broker_user_and_persistence_is_on(broker: Generated
     for name in ("passwd", "acl", "cloud-passwd", "cloud-acl"):
         st = (broker.out / name).stat()
         assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (
-            mosquitto.pw_uid, mosquitto.pw_gid, 0o600), name
+            mosquitto.pw_uid,
+            mosquitto.pw_gid,
+            0o600,
+        ), name
     data = broker.out / "data"
     st = data.stat()
     assert (st.st_uid, st.st_mode & 0o777) == (mosquitto.pw_uid, 0o700)
@@ -312,15 +362,29 @@ def test_a_folder_the_broker_user_cannot_reach_is_refused(tmp_path: Path, capsys
 
 
 def test_add_gives_new_devices_passwords_and_changes_nobody_elses(
-        broker: GeneratedBroker, capsys) -> None:  # type: ignore[no-untyped-def]
+    broker: GeneratedBroker, capsys
+) -> None:  # type: ignore[no-untyped-def]
     passwd = broker.out / "passwd"
     before = passwd.read_text()
     # running it again without --add would rotate every password: refused, nothing changed
     assert main(["broker-config", "--out", str(broker.out), "--devices", "dev-c"]) == 2
     assert "--add" in capsys.readouterr().err and passwd.read_text() == before
     pw = broker.out.parent / "passwords"
-    assert main(["broker-config", "--out", str(broker.out), "--devices", "dev-c", "--add",
-                 "--password-dir", str(pw)]) == 0
+    assert (
+        main(
+            [
+                "broker-config",
+                "--out",
+                str(broker.out),
+                "--devices",
+                "dev-c",
+                "--add",
+                "--password-dir",
+                str(pw),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert passwd.read_text().startswith(before)  # dev-a and dev-b: the same lines
     assert main(["broker-config", "--out", str(broker.out), "--devices", "dev-a", "--add"]) == 2
@@ -338,8 +402,11 @@ def test_add_gives_new_devices_passwords_and_changes_nobody_elses(
 def test_wrong_password_and_anonymous_are_refused(broker: GeneratedBroker) -> None:
     for port in (broker.port, broker.cloud_port):
         for user, password in (("dev-a", "wrong"), (INGEST, "wrong"), ("", "")):
-            c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="x",
-                            protocol=mqtt.MQTTv5)
+            c = mqtt.Client(
+                callback_api_version=CallbackAPIVersion.VERSION2,
+                client_id="x",
+                protocol=mqtt.MQTTv5,
+            )
             if user:
                 c.username_pw_set(user, password)
             codes: list[int] = []
@@ -360,9 +427,22 @@ def test_hash_format() -> None:
 
 def test_password_files_are_private(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "b"
-    assert main(["broker-config", "--out", str(out), "--devices", "cam-1",
-                 "--broker-user", pwd.getpwuid(os.getuid()).pw_name,
-                 "--password-dir", str(tmp_path / "pw")]) == 0
+    assert (
+        main(
+            [
+                "broker-config",
+                "--out",
+                str(out),
+                "--devices",
+                "cam-1",
+                "--broker-user",
+                pwd.getpwuid(os.getuid()).pw_name,
+                "--password-dir",
+                str(tmp_path / "pw"),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     path = tmp_path / "pw" / "cam-1.password"
     assert oct(path.stat().st_mode & 0o777) == "0o600"
@@ -370,6 +450,7 @@ def test_password_files_are_private(tmp_path: Path, capsys) -> None:  # type: ig
     assert (out / "passwd").read_text().startswith("cam-1:$7$101$")
     assert oct((out / "passwd").stat().st_mode & 0o777) == "0o600"
     assert main(["broker-config", "--out", str(tmp_path / "c"), "--devices", "bad id"]) == 2
-    assert main(["broker-config", "--out", str(tmp_path / "d"), "--devices",
-                 "litefleet-ingest"]) == 2  # ids of the cloud's users are not for devices
+    assert (
+        main(["broker-config", "--out", str(tmp_path / "d"), "--devices", "litefleet-ingest"]) == 2
+    )  # ids of the cloud's users are not for devices
     assert "kept for the cloud" in capsys.readouterr().err

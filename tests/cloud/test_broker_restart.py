@@ -26,31 +26,49 @@ def stored_seqs(db_path: Path, device_id: str) -> list[int]:
         return []
     db = open_store(db_path)
     try:
-        return sorted(int(r[0]) for table in ("telemetry", "events", "updates") for r in
-                      db.execute(f"SELECT seq FROM {table} WHERE device_id = ?", (device_id,)))
+        return sorted(
+            int(r[0])
+            for table in ("telemetry", "events", "updates")
+            for r in db.execute(f"SELECT seq FROM {table} WHERE device_id = ?", (device_id,))
+        )
     finally:
         db.close()
 
 
 def test_a_broker_restart_loses_no_record(cloud_env: CloudEnv, agent_process) -> None:  # type: ignore[no-untyped-def]
     with generated_broker(["cam-01"]) as broker:
-        config = write_config(cloud_env.root, mqtt_port=broker.cloud_port,
-                              extra="[ingest]\nbatch_wait_s = 0.05\n" + broker.cloud_toml())
+        config = write_config(
+            cloud_env.root,
+            mqtt_port=broker.cloud_port,
+            extra="[ingest]\nbatch_wait_s = 0.05\n" + broker.cloud_toml(),
+        )
         log = cloud_env.root / "serve.log"
         serve = _serve(config, log)
         # the ingester's persistent session exists before the device's first record: a broker
         # drops what it receives for a topic nobody has subscribed to yet
-        wait_for(lambda: log.exists() and "-ingest subscribed to" in log.read_text(), 30,
-                 "serve's ingester subscribed")
-        agent = agent_process(broker, [SigningKey.generate().public.hex], start=False,
-                              device_id="cam-01", telemetry_s=0.2)
+        wait_for(
+            lambda: log.exists() and "-ingest subscribed to" in log.read_text(),
+            30,
+            "serve's ingester subscribed",
+        )
+        agent = agent_process(
+            broker,
+            [SigningKey.generate().public.hex],
+            start=False,
+            device_id="cam-01",
+            telemetry_s=0.2,
+        )
         text = agent.config_path.read_text()
-        agent.config_path.write_text(text.replace(
-            "[mqtt]\n", "[mqtt]\n" + broker.agent_mqtt("cam-01"), 1))
+        agent.config_path.write_text(
+            text.replace("[mqtt]\n", "[mqtt]\n" + broker.agent_mqtt("cam-01"), 1)
+        )
         agent.start()
         try:
-            wait_for(lambda: len(stored_seqs(cloud_env.db, "cam-01")) >= 5, 60,
-                     "the first records stored")
+            wait_for(
+                lambda: len(stored_seqs(cloud_env.db, "cam-01")) >= 5,
+                60,
+                "the first records stored",
+            )
             broker.stop()  # SIGTERM: mosquitto saves its sessions and queues, and exits
             time.sleep(2.0)  # the agent keeps measuring; its records wait in its outbox
             broker.start()
@@ -58,11 +76,13 @@ def test_a_broker_restart_loses_no_record(cloud_env: CloudEnv, agent_process) ->
             # records made after the restart, while the cloud may still be reconnecting
             wait_for(lambda: agent.last_seq() >= before + 15, 60, "records after the restart")
             produced = agent.last_seq()
-            wait_for(lambda: set(range(1, produced + 1)) <= set(stored_seqs(cloud_env.db,
-                                                                             "cam-01")),
-                     60, f"every seq up to {produced} stored (have "
-                     f"{stored_seqs(cloud_env.db, 'cam-01')[-40:]}); serve log: "
-                     f"{log.read_text()[-1500:]}")
+            wait_for(
+                lambda: set(range(1, produced + 1)) <= set(stored_seqs(cloud_env.db, "cam-01")),
+                60,
+                f"every seq up to {produced} stored (have "
+                f"{stored_seqs(cloud_env.db, 'cam-01')[-40:]}); serve log: "
+                f"{log.read_text()[-1500:]}",
+            )
         finally:
             agent.terminate()
             serve.terminate()

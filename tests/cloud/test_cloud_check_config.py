@@ -20,8 +20,9 @@ def test_the_commented_example_config_passes(capsys) -> None:
     assert example.read_text().count("\n#") >= 15
 
 
-def test_a_good_config_with_its_key_and_broker_has_no_warning(cloud_env: CloudEnv, mosquitto,
-                                                              capsys) -> None:
+def test_a_good_config_with_its_key_and_broker_has_no_warning(
+    cloud_env: CloudEnv, mosquitto, capsys
+) -> None:
     config = write_config(cloud_env.root, mqtt_port=mosquitto.port)
     assert main(["check-config", "--config", str(config), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -15,11 +15,14 @@ from tests.cloud.conftest import CloudEnv, write_config
 
 
 def test_commands_arrive_signed_and_bound_to_each_device(
-        cloud_env: CloudEnv, mosquitto, mqtt_subscriber, capsys) -> None:
+    cloud_env: CloudEnv, mosquitto, mqtt_subscriber, capsys
+) -> None:
     config = write_config(cloud_env.root, mqtt_port=mosquitto.port)
     sub = mqtt_subscriber(mosquitto, [topic(d, Channel.CMD) for d in ("cam-1", "cam-2")])
-    assert main(["command", "cam-1", "cam-2", "rollback", "--expires", "2m",
-                 "--config", str(config)]) == 0
+    assert (
+        main(["command", "cam-1", "cam-2", "rollback", "--expires", "2m", "--config", str(config)])
+        == 0
+    )
     assert "sent rollback to cam-2" in capsys.readouterr().out
     assert sub.wait_for(lambda msgs: len(msgs) == 2)
     keyring = Keyring((cloud_env.key.public,))

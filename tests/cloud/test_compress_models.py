@@ -29,8 +29,9 @@ DATA = REPO / "tests" / "data"
 DIGITS = REPO / "examples" / "models" / "digits.tflite"
 TRAIN = REPO / "examples" / "data" / "digits-train.npz"
 EVAL = REPO / "examples" / "data" / "digits-eval.npz"
-FAST = CompressOptions(latency_warmup=2, latency_runs=10, calibration_samples=64,
-                       max_eval_samples=120)
+FAST = CompressOptions(
+    latency_warmup=2, latency_runs=10, calibration_samples=64, max_eval_samples=120
+)
 QUANTIZED = ("weight_only_int8", "dynamic_int8", "int8")
 # model file, input size, float16 weights?, expected output kinds (interpreter order)
 MODELS = {
@@ -43,24 +44,31 @@ PROFILES = sorted(p.stem for p in (REPO / "device_profiles").glob("*.toml"))
 
 
 def _scenes(n: int, seed: int, size: int) -> np.ndarray:
-    spec = importlib.util.spec_from_file_location("make_foreign_model",
-                                                  DATA / "make_foreign_model.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_foreign_model", DATA / "make_foreign_model.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     images: np.ndarray = module.scenes(n, seed)
     if size != images.shape[1]:
-        images = np.stack([cv2.resize(i, (size, size), interpolation=cv2.INTER_AREA)
-                           for i in images])
+        images = np.stack(
+            [cv2.resize(i, (size, size), interpolation=cv2.INTER_AREA) for i in images]
+        )
     return images
 
 
-def loose(name: str = "loose", quantizations: tuple[str, ...] = ("int8", "dynamic_int8"),
-          **budget: object) -> DeviceProfile:
+def loose(
+    name: str = "loose", quantizations: tuple[str, ...] = ("int8", "dynamic_int8"), **budget: object
+) -> DeviceProfile:
     """A profile whose budget any real compression fits (random-weight models disagree with
     themselves on near-ties more than trained ones)."""
-    return DeviceProfile(name=name, arch="x86_64", quantizations=quantizations,
-                         budget=Budget(**{"max_accuracy_drop": 0.2, **budget}))  # type: ignore[arg-type]
+    return DeviceProfile(
+        name=name,
+        arch="x86_64",
+        quantizations=quantizations,
+        budget=Budget(**{"max_accuracy_drop": 0.2, **budget}),
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -70,20 +78,30 @@ def model_reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Report]
         root = tmp_path_factory.mktemp(name)
         np.savez(root / "calib.npz", x=_scenes(48, 7, size))
         np.savez(root / "eval.npz", x=_scenes(32, 8, size))
-        reports[name] = compress(DATA / f"{name}.tflite", loose(), root / "calib.npz",
-                                 root / "eval.npz", None, root / "out", options=FAST)
+        reports[name] = compress(
+            DATA / f"{name}.tflite",
+            loose(),
+            root / "calib.npz",
+            root / "eval.npz",
+            None,
+            root / "out",
+            options=FAST,
+        )
     return reports
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_each_model_gets_an_int8_candidate_at_the_expected_size(
-        model_reports: dict[str, Report], name: str) -> None:
+    model_reports: dict[str, Report], name: str
+) -> None:
     report = model_reports[name]
     _, float16, _ = MODELS[name]
     base = report.baseline
     assert report.skipped == ()  # full int8 included, from the calibration data
     limit = 0.55 if float16 else 0.30
-    small = [c for c in report.candidates if c.method in QUANTIZED and c.bytes <= limit * base.bytes]
+    small = [
+        c for c in report.candidates if c.method in QUANTIZED and c.bytes <= limit * base.bytes
+    ]
     assert small, [(c.method, c.bytes / base.bytes) for c in report.candidates]
     for c in report.candidates:
         assert c.io_change is None and c.input_dtype == "float32"
@@ -112,7 +130,8 @@ def test_fidelity_is_reported_per_output(model_reports: dict[str, Report], name:
 
 
 def test_float16_on_float16_weights_has_no_effect_and_is_never_chosen(
-        model_reports: dict[str, Report]) -> None:
+    model_reports: dict[str, Report],
+) -> None:
     for name in ("fp16_classifier", "fp16_nosig_classifier", "fp16_detector"):
         report = model_reports[name]
         f16 = report.candidate("float16")
@@ -120,7 +139,10 @@ def test_float16_on_float16_weights_has_no_effect_and_is_never_chosen(
         assert "float16" not in report.provenances
     # the segmenter's weights are float32: float16 halves it
     seg = model_reports["float_segmenter"].candidate("float16")
-    assert seg.no_effect is None and seg.bytes <= 0.55 * model_reports["float_segmenter"].baseline.bytes
+    assert (
+        seg.no_effect is None
+        and seg.bytes <= 0.55 * model_reports["float_segmenter"].baseline.bytes
+    )
 
     report = model_reports["fp16_classifier"]
     base, cands = report.baseline, list(report.candidates)
@@ -137,10 +159,16 @@ def test_budgets_apply_to_agreement_without_labels(model_reports: dict[str, Repo
     report = model_reports["fp16_detector"]
     worst = min(report.candidates, key=lambda c: c.agreement)
     assert worst.agreement < 1.0
-    strict = choose(report.baseline, list(report.candidates),
-                    loose(quantizations=(worst.method,), max_accuracy_drop=0.0))
+    strict = choose(
+        report.baseline,
+        list(report.candidates),
+        loose(quantizations=(worst.method,), max_accuracy_drop=0.0),
+    )
     assert strict.method != worst.method
-    assert "agreement drop" in next(c for c in strict.candidates if c.method == worst.method).misses[-1]
+    assert (
+        "agreement drop"
+        in next(c for c in strict.candidates if c.method == worst.method).misses[-1]
+    )
 
 
 @pytest.mark.parametrize("profile_name", PROFILES)
@@ -156,8 +184,16 @@ def test_the_default_choice_keeps_the_applications_io(tmp_path: Path, profile_na
 
 
 def test_io_int8_asks_for_int8_edges_and_marks_the_rest(tmp_path: Path) -> None:
-    report = compress(DIGITS, load_profile("x86-gateway"), TRAIN, EVAL,
-                      ["dynamic_int8", "int8"], tmp_path, options=FAST, io="int8")
+    report = compress(
+        DIGITS,
+        load_profile("x86-gateway"),
+        TRAIN,
+        EVAL,
+        ["dynamic_int8", "int8"],
+        tmp_path,
+        options=FAST,
+        io="int8",
+    )
     int8 = report.candidate("int8")
     assert int8.input_dtype == "int8" and int8.io_change is None
     dyn = report.candidate("dynamic_int8")
@@ -177,8 +213,7 @@ sys.meta_path.insert(0, _NoTensorFlow())
 """
 
 
-def test_a_signature_less_detector_without_data_on_the_tensorflow_free_path(
-        tmp_path: Path) -> None:
+def test_a_signature_less_detector_without_data_on_the_tensorflow_free_path(tmp_path: Path) -> None:
     """The command line, TensorFlow unimportable, no data: figures from generated inputs."""
     hook = tmp_path / "hook"
     hook.mkdir()
@@ -186,9 +221,23 @@ def test_a_signature_less_detector_without_data_on_the_tensorflow_free_path(
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(REPO)])}
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "cloud.compress.cli", str(DATA / "fp16_detector.tflite"),
-         "--profile", "x86-gateway", "--methods", "float16,dynamic_int8,int8", "--out", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "cloud.compress.cli",
+            str(DATA / "fp16_detector.tflite"),
+            "--profile",
+            "x86-gateway",
+            "--methods",
+            "float16,dynamic_int8,int8",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode in (0, 3), proc.stderr[-3000:]
     assert "figures come from generated inputs" in proc.stdout
@@ -203,21 +252,35 @@ def test_a_signature_less_detector_without_data_on_the_tensorflow_free_path(
 
 
 def test_io_names_a_model_or_is_refused_in_one_line(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from cloud.compress.cli import main as compress_main
 
-    report = compress(DIGITS, load_profile("rpi5"), TRAIN, EVAL, ["int8"], tmp_path / "a",
-                      options=FAST, io=DIGITS)  # the model the devices run now
+    report = compress(
+        DIGITS, load_profile("rpi5"), TRAIN, EVAL, ["int8"], tmp_path / "a", options=FAST, io=DIGITS
+    )  # the model the devices run now
     assert report.candidate("int8").io_change is None and report.chosen == "int8"
     for io in ("int4", str(REPO / "examples" / "models" / "vibration.tflite")):
-        code = compress_main([str(DIGITS), "--profile", "rpi5", "--methods", "dynamic_int8",
-                              "--io", io, "--out", str(tmp_path / "b")])
+        code = compress_main(
+            [
+                str(DIGITS),
+                "--profile",
+                "rpi5",
+                "--methods",
+                "dynamic_int8",
+                "--io",
+                io,
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: --io"), err
 
 
 def test_a_model_with_two_inputs_is_calibrated_and_compared_from_its_input_details(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """No signature, two inputs: one array per input, in the interpreter's order."""
 
     def features(n: int) -> np.ndarray:
@@ -225,8 +288,9 @@ def test_a_model_with_two_inputs_is_calibrated_and_compared_from_its_input_detai
 
     model = DATA / "fp16_two_inputs.tflite"
     np.savez(tmp_path / "data.npz", x0=features(48), x1=_scenes(48, 3, 32))
-    report = compress(model, loose(), tmp_path / "data.npz", None, None, tmp_path / "out",
-                      options=FAST)
+    report = compress(
+        model, loose(), tmp_path / "data.npz", None, None, tmp_path / "out", options=FAST
+    )
     assert report.skipped == () and report.eval_samples == 48
     int8 = report.candidate("int8")
     assert int8.no_effect is None and int8.io_change is None and int8.agreement >= 0.8
@@ -234,8 +298,9 @@ def test_a_model_with_two_inputs_is_calibrated_and_compared_from_its_input_detai
     # the arrays the other way round: one line that says which input is which
     np.savez(tmp_path / "swapped.npz", x1=features(8), x0=_scenes(8, 3, 32))
     with pytest.raises(InputRejected, match=r"x0 = serving_default_features:0 \[1, 8\]"):
-        compress(model, loose(), tmp_path / "swapped.npz", None, None, tmp_path / "o2",
-                 options=FAST)
+        compress(
+            model, loose(), tmp_path / "swapped.npz", None, None, tmp_path / "o2", options=FAST
+        )
 
 
 def test_folding_float16_weights_keeps_the_model_exactly(tmp_path: Path) -> None:

@@ -92,7 +92,11 @@ def test_distill_under_035x_within_two_points(keras_report: tuple[Report, Path])
 def test_qat_is_int8_within_one_point(keras_report: tuple[Report, Path]) -> None:
     report, _ = keras_report
     qat = report.candidate("qat")
-    assert qat.input_dtype == "float32" and qat.io_change is None and qat.bytes <= 0.30 * report.baseline.bytes
+    assert (
+        qat.input_dtype == "float32"
+        and qat.io_change is None
+        and qat.bytes <= 0.30 * report.baseline.bytes
+    )
     assert _drop(report, "qat") <= 0.01
 
 

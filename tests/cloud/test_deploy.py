@@ -15,8 +15,22 @@ from tests.cloud.conftest import DIGITS, DIGITS_FT, CloudEnv
 def test_offline_bundle(cloud_env: CloudEnv, tmp_path, capsys) -> None:
     cfg = ["--config", str(cloud_env.config)]
     for version, model in ((1, DIGITS), (2, DIGITS_FT)):
-        assert main(["release", str(model), "--name", "digits", "--version", str(version),
-                     "--profile", "x86-gateway", *cfg]) == 0
+        assert (
+            main(
+                [
+                    "release",
+                    str(model),
+                    "--name",
+                    "digits",
+                    "--version",
+                    str(version),
+                    "--profile",
+                    "x86-gateway",
+                    *cfg,
+                ]
+            )
+            == 0
+        )
     assert main(["groups", "add", "lobby", "cam-1", "cam-2", *cfg]) == 0
     capsys.readouterr()
     out = tmp_path / "bundle"
@@ -25,10 +39,15 @@ def test_offline_bundle(cloud_env: CloudEnv, tmp_path, capsys) -> None:
     keyring = Keyring((cloud_env.key.public,))
     for device in ("cam-1", "cam-2"):
         update = verify_deployment(
-            (out / f"{device}.json").read_bytes(), keyring, device_id=device,
-            profile="x86-gateway", model_name="digits", installed_version=1,
+            (out / f"{device}.json").read_bytes(),
+            keyring,
+            device_id=device,
+            profile="x86-gateway",
+            model_name="digits",
+            installed_version=1,
             installed_sha256=hashlib.sha256(DIGITS.read_bytes()).hexdigest(),
-            now=datetime.now(UTC))
+            now=datetime.now(UTC),
+        )
         assert update.deployment.rollout_id == summary["id"]
     release = update.release
     full = out / f"{release.artifact.sha256}.zst"
@@ -45,8 +64,22 @@ def test_deploy_refusals(cloud_env: CloudEnv, capsys) -> None:
     assert main(["deploy", "digits@9", "--device", "cam-1", *cfg]) == 2
     assert "no release digits@9" in capsys.readouterr().err
     assert main(["deploy", "digits", "--device", "cam-1", *cfg]) == 2
-    assert main(["release", str(DIGITS), "--name", "digits", "--version", "1", "--profile",
-                 "x86-gateway", *cfg]) == 0
+    assert (
+        main(
+            [
+                "release",
+                str(DIGITS),
+                "--name",
+                "digits",
+                "--version",
+                "1",
+                "--profile",
+                "x86-gateway",
+                *cfg,
+            ]
+        )
+        == 0
+    )
     assert main(["deploy", "digits@1", "--group", "nobody", *cfg]) == 2
     assert "has no devices" in capsys.readouterr().err
     assert main(["deploy", "digits@1", "--device", "bad id!", *cfg]) == 3
@@ -55,23 +88,59 @@ def test_deploy_refusals(cloud_env: CloudEnv, capsys) -> None:
 def test_each_device_gets_the_build_for_its_profile(cloud_env: CloudEnv, tmp_path, capsys) -> None:
     cfg = ["--config", str(cloud_env.config)]
     for profile in ("x86-gateway", "rpi4"):
-        assert main(["release", str(DIGITS), "--name", "digits", "--version", "1", "--profile",
-                     profile, *cfg]) == 0
+        assert (
+            main(
+                [
+                    "release",
+                    str(DIGITS),
+                    "--name",
+                    "digits",
+                    "--version",
+                    "1",
+                    "--profile",
+                    profile,
+                    *cfg,
+                ]
+            )
+            == 0
+        )
     db = cloud_env_db(cloud_env)
-    db.execute("INSERT INTO devices (device_id, profile, model_name) VALUES "
-               "('cam-x86', 'x86-gateway', 'digits'), ('cam-pi', 'rpi4', 'digits'), "
-               "('cam-new', '', NULL)")
+    db.execute(
+        "INSERT INTO devices (device_id, profile, model_name) VALUES "
+        "('cam-x86', 'x86-gateway', 'digits'), ('cam-pi', 'rpi4', 'digits'), "
+        "('cam-new', '', NULL)"
+    )
     capsys.readouterr()
     out = tmp_path / "bundle"
-    assert main(["deploy", "digits@1", "--device", "cam-x86", "cam-pi", "--out", str(out),
-                 "--json", *cfg]) == 0
+    assert (
+        main(
+            [
+                "deploy",
+                "digits@1",
+                "--device",
+                "cam-x86",
+                "cam-pi",
+                "--out",
+                str(out),
+                "--json",
+                *cfg,
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["profiles"] == ["rpi4", "x86-gateway"]
     keyring = Keyring((cloud_env.key.public,))
     for device, profile in (("cam-x86", "x86-gateway"), ("cam-pi", "rpi4")):
         update = verify_deployment(
-            (out / f"{device}.json").read_bytes(), keyring, device_id=device, profile=profile,
-            model_name="digits", installed_version=0, installed_sha256=None,
-            now=datetime.now(UTC))
+            (out / f"{device}.json").read_bytes(),
+            keyring,
+            device_id=device,
+            profile=profile,
+            model_name="digits",
+            installed_version=0,
+            installed_sha256=None,
+            now=datetime.now(UTC),
+        )
         assert update.release.profile == profile
         assert (out / f"{update.release.artifact.sha256}.zst").exists()
     # a device that never reported its profile cannot be given one of two builds

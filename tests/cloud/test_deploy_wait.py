@@ -36,11 +36,21 @@ class DownloadingDevice(rollout_tests.SimulatedDevice):
             super()._report(rollout_id, phase, version, reason)
             return
         self.seq += 1
-        status = UpdateStatus(self.device_id, self.seq, time.time(), rollout_id, phase,
-                              "digits", version, bytes_done=MODEL_BYTES,
-                              bytes_total=MODEL_BYTES, via="full")
-        info = self.client.publish(topic(self.device_id, Channel.UPDATE),
-                                   encode_message(status), qos=1)
+        status = UpdateStatus(
+            self.device_id,
+            self.seq,
+            time.time(),
+            rollout_id,
+            phase,
+            "digits",
+            version,
+            bytes_done=MODEL_BYTES,
+            bytes_total=MODEL_BYTES,
+            via="full",
+        )
+        info = self.client.publish(
+            topic(self.device_id, Channel.UPDATE), encode_message(status), qos=1
+        )
         info.wait_for_publish(10)
 
 
@@ -51,14 +61,28 @@ def downloading_devices(monkeypatch) -> None:
 
 def deploy_wait(capsys, env: CloudEnv, *extra: str) -> tuple[int, list[dict]]:
     capsys.readouterr()
-    code = main(["deploy", "digits@2", "--profile", PROFILE, "--waves", "1,100%", "--wait",
-                 "--json", "--config", str(env.config), *extra])
+    code = main(
+        [
+            "deploy",
+            "digits@2",
+            "--profile",
+            PROFILE,
+            "--waves",
+            "1,100%",
+            "--wait",
+            "--json",
+            "--config",
+            str(env.config),
+            *extra,
+        ]
+    )
     out = capsys.readouterr().out
     return code, [json.loads(line) for line in out.splitlines()]
 
 
-def test_wait_follows_every_wave_to_committed_and_exits_0(downloading_devices, fleet,
-                                                          cloud_env, capsys) -> None:
+def test_wait_follows_every_wave_to_committed_and_exits_0(
+    downloading_devices, fleet, cloud_env, capsys
+) -> None:
     fleet(4, set())
     code, lines = deploy_wait(capsys, cloud_env)
     assert code == 0
@@ -66,12 +90,12 @@ def test_wait_follows_every_wave_to_committed_and_exits_0(downloading_devices, f
     assert summary["wave_sizes"] == [1, 4]
     assert final["result"] == "completed" and final["state"] == "completed"
     last_waves = progress[-1]["waves"]
-    assert [(w["wave"], w["committed"], w["failed"]) for w in last_waves] == [(1, 1, 0),
-                                                                              (2, 3, 0)]
+    assert [(w["wave"], w["committed"], w["failed"]) for w in last_waves] == [(1, 1, 0), (2, 3, 0)]
     # the bytes the devices reported, per wave (a wave's last line may precede the last report)
     assert max(p["waves"][0]["bytes_done"] for p in progress) == MODEL_BYTES
-    assert max(p["waves"][1]["bytes_done"] for p in progress if len(p["waves"]) > 1) \
-        == 3 * MODEL_BYTES
+    assert (
+        max(p["waves"][1]["bytes_done"] for p in progress if len(p["waves"]) > 1) == 3 * MODEL_BYTES
+    )
 
 
 def test_wait_exits_1_with_the_reasons_when_the_rollout_pauses(fleet, cloud_env, capsys):
@@ -82,7 +106,8 @@ def test_wait_exits_1_with_the_reasons_when_the_rollout_pauses(fleet, cloud_env,
     assert final["result"] == "stopped" and final["state"] == "paused"
     assert "probation_failed" in final["reason"]
     assert [(f["device_id"], f["reason"]) for f in final["failures"]] == [
-        ("dev-00", "probation_failed")]
+        ("dev-00", "probation_failed")
+    ]
 
 
 def test_wait_exits_3_on_timeout_while_the_rollout_runs(fleet, cloud_env, capsys) -> None:
@@ -98,8 +123,19 @@ def test_wait_exits_3_on_timeout_while_the_rollout_runs(fleet, cloud_env, capsys
 def test_wait_piped_prints_plain_lines(fleet, cloud_env, capsys) -> None:
     fleet(2, set())
     capsys.readouterr()
-    code = main(["deploy", "digits@2", "--profile", PROFILE, "--waves", "1,100%", "--wait",
-                 "--config", str(cloud_env.config)])
+    code = main(
+        [
+            "deploy",
+            "digits@2",
+            "--profile",
+            PROFILE,
+            "--waves",
+            "1,100%",
+            "--wait",
+            "--config",
+            str(cloud_env.config),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "wave 1: 1 committed, 0 failed, 0 pending of 1" in out
@@ -113,9 +149,24 @@ def test_wait_on_a_terminal_draws_a_bar_per_wave(fleet, cloud_env, capsys) -> No
     primary, secondary = pty.openpty()
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120", "TERM": "xterm"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cloud.cli", "deploy", "digits@2", "--profile", PROFILE,
-         "--waves", "1,100%", "--wait", "--config", str(cloud_env.config)],
-        stdout=secondary, stderr=subprocess.PIPE, env=env)
+        [
+            sys.executable,
+            "-m",
+            "cloud.cli",
+            "deploy",
+            "digits@2",
+            "--profile",
+            PROFILE,
+            "--waves",
+            "1,100%",
+            "--wait",
+            "--config",
+            str(cloud_env.config),
+        ],
+        stdout=secondary,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     out = b""
     try:
         while proc.poll() is None or select.select([primary], [], [], 0.2)[0]:

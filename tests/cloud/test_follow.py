@@ -22,8 +22,9 @@ from tests.cloud.test_ingest import (
 )
 
 
-def test_follow_streams_new_records_and_both_commands_stop_cleanly(cloud_env: CloudEnv,
-                                                                  mosquitto) -> None:
+def test_follow_streams_new_records_and_both_commands_stop_cleanly(
+    cloud_env: CloudEnv, mosquitto
+) -> None:
     config = write_config(cloud_env.root, mqtt_port=mosquitto.port)
     log = cloud_env.root / "serve.log"
     serve = _serve(config, log)
@@ -36,13 +37,26 @@ def test_follow_streams_new_records_and_both_commands_stop_cleanly(cloud_env: Cl
         # as a pipe into another program sees it: block-buffered unless the command flushes
         env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
         follower = subprocess.Popen(
-            [sys.executable, "-m", "cloud.cli", "telemetry", "--follow", "--json", "--config",
-             str(config)], stdout=subprocess.PIPE, text=True, env=env)
+            [
+                sys.executable,
+                "-m",
+                "cloud.cli",
+                "telemetry",
+                "--follow",
+                "--json",
+                "--config",
+                str(config),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         lines: list[dict[str, object]] = []
         out = follower.stdout
         assert out is not None
-        reader = threading.Thread(target=lambda: lines.extend(json.loads(line) for line in out),
-                                  daemon=True)
+        reader = threading.Thread(
+            target=lambda: lines.extend(json.loads(line) for line in out), daemon=True
+        )
         reader.start()
         wait_for(lambda: len(lines) >= 1, 20, "the stored record, printed at once")
         for seq in range(2, 6):  # recorded after the follower started

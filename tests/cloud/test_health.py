@@ -51,11 +51,13 @@ def seed_rollouts(db_path: Path, states: list[str]) -> None:
             "INSERT INTO rollouts (id, release_name, release_version, state, waves, "
             "current_wave, success_threshold_pct, max_failures_pct, created, updated, "
             "wave_started) VALUES (?, 'digits', 2, ?, '[\"100%\"]', 0, 95, 5, 0, 0, 0)",
-            (f"r-{i}", state))
+            (f"r-{i}", state),
+        )
         db.execute(  # one device still working on it: a running rollout stays so
             "INSERT INTO rollout_devices (rollout_id, device_id, wave, status, deployment, "
             "published, updated) VALUES (?, 'cam-09', 0, 'pending', '{}', ?, ?)",
-            (f"r-{i}", time.time(), time.time()))
+            (f"r-{i}", time.time(), time.time()),
+        )
     db.close()
 
 
@@ -68,11 +70,13 @@ def reset_connection(port: int, partial: bytes) -> None:
     s.close()
 
 
-def test_health_metrics_and_a_readable_log_from_a_real_serve(cloud_env: CloudEnv,
-                                                              mosquitto) -> None:
+def test_health_metrics_and_a_readable_log_from_a_real_serve(
+    cloud_env: CloudEnv, mosquitto
+) -> None:
     http_port = free_port()
-    config = write_config(cloud_env.root, mqtt_port=mosquitto.port,
-                          extra="[rollout]\ntick_s = 0.2\n").read_text()
+    config = write_config(
+        cloud_env.root, mqtt_port=mosquitto.port, extra="[rollout]\ntick_s = 0.2\n"
+    ).read_text()
     config = config.replace("port = 0", f"port = {http_port}")
     (cloud_env.root / "cloud.toml").write_text(config)
     base = f"http://127.0.0.1:{http_port}"
@@ -83,28 +87,33 @@ def test_health_metrics_and_a_readable_log_from_a_real_serve(cloud_env: CloudEnv
     mosquitto.stop()  # serve starts while the broker is down
     serve = subprocess.Popen(
         [sys.executable, "-m", "cloud.cli", "serve", "--config", str(cloud_env.config)],
-        stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("ab"),
+    )
     client = None
     try:
         wait_for(lambda: "unreachable" in log.read_text(), 30, "the broker warning")
         wait_for(lambda: get(f"{base}/healthz")[0] == 200, 30, "the HTTP port")
         status, body = get(f"{base}/healthz")
-        assert status == 200 and json.loads(body) == {"status": "degraded", "store": "ok",
-                                    "broker": "unreachable"}
+        assert status == 200 and json.loads(body) == {
+            "status": "degraded",
+            "store": "ok",
+            "broker": "unreachable",
+        }
         assert scrape(base)[("litefleet_broker_connected", ())] == 0
         time.sleep(1.0)  # five more ticks with the broker still away: still one warning
         assert log.read_text().count("unreachable") == 1
 
         mosquitto.start()
         wait_for(lambda: "reachable again" in log.read_text(), 30, "the broker's return")
-        wait_for(lambda: json.loads(get(f"{base}/healthz")[1])["status"] == "ok", 30,
-                 "healthz to say ok")
+        wait_for(
+            lambda: json.loads(get(f"{base}/healthz")[1])["status"] == "ok", 30, "healthz to say ok"
+        )
 
         client = device_client(mosquitto.port, "cam-01")
         wait_for(client.is_connected, 10, "a connection")
         state = DeviceState("cam-01", True, time.time(), "0.1.0", "rpi5", MODEL, "idle")
-        client.publish(topic("cam-01", Channel.STATE), encode_message(state), qos=1,
-                       retain=True)
+        client.publish(topic("cam-01", Channel.STATE), encode_message(state), qos=1, retain=True)
         publish_until_stored(client, cloud_env.db, "cam-01")
         for seq in (2, 3):
             client.publish(topic("cam-01", Channel.TELEMETRY), record("cam-01", seq), qos=1)
@@ -118,8 +127,11 @@ def test_health_metrics_and_a_readable_log_from_a_real_serve(cloud_env: CloudEnv
         m = scrape(base)
         assert m[("litefleet_devices", (("state", "online"),))] == 1
         assert m[("litefleet_devices", (("state", "offline"),))] == 0
-        wait_for(lambda: scrape(base)[("litefleet_records_quarantined_total", ())] == 1, 30,
-                 "the '{not json' record quarantined")
+        wait_for(
+            lambda: scrape(base)[("litefleet_records_quarantined_total", ())] == 1,
+            30,
+            "the '{not json' record quarantined",
+        )
         assert m[("litefleet_rollouts", (("state", "running"),))] == 1
         assert m[("litefleet_rollouts", (("state", "paused"),))] == 2
         assert m[("litefleet_rollouts", (("state", "completed"),))] == 1

@@ -46,15 +46,19 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 def device_client(port: int, client_id: str, v5: bool = True) -> mqtt.Client:
     """A device-like publisher: persistent session, QoS 1 resent after reconnects."""
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-                         clean_session=None if v5 else False)
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        clean_session=None if v5 else False,
+    )
     client.max_inflight_messages_set(50)
     client.reconnect_delay_set(0.1, 0.5)
     client.user_data_set({"acked": 0})
 
-    def on_publish(c: mqtt.Client, userdata: dict[str, int], mid: int, rc: object,
-                   props: object) -> None:
+    def on_publish(
+        c: mqtt.Client, userdata: dict[str, int], mid: int, rc: object, props: object
+    ) -> None:
         userdata["acked"] += 1  # also for what paho resends after a reconnect
 
     client.on_publish = on_publish
@@ -69,9 +73,17 @@ def device_client(port: int, client_id: str, v5: bool = True) -> mqtt.Client:
 
 
 def record(device_id: str, seq: int) -> bytes:
-    return encode_message(TelemetryRecord(device_id=device_id, seq=seq, ts=time.time(),
-                                          model=MODEL, inferences=seq * 10, fps=12.5,
-                                          latency_p95_ms=4.2))
+    return encode_message(
+        TelemetryRecord(
+            device_id=device_id,
+            seq=seq,
+            ts=time.time(),
+            model=MODEL,
+            inferences=seq * 10,
+            fps=12.5,
+            latency_p95_ms=4.2,
+        )
+    )
 
 
 def rows(db_path: Path, table: str) -> int:
@@ -84,8 +96,11 @@ def rows(db_path: Path, table: str) -> int:
 
 @pytest.fixture
 def ingest_env(cloud_env: CloudEnv, mosquitto):
-    write_config(cloud_env.root, mqtt_port=mosquitto.port,
-                 extra="[ingest]\nbatch_max = 500\nbatch_wait_s = 0.05\n")
+    write_config(
+        cloud_env.root,
+        mqtt_port=mosquitto.port,
+        extra="[ingest]\nbatch_max = 500\nbatch_wait_s = 0.05\n",
+    )
     ingester = Ingester(load_cloud_config(cloud_env.config))
     ingester.start()
     yield cloud_env, ingester
@@ -103,7 +118,7 @@ def test_100_devices_x_100_records_through_a_broker_restart(ingest_env, mosquitt
     def publish(g: int) -> None:
         nonlocal resent
         client = publishers[g]
-        mine = devices[g * 10:(g + 1) * 10]
+        mine = devices[g * 10 : (g + 1) * 10]
         for seq in range(1, 101):
             for d in mine:
                 info = client.publish(topic(d, Channel.TELEMETRY), record(d, seq), qos=1)
@@ -127,8 +142,11 @@ def test_100_devices_x_100_records_through_a_broker_restart(ingest_env, mosquitt
     wait_for(lambda: rows(env.db, "telemetry") >= 10_000, 120, "all 10,000 records")
     # (a message published while the broker was down keeps rc NO_CONN in its info even after
     # paho resends it, so PUBACKs are counted in on_publish)
-    wait_for(lambda: sum(c.user_data_get()["acked"] for c in publishers) >= len(infos), 60,
-             "every PUBACK")
+    wait_for(
+        lambda: sum(c.user_data_get()["acked"] for c in publishers) >= len(infos),
+        60,
+        "every PUBACK",
+    )
     time.sleep(1.0)  # anything redelivered late must still be dropped
     for client in publishers:
         client.disconnect()
@@ -136,8 +154,11 @@ def test_100_devices_x_100_records_through_a_broker_restart(ingest_env, mosquitt
 
     db = open_store(env.db)
     assert db.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0] == 10_000
-    per_device = dict(db.execute("SELECT device_id, COUNT(DISTINCT seq) FROM telemetry "
-                                 "GROUP BY device_id").fetchall())
+    per_device = dict(
+        db.execute(
+            "SELECT device_id, COUNT(DISTINCT seq) FROM telemetry GROUP BY device_id"
+        ).fetchall()
+    )
     assert per_device == {d: 100 for d in devices}
     duplicates = counter(db, "duplicates")
     assert duplicates >= resent == 1000
@@ -151,14 +172,30 @@ def test_state_events_updates_and_garbage(ingest_env, mosquitto) -> None:
     env, ingester = ingest_env
     client = device_client(mosquitto.port, "cam-01")
     wait_for(client.is_connected, 10, "a connection")
-    state = DeviceState(device_id="cam-01", online=True, ts=time.time(), profile="x86-gateway",
-                        model=MODEL, update_phase="idle", fps=9.5, agent_version="0.1.0")
+    state = DeviceState(
+        device_id="cam-01",
+        online=True,
+        ts=time.time(),
+        profile="x86-gateway",
+        model=MODEL,
+        update_phase="idle",
+        fps=9.5,
+        agent_version="0.1.0",
+    )
     sent = [
         (topic("cam-01", Channel.STATE), encode_message(state), True),
-        (topic("cam-01", Channel.EVENTS), encode_message(
-            Event("cam-01", 1, time.time(), "source", {"status": "up"})), False),
-        (topic("cam-01", Channel.UPDATE), encode_message(UpdateStatus(
-            "cam-01", 2, time.time(), "r-1", "committed", "digits", 2, "cd" * 32)), False),
+        (
+            topic("cam-01", Channel.EVENTS),
+            encode_message(Event("cam-01", 1, time.time(), "source", {"status": "up"})),
+            False,
+        ),
+        (
+            topic("cam-01", Channel.UPDATE),
+            encode_message(
+                UpdateStatus("cam-01", 2, time.time(), "r-1", "committed", "digits", 2, "cd" * 32)
+            ),
+            False,
+        ),
         (topic("cam-01", Channel.TELEMETRY), b"{not json", False),
         (topic("cam-01", Channel.TELEMETRY), b'{"schema": "litefleet.telemetry/99"}', False),
         (topic("cam-01", Channel.TELEMETRY), record("cam-02", 1), False),  # names another device
@@ -180,24 +217,37 @@ def test_state_events_updates_and_garbage(ingest_env, mosquitto) -> None:
 
     # the last will: a retained offline state
     offline = DeviceState(device_id="cam-01", online=False, ts=time.time() + 1)
-    client.publish(topic("cam-01", Channel.STATE), encode_message(offline), qos=1,
-                   retain=True).wait_for_publish(10)
-    wait_for(lambda: open_store(env.db).execute(
-        "SELECT online FROM devices WHERE device_id = 'cam-01'").scalar() == 0, 30, "offline")
+    client.publish(
+        topic("cam-01", Channel.STATE), encode_message(offline), qos=1, retain=True
+    ).wait_for_publish(10)
+    wait_for(
+        lambda: (
+            open_store(env.db)
+            .execute("SELECT online FROM devices WHERE device_id = 'cam-01'")
+            .scalar()
+            == 0
+        ),
+        30,
+        "offline",
+    )
     client.disconnect()
     client.loop_stop()
 
 
 @pytest.mark.parametrize(("protocol", "own_path"), [("5", True), ("3.1.1", True), ("5", False)])
-def test_the_receive_path_in_both_protocols(cloud_env: CloudEnv, mosquitto, monkeypatch,
-                                            protocol: str, own_path: bool) -> None:
+def test_the_receive_path_in_both_protocols(
+    cloud_env: CloudEnv, mosquitto, monkeypatch, protocol: str, own_path: bool
+) -> None:
     """The ingester's own receive path (buffered reads, properties skipped, batched acks):
     MQTT 5 publishes with properties, and MQTT 3.1.1, are stored exactly as sent; so they
     are through plain paho, where its internals are not what ReceiveClient expects."""
     if not own_path:
         monkeypatch.setattr("cloud.mqtt.supported", lambda: False)
-    config = write_config(cloud_env.root, mqtt_port=mosquitto.port,
-                          extra="[ingest]\nbatch_max = 50\nbatch_wait_s = 0.02\n")
+    config = write_config(
+        cloud_env.root,
+        mqtt_port=mosquitto.port,
+        extra="[ingest]\nbatch_max = 50\nbatch_wait_s = 0.02\n",
+    )
     config.write_text(config.read_text().replace("[mqtt]\n", f'[mqtt]\nprotocol = "{protocol}"\n'))
     ingester = Ingester(load_cloud_config(config))
     assert isinstance(ingester.link.client, ReceiveClient) == own_path
@@ -215,8 +265,7 @@ def test_the_receive_path_in_both_protocols(cloud_env: CloudEnv, mosquitto, monk
                 props = Properties(PacketTypes.PUBLISH)
                 props.UserProperty = [("trace", "x" * (seq % 7) * 40)]
                 props.ContentType = "application/json"
-            client.publish(topic("cam-07", Channel.TELEMETRY), payload, qos=1,
-                           properties=props)
+            client.publish(topic("cam-07", Channel.TELEMETRY), payload, qos=1, properties=props)
         wait_for(lambda: rows(cloud_env.db, "telemetry") >= 300, 30, "300 records")
         wait_for(lambda: ingester.snapshot()["received"] >= 300, 10, "the counters")
         db = open_store(cloud_env.db)
@@ -249,6 +298,7 @@ def test_the_receive_path_in_both_protocols(cloud_env: CloudEnv, mosquitto, monk
 
 def publish_until_stored(client: mqtt.Client, db: Path, device_id: str) -> None:
     """Send record 1 until an ingester that may still be subscribing has stored it."""
+
     def first_stored() -> bool:
         if db.exists() and rows(db, "telemetry") == 1:
             return True
@@ -262,15 +312,19 @@ def publish_until_stored(client: mqtt.Client, db: Path, device_id: str) -> None:
 def _serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "cloud.cli", "serve", "--no-http", "--config", str(config)],
-        stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("ab"),
+    )
 
 
-def test_an_ingester_killed_before_its_commit_loses_nothing(cloud_env: CloudEnv,
-                                                           mosquitto) -> None:
+def test_an_ingester_killed_before_its_commit_loses_nothing(cloud_env: CloudEnv, mosquitto) -> None:
     """Acks go out only after the batch commits: records an ingester had received but not
     stored when it was killed come back from the broker to the next one, and are stored."""
-    config = write_config(cloud_env.root, mqtt_port=mosquitto.port,
-                          extra="[ingest]\nbatch_max = 500\nbatch_wait_s = 0.05\n")
+    config = write_config(
+        cloud_env.root,
+        mqtt_port=mosquitto.port,
+        extra="[ingest]\nbatch_max = 500\nbatch_wait_s = 0.05\n",
+    )
     log = cloud_env.root / "serve.log"
     serve = _serve(config, log)
     client = device_client(mosquitto.port, "cam-09")
@@ -282,8 +336,10 @@ def test_an_ingester_killed_before_its_commit_loses_nothing(cloud_env: CloudEnv,
         # the store is locked: the ingester receives the next records but cannot commit them
         lock = sqlite3.connect(cloud_env.db, timeout=30)
         lock.execute("BEGIN IMMEDIATE")
-        infos = [client.publish(topic("cam-09", Channel.TELEMETRY), record("cam-09", seq),
-                                qos=1) for seq in range(2, 202)]
+        infos = [
+            client.publish(topic("cam-09", Channel.TELEMETRY), record("cam-09", seq), qos=1)
+            for seq in range(2, 202)
+        ]
         wait_for(lambda: all(i.is_published() for i in infos), 30, "the broker's PUBACKs")
         time.sleep(1.5)  # the broker forwards them to the ingester, which waits on the lock
         serve.send_signal(signal.SIGKILL)
@@ -293,11 +349,11 @@ def test_an_ingester_killed_before_its_commit_loses_nothing(cloud_env: CloudEnv,
         lock = None
         assert rows(cloud_env.db, "telemetry") == 1
         serve = _serve(config, log)
-        wait_for(lambda: rows(cloud_env.db, "telemetry") == 201, 60,
-                 "the redelivered records")
+        wait_for(lambda: rows(cloud_env.db, "telemetry") == 201, 60, "the redelivered records")
         db = open_store(cloud_env.db)
         assert [r[0] for r in db.execute("SELECT seq FROM telemetry ORDER BY seq")] == list(
-            range(1, 202))
+            range(1, 202)
+        )
     finally:
         if lock is not None:
             lock.close()

@@ -45,30 +45,68 @@ def poison() -> list[tuple[str, str, bytes]]:
         return json.dumps(body).encode()
 
     return [
-        ("deep JSON", TELEMETRY, b'{"schema":"litefleet.telemetry/1","outputs":'
-         + b"[" * 5000 + b"]" * 5000 + b"}"),
-        ("5000-digit integer", TELEMETRY, telemetry().replace(b'"seq": 1', b'"seq": '
-                                                              + b"7" * 5000)),
+        (
+            "deep JSON",
+            TELEMETRY,
+            b'{"schema":"litefleet.telemetry/1","outputs":' + b"[" * 5000 + b"]" * 5000 + b"}",
+        ),
+        (
+            "5000-digit integer",
+            TELEMETRY,
+            telemetry().replace(b'"seq": 1', b'"seq": ' + b"7" * 5000),
+        ),
         ("ts 1e400", TELEMETRY, telemetry().replace(f'"ts": {now}'.encode(), b'"ts": 1e400')),
-        ("seq 2**70 (the issue's example)", TELEMETRY,
-         b'{"schema":"litefleet.telemetry/1","device_id":"dev-x",'
-         b'"seq":1180591620717411303424,"ts":1}'),
+        (
+            "seq 2**70 (the issue's example)",
+            TELEMETRY,
+            b'{"schema":"litefleet.telemetry/1","device_id":"dev-x",'
+            b'"seq":1180591620717411303424,"ts":1}',
+        ),
         ("seq 2**63", TELEMETRY, telemetry(seq=2**63)),
-        ("model.version 2**63", TELEMETRY,
-         telemetry(seq=2, model={"name": "digits", "version": 2**63, "sha256": "ab" * 32})),
+        (
+            "model.version 2**63",
+            TELEMETRY,
+            telemetry(seq=2, model={"name": "digits", "version": 2**63, "sha256": "ab" * 32}),
+        ),
         ("negative seq", TELEMETRY, telemetry(seq=-1)),
-        ("NUL in update phase", UPDATE, json.dumps({
-            "schema": "litefleet.update/1", "device_id": DEVICE, "seq": 3, "ts": now,
-            "rollout_id": "r-1", "phase": "commit\u0000ted"}).encode()),
+        (
+            "NUL in update phase",
+            UPDATE,
+            json.dumps(
+                {
+                    "schema": "litefleet.update/1",
+                    "device_id": DEVICE,
+                    "seq": 3,
+                    "ts": now,
+                    "rollout_id": "r-1",
+                    "phase": "commit\u0000ted",
+                }
+            ).encode(),
+        ),
     ]
 
 
 def mutations(count: int, seed: int = 13) -> list[bytes]:
     """Random byte mutations of one valid telemetry record and one valid update status."""
     rng = random.Random(seed)
-    originals = [record(DEVICE, 500), encode_message(UpdateStatus(
-        DEVICE, 501, time.time(), "r-1", "downloading", "digits", 2, "cd" * 32,
-        bytes_done=10, bytes_total=100, via="delta"))]
+    originals = [
+        record(DEVICE, 500),
+        encode_message(
+            UpdateStatus(
+                DEVICE,
+                501,
+                time.time(),
+                "r-1",
+                "downloading",
+                "digits",
+                2,
+                "cd" * 32,
+                bytes_done=10,
+                bytes_total=100,
+                via="delta",
+            )
+        ),
+    ]
     out = []
     for i in range(count):
         data = bytearray(originals[i % 2])
@@ -89,17 +127,29 @@ def accounted(db_path) -> int:
     """Messages the ingester has finished with: stored, duplicate or quarantined."""
     db = open_store(db_path)
     try:
-        return sum(counter(db, name) for name in (
-            "stored.telemetry", "stored.events", "stored.updates", "stored.state",
-            "duplicates", "quarantined"))
+        return sum(
+            counter(db, name)
+            for name in (
+                "stored.telemetry",
+                "stored.events",
+                "stored.updates",
+                "stored.state",
+                "duplicates",
+                "quarantined",
+            )
+        )
     finally:
         db.close()
 
 
 def test_every_poison_class_is_quarantined_and_a_restarted_serve_is_not_poisoned(
-        cloud_env: CloudEnv, mosquitto) -> None:
-    config = write_config(cloud_env.root, mqtt_port=mosquitto.port,
-                          extra="[ingest]\nbatch_max = 50\nbatch_wait_s = 0.05\n")
+    cloud_env: CloudEnv, mosquitto
+) -> None:
+    config = write_config(
+        cloud_env.root,
+        mqtt_port=mosquitto.port,
+        extra="[ingest]\nbatch_max = 50\nbatch_wait_s = 0.05\n",
+    )
     log = cloud_env.root / "serve.log"
     serve = _serve(config, log)
     client = device_client(mosquitto.port, DEVICE)
@@ -115,15 +165,21 @@ def test_every_poison_class_is_quarantined_and_a_restarted_serve_is_not_poisoned
         sent.append((TELEMETRY, record(DEVICE, 1000)))  # a good record after them all
         for name, payload in sent:
             client.publish(name, payload, qos=1)
-        wait_for(lambda: accounted(cloud_env.db) - start >= len(sent), 90,
-                 "every message stored, a duplicate or quarantined")
+        wait_for(
+            lambda: accounted(cloud_env.db) - start >= len(sent),
+            90,
+            "every message stored, a duplicate or quarantined",
+        )
         assert serve.poll() is None
 
         db = open_store(cloud_env.db)
-        assert db.execute("SELECT 1 FROM telemetry WHERE device_id = ? AND seq = 1000",
-                          [DEVICE]).fetchone()
-        quarantined = {sha: (reason, detail) for sha, reason, detail in db.execute(
-            "SELECT sha256, reason, detail FROM quarantine")}
+        assert db.execute(
+            "SELECT 1 FROM telemetry WHERE device_id = ? AND seq = 1000", [DEVICE]
+        ).fetchone()
+        quarantined = {
+            sha: (reason, detail)
+            for sha, reason, detail in db.execute("SELECT sha256, reason, detail FROM quarantine")
+        }
         for name, _, payload in bad:
             reason, detail = quarantined[hashlib.sha256(payload).hexdigest()]
             assert reason == "malformed", (name, reason, detail)
@@ -134,7 +190,8 @@ def test_every_poison_class_is_quarantined_and_a_restarted_serve_is_not_poisoned
         assert accounted(cloud_env.db) - start == len(sent)
         assert counter(db, "quarantined") >= len(bad) + 1
         assert db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0] == counter(
-            db, "quarantined")
+            db, "quarantined"
+        )
         in_quarantine = counter(db, "quarantined")
         db.close()
 
@@ -143,8 +200,9 @@ def test_every_poison_class_is_quarantined_and_a_restarted_serve_is_not_poisoned
         serve = _serve(config, log)  # the same persistent session: nothing is redelivered
         for seq in (1001, 1002):
             client.publish(TELEMETRY, record(DEVICE, seq), qos=1)
-        wait_for(lambda: {1001, 1002} <= seqs(cloud_env.db), 60,
-                 "new good records after the restart")
+        wait_for(
+            lambda: {1001, 1002} <= seqs(cloud_env.db), 60, "new good records after the restart"
+        )
         db = open_store(cloud_env.db)
         assert counter(db, "quarantined") == in_quarantine  # all acknowledged the first time
         db.close()
@@ -165,8 +223,9 @@ def seqs(db_path) -> set[int]:
         db.close()
 
 
-def test_a_writer_that_dies_ends_serve_with_a_failure_status(cloud_env: CloudEnv,
-                                                             mosquitto) -> None:
+def test_a_writer_that_dies_ends_serve_with_a_failure_status(
+    cloud_env: CloudEnv, mosquitto
+) -> None:
     """The store refuses a record and then even its dead letter: the writer cannot keep its
     promise for that message and dies; `serve` exits 70 with one line saying so (rather than
     living on without ingest), and once the store is fixed a restart stores the record the
@@ -181,11 +240,14 @@ def test_a_writer_that_dies_ends_serve_with_a_failure_status(cloud_env: CloudEnv
         fault = sqlite3.connect(cloud_env.db, timeout=30)
         with fault:
             for table in ("telemetry", "quarantine"):
-                exists = fault.execute("SELECT 1 FROM sqlite_master WHERE name = ?",
-                                       [table]).fetchone()
+                exists = fault.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name = ?", [table]
+                ).fetchone()
                 if exists:
-                    fault.execute(f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
-                                  "BEGIN SELECT RAISE(ABORT, 'the disk refuses'); END")
+                    fault.execute(
+                        f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+                        "BEGIN SELECT RAISE(ABORT, 'the disk refuses'); END"
+                    )
         client.publish(TELEMETRY, record(DEVICE, 2), qos=1)
         assert serve.wait(60) == EXIT_WORKER_DIED
         last = log.read_text().strip().splitlines()[-1]
@@ -196,8 +258,9 @@ def test_a_writer_that_dies_ends_serve_with_a_failure_status(cloud_env: CloudEnv
             fault.execute("DROP TRIGGER IF EXISTS refuse_quarantine")
         fault.close()
         serve = _serve(config, log)
-        wait_for(lambda: rows(cloud_env.db, "telemetry") == 2, 60,
-                 "the record the broker redelivered")
+        wait_for(
+            lambda: rows(cloud_env.db, "telemetry") == 2, 60, "the record the broker redelivered"
+        )
     finally:
         client.disconnect()
         client.loop_stop()
@@ -216,12 +279,20 @@ def test_a_dead_http_server_thread_ends_serve(cloud_env: CloudEnv, mosquitto) ->
     runner = threading.Thread(target=lambda: status.append(service.run()))
     runner.start()
     try:
-        wait_for(lambda: service.http is not None and service.http.serving
-                 and service.ingester.link.connected, 20, "serving")
+        wait_for(
+            lambda: (
+                service.http is not None
+                and service.http.serving
+                and service.ingester.link.connected
+            ),
+            20,
+            "serving",
+        )
         mosquitto.restart()  # a broker going away is no worker dying: paho reconnects
         wait_for(lambda: not service.ingester.link.connected, 10, "the disconnect")
-        wait_for(lambda: service.ingester.link.connected and service.link.connected, 30,
-                 "the reconnect")
+        wait_for(
+            lambda: service.ingester.link.connected and service.link.connected, 30, "the reconnect"
+        )
         time.sleep(1.5)  # a check of the workers or more
         assert service.failure is None and runner.is_alive()
         service.http._server.shutdown()  # its thread returns from serve_forever

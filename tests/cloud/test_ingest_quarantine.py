@@ -33,22 +33,38 @@ def writer(cloud_env: CloudEnv):
 
 
 def test_a_message_the_store_refuses_is_quarantined_and_the_rest_of_its_batch_stored(
-        writer) -> None:
+    writer,
+) -> None:
     ingester, db = writer
     # the store refuses one device's rows, as it would a value it cannot hold
-    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON telemetry WHEN "
-               "NEW.device_id = 'dev-bad' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    db.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON telemetry WHEN "
+        "NEW.device_id = 'dev-bad' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
     bad = record("dev-bad", 1)
-    batch = [item("dev-a", record("dev-a", 1)), item("dev-bad", bad),
-             item("dev-b", record("dev-b", 1)), item("dev-a", record("dev-a", 2))]
+    batch = [
+        item("dev-a", record("dev-a", 1)),
+        item("dev-bad", bad),
+        item("dev-b", record("dev-b", 1)),
+        item("dev-a", record("dev-a", 2)),
+    ]
     assert ingester.write(db, batch)
     stored = db.execute("SELECT device_id, seq FROM telemetry ORDER BY device_id, seq").fetchall()
     assert stored == [("dev-a", 1), ("dev-a", 2), ("dev-b", 1)]
-    rows = db.execute("SELECT topic, device_id, size, sha256, reason, detail, payload "
-                      "FROM quarantine").fetchall()
-    assert rows == [(topic("dev-bad", Channel.TELEMETRY), "dev-bad", len(bad),
-                     hashlib.sha256(bad).hexdigest(), "store_error",
-                     "IntegrityError: refused", bad)]
+    rows = db.execute(
+        "SELECT topic, device_id, size, sha256, reason, detail, payload FROM quarantine"
+    ).fetchall()
+    assert rows == [
+        (
+            topic("dev-bad", Channel.TELEMETRY),
+            "dev-bad",
+            len(bad),
+            hashlib.sha256(bad).hexdigest(),
+            "store_error",
+            "IntegrityError: refused",
+            bad,
+        )
+    ]
     assert counter(db, "quarantined") == 1 and counter(db, "quarantined.store_error") == 1
     snap = ingester.snapshot()
     assert snap["received"] == 4 and snap["stored"] == 3 and snap["quarantined"] == 1
@@ -61,23 +77,33 @@ def test_a_value_sqlite_cannot_hold_is_quarantined_not_fatal(writer) -> None:
     good = TelemetryRecord("dev-a", 1, time.time())
     huge = TelemetryRecord("dev-a", 2**64, time.time())
     now = time.time()
-    written = ingester._commit(db, [(good, encode_message(good)),
-                                    (huge, encode_message(huge))],
-                               [b"t/good", b"t/huge"], [], now)
+    written = ingester._commit(
+        db,
+        [(good, encode_message(good)), (huge, encode_message(huge))],
+        [b"t/good", b"t/huge"],
+        [],
+        now,
+    )
     assert written.stored["telemetry"] == 1
     assert db.execute("SELECT seq FROM telemetry").fetchall() == [(1,)]
     assert db.execute("SELECT topic, reason FROM quarantine").fetchall() == [
-        ("t/huge", "store_error")]
+        ("t/huge", "store_error")
+    ]
 
 
 def test_every_refused_message_is_quarantined_with_its_reason_and_listed(
-        writer, cloud_env: CloudEnv, capsys) -> None:
+    writer, cloud_env: CloudEnv, capsys
+) -> None:
     ingester, db = writer
     big = b'{"schema":"litefleet.telemetry/1","pad":"' + b"x" * 70_000 + b'"}'
     batch = [
         item("dev-a", b"[" * 5000 + b"]" * 5000),
-        item("dev-a", b'{"schema":"litefleet.telemetry/1","device_id":"dev-a","seq":'
-             + b"9" * 5000 + b',"ts":1}'),
+        item(
+            "dev-a",
+            b'{"schema":"litefleet.telemetry/1","device_id":"dev-a","seq":'
+            + b"9" * 5000
+            + b',"ts":1}',
+        ),
         item("dev-a", b'{"schema": "litefleet.telemetry/99"}'),
         item("dev-a", big),
         item("dev-a", record("dev-b", 1)),  # names another device
@@ -88,12 +114,20 @@ def test_every_refused_message_is_quarantined_with_its_reason_and_listed(
     ]
     assert ingester.write(db, batch)
     reasons = [r[0] for r in db.execute("SELECT reason FROM quarantine ORDER BY id")]
-    assert reasons == ["malformed", "malformed", "unknown_schema", "payload_too_large",
-                       "wrong_device", "wrong_channel", "invalid_device_id",
-                       "invalid_device_id"]
+    assert reasons == [
+        "malformed",
+        "malformed",
+        "unknown_schema",
+        "payload_too_large",
+        "wrong_device",
+        "wrong_channel",
+        "invalid_device_id",
+        "invalid_device_id",
+    ]
     assert db.execute("SELECT seq FROM telemetry").fetchall() == [(5,)]
-    assert db.execute("SELECT length(payload), size FROM quarantine WHERE reason = "
-                      "'payload_too_large'").fetchone() == (4096, len(big))
+    assert db.execute(
+        "SELECT length(payload), size FROM quarantine WHERE reason = 'payload_too_large'"
+    ).fetchone() == (4096, len(big))
     assert counter(db, "quarantined") == 8 and counter(db, "quarantined.malformed") == 2
 
     assert main(["quarantine", "--json", "--config", str(cloud_env.config)]) == 0

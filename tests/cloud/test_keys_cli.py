@@ -8,8 +8,9 @@ from shared.keys import PublicKey
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cloud.cli", *args], capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "cloud.cli", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_generate_writes_private_0600_and_public_hex(tmp_path):
@@ -35,8 +36,9 @@ def test_generate_writes_private_0600_and_public_hex(tmp_path):
 
 def test_help_explains_the_commands():
     for module in ("cloud.cli", "agent.cli"):
-        result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
-                                text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0
         assert "commands:" in result.stdout
     assert "keys" in run("--help").stdout

@@ -15,7 +15,8 @@ from tests.agent.test_mqtt_security import _cert, _write, make_pki
 def test_role_tables_override_the_shared_mqtt_keys(tmp_path: Path) -> None:
     for name in ("shared.pw", "ingest.pw", "ca.pem", "ingest.pem", "ingest.key"):
         (tmp_path / name).write_text("x\n")
-    config = parse_cloud_config("""
+    config = parse_cloud_config(
+        """
 [mqtt]
 username = "cloud"
 password_file = "shared.pw"
@@ -29,15 +30,23 @@ tls_key = "ingest.key"
 
 [mqtt.operator]
 username = "litefleet-operator"
-""", base_dir=tmp_path).mqtt
+""",
+        base_dir=tmp_path,
+    ).mqtt
     ingest = config.for_role(CloudRole.INGEST)
     assert (ingest.username, ingest.password_file, ingest.tls_cert, ingest.tls_key) == (
-        "litefleet-ingest", tmp_path / "ingest.pw", tmp_path / "ingest.pem",
-        tmp_path / "ingest.key")
+        "litefleet-ingest",
+        tmp_path / "ingest.pw",
+        tmp_path / "ingest.pem",
+        tmp_path / "ingest.key",
+    )
     assert ingest.tls_ca == tmp_path / "ca.pem"  # not a role key: shared
     operator = config.for_role(CloudRole.OPERATOR)
     assert (operator.username, operator.password_file, operator.tls_cert) == (
-        "litefleet-operator", tmp_path / "shared.pw", None)
+        "litefleet-operator",
+        tmp_path / "shared.pw",
+        None,
+    )
     controller = config.for_role(CloudRole.CONTROLLER)  # no table: the [mqtt] keys
     assert (controller.username, controller.password_file) == ("cloud", tmp_path / "shared.pw")
 
@@ -45,7 +54,8 @@ username = "litefleet-operator"
 def test_role_tables_are_checked(tmp_path: Path) -> None:
     (tmp_path / "k.key").write_text("x\n")
     with pytest.raises(CloudConfigInvalid) as e:
-        parse_cloud_config("""
+        parse_cloud_config(
+            """
 [mqtt]
 tls_key = "k.key"
 
@@ -56,14 +66,18 @@ tls_key = "k.key"
 
 [mqtt.controller]
 username = 7
-""", base_dir=tmp_path)
-    assert sorted(p.split(": ", 1)[1] for p in e.value.problems) == sorted([
-        "mqtt.ingest.user: unknown key",
-        "mqtt.controller.username: expected a string, got int",
-        f"mqtt.ingest.password_file: {tmp_path / 'missing.pw'} does not exist",
-        "mqtt.tls_key: a client key needs its certificate (tls_cert)",
-        "mqtt.ingest.tls_key: a client key needs its certificate (tls_cert)",
-    ])
+""",
+            base_dir=tmp_path,
+        )
+    assert sorted(p.split(": ", 1)[1] for p in e.value.problems) == sorted(
+        [
+            "mqtt.ingest.user: unknown key",
+            "mqtt.controller.username: expected a string, got int",
+            f"mqtt.ingest.password_file: {tmp_path / 'missing.pw'} does not exist",
+            "mqtt.tls_key: a client key needs its certificate (tls_cert)",
+            "mqtt.ingest.tls_key: a client key needs its certificate (tls_cert)",
+        ]
+    )
 
 
 def test_a_role_connects_with_its_client_certificate(tmp_path: Path, mosquitto_factory) -> None:  # type: ignore[no-untyped-def]
@@ -80,16 +94,19 @@ def test_a_role_connects_with_its_client_certificate(tmp_path: Path, mosquitto_f
         f"cafile {pki / 'ca.pem'}\ncertfile {pki / 'server.pem'}\nkeyfile {pki / 'server.key'}\n"
         "require_certificate true\nuse_identity_as_username true\n"
     )
-    config = parse_cloud_config(f"""
+    config = parse_cloud_config(
+        f"""
 [mqtt]
 host = "127.0.0.1"
 port = {broker.port}
-tls_ca = "{pki / 'ca.pem'}"
+tls_ca = "{pki / "ca.pem"}"
 
 [mqtt.ingest]
-tls_cert = "{pki / 'litefleet-ingest.pem'}"
-tls_key = "{pki / 'litefleet-ingest.key'}"
-""", base_dir=tmp_path).mqtt
+tls_cert = "{pki / "litefleet-ingest.pem"}"
+tls_key = "{pki / "litefleet-ingest.key"}"
+""",
+        base_dir=tmp_path,
+    ).mqtt
     link = CloudLink(config, "litefleet-cloud-ingest", role=CloudRole.INGEST)
     link.start(timeout=10)
     try:

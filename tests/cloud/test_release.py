@@ -26,8 +26,19 @@ PROFILE = "x86-gateway"
 
 
 def release(env: CloudEnv, model: Path, version: int, *extra: str) -> list[str]:
-    return ["release", str(model), "--name", "digits", "--version", str(version), "--profile",
-            PROFILE, "--config", str(env.config), *extra]
+    return [
+        "release",
+        str(model),
+        "--name",
+        "digits",
+        "--version",
+        str(version),
+        "--profile",
+        PROFILE,
+        "--config",
+        str(env.config),
+        *extra,
+    ]
 
 
 def run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict:
@@ -48,13 +59,19 @@ def test_release_signs_uploads_and_deltas(cloud_env: CloudEnv, capsys) -> None:
     assert r2.io.outputs[0].shape == (1, 10)
 
     full = cloud_env.artifacts / "digits/2/x86-gateway/digits-2-x86-gateway.tflite.zst"
-    assert r2.artifact.url == "http://127.0.0.1:8080/artifacts/digits/2/x86-gateway/digits-2-x86-gateway.tflite.zst"
+    assert (
+        r2.artifact.url
+        == "http://127.0.0.1:8080/artifacts/digits/2/x86-gateway/digits-2-x86-gateway.tflite.zst"
+    )
     assert hashlib.sha256(full.read_bytes()).hexdigest() == r2.artifact.sha256
     assert decompress(full.read_bytes(), r2.target.size) == DIGITS_FT.read_bytes()
 
     (delta,) = r2.deltas
     assert delta.base_sha256 == r1.target.sha256
-    data = (cloud_env.artifacts / f"digits/2/x86-gateway/digits-2-x86-gateway.from-{r1.target.sha256[:16]}.delta").read_bytes()
+    data = (
+        cloud_env.artifacts
+        / f"digits/2/x86-gateway/digits-2-x86-gateway.from-{r1.target.sha256[:16]}.delta"
+    ).read_bytes()
     assert hashlib.sha256(data).hexdigest() == delta.sha256 and len(data) == delta.size
     assert delta_base_sha256(data) == r1.target.sha256
     assert delta_decode(DIGITS.read_bytes(), data, r2.target.size) == DIGITS_FT.read_bytes()
@@ -94,7 +111,8 @@ def test_signing_key_readable_by_group_is_refused(cloud_env: CloudEnv, capsys) -
     err = capsys.readouterr().err
     assert "chmod 600" in err and "release.key" in err
     assert not (cloud_env.root / "cloud.db").exists() or not list(
-        (cloud_env.artifacts / "digits").glob("*/*.release.json"))
+        (cloud_env.artifacts / "digits").glob("*/*.release.json")
+    )
 
 
 def test_not_a_model_is_refused_and_nothing_is_recorded(cloud_env: CloudEnv, tmp_path, capsys):
@@ -111,16 +129,40 @@ def test_provenance_from_report_and_expiry(cloud_env: CloudEnv, tmp_path, capsys
     parent = "ab" * 32
     sha = hashlib.sha256(DIGITS.read_bytes()).hexdigest()  # the report is about this file
     report = tmp_path / "report.json"
-    report.write_text(json.dumps({
-        "baseline": {"accuracy": 0.98}, "candidates": [{"method": "dynamic_int8"}],
-        "chosen": "dynamic_int8", "reason": "smallest within budget",
-        "provenance": {"parent_sha256": parent, "recipe": "dynamic_int8",
-                       "metrics": {"accuracy": 0.9811, "size_bytes": 61234, "ok": True,
-                                   "sha256": sha}},
-    }))
-    out = run_json(capsys, release(cloud_env, DIGITS, 1, "--json", "--from-report", str(report),
-                                   "--expires", "12h", "--min-inferences", "20",
-                                   "--max-latency-ratio", "1.5", "--min-agreement", "90%"))
+    report.write_text(
+        json.dumps(
+            {
+                "baseline": {"accuracy": 0.98},
+                "candidates": [{"method": "dynamic_int8"}],
+                "chosen": "dynamic_int8",
+                "reason": "smallest within budget",
+                "provenance": {
+                    "parent_sha256": parent,
+                    "recipe": "dynamic_int8",
+                    "metrics": {"accuracy": 0.9811, "size_bytes": 61234, "ok": True, "sha256": sha},
+                },
+            }
+        )
+    )
+    out = run_json(
+        capsys,
+        release(
+            cloud_env,
+            DIGITS,
+            1,
+            "--json",
+            "--from-report",
+            str(report),
+            "--expires",
+            "12h",
+            "--min-inferences",
+            "20",
+            "--max-latency-ratio",
+            "1.5",
+            "--min-agreement",
+            "90%",
+        ),
+    )
     signed = out["envelope"]["signed"]
     assert signed["provenance"]["parent_sha256"] == parent
     assert signed["provenance"]["recipe"] == "dynamic_int8"
@@ -162,8 +204,11 @@ port = "eighty"
 
 
 def test_config_paths_resolve_against_its_folder(tmp_path: Path) -> None:
-    cfg = parse_cloud_config('[store]\ndb = "x/cloud.db"\nartifacts = "file://arts"\n'
-                             '[signing]\nkey = "k/release.key"\n', "c", tmp_path)
+    cfg = parse_cloud_config(
+        '[store]\ndb = "x/cloud.db"\nartifacts = "file://arts"\n[signing]\nkey = "k/release.key"\n',
+        "c",
+        tmp_path,
+    )
     assert cfg.store.db == tmp_path / "x" / "cloud.db"
     assert cfg.store.artifacts == (tmp_path / "arts").as_uri()
     assert cfg.signing.key == tmp_path / "k" / "release.key"
@@ -173,8 +218,9 @@ def test_config_paths_resolve_against_its_folder(tmp_path: Path) -> None:
 
 FP16_CLASSIFIER = REPO / "tests" / "data" / "fp16_classifier.tflite"
 TRAIN = REPO / "examples" / "data" / "digits-train.npz"
-FAST = CompressOptions(latency_warmup=1, latency_runs=5, calibration_samples=64,
-                       max_eval_samples=100)
+FAST = CompressOptions(
+    latency_warmup=1, latency_runs=5, calibration_samples=64, max_eval_samples=100
+)
 
 
 def refused(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -190,13 +236,15 @@ def no_release_recorded(env: CloudEnv, version: int) -> bool:
 
 
 def test_a_model_with_other_io_than_the_previous_release_is_refused(
-        cloud_env: CloudEnv, tmp_path: Path, capsys) -> None:
+    cloud_env: CloudEnv, tmp_path: Path, capsys
+) -> None:
     run_json(capsys, release(cloud_env, DIGITS, 1, "--json"))
     with np.load(TRAIN) as npz:
         calibration = [npz["x"][:64].astype(np.float32)]
     int8_io = tmp_path / "digits-int8-io.tflite"  # what `compress` chose before: int8 in and out
-    int8_io.write_bytes(quantize_tflite(DIGITS.read_bytes(), "int8", calibration,
-                                        int8_io=True).blob)
+    int8_io.write_bytes(
+        quantize_tflite(DIGITS.read_bytes(), "int8", calibration, int8_io=True).blob
+    )
     err = refused(capsys, release(cloud_env, int8_io, 2))
     assert "io_signature_mismatch" in err and "int8[1,28,28,1]" in err and "--new-io" in err
     assert no_release_recorded(cloud_env, 2)
@@ -216,10 +264,12 @@ def test_another_models_io_under_a_released_name_is_refused(cloud_env: CloudEnv,
 
 
 def test_from_report_refuses_a_file_that_is_not_the_chosen_candidate(
-        cloud_env: CloudEnv, tmp_path: Path, capsys) -> None:
+    cloud_env: CloudEnv, tmp_path: Path, capsys
+) -> None:
     out = tmp_path / "out"
-    report = compress(DIGITS, load_profile("rpi5"), TRAIN, None, ["dynamic_int8", "int8"], out,
-                      options=FAST)
+    report = compress(
+        DIGITS, load_profile("rpi5"), TRAIN, None, ["dynamic_int8", "int8"], out, options=FAST
+    )
     assert report.chosen == "int8"  # rpi5 prefers it, and it keeps float32 I/O
     args = ["--from-report", str(out / "report.json")]
     # the journey's bug: the dynamic_int8 file signed as "chosen": "int8"
@@ -232,29 +282,44 @@ def test_from_report_refuses_a_file_that_is_not_the_chosen_candidate(
     assert prov["metrics"]["method"] == prov["metrics"]["chosen"] == "int8"
     assert prov["metrics"]["sha256"] == signed["envelope"]["signed"]["target"]["sha256"]
     # another candidate, named: its own provenance
-    signed = run_json(capsys, release(cloud_env, out / "dynamic_int8.tflite", 2, "--json", *args,
-                                      "--candidate", "dynamic_int8"))
+    signed = run_json(
+        capsys,
+        release(
+            cloud_env,
+            out / "dynamic_int8.tflite",
+            2,
+            "--json",
+            *args,
+            "--candidate",
+            "dynamic_int8",
+        ),
+    )
     prov = signed["envelope"]["signed"]["provenance"]
     assert prov["metrics"]["method"] == prov["metrics"]["chosen"] == "dynamic_int8"
     assert prov["recipe"].startswith("dynamic_int8: ")
 
 
 def test_a_no_effect_candidate_is_never_signed_as_its_method(
-        cloud_env: CloudEnv, tmp_path: Path, capsys) -> None:
+    cloud_env: CloudEnv, tmp_path: Path, capsys
+) -> None:
     """float16 on a model whose weights are float16 already compresses nothing."""
     out = tmp_path / "out"
-    report = compress(FP16_CLASSIFIER, load_profile("x86-gateway"), None, None, ["float16"], out,
-                      options=FAST)
+    report = compress(
+        FP16_CLASSIFIER, load_profile("x86-gateway"), None, None, ["float16"], out, options=FAST
+    )
     assert report.candidate("float16").no_effect is not None
     assert report.chosen == "original" and "float16" not in report.provenances
     args = ["--from-report", str(out / "report.json")]
-    err = refused(capsys, release(cloud_env, out / "float16.tflite", 1, *args,
-                                  "--candidate", "float16"))
+    err = refused(
+        capsys, release(cloud_env, out / "float16.tflite", 1, *args, "--candidate", "float16")
+    )
     assert "cannot be released as float16: no effect" in err
     # nor under the chosen name: the float16 file is not the original
     refused(capsys, release(cloud_env, out / "float16.tflite", 1, *args))
     assert no_release_recorded(cloud_env, 1)
     signed = run_json(capsys, release(cloud_env, out / "chosen.tflite", 1, "--json", *args))
     assert signed["envelope"]["signed"]["provenance"]["metrics"]["method"] == "original"
-    assert signed["envelope"]["signed"]["target"]["sha256"] == hashlib.sha256(
-        FP16_CLASSIFIER.read_bytes()).hexdigest()
+    assert (
+        signed["envelope"]["signed"]["target"]["sha256"]
+        == hashlib.sha256(FP16_CLASSIFIER.read_bytes()).hexdigest()
+    )

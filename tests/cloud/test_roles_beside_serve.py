@@ -28,8 +28,11 @@ def stored(db_path: Path) -> set[int]:
 
 def test_one_shot_commands_side_by_side_beside_serve(cloud_env: CloudEnv) -> None:
     with generated_broker(["cam-01"]) as broker:
-        config = write_config(cloud_env.root, mqtt_port=broker.cloud_port,
-                              extra="[ingest]\nbatch_wait_s = 0.05\n" + broker.cloud_toml())
+        config = write_config(
+            cloud_env.root,
+            mqtt_port=broker.cloud_port,
+            extra="[ingest]\nbatch_wait_s = 0.05\n" + broker.cloud_toml(),
+        )
         log = cloud_env.root / "serve.log"
         serve = _serve(config, log)
         device = Client(broker.port, "cam-01", broker.password("cam-01"), persistent=True)
@@ -43,10 +46,25 @@ def test_one_shot_commands_side_by_side_beside_serve(cloud_env: CloudEnv) -> Non
             while not wait_until(lambda: stored(cloud_env.db), 0.5):
                 send(seq)  # serve may still be subscribing: until the first is stored
                 seq += 1
-            commands = [subprocess.Popen(
-                [sys.executable, "-m", "cloud.cli", "command", "cam-01", "report-now",
-                 "--config", str(config)], cwd=REPO, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True) for _ in range(4)]
+            commands = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "cloud.cli",
+                        "command",
+                        "cam-01",
+                        "report-now",
+                        "--config",
+                        str(config),
+                    ],
+                    cwd=REPO,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(4)
+            ]
             for n in range(5):  # records while the commands come and go
                 send(seq + n)
                 time.sleep(0.05)

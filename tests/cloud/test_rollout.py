@@ -32,19 +32,27 @@ PROFILE = "x86-gateway"
 
 
 class SimulatedDevice:
-    def __init__(self, device_id: str, port: int, keyring: Keyring, fails: bool,
-                 silent: bool = False) -> None:
+    def __init__(
+        self, device_id: str, port: int, keyring: Keyring, fails: bool, silent: bool = False
+    ) -> None:
         self.device_id, self.keyring, self.fails = device_id, keyring, fails
         self.silent = silent  # receives deployments, never reports (powered off mid-rollout)
         self.model = ModelIdentity("digits", 1, "00" * 32)
         self.received: list[bytes] = []
         self.seq = 0
-        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                                  client_id=device_id, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=device_id,
+            protocol=mqtt.MQTTv5,
+        )
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.will_set(topic(device_id, Channel.STATE), encode_message(
-            DeviceState(device_id, False, time.time())), qos=1, retain=True)
+        self.client.will_set(
+            topic(device_id, Channel.STATE),
+            encode_message(DeviceState(device_id, False, time.time())),
+            qos=1,
+            retain=True,
+        )
         self._work: list[bytes] = []
         self._cv = threading.Condition()
         self._stop = False
@@ -64,15 +72,23 @@ class SimulatedDevice:
                 self._cv.notify()
 
     def _publish_state(self) -> None:
-        state = DeviceState(self.device_id, True, time.time(), "0.1.0", PROFILE, self.model,
-                            "idle")
-        self.client.publish(topic(self.device_id, Channel.STATE), encode_message(state), qos=1,
-                            retain=True)
+        state = DeviceState(self.device_id, True, time.time(), "0.1.0", PROFILE, self.model, "idle")
+        self.client.publish(
+            topic(self.device_id, Channel.STATE), encode_message(state), qos=1, retain=True
+        )
 
     def _report(self, rollout_id: str, phase: str, version: int, reason: str = "") -> None:
         self.seq += 1
-        status = UpdateStatus(self.device_id, self.seq, time.time(), rollout_id, phase,
-                              "digits", version, reason=reason)
+        status = UpdateStatus(
+            self.device_id,
+            self.seq,
+            time.time(),
+            rollout_id,
+            phase,
+            "digits",
+            version,
+            reason=reason,
+        )
         self.client.publish(topic(self.device_id, Channel.UPDATE), encode_message(status), qos=1)
 
     def _run(self) -> None:
@@ -88,9 +104,15 @@ class SimulatedDevice:
                 continue
             try:
                 update = verify_deployment(
-                    data, self.keyring, device_id=self.device_id, profile=PROFILE,
-                    model_name="digits", installed_version=self.model.version,
-                    installed_sha256=self.model.sha256, now=datetime.now(UTC))
+                    data,
+                    self.keyring,
+                    device_id=self.device_id,
+                    profile=PROFILE,
+                    model_name="digits",
+                    installed_version=self.model.version,
+                    installed_sha256=self.model.sha256,
+                    now=datetime.now(UTC),
+                )
             except Rejected as e:
                 self._report(json.loads(data)["signed"]["rollout_id"], "rejected", 0, e.reason)
                 continue
@@ -119,22 +141,44 @@ def rollout_extra() -> str:
 
 @pytest.fixture
 def fleet(cloud_env: CloudEnv, mosquitto, capsys, rollout_extra: str):
-    write_config(cloud_env.root, mqtt_port=mosquitto.port,
-                 extra="[rollout]\ntick_s = 0.2\n" + rollout_extra)
+    write_config(
+        cloud_env.root, mqtt_port=mosquitto.port, extra="[rollout]\ntick_s = 0.2\n" + rollout_extra
+    )
     for version, model in ((1, DIGITS), (2, DIGITS_FT)):
-        assert main(["release", str(model), "--name", "digits", "--version", str(version),
-                     "--profile", PROFILE, "--config", str(cloud_env.config)]) == 0
+        assert (
+            main(
+                [
+                    "release",
+                    str(model),
+                    "--name",
+                    "digits",
+                    "--version",
+                    str(version),
+                    "--profile",
+                    PROFILE,
+                    "--config",
+                    str(cloud_env.config),
+                ]
+            )
+            == 0
+        )
     service = CloudService(load_cloud_config(cloud_env.config))
     service.start()
     devices: list[SimulatedDevice] = []
 
-    def make(n: int, failing: set[int], silent: frozenset[int] = frozenset()
-             ) -> list[SimulatedDevice]:
+    def make(
+        n: int, failing: set[int], silent: frozenset[int] = frozenset()
+    ) -> list[SimulatedDevice]:
         keyring = Keyring((cloud_env.key.public,))
-        devices.extend(SimulatedDevice(f"dev-{i:02d}", mosquitto.port, keyring, i in failing,
-                                       i in silent) for i in range(n))
-        wait_for(lambda: json_out(capsys, ["devices"], cloud_env).__len__() == n, 30,
-                 "every device known from its state")
+        devices.extend(
+            SimulatedDevice(f"dev-{i:02d}", mosquitto.port, keyring, i in failing, i in silent)
+            for i in range(n)
+        )
+        wait_for(
+            lambda: json_out(capsys, ["devices"], cloud_env).__len__() == n,
+            30,
+            "every device known from its state",
+        )
         return devices
 
     yield make
@@ -150,8 +194,20 @@ def json_out(capsys, argv: list[str], env: CloudEnv):
 
 
 def deploy(capsys, env: CloudEnv) -> str:
-    out = json_out(capsys, ["deploy", "digits@2", "--profile", PROFILE, "--waves", "1,25%,100%",
-                            "--max-failures", "5%"], env)
+    out = json_out(
+        capsys,
+        [
+            "deploy",
+            "digits@2",
+            "--profile",
+            PROFILE,
+            "--waves",
+            "1,25%,100%",
+            "--max-failures",
+            "5%",
+        ],
+        env,
+    )
     assert out["wave_sizes"] == [1, 5, 20] and out["first_wave"] == ["dev-00"]
     return str(out["id"])
 
@@ -197,16 +253,22 @@ def test_rollout_pauses_when_probation_fails_and_shows_reasons(fleet, cloud_env,
 
     # the operator accepts these failures and resumes: the next wave fails too, and it pauses
     assert main(["rollout", "resume", rollout_id, "--config", str(cloud_env.config)]) == 0
-    wait_for(lambda: state()["state"] == "paused" and state()["failed"] == 6, 60,
-             "the third wave's failures to pause it again")
+    wait_for(
+        lambda: state()["state"] == "paused" and state()["failed"] == 6,
+        60,
+        "the third wave's failures to pause it again",
+    )
     assert state()["failure_reasons"] == {"probation_failed": 6}
 
 
 def retained(port: int, device_id: str, wait_s: float = 1.0) -> bytes | None:
     """The retained `desired` message of a device on the broker, as a new subscriber sees it."""
     got: list[bytes] = []
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                         client_id=f"probe-{device_id}", protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"probe-{device_id}",
+        protocol=mqtt.MQTTv5,
+    )
     client.on_message = lambda c, u, m: got.append(bytes(m.payload)) if m.retain else None
     client.connect("127.0.0.1", port)
     client.subscribe(topic(device_id, Channel.DESIRED), qos=1)
@@ -218,10 +280,14 @@ def retained(port: int, device_id: str, wait_s: float = 1.0) -> bytes | None:
 
 
 def test_abort_clears_the_deployment_of_a_device_that_never_started(
-        fleet, cloud_env, capsys, mosquitto) -> None:
+    fleet, cloud_env, capsys, mosquitto
+) -> None:
     devices = fleet(4, set(), silent=frozenset({3}))
-    rollout_id = str(json_out(capsys, ["deploy", "digits@2", "--profile", PROFILE, "--waves",
-                                       "100%"], cloud_env)["id"])
+    rollout_id = str(
+        json_out(
+            capsys, ["deploy", "digits@2", "--profile", PROFILE, "--waves", "100%"], cloud_env
+        )["id"]
+    )
 
     def state() -> dict:
         return json_out(capsys, ["rollouts", rollout_id], cloud_env)[0]
@@ -247,8 +313,22 @@ def test_abort_clears_the_deployment_of_a_device_that_never_started(
 @pytest.mark.parametrize("rollout_extra", ["device_timeout_s = 1.0\n"])
 def test_a_device_silent_past_the_timeout_counts_as_failed(fleet, cloud_env, capsys) -> None:
     fleet(4, set(), silent=frozenset({3}))
-    rollout_id = str(json_out(capsys, ["deploy", "digits@2", "--profile", PROFILE, "--waves",
-                                       "100%", "--max-failures", "10%"], cloud_env)["id"])
+    rollout_id = str(
+        json_out(
+            capsys,
+            [
+                "deploy",
+                "digits@2",
+                "--profile",
+                PROFILE,
+                "--waves",
+                "100%",
+                "--max-failures",
+                "10%",
+            ],
+            cloud_env,
+        )["id"]
+    )
 
     def state() -> dict:
         return json_out(capsys, ["rollouts", rollout_id], cloud_env)[0]
@@ -269,22 +349,44 @@ def test_wave_sizes() -> None:
 
 
 def test_a_deployment_a_real_agent_refuses_counts_as_failed_with_its_sentence(
-        cloud_env, mosquitto, agent_process, capsys) -> None:
+    cloud_env, mosquitto, agent_process, capsys
+) -> None:
     """A refusal before any download is reported with the rollout id the deployment claims,
     so the rollout counts it at once (not `pending` until the timeout) and shows why. Here the
     agent trusts another key than the one the cloud signs with: `bad_signature`."""
     refusal = "bad_signature"
     write_config(cloud_env.root, mqtt_port=mosquitto.port, extra="[rollout]\ntick_s = 0.2\n")
-    assert main(["release", str(DIGITS_FT), "--name", "digits", "--version", "1",
-                 "--profile", PROFILE, "--config", str(cloud_env.config)]) == 0
+    assert (
+        main(
+            [
+                "release",
+                str(DIGITS_FT),
+                "--name",
+                "digits",
+                "--version",
+                "1",
+                "--profile",
+                PROFILE,
+                "--config",
+                str(cloud_env.config),
+            ]
+        )
+        == 0
+    )
     service = CloudService(load_cloud_config(cloud_env.config))
     service.start()
     try:
         agent = agent_process(mosquitto, [SigningKey.generate().public.hex], telemetry_s=3600)
-        wait_for(lambda: [d["device_id"] for d in json_out(capsys, ["devices"], cloud_env)]
-                 == ["dev-1"], 30, "the agent known from its state")
-        rollout_id = str(json_out(capsys, ["deploy", "digits@1", "--device", "dev-1",
-                                           "--waves", "100%"], cloud_env)["id"])
+        wait_for(
+            lambda: [d["device_id"] for d in json_out(capsys, ["devices"], cloud_env)] == ["dev-1"],
+            30,
+            "the agent known from its state",
+        )
+        rollout_id = str(
+            json_out(
+                capsys, ["deploy", "digits@1", "--device", "dev-1", "--waves", "100%"], cloud_env
+            )["id"]
+        )
 
         def state() -> dict:
             return json_out(capsys, ["rollouts", rollout_id], cloud_env)[0]
@@ -306,12 +408,16 @@ def test_a_deployment_a_real_agent_refuses_counts_as_failed_with_its_sentence(
         service.stop()
 
 
-def test_a_device_that_took_a_newer_deployment_no_longer_counts(fleet, cloud_env, capsys,
-                                                                 mosquitto) -> None:
+def test_a_device_that_took_a_newer_deployment_no_longer_counts(
+    fleet, cloud_env, capsys, mosquitto
+) -> None:
     """`idle`/`superseded` from a device: its row leaves the count, the rollout completes."""
     fleet(2, set(), silent=frozenset({1}))
-    rollout_id = str(json_out(capsys, ["deploy", "digits@2", "--profile", PROFILE, "--waves",
-                                       "100%"], cloud_env)["id"])
+    rollout_id = str(
+        json_out(
+            capsys, ["deploy", "digits@2", "--profile", PROFILE, "--waves", "100%"], cloud_env
+        )["id"]
+    )
 
     def state() -> dict:
         return json_out(capsys, ["rollouts", rollout_id], cloud_env)[0]
@@ -319,13 +425,27 @@ def test_a_device_that_took_a_newer_deployment_no_longer_counts(fleet, cloud_env
     wait_for(lambda: state()["committed"] == 1, 60, "dev-00 to commit")
     time.sleep(0.6)  # ticks go by: dev-01 keeps the rollout running (the positive control)
     assert state()["state"] == "running" and state()["pending"] == 1
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                         client_id="dev-01-report", protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id="dev-01-report",
+        protocol=mqtt.MQTTv5,
+    )
     client.connect("127.0.0.1", mosquitto.port)
     client.loop_start()
-    status = UpdateStatus("dev-01", 1000, time.time(), rollout_id, "idle", "digits", 2,
-                          reason="superseded", detail="superseded by rollout other-1")
-    client.publish(topic("dev-01", Channel.UPDATE), encode_message(status), qos=1).wait_for_publish(10)
+    status = UpdateStatus(
+        "dev-01",
+        1000,
+        time.time(),
+        rollout_id,
+        "idle",
+        "digits",
+        2,
+        reason="superseded",
+        detail="superseded by rollout other-1",
+    )
+    client.publish(topic("dev-01", Channel.UPDATE), encode_message(status), qos=1).wait_for_publish(
+        10
+    )
     client.disconnect()
     client.loop_stop()
     wait_for(lambda: state()["state"] == "completed", 30, "the rollout to complete without it")

@@ -34,7 +34,8 @@ def s3_endpoint(monkeypatch) -> Iterator[str]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     endpoint = f"http://127.0.0.1:{port}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
-        Bucket="fleet-artifacts")
+        Bucket="fleet-artifacts"
+    )
     yield endpoint
     server.stop()
 
@@ -45,19 +46,42 @@ def fetch(url: str) -> bytes:
         return resp.read()
 
 
-def test_release_in_s3_downloads_through_presigned_urls(cloud_env: CloudEnv, s3_endpoint,
-                                                        monkeypatch, capsys) -> None:
-    write_config(cloud_env.root, artifacts="s3://fleet-artifacts/releases",
-                 store_extra=f'endpoint_url = "{s3_endpoint}"\nregion = "us-east-1"')
+def test_release_in_s3_downloads_through_presigned_urls(
+    cloud_env: CloudEnv, s3_endpoint, monkeypatch, capsys
+) -> None:
+    write_config(
+        cloud_env.root,
+        artifacts="s3://fleet-artifacts/releases",
+        store_extra=f'endpoint_url = "{s3_endpoint}"\nregion = "us-east-1"',
+    )
     outs = []
     for version, model in ((1, DIGITS), (2, DIGITS_FT)):
-        assert main(["release", str(model), "--name", "digits", "--version", str(version),
-                     "--profile", "x86-gateway", "--expires", "30d", "--json",
-                     "--config", str(cloud_env.config)]) == 0
+        assert (
+            main(
+                [
+                    "release",
+                    str(model),
+                    "--name",
+                    "digits",
+                    "--version",
+                    str(version),
+                    "--profile",
+                    "x86-gateway",
+                    "--expires",
+                    "30d",
+                    "--json",
+                    "--config",
+                    str(cloud_env.config),
+                ]
+            )
+            == 0
+        )
         outs.append(json.loads(capsys.readouterr().out))
     signed = outs[1]["envelope"]["signed"]
     url = signed["artifact"]["url"]
-    assert url.startswith(f"{s3_endpoint}/fleet-artifacts/releases/digits/2/x86-gateway/digits-2-x86-gateway.tflite.zst?")
+    assert url.startswith(
+        f"{s3_endpoint}/fleet-artifacts/releases/digits/2/x86-gateway/digits-2-x86-gateway.tflite.zst?"
+    )
     assert "X-Amz-Expires=604800" in url  # 30 days asked for, capped at S3's 7-day maximum
 
     # the device side: no AWS credentials at all
@@ -73,4 +97,3 @@ def test_release_in_s3_downloads_through_presigned_urls(cloud_env: CloudEnv, s3_
     data = fetch(delta["url"])
     assert hashlib.sha256(data).hexdigest() == delta["sha256"]
     assert delta_decode(DIGITS.read_bytes(), data, signed["target"]["size"]) == model
-

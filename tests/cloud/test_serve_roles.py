@@ -23,9 +23,22 @@ DEVICES = ("cam-a", "cam-b", "cam-c", "cam-d")
 
 
 def serve(config: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "cloud.cli", "serve", "--no-http",
-                             "--log-level", "INFO", "--config", str(config), *args],
-                            stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cloud.cli",
+            "serve",
+            "--no-http",
+            "--log-level",
+            "INFO",
+            "--config",
+            str(config),
+            *args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("ab"),
+    )
 
 
 def stop(*procs: subprocess.Popen[bytes]) -> None:
@@ -43,28 +56,47 @@ def stop(*procs: subprocess.Popen[bytes]) -> None:
 def pg_config(cloud_env: CloudEnv, url: str, port: int, extra: str = "") -> Path:
     config = write_config(cloud_env.root, mqtt_port=port, extra=extra)
     config.write_text(config.read_text().replace('db = "cloud.db"', f'url = "{url}"'))
-    done = subprocess.run([sys.executable, "-m", "cloud.cli", "store", "migrate", "--config",
-                           str(config)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "cloud.cli", "store", "migrate", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return config
 
 
 def test_roles_other_than_all_are_refused_on_sqlite(cloud_env: CloudEnv) -> None:
-    done = subprocess.run([sys.executable, "-m", "cloud.cli", "serve", "--role", "ingest",
-                           "--config", str(cloud_env.config)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cloud.cli",
+            "serve",
+            "--role",
+            "ingest",
+            "--config",
+            str(cloud_env.config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "on SQLite only --role all runs" in done.stderr
 
 
 def test_two_ingest_workers_share_the_devices_and_one_killed_loses_nothing(
-        cloud_env: CloudEnv, mosquitto, postgres) -> None:
+    cloud_env: CloudEnv, mosquitto, postgres
+) -> None:
     url = postgres.create_database()
-    config = pg_config(cloud_env, url, mosquitto.port,
-                       "[ingest]\nbatch_max = 200\nbatch_wait_s = 0.05\n")
+    config = pg_config(
+        cloud_env, url, mosquitto.port, "[ingest]\nbatch_max = 200\nbatch_wait_s = 0.05\n"
+    )
     logs = [cloud_env.root / f"ingest-{n}.log" for n in (1, 2)]
-    workers = [serve(config, logs[i], "--role", "ingest", "--worker", f"w{i + 1}")
-               for i in range(2)]
+    workers = [
+        serve(config, logs[i], "--role", "ingest", "--worker", f"w{i + 1}") for i in range(2)
+    ]
     clients = {d: device_client(mosquitto.port, d) for d in DEVICES}
     store = open_store(url)
 
@@ -73,8 +105,11 @@ def test_two_ingest_workers_share_the_devices_and_one_killed_loses_nothing(
 
     try:
         for log in logs:  # both sessions subscribed before the first record
-            wait_for(lambda log=log: log.exists() and "connected to" in log.read_text(), 30,
-                     f"{log.name}: connected")
+            wait_for(
+                lambda log=log: log.exists() and "connected to" in log.read_text(),
+                30,
+                f"{log.name}: connected",
+            )
         wait_for(lambda: all(c.is_connected() for c in clients.values()), 10, "devices")
         seq = 0
         for seq in range(1, 201):
@@ -89,15 +124,20 @@ def test_two_ingest_workers_share_the_devices_and_one_killed_loses_nothing(
         # the messages the broker handed to w1's session wait there: w1 comes back for them
         time.sleep(1.0)
         workers[0] = serve(config, logs[0], "--role", "ingest", "--worker", "w1")
-        wait_for(lambda: stored() == 1600, 90,
-                 f"every record stored once (have {stored()}); logs: "
-                 f"{[log.read_text()[-800:] for log in logs]}")
+        wait_for(
+            lambda: stored() == 1600,
+            90,
+            f"every record stored once (have {stored()}); logs: "
+            f"{[log.read_text()[-800:] for log in logs]}",
+        )
         gaps = store.execute(
             "SELECT device_id, MAX(seq), COUNT(DISTINCT seq) FROM telemetry GROUP BY device_id"
         ).all()
         assert sorted(gaps) == [(d, 400, 400) for d in DEVICES]  # once each, no gap
-        assert store.execute("SELECT value FROM counters WHERE name = 'stored.telemetry'"
-                             ).scalar() == 1600
+        assert (
+            store.execute("SELECT value FROM counters WHERE name = 'stored.telemetry'").scalar()
+            == 1600
+        )
     finally:
         for c in clients.values():
             c.disconnect()
@@ -107,22 +147,29 @@ def test_two_ingest_workers_share_the_devices_and_one_killed_loses_nothing(
 
 
 def test_one_controller_is_active_and_a_standby_takes_over_when_it_is_killed(
-        cloud_env: CloudEnv, mosquitto, postgres) -> None:
+    cloud_env: CloudEnv, mosquitto, postgres
+) -> None:
     url = postgres.create_database()
-    config = pg_config(cloud_env, url, mosquitto.port,
-                       "[rollout]\ntick_s = 0.5\nlease_s = 3\n"
-                       "[ingest]\noffline_after_s = 60\n")
+    config = pg_config(
+        cloud_env,
+        url,
+        mosquitto.port,
+        "[rollout]\ntick_s = 0.5\nlease_s = 3\n[ingest]\noffline_after_s = 60\n",
+    )
     logs = [cloud_env.root / f"controller-{n}.log" for n in (1, 2)]
     controllers = [serve(config, logs[0], "--role", "controller")]
     store = open_store(url)
 
     def stale_device(device_id: str) -> None:
-        store.execute("INSERT INTO devices (device_id, online, last_seen) VALUES "
-                      "(%s, 1, %s)", (device_id, time.time() - 600))
+        store.execute(
+            "INSERT INTO devices (device_id, online, last_seen) VALUES (%s, 1, %s)",
+            (device_id, time.time() - 600),
+        )
 
     def online(device_id: str) -> int:
-        return int(store.execute("SELECT online FROM devices WHERE device_id = %s",
-                                 (device_id,)).scalar())
+        return int(
+            store.execute("SELECT online FROM devices WHERE device_id = %s", (device_id,)).scalar()
+        )
 
     try:
         wait_for(lambda: holder(store, "controller") is not None, 30, "a lease holder")
@@ -139,8 +186,13 @@ def test_one_controller_is_active_and_a_standby_takes_over_when_it_is_killed(
         controllers[0].wait()
         killed = time.monotonic()
         stale_device("cam-2")
-        wait_for(lambda: holder(store, "controller")[0].endswith(  # type: ignore[index]
-            f":{controllers[1].pid}"), 30, "the standby holding the lease")
+        wait_for(
+            lambda: holder(store, "controller")[0].endswith(  # type: ignore[index]
+                f":{controllers[1].pid}"
+            ),
+            30,
+            "the standby holding the lease",
+        )
         wait_for(lambda: online("cam-2") == 0, 30, "the standby ticking")
         took = time.monotonic() - killed
         assert "controller lease taken" in logs[1].read_text()
@@ -158,15 +210,32 @@ def test_one_controller_is_active_and_a_standby_takes_over_when_it_is_killed(
 
 @pytest.mark.slow
 def test_the_fleet_benchmark_on_postgresql_survives_a_killed_worker_and_controller(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """20 devices, 2 ingest workers: one killed -9 mid-rollout, the active controller killed
     -9 mid-rollout; every device commits both rollouts and no record is missing."""
     repo = Path(__file__).resolve().parents[2]
     done = subprocess.run(
-        [sys.executable, str(repo / "benchmarks" / "fleet.py"), "--devices", "20", "--duration",
-         "1", "--backlog", "2", "--backend", "postgresql", "--ingest-workers", "2"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(repo)},
-        timeout=600, cwd=tmp_path)
+        [
+            sys.executable,
+            str(repo / "benchmarks" / "fleet.py"),
+            "--devices",
+            "20",
+            "--duration",
+            "1",
+            "--backlog",
+            "2",
+            "--backend",
+            "postgresql",
+            "--ingest-workers",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stdout[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == "postgresql" and result["ingest_workers"] == 2, result

@@ -14,8 +14,10 @@ from tests.cloud.test_ingest import wait_for
 def seed(db_path, devices: dict[str, tuple[int, float]]) -> None:
     db = open_store(db_path)
     for device_id, (online, last_seen) in devices.items():
-        db.execute("INSERT INTO devices (device_id, online, last_seen) VALUES (?, ?, ?)",
-                   (device_id, online, last_seen))
+        db.execute(
+            "INSERT INTO devices (device_id, online, last_seen) VALUES (?, ?, ?)",
+            (device_id, online, last_seen),
+        )
     db.close()
 
 
@@ -29,17 +31,25 @@ def online(db_path) -> dict[str, int]:
 
 def test_mark_offline_by_heartbeat_age(cloud_env: CloudEnv) -> None:
     now = 1_000_000.0
-    seed(cloud_env.db, {
-        "fresh": (1, now - 10),  # heard from 10 s ago
-        "edge": (1, now - 180),  # exactly at the limit: not yet silent for longer
-        "silent": (1, now - 181),
-        "long-gone": (1, now - 86_400),
-        "already-off": (0, now - 86_400),
-    })
+    seed(
+        cloud_env.db,
+        {
+            "fresh": (1, now - 10),  # heard from 10 s ago
+            "edge": (1, now - 180),  # exactly at the limit: not yet silent for longer
+            "silent": (1, now - 181),
+            "long-gone": (1, now - 86_400),
+            "already-off": (0, now - 86_400),
+        },
+    )
     db = open_store(cloud_env.db)
     assert mark_offline(db, now, 180.0) == 2
-    assert online(cloud_env.db) == {"fresh": 1, "edge": 1, "silent": 0, "long-gone": 0,
-                                    "already-off": 0}
+    assert online(cloud_env.db) == {
+        "fresh": 1,
+        "edge": 1,
+        "silent": 0,
+        "long-gone": 0,
+        "already-off": 0,
+    }
     assert mark_offline(db, now, 180.0) == 0  # nothing left to change
     assert mark_offline(db, now + 171, 180.0) == 2  # time passes: the rest fall silent too
     assert set(online(cloud_env.db).values()) == {0}
@@ -58,14 +68,18 @@ def test_the_controller_tick_uses_the_configured_age(cloud_env: CloudEnv) -> Non
     service.lease.start()  # the only controller: takes the lease at once, and ticks
     try:
         service.tick()  # (or this one does, if the takeover's tick is not running)
-        wait_for(lambda: online(cloud_env.db) == {"quiet": 0, "chatty": 1}, 10,
-                 "the quiet device marked offline")
+        wait_for(
+            lambda: online(cloud_env.db) == {"quiet": 0, "chatty": 1},
+            10,
+            "the quiet device marked offline",
+        )
     finally:
         service.lease.stop()
 
 
 def test_a_device_marked_offline_is_back_when_it_talks_and_a_last_will_wins(
-        cloud_env: CloudEnv) -> None:
+    cloud_env: CloudEnv,
+) -> None:
     from cloud.ingest import IngestStats, write_batch
     from shared.messages import DeviceState, TelemetryRecord, encode_message
 
@@ -76,7 +90,8 @@ def test_a_device_marked_offline_is_back_when_it_talks_and_a_last_will_wins(
     will = DeviceState("leaving", False, now)
     last_words = TelemetryRecord("leaving", 7, now - 1)
     with db.begin() as conn:
-        write_batch(conn, [(m, encode_message(m)) for m in (record, last_words, will)], now,
-                    IngestStats())
+        write_batch(
+            conn, [(m, encode_message(m)) for m in (record, last_words, will)], now, IngestStats()
+        )
     db.close()
     assert online(cloud_env.db) == {"quiet": 1, "leaving": 0}

@@ -38,13 +38,33 @@ class SimProcess:
     def __init__(self, env: CloudEnv, n: int, *extra: str) -> None:
         self.log = env.root / f"sim-{time.monotonic_ns()}.log"
         self.out = self.log.with_suffix(".json")
-        argv = [sys.executable, "-m", "cloud.cli", "sim", "--config", str(env.config),
-                "--devices", str(n), "--group", "lab", "--initial", str(DIGITS),
-                "--telemetry-interval", "0.5", "--probation", "0.2", "--offline-for", "1",
-                "--log-level", "INFO", *extra]
+        argv = [
+            sys.executable,
+            "-m",
+            "cloud.cli",
+            "sim",
+            "--config",
+            str(env.config),
+            "--devices",
+            str(n),
+            "--group",
+            "lab",
+            "--initial",
+            str(DIGITS),
+            "--telemetry-interval",
+            "0.5",
+            "--probation",
+            "0.2",
+            "--offline-for",
+            "1",
+            "--log-level",
+            "INFO",
+            *extra,
+        ]
         with self.log.open("wb") as log, self.out.open("wb") as out:
-            self.process = subprocess.Popen(argv, stdout=out, stderr=log, cwd=REPO,
-                                            env={**os.environ, "PYTHONPATH": str(REPO)})
+            self.process = subprocess.Popen(
+                argv, stdout=out, stderr=log, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}
+            )
 
     def stop(self) -> dict:
         if self.process.poll() is None:
@@ -58,8 +78,10 @@ def store_lines(request) -> str:
     """The `[store]` artifact settings: a folder, or with `indirect` "s3" a moto server."""
     if getattr(request, "param", "file") == "s3":
         endpoint = request.getfixturevalue("s3_endpoint")
-        return (f'artifacts = "s3://fleet-artifacts/releases"\nendpoint_url = "{endpoint}"\n'
-                'region = "us-east-1"')
+        return (
+            f'artifacts = "s3://fleet-artifacts/releases"\nendpoint_url = "{endpoint}"\n'
+            'region = "us-east-1"'
+        )
     return 'artifacts = "file://artifacts"'
 
 
@@ -93,8 +115,23 @@ batch_wait_s = 0.05
 tick_s = 0.2
 """)
     for version, model in ((1, DIGITS), (2, DIGITS_FT)):
-        assert main(["release", str(model), "--name", "digits", "--version", str(version),
-                     "--profile", PROFILE, "--config", str(cloud_env.config)]) == 0
+        assert (
+            main(
+                [
+                    "release",
+                    str(model),
+                    "--name",
+                    "digits",
+                    "--version",
+                    str(version),
+                    "--profile",
+                    PROFILE,
+                    "--config",
+                    str(cloud_env.config),
+                ]
+            )
+            == 0
+        )
     service = CloudService(load_cloud_config(cloud_env.config))
     service.start()
     yield cloud_env
@@ -130,76 +167,144 @@ def count(env: CloudEnv, sql: str, *params: object) -> int:
 
 def deploy(env: CloudEnv, capsys, ref: str, waves: str) -> str:
     capsys.readouterr()
-    assert main(["deploy", ref, "--group", "lab", "--waves", waves, "--json",
-                 "--config", str(env.config)]) == 0
+    assert (
+        main(
+            [
+                "deploy",
+                ref,
+                "--group",
+                "lab",
+                "--waves",
+                waves,
+                "--json",
+                "--config",
+                str(env.config),
+            ]
+        )
+        == 0
+    )
     return str(json.loads(capsys.readouterr().out)["id"])
 
 
 def statuses(env: CloudEnv, rollout_id: str) -> dict[str, int]:
-    return dict(query(env, "SELECT status, COUNT(*) FROM rollout_devices WHERE rollout_id = ? "
-                           "GROUP BY status", rollout_id))
+    return dict(
+        query(
+            env,
+            "SELECT status, COUNT(*) FROM rollout_devices WHERE rollout_id = ? GROUP BY status",
+            rollout_id,
+        )
+    )
 
 
 def wait_online(env: CloudEnv, n: int) -> None:
-    wait_for(lambda: count(env, "SELECT COUNT(*) FROM devices WHERE online = 1 AND profile = ?",
-                           PROFILE) == n, 60, f"{n} simulated devices online in the store")
+    wait_for(
+        lambda: (
+            count(env, "SELECT COUNT(*) FROM devices WHERE online = 1 AND profile = ?", PROFILE)
+            == n
+        ),
+        60,
+        f"{n} simulated devices online in the store",
+    )
 
 
-def test_a_simulated_fleet_reports_and_takes_a_rollout_to_committed(cloud, sim, capsys,
-                                                                   mosquitto, mqtt_subscriber):
+def test_a_simulated_fleet_reports_and_takes_a_rollout_to_committed(
+    cloud, sim, capsys, mosquitto, mqtt_subscriber
+):
     reports = mqtt_subscriber(mosquitto, ["litefleet/v1/devices/+/update"])
     fleet = sim(20, "--offline", "10", "--restart", "10", "--restart-within", "3")
     wait_online(cloud, 20)
-    assert sorted(r[0] for r in query(cloud, "SELECT device_id FROM groups WHERE group_name = "
-                                      "'lab'")) == [f"sim-{i:04d}" for i in range(20)]
-    wait_for(lambda: count(cloud, "SELECT COUNT(DISTINCT device_id) FROM telemetry") == 20, 30,
-             "telemetry from every device")
+    assert sorted(
+        r[0] for r in query(cloud, "SELECT device_id FROM groups WHERE group_name = 'lab'")
+    ) == [f"sim-{i:04d}" for i in range(20)]
+    wait_for(
+        lambda: count(cloud, "SELECT COUNT(DISTINCT device_id) FROM telemetry") == 20,
+        30,
+        "telemetry from every device",
+    )
 
     first = deploy(cloud, capsys, "digits@1", "1,50%,100%")  # full artifacts: no delta to v1
     wait_for(lambda: statuses(cloud, first) == {"committed": 20}, 90, "every device committed v1")
     second = deploy(cloud, capsys, "digits@2", "1,50%,100%")  # deltas from v1
     wait_for(lambda: statuses(cloud, second) == {"committed": 20}, 90, "every device committed v2")
-    wait_for(lambda: count(cloud, "SELECT COUNT(*) FROM rollouts WHERE state = 'completed'") == 2,
-             30, "both rollouts completed")
+    wait_for(
+        lambda: count(cloud, "SELECT COUNT(*) FROM rollouts WHERE state = 'completed'") == 2,
+        30,
+        "both rollouts completed",
+    )
     summary = fleet.stop()
 
     assert summary["models"] == {"digits@2": 20}
     assert summary["outcomes"]["committed"] == 40
     assert summary["outcomes"]["offline_mid_download"] == 2
     assert summary["outcomes"]["restarts"] == 2
-    vias = dict(query(cloud, "SELECT rollout_id, GROUP_CONCAT(DISTINCT via) FROM updates "
-                             "WHERE phase = 'committed' AND via != '' GROUP BY rollout_id"))
+    vias = dict(
+        query(
+            cloud,
+            "SELECT rollout_id, GROUP_CONCAT(DISTINCT via) FROM updates "
+            "WHERE phase = 'committed' AND via != '' GROUP BY rollout_id",
+        )
+    )
     assert vias == {first: "full", second: "delta"}
-    phases = [r[0] for r in query(cloud, "SELECT phase FROM updates WHERE device_id = 'sim-0000' "
-                                         "AND rollout_id = ? ORDER BY seq", second)]
+    phases = [
+        r[0]
+        for r in query(
+            cloud,
+            "SELECT phase FROM updates WHERE device_id = 'sim-0000' "
+            "AND rollout_id = ? ORDER BY seq",
+            second,
+        )
+    ]
     assert [p for i, p in enumerate(phases) if p not in phases[:i]] == [
-        "downloading", "verifying", "staged", "activating", "probation", "committed"]
+        "downloading",
+        "verifying",
+        "staged",
+        "activating",
+        "probation",
+        "committed",
+    ]
     # download progress on the wire: complete transfers, and the halves the offline devices
     # got before they went away (they resumed from there)
     full_size = query(cloud, "SELECT envelope FROM releases WHERE version = 1")[0][0]
     full_size = json.loads(full_size)["signed"]["artifact"]["size"]
     downloading = [json.loads(p) for p in reports.payloads("/update")]
-    downloading = [m for m in downloading if m["phase"] == "downloading"
-                   and m["rollout_id"] == first and m["bytes_done"]]
+    downloading = [
+        m
+        for m in downloading
+        if m["phase"] == "downloading" and m["rollout_id"] == first and m["bytes_done"]
+    ]
     assert {m["bytes_total"] for m in downloading} == {full_size}
     assert sum(1 for m in downloading if m["bytes_done"] == full_size) == 20
     assert any(0 < m["bytes_done"] < full_size for m in downloading)
     models = {r[0] for r in query(cloud, "SELECT model_version FROM devices")}
     assert models == {2}
     # a clean stop: every device's last state says offline; nothing any device sent was lost
-    wait_for(lambda: count(cloud, "SELECT COUNT(*) FROM devices WHERE online = 0") == 20, 30,
-             "every device offline after the stop")
+    wait_for(
+        lambda: count(cloud, "SELECT COUNT(*) FROM devices WHERE online = 0") == 20,
+        30,
+        "every device offline after the stop",
+    )
     sent = summary["records_sent"]
-    wait_for(lambda: count(cloud, "SELECT (SELECT COUNT(*) FROM telemetry) + (SELECT COUNT(*) "
-                                  "FROM updates) + (SELECT COUNT(*) FROM events)") == sent, 30,
-             f"all {sent} records the fleet sent in the store")
+    wait_for(
+        lambda: (
+            count(
+                cloud,
+                "SELECT (SELECT COUNT(*) FROM telemetry) + (SELECT COUNT(*) "
+                "FROM updates) + (SELECT COUNT(*) FROM events)",
+            )
+            == sent
+        ),
+        30,
+        f"all {sent} records the fleet sent in the store",
+    )
     assert summary["unacknowledged"] == 0
     store = open_store(cloud.db)
     try:
         assert missing_seqs(store, "sim-") == {}
         # the positive control: a record lost in the middle is found
-        store.execute("DELETE FROM telemetry WHERE device_id = 'sim-0003' AND seq = "
-                      "(SELECT MIN(seq) FROM telemetry WHERE device_id = 'sim-0003')")
+        store.execute(
+            "DELETE FROM telemetry WHERE device_id = 'sim-0003' AND seq = "
+            "(SELECT MIN(seq) FROM telemetry WHERE device_id = 'sim-0003')"
+        )
         assert missing_seqs(store, "sim-") == {"sim-0003": 1}
     finally:
         store.close()
@@ -212,7 +317,8 @@ def test_deltas_come_from_s3_through_presigned_urls(cloud, sim, capsys) -> None:
     rollout = deploy(cloud, capsys, "digits@2", "100%")  # a delta from the initial model
     wait_for(lambda: statuses(cloud, rollout) == {"committed": 5}, 60, "every device committed")
     assert query(cloud, "SELECT DISTINCT via FROM updates WHERE phase = 'committed'") == [
-        ("delta",)]
+        ("delta",)
+    ]
     envelope = json.loads(query(cloud, "SELECT envelope FROM releases WHERE version = 2")[0][0])
     assert "X-Amz-Signature=" in envelope["signed"]["deltas"][0]["url"]  # presigned, in S3
     assert fleet.stop()["models"] == {"digits@2": 5}
@@ -222,16 +328,21 @@ def test_failed_probations_roll_back_and_pause_the_rollout(cloud, sim, capsys) -
     fleet = sim(6, "--fail-probation", "100")
     wait_online(cloud, 6)
     rollout = deploy(cloud, capsys, "digits@1", "1,100%")
-    wait_for(lambda: count(cloud, "SELECT COUNT(*) FROM rollouts WHERE state = 'paused'") == 1,
-             60, "the rollout to pause")
+    wait_for(
+        lambda: count(cloud, "SELECT COUNT(*) FROM rollouts WHERE state = 'paused'") == 1,
+        60,
+        "the rollout to pause",
+    )
     assert statuses(cloud, rollout) == {"failed": 1, "waiting": 5}
     assert query(cloud, "SELECT reason FROM rollout_devices WHERE status = 'failed'") == [
-        ("probation_failed",)]
+        ("probation_failed",)
+    ]
     rolled = query(cloud, "SELECT device_id, reason FROM updates WHERE phase = 'rolled_back'")
     assert len(rolled) == 1 and rolled[0][1] == "probation_failed"
     # the failed device still runs the model it had (version 0, the initial one)
-    assert query(cloud, "SELECT model_version FROM devices WHERE device_id = ?",
-                 rolled[0][0]) == [(0,)]
+    assert query(cloud, "SELECT model_version FROM devices WHERE device_id = ?", rolled[0][0]) == [
+        (0,)
+    ]
     assert fleet.stop()["outcomes"] == {"rolled_back:probation_failed": 1}
 
 
@@ -247,8 +358,15 @@ def test_a_tampered_artifact_is_refused_with_hash_mismatch(cloud, sim, capsys) -
     rollout = deploy(cloud, capsys, "digits@1", "100%")
     wait_for(lambda: statuses(cloud, rollout) == {"failed": 4}, 60, "every device refusing")
     assert {r[0] for r in query(cloud, "SELECT reason FROM rollout_devices")} == {"hash_mismatch"}
-    assert count(cloud, "SELECT COUNT(*) FROM updates WHERE phase = 'rejected' AND "
-                        "reason = 'hash_mismatch' AND rollout_id = ?", rollout) == 4
+    assert (
+        count(
+            cloud,
+            "SELECT COUNT(*) FROM updates WHERE phase = 'rejected' AND "
+            "reason = 'hash_mismatch' AND rollout_id = ?",
+            rollout,
+        )
+        == 4
+    )
     assert {r[0] for r in query(cloud, "SELECT model_version FROM devices")} == {0}
     assert fleet.stop()["outcomes"] == {"rejected:hash_mismatch": 4}
 
@@ -274,14 +392,17 @@ def test_a_download_cut_halfway_resumes_with_a_range_request(tmp_path) -> None:
         server.stop()
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--devices", "0"], "--devices 0: between 1 and 20000"),
-    (["--devices", "2", "--id-prefix", "bad/prefix"], "is not [A-Za-z0-9_-]"),
-    (["--devices", "2", "--initial", "/nonexistent.tflite"], "--initial /nonexistent.tflite"),
-    (["--devices", "2", "--trust-key", "zz"], "--trust-key"),
-    (["--devices", "2", "--profile", "no-such-profile"], "no-such-profile"),
-    (["--devices", "2", "--group", "a group"], "group name"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--devices", "0"], "--devices 0: between 1 and 20000"),
+        (["--devices", "2", "--id-prefix", "bad/prefix"], "is not [A-Za-z0-9_-]"),
+        (["--devices", "2", "--initial", "/nonexistent.tflite"], "--initial /nonexistent.tflite"),
+        (["--devices", "2", "--trust-key", "zz"], "--trust-key"),
+        (["--devices", "2", "--profile", "no-such-profile"], "no-such-profile"),
+        (["--devices", "2", "--group", "a group"], "group name"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(cloud_env, capsys, argv, message) -> None:
     assert main(["sim", *argv, "--config", str(cloud_env.config)]) == 2
     err = capsys.readouterr().err.strip()
@@ -290,10 +411,23 @@ def test_bad_input_is_one_line_and_exit_2(cloud_env, capsys, argv, message) -> N
 
 @pytest.mark.slow
 def test_the_fleet_benchmark_prints_one_line_with_every_device_committed(tmp_path) -> None:
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "fleet.py"), "--devices",
-                           "20", "--duration", "1", "--backlog", "2"], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300,
-                          cwd=tmp_path)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "fleet.py"),
+            "--devices",
+            "20",
+            "--duration",
+            "1",
+            "--backlog",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stdout[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     assert len(lines) == 1

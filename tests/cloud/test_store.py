@@ -48,8 +48,12 @@ MODEL = ModelIdentity("digits", 1, "ab" * 32)
 def write(store: Store, *messages: Message, now: float | None = None) -> IngestStats:
     stats = IngestStats()
     with store.begin() as conn:
-        write_batch(conn, [(m, encode_message(m)) for m in messages],
-                    time.time() if now is None else now, stats)
+        write_batch(
+            conn,
+            [(m, encode_message(m)) for m in messages],
+            time.time() if now is None else now,
+            stats,
+        )
     return stats
 
 
@@ -67,6 +71,7 @@ def store(store_url: str):
 
 # --- schema versions ---------------------------------------------------------------------
 
+
 def test_head_is_the_newest_migration_script() -> None:
     assert known_versions()[-1] == HEAD
 
@@ -78,8 +83,13 @@ def test_the_migration_scripts_build_the_schema_the_queries_use(store_url: str) 
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    fresh = Store(engine_url(store_url.replace("cloud.db", "scripts.db")
-                             if store_url.startswith("sqlite") else store_url))
+    fresh = Store(
+        engine_url(
+            store_url.replace("cloud.db", "scripts.db")
+            if store_url.startswith("sqlite")
+            else store_url
+        )
+    )
     with fresh.begin() as conn:
         for table in reversed(metadata.sorted_tables):
             conn.execute(text(f"DROP TABLE IF EXISTS {table.name}"))
@@ -93,7 +103,8 @@ def test_the_migration_scripts_build_the_schema_the_queries_use(store_url: str) 
 
 
 def test_a_store_newer_than_the_code_is_refused_in_one_sentence(
-        store_url: str, tmp_path: Path) -> None:
+    store_url: str, tmp_path: Path
+) -> None:
     s = open_store(store_url)
     s.execute("UPDATE alembic_version SET version_num = '9999'")
     s.close()
@@ -103,8 +114,12 @@ def test_a_store_newer_than_the_code_is_refused_in_one_sentence(
     config = tmp_path / "cloud.toml"
     config.write_text(f'[store]\nurl = "{store_url}"\n')
     for argv in (["devices"], ["store", "migrate"]):
-        done = subprocess.run([sys.executable, "-m", "cloud.cli", *argv, "--config", str(config)],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "cloud.cli", *argv, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 2, done.stderr
         assert done.stderr.count("\n") == 1 and "newer than this LiteFleet" in done.stderr
 
@@ -115,8 +130,12 @@ def test_postgresql_is_refused_until_migrated_then_used(postgres, tmp_path: Path
     config.write_text(f'[store]\nurl = "{url}"\n')
 
     def cli(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cloud.cli", *argv, "--config", str(config)],
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "cloud.cli", *argv, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     refused = cli("devices", "--json")
     assert refused.returncode == 2 and "run `litefleet store migrate`" in refused.stderr
@@ -153,12 +172,15 @@ def test_a_sqlite_store_from_before_versions_is_adopted_with_its_rows(tmp_path: 
 
 def test_store_url_and_db_are_synonyms_and_exclusive(tmp_path: Path) -> None:
     by_db = parse_cloud_config('[store]\ndb = "x/cloud.db"\n', base_dir=tmp_path).store
-    by_url = parse_cloud_config(f'[store]\nurl = "sqlite:///{tmp_path}/x/cloud.db"\n',
-                                base_dir=tmp_path).store
+    by_url = parse_cloud_config(
+        f'[store]\nurl = "sqlite:///{tmp_path}/x/cloud.db"\n', base_dir=tmp_path
+    ).store
     assert by_db.url == by_url.url == f"sqlite:///{tmp_path}/x/cloud.db"
     assert by_db.db == by_url.db == tmp_path / "x" / "cloud.db"
-    pg = parse_cloud_config('[store]\nurl = "postgresql://db.example/fleet"\n'
-                            'password_file = "pg.secret"\n', base_dir=tmp_path).store
+    pg = parse_cloud_config(
+        '[store]\nurl = "postgresql://db.example/fleet"\npassword_file = "pg.secret"\n',
+        base_dir=tmp_path,
+    ).store
     assert pg.backend == "postgresql" and pg.password_file == tmp_path / "pg.secret"
     (tmp_path / "pg.secret").write_text("s3cret\n")
     assert engine_url(pg.url, pg.password_file).password == "s3cret"
@@ -172,27 +194,41 @@ def test_store_url_and_db_are_synonyms_and_exclusive(tmp_path: Path) -> None:
 
 # --- the telemetry contract and ingest's writes -------------------------------------------
 
+
 def test_each_record_is_stored_once_per_device_and_seq(store: Store) -> None:
     now = time.time()
-    first = write(store, *(TelemetryRecord("cam-1", s, now, model=MODEL) for s in (1, 2, 3)),
-                  TelemetryRecord("cam-2", 1, now))
+    first = write(
+        store,
+        *(TelemetryRecord("cam-1", s, now, model=MODEL) for s in (1, 2, 3)),
+        TelemetryRecord("cam-2", 1, now),
+    )
     again = write(store, TelemetryRecord("cam-1", 2, now), TelemetryRecord("cam-1", 4, now))
     assert first.stored["telemetry"] == 4 and first.duplicates == 0
     assert again.stored["telemetry"] == 1 and again.duplicates == 1
     assert rows(store, "SELECT device_id, seq FROM telemetry ORDER BY device_id, seq") == [
-        ("cam-1", 1), ("cam-1", 2), ("cam-1", 3), ("cam-1", 4), ("cam-2", 1)]
+        ("cam-1", 1),
+        ("cam-1", 2),
+        ("cam-1", 3),
+        ("cam-1", 4),
+        ("cam-2", 1),
+    ]
     assert counter(store, "stored.telemetry") == 5 and counter(store, "duplicates") == 1
     with pytest.raises(DBAPIError):  # the contract for outside tools: unique (device_id, seq)
-        store.execute("INSERT INTO telemetry (device_id, seq, ts, received, body) "
-                      "VALUES ('cam-2', 1, 0, 0, '{}')")
+        store.execute(
+            "INSERT INTO telemetry (device_id, seq, ts, received, body) "
+            "VALUES ('cam-2', 1, 0, 0, '{}')"
+        )
 
 
 def test_states_events_updates_and_a_last_will(store: Store) -> None:
     now = time.time()
-    write(store, DeviceState("cam-1", True, now, profile="rpi4", model=MODEL, fps=9.5),
-          TelemetryRecord("cam-1", 1, now, fps=12.0, latency_p95_ms=4.5),
-          Event("cam-1", 2, now, "source", {"status": "up"}),
-          UpdateStatus("cam-1", 3, now, "", "committed", "digits", 2, "cd" * 32))
+    write(
+        store,
+        DeviceState("cam-1", True, now, profile="rpi4", model=MODEL, fps=9.5),
+        TelemetryRecord("cam-1", 1, now, fps=12.0, latency_p95_ms=4.5),
+        Event("cam-1", 2, now, "source", {"status": "up"}),
+        UpdateStatus("cam-1", 3, now, "", "committed", "digits", 2, "cd" * 32),
+    )
     write(store, DeviceState("cam-1", True, now - 10, profile="stale"))  # older: ignored
     view = device_views(store, 180.0)[0]
     assert view["online"] and view["profile"] == "rpi4"
@@ -204,8 +240,9 @@ def test_states_events_updates_and_a_last_will(store: Store) -> None:
     assert not device_views(store, 180.0)[0]["online"]
 
 
-def test_a_value_the_store_cannot_hold_is_quarantined_alone(store_url: str,
-                                                            cloud_env: CloudEnv) -> None:
+def test_a_value_the_store_cannot_hold_is_quarantined_alone(
+    store_url: str, cloud_env: CloudEnv
+) -> None:
     """The savepoint path on both backends: a seq past 64 bits is refused by the store; that
     one message is quarantined and the rest of its batch stored."""
     from cloud.config import load_cloud_config
@@ -213,8 +250,13 @@ def test_a_value_the_store_cannot_hold_is_quarantined_alone(store_url: str,
     ingester = Ingester(load_cloud_config(cloud_env.config))  # not started: no broker needed
     s = open_store(store_url)
     good, huge = TelemetryRecord("dev-a", 1, time.time()), TelemetryRecord("dev-a", 2**64, 0.0)
-    written = ingester._commit(s, [(good, encode_message(good)), (huge, encode_message(huge))],
-                               [b"t/good", b"t/huge"], [], time.time())
+    written = ingester._commit(
+        s,
+        [(good, encode_message(good)), (huge, encode_message(huge))],
+        [b"t/good", b"t/huge"],
+        [],
+        time.time(),
+    )
     assert written.stored["telemetry"] == 1
     assert rows(s, "SELECT seq FROM telemetry") == [(1,)]
     assert rows(s, "SELECT topic, reason FROM quarantine") == [("t/huge", "store_error")]
@@ -224,19 +266,30 @@ def test_a_value_the_store_cannot_hold_is_quarantined_alone(store_url: str,
 
 # --- the rollout state machine -------------------------------------------------------------
 
+
 def _rollout(store: Store, devices: list[str], waves: list[int]) -> str:
     with store.begin() as conn:
-        rs.insert_rollout(conn, {"id": "r-1", "release_name": "digits", "release_version": 2,
-                                 "waves": json.dumps([str(w) for w in waves]),
-                                 "success_threshold_pct": 100, "max_failures_pct": 0},
-                          [(d, i // 2, f'{{"to": "{d}"}}') for i, d in enumerate(devices)],
-                          time.time())
+        rs.insert_rollout(
+            conn,
+            {
+                "id": "r-1",
+                "release_name": "digits",
+                "release_version": 2,
+                "waves": json.dumps([str(w) for w in waves]),
+                "success_threshold_pct": 100,
+                "max_failures_pct": 0,
+            },
+            [(d, i // 2, f'{{"to": "{d}"}}') for i, d in enumerate(devices)],
+            time.time(),
+        )
     return "r-1"
 
 
 def _report(store: Store, device: str, seq: int, phase: str, reason: str = "") -> None:
-    write(store, UpdateStatus(device, seq, time.time(), "r-1", phase, "digits", 2, "cd" * 32,
-                              reason=reason))
+    write(
+        store,
+        UpdateStatus(device, seq, time.time(), "r-1", phase, "digits", 2, "cd" * 32, reason=reason),
+    )
 
 
 def test_a_rollout_goes_wave_by_wave_to_completed(store: Store) -> None:
@@ -290,6 +343,7 @@ def test_a_silent_device_times_out_and_a_late_report_still_counts(store: Store) 
 
 # --- the fleet's views, groups, the audit trail -------------------------------------------
 
+
 def test_groups_and_telemetry_pages(store: Store) -> None:
     now = time.time()
     write(store, *(TelemetryRecord("cam-1", s, now) for s in range(1, 6)))
@@ -310,43 +364,81 @@ def test_groups_and_telemetry_pages(store: Store) -> None:
 def test_the_audit_trail_is_append_only(store: Store) -> None:
     audit.record(store, audit.Action.DEPLOY, "r-1/cam-1", sha256="ab", actor="ops")
     assert [(e.actor, e.action, e.target) for e in audit.entries(store)] == [
-        ("ops", "deploy", "r-1/cam-1")]
+        ("ops", "deploy", "r-1/cam-1")
+    ]
     for statement in ("UPDATE audit SET actor = 'someone-else'", "DELETE FROM audit"):
         with pytest.raises(DBAPIError, match="append-only"):
             store.execute(statement)
     assert len(audit.entries(store)) == 1
 
 
-def test_prune_drops_old_telemetry_and_events_and_keeps_the_rest(store_url: str,
-                                                                 tmp_path: Path) -> None:
+def test_prune_drops_old_telemetry_and_events_and_keeps_the_rest(
+    store_url: str, tmp_path: Path
+) -> None:
     s = open_store(store_url)
     now = time.time()
-    write(s, TelemetryRecord("cam-1", 1, now - 40 * 86400), Event("cam-1", 2, now, "source"),
-          UpdateStatus("cam-1", 3, now, "", "committed"), now=now - 40 * 86400)
+    write(
+        s,
+        TelemetryRecord("cam-1", 1, now - 40 * 86400),
+        Event("cam-1", 2, now, "source"),
+        UpdateStatus("cam-1", 3, now, "", "committed"),
+        now=now - 40 * 86400,
+    )
     write(s, TelemetryRecord("cam-1", 4, now), now=now)
     config = tmp_path / "cloud.toml"
     config.write_text(f'[store]\nurl = "{store_url}"\n')
-    done = subprocess.run([sys.executable, "-m", "cloud.cli", "store", "prune", "--older-than",
-                           "30d", "--config", str(config)], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cloud.cli",
+            "store",
+            "prune",
+            "--older-than",
+            "30d",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "1 telemetry record(s), 1 events record(s) older than 30d deleted" in done.stdout
     assert rows(s, "SELECT seq FROM telemetry") == [(4,)]
     assert rows(s, "SELECT COUNT(*) FROM events") == [(0,)]
     assert rows(s, "SELECT seq FROM updates") == [(3,)]  # the rollouts' history stays
-    bad = subprocess.run([sys.executable, "-m", "cloud.cli", "store", "prune", "--older-than",
-                          "soon", "--config", str(config)], capture_output=True, text=True,
-                         timeout=60)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cloud.cli",
+            "store",
+            "prune",
+            "--older-than",
+            "soon",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     s.close()
 
 
 def test_check_config_names_a_postgresql_store_without_its_password(tmp_path: Path) -> None:
     config = tmp_path / "cloud.toml"
-    config.write_text('[store]\nurl = "postgresql://fleet:s3cret@db.example:5433/litefleet"\n'
-                      '[mqtt]\nport = 1\n')
-    done = subprocess.run([sys.executable, "-m", "cloud.cli", "check-config", "--config",
-                           str(config)], capture_output=True, text=True, timeout=60)
+    config.write_text(
+        '[store]\nurl = "postgresql://fleet:s3cret@db.example:5433/litefleet"\n[mqtt]\nport = 1\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "cloud.cli", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     out = done.stdout + done.stderr
     assert "store postgresql://fleet:***@db.example:5433/litefleet" in out, out
     assert "s3cret" not in out
@@ -358,12 +450,18 @@ def test_the_minute_rollup_gives_the_long_chart_what_the_raw_records_give(store:
     from cloud.store import dashboard
 
     start = 3600.0 * 500_000  # an hour boundary
-    records = [TelemetryRecord("cam-1", s, start + 37.0 * s, fps=float(s % 7),
-                               latency_p95_ms=float(s % 5)) for s in range(1, 400)]
+    records = [
+        TelemetryRecord("cam-1", s, start + 37.0 * s, fps=float(s % 7), latency_p95_ms=float(s % 5))
+        for s in range(1, 400)
+    ]
     for i in range(0, len(records), 50):
-        write(store, *records[i:i + 50], now=start + 20_000)
-    write(store, *records[100:160], TelemetryRecord("cam-1", 400, start + 37.0 * 400, fps=3.0),
-          now=start + 20_000)  # a redelivery, with one new record
+        write(store, *records[i : i + 50], now=start + 20_000)
+    write(
+        store,
+        *records[100:160],
+        TelemetryRecord("cam-1", 400, start + 37.0 * 400, fps=3.0),
+        now=start + 20_000,
+    )  # a redelivery, with one new record
     assert rows(store, "SELECT SUM(records) FROM telemetry_minutes") == [(400,)]
     raw = dashboard.device_series(store, "cam-1", start, 3600, rollup=False)
     rolled = dashboard.device_series(store, "cam-1", start, 3600)

@@ -14,7 +14,9 @@ from tests.cloud.test_broker_config import (  # noqa: F401  (the fixtures)
 ROOT = "litefleet/v1/trust/root"
 
 
-def test_every_device_reads_the_root_chain_and_none_can_write_it(clients: dict[str, Client]) -> None:  # noqa: F811
+def test_every_device_reads_the_root_chain_and_none_can_write_it(
+    clients: dict[str, Client],  # noqa: F811  (the fixture)
+) -> None:
     operator, a, b = clients[OPERATOR], clients["dev-a"], clients["dev-b"]
     assert a.publish(ROOT, b"forged chain", retain=True) == 135  # not authorized
     assert operator.publish(ROOT, b"the chain", retain=True) in (0, 16)  # 16: no subscribers yet

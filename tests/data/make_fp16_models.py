@@ -46,8 +46,9 @@ def features(n: int, seed: int) -> np.ndarray:
 
 
 def _conv(layers, x, filters: int, stride: int, name: str):  # type: ignore[no-untyped-def]
-    x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
-                      kernel_initializer=HE, name=name)(x)
+    x = layers.Conv2D(
+        filters, 3, strides=stride, padding="same", use_bias=False, kernel_initializer=HE, name=name
+    )(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.ReLU(6.0, name=f"{name}_relu")(x)
 
@@ -60,8 +61,9 @@ def classifier(keras):  # type: ignore[no-untyped-def]
     for i, filters in enumerate((16, 32, 64, 128)):
         x = _conv(layers, x, filters, 2, f"c{i}")
     x = layers.GlobalAveragePooling2D(name="pool")(x)
-    x = layers.Dense(10, kernel_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=SEED),
-                     name="logits")(x)
+    x = layers.Dense(
+        10, kernel_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=SEED), name="logits"
+    )(x)
     return keras.Model(image, layers.Softmax(name="probs")(x), name="fp16_classifier")
 
 
@@ -110,8 +112,9 @@ def two_inputs(keras):  # type: ignore[no-untyped-def]
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     f = layers.Dense(16, activation="relu", kernel_initializer=HE, name="features_dense")(features)
     x = layers.Concatenate(name="join")([x, f])
-    x = layers.Dense(5, kernel_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=SEED),
-                     name="logits")(x)
+    x = layers.Dense(
+        5, kernel_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=SEED), name="logits"
+    )(x)
     return keras.Model([image, features], layers.Softmax(name="probs")(x), name="fp16_two_inputs")
 
 

@@ -29,8 +29,17 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["GUIDE", "INSTALL", "GuideBlock", "Ran", "Rewrite", "argv", "guide_blocks", "run_block",
-           "start_block"]
+__all__ = [
+    "GUIDE",
+    "INSTALL",
+    "GuideBlock",
+    "Ran",
+    "Rewrite",
+    "argv",
+    "guide_blocks",
+    "run_block",
+    "start_block",
+]
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 GUIDE = DOCS / "operator-guide.md"
@@ -80,8 +89,9 @@ def guide_blocks(text: str) -> list[GuideBlock]:
         commands = tuple(_commands(body)) if lang == "sh" else ()
         if "background" in options and len(commands) != 1:
             raise ValueError(f"line {start}: a background block holds exactly one command")
-        blocks.append(GuideBlock(marker.group(1), start, commands, lang,
-                                 "\n".join(body) + "\n", options))
+        blocks.append(
+            GuideBlock(marker.group(1), start, commands, lang, "\n".join(body) + "\n", options)
+        )
         i += 1
     return blocks
 
@@ -136,23 +146,35 @@ class Ran:
     err: str
 
 
-def run_block(block: GuideBlock, cwd: Path, env: dict[str, str], timeout: float = 600.0,
-              rewrite: Rewrite | None = None) -> list[Ran]:
+def run_block(
+    block: GuideBlock,
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float = 600.0,
+    rewrite: Rewrite | None = None,
+) -> list[Ran]:
     """Run each command of `block` in bash (as a reader pastes it); stop at the first failure."""
     assert not block.background, f"{block.name} is a background block: start_block it"
     done: list[Ran] = []
     for command in block.commands:
         command = rewrite(command) if rewrite else command
-        proc = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=cwd, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", command],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         done.append(Ran(command, proc.returncode, proc.stdout, proc.stderr))
         if proc.returncode != 0:
             break
     return done
 
 
-def start_block(block: GuideBlock, cwd: Path, env: dict[str, str], log: Path,
-                rewrite: Rewrite | None = None) -> subprocess.Popen[bytes]:
+def start_block(
+    block: GuideBlock, cwd: Path, env: dict[str, str], log: Path, rewrite: Rewrite | None = None
+) -> subprocess.Popen[bytes]:
     """Start a background block's one command (bash execs it: the process is the command's),
     its output appended to `log`."""
     assert block.background, f"{block.name} is not a background block"
@@ -161,5 +183,10 @@ def start_block(block: GuideBlock, cwd: Path, env: dict[str, str], log: Path,
     with log.open("ab") as out:
         out.write(f"---- {command}\n".encode())
         out.flush()
-        return subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=cwd, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            ["bash", "-c", f"exec {command}"],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )

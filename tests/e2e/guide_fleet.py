@@ -70,23 +70,27 @@ class GuideFleet:
         self.work.mkdir()
         self.devices_port, self.cloud_port = free_port(), free_port()
         self.http_port, self.web_port = free_port(), free_port()  # artifacts + health, dashboard
-        self.rewrite = Rewrite({
-            "/etc/litefleet-cloud": f"{self.root}/etc/litefleet-cloud",
-            "/var/lib/litefleet-cloud": f"{self.root}/var/lib/litefleet-cloud",
-            "/etc/mosquitto/litefleet": f"{self.root}/etc/mosquitto/litefleet",
-            "/var/lib/mosquitto/litefleet": f"{self.root}/var/lib/mosquitto/litefleet",
-            "1883": str(self.devices_port),
-            "1884": str(self.cloud_port),
-            "8081": str(self.http_port),
-            "8080": str(self.web_port),
-            "fleet.example": "127.0.0.1",  # the artifacts' public URL
-            "0.0.0.0": "127.0.0.1",  # serve's HTTP listener, loopback only here
-        })
+        self.rewrite = Rewrite(
+            {
+                "/etc/litefleet-cloud": f"{self.root}/etc/litefleet-cloud",
+                "/var/lib/litefleet-cloud": f"{self.root}/var/lib/litefleet-cloud",
+                "/etc/mosquitto/litefleet": f"{self.root}/etc/mosquitto/litefleet",
+                "/var/lib/mosquitto/litefleet": f"{self.root}/var/lib/mosquitto/litefleet",
+                "1883": str(self.devices_port),
+                "1884": str(self.cloud_port),
+                "8081": str(self.http_port),
+                "8080": str(self.web_port),
+                "fleet.example": "127.0.0.1",  # the artifacts' public URL
+                "0.0.0.0": "127.0.0.1",  # serve's HTTP listener, loopback only here
+            }
+        )
         bin_dir = Path(sys.executable).parent  # the venv's litefleet scripts
-        self.env = {**os.environ, "PYTHONPATH": str(REPO),
-                    "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}:/usr/sbin"}
-        self.blocks = {b.name: b for doc in (GUIDE, INSTALL)
-                       for b in guide_blocks(doc.read_text())}
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}:/usr/sbin",
+        }
+        self.blocks = {b.name: b for doc in (GUIDE, INSTALL) for b in guide_blocks(doc.read_text())}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.broker_config = self.root / "etc" / "mosquitto" / "litefleet" / "mosquitto.conf"
 
@@ -95,20 +99,31 @@ class GuideFleet:
     def block(self, name: str) -> GuideBlock:
         return self.blocks[name]
 
-    def run(self, name: str, cwd: Path | None = None, timeout: float = 240.0,
-            rewrite: Rewrite | None = None, ok: bool = True) -> list[Ran]:
-        ran = run_block(self.block(name), cwd or self.work, self.env, timeout,
-                        rewrite or self.rewrite)
+    def run(
+        self,
+        name: str,
+        cwd: Path | None = None,
+        timeout: float = 240.0,
+        rewrite: Rewrite | None = None,
+        ok: bool = True,
+    ) -> list[Ran]:
+        ran = run_block(
+            self.block(name), cwd or self.work, self.env, timeout, rewrite or self.rewrite
+        )
         if ok:
             failed = [r for r in ran if r.code != 0]
-            assert not failed, (f"guide block {name}: {failed[0].command!r} exit "
-                                f"{failed[0].code}\n{failed[0].out[-3000:]}\n{failed[0].err[-3000:]}")
+            assert not failed, (
+                f"guide block {name}: {failed[0].command!r} exit "
+                f"{failed[0].code}\n{failed[0].out[-3000:]}\n{failed[0].err[-3000:]}"
+            )
         return ran
 
-    def start(self, name: str, key: str, cwd: Path | None = None,
-              rewrite: Rewrite | None = None) -> subprocess.Popen[bytes]:
-        proc = start_block(self.block(name), cwd or self.work, self.env, self.log(key),
-                           rewrite or self.rewrite)
+    def start(
+        self, name: str, key: str, cwd: Path | None = None, rewrite: Rewrite | None = None
+    ) -> subprocess.Popen[bytes]:
+        proc = start_block(
+            self.block(name), cwd or self.work, self.env, self.log(key), rewrite or self.rewrite
+        )
         self.processes[key] = proc
         return proc
 
@@ -142,8 +157,11 @@ class GuideFleet:
 
     def start_broker(self) -> None:
         self.run("broker-start")
-        wait_for(lambda: listening(self.devices_port) and listening(self.cloud_port), 30,
-                 "the broker listening on both ports")
+        wait_for(
+            lambda: listening(self.devices_port) and listening(self.cloud_port),
+            30,
+            "the broker listening on both ports",
+        )
 
     def stop_broker(self) -> None:
         """SIGTERM: mosquitto saves its sessions and queued messages, and exits."""
@@ -167,8 +185,9 @@ class GuideFleet:
             answer.append(not reason_code.is_failure)
             done.set()
 
-        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=user,
-                             protocol=mqtt.MQTTv5)
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=user, protocol=mqtt.MQTTv5
+        )
         client.username_pw_set(user, password)
         client.on_connect = on_connect
         client.connect("127.0.0.1", self.devices_port)
@@ -194,8 +213,9 @@ class GuideFleet:
     def state_dir(self, device_id: str) -> Path:
         return self.device_dir(device_id) / "var" / "lib" / "litefleet"
 
-    def write_agent_config(self, device_id: str, profile: str, initial: Path,
-                           trusted_key: str) -> Path:
+    def write_agent_config(
+        self, device_id: str, profile: str, initial: Path, trusted_key: str
+    ) -> Path:
         """examples/agent.toml as install.md has the reader edit it: id, profile, broker login,
         model, source, trusted key; state dir and telemetry interval short for the test."""
         password = self.root / "etc" / "litefleet-cloud" / "passwords" / f"{device_id}.password"

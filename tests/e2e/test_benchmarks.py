@@ -13,11 +13,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_ota_benchmark_runs_on_the_example_models_without_tensorflow(tmp_path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp_path / "cache"),
-           "LITEFLEET_TF_PYTHON": str(tmp_path / "no-tensorflow-here" / "python")}
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ota_update.py"),
-                           "--runs", "1"], capture_output=True, text=True, env=env,
-                          timeout=300, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "LITEFLEET_TF_PYTHON": str(tmp_path / "no-tensorflow-here" / "python"),
+    }
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "ota_update.py"), "--runs", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     assert len(lines) == 1  # one JSON line, as every benchmark prints

@@ -27,8 +27,9 @@ from tests.conftest import free_port
 PREFIX = "litefleet/v1/devices"
 
 
-def _cloud_config(env: CloudEnv, broker_port: int, http_port: int, artifacts: str,
-                  store_extra: str = "") -> Path:
+def _cloud_config(
+    env: CloudEnv, broker_port: int, http_port: int, artifacts: str, store_extra: str = ""
+) -> Path:
     env.config.write_text(f"""
 [mqtt]
 host = "127.0.0.1"
@@ -61,14 +62,19 @@ def _wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("backend", ["files", "s3"])
 def test_capture_uploads_through_grants_nothing_leaves_when_off_and_pull_feeds_compress(  # type: ignore[no-untyped-def]
-        backend: str, request, tmp_path: Path, mosquitto, mqtt_subscriber,
-        agent_process, capsys) -> None:
+    backend: str, request, tmp_path: Path, mosquitto, mqtt_subscriber, agent_process, capsys
+) -> None:
     env: CloudEnv = request.getfixturevalue("cloud_env")
     http_port = free_port()
     if backend == "s3":
         endpoint = request.getfixturevalue("s3_endpoint")
-        config = _cloud_config(env, mosquitto.port, http_port, "s3://fleet-artifacts/fleet",
-                               f'endpoint_url = "{endpoint}"\nregion = "us-east-1"')
+        config = _cloud_config(
+            env,
+            mosquitto.port,
+            http_port,
+            "s3://fleet-artifacts/fleet",
+            f'endpoint_url = "{endpoint}"\nregion = "us-east-1"',
+        )
     else:
         config = _cloud_config(env, mosquitto.port, http_port, "file://artifacts")
     cloud = load_cloud_config(config)
@@ -83,11 +89,22 @@ def test_capture_uploads_through_grants_nothing_leaves_when_off_and_pull_feeds_c
         video = digits_video(tmp_path / "digits.avi", inverted=False)
         common = {"telemetry_s": 2.0, "source": f"file://{video}?fps=20"}
         drift = f'[drift]\nreference = "{path}"\n'
-        on = looping_agent(agent_process, mosquitto, [env.key.public.hex], device_id="cap-on",
-                           extra_toml=drift + "[capture]\nenabled = true\nmax_per_hour = 1800\n",
-                           **common)
-        off = looping_agent(agent_process, mosquitto, [env.key.public.hex],
-                            device_id="cap-off", extra_toml=drift, **common)
+        on = looping_agent(
+            agent_process,
+            mosquitto,
+            [env.key.public.hex],
+            device_id="cap-on",
+            extra_toml=drift + "[capture]\nenabled = true\nmax_per_hour = 1800\n",
+            **common,
+        )
+        off = looping_agent(
+            agent_process,
+            mosquitto,
+            [env.key.public.hex],
+            device_id="cap-off",
+            extra_toml=drift,
+            **common,
+        )
 
         # positive control: the device with capture on asks for grants and its samples land
         assert _wait(lambda: len(list_samples(store, "cap-on")) >= 4, 90), on.log()[-3000:]
@@ -97,8 +114,14 @@ def test_capture_uploads_through_grants_nothing_leaves_when_off_and_pull_feeds_c
         assert all(s.model and s.model["name"] == "digits" for s in samples)
         # each stored sample is deleted on the device
         kept = on.state_dir / "samples"
-        assert _wait(lambda: not any((kept / f"{s.id}.{ext}").exists()
-                                     for s in samples for ext in ("jpg", "json")), 30)
+        assert _wait(
+            lambda: (
+                not any(
+                    (kept / f"{s.id}.{ext}").exists() for s in samples for ext in ("jpg", "json")
+                )
+            ),
+            30,
+        )
 
         # capture off: nothing was asked, nothing stored, nothing kept on the device
         assert not any(m.topic.endswith("/cap-off/capture") for m in sub.snapshot())
@@ -115,8 +138,23 @@ def test_capture_uploads_through_grants_nothing_leaves_when_off_and_pull_feeds_c
         # the operator pulls a dataset; compress accepts it as --data
         out = tmp_path / "pulled"
         capsys.readouterr()
-        assert main(["samples", "pull", "--device", "cap-on", "--since", "1h", "--out", str(out),
-                     "--config", str(config)]) == 0
+        assert (
+            main(
+                [
+                    "samples",
+                    "pull",
+                    "--device",
+                    "cap-on",
+                    "--since",
+                    "1h",
+                    "--out",
+                    str(out),
+                    "--config",
+                    str(config),
+                ]
+            )
+            == 0
+        )
         with np.load(out / "dataset.npz") as npz:
             x, y, trigger = npz["x"], npz["y"], npz["trigger"]
         assert x.shape[1:] == (28, 28, 1) and len(x) == len(y) == len(trigger) >= 4
@@ -125,13 +163,25 @@ def test_capture_uploads_through_grants_nothing_leaves_when_off_and_pull_feeds_c
         manifest = json.loads((out / "dataset.json").read_text())
         assert manifest["samples"] == len(x)
         capsys.readouterr()
-        assert main(["samples", "list", "--reason", "command", "--json",
-                     "--config", str(config)]) == 0
+        assert (
+            main(["samples", "list", "--reason", "command", "--json", "--config", str(config)]) == 0
+        )
         listed = json.loads(capsys.readouterr().out)
         assert {s["device_id"] for s in listed} == {"cap-off"} and len(listed) == 2
-        result = main(["compress", str(DIGITS), "--profile", "x86-gateway", "--data",
-                       str(out / "dataset.npz"), "--methods", "float16", "--out",
-                       str(tmp_path / "compressed")])
+        result = main(
+            [
+                "compress",
+                str(DIGITS),
+                "--profile",
+                "x86-gateway",
+                "--data",
+                str(out / "dataset.npz"),
+                "--methods",
+                "float16",
+                "--out",
+                str(tmp_path / "compressed"),
+            ]
+        )
         assert result == 0
         report = json.loads((tmp_path / "compressed" / "report.json").read_text())
         # no --eval: compress holds out part of the pulled samples, labelled by the predicted y

@@ -27,8 +27,15 @@ from tests.conftest import free_port
 REPO = Path(__file__).resolve().parents[2]
 DIGITS_FT = REPO / "examples" / "models" / "digits-ft.tflite"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 SHOTS = Path(os.environ.get("LITEFLEET_SCREENSHOTS", "/tmp/litefleet-screenshots"))
 
 pytestmark = pytest.mark.slow
@@ -36,8 +43,13 @@ pytestmark = pytest.mark.slow
 
 def litefleet(config: Path | None, *args: str) -> str:
     more = ["--config", str(config)] if config is not None else []
-    done = subprocess.run([sys.executable, "-m", "cloud.cli", *args, *more],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-m", "cloud.cli", *args, *more],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert done.returncode == 0, (args, done.stdout, done.stderr)
     return done.stdout
 
@@ -74,7 +86,8 @@ def login(browser: Any, base: str, name: str, password: str, path: str = "/fleet
 
 
 def test_an_operator_and_a_viewer_in_a_browser(  # type: ignore[no-untyped-def]
-        tmp_path: Path, mosquitto, agent_process, browser) -> None:
+    tmp_path: Path, mosquitto, agent_process, browser
+) -> None:
     cloud = tmp_path / "cloud"
     cloud.mkdir()
     http_port, web_port = free_port(), free_port()
@@ -105,13 +118,26 @@ tick_s = 1
     public = (cloud / "keys" / "release.pub").read_text().strip()
     olga = litefleet(config, "users", "add", "olga", "--role", "operator").split()[-1]
     victor = litefleet(config, "users", "add", "victor", "--role", "viewer").split()[-1]
-    litefleet(config, "release", str(DIGITS_FT), "--name", "digits", "--version", "1",
-              "--profile", "x86-gateway")
+    litefleet(
+        config,
+        "release",
+        str(DIGITS_FT),
+        "--name",
+        "digits",
+        "--version",
+        "1",
+        "--profile",
+        "x86-gateway",
+    )
     litefleet(config, "groups", "add", "lab", "cam-web")
     litefleet(config, "groups", "add", "ghosts", "ghost-1")  # never reports
     serve_log = (cloud / "serve.log").open("wb")
-    serve = subprocess.Popen([sys.executable, "-m", "cloud.cli", "serve", "--config", str(config)],
-                             stdout=serve_log, stderr=subprocess.STDOUT, cwd=REPO)
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "cloud.cli", "serve", "--config", str(config)],
+        stdout=serve_log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
     base = f"http://127.0.0.1:{web_port}"
     try:
         page = _until_listening(browser, base, serve, cloud / "serve.log")
@@ -121,12 +147,15 @@ tick_s = 1
         # the fleet page, opened before the device has said anything: it appears, live
         page = login(browser, base, "olga", olga)
         page.evaluate("window.stillTheSamePage = true")
-        agent = agent_process(mosquitto, [public], device_id="cam-web", telemetry_s=2,
-                              source="synthetic:image?fps=10")
+        agent = agent_process(
+            mosquitto, [public], device_id="cam-web", telemetry_s=2, source="synthetic:image?fps=10"
+        )
         row = 'tr[data-device="cam-web"]'
         page.wait_for_function(
             f"""() => {{ const c = document.querySelector('{row} td.fps');
-                       return c && parseFloat(c.textContent) > 0; }}""", timeout=90_000)
+                       return c && parseFloat(c.textContent) > 0; }}""",
+            timeout=90_000,
+        )
         assert page.evaluate("window.stillTheSamePage") is True  # htmx, not a reload
         fps = float(page.inner_text(f"{row} td.fps"))
         assert 1.0 < fps < 30.0, fps  # the synthetic source runs at 10 fps
@@ -139,8 +168,9 @@ tick_s = 1
 
         page.click(f"{row} a")
         page.wait_for_url(re.compile(r"/devices/cam-web$"))
-        page.wait_for_function("() => Number(document.getElementById('charts').dataset.points)"
-                               " > 0", timeout=60_000)
+        page.wait_for_function(
+            "() => Number(document.getElementById('charts').dataset.points) > 0", timeout=60_000
+        )
         assert page.locator("#chart-fps canvas").count() == 1
         assert page.locator("#chart-outbox_depth canvas").count() == 1
         assert float(page.inner_text("#dev-fps")) > 0
@@ -158,8 +188,10 @@ tick_s = 1
         deploy.locator("button").click()
         page.wait_for_url(re.compile(r"/rollouts/[^/?]+\?note="))
         first = page.url.split("/rollouts/")[1].split("?")[0]
-        page.wait_for_function("() => document.getElementById('rollout-state').textContent"
-                               " === 'completed'", timeout=120_000)
+        page.wait_for_function(
+            "() => document.getElementById('rollout-state').textContent === 'completed'",
+            timeout=120_000,
+        )
         assert page.inner_text("#waves tr:nth-child(2) td:nth-child(4)") == "1"  # committed
         assert page.locator("#pause").count() == 0  # nothing left to pause
         shot(page, "05-rollout-committed")
@@ -172,8 +204,9 @@ tick_s = 1
         page.wait_for_url(re.compile(r"/rollouts/[^/?]+\?note="))
         second = page.url.split("/rollouts/")[1].split("?")[0]
         assert second != first
-        page.wait_for_function("() => document.getElementById('waves').textContent"
-                               ".includes('◀')", timeout=30_000)  # wave 1 went out
+        page.wait_for_function(
+            "() => document.getElementById('waves').textContent.includes('◀')", timeout=30_000
+        )  # wave 1 went out
         page.click("#pause")
         page.wait_for_selector("#note")
         assert page.inner_text("#rollout-state") == "paused"

@@ -29,8 +29,14 @@ pytestmark = pytest.mark.slow
 def story(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("demo") / "run"
     env = {**os.environ, "PATH": f"{os.environ.get('PATH', '')}:/usr/sbin"}
-    result = subprocess.run([sys.executable, "-m", "cloud.demo", "--work", str(work)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=480)
+    result = subprocess.run(
+        [sys.executable, "-m", "cloud.demo", "--work", str(work)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=480,
+    )
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
     assert "broker: mosquitto" in result.stdout  # the real broker, not the embedded fallback
     return work
@@ -53,29 +59,41 @@ def test_summary_tells_the_story(story: Path) -> None:
 
 def test_cloud_store_holds_releases_rollouts_updates_and_telemetry(story: Path) -> None:
     db = sqlite3.connect(story / "cloud" / "cloud.db")
-    releases = db.execute("SELECT version, profile FROM releases WHERE name = 'digits' "
-                          "ORDER BY version, profile").fetchall()
+    releases = db.execute(
+        "SELECT version, profile FROM releases WHERE name = 'digits' ORDER BY version, profile"
+    ).fetchall()
     assert releases == [(v, p) for v in (1, 2, 3) for p in ("rpi5", "x86-gateway")]
     states = dict(db.execute("SELECT release_version, state FROM rollouts").fetchall())
     assert states == {1: "completed", 2: "completed", 3: "paused"}
     committed = db.execute(
         "SELECT r.release_version, u.device_id, u.via FROM updates u JOIN rollouts r "
-        "ON r.id = u.rollout_id WHERE u.phase = 'committed' ORDER BY 1, 2").fetchall()
-    assert committed == [(1, "cam-dock", "full"), (1, "cam-lobby", "full"),
-                         (2, "cam-dock", "delta"), (2, "cam-lobby", "delta")]
+        "ON r.id = u.rollout_id WHERE u.phase = 'committed' ORDER BY 1, 2"
+    ).fetchall()
+    assert committed == [
+        (1, "cam-dock", "full"),
+        (1, "cam-lobby", "full"),
+        (2, "cam-dock", "delta"),
+        (2, "cam-lobby", "delta"),
+    ]
     (rolled_back,) = db.execute(
         "SELECT u.reason FROM updates u JOIN rollouts r ON r.id = u.rollout_id "
-        "WHERE r.release_version = 3 AND u.phase = 'rolled_back'").fetchall()
+        "WHERE r.release_version = 3 AND u.phase = 'rolled_back'"
+    ).fetchall()
     assert rolled_back == ("probation_failed",)
     # the paused rollout never sent version 3 to its second wave
-    waves = dict(db.execute("SELECT d.status, COUNT(*) FROM rollout_devices d JOIN rollouts r "
-                            "ON r.id = d.rollout_id WHERE r.release_version = 3 "
-                            "GROUP BY d.status").fetchall())
+    waves = dict(
+        db.execute(
+            "SELECT d.status, COUNT(*) FROM rollout_devices d JOIN rollouts r "
+            "ON r.id = d.rollout_id WHERE r.release_version = 3 "
+            "GROUP BY d.status"
+        ).fetchall()
+    )
     assert waves == {"failed": 1, "waiting": 1}
     per_device = dict(db.execute("SELECT device_id, COUNT(*) FROM telemetry GROUP BY device_id"))
     assert set(per_device) == {*CAMERAS, "vib-pump"} and min(per_device.values()) >= 3
-    dupes = db.execute("SELECT COUNT(*) - COUNT(DISTINCT device_id || ':' || seq) "
-                       "FROM telemetry").fetchone()[0]
+    dupes = db.execute(
+        "SELECT COUNT(*) - COUNT(DISTINCT device_id || ':' || seq) FROM telemetry"
+    ).fetchone()[0]
     assert dupes == 0
 
 
@@ -86,7 +104,8 @@ def test_each_camera_serves_version_2_from_its_state_dir(story: Path) -> None:
         expected_sha = db.execute(
             "SELECT r.target_sha256 FROM releases r JOIN devices d ON d.profile = r.profile "
             "WHERE d.device_id = ? AND r.name = 'digits' AND r.version = 2",
-            [device]).fetchone()[0]
+            [device],
+        ).fetchone()[0]
         active = state / "models" / "digits" / "active"
         assert active.is_symlink()
         assert active.resolve().name == f"{expected_sha}.tflite"
@@ -94,9 +113,20 @@ def test_each_camera_serves_version_2_from_its_state_dir(story: Path) -> None:
         assert not os.access(active.resolve(), os.W_OK) or os.geteuid() == 0
         assert active.resolve().stat().st_mode & 0o222 == 0  # installed read-only
         status = subprocess.run(
-            [sys.executable, "-m", "agent.cli", "status", "--config",
-             str(story / "devices" / f"{device}.toml"), "--json"],
-            cwd=ROOT, capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "agent.cli",
+                "status",
+                "--config",
+                str(story / "devices" / f"{device}.toml"),
+                "--json",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert status.returncode == 0, status.stderr
         report = json.loads(status.stdout)
         assert report["model"] == {"name": "digits", "version": 2, "sha256": expected_sha}
@@ -115,7 +145,11 @@ def test_the_story_also_runs_on_the_embedded_broker(tmp_path: Path) -> None:
     work = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "cloud.demo", "--work", str(work), "--broker", "amqtt"],
-        cwd=ROOT, capture_output=True, text=True, timeout=480)
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=480,
+    )
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
     assert "embedded amqtt" in result.stdout
     summary = json.loads((work / "summary.json").read_text())

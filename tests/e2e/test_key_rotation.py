@@ -66,7 +66,8 @@ def run(capsys: Any, *argv: str) -> str:
 
 
 def test_rotate_publish_revoke_on_two_devices_one_offline(  # type: ignore[no-untyped-def]
-        tmp_path: Path, mosquitto, mqtt_subscriber, agent_process, capsys) -> None:
+    tmp_path: Path, mosquitto, mqtt_subscriber, agent_process, capsys
+) -> None:
     cloud = tmp_path / "cloud"
     (cloud / "artifacts").mkdir(parents=True)
     server = ArtifactServer(cloud / "artifacts")
@@ -76,26 +77,37 @@ def test_rotate_publish_revoke_on_two_devices_one_offline(  # type: ignore[no-un
         run(capsys, "keys", "generate", "--dir", str(cloud / "keys"))
         old_pub = (cloud / "keys" / "release.pub").read_text().strip()
         sub = mqtt_subscriber(mosquitto, ["litefleet/v1/devices/+/+"])
-        agents = {d: agent_process(mosquitto, [old_pub], device_id=d, telemetry_s=3600,
-                                   source="synthetic:image?fps=10") for d in DEVICES}
+        agents = {
+            d: agent_process(
+                mosquitto, [old_pub], device_id=d, telemetry_s=3600, source="synthetic:image?fps=10"
+            )
+            for d in DEVICES
+        }
 
         def messages(device: str, channel: str) -> list[dict[str, Any]]:
             return [json.loads(p) for p in sub.payloads(f"/{device}/{channel}")]
 
         def wait_update(device: str, phase: str, version: int) -> dict[str, Any]:
             def found() -> bool:
-                return any(u["phase"] == phase and u["version"] == version
-                           for u in messages(device, "update"))
+                return any(
+                    u["phase"] == phase and u["version"] == version
+                    for u in messages(device, "update")
+                )
 
-            assert sub.wait_for(lambda ms: found(), 90), (messages(device, "update"),
-                                                          agents[device].log()[-3000:])
-            return next(u for u in messages(device, "update")
-                        if u["phase"] == phase and u["version"] == version)
+            assert sub.wait_for(lambda ms: found(), 90), (
+                messages(device, "update"),
+                agents[device].log()[-3000:],
+            )
+            return next(
+                u
+                for u in messages(device, "update")
+                if u["phase"] == phase and u["version"] == version
+            )
 
         def refused(device: str) -> dict[str, Any]:
-            assert sub.wait_for(lambda ms: any(u["phase"] == "rejected" for u in
-                                               messages(device, "update")), 90), (
-                messages(device, "update"), agents[device].log()[-3000:])
+            assert sub.wait_for(
+                lambda ms: any(u["phase"] == "rejected" for u in messages(device, "update")), 90
+            ), (messages(device, "update"), agents[device].log()[-3000:])
             return next(u for u in messages(device, "update") if u["phase"] == "rejected")
 
         def trusted(device: str) -> int:
@@ -103,22 +115,41 @@ def test_rotate_publish_revoke_on_two_devices_one_offline(  # type: ignore[no-un
             return json.loads(path.read_text())["root"]["signed"]["version"] if path.exists() else 1
 
         for device in DEVICES:
-            assert sub.wait_for(lambda ms, d=device: any(
-                s["online"] for s in messages(d, "state")), 60), agents[device].log()
+            assert sub.wait_for(
+                lambda ms, d=device: any(s["online"] for s in messages(d, "state")), 60
+            ), agents[device].log()
         assert agents["cam-b"].terminate() == 0  # B is offline for both rotations
 
         # rotation 1: the root key moves offline (signed by the old and the new root key)
         run(capsys, "keys", "generate", "--dir", str(cloud / "offline"))
-        run(capsys, "keys", "rotate", "--add-root", str(cloud / "offline" / "release.pub"),
-            "--remove-root", str(cloud / "keys" / "release.pub"),
-            "--sign", str(cloud / "keys" / "release.key"), str(cloud / "offline" / "release.key"),
-            *cfg)
+        run(
+            capsys,
+            "keys",
+            "rotate",
+            "--add-root",
+            str(cloud / "offline" / "release.pub"),
+            "--remove-root",
+            str(cloud / "keys" / "release.pub"),
+            "--sign",
+            str(cloud / "keys" / "release.key"),
+            str(cloud / "offline" / "release.key"),
+            *cfg,
+        )
         run(capsys, "trust", "publish", *cfg)
         # rotation 2: the release key is revoked and replaced (signed by the offline root key)
         run(capsys, "keys", "generate", "--dir", str(cloud / "keys2"))
-        out = run(capsys, "keys", "rotate", "--add", str(cloud / "keys2" / "release.pub"),
-                  "--remove", str(cloud / "keys" / "release.pub"),
-                  "--sign", str(cloud / "offline" / "release.key"), *cfg)
+        out = run(
+            capsys,
+            "keys",
+            "rotate",
+            "--add",
+            str(cloud / "keys2" / "release.pub"),
+            "--remove",
+            str(cloud / "keys" / "release.pub"),
+            "--sign",
+            str(cloud / "offline" / "release.key"),
+            *cfg,
+        )
         assert "root v3" in out
         run(capsys, "trust", "publish", *cfg)
         deadline = time.monotonic() + 30
@@ -127,8 +158,18 @@ def test_rotate_publish_revoke_on_two_devices_one_offline(  # type: ignore[no-un
             time.sleep(0.05)
 
         # whoever holds the revoked key signs a release: refused by A now, by B once back
-        run(capsys, "release", str(DIGITS_FT), "--name", "digits", "--version", "1",
-            "--profile", "x86-gateway", *cfg)
+        run(
+            capsys,
+            "release",
+            str(DIGITS_FT),
+            "--name",
+            "digits",
+            "--version",
+            "1",
+            "--profile",
+            "x86-gateway",
+            *cfg,
+        )
         run(capsys, "deploy", "digits@1", "--device", *DEVICES, "--waves", "100%", *cfg)
         revoked = PublicKey.from_hex(old_pub).keyid[:16]
         agents["cam-b"].start()
@@ -141,8 +182,18 @@ def test_rotate_publish_revoke_on_two_devices_one_offline(  # type: ignore[no-un
 
         # the operator signs with the new key from now on: the next release installs on both
         config = cloud_config(cloud, mosquitto, server.url, "keys2/release.key")
-        run(capsys, "release", str(DIGITS_FT), "--name", "digits", "--version", "2",
-            "--profile", "x86-gateway", *cfg)
+        run(
+            capsys,
+            "release",
+            str(DIGITS_FT),
+            "--name",
+            "digits",
+            "--version",
+            "2",
+            "--profile",
+            "x86-gateway",
+            *cfg,
+        )
         run(capsys, "deploy", "digits@2", "--device", *DEVICES, "--waves", "100%", *cfg)
         for device in DEVICES:
             assert wait_update(device, "probation", 2)["sha256"] == NEW
@@ -150,8 +201,18 @@ def test_rotate_publish_revoke_on_two_devices_one_offline(  # type: ignore[no-un
 
         rows = json.loads(run(capsys, "audit", "--json", *cfg))
         actions = [r["action"] for r in rows]
-        assert actions == ["keys.rotate", "trust.publish", "keys.rotate", "trust.publish",
-                           "release", "deploy", "deploy", "release", "deploy", "deploy"]
+        assert actions == [
+            "keys.rotate",
+            "trust.publish",
+            "keys.rotate",
+            "trust.publish",
+            "release",
+            "deploy",
+            "deploy",
+            "release",
+            "deploy",
+            "deploy",
+        ]
         assert {r["actor"] for r in rows} == {getpass.getuser()}
         assert all(len(r["sha256"]) == 64 for r in rows)
         assert [r["target"] for r in rows[:4]] == ["root v2", "root v2", "root v3", "root v3"]

@@ -53,8 +53,18 @@ def test_the_guide_marks_its_blocks() -> None:
     blocks = guide_blocks(GUIDE.read_text())
     names = [b.name for b in blocks]
     assert len(names) == len(set(names))
-    assert {"cloud.toml", "keys", "broker-config", "broker-start", "check-config", "serve",
-            "health", "groups", "push", "watch"} <= set(names)
+    assert {
+        "cloud.toml",
+        "keys",
+        "broker-config",
+        "broker-start",
+        "check-config",
+        "serve",
+        "health",
+        "groups",
+        "push",
+        "watch",
+    } <= set(names)
     assert all(b.commands for b in blocks if b.lang == "sh")
     install = [b.name for b in guide_blocks(INSTALL.read_text())]
     assert {"agent-check", "agent-run"} <= set(install) and not set(install) & set(names)
@@ -70,8 +80,10 @@ def test_every_guide_command_is_accepted_as_written(capsys) -> None:
             try:
                 parser_for(words[0]).parse_args(words[1:])
             except SystemExit as e:
-                pytest.fail(f"{doc.name} line {block.line} ({block.name}): {command!r} is "
-                            f"refused: {capsys.readouterr().err.strip()} (exit {e.code})")
+                pytest.fail(
+                    f"{doc.name} line {block.line} ({block.name}): {command!r} is "
+                    f"refused: {capsys.readouterr().err.strip()} (exit {e.code})"
+                )
             checked += 1
     assert checked >= 8
 
@@ -89,11 +101,16 @@ litefleet devices
 ```
 """
     (block,) = guide_blocks(text)
-    assert block.commands[1] == "litefleet releases --json --config cloud.toml          " \
+    assert (
+        block.commands[1] == "litefleet releases --json --config cloud.toml          "
         "# an empty store: no release yet"
+    )
     bin_dir = Path(sys.executable).parent  # the venv's litefleet scripts
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO),
+    }
     ran = run_block(block, tmp_path, env)
     assert [r.code for r in ran] == [0, 0, 2]
     assert ran[0].out.strip() == "litefleet 0.1.0" and ran[1].out.strip() == "[]"
@@ -125,8 +142,11 @@ def stored_seqs(fleet: GuideFleet, device_id: str) -> set[int]:
     """The device's seqs in the cloud store: telemetry, events and update reports share them."""
     conn = store(fleet)
     try:
-        return {int(r[0]) for table in ("telemetry", "events", "updates") for r in
-                conn.execute(f"SELECT seq FROM {table} WHERE device_id = ?", (device_id,))}
+        return {
+            int(r[0])
+            for table in ("telemetry", "events", "updates")
+            for r in conn.execute(f"SELECT seq FROM {table} WHERE device_id = ?", (device_id,))
+        }
     except sqlite3.OperationalError:  # serve has not made its tables yet
         return set()
     finally:
@@ -136,8 +156,11 @@ def stored_seqs(fleet: GuideFleet, device_id: str) -> set[int]:
 def device_row(fleet: GuideFleet, device_id: str) -> tuple[object, ...] | None:
     conn = store(fleet)
     try:
-        return conn.execute("SELECT online, profile, model_name, model_version, model_sha256 "
-                            "FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+        return conn.execute(
+            "SELECT online, profile, model_name, model_version, model_sha256 "
+            "FROM devices WHERE device_id = ?",
+            (device_id,),
+        ).fetchone()
     except sqlite3.OperationalError:
         return None
     finally:
@@ -198,8 +221,11 @@ def test_the_guide_runs_as_written(fleet: GuideFleet) -> None:
     cam01 = fleet.start_agent("cam-01")
     broken = fleet.start_agent("cam-02")
     assert broken.wait(60) == 2
-    said = [line for line in fleet.log_text("cam-02").splitlines()
-            if line.strip() and not line.startswith("---- ")]
+    said = [
+        line
+        for line in fleet.log_text("cam-02").splitlines()
+        if line.strip() and not line.startswith("---- ")
+    ]
     assert len(said) == 1 and "initial" in said[0] and "fix the config" in said[0], said
     assert active_sha(fleet, "cam-02") is None  # nothing became active
     config = fleet.agent_config("cam-02")
@@ -209,10 +235,14 @@ def test_the_guide_runs_as_written(fleet: GuideFleet) -> None:
     fleet.run("groups")
     digits_sha = hashlib.sha256(DIGITS.read_bytes()).hexdigest()
     for device_id, profile in DEVICES.items():
-        wait_for(lambda d=device_id: (device_row(fleet, d) or (0,))[0] == 1
-                 and len(stored_seqs(fleet, d)) >= 3, 90,
-                 f"{device_id} online with records in the store (log: "
-                 f"{fleet.log_text(device_id)[-2000:]})")
+        wait_for(
+            lambda d=device_id: (
+                (device_row(fleet, d) or (0,))[0] == 1 and len(stored_seqs(fleet, d)) >= 3
+            ),
+            90,
+            f"{device_id} online with records in the store (log: "
+            f"{fleet.log_text(device_id)[-2000:]})",
+        )
         assert device_row(fleet, device_id) == (1, profile, "digits", 0, digits_sha)
         assert active_sha(fleet, device_id) == digits_sha  # the positive control of cam-02's
 
@@ -233,12 +263,18 @@ def test_the_guide_runs_as_written(fleet: GuideFleet) -> None:
     # session, which only the broker's persistence carries over the restart.
     before = {d: fleet.last_seq(d) for d in DEVICES}
     fleet.stop_broker()
-    wait_for(lambda: all(fleet.last_seq(d) >= before[d] + 10 for d in DEVICES), 60,
-             "records made while the broker is down")
+    wait_for(
+        lambda: all(fleet.last_seq(d) >= before[d] + 10 for d in DEVICES),
+        60,
+        "records made while the broker is down",
+    )
     fleet.start_broker()
     after = {d: fleet.last_seq(d) for d in DEVICES}
-    wait_for(lambda: all(fleet.last_seq(d) >= after[d] + 10 for d in DEVICES), 60,
-             "records made after the restart, while serve may still be reconnecting")
+    wait_for(
+        lambda: all(fleet.last_seq(d) >= after[d] + 10 for d in DEVICES),
+        60,
+        "records made after the restart, while serve may still be reconnecting",
+    )
 
     # 3. Push a model: compress with each profile's default choice, release from the report,
     # deploy and wait for the rollout.
@@ -251,28 +287,42 @@ def test_the_guide_runs_as_written(fleet: GuideFleet) -> None:
     assert chosen == {"rpi5": "int8", "x86-gateway": "dynamic_int8"}  # the profiles' defaults
     conn = store(fleet)
     try:
-        released = dict(conn.execute("SELECT profile, target_sha256 FROM releases "
-                                     "WHERE name = 'digits' AND version = 7").fetchall())
-        committed = dict(conn.execute(
-            "SELECT device_id, reason FROM updates WHERE phase = 'committed' AND version = 7"))
+        released = dict(
+            conn.execute(
+                "SELECT profile, target_sha256 FROM releases WHERE name = 'digits' AND version = 7"
+            ).fetchall()
+        )
+        committed = dict(
+            conn.execute(
+                "SELECT device_id, reason FROM updates WHERE phase = 'committed' AND version = 7"
+            )
+        )
         (state,) = conn.execute("SELECT state FROM rollouts").fetchone()
     finally:
         conn.close()
     assert state == "completed" and set(committed) == set(DEVICES)
     for profile in DEVICES.values():
-        assert released[profile] == hashlib.sha256(
-            (work / "out" / profile / "chosen.tflite").read_bytes()).hexdigest()
+        assert (
+            released[profile]
+            == hashlib.sha256((work / "out" / profile / "chosen.tflite").read_bytes()).hexdigest()
+        )
     for device_id, profile in DEVICES.items():
-        wait_for(lambda d=device_id, p=profile: active_sha(fleet, d) == released[p], 30,
-                 f"{device_id} serving its profile's build")
+        wait_for(
+            lambda d=device_id, p=profile: active_sha(fleet, d) == released[p],
+            30,
+            f"{device_id} serving its profile's build",
+        )
         assert cam01.poll() is None and cam02.poll() is None
 
     # No record lost: every seq each agent produced, including those from the outage, is stored.
     for device_id in DEVICES:
         produced = fleet.last_seq(device_id)
         assert produced >= after[device_id] + 10 > before[device_id] + 10
-        wait_for(lambda d=device_id, n=produced: set(range(1, n + 1)) <= stored_seqs(fleet, d),
-                 60, f"every seq of {device_id} up to {produced} in the cloud store")
+        wait_for(
+            lambda d=device_id, n=produced: set(range(1, n + 1)) <= stored_seqs(fleet, d),
+            60,
+            f"every seq of {device_id} up to {produced} in the cloud store",
+        )
 
     # 4. Watch: every command of the block; `<id>` is the rollout's, and a `--follow` runs
     # until it has printed what it follows.
@@ -298,7 +348,9 @@ def test_the_guide_runs_as_written(fleet: GuideFleet) -> None:
     # Logs an operator can read: each agent says what it did with the deployment, in words,
     # and no log holds an object's repr.
     for device_id in DEVICES:
-        assert re.search(r"deployment \w+ handled: probation digits@7 \(", fleet.log_text(device_id))
+        assert re.search(
+            r"deployment \w+ handled: probation digits@7 \(", fleet.log_text(device_id)
+        )
     for key in (*DEVICES, "serve"):
         assert not OBJECT_REPR.findall(fleet.log_text(key)), key
 
@@ -311,11 +363,19 @@ def follow(fleet: GuideFleet, command: str) -> None:
     out = fleet.root / "follow.out"
     out.unlink(missing_ok=True)
     with out.open("wb") as sink:
-        proc = subprocess.Popen(["bash", "-c", f"exec {fleet.rewrite(command)}"], cwd=fleet.work,
-                                env=fleet.env, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            ["bash", "-c", f"exec {fleet.rewrite(command)}"],
+            cwd=fleet.work,
+            env=fleet.env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        wait_for(lambda: "cam-01" in out.read_text(errors="replace"), 60,
-                 f"{command!r} to print cam-01's records: {out.read_text(errors='replace')}")
+        wait_for(
+            lambda: "cam-01" in out.read_text(errors="replace"),
+            60,
+            f"{command!r} to print cam-01's records: {out.read_text(errors='replace')}",
+        )
         assert proc.poll() is None  # it follows: still running
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -30,7 +30,8 @@ def _view(db_path: Path, device: str) -> dict | None:  # type: ignore[type-arg]
 
 
 def test_the_device_activates_the_variant_it_measures_fastest_and_says_why(  # type: ignore[no-untyped-def]
-        request, tmp_path: Path, mosquitto, agent_process, capsys) -> None:
+    request, tmp_path: Path, mosquitto, agent_process, capsys
+) -> None:
     env: CloudEnv = request.getfixturevalue("cloud_env")
     config = _cloud_config(env, mosquitto.port, free_port(), "file://artifacts")
     slow = tmp_path / "slow.tflite"
@@ -39,13 +40,41 @@ def test_the_device_activates_the_variant_it_measures_fastest_and_says_why(  # t
     service = CloudService(load_cloud_config(config), web=False)  # no dashboard on 8080
     service.start()
     try:
-        agent = agent_process(mosquitto, [env.key.public.hex], device_id="dev-v",
-                              telemetry_s=2.0, source="synthetic:image?fps=20")
-        assert main(["release", str(slow), "--name", "digits", "--version", "1",
-                     "--profile", "x86-gateway", "--quality", "99", "--variant",
-                     f"fast={DIGITS_FT}@99", "--min-quality", "98", "--bench-budget", "6",
-                     "--min-inferences", "20",
-                     "--json", "--config", str(config)]) == 0
+        agent = agent_process(
+            mosquitto,
+            [env.key.public.hex],
+            device_id="dev-v",
+            telemetry_s=2.0,
+            source="synthetic:image?fps=20",
+        )
+        assert (
+            main(
+                [
+                    "release",
+                    str(slow),
+                    "--name",
+                    "digits",
+                    "--version",
+                    "1",
+                    "--profile",
+                    "x86-gateway",
+                    "--quality",
+                    "99",
+                    "--variant",
+                    f"fast={DIGITS_FT}@99",
+                    "--min-quality",
+                    "98",
+                    "--bench-budget",
+                    "6",
+                    "--min-inferences",
+                    "20",
+                    "--json",
+                    "--config",
+                    str(config),
+                ]
+            )
+            == 0
+        )
         signed = json.loads(capsys.readouterr().out)
         assert [c["name"] for c in signed["variants"]["candidates"]] == ["release", "fast"]
         assert signed["target"]["sha256"] != fast_sha  # older agents would take the slow one
@@ -53,9 +82,13 @@ def test_the_device_activates_the_variant_it_measures_fastest_and_says_why(  # t
 
         def settled() -> bool:
             view = _view(env.db, "dev-v")
-            return bool(view and view["variant"] and view["model"]
-                        and view["model"]["sha256"] == fast_sha
-                        and view["update_phase"] == "committed")
+            return bool(
+                view
+                and view["variant"]
+                and view["model"]
+                and view["model"]["sha256"] == fast_sha
+                and view["update_phase"] == "committed"
+            )
 
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not settled():

@@ -15,10 +15,8 @@ import os
 from hypothesis import HealthCheck, settings
 
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
-settings.register_profile("suite", max_examples=60, deadline=None,
-                          suppress_health_check=_SLOW_OK)
-settings.register_profile("fuzz", max_examples=3000, deadline=None,
-                          suppress_health_check=_SLOW_OK)
+settings.register_profile("suite", max_examples=60, deadline=None, suppress_health_check=_SLOW_OK)
+settings.register_profile("fuzz", max_examples=3000, deadline=None, suppress_health_check=_SLOW_OK)
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "suite")
 if PROFILE not in ("suite", "fuzz"):

@@ -20,8 +20,12 @@ from tests.cloud.conftest import write_config
 from tests.fuzz.conftest import FUZZ_STORE
 from tests.fuzz.strategies import DEVICES, encode, message_body, mutated
 
-CHANNEL_OF = {DeviceState: Channel.STATE, TelemetryRecord: Channel.TELEMETRY,
-              Event: Channel.EVENTS, UpdateStatus: Channel.UPDATE}
+CHANNEL_OF = {
+    DeviceState: Channel.STATE,
+    TelemetryRecord: Channel.TELEMETRY,
+    Event: Channel.EVENTS,
+    UpdateStatus: Channel.UPDATE,
+}
 TABLE_OF = {TelemetryRecord: "telemetry", Event: "events", UpdateStatus: "updates"}
 
 
@@ -63,10 +67,16 @@ def _stored(db, payload: bytes) -> bool:
         return False
     table = TABLE_OF.get(type(m))
     if table is None:  # a state: the device's row
-        return db.execute("SELECT 1 FROM devices WHERE device_id = ?",
-                          [m.device_id]).fetchone() is not None
-    return db.execute(f"SELECT 1 FROM {table} WHERE device_id = ? AND seq = ?",
-                      [m.device_id, m.seq]).fetchone() is not None
+        return (
+            db.execute("SELECT 1 FROM devices WHERE device_id = ?", [m.device_id]).fetchone()
+            is not None
+        )
+    return (
+        db.execute(
+            f"SELECT 1 FROM {table} WHERE device_id = ? AND seq = ?", [m.device_id, m.seq]
+        ).fetchone()
+        is not None
+    )
 
 
 def test_every_message_is_stored_a_duplicate_or_quarantined(writer) -> None:

@@ -40,17 +40,27 @@ NOW = datetime(2026, 3, 1, tzinfo=UTC)
 MODEL = b"TFL3" + bytes(range(256)) * 8
 BASE = b"base" * 300
 _PACKAGED = package_model(MODEL, [BASE], level=3)
-RELEASE = build_release(name="m", version=2, profile="x86-gateway", target=_PACKAGED.target,
-                        artifact=_PACKAGED.artifact("http://a/full"),
-                        io=IO,
-                        keys=[KEY], now=NOW, deltas=_PACKAGED.delta_entries({}),
-                        lifetime=timedelta(days=10))
-DEPLOYMENT = json.dumps(build_deployment(release=RELEASE, device_id="dev-1", rollout_id="r1",
-                                         keys=[KEY], now=NOW)).encode()
+RELEASE = build_release(
+    name="m",
+    version=2,
+    profile="x86-gateway",
+    target=_PACKAGED.target,
+    artifact=_PACKAGED.artifact("http://a/full"),
+    io=IO,
+    keys=[KEY],
+    now=NOW,
+    deltas=_PACKAGED.delta_entries({}),
+    lifetime=timedelta(days=10),
+)
+DEPLOYMENT = json.dumps(
+    build_deployment(release=RELEASE, device_id="dev-1", rollout_id="r1", keys=[KEY], now=NOW)
+).encode()
 
-any_bytes = (st.binary(max_size=300)
-             | st.text(alphabet='[]{}",:0123456789-+eE.\\ tfnrule', max_size=400).map(str.encode)
-             | json_values.map(encode))
+any_bytes = (
+    st.binary(max_size=300)
+    | st.text(alphabet='[]{}",:0123456789-+eE.\\ tfnrule', max_size=400).map(str.encode)
+    | json_values.map(encode)
+)
 
 
 def _refused_or(call, *args, **kwargs):
@@ -100,8 +110,9 @@ def test_decode_message_keeps_every_schema_in_bounds(cls) -> None:
     @FUZZ
     @given(mutated(message_body(cls).map(encode)), st.booleans())
     def check(payload: bytes, with_clock: bool) -> None:
-        message = _refused_or(decode_message, payload,
-                              now=datetime.now(UTC).timestamp() if with_clock else None)
+        message = _refused_or(
+            decode_message, payload, now=datetime.now(UTC).timestamp() if with_clock else None
+        )
         if message is not None:
             within_bounds(message)
 
@@ -159,9 +170,18 @@ def test_release_and_deployment_parsers_refuse_or_keep_bounds(path, value) -> No
 @FUZZ
 @given(mutated(st.just(DEPLOYMENT)))
 def test_verify_deployment_accepts_the_original_or_refuses(data: bytes) -> None:
-    update = _refused_or(verify_deployment, data, KEYRING, device_id="dev-1",
-                         profile="x86-gateway", model_name="m", installed_version=1,
-                         installed_sha256=None, now=NOW, max_model_bytes=1 << 20)
+    update = _refused_or(
+        verify_deployment,
+        data,
+        KEYRING,
+        device_id="dev-1",
+        profile="x86-gateway",
+        model_name="m",
+        installed_version=1,
+        installed_sha256=None,
+        now=NOW,
+        max_model_bytes=1 << 20,
+    )
     if update is not None:  # a mutation the signature still covers: only whitespace or order
         assert update.release.version == 2 and update.deployment.device_id == "dev-1"
 

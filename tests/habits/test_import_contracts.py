@@ -20,16 +20,18 @@ pytestmark = pytest.mark.skipif(not LINT.exists(), reason="import-linter is not 
 
 def copy_tree(dest: Path) -> Path:
     for name in PACKAGES:
-        shutil.copytree(REPO / name, dest / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.toml"))
+        shutil.copytree(
+            REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.toml")
+        )
     shutil.copy(REPO / "pyproject.toml", dest / "pyproject.toml")
     return dest
 
 
 def lint(tree: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    return subprocess.run([str(LINT), "--no-cache"], cwd=tree, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [str(LINT), "--no-cache"], cwd=tree, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_the_contracts_hold_on_the_tree_and_a_forbidden_import_breaks_one(tmp_path):

@@ -31,19 +31,42 @@ def run(table: dict[str, object], tmp_path: Path, **kwargs: object) -> tuple[dic
 
 def test_a_good_table_reads_into_typed_values(tmp_path):
     (tmp_path / "m.tflite").write_bytes(b"m")
-    values, problems = run({"name": "cam", "mode": "fast", "workers": 4, "ratio": 1,
-                            "port": 1883, "enabled": False, "tags": ["a", "b"],
-                            "model": "m.tflite", "limit": 2}, tmp_path)
+    values, problems = run(
+        {
+            "name": "cam",
+            "mode": "fast",
+            "workers": 4,
+            "ratio": 1,
+            "port": 1883,
+            "enabled": False,
+            "tags": ["a", "b"],
+            "model": "m.tflite",
+            "limit": 2,
+        },
+        tmp_path,
+    )
     assert problems == []
-    assert Example(**values) == Example("cam", "fast", 4, 1.0, 1883, False, ("a", "b"),
-                                        tmp_path / "m.tflite", 2.0)
+    assert Example(**values) == Example(
+        "cam", "fast", 4, 1.0, 1883, False, ("a", "b"), tmp_path / "m.tflite", 2.0
+    )
     assert isinstance(values["ratio"], float)
 
 
 def test_every_mistake_is_one_line_and_falls_back_to_the_default(tmp_path):
-    values, problems = run({"mode": "turbo", "workers": 0, "ratio": "half", "port": 70000,
-                            "enabled": 1, "tags": "a", "model": "nope.tflite", "limit": -1,
-                            "colour": "red"}, tmp_path)
+    values, problems = run(
+        {
+            "mode": "turbo",
+            "workers": 0,
+            "ratio": "half",
+            "port": 70000,
+            "enabled": 1,
+            "tags": "a",
+            "model": "nope.tflite",
+            "limit": -1,
+            "colour": "red",
+        },
+        tmp_path,
+    )
     assert problems == [
         "x.toml: ex.colour: unknown key",
         "x.toml: ex.name: missing (what the thing is called)",
@@ -57,22 +80,31 @@ def test_every_mistake_is_one_line_and_falls_back_to_the_default(tmp_path):
         "x.toml: ex.limit: must be positive, got -1.0",
     ]
     assert (values["mode"], values["workers"], values["port"], values["limit"]) == (
-        "safe", 2, 80, None)
+        "safe",
+        2,
+        80,
+        None,
+    )
 
 
 def test_a_boolean_is_not_a_number_and_defaults_can_come_from_elsewhere(tmp_path):
-    values, problems = run({"name": "cam", "workers": True}, tmp_path,
-                           defaults={"ratio": 0.9})
+    values, problems = run({"name": "cam", "workers": True}, tmp_path, defaults={"ratio": 0.9})
     assert problems == ["x.toml: ex.workers: expected an integer, got a boolean"]
     assert values["ratio"] == 0.9
 
 
 def test_skipped_fields_are_left_to_the_caller_and_files_may_go_unchecked(tmp_path):
-    values, problems = run({"name": "cam", "model": "later.tflite", "tags": 3}, tmp_path,
-                           skip={"tags"})
+    values, problems = run(
+        {"name": "cam", "model": "later.tflite", "tags": 3}, tmp_path, skip={"tags"}
+    )
     assert "tags" not in values
     assert problems == [f"x.toml: ex.model: {tmp_path / 'later.tflite'} does not exist"]
     r = TableReader("x.toml")
-    values = read(r, Example, {"name": "cam", "model": "later.tflite"}, "ex.",
-                  Paths(tmp_path, check_files=False))
+    values = read(
+        r,
+        Example,
+        {"name": "cam", "model": "later.tflite"},
+        "ex.",
+        Paths(tmp_path, check_files=False),
+    )
     assert r.problems == [] and values["model"] == tmp_path / "later.tflite"

@@ -10,8 +10,9 @@ from shared.errors import MalformedDocument
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -25,10 +26,14 @@ def test_round_trip_is_identity_and_stable(value):
 
 
 def test_sorted_keys_compact_utf8():
-    assert canonical_json({"b": 1, "a": ["é", None, True]}) == '{"a":["é",null,true],"b":1}'.encode()
+    assert (
+        canonical_json({"b": 1, "a": ["é", None, True]}) == '{"a":["é",null,true],"b":1}'.encode()
+    )
 
 
-@pytest.mark.parametrize("bad", [1.5, math.nan, math.inf, {"a": 0.1}, [1, 2.0], {1: "x"}, {"k": b"x"}])
+@pytest.mark.parametrize(
+    "bad", [1.5, math.nan, math.inf, {"a": 0.1}, [1, 2.0], {1: "x"}, {"k": b"x"}]
+)
 def test_refuses_what_has_no_single_encoding(bad):
     with pytest.raises(MalformedDocument):
         canonical_json(bad)

@@ -70,7 +70,7 @@ def test_garbage_is_refused():
 @given(st.binary(min_size=1, max_size=20_000), st.binary(max_size=2_000), st.integers(0, 19_999))
 def test_delta_round_trip_is_byte_identical(base, patch, offset):
     offset = min(offset, len(base))
-    target = base[:offset] + patch + base[offset + len(patch):]
+    target = base[:offset] + patch + base[offset + len(patch) :]
     delta = delta_encode(base, target, level=3)
     assert delta_base_sha256(delta) == hashlib.sha256(base).hexdigest()
     assert delta_decode(base, delta, max_size=len(target)) == target

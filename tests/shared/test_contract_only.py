@@ -7,8 +7,23 @@ import ast
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-IO_MODULES = {"os", "pathlib", "shutil", "tempfile", "socket", "subprocess", "sqlite3", "urllib",
-              "http", "paho", "boto3", "requests", "fcntl", "signal", "threading"}
+IO_MODULES = {
+    "os",
+    "pathlib",
+    "shutil",
+    "tempfile",
+    "socket",
+    "subprocess",
+    "sqlite3",
+    "urllib",
+    "http",
+    "paho",
+    "boto3",
+    "requests",
+    "fcntl",
+    "signal",
+    "threading",
+}
 
 
 def io_uses(source: str) -> list[str]:
@@ -19,18 +34,25 @@ def io_uses(source: str) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             if node.module.split(".")[0] in IO_MODULES:
                 found.append(node.module)
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-              and node.func.id in {"open", "print", "input"}):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in {"open", "print", "input"}
+        ):
             found.append(f"{node.func.id}()")
     return found
 
 
 def test_no_module_in_shared_does_io():
-    offenders = {p.name: uses for p in sorted(SHARED.glob("*.py"))
-                 if (uses := io_uses(p.read_text()))}
+    offenders = {
+        p.name: uses for p in sorted(SHARED.glob("*.py")) if (uses := io_uses(p.read_text()))
+    }
     assert offenders == {}
 
 
 def test_the_check_sees_io_when_there_is_some():  # the positive control
     assert io_uses("import os\nfrom pathlib import Path\nopen('x')\n") == [
-        "os", "pathlib", "open()"]
+        "os",
+        "pathlib",
+        "open()",
+    ]

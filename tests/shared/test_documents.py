@@ -49,8 +49,13 @@ def test_release_round_trips_through_canonical_json():
 
 
 def test_deployment_round_trips():
-    dep = Deployment("r-1", "cam-01", "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z",
-                     {"signed": {}, "signatures": []})
+    dep = Deployment(
+        "r-1",
+        "cam-01",
+        "2026-11-01T00:00:00Z",
+        "2026-12-01T00:00:00Z",
+        {"signed": {}, "signatures": []},
+    )
     assert Deployment.parse_signed(json.loads(canonical_json(dep.to_signed()))) == dep
 
 
@@ -101,10 +106,19 @@ def test_load_json_caps_size_before_parsing():
 
 
 def test_signature_fit_ignores_names_but_not_shapes_or_dtypes():
-    a = IOSignature((TensorSpec("x", (1, 28, 28, 1), "float32"),), (TensorSpec("y", (1, 10), "float32"),))
-    b = IOSignature((TensorSpec("serving_x", (1, 28, 28, 1), "float32"),), (TensorSpec("z", (1, 10), "float32"),))
-    c = IOSignature((TensorSpec("x", (1, 32, 32, 1), "float32"),), (TensorSpec("y", (1, 10), "float32"),))
-    d = IOSignature((TensorSpec("x", (1, 28, 28, 1), "int8", "0.1", 3),), (TensorSpec("y", (1, 10), "float32"),))
+    a = IOSignature(
+        (TensorSpec("x", (1, 28, 28, 1), "float32"),), (TensorSpec("y", (1, 10), "float32"),)
+    )
+    b = IOSignature(
+        (TensorSpec("serving_x", (1, 28, 28, 1), "float32"),),
+        (TensorSpec("z", (1, 10), "float32"),),
+    )
+    c = IOSignature(
+        (TensorSpec("x", (1, 32, 32, 1), "float32"),), (TensorSpec("y", (1, 10), "float32"),)
+    )
+    d = IOSignature(
+        (TensorSpec("x", (1, 28, 28, 1), "int8", "0.1", 3),), (TensorSpec("y", (1, 10), "float32"),)
+    )
     assert a.fits(b)
     assert not a.fits(c)
     assert not a.fits(d)

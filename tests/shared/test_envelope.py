@@ -44,8 +44,9 @@ def test_any_single_byte_change_to_the_signed_document_fails(doc, data):
     if tampered == doc:
         return  # the flip produced an equivalent encoding of the same document
     with pytest.raises((BadSignature, MalformedDocument)):
-        verify_envelope({"signed": tampered, "signatures": envelope["signatures"]},
-                        Keyring((KEY_A.public,)))
+        verify_envelope(
+            {"signed": tampered, "signatures": envelope["signatures"]}, Keyring((KEY_A.public,))
+        )
 
 
 @settings(max_examples=60)
@@ -88,8 +89,14 @@ def test_signature_claiming_a_trusted_keyid_but_made_by_another_key_fails():
 
 @pytest.mark.parametrize(
     "envelope",
-    [[], {"signed": {}}, {"signed": [], "signatures": []}, {"signed": {}, "signatures": {}},
-     {"signed": {}, "signatures": [], "extra": 1}, {"signed": {}, "signatures": ["x"]}],
+    [
+        [],
+        {"signed": {}},
+        {"signed": [], "signatures": []},
+        {"signed": {}, "signatures": {}},
+        {"signed": {}, "signatures": [], "extra": 1},
+        {"signed": {}, "signatures": ["x"]},
+    ],
 )
 def test_malformed_envelopes_are_rejected(envelope):
     with pytest.raises(MalformedDocument):

@@ -32,19 +32,28 @@ def test_every_phase_is_reachable_from_a_new_attempt():
 
 
 def test_the_pipeline_path_is_allowed_and_shortcuts_are_not():
-    path = [None, UpdatePhase.DOWNLOADING, UpdatePhase.VERIFYING, UpdatePhase.VALIDATING,
-            UpdatePhase.STAGED, UpdatePhase.ACTIVATING, UpdatePhase.PROBATION,
-            UpdatePhase.COMMITTED]
+    path = [
+        None,
+        UpdatePhase.DOWNLOADING,
+        UpdatePhase.VERIFYING,
+        UpdatePhase.VALIDATING,
+        UpdatePhase.STAGED,
+        UpdatePhase.ACTIVATING,
+        UpdatePhase.PROBATION,
+        UpdatePhase.COMMITTED,
+    ]
     for here, there in itertools.pairwise(path):
         assert there is not None
         check_transition(here, there)
     assert allowed(UpdatePhase.VALIDATING, UpdatePhase.REJECTED)  # what recovery does
     assert allowed(UpdatePhase.PROBATION, UpdatePhase.ROLLED_BACK)
-    for here, there in [(UpdatePhase.DOWNLOADING, UpdatePhase.STAGED),  # never unvalidated
-                        (UpdatePhase.VALIDATING, UpdatePhase.ACTIVATING),
-                        (UpdatePhase.COMMITTED, UpdatePhase.PROBATION),
-                        (None, UpdatePhase.PROBATION),
-                        (UpdatePhase.PROBATION, UpdatePhase.IDLE)]:
+    for here, there in [
+        (UpdatePhase.DOWNLOADING, UpdatePhase.STAGED),  # never unvalidated
+        (UpdatePhase.VALIDATING, UpdatePhase.ACTIVATING),
+        (UpdatePhase.COMMITTED, UpdatePhase.PROBATION),
+        (None, UpdatePhase.PROBATION),
+        (UpdatePhase.PROBATION, UpdatePhase.IDLE),
+    ]:
         assert not allowed(here, there)
         with pytest.raises(RuntimeError, match="may not go from"):
             check_transition(here, there)
@@ -56,8 +65,14 @@ def test_phases_and_reasons_are_their_strings_on_the_wire():
     assert UpdatePhase.VALIDATING == "validating" and f"{UpdatePhase.ROLLED_BACK}" == "rolled_back"
     assert InvalidModel.reason == Reason.INVALID_MODEL == "invalid_model"
     assert Superseded.reason == "superseded"
-    status = UpdateStatus(device_id="cam-01", seq=1, ts=1.0, rollout_id="r1",
-                          phase=UpdatePhase.VALIDATING, reason=Reason.INVALID_MODEL)
+    status = UpdateStatus(
+        device_id="cam-01",
+        seq=1,
+        ts=1.0,
+        rollout_id="r1",
+        phase=UpdatePhase.VALIDATING,
+        reason=Reason.INVALID_MODEL,
+    )
     body = json.loads(encode_message(status))
     assert (body["phase"], body["reason"]) == ("validating", "invalid_model")
     decoded = decode_message(encode_message(status))
@@ -66,7 +81,15 @@ def test_phases_and_reasons_are_their_strings_on_the_wire():
 
 def test_a_phase_this_side_does_not_know_is_still_a_valid_status():
     """A newer agent may report a phase an older cloud has never heard of."""
-    raw = json.dumps({"schema": UpdateStatus.SCHEMA, "device_id": "cam-01", "seq": 2, "ts": 1.0,
-                      "rollout_id": "r1", "phase": "some_future_phase"}).encode()
+    raw = json.dumps(
+        {
+            "schema": UpdateStatus.SCHEMA,
+            "device_id": "cam-01",
+            "seq": 2,
+            "ts": 1.0,
+            "rollout_id": "r1",
+            "phase": "some_future_phase",
+        }
+    ).encode()
     decoded = decode_message(raw)
     assert isinstance(decoded, UpdateStatus) and decoded.phase == "some_future_phase"

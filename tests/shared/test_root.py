@@ -25,12 +25,25 @@ from shared.root import (
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-def make_root(version: int, release: list[SigningKey], roots: list[SigningKey],
-              signers: list[SigningKey], *, expires: timedelta = timedelta(days=365),
-              threshold: int = 1, root_threshold: int = 1) -> dict:  # type: ignore[type-arg]
-    root = Root(version, format_time(NOW), format_time(NOW + expires),
-                tuple(k.public for k in release), threshold, tuple(k.public for k in roots),
-                root_threshold)
+def make_root(
+    version: int,
+    release: list[SigningKey],
+    roots: list[SigningKey],
+    signers: list[SigningKey],
+    *,
+    expires: timedelta = timedelta(days=365),
+    threshold: int = 1,
+    root_threshold: int = 1,
+) -> dict:  # type: ignore[type-arg]
+    root = Root(
+        version,
+        format_time(NOW),
+        format_time(NOW + expires),
+        tuple(k.public for k in release),
+        threshold,
+        tuple(k.public for k in roots),
+        root_threshold,
+    )
     return sign_envelope(root.to_signed(), signers)
 
 
@@ -69,8 +82,10 @@ def test_root_signed_only_by_old_keys_is_refused(k1, v1) -> None:
 
 def test_threshold_of_old_root_keys_is_required(k1) -> None:
     k1b = SigningKey.generate()
-    start = update_root(implicit_root((k1.public, k1b.public), 2),
-                        make_root(2, [k1], [k1, k1b], [k1, k1b], root_threshold=2))
+    start = update_root(
+        implicit_root((k1.public, k1b.public), 2),
+        make_root(2, [k1], [k1, k1b], [k1, k1b], root_threshold=2),
+    )
     with pytest.raises(BadSignature, match="1 valid signature"):
         update_root(start, make_root(3, [k1], [k1, k1b], [k1], root_threshold=1))
 
@@ -104,8 +119,9 @@ def test_expired_last_root_is_refused_but_expired_ones_are_walked_through(k1, v1
 
 def test_chain_of_five_rotations_is_walked_in_order(k1, v1) -> None:
     keys = [k1] + [SigningKey.generate() for _ in range(5)]
-    envs = [make_root(n, [keys[n - 1]], [keys[n - 1]], [keys[n - 2], keys[n - 1]])
-            for n in range(2, 7)]
+    envs = [
+        make_root(n, [keys[n - 1]], [keys[n - 1]], [keys[n - 2], keys[n - 1]]) for n in range(2, 7)
+    ]
     trusted, walked = walk_chain(v1, chain(*envs), NOW)
     assert [r.version for r in walked] == [2, 3, 4, 5, 6]
     assert trusted.root.release_keys == (keys[5].public,)
@@ -139,8 +155,11 @@ def test_a_refusal_names_a_revoked_key_only_when_its_signature_is_valid(k1) -> N
     k2 = SigningKey.generate()
     ring = Keyring((k2.public,), 1, (RevokedKey(k1.public, 3),))
     signed_by_k1 = sign_envelope({"x": 1}, [k1])
-    with pytest.raises(BadSignature, match=rf"revoked key {k1.keyid[:16]} \(revoked by root "
-                       r"version 3\)"):
+    with pytest.raises(
+        BadSignature,
+        match=rf"revoked key {k1.keyid[:16]} \(revoked by root "
+        r"version 3\)",
+    ):
         verify_signed(signed_by_k1, ring, "release")
     forged = sign_envelope({"x": 1}, [SigningKey.generate()])
     forged["signatures"][0]["keyid"] = k1.keyid  # claims the revoked key, signature does not fit

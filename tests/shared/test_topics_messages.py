@@ -34,8 +34,13 @@ def test_device_ids_are_validated(bad):
 
 @pytest.mark.parametrize(
     "name",
-    ["litefleet/v1/devices/cam-01", "litefleet/v1/devices/cam-01/nope", "other/devices/a/state",
-     "litefleet/v1/devices/a/b/state", "litefleet/v1/devices/+/state"],
+    [
+        "litefleet/v1/devices/cam-01",
+        "litefleet/v1/devices/cam-01/nope",
+        "other/devices/a/state",
+        "litefleet/v1/devices/a/b/state",
+        "litefleet/v1/devices/+/state",
+    ],
 )
 def test_foreign_topics_are_refused(name):
     with pytest.raises((MalformedDocument, InvalidDeviceId)):
@@ -47,11 +52,20 @@ def test_foreign_topics_are_refused(name):
     [
         DeviceState("cam-01", True, 1.5, "0.1.0", "rpi4", MODEL, "probation", "up", 29.5),
         DeviceState("cam-01", False, 2.0),
-        TelemetryRecord("cam-01", 7, 3.0, MODEL, frames=10, fps=9.5, temperature_c=None,
-                        outputs={"top": [[3, 0.9]]}),
+        TelemetryRecord(
+            "cam-01",
+            7,
+            3.0,
+            MODEL,
+            frames=10,
+            fps=9.5,
+            temperature_c=None,
+            outputs={"top": [[3, 0.9]]},
+        ),
         Event("cam-01", 8, 4.0, "source", {"status": "down"}),
-        UpdateStatus("cam-01", 9, 5.0, "r-1", "rejected", "digits", 3, "ab" * 32,
-                     reason="bad_signature"),
+        UpdateStatus(
+            "cam-01", 9, 5.0, "r-1", "rejected", "digits", 3, "ab" * 32, reason="bad_signature"
+        ),
     ],
 )
 def test_messages_round_trip(message):
@@ -66,7 +80,9 @@ def test_unknown_schema_and_bad_fields_are_typed_errors():
     with pytest.raises(UnknownSchema):
         decode_message(b'{"device_id": "a"}')
     with pytest.raises(MalformedDocument) as info:
-        decode_message(b'{"schema": "litefleet.telemetry/1", "device_id": "a", "seq": "1", "ts": 0}')
+        decode_message(
+            b'{"schema": "litefleet.telemetry/1", "device_id": "a", "seq": "1", "ts": 0}'
+        )
     assert info.value.field == "$.seq"
     with pytest.raises(MalformedDocument):
         decode_message(b'{"schema": "litefleet.state/1", "device_id": "a", "online": 1, "ts": 0}')

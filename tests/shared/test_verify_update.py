@@ -31,25 +31,55 @@ MODEL = b"TFL3" + bytes(range(256)) * 40
 KEY = SigningKey.generate()
 
 
-def release(version: int = 2, *, keys=(KEY,), profile="x86-gateway", name="m", io=IO,
-            now=NOW, lifetime=timedelta(days=10), model=MODEL):
+def release(
+    version: int = 2,
+    *,
+    keys=(KEY,),
+    profile="x86-gateway",
+    name="m",
+    io=IO,
+    now=NOW,
+    lifetime=timedelta(days=10),
+    model=MODEL,
+):
     packaged = package_model(model, [b"base" * 100], level=3)
-    return build_release(name=name, version=version, profile=profile, target=packaged.target,
-                         artifact=packaged.artifact("file:///a"), io=io, keys=list(keys),
-                         now=now, deltas=packaged.delta_entries({}), lifetime=lifetime)
+    return build_release(
+        name=name,
+        version=version,
+        profile=profile,
+        target=packaged.target,
+        artifact=packaged.artifact("file:///a"),
+        io=io,
+        keys=list(keys),
+        now=now,
+        deltas=packaged.delta_entries({}),
+        lifetime=lifetime,
+    )
 
 
 def deployment(rel=None, *, keys=(KEY,), device="dev-1", now=NOW, lifetime=timedelta(days=1)):
-    env = build_deployment(release=rel or release(), device_id=device, rollout_id="r1",
-                           keys=list(keys), now=now, lifetime=lifetime)
+    env = build_deployment(
+        release=rel or release(),
+        device_id=device,
+        rollout_id="r1",
+        keys=list(keys),
+        now=now,
+        lifetime=lifetime,
+    )
     return json.dumps(env).encode()
 
 
 def verify(data, *, keyring=None, installed_version=1, installed_sha=None, now=NOW, **kw):
     return verify_deployment(
-        data, keyring or Keyring((KEY.public,)), device_id="dev-1", profile="x86-gateway",
-        model_name="m", installed_version=installed_version, installed_sha256=installed_sha,
-        now=now, **kw,
+        data,
+        keyring or Keyring((KEY.public,)),
+        device_id="dev-1",
+        profile="x86-gateway",
+        model_name="m",
+        installed_version=installed_version,
+        installed_sha256=installed_sha,
+        now=now,
+        **kw,
     )
 
 
@@ -65,21 +95,24 @@ def test_same_version_and_target_is_a_verified_no_op():
     assert verify(deployment(), installed_version=2, installed_sha=sha).is_current
 
 
-@pytest.mark.parametrize(("data", "kw", "error"), [
-    (lambda: deployment(keys=[SigningKey.generate()]), {}, BadSignature),
-    (lambda: deployment(release(keys=[SigningKey.generate()])), {}, BadSignature),
-    (lambda: deployment(device="dev-2"), {}, WrongDevice),
-    (lambda: deployment(release(profile="rpi4")), {}, WrongProfile),
-    (lambda: deployment(release(name="other")), {}, WrongProfile),
-    (lambda: deployment(release(now=NOW - timedelta(days=20))), {}, Expired),
-    (lambda: deployment(now=NOW - timedelta(days=2)), {}, Expired),
-    (lambda: deployment(release(version=1)), {}, VersionNotNewer),
-    (lambda: deployment(release(version=0)), {}, VersionNotNewer),
-    (lambda: deployment(), {"max_model_bytes": 1000}, SizeExceeded),
-    (lambda: deployment(), {"expected_io": OTHER_IO}, IOSignatureMismatch),
-    (lambda: b"x" * 300_000, {}, PayloadTooLarge),
-    (lambda: b"[1, 2]", {}, MalformedDocument),
-])
+@pytest.mark.parametrize(
+    ("data", "kw", "error"),
+    [
+        (lambda: deployment(keys=[SigningKey.generate()]), {}, BadSignature),
+        (lambda: deployment(release(keys=[SigningKey.generate()])), {}, BadSignature),
+        (lambda: deployment(device="dev-2"), {}, WrongDevice),
+        (lambda: deployment(release(profile="rpi4")), {}, WrongProfile),
+        (lambda: deployment(release(name="other")), {}, WrongProfile),
+        (lambda: deployment(release(now=NOW - timedelta(days=20))), {}, Expired),
+        (lambda: deployment(now=NOW - timedelta(days=2)), {}, Expired),
+        (lambda: deployment(release(version=1)), {}, VersionNotNewer),
+        (lambda: deployment(release(version=0)), {}, VersionNotNewer),
+        (lambda: deployment(), {"max_model_bytes": 1000}, SizeExceeded),
+        (lambda: deployment(), {"expected_io": OTHER_IO}, IOSignatureMismatch),
+        (lambda: b"x" * 300_000, {}, PayloadTooLarge),
+        (lambda: b"[1, 2]", {}, MalformedDocument),
+    ],
+)
 def test_each_attack_has_its_typed_rejection(data, kw, error):
     with pytest.raises(error):
         verify(data(), **kw)

@@ -47,15 +47,21 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_config(tmp: Path, keys: list[SigningKey], *, threshold: int = 1,
-                 initial: Path = DIGITS, source: str = "synthetic:image",
-                 extra: str = "") -> Path:
+def write_config(
+    tmp: Path,
+    keys: list[SigningKey],
+    *,
+    threshold: int = 1,
+    initial: Path = DIGITS,
+    source: str = "synthetic:image",
+    extra: str = "",
+) -> Path:
     trusted = ", ".join(f'"{k.public.hex}"' for k in keys)
     path = tmp / "agent.toml"
     path.write_text(f"""
 device_id = "{DEVICE}"
 profile = "{PROFILE}"
-state_dir = "{tmp / 'state'}"
+state_dir = "{tmp / "state"}"
 
 [mqtt]
 host = "127.0.0.1"
@@ -147,12 +153,23 @@ class Bench:
         (self.root / digest).write_bytes(data)
         return digest, f"{self.base_url}/{digest}"
 
-    def release(self, model: bytes, version: int, *, bases: list[bytes] | None = None,
-                io: IOSignature = DIGITS_IO, profile: str = PROFILE, name: str = "digits",
-                probation: ProbationPolicy | None = None, keys: list[SigningKey] | None = None,
-                lifetime: timedelta = timedelta(days=30), target_size: int | None = None,
-                artifact: bytes | None = None, mutate: Any = None,
-                level: int = 3) -> dict[str, Any]:
+    def release(
+        self,
+        model: bytes,
+        version: int,
+        *,
+        bases: list[bytes] | None = None,
+        io: IOSignature = DIGITS_IO,
+        profile: str = PROFILE,
+        name: str = "digits",
+        probation: ProbationPolicy | None = None,
+        keys: list[SigningKey] | None = None,
+        lifetime: timedelta = timedelta(days=30),
+        target_size: int | None = None,
+        artifact: bytes | None = None,
+        mutate: Any = None,
+        level: int = 3,
+    ) -> dict[str, Any]:
         packaged = package_model(model, bases or [], level=level)
         full = artifact if artifact is not None else packaged.full
         _, full_url = self.put(full)
@@ -167,9 +184,17 @@ class Bench:
         if target_size is not None:
             target = type(target)(target.sha256, target_size)
         env = build_release(
-            name=name, version=version, profile=profile, target=target, artifact=art,
-            io=io, keys=keys or self.keys, now=self.now, deltas=packaged.delta_entries(urls),
-            lifetime=lifetime, probation=probation,
+            name=name,
+            version=version,
+            profile=profile,
+            target=target,
+            artifact=art,
+            io=io,
+            keys=keys or self.keys,
+            now=self.now,
+            deltas=packaged.delta_entries(urls),
+            lifetime=lifetime,
+            probation=probation,
         )
         if mutate is not None:
             mutate(env["signed"])
@@ -178,11 +203,23 @@ class Bench:
             env = sign_envelope(env["signed"], keys or self.keys)
         return env
 
-    def deployment(self, release: dict[str, Any], *, device: str = DEVICE,
-                   keys: list[SigningKey] | None = None, rollout: str = "r1",
-                   lifetime: timedelta = timedelta(days=1)) -> bytes:
-        env = build_deployment(release=release, device_id=device, rollout_id=rollout,
-                               keys=keys or self.keys, now=self.now, lifetime=lifetime)
+    def deployment(
+        self,
+        release: dict[str, Any],
+        *,
+        device: str = DEVICE,
+        keys: list[SigningKey] | None = None,
+        rollout: str = "r1",
+        lifetime: timedelta = timedelta(days=1),
+    ) -> bytes:
+        env = build_deployment(
+            release=release,
+            device_id=device,
+            rollout_id=rollout,
+            keys=keys or self.keys,
+            now=self.now,
+            lifetime=lifetime,
+        )
         return json.dumps(env).encode()
 
 

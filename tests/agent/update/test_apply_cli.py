@@ -30,14 +30,19 @@ def test_apply_without_a_daemon_installs_from_the_deployment_folder(tmp_path, ke
     assert code == 0, out
     assert out["active"] and out["via"] == "local" and out["version"] == 3
     identity, phase = read_update_state(load(config))
-    assert (identity.version, identity.sha256, phase) == (3, sha(DIGITS_FT.read_bytes()), "committed")
+    assert (identity.version, identity.sha256, phase) == (
+        3,
+        sha(DIGITS_FT.read_bytes()),
+        "committed",
+    )
 
 
 def test_apply_refusal_exits_rejected_with_the_reason(tmp_path, keys, capsys):
     config = write_config(tmp_path, keys)
     bench = Bench(tmp_path / "bundle", keys)
-    (tmp_path / "d.json").write_bytes(bench.deployment(bench.release(DIGITS_FT.read_bytes(), 1),
-                                                       device="someone-else"))
+    (tmp_path / "d.json").write_bytes(
+        bench.deployment(bench.release(DIGITS_FT.read_bytes(), 1), device="someone-else")
+    )
     code = main(["apply", "--config", str(config), str(tmp_path / "d.json")])
     err = capsys.readouterr().err
     assert code == EXIT_REJECTED
@@ -53,12 +58,26 @@ def test_apply_hands_over_to_a_running_daemon(tmp_path, keys, live_factory):
     bench = Bench(tmp_path / "bundle", keys)
     policy = ProbationPolicy(min_inferences=5, max_latency_ratio_pct=100000)
     (tmp_path / "d.json").write_bytes(
-        bench.deployment(bench.release(DIGITS_FT.read_bytes(), 1, probation=policy)))
+        bench.deployment(bench.release(DIGITS_FT.read_bytes(), 1, probation=policy))
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "apply", "--config", str(config),
-         str(tmp_path / "d.json"), "--json", "--timeout", "120"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "apply",
+            "--config",
+            str(config),
+            str(tmp_path / "d.json"),
+            "--json",
+            "--timeout",
+            "120",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while proc.poll() is None:
@@ -72,4 +91,5 @@ def test_apply_hands_over_to_a_running_daemon(tmp_path, keys, live_factory):
     assert live.serving() == sha(DIGITS_FT.read_bytes())  # the daemon swapped it in
     assert live.settle() == "committed"
     assert ModelStore(live.device.config.state_dir, "digits").link(ACTIVE) == sha(
-        DIGITS_FT.read_bytes())
+        DIGITS_FT.read_bytes()
+    )

@@ -72,6 +72,7 @@ def bench(tmp_path, keys):
 
 # arbitrary installation ------------------------------------------------------------------
 
+
 def test_signed_by_an_unknown_key(live, bench):
     stranger = [SigningKey.generate()]
     release = bench.release(NEW, 1, keys=stranger)
@@ -110,6 +111,7 @@ def test_not_json(live):
 
 # endless data -------------------------------------------------------------------------------
 
+
 def test_server_sends_more_than_the_signed_size(tmp_path, keys, live, artifact_server):
     bench = Bench(artifact_server.root, keys, base_url=artifact_server.url)
     artifact_server.extra = b"\0" * (1 << 20)
@@ -125,12 +127,14 @@ def test_zstd_bomb(live, bench):
 
 
 def test_declared_size_over_the_device_cap(tmp_path, keys, live_factory, bench):
-    live = live_factory(write_config(tmp_path, keys, source=SOURCE,
-                                     extra="[update]\nmax_model_bytes = 100000\n"))
+    live = live_factory(
+        write_config(tmp_path, keys, source=SOURCE, extra="[update]\nmax_model_bytes = 100000\n")
+    )
     refused(live, bench.deployment(bench.release(NEW, 1)), "size_exceeded")
 
 
 # extraneous dependencies -----------------------------------------------------------------------
+
 
 def test_release_that_names_extra_things_to_fetch(live, bench):
     def add(signed):
@@ -141,10 +145,12 @@ def test_release_that_names_extra_things_to_fetch(live, bench):
 
 # fast-forward and rollback --------------------------------------------------------------------
 
+
 def test_rollback_to_an_older_version_and_replay_of_the_same_version(live, bench):
     policy = ProbationPolicy(min_inferences=5, max_latency_ratio_pct=100000)
     outcome = live.updater.handle_deployment(
-        bench.deployment(bench.release(NEW, 5, probation=policy), rollout="r5"))
+        bench.deployment(bench.release(NEW, 5, probation=policy), rollout="r5")
+    )
     assert outcome.phase == "probation"
     assert live.settle() == "committed"
     global OLD
@@ -152,13 +158,15 @@ def test_rollback_to_an_older_version_and_replay_of_the_same_version(live, bench
     try:
         refused(live, bench.deployment(bench.release(DIGITS.read_bytes(), 4)), "version_not_newer")
         # the same version number with other bytes (a replayed or forged "new" 5)
-        refused(live, bench.deployment(bench.release(DIGITS_BAD.read_bytes(), 5)),
-                "version_not_newer")
+        refused(
+            live, bench.deployment(bench.release(DIGITS_BAD.read_bytes(), 5)), "version_not_newer"
+        )
     finally:
         OLD = old
 
 
 # indefinite freeze ------------------------------------------------------------------------------
+
 
 def test_expired_release(live, bench):
     bench.now -= timedelta(days=40)
@@ -174,6 +182,7 @@ def test_expired_deployment(live, bench):
 
 
 # malicious mirrors ----------------------------------------------------------------------------
+
 
 def test_mirror_serves_other_bytes(live, bench):
     release = bench.release(NEW, 1)
@@ -194,6 +203,7 @@ def test_truncated_artifact(tmp_path, keys, live, artifact_server):
 
 # mix-and-match ---------------------------------------------------------------------------------
 
+
 def test_deployment_for_another_device(live, bench):
     refused(live, bench.deployment(bench.release(NEW, 1), device="cam-02"), "wrong_device")
 
@@ -208,6 +218,7 @@ def test_release_for_another_model(live, bench):
 
 # wrong software installation ------------------------------------------------------------------
 
+
 def test_release_whose_declared_io_does_not_fit_the_application(live, bench):
     release = bench.release(VIBRATION.read_bytes(), 1, io=VIBRATION_IO)
     refused(live, bench.deployment(release), "io_signature_mismatch")
@@ -219,16 +230,17 @@ def test_model_whose_real_io_differs_from_what_the_release_declares(live, bench)
 
 
 def test_a_file_that_is_not_a_model(live, bench):
-    refused(live, bench.deployment(bench.release(b"TFL3 but not really" * 100, 1)),
-            "invalid_model")
+    refused(live, bench.deployment(bench.release(b"TFL3 but not really" * 100, 1)), "invalid_model")
 
 
 # probation -------------------------------------------------------------------------------------
 
+
 def test_a_model_that_fails_probation_is_rolled_back(live, bench):
     """digits-bad answers "the next digit": every check passes until agreement is measured."""
-    policy = ProbationPolicy(min_inferences=12, min_agreement_pct=80,
-                             max_latency_ratio_pct=100000, max_duration_s=60)
+    policy = ProbationPolicy(
+        min_inferences=12, min_agreement_pct=80, max_latency_ratio_pct=100000, max_duration_s=60
+    )
     release = bench.release(DIGITS_BAD.read_bytes(), 1, probation=policy)
     refused(live, bench.deployment(release), "probation_failed", phase="rolled_back")
     assert "agreement" in live.device.last_status().detail

@@ -31,8 +31,9 @@ from .conftest import DIGITS, DIGITS_BAD, DIGITS_FT, REPO, Bench, sha, write_con
 DRIVER = Path(__file__).with_name("crash_driver.py")
 OLD, GOOD, BAD = DIGITS.read_bytes(), DIGITS_FT.read_bytes(), DIGITS_BAD.read_bytes()
 PASS = ProbationPolicy(min_inferences=5, max_latency_ratio_pct=100000, max_duration_s=60)
-FAIL = ProbationPolicy(min_inferences=20, min_agreement_pct=80, max_latency_ratio_pct=100000,
-                       max_duration_s=60)
+FAIL = ProbationPolicy(
+    min_inferences=20, min_agreement_pct=80, max_latency_ratio_pct=100000, max_duration_s=60
+)
 
 # (crash point, scenario): offline = no loop (`apply`), delta = offline through a delta,
 # live = loop + probation that passes, fail = loop + probation that fails and rolls back
@@ -85,20 +86,30 @@ def run_probation(device, served: Path) -> None:
 
 def crash(config: Path, deployment: Path, mode: str, point: str) -> None:
     env = {**os.environ, CRASH_ENV: point, "PYTHONPATH": str(REPO)}
-    run = subprocess.run([sys.executable, str(DRIVER), str(config), str(deployment), mode],
-                         env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(DRIVER), str(config), str(deployment), mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == -signal.SIGKILL, f"never reached {point}: {run.stdout}{run.stderr}"
 
 
 @pytest.mark.parametrize(("point", "scenario"), CASES, ids=[f"{p}-{s}" for p, s in CASES])
-def test_crash_at_point_recovers_to_a_complete_model(point, scenario, tmp_path, keys,
-                                                     device_factory):
+def test_crash_at_point_recovers_to_a_complete_model(
+    point, scenario, tmp_path, keys, device_factory
+):
     source = "synthetic:image" if scenario in ("live", "fail") else "synthetic:image?fps=25"
     config = write_config(tmp_path, keys, source=source)
     bench = Bench(tmp_path / "artifacts", keys)
     new = BAD if scenario == "fail" else GOOD
-    release = bench.release(new, 1, bases=[OLD] if scenario == "delta" else None,
-                            probation=FAIL if scenario == "fail" else PASS)
+    release = bench.release(
+        new,
+        1,
+        bases=[OLD] if scenario == "delta" else None,
+        probation=FAIL if scenario == "fail" else PASS,
+    )
     deployment = tmp_path / "deployment.json"
     deployment.write_bytes(bench.deployment(release))
     mode = "live" if scenario in ("live", "fail") else "offline"
@@ -142,7 +153,8 @@ def _probation_crash(tmp_path: Path, keys, policy: ProbationPolicy) -> tuple[Pat
 
 
 def test_one_interrupted_probation_resumes_with_the_same_model_and_commits(
-        tmp_path, keys, device_factory):
+    tmp_path, keys, device_factory
+):
     config, _ = _probation_crash(tmp_path, keys, PASS)
     device = device_factory(config)
     served = device.updater.recover()
@@ -150,7 +162,10 @@ def test_one_interrupted_probation_resumes_with_the_same_model_and_commits(
     assert device.updater.phase() == UpdatePhase.PROBATION
     resumed = device.last_status()
     assert (resumed.phase, resumed.detail, resumed.rollout_id) == (
-        "probation", "probation interrupted, resumed", "r1")
+        "probation",
+        "probation interrupted, resumed",
+        "r1",
+    )
     run_probation(device, served)
     assert device.updater.phase() == UpdatePhase.COMMITTED
     assert device.last_status().phase == "committed"
@@ -158,7 +173,8 @@ def test_one_interrupted_probation_resumes_with_the_same_model_and_commits(
 
 
 def test_a_second_interruption_of_the_same_probation_rolls_back_as_crashed(
-        tmp_path, keys, device_factory):
+    tmp_path, keys, device_factory
+):
     config, deployment = _probation_crash(tmp_path, keys, PASS)
     crash(config, deployment, "resume", "probation.resumed")  # killed again, on probation
     device = device_factory(config)

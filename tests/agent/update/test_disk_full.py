@@ -27,8 +27,11 @@ def small_fs() -> Iterator[object]:
 
     def mount(path: Path, size_kb: int) -> Path:
         path.mkdir(parents=True, exist_ok=True)
-        run = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs",
-                              str(path)], capture_output=True, text=True)
+        run = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+        )
         if run.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here: {run.stderr.strip()}")
         mounted.append(path)
@@ -50,7 +53,8 @@ def fill(folder: Path, leave: int) -> Path:
 
 
 def test_a_full_model_store_is_reported_and_the_update_retried_when_space_returns(
-        tmp_path, keys, device_factory, small_fs):
+    tmp_path, keys, device_factory, small_fs
+):
     config = write_config(tmp_path, keys)
     models = small_fs(tmp_path / "state" / "models", 512)
     clock = SteppedClock()
@@ -77,7 +81,8 @@ def test_a_full_model_store_is_reported_and_the_update_retried_when_space_return
 
 
 def test_a_full_download_folder_is_disk_full_not_a_fetch_failure(
-        tmp_path, keys, device_factory, small_fs, artifact_server):
+    tmp_path, keys, device_factory, small_fs, artifact_server
+):
     config = write_config(tmp_path, keys)
     downloads = small_fs(tmp_path / "state" / "downloads", 256)
     clock = SteppedClock()

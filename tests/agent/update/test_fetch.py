@@ -49,10 +49,12 @@ def test_update_resumes_after_a_dropped_download(tmp_path, keys, device_factory,
 
 
 def test_a_failed_fetch_is_retried_with_doubling_delays_up_to_the_cap(
-        tmp_path, keys, device_factory, artifact_server):
+    tmp_path, keys, device_factory, artifact_server
+):
     clock = SteppedClock()
-    device = device_factory(write_config(tmp_path, keys), clock=clock,
-                            retry=RetryPolicy(first_s=0.2, max_s=0.8))
+    device = device_factory(
+        write_config(tmp_path, keys), clock=clock, retry=RetryPolicy(first_s=0.2, max_s=0.8)
+    )
     device.updater.recover()
     bench = Bench(artifact_server.root, keys, base_url=artifact_server.url)
     release = bench.release(DIGITS_FT.read_bytes(), 1)

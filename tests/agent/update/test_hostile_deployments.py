@@ -27,12 +27,14 @@ from .conftest import DIGITS, DIGITS_FT, PROFILE, Bench, sha, write_config
 
 
 def test_a_signed_release_with_a_version_past_int64_is_rejected_and_reported(
-        tmp_path, keys, device_factory):
+    tmp_path, keys, device_factory
+):
     device = device_factory(write_config(tmp_path, keys))
     device.updater.recover()
     bench = Bench(tmp_path / "artifacts", keys)
-    release = bench.release(DIGITS_FT.read_bytes(), 1,
-                            mutate=lambda signed: signed.update(version=2**70))
+    release = bench.release(
+        DIGITS_FT.read_bytes(), 1, mutate=lambda signed: signed.update(version=2**70)
+    )
     outcome = device.updater.handle_deployment(bench.deployment(release, rollout="r-huge"))
     assert (outcome.phase, outcome.reason) == (UpdatePhase.REJECTED, "malformed"), outcome
     status = device.last_status()
@@ -40,14 +42,16 @@ def test_a_signed_release_with_a_version_past_int64_is_rejected_and_reported(
     assert "64-bit" in status.detail
     assert device.updater.active().sha256 == sha(DIGITS.read_bytes())
     # and the device goes on taking good deployments
-    good = device.updater.handle_deployment(bench.deployment(bench.release(
-        DIGITS_FT.read_bytes(), 2)))
+    good = device.updater.handle_deployment(
+        bench.deployment(bench.release(DIGITS_FT.read_bytes(), 2))
+    )
     assert good.phase == UpdatePhase.COMMITTED, good
 
 
 @pytest.mark.parametrize("case", ["bad_signature", "wrong_device", "expired"])
 def test_a_refusal_before_download_carries_the_rollout_id_it_claims(
-        case, tmp_path, keys, device_factory):
+    case, tmp_path, keys, device_factory
+):
     from datetime import timedelta
 
     device = device_factory(write_config(tmp_path, keys))
@@ -79,6 +83,7 @@ def test_the_claimed_rollout_id_is_read_only_when_it_looks_like_one() -> None:
 
 # -- properties --------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def hostile(tmp_path, keys, device_factory):
     """A device with the initial model and one valid signed deployment to mutate."""
@@ -106,10 +111,12 @@ def _check_refused(device: Any, data: bytes, before: int, initial: str) -> None:
         assert device.updater.active().sha256 == initial  # the current model still serves
 
 
-@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                HealthCheck.too_slow])
-@given(edits=st.lists(st.tuples(st.integers(0, 2**16), st.integers(0, 255)), min_size=1,
-                      max_size=8))
+@settings(
+    deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 2**16), st.integers(0, 255)), min_size=1, max_size=8)
+)
 def test_mutated_signed_deployments_are_refused_and_reported(hostile, edits) -> None:
     device, valid = hostile
     data = _mutate(valid, edits)
@@ -118,32 +125,53 @@ def test_mutated_signed_deployments_are_refused_and_reported(hostile, edits) -> 
     _check_refused(device, data, len(device.statuses()), sha(DIGITS.read_bytes()))
 
 
-@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                HealthCheck.too_slow])
-@given(data=st.one_of(
-    st.binary(max_size=2048),
-    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                 lambda inner: st.lists(inner, max_size=4)
-                 | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-                 max_leaves=30).map(lambda v: json.dumps({"signed": v, "signatures": []})
-                                    .encode()),
-    st.sampled_from([b"[" * 50_000, b'{"signed": {"version": ' + b"9" * 5000 + b"}}",
-                     b'{"signed": "\\ud800", "signatures": []}', b"1e400"]),
-))
+@settings(
+    deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    data=st.one_of(
+        st.binary(max_size=2048),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda inner: (
+                st.lists(inner, max_size=4)
+                | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+            ),
+            max_leaves=30,
+        ).map(lambda v: json.dumps({"signed": v, "signatures": []}).encode()),
+        st.sampled_from(
+            [
+                b"[" * 50_000,
+                b'{"signed": {"version": ' + b"9" * 5000 + b"}}",
+                b'{"signed": "\\ud800", "signatures": []}',
+                b"1e400",
+            ]
+        ),
+    )
+)
 def test_random_desired_payloads_only_raise_project_errors_and_are_reported(hostile, data):
     device, _ = hostile
     try:
-        admit_deployment(data, device.updater._keyring, device_id="cam-01", profile=PROFILE,
-                         model_name="digits", installed_version=0, installed_sha256=None,
-                         now=Bench(device.config.state_dir, []).now, max_model_bytes=None,
-                         expected_io=None)
+        admit_deployment(
+            data,
+            device.updater._keyring,
+            device_id="cam-01",
+            profile=PROFILE,
+            model_name="digits",
+            installed_version=0,
+            installed_sha256=None,
+            now=Bench(device.config.state_dir, []).now,
+            max_model_bytes=None,
+            expected_io=None,
+        )
     except Rejected:
         pass
     _check_refused(device, data, len(device.statuses()), sha(DIGITS.read_bytes()))
 
 
 def test_a_refusal_that_quotes_a_lone_surrogate_is_journaled_and_reported(
-        tmp_path, keys, device_factory):
+    tmp_path, keys, device_factory
+):
     """Error sentences may quote hostile text; SQLite and the wire get it escaped."""
     from shared.errors import MalformedDocument
 

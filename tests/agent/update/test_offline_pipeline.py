@@ -42,7 +42,9 @@ def test_full_update_installs_commits_and_reports_every_phase(tmp_path, keys, de
     assert not list((device.config.state_dir / "downloads").glob("*.part"))
 
 
-def test_delta_is_used_when_the_release_has_one_for_the_active_model(tmp_path, keys, device_factory):
+def test_delta_is_used_when_the_release_has_one_for_the_active_model(
+    tmp_path, keys, device_factory
+):
     device = device_factory(write_config(tmp_path, keys))
     device.updater.recover()
     bench = Bench(tmp_path / "artifacts", keys)
@@ -80,7 +82,9 @@ def test_same_version_again_is_a_reported_no_op(tmp_path, keys, device_factory):
     assert device.last_status().detail == "already active"
 
 
-def test_local_artifacts_next_to_the_deployment_are_used_before_urls(tmp_path, keys, device_factory):
+def test_local_artifacts_next_to_the_deployment_are_used_before_urls(
+    tmp_path, keys, device_factory
+):
     device = device_factory(write_config(tmp_path, keys))
     device.updater.recover()
     bench = Bench(tmp_path / "artifacts", keys, base_url="http://127.0.0.1:9/unreachable")

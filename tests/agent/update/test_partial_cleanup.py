@@ -37,8 +37,9 @@ def _not_a_model(bench: Bench) -> dict:
 
 
 def _bad_delta_then_bad_full(bench: Bench) -> dict:
-    release = bench.release(NEW, 1, bases=[DIGITS.read_bytes()],
-                            artifact=b"not a zstd frame at all" * 400)
+    release = bench.release(
+        NEW, 1, bases=[DIGITS.read_bytes()], artifact=b"not a zstd frame at all" * 400
+    )
     for delta in release["signed"]["deltas"]:  # a delta that does not rebuild the target
         path = bench.root / delta["sha256"]
         data = bytearray(path.read_bytes())
@@ -57,8 +58,9 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_refused_release_leaves_no_partial_download(case, tmp_path, keys, device_factory,
-                                                      artifact_server):
+def test_a_refused_release_leaves_no_partial_download(
+    case, tmp_path, keys, device_factory, artifact_server
+):
     make, reason = CASES[case]
     device = device_factory(write_config(tmp_path, keys))
     device.updater.recover()
@@ -72,8 +74,9 @@ def test_a_refused_release_leaves_no_partial_download(case, tmp_path, keys, devi
     assert device.updater.active().sha256 == sha(DIGITS.read_bytes())
 
 
-def test_a_failed_download_keeps_its_part_to_resume(tmp_path, keys, device_factory,
-                                                    artifact_server):
+def test_a_failed_download_keeps_its_part_to_resume(
+    tmp_path, keys, device_factory, artifact_server
+):
     """The positive control: not every failure deletes (a dropped connection resumes)."""
     device = device_factory(write_config(tmp_path, keys))
     device.updater.recover()

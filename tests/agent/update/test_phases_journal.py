@@ -14,20 +14,23 @@ from .conftest import DIGITS, DIGITS_FT, Bench, sha, write_config
 from .test_crash_safety import crash
 
 
-def test_validating_is_a_reported_phase_between_verifying_and_staged(tmp_path, keys,
-                                                                    device_factory):
+def test_validating_is_a_reported_phase_between_verifying_and_staged(
+    tmp_path, keys, device_factory
+):
     device = device_factory(write_config(tmp_path, keys))
     device.updater.recover()
     bench = Bench(tmp_path / "artifacts", keys)
-    outcome = device.updater.handle_deployment(bench.deployment(bench.release(
-        DIGITS_FT.read_bytes(), 1)))
+    outcome = device.updater.handle_deployment(
+        bench.deployment(bench.release(DIGITS_FT.read_bytes(), 1))
+    )
     assert outcome.phase == UpdatePhase.COMMITTED, outcome
     phases = [s.phase for s in device.statuses()]
     assert phases.index("verifying") < phases.index("validating") < phases.index("staged")
 
 
 def test_a_crash_while_validating_is_read_from_the_phase_and_rejects_the_model(
-        tmp_path, keys, device_factory):
+    tmp_path, keys, device_factory
+):
     config = write_config(tmp_path, keys)
     bench = Bench(tmp_path / "artifacts", keys)
     deployment = tmp_path / "deployment.json"
@@ -46,14 +49,16 @@ def test_a_crash_while_validating_is_read_from_the_phase_and_rejects_the_model(
     journal.close()
 
 
-def test_advance_refuses_a_move_the_table_forbids_and_writes_nothing(tmp_path, keys,
-                                                                      device_factory):
+def test_advance_refuses_a_move_the_table_forbids_and_writes_nothing(
+    tmp_path, keys, device_factory
+):
     device = device_factory(write_config(tmp_path, keys))
     journal = UpdateJournal(device.db)
     notified: list[int] = []
     steps = Attempts(journal, StatusReporter("cam-01", device.outbox), lambda: notified.append(1))
-    entry = steps.begin(UpdatePhase.DOWNLOADING, rollout_id="r1", model="digits", version=1,
-                        sha256="ab" * 32)
+    entry = steps.begin(
+        UpdatePhase.DOWNLOADING, rollout_id="r1", model="digits", version=1, sha256="ab" * 32
+    )
     reports = len(device.statuses())
     with pytest.raises(RuntimeError, match="may not go from downloading to probation"):
         steps.advance(entry, UpdatePhase.PROBATION)

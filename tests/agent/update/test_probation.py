@@ -68,8 +68,13 @@ def test_undecided_until_enough_inferences_then_pass():
 
 def test_timeout_fails():
     now = [0.0]
-    p = Probation("new", ProbationPolicy(min_inferences=10, max_duration_s=5), None, None,
-                  clock=lambda: now[0])
+    p = Probation(
+        "new",
+        ProbationPolicy(min_inferences=10, max_duration_s=5),
+        None,
+        None,
+        clock=lambda: now[0],
+    )
     feed(p, 3)
     now[0] = 6.0
     verdict = p.decide()
@@ -84,8 +89,13 @@ class Echo:
 
 
 def shadow_run(answer_same: bool) -> Probation:
-    p = Probation("new", ProbationPolicy(min_inferences=10, min_agreement_pct=90), None, Echo(),
-                  shadow_every=1)
+    p = Probation(
+        "new",
+        ProbationPolicy(min_inferences=10, min_agreement_pct=90),
+        None,
+        Echo(),
+        shadow_every=1,
+    )
     for i in range(40):
         top1 = i % 10 if answer_same else (i + 1) % 10
         p.observe(Result("new", top1=top1, inputs=[np.full((1, 4), i % 10, np.float32)]))
@@ -113,7 +123,8 @@ def test_good_model_is_hot_swapped_and_committed_without_a_gap(tmp_path, keys, l
     policy = ProbationPolicy(min_inferences=10, max_latency_ratio_pct=1000)
     started = time.monotonic()
     outcome = live.updater.handle_deployment(
-        bench.deployment(bench.release(new, 1, bases=[DIGITS.read_bytes()], probation=policy)))
+        bench.deployment(bench.release(new, 1, bases=[DIGITS.read_bytes()], probation=policy))
+    )
     assert outcome.phase == "probation" and outcome.via == "delta"
     swapped = time.monotonic()
     assert live.serving() == sha(new)
@@ -140,7 +151,8 @@ def test_operator_rollback_ends_probation_and_restores_the_old_model(tmp_path, k
     bench = Bench(tmp_path / "artifacts", keys)
     policy = ProbationPolicy(min_inferences=10**6, max_duration_s=3600)
     outcome = live.updater.handle_deployment(
-        bench.deployment(bench.release(DIGITS_FT.read_bytes(), 1, probation=policy)))
+        bench.deployment(bench.release(DIGITS_FT.read_bytes(), 1, probation=policy))
+    )
     assert outcome.phase == "probation" and live.serving() == sha(DIGITS_FT.read_bytes())
     assert live.updater.rollback() is True
     old = sha(DIGITS.read_bytes())

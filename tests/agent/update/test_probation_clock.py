@@ -9,15 +9,18 @@ from shared.phases import UpdatePhase
 from .conftest import DIGITS, DIGITS_FT, FRAME_FPS, Bench, SteppedClock, sha, write_config
 
 
-def test_a_probation_that_never_decides_rolls_back_when_its_time_is_up(tmp_path, keys,
-                                                                      live_factory):
+def test_a_probation_that_never_decides_rolls_back_when_its_time_is_up(
+    tmp_path, keys, live_factory
+):
     clock = SteppedClock()
-    live = live_factory(write_config(tmp_path, keys, source=f"synthetic:image?fps={FRAME_FPS}"),
-                        clock=clock)
+    live = live_factory(
+        write_config(tmp_path, keys, source=f"synthetic:image?fps={FRAME_FPS}"), clock=clock
+    )
     bench = Bench(tmp_path / "artifacts", keys)
     never = ProbationPolicy(min_inferences=10**6, max_duration_s=600)  # never enough frames
-    outcome = live.updater.handle_deployment(bench.deployment(bench.release(
-        DIGITS_FT.read_bytes(), 1, probation=never)))
+    outcome = live.updater.handle_deployment(
+        bench.deployment(bench.release(DIGITS_FT.read_bytes(), 1, probation=never))
+    )
     assert outcome.phase == UpdatePhase.PROBATION, outcome
     live.wait_inferences(3)
     clock.advance(599)

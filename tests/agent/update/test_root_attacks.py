@@ -33,19 +33,37 @@ NEW = sha(DIGITS_FT.read_bytes())
 QUICK = ProbationPolicy(min_inferences=10, max_duration_s=600)
 
 
-def make_root(version: int, release: list[SigningKey], roots: list[SigningKey],
-              signers: list[SigningKey], expires: timedelta = timedelta(days=365)) -> dict[str, Any]:
+def make_root(
+    version: int,
+    release: list[SigningKey],
+    roots: list[SigningKey],
+    signers: list[SigningKey],
+    expires: timedelta = timedelta(days=365),
+) -> dict[str, Any]:
     now = datetime.now(UTC)
-    root = Root(version, format_time(now), format_time(now + expires),
-                tuple(k.public for k in release), 1, tuple(k.public for k in roots), 1)
+    root = Root(
+        version,
+        format_time(now),
+        format_time(now + expires),
+        tuple(k.public for k in release),
+        1,
+        tuple(k.public for k in roots),
+        1,
+    )
     return sign_envelope(root.to_signed(), signers)
 
 
 class Rig:
     """One real agent, its broker, an HTTP artifact server and the operator's keys."""
 
-    def __init__(self, mosquitto: Any, mqtt_subscriber: Any, agent_process: Any,
-                 artifact_server: Any, start: bool = True) -> None:
+    def __init__(
+        self,
+        mosquitto: Any,
+        mqtt_subscriber: Any,
+        agent_process: Any,
+        artifact_server: Any,
+        start: bool = True,
+    ) -> None:
         from tests.agent.test_daemon_inbound import publish
 
         self._publish = publish
@@ -53,15 +71,21 @@ class Rig:
         self.k1 = SigningKey.generate()
         self.bench = Bench(artifact_server.root, [self.k1], artifact_server.url)
         self.sub = mqtt_subscriber(mosquitto, [f"litefleet/v1/devices/{DEVICE}/+"])
-        self.agent = agent_process(mosquitto, [self.k1.public.hex], device_id=DEVICE,
-                                   telemetry_s=3600, source="synthetic:image?fps=10",
-                                   start=start)
+        self.agent = agent_process(
+            mosquitto,
+            [self.k1.public.hex],
+            device_id=DEVICE,
+            telemetry_s=3600,
+            source="synthetic:image?fps=10",
+            start=start,
+        )
         if start:
             self.wait_online()
 
     def wait_online(self) -> None:
-        assert self.sub.wait_for(lambda ms: any(json.loads(p)["online"] for p in
-                                                self.sub.payloads("/state")), 60), self.log()
+        assert self.sub.wait_for(
+            lambda ms: any(json.loads(p)["online"] for p in self.sub.payloads("/state")), 60
+        ), self.log()
 
     def log(self) -> str:
         return str(self.agent.log()[-4000:])
@@ -69,8 +93,9 @@ class Rig:
     # roots ------------------------------------------------------------------------------
 
     def publish_roots(self, *envelopes: dict[str, Any]) -> None:
-        self._publish(self.broker, ROOT_TOPIC, json.dumps(build_chain(list(envelopes))).encode(),
-                      retain=True)
+        self._publish(
+            self.broker, ROOT_TOPIC, json.dumps(build_chain(list(envelopes))).encode(), retain=True
+        )
 
     def trusted_version(self) -> int:
         path: Path = self.agent.state_dir / "trust.json"
@@ -101,16 +126,20 @@ class Rig:
 
     def deploy(self, version: int, keys: list[SigningKey]) -> None:
         release = self.bench.release(DIGITS_FT.read_bytes(), version, keys=keys, probation=QUICK)
-        self._publish(self.broker, DESIRED, self.bench.deployment(release, keys=keys,
-                                                                  rollout=f"r{version}"),
-                      retain=True)
+        self._publish(
+            self.broker,
+            DESIRED,
+            self.bench.deployment(release, keys=keys, rollout=f"r{version}"),
+            retain=True,
+        )
 
     def updates(self) -> list[dict[str, Any]]:
         return [json.loads(p) for p in self.sub.payloads("/update")]
 
     def wait_update(self, phase: str, timeout: float = 60.0) -> dict[str, Any]:
-        assert self.sub.wait_for(lambda ms: any(u["phase"] == phase for u in self.updates()),
-                                 timeout), (self.updates(), self.log())
+        assert self.sub.wait_for(
+            lambda ms: any(u["phase"] == phase for u in self.updates()), timeout
+        ), (self.updates(), self.log())
         return next(u for u in self.updates() if u["phase"] == phase)
 
     def serving(self) -> str:
@@ -182,7 +211,8 @@ def test_fork_two_different_roots_of_the_same_version(rig: Rig) -> None:
 
 
 def test_five_rotations_walked_in_order_after_being_offline_for_all(  # type: ignore[no-untyped-def]
-        mosquitto, mqtt_subscriber, agent_process, artifact_server) -> None:
+    mosquitto, mqtt_subscriber, agent_process, artifact_server
+) -> None:
     # offline throughout, with no broker session either (a new device, or one whose session
     # expired): only the retained chain can bring it from version 1 to version 6
     rig = Rig(mosquitto, mqtt_subscriber, agent_process, artifact_server, start=False)
@@ -204,7 +234,8 @@ def test_five_rotations_walked_in_order_after_being_offline_for_all(  # type: ig
 
 
 def test_release_signed_by_a_revoked_key_is_refused_and_one_by_the_new_key_installs(
-        rig: Rig) -> None:
+    rig: Rig,
+) -> None:
     k1, k2 = rig.k1, SigningKey.generate()
     rig.publish_roots(make_root(2, [k2], [k1], [k1]))  # k1 stays a root key, stops signing releases
     rig.wait_trusted(2)
@@ -220,7 +251,8 @@ def test_release_signed_by_a_revoked_key_is_refused_and_one_by_the_new_key_insta
 
 
 def test_a_deployment_refused_under_the_old_root_installs_once_the_new_root_arrives(
-        rig: Rig) -> None:
+    rig: Rig,
+) -> None:
     k2 = SigningKey.generate()
     rig.deploy(1, [k2])  # signed by a key that only the next root will list
     assert rig.wait_update("rejected")["reason"] == "bad_signature"

@@ -27,8 +27,15 @@ from .conftest import DIGITS, DIGITS_FT, Bench, load, sha, write_config
 
 def make_root(version, release, roots, signers, expires=timedelta(days=365), now=None):  # type: ignore[no-untyped-def]
     now = now or datetime.now(UTC)
-    root = Root(version, format_time(now), format_time(now + expires),
-                tuple(k.public for k in release), 1, tuple(k.public for k in roots), 1)
+    root = Root(
+        version,
+        format_time(now),
+        format_time(now + expires),
+        tuple(k.public for k in release),
+        1,
+        tuple(k.public for k in roots),
+        1,
+    )
     return sign_envelope(root.to_signed(), signers)
 
 
@@ -75,33 +82,38 @@ def test_an_unreadable_trust_file_refuses_every_deployment(tmp_path, keys, devic
     device = device_factory(path)
     device.updater.recover()
     bench = Bench(tmp_path / "artifacts", keys)
-    outcome = device.updater.handle_deployment(bench.deployment(bench.release(
-        DIGITS_FT.read_bytes(), 1)))
+    outcome = device.updater.handle_deployment(
+        bench.deployment(bench.release(DIGITS_FT.read_bytes(), 1))
+    )
     assert (outcome.phase, outcome.reason) == ("rejected", "bad_signature")
     assert "unreadable" in outcome.detail
 
 
 def test_an_expired_trusted_root_refuses_deployments_until_a_newer_root_comes(
-        tmp_path, keys, device_factory):
+    tmp_path, keys, device_factory
+):
     path = write_config(tmp_path, keys)
     config = load(path)
     later = datetime.now(UTC) + timedelta(days=10)
     TrustStore(config.trust, config.state_dir).offer(
-        chain(make_root(2, keys, keys, keys, expires=timedelta(days=5))))
+        chain(make_root(2, keys, keys, keys, expires=timedelta(days=5)))
+    )
     device = device_factory(path, now=lambda: later)  # ten days on, root 2 has expired
     device.updater.recover()
     bench = Bench(tmp_path / "artifacts", keys)
     release = bench.release(DIGITS_FT.read_bytes(), 1, lifetime=timedelta(days=30))
-    outcome = device.updater.handle_deployment(bench.deployment(release,
-                                                                lifetime=timedelta(days=30)))
+    outcome = device.updater.handle_deployment(
+        bench.deployment(release, lifetime=timedelta(days=30))
+    )
     assert (outcome.phase, outcome.reason) == ("rejected", "expired")
     assert "root version 2 expired" in outcome.detail
     store = TrustStore(config.trust, config.state_dir, now=lambda: later)
     with pytest.raises(Expired):
         store.keyring()
     store.offer(chain(make_root(3, keys, keys, keys, now=later)))
-    outcome = device.updater.handle_deployment(bench.deployment(release,
-                                                                lifetime=timedelta(days=30)))
+    outcome = device.updater.handle_deployment(
+        bench.deployment(release, lifetime=timedelta(days=30))
+    )
     assert outcome.phase == "committed", outcome
 
 
@@ -115,7 +127,8 @@ def test_config_may_name_a_signed_root_instead_of_keys(tmp_path, keys):
     config = load(path)
     assert config.trust.initial_root().version == 4
     assert [k.hex for k in TrustStore(config.trust, config.state_dir).keyring().keys] == [
-        k2.public.hex]
+        k2.public.hex
+    ]
     path.write_text(text.replace(trust_line, f'{trust_line}\nroot = "{tmp_path / "root.json"}"'))
     with pytest.raises(ConfigInvalid, match="either keys"):
         load(path)
@@ -130,8 +143,9 @@ def test_apply_walks_the_bundles_root_chain_first(tmp_path, keys, capsys):
     k2 = SigningKey.generate()
     bundle = tmp_path / "bundle"
     bench = Bench(bundle, [k2], base_url="http://127.0.0.1:9/nowhere")
-    (bundle / "deployment.json").write_bytes(bench.deployment(
-        bench.release(DIGITS_FT.read_bytes(), 2)))
+    (bundle / "deployment.json").write_bytes(
+        bench.deployment(bench.release(DIGITS_FT.read_bytes(), 2))
+    )
     code = main(["apply", "--config", str(config), str(bundle / "deployment.json")])
     assert code == EXIT_REJECTED and "bad_signature" in capsys.readouterr().err  # control
     (bundle / "roots.json").write_bytes(chain(make_root(2, [k2], keys, keys)))
@@ -160,4 +174,5 @@ def test_keys_listed_twice_in_the_config_still_make_a_root(tmp_path, keys):
     path = write_config(tmp_path, keys + keys)  # accepted before roots existed: still accepted
     config = load(path)
     assert [k.hex for k in TrustStore(config.trust, config.state_dir).keyring().keys] == [
-        keys[0].public.hex]
+        keys[0].public.hex
+    ]

@@ -31,8 +31,7 @@ class Dashboard:
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30,
-                            follow_redirects=False)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, follow_redirects=False)
 
     def login(self, name: str) -> tuple[httpx.Client, str]:
         """A client with `name`'s session cookie, and the session's CSRF token."""
@@ -50,8 +49,10 @@ def start_dashboard(config_path: Path) -> Dashboard:
     config = load_cloud_config(config_path)
     db = open_store(config.store.db)
     try:
-        passwords = {"olga": add_user(db, "olga", Role.OPERATOR),
-                     "victor": add_user(db, "victor", Role.VIEWER)}
+        passwords = {
+            "olga": add_user(db, "olga", Role.OPERATOR),
+            "victor": add_user(db, "victor", Role.VIEWER),
+        }
         add_user(db, "op-bot", Role.OPERATOR, password=False)
         add_user(db, "view-bot", Role.VIEWER, password=False)
         tokens = {"operator": new_token(db, "op-bot"), "viewer": new_token(db, "view-bot")}

@@ -10,4 +10,8 @@ from shared.phases import UpdatePhase
 def test_every_non_terminal_phase_is_busy():
     assert "validating" in BUSY_PHASES
     assert set(BUSY_PHASES) == {p.value for p in UpdatePhase} - {
-        "idle", "committed", "rolled_back", "rejected"}
+        "idle",
+        "committed",
+        "rolled_back",
+        "rejected",
+    }

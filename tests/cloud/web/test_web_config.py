@@ -24,9 +24,11 @@ def test_each_mistake_is_one_line() -> None:
     assert len(e.value.problems) == 3
     assert any("'8080' is not HOST:PORT" in p for p in e.value.problems)
     with pytest.raises(CloudConfigInvalid) as e:
-        parse_cloud_config('[http]\nport = 8080\n')  # the old artifact default, now the web's
-    assert e.value.problems == ["cloud.toml: web.listen: 127.0.0.1:8080 is also [http]'s "
-                                "address (the artifact server): give one of them another port"]
+        parse_cloud_config("[http]\nport = 8080\n")  # the old artifact default, now the web's
+    assert e.value.problems == [
+        "cloud.toml: web.listen: 127.0.0.1:8080 is also [http]'s "
+        "address (the artifact server): give one of them another port"
+    ]
     # control: with the dashboard off, or elsewhere, the same [http] is fine
-    assert parse_cloud_config('[http]\nport = 8080\n[web]\nenabled = false\n').http.port == 8080
+    assert parse_cloud_config("[http]\nport = 8080\n[web]\nenabled = false\n").http.port == 8080
     assert parse_cloud_config('[http]\nport = 8080\n[web]\nlisten = "127.0.0.1:9000"\n')

@@ -12,35 +12,64 @@ from cloud.store import dashboard as queries
 from cloud.store.migrate import migrate
 
 ROWS = {
-    "devices": ["INSERT INTO devices (device_id, online, profile, model_name, model_version, "
-                "update_phase, source_status, fps, p95_ms, last_seen) VALUES "
-                "(:d, :o, :p, 'digits', :v, :ph, :s, :f, 5.0, :t)",
-                [{"d": f"Cam-{i}", "o": i % 2, "p": "rpi5" if i % 3 else "x86-gateway",
-                  "v": 1 + i % 2, "ph": "rejected" if i == 4 else "idle",
-                  "s": "down: x" if i == 5 else "up", "f": float(i), "t": 1000.0 + i}
-                 for i in range(12)]],
-    "groups": ["INSERT INTO groups (group_name, device_id) VALUES ('north', :d)",
-               [{"d": f"Cam-{i}"} for i in range(4)]],
-    "telemetry": ["INSERT INTO telemetry (device_id, seq, ts, received, fps, latency_p95_ms, "
-                  "body) VALUES ('Cam-1', :s, :t, :t, :f, 2.0, :b)",
-                  [{"s": s, "t": 1000.0 + 7 * s, "f": float(s), "b": f'{{"seq": {s}}}'}
-                   for s in range(1, 40)]],
-    "updates": ["INSERT INTO updates (device_id, seq, ts, received, rollout_id, phase, model, "
-                "version, sha256, reason, detail, via) VALUES ('Cam-1', :s, :s, :s, 'r1', :p, "
-                "'digits', 2, '', :r, :x, 'full')",
-                [{"s": 1, "p": "downloading", "r": "", "x": ""},
-                 {"s": 2, "p": "rolled_back", "r": "probation_failed", "x": "agreement 40%"}]],
-    "rollouts": ["INSERT INTO rollouts (id, release_name, release_version, state, waves, "
-                 "current_wave, success_threshold_pct, max_failures_pct, created, updated, "
-                 "wave_started) VALUES ('r1', 'digits', 2, 'paused', '[\"1\"]', 0, 95, 5, 1, 1, 1)",
-                 [{}]],
-    "rollout_devices": ["INSERT INTO rollout_devices (rollout_id, device_id, wave, status, "
-                        "reason, phase, deployment, updated) VALUES ('r1', :d, 0, :st, :r, '', "
-                        "'{}', 1)",
-                        [{"d": "Cam-1", "st": "failed", "r": "probation_failed"},
-                         {"d": "Cam-2", "st": "committed", "r": ""}]],
-    "audit": ["INSERT INTO audit (ts, actor, action, target) VALUES (:t, 'ann', 'deploy', 'r1')",
-              [{"t": 1.0}, {"t": 2.0}]],
+    "devices": [
+        "INSERT INTO devices (device_id, online, profile, model_name, model_version, "
+        "update_phase, source_status, fps, p95_ms, last_seen) VALUES "
+        "(:d, :o, :p, 'digits', :v, :ph, :s, :f, 5.0, :t)",
+        [
+            {
+                "d": f"Cam-{i}",
+                "o": i % 2,
+                "p": "rpi5" if i % 3 else "x86-gateway",
+                "v": 1 + i % 2,
+                "ph": "rejected" if i == 4 else "idle",
+                "s": "down: x" if i == 5 else "up",
+                "f": float(i),
+                "t": 1000.0 + i,
+            }
+            for i in range(12)
+        ],
+    ],
+    "groups": [
+        "INSERT INTO groups (group_name, device_id) VALUES ('north', :d)",
+        [{"d": f"Cam-{i}"} for i in range(4)],
+    ],
+    "telemetry": [
+        "INSERT INTO telemetry (device_id, seq, ts, received, fps, latency_p95_ms, "
+        "body) VALUES ('Cam-1', :s, :t, :t, :f, 2.0, :b)",
+        [
+            {"s": s, "t": 1000.0 + 7 * s, "f": float(s), "b": f'{{"seq": {s}}}'}
+            for s in range(1, 40)
+        ],
+    ],
+    "updates": [
+        "INSERT INTO updates (device_id, seq, ts, received, rollout_id, phase, model, "
+        "version, sha256, reason, detail, via) VALUES ('Cam-1', :s, :s, :s, 'r1', :p, "
+        "'digits', 2, '', :r, :x, 'full')",
+        [
+            {"s": 1, "p": "downloading", "r": "", "x": ""},
+            {"s": 2, "p": "rolled_back", "r": "probation_failed", "x": "agreement 40%"},
+        ],
+    ],
+    "rollouts": [
+        "INSERT INTO rollouts (id, release_name, release_version, state, waves, "
+        "current_wave, success_threshold_pct, max_failures_pct, created, updated, "
+        "wave_started) VALUES ('r1', 'digits', 2, 'paused', '[\"1\"]', 0, 95, 5, 1, 1, 1)",
+        [{}],
+    ],
+    "rollout_devices": [
+        "INSERT INTO rollout_devices (rollout_id, device_id, wave, status, "
+        "reason, phase, deployment, updated) VALUES ('r1', :d, 0, :st, :r, '', "
+        "'{}', 1)",
+        [
+            {"d": "Cam-1", "st": "failed", "r": "probation_failed"},
+            {"d": "Cam-2", "st": "committed", "r": ""},
+        ],
+    ],
+    "audit": [
+        "INSERT INTO audit (ts, actor, action, target) VALUES (:t, 'ann', 'deploy', 'r1')",
+        [{"t": 1.0}, {"t": 2.0}],
+    ],
 }
 
 
@@ -76,9 +105,19 @@ def answers(db: Any) -> dict[str, Any]:
     for state in ("", *queries.STATES):
         for sort in queries.SORTS:
             out[f"page-{state}-{sort}"] = queries.device_page(
-                db, f(state=state, group="north" if sort == "fps" else "", search="cam-1"
-                      if sort == "profile" else ""), sort=sort, descending=sort == "p95",
-                offset=1, limit=4, now=1010.0, offline_after_s=8.0)
+                db,
+                f(
+                    state=state,
+                    group="north" if sort == "fps" else "",
+                    search="cam-1" if sort == "profile" else "",
+                ),
+                sort=sort,
+                descending=sort == "p95",
+                offset=1,
+                limit=4,
+                now=1010.0,
+                offline_after_s=8.0,
+            )
     out["series"] = queries.device_series(db, "Cam-1", 1000.0, 60)
     assert queries.delete_user(db, "ann") and queries.user(db, "ann") is None
     return normal(out)
@@ -96,8 +135,9 @@ def normal(value: Any) -> Any:
     return value
 
 
-def test_every_query_answers_the_same_on_sqlite_and_postgresql(tmp_path: Path,
-                                                              postgres: Any) -> None:
+def test_every_query_answers_the_same_on_sqlite_and_postgresql(
+    tmp_path: Path, postgres: Any
+) -> None:
     lite = open_store(tmp_path / "cloud.db")
     try:
         on_sqlite = answers(lite)

@@ -60,22 +60,42 @@ def test_every_state_changing_route_refuses_a_viewer(dashboard: Dashboard) -> No
     assert len(posts) >= 9  # 3 API rollout actions, command, deployment; 3 forms, command, deploy
     viewer, csrf = dashboard.login("victor")
     operator, op_csrf = dashboard.login("olga")
-    with dashboard.client(dashboard.tokens["viewer"]) as viewer_api, \
-            dashboard.client(dashboard.tokens["operator"]) as operator_api:
+    with (
+        dashboard.client(dashboard.tokens["viewer"]) as viewer_api,
+        dashboard.client(dashboard.tokens["operator"]) as operator_api,
+    ):
         for method, path in posts:
             if path.startswith("/api/"):
-                r = viewer_api.request(method, path, json={"name": "digits", "version": 1,
-                                                           "group": "g"})
+                r = viewer_api.request(
+                    method, path, json={"name": "digits", "version": 1, "group": "g"}
+                )
                 # control: the operator's token passes the same guard (the rollout is unknown)
-                ok = operator_api.request(method, path, json={"name": "digits", "version": 1,
-                                                              "group": "g"})
+                ok = operator_api.request(
+                    method, path, json={"name": "digits", "version": 1, "group": "g"}
+                )
             else:
-                r = viewer.request(method, path, data={"csrf": csrf, "action": "report-now",
-                                                       "name": "digits", "version": "1",
-                                                       "group": "g"})
-                ok = operator.request(method, path, data={"csrf": op_csrf, "action": "x",
-                                                          "name": "digits", "version": "1",
-                                                          "group": "g"})
+                r = viewer.request(
+                    method,
+                    path,
+                    data={
+                        "csrf": csrf,
+                        "action": "report-now",
+                        "name": "digits",
+                        "version": "1",
+                        "group": "g",
+                    },
+                )
+                ok = operator.request(
+                    method,
+                    path,
+                    data={
+                        "csrf": op_csrf,
+                        "action": "x",
+                        "name": "digits",
+                        "version": "1",
+                        "group": "g",
+                    },
+                )
             assert r.status_code == 403, (method, path, r.status_code, r.text)
             assert ok.status_code not in (401, 403), (method, path, ok.status_code, ok.text)
     viewer.close()
@@ -98,8 +118,10 @@ def test_an_operator_form_without_the_csrf_token_is_refused(dashboard: Dashboard
         assert operator.post("/rollouts/nope/pause", data={"csrf": csrf}).status_code == 404
         # the API through the cookie needs the header too
         assert operator.post("/api/v1/rollouts/nope/pause").status_code == 403
-        assert operator.post("/api/v1/rollouts/nope/pause",
-                             headers={"X-CSRF-Token": csrf}).status_code == 404
+        assert (
+            operator.post("/api/v1/rollouts/nope/pause", headers={"X-CSRF-Token": csrf}).status_code
+            == 404
+        )
     finally:
         operator.close()
 
@@ -107,16 +129,20 @@ def test_an_operator_form_without_the_csrf_token_is_refused(dashboard: Dashboard
 def test_a_body_over_the_bound_is_refused_before_anything_reads_it(dashboard: Dashboard) -> None:
     big = b"x" * (64 * 1024 + 1)
     with dashboard.client() as anonymous:
-        r = anonymous.post("/api/v1/deployments", content=big,
-                           headers={"content-type": "application/json"})
+        r = anonymous.post(
+            "/api/v1/deployments", content=big, headers={"content-type": "application/json"}
+        )
         assert r.status_code == 413 and "over 65536 bytes" in r.text
 
         def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams in
             for _ in range(80):
                 yield b"y" * 1024
 
-        r = anonymous.post("/login", content=chunks(),
-                           headers={"content-type": "application/x-www-form-urlencoded"})
+        r = anonymous.post(
+            "/login",
+            content=chunks(),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
         assert r.status_code == 413
         # control: a small body goes through to the guard
         assert anonymous.post("/api/v1/deployments", json={}).status_code == 401

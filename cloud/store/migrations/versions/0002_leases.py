@@ -18,7 +18,8 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "leases",
-        Column("name", Text, primary_key=True), Column("holder", Text, nullable=False),
+        Column("name", Text, primary_key=True),
+        Column("holder", Text, nullable=False),
         Column("expires", Double, nullable=False),
     )
 

@@ -19,14 +19,18 @@ depends_on = None
 
 metadata = MetaData()
 Table(
-    "users", metadata,
-    Column("name", Text, primary_key=True), Column("role", Text, nullable=False),
+    "users",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("role", Text, nullable=False),
     Column("password_hash", Text, nullable=False, server_default=""),
     Column("created", Double, nullable=False),
 )
 Table(
-    "api_tokens", metadata,
-    Column("token_sha256", Text, primary_key=True), Column("user_name", Text, nullable=False),
+    "api_tokens",
+    metadata,
+    Column("token_sha256", Text, primary_key=True),
+    Column("user_name", Text, nullable=False),
     Column("created", Double, nullable=False),
     Index("api_tokens_user", "user_name"),
 )
