@@ -1,10 +1,15 @@
-"""Operator-friendly durations and shares: `30d`, `12h`, `90s`, `600`; `95%`, `0.95`."""
+"""Operator-friendly durations, points in time and shares: `30d`, `12h`, `600`; `--since`;
+`95%`, `0.95`."""
 
 from __future__ import annotations
 
 import re
+import time
 
-__all__ = ["parse_duration", "parse_share_pct"]
+from shared.documents import parse_time
+from shared.errors import MalformedDocument
+
+__all__ = ["parse_duration", "parse_share_pct", "parse_since"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^(\d+)([smhdw]?)$")
@@ -19,6 +24,22 @@ def parse_duration(text: str) -> int:
     if seconds <= 0:
         raise ValueError(f"{text!r} is not a positive duration")
     return seconds
+
+
+def parse_since(text: str) -> float:
+    """A `--since` as a Unix time: a duration back from now (`2h`, `7d`) or a UTC time
+    (`2026-01-31T12:00:00Z`); ValueError with the sentence to show otherwise."""
+    try:
+        return time.time() - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        return parse_time(text, "--since").timestamp()
+    except MalformedDocument as e:
+        raise ValueError(
+            f"--since: {text!r} is neither a duration (2h, 7d) nor a UTC time "
+            "like 2026-01-31T12:00:00Z"
+        ) from e
 
 
 def parse_share_pct(text: str) -> int:

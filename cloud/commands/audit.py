@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from datetime import UTC, datetime
 
 from cloud.audit import entries
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
-from cloud.durations import parse_duration
+from cloud.durations import parse_since
 from localio.cli import EXIT_INVALID
-from shared.documents import parse_time
-from shared.errors import MalformedDocument
 
 __all__ = ["register"]
 
@@ -41,17 +38,9 @@ def _since(text: str | None) -> float:
     if text is None:
         return 0.0
     try:
-        return parse_time(text, "--since").timestamp()
-    except MalformedDocument:
-        pass
-    try:
-        return time.time() - parse_duration(text)
+        return parse_since(text)
     except ValueError as e:
-        raise CommandFailed(
-            f"--since: {text!r} is neither a duration like 7d nor a UTC time "
-            "like 2026-01-31T12:00:00Z",
-            EXIT_INVALID,
-        ) from e
+        raise CommandFailed(str(e), EXIT_INVALID) from e
 
 
 def _audit(ctx: Context, args: argparse.Namespace) -> int:

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cloud.commands._table import print_table
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
-from cloud.durations import parse_duration
+from cloud.durations import parse_since
 from cloud.samples.catalog import TRIGGERS, Sample, list_samples, pull_samples
 from localio.cli import EXIT_INVALID
-from shared.documents import parse_time
-from shared.errors import MalformedDocument
 from shared.topics import validate_device_id
 
 __all__ = ["register"]
@@ -33,17 +30,9 @@ def _since(text: str | None) -> float | None:
     if text is None:
         return None
     try:
-        return time.time() - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        return parse_time(text, "--since").timestamp()
-    except MalformedDocument as e:
-        raise CommandFailed(
-            f"--since: {text!r} is neither a duration (2h, 7d) nor a UTC time "
-            "like 2026-01-31T12:00:00Z",
-            EXIT_INVALID,
-        ) from e
+        return parse_since(text)
+    except ValueError as e:
+        raise CommandFailed(str(e), EXIT_INVALID) from e
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
