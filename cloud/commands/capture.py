@@ -10,18 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
-from datetime import UTC, datetime
 from typing import Any
 
-from cloud.commands.command import MAX_LIFETIME_S, build_command
+from cloud.commands.command import command_lifetime, send_commands
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
-from cloud.durations import parse_duration
-from cloud.mqtt import CloudLink
-from localio.cli import EXIT_INVALID, EXIT_UNAVAILABLE
-from shared.envelope import sign_envelope
-from shared.errors import InvalidDeviceId, Unavailable
-from shared.topics import Channel, topic
+from localio.cli import EXIT_INVALID
 
 __all__ = ["register"]
 
@@ -49,12 +42,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _send(ctx: Context, args: argparse.Namespace) -> int:
-    try:
-        lifetime = parse_duration(args.expires)
-    except ValueError as e:
-        raise CommandFailed(f"--expires: {e}", EXIT_INVALID) from e
-    if not 0 < lifetime <= MAX_LIFETIME_S:
-        raise CommandFailed("--expires must be between 1 s and 1 day", EXIT_INVALID)
+    lifetime = command_lifetime(args.expires)
     command_args: dict[str, Any]
     if args.count is not None:
         if not 0 < args.count <= MAX_COUNT:
@@ -62,28 +50,7 @@ def _send(ctx: Context, args: argparse.Namespace) -> int:
         command_args = {"count": args.count}
     else:
         command_args = {"enabled": bool(args.on)}
-    key = ctx.signing_key()
-    now = datetime.now(UTC)
-    try:
-        envelopes = {
-            d: sign_envelope(build_command(d, "capture", now, lifetime, command_args), [key])
-            for d in dict.fromkeys(args.devices)
-        }
-    except InvalidDeviceId as e:
-        raise CommandFailed(str(e), EXIT_INVALID) from e
-    cfg = ctx.config.mqtt
-    link = CloudLink(cfg, f"{cfg.client_id}-capture-{secrets.token_hex(3)}")
-    try:
-        link.start(timeout=10.0)
-        for device_id, envelope in envelopes.items():
-            link.publish(
-                topic(device_id, Channel.CMD, cfg.topic_prefix),
-                json.dumps(envelope).encode("utf-8"),
-            )
-    except Unavailable as e:
-        raise CommandFailed(f"not sent: {e}", EXIT_UNAVAILABLE) from e
-    finally:
-        link.stop()
+    envelopes = send_commands(ctx, args.devices, "capture", lifetime, command_args)
     if args.json:
         print(
             json.dumps(

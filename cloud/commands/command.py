@@ -26,7 +26,7 @@ from shared.errors import InvalidDeviceId, Unavailable
 from shared.messages import Command
 from shared.topics import Channel, topic, validate_device_id
 
-__all__ = ["ACTIONS", "build_command", "register"]
+__all__ = ["ACTIONS", "build_command", "command_lifetime", "register", "send_commands"]
 
 ACTIONS = ("report-now", "rollback", "restart-source")
 MAX_LIFETIME_S = 24 * 3600
@@ -76,19 +76,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=lambda args: run_command(args, lambda ctx: _send(ctx, args)))
 
 
-def _send(ctx: Context, args: argparse.Namespace) -> int:
+def command_lifetime(text: str) -> int:
+    """`--expires` in seconds: 1 s to a day."""
     try:
-        lifetime = parse_duration(args.expires)
+        lifetime = parse_duration(text)
     except ValueError as e:
         raise CommandFailed(f"--expires: {e}", EXIT_INVALID) from e
     if not 0 < lifetime <= MAX_LIFETIME_S:
         raise CommandFailed("--expires must be between 1 s and 1 day", EXIT_INVALID)
+    return lifetime
+
+
+def send_commands(
+    ctx: Context,
+    devices: list[str],
+    action: str,
+    lifetime_s: int,
+    args: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Sign `action` for each device, publish it on the device's `cmd` topic and record it in
+    the audit trail; returns each device's envelope."""
     now = datetime.now(UTC)
     key = ctx.signing_key()
     try:
         envelopes = {
-            d: sign_envelope(build_command(d, args.action, now, lifetime), [key])
-            for d in dict.fromkeys(args.devices)
+            d: sign_envelope(build_command(d, action, now, lifetime_s, args), [key])
+            for d in dict.fromkeys(devices)
         }
     except InvalidDeviceId as e:
         raise CommandFailed(str(e), EXIT_INVALID) from e
@@ -106,7 +119,12 @@ def _send(ctx: Context, args: argparse.Namespace) -> int:
     finally:
         link.stop()
     for device_id, envelope in envelopes.items():
-        audit.record(ctx.db, audit.Action.COMMAND, device_id, signed=envelope, detail=args.action)
+        audit.record(ctx.db, audit.Action.COMMAND, device_id, signed=envelope, detail=action)
+    return envelopes
+
+
+def _send(ctx: Context, args: argparse.Namespace) -> int:
+    envelopes = send_commands(ctx, args.devices, args.action, command_lifetime(args.expires))
     if args.json:
         print(
             json.dumps(
