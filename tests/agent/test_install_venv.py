@@ -26,6 +26,17 @@ from agent.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "examples" / "models" / "digits.tflite"
+# where the configs name the model: inside --root, never the checkout's path (a checkout under
+# /tmp or /home is a path the unit hides, which the installer rightly refuses)
+INSTALLED_MODEL = "/usr/share/litefleet/digits.tflite"
+
+
+def model_in(root: Path) -> None:
+    target = root / INSTALLED_MODEL.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(MODEL, target)
+
+
 PACKAGES = ("agent", "shared", "localio", "cloud", "device_profiles")
 
 
@@ -74,13 +85,14 @@ device_id = "cam-01"
 profile = "rpi4"
 [model]
 name = "digits"
-initial = "{MODEL}"
+initial = "{INSTALLED_MODEL}"
 [source]
 uri = "camera:0"
 [trust]
 keys = ["{"ab" * 32}"]
 """)
     root = tmp_path / "root"
+    model_in(root)
     argv = [
         "install",
         "--config",
@@ -218,13 +230,14 @@ device_id = "s-01"
 profile = "rpi4"
 [model]
 name = "digits"
-initial = "{MODEL}"
+initial = "{INSTALLED_MODEL}"
 [source]
 uri = "synthetic:sensor"
 [trust]
 keys = ["{"ab" * 32}"]
 """)
     root = tmp_path / "root"
+    model_in(root)
     assert (
         main(
             [
