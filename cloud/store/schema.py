@@ -3,14 +3,16 @@
 This is the schema at the newest migration (`cloud/store/migrations/versions`); a test compares
 the two. Times are epoch seconds (floats) unless the column holds a document's own ISO text.
 
-    releases         one row per (name, version, profile): the signed envelope and its keys
+    releases         one row per (name, version, profile): the signed envelope, its keys and
+                     the compression report it was made from (JSON, or '')
     devices          the last known state of each device, and when it was last heard from
     telemetry        one row per (device_id, seq), stored once (a contract for outside tools)
     events           one row per (device_id, seq)
     updates          one row per (device_id, seq): update progress and outcomes
     groups           (group_name, device_id) membership
     rollouts         one row per rollout: release, waves, state, thresholds
-    rollout_devices  one row per (rollout_id, device_id): wave, status, reason, deployment
+    rollout_devices  one row per (rollout_id, device_id): wave, status, reason, deployment,
+                     download progress (bytes_done of bytes_total)
     counters         named integers (ingest: stored, duplicates, quarantined, ...)
     quarantine       dead letters: device messages the ingester refused (cloud/quarantine.py)
     roots            one row per signed root version (`litefleet keys rotate`), the chain
@@ -75,6 +77,7 @@ releases = Table(
     Column("artifact_key", Text, nullable=False),
     Column("delta_keys", Text, nullable=False),
     Column("envelope", Text, nullable=False),
+    Column("report", Text, nullable=False, server_default=""),
     PrimaryKeyConstraint("name", "version", "profile"),
 )
 
@@ -183,6 +186,8 @@ rollout_devices = Table(
     Column("deployment", Text, nullable=False),
     Column("published", Double),
     Column("updated", Double, nullable=False),
+    Column("bytes_done", BigInteger, nullable=False, server_default="0"),
+    Column("bytes_total", BigInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("rollout_id", "device_id"),
 )
 
