@@ -5,7 +5,9 @@ the two. Times are epoch seconds (floats) unless the column holds a document's o
 
     releases         one row per (name, version, profile): the signed envelope, its keys and
                      the compression report it was made from (JSON, or '')
-    devices          the last known state of each device, and when it was last heard from
+    devices          the last known state of each device, and when it was last heard from;
+                     its latest drift figures (JSON; drifting: over the threshold) and
+                     variant choice (JSON), '' when unknown
     telemetry        one row per (device_id, seq), stored once (a contract for outside tools)
     events           one row per (device_id, seq)
     updates          one row per (device_id, seq): update progress and outcomes
@@ -97,6 +99,9 @@ devices = Table(
     Column("p95_ms", Double),
     Column("state_ts", Double, nullable=False, server_default="0"),
     Column("last_seen", Double, nullable=False, server_default="0"),
+    Column("drift", Text, nullable=False, server_default=""),
+    Column("drifting", Integer, nullable=False, server_default="0"),
+    Column("variant", Text, nullable=False, server_default=""),
 )
 
 telemetry = Table(
