@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.artifacts import open_artifact_store
 from cloud.artifacts.files import UPLOAD_KEY_FILE
@@ -43,6 +44,7 @@ from cloud.rollout import tick_rollouts
 from cloud.samples.grants import SampleGrants
 from cloud.store import Store, describe_error, open_store
 from cloud.store.devices import mark_offline as _mark_offline
+from cloud.store.partitions import make_ahead
 from localio.keyfiles import load_signing_key
 from shared.errors import Unavailable
 from shared.keys import KeyFileError
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = ["EXIT_WORKER_DIED", "CloudService", "ServeRole", "check_role", "mark_offline"]
 
 log = logging.getLogger(__name__)
+PARTITIONS_EVERY_S = 3600  # the coming days' partitions, made ahead (PostgreSQL)
 EXIT_WORKER_DIED = 70  # EX_SOFTWARE: a worker thread died; a restart gets a whole process back
 
 
@@ -223,11 +226,27 @@ class CloudService:
             db.close()
             self._tick_lock.release()
 
+    def make_partitions(self) -> None:
+        """The active controller's hourly job: the coming days' partitions (PostgreSQL)."""
+        if self.lease is None or not self.lease.held:
+            return
+        db = open_store(self.config.store)
+        try:
+            make_ahead(db)
+        except SQLAlchemyError as e:  # a busy table (lock timeout): the next hour retries
+            log.warning("could not make the coming days' partitions: %s", describe_error(e))
+        finally:
+            db.close()
+
     def start(self) -> None:
         # "Running job ... executed successfully" at every tick is noise at INFO
         if not logging.getLogger().isEnabledFor(logging.DEBUG):
             logging.getLogger("apscheduler").setLevel(logging.WARNING)
-        open_store(self.config.store).close()
+        with open_store(self.config.store) as db:
+            try:  # days made ahead; the active controller makes more each hour
+                make_ahead(db)
+            except SQLAlchemyError as e:
+                log.warning("could not make the coming days' partitions yet: %s", describe_error(e))
         if self.http is not None:
             self.http.start()
         if self.web is not None:
@@ -242,6 +261,14 @@ class CloudService:
                 "interval",
                 seconds=self.config.rollout.tick_s,
                 id="controller",
+                max_instances=1,
+                coalesce=True,
+            )
+            self.scheduler.add_job(
+                self.make_partitions,
+                "interval",
+                seconds=PARTITIONS_EVERY_S,
+                id="partitions",
                 max_instances=1,
                 coalesce=True,
             )

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["HEAD", "check_version", "current_version", "known_versions", "migrate"]
 
 log = logging.getLogger(__name__)
-HEAD = "0005"  # the newest migration: a test checks it against the scripts
+HEAD = "0006"  # the newest migration: a test checks it against the scripts
 _SCRIPTS = Path(__file__).with_name("migrations")
 _VERSION_TABLE = "alembic_version"
 _PG_MIGRATION_LOCK = 0x4C46_5354  # an advisory lock: one migration at a time per database

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, delete, func, select, tuple_, union_all
 
+from cloud.store.partitions import prune_days
 from cloud.store.schema import events, telemetry, updates
 
 if TYPE_CHECKING:
@@ -46,19 +47,22 @@ def insert_new(conn: Connection, kind: str, rows: list[tuple[Any, ...]]) -> int:
     """Insert the records (tuples in `columns(kind)` order) whose (device_id, seq) is not
     stored yet; how many were new (the rest are duplicates: a redelivery or a resend).
 
-    Ingest's hot path: one driver-level executemany of plain tuples (SQLAlchemy's per-row
-    parameter processing would cost as much again as SQLite's own work)."""
+    Ingest's hot path: one driver-level statement of plain tuples (SQLAlchemy's per-row
+    parameter processing would cost as much again as SQLite's own work). On PostgreSQL a
+    trigger skips a day-partitioned record whose key is stored (`cloud.store.partitions`):
+    the rows it skips are not counted, like those ON CONFLICT skips."""
     if not rows:
         return 0
-    sql = _INSERT_SQL.get((conn.dialect.name, kind))
+    dialect = conn.dialect.name
+    sql = _INSERT_SQL.get((dialect, kind))
     if sql is None:
         names = columns(kind)
-        mark = "?" if conn.dialect.name == "sqlite" else "%s"
+        mark = "?" if dialect == "sqlite" else "%s"
         sql = (
             f"INSERT INTO {kind} ({', '.join(names)}) VALUES "
             f"({', '.join([mark] * len(names))}) ON CONFLICT DO NOTHING"
         )
-        _INSERT_SQL[(conn.dialect.name, kind)] = sql
+        _INSERT_SQL[(dialect, kind)] = sql
     return int(conn.exec_driver_sql(sql, rows).rowcount)
 
 
@@ -163,15 +167,20 @@ PRUNED = ("telemetry", "events")  # update reports stay: they are the rollouts' 
 
 
 def prune(store: Store, received_before: float) -> dict[str, int]:
-    """Delete telemetry and events received before `received_before`; how many of each."""
-    out = {}
+    """Remove telemetry and events received before `received_before`; how many of each.
+
+    SQLite deletes those rows. PostgreSQL drops whole UTC days, those before the day of
+    `received_before` (`partitions.prune_days`): a record stays up to a day longer."""
     with store.begin() as conn:
+        if not store.is_sqlite:
+            return prune_days(conn, received_before)
+        out = {}
         for kind in PRUNED:
             table = RECORD_TABLES[kind]
             out[kind] = int(
                 conn.execute(delete(table).where(table.c.received < received_before)).rowcount
             )
-    return out
+        return out
 
 
 def latest_event_detail(store: Store, device_id: str, kind: str) -> str | None:

@@ -8,8 +8,9 @@ the two. Times are epoch seconds (floats) unless the column holds a document's o
     devices          the last known state of each device, and when it was last heard from;
                      its latest drift figures (JSON; drifting: over the threshold) and
                      variant choice (JSON), '' when unknown
-    telemetry        one row per (device_id, seq), stored once (a contract for outside tools)
-    events           one row per (device_id, seq)
+    telemetry        one row per (device_id, seq), stored once (a contract for outside tools);
+                     on PostgreSQL partitioned by day of `received` (`partitions`)
+    events           one row per (device_id, seq); partitioned like telemetry
     updates          one row per (device_id, seq): update progress and outcomes
     groups           (group_name, device_id) membership
     rollouts         one row per rollout: release, waves, state, thresholds
@@ -300,7 +301,17 @@ AUDIT_TRIGGERS = {
 
 def create_all(conn: Connection) -> None:
     """The newest schema in an empty store, at once (what every migration from nothing would
-    give; a test checks that both agree)."""
-    metadata.create_all(conn)
+    give; a test checks that both agree). On PostgreSQL telemetry and events are partitioned
+    by day (`cloud.store.partitions`)."""
+    if conn.dialect.name == "postgresql":
+        from cloud.store.partitions import PARTITIONED, create_partitioned, ensure_partitions
+
+        metadata.create_all(
+            conn, tables=[t for t in metadata.sorted_tables if t.name not in PARTITIONED]
+        )
+        create_partitioned(conn)
+        ensure_partitions(conn)
+    else:
+        metadata.create_all(conn)
     for statement in AUDIT_TRIGGERS[conn.dialect.name]:
         conn.exec_driver_sql(statement)
