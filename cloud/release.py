@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 
 from cloud.artifacts import ArtifactStore, StoreError, artifact_key, delta_key, release_key
 from cloud.modelinfo import read_io_signature
+from cloud.release_report import read_report
 from cloud.store import Store
 from cloud.store import releases as stored
 from cloud.variants import VariantRequest, package_variants
@@ -39,11 +41,11 @@ from shared.documents import (
     Release,
     Target,
     format_time,
-    load_json,
 )
 from shared.envelope import sign_envelope
 from shared.errors import MalformedDocument, SizeExceeded, VersionNotNewer
 from shared.features import FeatureExtractor
+from shared.jsonload import INT64_MAX, INT64_MIN
 from shared.keys import SigningKey
 from shared.reference import ReferenceProfile
 from shared.verify import describe_io
@@ -76,6 +78,7 @@ class ReleaseRequest:
     new_io: bool = False  # the application changed with this model: its I/O may differ
     reference: ReferenceProfile | None = None  # signed with the model; devices measure drift
     variants: VariantRequest | None = None  # other compressions; devices pick the fastest
+    report: str = ""  # the compression report's summary (`cloud.release_report`), stored
 
 
 class ReleaseRefused(Exception):
@@ -120,10 +123,22 @@ def load_releases(store: Store, name: str, version: int) -> dict[str, PublishedR
     return builds
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+_PROVENANCE_TEXT = 4096  # characters of one string taken from a report into the signed release
+
+
+def _printable(text: str) -> str:
+    """Report text as the signed release may carry it (`Release.parse_signed` refuses control
+    characters, and would then refuse every later release of the model too)."""
+    return _UNPRINTABLE.sub(" ", text)[:_PROVENANCE_TEXT]
+
+
 def _metric(value: Any) -> str | int | None:
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, int | str):
+    if isinstance(value, str):
+        return _printable(value)
+    if isinstance(value, int) and INT64_MIN <= value <= INT64_MAX:
         return value
     if isinstance(value, float):
         return repr(value)
@@ -134,15 +149,13 @@ def provenance_from_report(  # noqa: C901 — each refusal of a report is its ow
     path: Path,
     model_sha256: str,
     candidate: str | None = None,
+    report: dict[str, Any] | None = None,
 ) -> Provenance:
     """Provenance of the report's chosen candidate (or `candidate`), from a compression
-    report.json; `ReleaseRefused` unless that candidate's file has `model_sha256`."""
-    try:
-        report = load_json(path.read_bytes(), 16 * 1024 * 1024)
-    except OSError as e:
-        raise MalformedDocument(f"cannot read {path}: {e.strerror}", "report") from e
-    if not isinstance(report, dict):
-        raise MalformedDocument("a report is a JSON object", "report")
+    report.json (`report`: its content, when read already); `ReleaseRefused` unless that
+    candidate's file has `model_sha256`."""
+    if report is None:
+        report = read_report(path)
     name = candidate or report.get("chosen")
     if not isinstance(name, str):
         raise ReleaseRefused(
@@ -176,10 +189,10 @@ def provenance_from_report(  # noqa: C901 — each refusal of a report is its ow
     metrics["chosen"] = name
     reason = report.get("reason")
     if isinstance(reason, str) and name == report.get("chosen"):
-        metrics.setdefault("reason", reason[:200])
+        metrics.setdefault("reason", _printable(reason)[:200])
     if not isinstance(recipe, str):
         recipe = json.dumps(recipe, sort_keys=True)
-    return Provenance(parent_sha256=parent, recipe=recipe, metrics=metrics)
+    return Provenance(parent_sha256=parent, recipe=_printable(recipe), metrics=metrics)
 
 
 def _candidate_provenance(report: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
@@ -355,7 +368,7 @@ def publish_release(
     rkey = release_key(req.name, req.version, req.profile)
     store.put(rkey, json.dumps(envelope, indent=2, sort_keys=True).encode("utf-8"))
     try:
-        _record(db, release, akey, [k for _, k in deltas], envelope)
+        _record(db, release, akey, [k for _, k in deltas], envelope, req.report)
     except stored.AlreadyStored as e:
         raise VersionNotNewer(f"{req.name}@{req.version} was released meanwhile") from e
     log.info("released %s@%s (%s bytes, %s deltas)", req.name, req.version, len(full), len(deltas))
@@ -363,7 +376,12 @@ def publish_release(
 
 
 def _record(
-    db: Store, release: Release, akey: str, dkeys: list[str], envelope: dict[str, Any]
+    db: Store,
+    release: Release,
+    akey: str,
+    dkeys: list[str],
+    envelope: dict[str, Any],
+    report: str,
 ) -> None:
     stored.insert_release(
         db,
@@ -378,5 +396,6 @@ def _record(
             "artifact_key": akey,
             "delta_keys": json.dumps(dkeys),
             "envelope": json.dumps(envelope),
+            "report": report,
         },
     )

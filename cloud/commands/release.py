@@ -22,6 +22,7 @@ from cloud.release import (
     provenance_from_report,
     publish_release,
 )
+from cloud.release_report import read_report, summarize
 from cloud.variants import VariantRequest
 from device_profiles import load_profile
 from device_profiles.profile import DeviceProfile, ProfileInvalid
@@ -216,16 +217,25 @@ def _release(ctx: Context, args: argparse.Namespace) -> int:
         raise CommandFailed("--candidate needs --from-report", EXIT_INVALID)
     try:
         provenance = Provenance()
+        summary = ""  # the report's figures, stored with the release for the dashboard
         if args.from_report:
             try:
                 sha = hashlib.sha256(args.model.read_bytes()).hexdigest()
             except OSError as e:
                 raise CommandFailed(f"cannot read {args.model}: {e.strerror}", EXIT_INVALID) from e
-            provenance = provenance_from_report(args.from_report, sha, args.candidate)
+            report = read_report(args.from_report)
+            provenance = provenance_from_report(args.from_report, sha, args.candidate, report)
+            summary = summarize(report, args.from_report, args.candidate)
         if args.samples is not None:
             provenance = _with_samples(provenance, args.samples)
         return _publish(
-            ctx, args, profile, provenance, _reference(args), _variants(args, provenance)
+            ctx,
+            args,
+            profile,
+            provenance,
+            _reference(args),
+            _variants(args, provenance),
+            summary,
         )
     except ReleaseRefused as e:
         raise CommandFailed(str(e), EXIT_INVALID) from e
@@ -343,6 +353,7 @@ def _publish(
     provenance: Provenance,
     reference: ReferenceProfile | None,
     variants: VariantRequest | None,
+    report: str,
 ) -> int:
     request = ReleaseRequest(
         model=args.model,
@@ -362,6 +373,7 @@ def _publish(
         new_io=args.new_io,
         reference=reference,
         variants=variants,
+        report=report,
     )
     published = publish_release(
         ctx.db,

@@ -429,9 +429,10 @@ def rollout_failures(db: Store, rollout_id: str) -> list[Row]:
 
 
 def release_envelopes(db: Store, limit: int = 500) -> list[Row]:
+    """Signed envelopes with the compression report each was made from ('' when none)."""
     return execute(
         db,
-        "SELECT name, version, profile, envelope FROM releases "
+        "SELECT name, version, profile, envelope, report FROM releases "
         "ORDER BY name, profile, version DESC LIMIT :lim",
         {"lim": limit},
     )

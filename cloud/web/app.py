@@ -7,9 +7,10 @@ read the store (`cloud.web.queries`, through `cloud.web.views`) and one set of g
     page_operator / api_operator  and the operator role (403 for a viewer), and for a cookie
                                   session the CSRF token of the form or the X-CSRF-Token header
 
-Assets (htmx, uPlot, the style sheet) are served from the package's `static/` folder; nothing
-is fetched from elsewhere. The OpenAPI document is at /api/openapi.json and a local page
-listing it at /api/docs.
+Assets (htmx, uPlot, Swagger UI, the style sheet) are served from the package's `static/`
+folder; nothing is fetched from elsewhere. The OpenAPI document is at /api/openapi.json and
+Swagger UI shows it at /api/docs. No Content-Security-Policy is set (Swagger UI's page starts
+itself with an inline script; the dashboard's own pages carry small inline handlers too).
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 TEMPLATES = HERE / "templates"
+API_DESCRIPTION = (
+    "The dashboard's data for scripts. Every route needs `Authorization: Bearer <token>` "
+    "(`litefleet users add NAME --role viewer --token --json`; **Authorize** above takes one) "
+    "or a dashboard login; every POST needs an operator. [Back to the dashboard](/fleet)."
+)
 
 
 class StorePool:
@@ -185,6 +191,7 @@ def create_app(config: CloudConfig, *, secret: bytes | None = None) -> FastAPI:
     app = FastAPI(
         title="LiteFleet",
         version="1",
+        description=API_DESCRIPTION,
         docs_url=None,
         redoc_url=None,
         openapi_url=None,

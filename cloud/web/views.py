@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from cloud.release_report import stored_summary
 from cloud.store import Store
 from cloud.store import dashboard as queries
 from shared.documents import Release
@@ -241,7 +242,8 @@ def rollout_detail(db: Store, rollout_id: str) -> dict[str, Any] | None:
 
 
 def release_groups(db: Store) -> list[dict[str, Any]]:
-    """Per (model, profile): its versions, newest first, with sizes, provenance and devices."""
+    """Per (model, profile): its versions, newest first, with sizes, provenance, the
+    compression report's figures (`cloud.release_report`) and devices."""
     running = {
         (r["model_name"], r["model_version"], r["profile"]): int(r["n"])
         for r in queries.running_counts(db)
@@ -269,6 +271,7 @@ def release_groups(db: Store) -> list[dict[str, Any]]:
                     "recipe": rel.provenance.recipe,
                     "metrics": dict(rel.provenance.metrics),
                 },
+                "report": stored_summary(row["report"]),  # None: released from a file
                 "running": n,
                 "running_devices": queries.running_devices(db, rel.name, rel.version, rel.profile)
                 if n

@@ -15,6 +15,9 @@ from cloud.cli import main
 from cloud.compress import CompressOptions, compress
 from cloud.compress.quantize import quantize_tflite
 from cloud.config import CloudConfigInvalid, parse_cloud_config
+from cloud.release_report import stored_summary
+from cloud.store import dashboard as queries
+from cloud.store import open_store
 from device_profiles import load_profile
 from shared.codec import decompress, delta_base_sha256, delta_decode
 from shared.documents import parse_time
@@ -297,6 +300,22 @@ def test_from_report_refuses_a_file_that_is_not_the_chosen_candidate(
     prov = signed["envelope"]["signed"]["provenance"]
     assert prov["metrics"]["method"] == prov["metrics"]["chosen"] == "dynamic_int8"
     assert prov["recipe"].startswith("dynamic_int8: ")
+    # both releases keep the real report's figures; the second names the candidate it is
+    db = open_store(cloud_env.db)
+    try:
+        kept = {r["version"]: stored_summary(r["report"]) for r in queries.release_envelopes(db)}
+    finally:
+        db.close()
+    for version, released in ((1, "int8"), (2, "dynamic_int8")):
+        summary = kept[version]
+        assert summary is not None and summary["chosen"] == "int8"
+        assert summary["released"] == released
+        rows = {c["method"]: c for c in summary["candidates"]}
+        assert list(rows) == ["original", "dynamic_int8", "int8"]
+        assert rows["int8"]["chosen"] and rows[released]["released"]
+        assert rows["int8"]["bytes"] == report.candidate("int8").bytes
+        assert rows["original"]["bytes"] == DIGITS.stat().st_size
+        assert rows["int8"]["latency_p50_ms"] > 0 and 0 < rows["int8"]["quality"] <= 1
 
 
 def test_a_no_effect_candidate_is_never_signed_as_its_method(
@@ -323,3 +342,124 @@ def test_a_no_effect_candidate_is_never_signed_as_its_method(
         signed["envelope"]["signed"]["target"]["sha256"]
         == hashlib.sha256(FP16_CLASSIFIER.read_bytes()).hexdigest()
     )
+
+
+# ---- the compression report, kept with the release for the dashboard --------------------------
+
+
+def hand_report(sha: str, **extra: object) -> dict:
+    """A compression report shaped as `Report.to_dict` writes it, about DIGITS as dynamic_int8."""
+    row = {"zstd_bytes": 50_000, "latency_p95_ms": 0.5, "fits_budget": True, "misses": []}
+    return {
+        "schema": "litefleet.compress-report/2",
+        "model": "/somewhere/models/digits.tflite",
+        "profile": PROFILE,
+        "eval": {"source": "digits-train.npz", "samples": 100, "labelled": True},
+        "baseline": {
+            **row,
+            "method": "float32",
+            "bytes": 240_000,
+            "accuracy": 0.98,
+            "agreement": 1.0,
+            "latency_p50_ms": 0.4,
+        },
+        "candidates": [
+            {
+                **row,
+                "method": "dynamic_int8",
+                "bytes": 61_234,
+                "accuracy": 0.975,
+                "agreement": 0.99,
+                "latency_p50_ms": 0.3,
+            },
+            {
+                **row,
+                "method": "int8",
+                "bytes": 60_000,
+                "accuracy": 0.9,
+                "agreement": 0.91,
+                "latency_p50_ms": 0.2,
+                "fits_budget": False,
+                "misses": ["accuracy drop 8 pt > 1"],
+            },
+        ],
+        "skipped": [{"method": "pruned", "reason": "needs the Keras model"}],
+        "chosen": "dynamic_int8",
+        "reason": "smallest within budget\x07 " + "and then some " * 500,
+        "provenances": {
+            "dynamic_int8": {"recipe": "dynamic_int8", "metrics": {"sha256": sha}},
+        },
+        **extra,
+    }
+
+
+def test_release_from_report_stores_the_report_with_the_release(
+    cloud_env: CloudEnv, store_url: str, tmp_path: Path, capsys
+) -> None:
+    """On each backend: the report's figures go into the release's row; a release made from a
+    file has none (the control that the column is not filled regardless)."""
+    config = cloud_env.config
+    config.write_text(config.read_text().replace('db = "cloud.db"', f'url = "{store_url}"'))
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(hand_report(hashlib.sha256(DIGITS.read_bytes()).hexdigest())))
+    first = run_json(capsys, release(cloud_env, DIGITS, 1, "--json", "--from-report", str(report)))
+    # the reason's control character is not signed: the next release still reads this one
+    assert "\x07" not in first["envelope"]["signed"]["provenance"]["metrics"]["reason"]
+    run_json(capsys, release(cloud_env, DIGITS_FT, 2, "--json"))
+
+    db = open_store(store_url)
+    try:
+        rows = {r["version"]: r for r in queries.release_envelopes(db)}
+    finally:
+        db.close()
+    assert rows[2]["report"] == ""
+    kept = stored_summary(rows[1]["report"])
+    assert kept is not None and kept["chosen"] == kept["released"] == "dynamic_int8"
+    assert kept["model"] == "digits.tflite" and kept["quality"] == "accuracy"
+    assert kept["eval_samples"] == 100
+    table = {c["method"]: c for c in kept["candidates"]}
+    assert list(table) == ["original", "dynamic_int8", "int8"]
+    assert table["original"]["baseline"] and table["original"]["bytes"] == 240_000
+    assert table["dynamic_int8"]["chosen"] and not table["int8"]["chosen"]
+    assert table["dynamic_int8"]["bytes"] == 61_234 and table["dynamic_int8"]["drop_pts"] == 0.5
+    assert table["int8"]["latency_p50_ms"] == 0.2
+    assert table["int8"]["note"] == "over the profile's budget: accuracy drop 8 pt > 1"
+    assert kept["skipped"] == [{"method": "pruned", "reason": "needs the Keras model"}]
+    # operator text is cut and cleaned
+    assert len(kept["reason"]) == 1000 and kept["reason"].startswith("smallest within budget ")
+    assert len(rows[1]["report"]) < 4096  # the summary, not the report's whole text
+
+
+def test_an_oversized_or_malformed_report_is_refused_and_nothing_released(
+    cloud_env: CloudEnv, tmp_path: Path, capsys
+) -> None:
+    sha = hashlib.sha256(DIGITS.read_bytes()).hexdigest()
+    report = tmp_path / "report.json"
+    args = release(cloud_env, DIGITS, 1, "--from-report", str(report))
+
+    many = hand_report(sha)
+    many["candidates"] = many["candidates"] + [
+        {"method": f"m{k}", "bytes": 1000 + k} for k in range(40)
+    ]
+    report.write_text(json.dumps(many))
+    assert main(args) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "lists 42 candidates; a release keeps the figures of at most 31" in err
+
+    bad = hand_report(sha)
+    bad["candidates"][1]["bytes"] = "a lot"
+    report.write_text(json.dumps(bad))
+    assert main(args) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "report.candidates[1].bytes: expected a number" in err
+
+    report.write_text(json.dumps(hand_report(sha, baseline=[1, 2])))
+    assert main(args) == 3
+    assert "report.baseline" in capsys.readouterr().err
+    assert no_release_recorded(cloud_env, 1)
+
+    # control: the same report, well formed, is released
+    report.write_text(json.dumps(hand_report(sha)))
+    assert main(args) == 0, capsys.readouterr().err
+    assert not no_release_recorded(cloud_env, 1)
