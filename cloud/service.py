@@ -80,7 +80,7 @@ class ServeRole(StrEnum):
 
     ALL = "all"  # everything, in one process: the only role on SQLite (one writer)
     INGEST = "ingest"  # one of any number of ingesters sharing the device topics
-    CONTROLLER = "controller"  # rollout ticks and offline detection; one active (a lease)
+    CONTROLLER = "controller"  # rollout ticks, offline checks, upload grants; one active (lease)
     ARTIFACTS = "artifacts"  # the artifact HTTP server, /healthz and /metrics
     WEB = "web"  # the dashboard and its API ([web] listen)
 
@@ -163,7 +163,9 @@ class CloudService:
         if config.signing.key is not None and ServeRole.CONTROLLER in runs:
             try:
                 store = open_artifact_store(config.store, self._public_url())
-                self.grants = SampleGrants(config, store, load_signing_key(config.signing.key))
+                self.grants = SampleGrants(
+                    config, store, load_signing_key(config.signing.key), self._controlling
+                )
             except KeyFileError as e:
                 log.warning("devices' sample uploads get no grants: %s", e)
         self._tick_lock = threading.Lock()
@@ -178,6 +180,10 @@ class CloudService:
         """Whether every broker connection this process has is up (True with none)."""
         links = [x for x in (self.link, self.ingester.link if self.ingester else None) if x]
         return all(x.connected for x in links)
+
+    def _controlling(self) -> bool:
+        """Whether this process is the active controller: it holds the lease."""
+        return self.lease is not None and self.lease.held
 
     def _tick_soon(self) -> None:
         """The lease was just taken: tick now rather than at the next interval."""

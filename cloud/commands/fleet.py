@@ -29,6 +29,8 @@ from cloud.fleet import (
 from cloud.mqtt import CloudLink
 from cloud.rollout import abort_rollout, pause_rollout, resume_rollout
 from cloud.store.records import Cursor
+from cloud.store.rollup import BucketCursor
+from cloud.telemetry import ROLLUP_AFTER_S, TelemetryFollower, telemetry_buckets
 from localio.cli import EXIT_INVALID
 from shared.errors import Unavailable
 from shared.topics import Channel, topic
@@ -67,10 +69,29 @@ def register(subparsers: Sub) -> None:
         _devices,
     )
     add_wide_argument(d)
-    t = _add(subparsers, "telemetry", "show telemetry records as they were stored", _telemetry)
+    t = _add(
+        subparsers,
+        "telemetry",
+        "show telemetry records as they were stored; over a window longer than 6h, each "
+        "device's hourly means from the per-minute rollup instead (--every, --raw)",
+        _telemetry,
+    )
     t.add_argument("--device", metavar="ID", help="only this device")
     t.add_argument("--since", default="10m", help="how far back: 600, 10m, 2h, 1d (default 10m)")
-    t.add_argument("--follow", action="store_true", help="keep printing new records")
+    t.add_argument(
+        "--follow", action="store_true", help="keep printing new records (records, never means)"
+    )
+    how = t.add_mutually_exclusive_group()
+    how.add_argument(
+        "--every",
+        metavar="DUR",
+        help="per device and bucket of DUR (1m, 5m, 1h, 1d: whole minutes of device time): "
+        "records, mean fps, mean p95, from the per-minute rollup (the default, per 1h, when "
+        "--since is longer than 6h)",
+    )
+    how.add_argument(
+        "--raw", action="store_true", help="every record, however long the window (no rollup)"
+    )
     t.add_argument("--limit", type=int, default=1000, help="at most this many rows (default 1000)")
     r = _add(
         subparsers, "rollouts", "list rollouts with their progress and failure reasons", _rollouts
@@ -164,25 +185,74 @@ def _drift(drift: dict[str, Any] | None) -> str:
 
 def _telemetry(ctx: Context, args: argparse.Namespace) -> int:
     try:
-        since = time.time() - parse_duration(args.since)
+        window = parse_duration(args.since)
+        every = _every(args, window)
     except ValueError as e:
         raise CommandFailed(str(e), EXIT_INVALID) from e
-    rows = telemetry_since(ctx.db, since, args.device, limit=args.limit)
-    if args.json and not args.follow:
-        print(json.dumps([r for _, r in rows]))
+    since = time.time() - window
+    if every is not None:
+        return _print_buckets(
+            telemetry_buckets(ctx.db, since, every, args.device, limit=args.limit), args.json
+        )
+    if not args.follow:
+        rows = telemetry_since(ctx.db, since, args.device, limit=args.limit)
+        if args.json:
+            print(json.dumps([r for _, r in rows]))
+        else:
+            _print_records(rows, False)
         return 0
-    last = _print_records(rows, args.json)
+    follower = TelemetryFollower(ctx.db, since, args.device, page=args.limit)
     try:
-        while args.follow:
-            time.sleep(1.0)
-            rows = telemetry_since(ctx.db, since, args.device, after=last, limit=args.limit)
-            last = _print_records(rows, args.json) or last
+        while True:
+            _print_records(follower.poll(), args.json)
+            if not follower.behind:
+                time.sleep(1.0)
     except KeyboardInterrupt:  # Ctrl-C is how a follow ends
         pass
     return 0
 
 
-def _print_records(rows: list[tuple[Cursor, dict[str, Any]]], as_json: bool) -> Cursor | None:
+def _every(args: argparse.Namespace, window: int) -> int | None:
+    """The bucket length to read from the rollup, or None for records: `--every` as asked,
+    else one hour for a window over `ROLLUP_AFTER_S` unless `--raw` or `--follow`."""
+    if args.every is None:
+        if args.raw or args.follow or window <= ROLLUP_AFTER_S:
+            return None
+        if not args.json:
+            print(
+                f"per device and hour, from the per-minute rollup (--since over "
+                f"{ROLLUP_AFTER_S // 3600}h); --raw for every record",
+                file=sys.stderr,
+            )
+        return 3600
+    if args.follow:
+        raise ValueError("--every reads means, --follow records: give one of them")
+    every = parse_duration(args.every)
+    if every % 60:
+        raise ValueError(f"--every {args.every}: buckets are whole minutes (1m, 5m, 1h)")
+    return every
+
+
+def _print_buckets(rows: list[tuple[BucketCursor, dict[str, Any]]], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps([r for _, r in rows]))
+        return 0
+    for _, r in rows:
+        print(
+            f"{_when(r['ts'])}  {r['device_id']:<16} per {_span(r['every_s']):<4} "
+            f"records {r['records']:<6} fps {r['fps']:.1f}  p95 {r['latency_p95_ms']:.1f} ms"
+        )
+    return 0
+
+
+def _span(seconds: int) -> str:
+    for unit, n in (("d", 86400), ("h", 3600)):
+        if seconds % n == 0:
+            return f"{seconds // n}{unit}"
+    return f"{seconds // 60}m"
+
+
+def _print_records(rows: list[tuple[Cursor, dict[str, Any]]], as_json: bool) -> None:
     for _, r in rows:
         if as_json:
             print(json.dumps(r))
@@ -195,7 +265,6 @@ def _print_records(rows: list[tuple[Cursor, dict[str, Any]]], as_json: bool) -> 
                 f"cpu {r['cpu_percent']:.0f}%  outbox {r['outbox_depth']}"
             )
     sys.stdout.flush()  # line by line into a pipe (`| jq`), not in 4 KiB blocks
-    return rows[-1][0] if rows else None
 
 
 def _rollouts(ctx: Context, args: argparse.Namespace) -> int:

@@ -8,6 +8,10 @@ and publishes a signed `upload` command with those URLs on the device's `cmd` to
 `LIFETIME_S`. The device holds no credential; a URL writes one key and expires.
 
 MQTT callbacks only enqueue (bounded; the excess is dropped and counted); one worker answers.
+Every controller process subscribes, but only the one holding the controller lease answers
+(`active`): a standby leaves the request to it (counted in `standby`), so two controllers
+never grant one request twice. A request that arrives while no one holds the lease is lost;
+the device asks again.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import queue
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,13 +58,21 @@ def upload_command(
 
 
 class SampleGrants:
-    def __init__(self, config: CloudConfig, store: ArtifactStore, key: SigningKey) -> None:
+    def __init__(
+        self,
+        config: CloudConfig,
+        store: ArtifactStore,
+        key: SigningKey,
+        active: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.config = config
         self.store = store
         self.key = key
+        self.active = active  # whether this process is the active controller (holds the lease)
         self.granted = 0
         self.refused = 0
         self.dropped = 0
+        self.standby = 0  # requests left to the active controller
         prefix = config.mqtt.topic_prefix
         self.link = CloudLink(
             config.mqtt,
@@ -94,6 +107,10 @@ class SampleGrants:
                 log.exception("answering a capture request failed")
 
     def answer(self, name: str, payload: bytes) -> bool:
+        if not self.active():
+            self.standby += 1
+            log.info("a capture request on %s is left to the active controller", name[:200])
+            return False
         prefix = self.config.mqtt.topic_prefix
         try:
             device_id = parse_topic(name, prefix).device_id

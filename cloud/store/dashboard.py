@@ -9,19 +9,20 @@ only two functions that touch a connection (SQLAlchemy `text()`), and runs on bo
 `CAST(x AS INTEGER)` truncates on SQLite and rounds on PostgreSQL: `_BUCKET` corrects the
 rounding, so the series buckets of `device_series` are the same on both. (The outer query
 groups by the output alias, not by a repeated expression: PostgreSQL does not see two bound
-copies of one parameter as the same expression.) The series are computed from raw telemetry; once
-per-minute rollups exist, `device_series` is the one function to point at them.
+copies of one parameter as the same expression.) Short series are computed from raw telemetry;
+buckets of an hour or more come from the per-minute rollup through `cloud.store.rollup.buckets`,
+the one query of the rollup, which `litefleet telemetry --every` reads as well.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
 
+from cloud.store import rollup
 from cloud.store.engine import Store
 from shared.phases import UpdatePhase
 
@@ -94,7 +95,7 @@ def write(db: Store, sql: str, params: dict[str, Any] | None = None) -> int:
         return int(conn.execute(text(sql), params or {}).rowcount)
 
 
-def _in(name: str, values: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+def _in(name: str, values: tuple[object, ...]) -> tuple[str, dict[str, Any]]:
     """`name IN (:name0, :name1...)` and its parameters."""
     params = {f"{name}{i}": v for i, v in enumerate(values)}
     return ", ".join(f":{k}" for k in params), params
@@ -309,6 +310,7 @@ def telemetry_since(db: Store, device_id: str, since: float, limit: int) -> list
 
 # buckets this long or longer (the 7-day chart) are read from the per-minute rollup
 ROLLUP_FROM_S = 3600
+ROLLUP_MAX = 100_000  # buckets of one series at most (the 7-day chart has 168)
 
 
 def device_series(
@@ -340,28 +342,22 @@ def device_series(
 
 
 def _rollup_series(db: Store, params: dict[str, Any]) -> tuple[list[Row], list[Row]]:
-    """`device_series` from the rollup: minutes from the one holding `since` (whole minutes:
-    up to a minute more than the raw series at its start)."""
-    params = {**params, "m": params["b"] // 60, "since_m": math.floor(params["since"] / 60)}
-    bucket = (
-        "(CAST(minute / :m AS BIGINT) - CASE WHEN CAST(minute / :m AS BIGINT) * :m > "
-        "minute THEN 1 ELSE 0 END)"
-    )
-    averages = execute(
-        db,
-        f"SELECT {bucket} AS bucket, SUM(fps_sum) / SUM(records) AS fps, "
-        "SUM(p95_sum) / SUM(records) AS p95_ms, MAX(last_seq) AS last_seq "
-        "FROM telemetry_minutes WHERE device_id = :d AND minute >= :since_m "
-        "GROUP BY bucket ORDER BY bucket",
-        params,
-    )
-    lasts = execute(
-        db,
-        "SELECT seq, body FROM telemetry WHERE device_id = :d AND seq IN ("
-        "SELECT MAX(last_seq) FROM telemetry_minutes WHERE device_id = :d AND minute >= "
-        f":since_m GROUP BY {bucket}) ORDER BY seq",
-        params,
-    )
+    """`device_series` from the rollup (`rollup.buckets`, which `litefleet telemetry --every`
+    reads too): minutes from the one holding `since` (whole minutes: up to a minute more than
+    the raw series at its start)."""
+    rows = rollup.buckets(db, params["since"], params["b"], params["d"], limit=ROLLUP_MAX)
+    averages: list[Row] = [
+        {"bucket": r.bucket, "fps": r.fps, "p95_ms": r.p95_ms, "last_seq": r.last_seq} for r in rows
+    ]
+    lasts: list[Row] = []
+    for i in range(0, len(rows), 500):  # a bounded IN list (SQLite allows 32,766 parameters)
+        seqs, seq_params = _in("s", tuple(r.last_seq for r in rows[i : i + 500]))
+        lasts += execute(
+            db,
+            f"SELECT seq, body FROM telemetry WHERE device_id = :d AND seq IN ({seqs}) "
+            "ORDER BY seq",
+            {"d": params["d"], **seq_params},
+        )
     return averages, lasts
 
 

@@ -2,7 +2,10 @@
 update reports; and reading them back in arrival order.
 
 Reading in arrival order pages by a cursor `(received, device_id, seq)`: the last row a
-reader saw; the next page starts after it (both backends compare row values).
+reader saw; the next page starts after it (both backends compare row values). `received` is
+taken before the batch's transaction, so a row can commit behind a reader's cursor (another
+ingest worker's batch, a slow transaction): a follower reads the keys of a trailing window
+again (`telemetry_keys`) and fetches what it had not seen (`telemetry_rows`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ __all__ = [
     "prune",
     "seq_gaps",
     "stored_count",
+    "telemetry_keys",
+    "telemetry_rows",
     "telemetry_since",
 ]
 
@@ -95,6 +100,39 @@ def telemetry_since(
     t = telemetry
     query = _since(
         t, [t.c.received, t.c.device_id, t.c.seq, t.c.body], since, after, device_id, limit
+    )
+    with store.connect() as conn:
+        return [((r, d, s), body, r) for r, d, s, body in conn.execute(query)]
+
+
+def telemetry_keys(
+    store: Store,
+    since: float,
+    until: Cursor,
+    device_id: str | None = None,
+    after: Cursor | None = None,
+    limit: int = 10_000,
+) -> list[Cursor]:
+    """The cursors (no bodies) of records received since `since`, up to `until` included
+    (after `after`), oldest first: what a follower has passed, to find rows that committed
+    behind it."""
+    t = telemetry
+    key = tuple_(t.c.received, t.c.device_id, t.c.seq)
+    query = _since(t, [t.c.received, t.c.device_id, t.c.seq], since, after, device_id, limit)
+    query = query.where(key <= tuple_(*until))
+    with store.connect() as conn:
+        return [(r, d, s) for r, d, s in conn.execute(query)]
+
+
+def telemetry_rows(store: Store, keys: list[tuple[str, int]]) -> list[tuple[Cursor, str, float]]:
+    """(cursor, body, received) of the records with these (device_id, seq), oldest first."""
+    t = telemetry
+    if not keys:
+        return []
+    query = (
+        select(t.c.received, t.c.device_id, t.c.seq, t.c.body)
+        .where(tuple_(t.c.device_id, t.c.seq).in_(keys))
+        .order_by(t.c.received, t.c.device_id, t.c.seq)
     )
     with store.connect() as conn:
         return [((r, d, s), body, r) for r, d, s, body in conn.execute(query)]

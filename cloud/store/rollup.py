@@ -4,23 +4,31 @@ Each batch's records add to their (device, minute of the device's `ts`) rows in 
 own transaction: records, the sums of fps and p95 latency, the highest seq. A batch with a
 duplicate (a redelivered record, stored before) recomputes its minutes from `telemetry`
 instead, so a record counts once however often it arrives.
+
+Read back by `buckets`: per device, per whole number of minutes (`litefleet telemetry
+--every`, and the dashboard's long charts), without reading the records themselves.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, bindparam, case, func, select
+from sqlalchemy import Connection, and_, bindparam, case, func, literal, select, tuple_
 
 from cloud.store.dialect import upsert
 from cloud.store.schema import telemetry
 from cloud.store.schema import telemetry_minutes as tm
 
-__all__ = ["add_records", "recompute"]
+if TYPE_CHECKING:
+    from cloud.store.engine import Store
+
+__all__ = ["Bucket", "BucketCursor", "add_records", "buckets", "recompute"]
 
 Key = tuple[str, int]  # (device_id, minute)
+BucketCursor = tuple[int, str]  # (bucket, device_id) of the last bucket a reader saw
 
 
 def _minutes(
@@ -111,3 +119,78 @@ def recompute(conn: Connection, keys: Iterable[Key]) -> None:
                     "last_seq": last,
                 },
             )
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One device's records in one bucket of `every_s` seconds of device time, starting at
+    `bucket * every_s` (epoch seconds)."""
+
+    bucket: int
+    device_id: str
+    records: int
+    fps_sum: float
+    p95_sum: float
+    last_seq: int
+
+    @property
+    def cursor(self) -> BucketCursor:
+        return (self.bucket, self.device_id)
+
+    @property
+    def fps(self) -> float:
+        return self.fps_sum / self.records
+
+    @property
+    def p95_ms(self) -> float:
+        return self.p95_sum / self.records
+
+
+def buckets(
+    store: Store,
+    since: float,
+    every_s: int,
+    device_id: str | None = None,
+    after: BucketCursor | None = None,
+    limit: int = 10_000,
+) -> list[Bucket]:
+    """Each device's buckets of `every_s` seconds (a whole number of minutes) from the minute
+    holding `since` (device time), ordered by (bucket, device_id), after `after`. The first
+    bucket holds only the minutes from `since` on. Integer arithmetic only, so SQLite and
+    PostgreSQL agree: `minute - ((minute % m) + m) % m` is the bucket's first minute."""
+    if every_s < 60 or every_s % 60:
+        raise ValueError(f"a rollup bucket is a whole number of minutes, not {every_s} s")
+    m = literal(every_s // 60)
+    inner = select(
+        tm.c.device_id,
+        (tm.c.minute - ((tm.c.minute % m) + m) % m).label("start"),
+        tm.c.records,
+        tm.c.fps_sum,
+        tm.c.p95_sum,
+        tm.c.last_seq,
+    ).where(tm.c.minute >= math.floor(since / 60))
+    if device_id is not None:
+        inner = inner.where(tm.c.device_id == device_id)
+    part = inner.subquery()
+    query = select(
+        part.c.start,
+        part.c.device_id,
+        func.sum(part.c.records),
+        func.sum(part.c.fps_sum),
+        func.sum(part.c.p95_sum),
+        func.max(part.c.last_seq),
+    )
+    if after is not None:
+        query = query.where(
+            tuple_(part.c.start, part.c.device_id) > tuple_(after[0] * (every_s // 60), after[1])
+        )
+    query = (
+        query.group_by(part.c.start, part.c.device_id)
+        .order_by(part.c.start, part.c.device_id)
+        .limit(limit)
+    )
+    with store.connect() as conn:
+        return [
+            Bucket(int(start) // (every_s // 60), d, int(n), float(fps), float(p95), int(last))
+            for start, d, n, fps, p95, last in conn.execute(query)
+        ]

@@ -1,21 +1,28 @@
 """`serve --role`: ingesters sharing the device topics (MQTT 5 shared subscriptions) on a
-PostgreSQL store, a worker killed with -9 that loses nothing, and two controllers of which one
-is active, the standby taking over when the active one is killed."""
+PostgreSQL store, a worker killed with -9 that loses nothing, two controllers of which one
+is active, the standby taking over when the active one is killed, and one upload grant per
+capture request however many controllers hear it."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from cloud.store import open_store
 from cloud.store.leases import holder
+from shared.messages import CaptureRequest, encode_message
+from shared.topics import Channel, topic
 from tests.cloud.conftest import CloudEnv, write_config
 from tests.cloud.test_ingest import device_client, record, wait_for
 
@@ -206,6 +213,61 @@ def test_one_controller_is_active_and_a_standby_takes_over_when_it_is_killed(
         assert holder(remaining, "controller") is None
     finally:
         remaining.close()
+
+
+def grants_subscribed(log: Path) -> bool:
+    return re.search(r"-samples-\w+ subscribed to", log.read_text()) is not None
+
+
+def test_only_the_active_controller_grants_a_capture_request(
+    cloud_env: CloudEnv, mosquitto: Any, postgres: Any
+) -> None:
+    url = postgres.create_database()
+    config = pg_config(cloud_env, url, mosquitto.port, "[rollout]\ntick_s = 0.5\nlease_s = 3\n")
+    logs = [cloud_env.root / f"controller-{n}.log" for n in (1, 2)]
+    store = open_store(url)
+    controllers = [serve(config, logs[0], "--role", "controller")]
+    device = device_client(mosquitto.port, "cam-g")
+    grants: list[bytes] = []
+    subscribed: list[int] = []
+
+    def on_message(_c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+        grants.append(bytes(message.payload))
+
+    def on_subscribe(_c: object, _u: object, mid: int, _codes: object, _p: object) -> None:
+        subscribed.append(mid)
+
+    device.on_message = on_message
+    device.on_subscribe = on_subscribe
+    try:
+        wait_for(lambda: holder(store, "controller") is not None, 30, "a lease holder")
+        controllers.append(serve(config, logs[1], "--role", "controller"))
+        for log in logs:  # both hear capture requests
+            wait_for(partial(grants_subscribed, log), 30, f"{log.name}: the grants' subscription")
+        wait_for(device.is_connected, 10, "the device")
+        _, mid = device.subscribe(topic("cam-g", Channel.CMD), qos=1)
+        wait_for(lambda: mid in subscribed, 10, "the device's subscription to its cmd topic")
+        files = {"20260101T000000-0123abcd.jpg": 900}
+        device.publish(
+            topic("cam-g", Channel.CAPTURE),
+            encode_message(CaptureRequest("cam-g", time.time(), files)),
+            qos=1,
+        )
+        # positive control: the active controller grants, and the standby heard the request
+        wait_for(lambda: len(grants) >= 1, 30, "the grant")
+        wait_for(
+            lambda: "left to the active controller" in logs[1].read_text(),
+            30,
+            f"the standby hearing it: {logs[1].read_text()[-800:]}",
+        )
+        assert len(grants) == 1
+        assert json.loads(grants[0])["signed"]["command"] == "upload"
+        assert "left to the active controller" not in logs[0].read_text()
+    finally:
+        device.disconnect()
+        device.loop_stop()
+        stop(*controllers)
+        store.close()
 
 
 @pytest.mark.slow
