@@ -1,7 +1,7 @@
 """Dashboard server time at fleet scale: the fleet page and /api/v1/devices.
 
 A store in a temporary folder gets `--devices` devices (profiles, models, update phases,
-groups, liveness spread out) written directly, and a week of per-minute telemetry for
+groups, liveness, drift figures on about a third of them spread out) written directly, and a week of per-minute telemetry for
 `--week-devices` of them (a week for all 10,000 would be 100 million rows: more than this
 benchmark needs, since neither measured route reads telemetry; the device charts' 7-day query
 is timed on a sampled device). The dashboard runs on uvicorn on a free loopback port, as
@@ -29,6 +29,7 @@ import httpx
 
 from cloud.config import parse_cloud_config
 from cloud.store import open_store
+from cloud.store.rollup import add_records
 from cloud.web import WebServer, create_app
 from cloud.web.accounts import Role, add_user, new_token
 
@@ -45,7 +46,7 @@ PHASES = (
     "rejected",
 )
 SORTS = ("device_id", "fps", "p95", "last_seen", "model", "phase")
-STATES = ("", "", "online", "offline", "failing", "updating")
+STATES = ("", "", "online", "offline", "failing", "updating", "drifting")
 
 
 def populate(db_path: Path, devices: int, week_devices: int, now: float) -> None:
@@ -56,6 +57,13 @@ def populate(db_path: Path, devices: int, week_devices: int, now: float) -> None
         name, version = MODELS[i % len(MODELS)]
         device_id = f"cam-{i:05d}"
         seen = now - rng.choice((5, 20, 60, 600, 86400))
+        drift, drifting = "", 0
+        if i % 3 == 0:  # a reference profile: drift figures, some over the threshold
+            score = round(rng.uniform(0.0, 0.5), 3)
+            drift = json.dumps(
+                {"score": score, "feature": "input.c0", "threshold": 0.25, "samples": 300}
+            )
+            drifting = int(score > 0.25)
         rows.append(
             (
                 device_id,
@@ -71,17 +79,19 @@ def populate(db_path: Path, devices: int, week_devices: int, now: float) -> None
                 round(rng.uniform(2, 40), 1),
                 seen,
                 seen,
+                drift,
+                drifting,
             )
         )
         groups.append((f"site-{i % 10}", device_id))
-    with db.conn:
-        db.conn.executemany(
+    with db.begin() as conn:
+        conn.exec_driver_sql(
             "INSERT INTO devices (device_id, online, profile, agent_version, model_name, "
             "model_version, model_sha256, update_phase, source_status, fps, p95_ms, state_ts, "
-            "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "last_seen, drift, drifting) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
-        db.conn.executemany("INSERT INTO groups (group_name, device_id) VALUES (?, ?)", groups)
+        conn.exec_driver_sql("INSERT INTO groups (group_name, device_id) VALUES (?, ?)", groups)
     minutes = 7 * 24 * 60
     for d in range(week_devices):
         device_id = f"cam-{d:05d}"
@@ -104,14 +114,15 @@ def populate(db_path: Path, devices: int, week_devices: int, now: float) -> None
                 separators=(",", ":"),
             )
             batch.append((device_id, m + 1, ts, ts, "digits", 3, "", fps, p95, 600, 0, body))
-        with db.conn:
-            db.conn.executemany(
+        with db.begin() as conn:
+            conn.exec_driver_sql(
                 "INSERT INTO telemetry (device_id, seq, ts, received, model_name, model_version,"
                 " model_sha256, fps, latency_p95_ms, inferences, errors, body) VALUES "
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 batch,
             )
-    db.conn.close()
+            add_records(conn, batch, all_new=True)  # the rollup the 7-day chart reads
+    db.close()
 
 
 def query_mix(rng: random.Random, devices: int) -> dict[str, Any]:
@@ -180,7 +191,7 @@ def main() -> None:
         db = open_store(config.store.db)
         password = add_user(db, "bench", Role.VIEWER)
         token = new_token(db, "bench")
-        db.conn.close()
+        db.close()
         server = WebServer(create_app(config, secret=os.urandom(32)), "127.0.0.1", 0)
         server.start()
         try:

@@ -10,7 +10,7 @@ from typing import Any
 from cloud.store import Store
 from cloud.store import devices as stored_devices
 from cloud.store import rollouts as rs
-from cloud.store.records import Cursor, latest_event_detail, latest_telemetry_body
+from cloud.store.records import Cursor
 from cloud.store.records import telemetry_since as _telemetry_rows
 from shared.topics import validate_device_id
 
@@ -18,8 +18,7 @@ __all__ = [
     "add_to_group",
     "device_views",
     "group_views",
-    "latest_drift",
-    "latest_variant",
+    "json_object",
     "remove_from_group",
     "rollout_views",
     "telemetry_since",
@@ -57,36 +56,25 @@ def device_views(
                 "agent_version": r["agent_version"],
                 "source_status": r["source_status"],
                 "groups": groups.get(r["device_id"], []),
-                "drift": latest_drift(store, r["device_id"]),
-                "variant": latest_variant(store, r["device_id"]),
+                # kept on the row by ingest (cloud.store.devices): no query per device
+                "drift": json_object(r["drift"]),
+                "drifting": bool(r["drifting"]),
+                "variant": json_object(r["variant"]),
             }
         )
     return out
 
 
-def latest_variant(store: Store, device_id: str) -> dict[str, Any] | None:
-    """Which variant of a release the device chose to run, and why (its latest `variant`
-    event: chosen, sha256, reason, figures per candidate), or None."""
-    text = latest_event_detail(store, device_id, "variant")
-    if text is None:
+def json_object(text: str | None) -> dict[str, Any] | None:
+    """A stored JSON object (a device row's `drift` or `variant`), None when there is none:
+    '' (nothing known yet) or anything but an object."""
+    if not text:
         return None
     try:
-        detail = json.loads(text)
+        value = json.loads(text)
     except ValueError:
         return None
-    return detail if isinstance(detail, dict) else None
-
-
-def latest_drift(store: Store, device_id: str) -> dict[str, Any] | None:
-    """The drift figures of the device's latest telemetry record (None when it has none)."""
-    body = latest_telemetry_body(store, device_id)
-    if body is None:
-        return None
-    try:
-        drift = json.loads(body).get("drift")
-    except (ValueError, AttributeError):
-        return None
-    return drift if isinstance(drift, dict) else None
+    return value if isinstance(value, dict) else None
 
 
 def telemetry_since(
@@ -106,18 +94,26 @@ def telemetry_since(
 
 
 def rollout_views(store: Store, rollout_id: str | None = None) -> list[dict[str, Any]]:
+    """One object per rollout: counts per status, failures with each device's own sentence,
+    and the downloads under way (`downloading` devices, their summed `bytes_done` of
+    `bytes_total`, and each of them in `downloads`)."""
     out = []
     for r in rs.rollout_rows(store, rollout_id):
-        rows = [
-            (x["device_id"], x["wave"], x["status"], x["reason"], x["phase"])
-            for x in rs.device_rows(store, r["id"])
-        ]
-        statuses = Counter(s for _, _, s, _, _ in rows)
+        rows = rs.device_rows(store, r["id"])
+        statuses = Counter(x["status"] for x in rows)
         reasons = Counter(
-            (reason or status)
-            for _, _, status, reason, _ in rows
-            if status in ("failed", "timed_out")
+            (x["reason"] or x["status"]) for x in rows if x["status"] in ("failed", "timed_out")
         )
+        downloads = [
+            {
+                "device_id": x["device_id"],
+                "wave": x["wave"] + 1,
+                "bytes_done": x["bytes_done"],
+                "bytes_total": x["bytes_total"],
+            }
+            for x in rows
+            if x["status"] == "pending" and x["phase"] == "downloading"
+        ]
         out.append(
             {
                 "id": r["id"],
@@ -126,23 +122,27 @@ def rollout_views(store: Store, rollout_id: str | None = None) -> list[dict[str,
                 "reason": r["reason"],
                 "waves": json.loads(r["waves"]),
                 "current_wave": r["current_wave"] + 1,
-                "wave_count": (max((w for _, w, _, _, _ in rows), default=0) + 1),
+                "wave_count": (max((x["wave"] for x in rows), default=0) + 1),
                 "devices": len(rows),
                 "committed": statuses["committed"],
                 "failed": statuses["failed"] + statuses["timed_out"],
                 "timed_out": statuses["timed_out"],
                 "pending": statuses["pending"],
                 "waiting": statuses["waiting"],
+                "downloading": len(downloads),
+                "bytes_done": sum(d["bytes_done"] for d in downloads),
+                "bytes_total": sum(d["bytes_total"] for d in downloads),
+                "downloads": downloads,
                 "failure_reasons": dict(reasons.most_common()),
                 "failures": [
                     {
-                        "device_id": d,
-                        "reason": reason or status,
-                        "wave": w + 1,
-                        "detail": rs.last_update_detail(store, r["id"], d),
+                        "device_id": x["device_id"],
+                        "reason": x["reason"] or x["status"],
+                        "wave": x["wave"] + 1,
+                        "detail": rs.last_update_detail(store, r["id"], x["device_id"]),
                     }
-                    for d, w, status, reason, _ in rows
-                    if status in ("failed", "timed_out")
+                    for x in rows
+                    if x["status"] in ("failed", "timed_out")
                 ],
                 "success_threshold_pct": r["success_threshold_pct"],
                 "max_failures_pct": r["max_failures_pct"],

@@ -21,7 +21,10 @@ Two threads in one process:
                                    reconnected device's first state; its next telemetry
                                    marks it online again)
     updates                        also move the device's row in its rollout (outcomes,
-                                   `cloud.store.rollouts.record_reports`)
+                                   download bytes: `cloud.store.rollouts.record_reports`)
+    drift, variant                 the newest drift figures (telemetry) and `variant` event
+                                   go on the device's row (`cloud.store.devices`), so the
+                                   fleet views read one table
 
 Messages are acknowledged to the broker (manual QoS 1 acks, one write per batch) only after
 their batch commits, so an ingester that dies loses nothing: the broker redelivers to the
@@ -46,6 +49,7 @@ against `mosquitto_sub`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -66,7 +70,7 @@ from cloud.quarantine import DeadLetter, Reason, write_dead_letters
 from cloud.store import Store, add_counter, describe_error, open_store
 from cloud.store import devices as device_rows
 from cloud.store.records import insert_new
-from cloud.store.rollouts import record_reports
+from cloud.store.rollouts import Report, record_reports
 from cloud.store.rollup import add_records
 from shared.errors import LiteFleetError
 from shared.messages import (
@@ -196,7 +200,9 @@ def write_batch(
     rows: dict[str, list[tuple[Any, ...]]] = {"telemetry": [], "events": [], "updates": []}
     states: list[dict[str, Any]] = []  # in arrival order
     latest: dict[str, TelemetryRecord] = {}
-    reports: list[tuple[str, str, str, str]] = []
+    drifts: dict[str, tuple[float, dict[str, Any]]] = {}  # newest drift summary per device
+    variants: dict[str, tuple[int, str]] = {}  # newest `variant` event per device: seq, detail
+    reports: list[Report] = []
     seen: set[str] = set()
     talking: set[str] = set()  # sent something other than state: connected right now
     for m, payload in messages:
@@ -224,8 +230,16 @@ def write_batch(
             prev = latest.get(m.device_id)
             if prev is None or m.ts >= prev.ts:
                 latest[m.device_id] = m
+            held = drifts.get(m.device_id)
+            if m.drift is not None and (held is None or m.ts >= held[0]):
+                drifts[m.device_id] = (m.ts, dataclasses.asdict(m.drift))
         elif isinstance(m, Event):
-            rows["events"].append((m.device_id, m.seq, m.ts, now, m.kind, json.dumps(m.detail)))
+            detail = json.dumps(m.detail)
+            rows["events"].append((m.device_id, m.seq, m.ts, now, m.kind, detail))
+            if m.kind == "variant":
+                chosen = variants.get(m.device_id)
+                if chosen is None or m.seq > chosen[0]:
+                    variants[m.device_id] = (m.seq, detail)
         elif isinstance(m, UpdateStatus):
             rows["updates"].append(
                 (
@@ -243,7 +257,17 @@ def write_batch(
                     m.via,
                 )
             )
-            reports.append((m.device_id, m.rollout_id, m.phase, m.reason))
+            reports.append(
+                Report(
+                    m.device_id,
+                    m.rollout_id,
+                    m.seq,
+                    m.phase,
+                    m.reason,
+                    m.bytes_done,
+                    m.bytes_total,
+                )
+            )
         elif isinstance(m, DeviceState):
             model = m.model
             states.append(
@@ -282,6 +306,10 @@ def write_batch(
     device_rows.apply_fps(
         conn,
         [{"d": t.device_id, "v_fps": t.fps, "v_p95": t.latency_p95_ms} for t in latest.values()],
+    )
+    device_rows.apply_drift(conn, drifts)
+    device_rows.apply_variants(
+        conn, [{"d": d, "seq": seq, "v": v} for d, (seq, v) in variants.items()]
     )
     record_reports(conn, reports, now)
     stats.batches += 1

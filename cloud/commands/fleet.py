@@ -277,6 +277,11 @@ def _rollouts(ctx: Context, args: argparse.Namespace) -> int:
     rows = []
     for v in views:
         reasons = ", ".join(f"{k}: {n}" for k, n in v["failure_reasons"].items()) or "-"
+        downloading = (
+            f"{v['downloading']} ({_bytes_of(v['bytes_done'], v['bytes_total'])})"
+            if v["downloading"]
+            else "-"
+        )
         rows.append(
             [
                 v["id"],
@@ -286,23 +291,47 @@ def _rollouts(ctx: Context, args: argparse.Namespace) -> int:
                 str(v["committed"]),
                 str(v["failed"]),
                 str(v["pending"] + v["waiting"]),
+                downloading,
                 reasons,
             ]
         )
     print_table(
         f"{len(views)} rollout(s)",
-        ("id", "release", "state", "wave", "committed", "failed", "pending", "reasons"),
+        (
+            "id",
+            "release",
+            "state",
+            "wave",
+            "committed",
+            "failed",
+            "pending",
+            "downloading",
+            "reasons",
+        ),
         rows,
         wide=args.wide,
     )
     for v in views:
         if v["reason"]:
             print(f"{v['id']}: {v['reason']}")
-    if args.id:  # one rollout: each failed device's own sentence
+    if args.id:  # one rollout: each download under way, each failed device's own sentence
+        for d in views[0]["downloads"]:
+            print(f"{d['device_id']}: downloading {_bytes_of(d['bytes_done'], d['bytes_total'])}")
         for f in views[0]["failures"]:
             sentence = f"{f['reason']}: {f['detail']}" if f["detail"] else f["reason"]
             print(f"{f['device_id']}: {sentence}")
     return 0
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MiB"
+
+
+def _bytes_of(done: int, total: int) -> str:
+    """`1.2 MiB of 4.0 MiB` (as the dashboard says it); `?` before the size is known."""
+    return f"{_size(done)} of {_size(total)}" if total else "?"
 
 
 def _rollout_action(ctx: Context, args: argparse.Namespace) -> int:

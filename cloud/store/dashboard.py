@@ -12,6 +12,9 @@ groups by the output alias, not by a repeated expression: PostgreSQL does not se
 copies of one parameter as the same expression.) Short series are computed from raw telemetry;
 buckets of an hour or more come from the per-minute rollup through `cloud.store.rollup.buckets`,
 the one query of the rollup, which `litefleet telemetry --every` reads as well.
+
+Byte counts are summed as `CAST(... AS DOUBLE PRECISION)`: a device may report any int64,
+and SQLite's integer SUM fails on overflow where a float sum only loses precision.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ __all__ = [
     "latest_telemetry_body",
     "release_envelopes",
     "rollout",
+    "rollout_devices",
     "rollout_failures",
     "rollout_waves",
     "rollouts",
@@ -73,7 +77,7 @@ SORTS = {
     "source": "source_status",
     "last_seen": "last_seen",
 }
-STATES = ("online", "offline", "failing", "updating")
+STATES = ("online", "offline", "failing", "updating", "drifting")
 FAILED_PHASES = ("rolled_back", "rejected")
 # every phase of an update under way (a newer agent may add one: shared.phases declares them)
 BUSY_PHASES = tuple(phase.value for phase in UpdatePhase if not phase.terminal)
@@ -148,18 +152,22 @@ def _where(f: DeviceFilter) -> tuple[str, dict[str, Any]]:
     elif f.state == "updating":
         clauses.append(f"update_phase IN ({busy})")
         params.update(bp)
+    elif f.state == "drifting":
+        clauses.append("drifting = 1")
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
 def fleet_counts(db: Store, now: float, offline_after_s: float) -> Row:
-    """Devices in total, online, failing; and per model@version and per update phase."""
+    """Devices in total, online, failing, drifting (drift over the release's threshold, as
+    far as known); and per model@version and per update phase."""
     failed, fp = _in("failed", FAILED_PHASES)
     head = execute(
         db,
         f"SELECT COUNT(*) AS total, "
         f"SUM(CASE WHEN {ONLINE_SQL} THEN 1 ELSE 0 END) AS online, "
         f"SUM(CASE WHEN update_phase IN ({failed}) OR source_status LIKE 'down%' "
-        f"THEN 1 ELSE 0 END) AS failing FROM devices",
+        f"THEN 1 ELSE 0 END) AS failing, "
+        f"SUM(CASE WHEN drifting = 1 THEN 1 ELSE 0 END) AS drifting FROM devices",
         {**_liveness(now, offline_after_s), **fp},
     )[0]
     total = int(head["total"] or 0)
@@ -180,6 +188,7 @@ def fleet_counts(db: Store, now: float, offline_after_s: float) -> Row:
         "online": online,
         "offline": total - online,
         "failing": int(head["failing"] or 0),
+        "drifting": int(head["drifting"] or 0),
         "models": [
             {
                 "model": f"{r['model_name']}@{r['model_version']}" if r["model_name"] else "(none)",
@@ -213,7 +222,7 @@ def device_page(
     rows = execute(
         db,
         f"SELECT device_id, profile, model_name, model_version, fps, p95_ms, "
-        f"source_status, update_phase, last_seen, agent_version, "
+        f"source_status, update_phase, last_seen, agent_version, drifting, "
         f"CASE WHEN {ONLINE_SQL} THEN 1 ELSE 0 END AS is_online "
         f"FROM devices{where} ORDER BY {order} LIMIT :lim OFFSET :off",
         {**params, "lim": limit, "off": offset},
@@ -364,8 +373,16 @@ def _rollup_series(db: Store, params: dict[str, Any]) -> tuple[list[Row], list[R
 # ---- rollouts ------------------------------------------------------------------------------
 
 
+_BYTES = (
+    "SUM(CAST(bytes_done AS DOUBLE PRECISION)) AS bytes_done, "
+    "SUM(CAST(bytes_total AS DOUBLE PRECISION)) AS bytes_total"
+)
+_DOWNLOADING = f"status = 'pending' AND phase = '{UpdatePhase.DOWNLOADING.value}'"
+
+
 def rollouts(db: Store, limit: int = 100) -> list[Row]:
-    """The newest rollouts, each with its device counts per status and its last wave."""
+    """The newest rollouts, each with its device counts per status, its last wave and its
+    downloads under way (`downloads`: devices, bytes_done, bytes_total)."""
     rows = execute(db, "SELECT * FROM rollouts ORDER BY created DESC LIMIT :lim", {"lim": limit})
     if not rows:
         return rows
@@ -387,10 +404,29 @@ def rollouts(db: Store, limit: int = 100) -> list[Row]:
             params,
         )
     }
+    downloads = {
+        c["rollout_id"]: _download(c)
+        for c in execute(
+            db,
+            f"SELECT rollout_id, COUNT(*) AS n, {_BYTES} FROM rollout_devices "
+            f"WHERE rollout_id IN ({ids}) AND {_DOWNLOADING} GROUP BY rollout_id",
+            params,
+        )
+    }
     for r in rows:
         r["counts"] = counts.get(r["id"], {})
         r["last_wave"] = last_wave.get(r["id"], -1)
+        r["downloads"] = downloads.get(r["id"], _download({}))
     return rows
+
+
+def _download(row: Row) -> Row:
+    """Devices downloading and their summed bytes (whole numbers; floats in the sum)."""
+    return {
+        "devices": int(row.get("n") or 0),
+        "bytes_done": int(row.get("bytes_done") or 0),
+        "bytes_total": int(row.get("bytes_total") or 0),
+    }
 
 
 def rollout(db: Store, rollout_id: str) -> Row | None:
@@ -399,12 +435,28 @@ def rollout(db: Store, rollout_id: str) -> Row | None:
 
 
 def rollout_waves(db: Store, rollout_id: str) -> list[Row]:
-    """(wave, status, phase, n) rows: what each wave's devices are doing."""
+    """(wave, status, phase, n, bytes_done, bytes_total) rows: what each wave's devices are
+    doing, and how far their downloads got (summed)."""
+    return [
+        {**r, "bytes_done": int(r["bytes_done"] or 0), "bytes_total": int(r["bytes_total"] or 0)}
+        for r in execute(
+            db,
+            f"SELECT wave, status, phase, COUNT(*) AS n, {_BYTES} FROM rollout_devices "
+            "WHERE rollout_id = :r GROUP BY wave, status, phase ORDER BY wave, status, phase",
+            {"r": rollout_id},
+        )
+    ]
+
+
+def rollout_devices(db: Store, rollout_id: str, limit: int = 200) -> list[Row]:
+    """Up to `limit` of the rollout's devices, those under way (pending) first, then by wave
+    and id: status, phase, reason and download figures."""
     return execute(
         db,
-        "SELECT wave, status, phase, COUNT(*) AS n FROM rollout_devices "
-        "WHERE rollout_id = :r GROUP BY wave, status, phase ORDER BY wave",
-        {"r": rollout_id},
+        "SELECT device_id, wave, status, phase, reason, bytes_done, bytes_total "
+        "FROM rollout_devices WHERE rollout_id = :r ORDER BY "
+        "CASE WHEN status = 'pending' THEN 0 ELSE 1 END, wave, device_id LIMIT :lim",
+        {"r": rollout_id, "lim": limit},
     )
 
 

@@ -1,23 +1,33 @@
 """Devices and groups: what each device last said, when it was last heard from, and which
-groups it belongs to."""
+groups it belongs to.
+
+Ingest also keeps on each device's row what the fleet view would otherwise dig out of raw
+records for every device: `drift`, the drift figures of its newest telemetry record (by the
+record's ts) that had any, as JSON with that `ts`; `drifting`, 1 when that score is over its
+threshold; `variant`, the detail (JSON) of its newest `variant` event (by seq). A record or
+event older than what the row holds (a resend, a redelivery) changes nothing.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, bindparam, case, delete, func, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, exists, func, select, update
 
 from cloud.store.dialect import insert_ignore
-from cloud.store.schema import devices, groups
+from cloud.store.schema import devices, events, groups
 
 if TYPE_CHECKING:
     from cloud.store.engine import Store
 
 __all__ = [
     "add_to_group",
+    "apply_drift",
     "apply_fps",
     "apply_states",
+    "apply_variants",
     "device_rows",
     "group_members",
     "group_rows",
@@ -174,3 +184,66 @@ def apply_fps(conn: Connection, latest: list[dict[str, Any]]) -> None:
             .values(fps=bindparam("v_fps"), p95_ms=bindparam("v_p95")),
             latest,
         )
+
+
+_IN_CHUNK = 500  # ids per IN (...) list: well under either backend's parameter limit
+
+
+def _stored_drift_ts(text: str) -> float | None:
+    """The `ts` of a stored drift summary; None when there is none (or it is unreadable)."""
+    try:
+        ts = json.loads(text).get("ts") if text else None
+    except (ValueError, AttributeError):
+        return None
+    return float(ts) if isinstance(ts, int | float) else None
+
+
+def apply_drift(conn: Connection, drifts: dict[str, tuple[float, dict[str, Any]]]) -> None:
+    """Each device's newest drift summary in the batch (device id -> (the record's ts, the
+    summary: score, feature, threshold, samples)), unless the row holds a newer one.
+
+    The row's own figures are read first: ingest's `touch_devices` already holds these rows'
+    locks in this transaction, so no other writer changes them before the update."""
+    if not drifts:
+        return
+    ids = list(drifts)
+    stored: dict[str, str] = {}
+    for i in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[i : i + _IN_CHUNK]
+        query = select(devices.c.device_id, devices.c.drift).where(devices.c.device_id.in_(chunk))
+        stored.update({d: text for d, text in conn.execute(query)})
+    rows = []
+    for device_id, (ts, summary) in drifts.items():
+        held = _stored_drift_ts(stored.get(device_id, ""))
+        if held is not None and held > ts:
+            continue
+        rows.append(
+            {
+                "d": device_id,
+                "v_drift": json.dumps({**summary, "ts": ts}, separators=(",", ":")),
+                "v_drifting": int(summary["score"] > summary["threshold"]),
+            }
+        )
+    if rows:
+        conn.execute(
+            update(devices)
+            .where(devices.c.device_id == bindparam("d"))
+            .values(drift=bindparam("v_drift"), drifting=bindparam("v_drifting")),
+            rows,
+        )
+
+
+def apply_variants(conn: Connection, variants: list[dict[str, Any]]) -> None:
+    """Each device's newest `variant` event in the batch (`d`, `seq`, `v`: its detail as
+    JSON), unless the store holds a newer one of that device (a higher seq); the batch's
+    events are stored before this runs."""
+    if not variants:
+        return
+    b = bindparam
+    newer = exists().where(
+        and_(events.c.device_id == b("d"), events.c.kind == "variant", events.c.seq > b("seq"))
+    )
+    conn.execute(
+        update(devices).where(devices.c.device_id == b("d"), ~newer).values(variant=b("v")),
+        variants,
+    )

@@ -26,8 +26,6 @@ __all__ = [
     "columns",
     "events_since",
     "insert_new",
-    "latest_event_detail",
-    "latest_telemetry_body",
     "newest_lag",
     "prune",
     "seq_gaps",
@@ -218,28 +216,4 @@ def prune(store: Store, received_before: float) -> dict[str, int]:
             out[kind] = int(
                 conn.execute(delete(table).where(table.c.received < received_before)).rowcount
             )
-        return out
-
-
-def latest_event_detail(store: Store, device_id: str, kind: str) -> str | None:
-    """The detail (JSON text) of the device's newest event of this kind."""
-    with store.connect() as conn:
-        value = conn.scalar(
-            select(events.c.detail)
-            .where(events.c.device_id == device_id, events.c.kind == kind)
-            .order_by(events.c.seq.desc())
-            .limit(1)
-        )
-    return None if value is None else str(value)
-
-
-def latest_telemetry_body(store: Store, device_id: str) -> str | None:
-    """The body of the device's newest telemetry record."""
-    with store.connect() as conn:
-        value = conn.scalar(
-            select(telemetry.c.body)
-            .where(telemetry.c.device_id == device_id)
-            .order_by(telemetry.c.seq.desc())
-            .limit(1)
-        )
-    return None if value is None else str(value)
+    return out

@@ -9,6 +9,14 @@ A device in it: waiting -> pending (its deployment published) -> committed | fai
 
 `cloud.rollout` decides when (waves, thresholds); `cloud.ingest` reports device outcomes
 through `record_reports`. Nothing else writes `rollouts` or `rollout_devices`.
+
+Download progress (`bytes_done` of `bytes_total` on a device's row) follows the device's
+newest report for the rollout, by its seq (a redelivered or late older report changes
+nothing). A report that carries a total sets both figures (done held to at most the total); one
+without (`bytes_total` 0: the agent sends none past the download) leaves them alone, except
+that a phase past downloading (verifying .. committed, rolled_back) means the download
+finished: done becomes the total. `idle` (stopped, superseded) and `rejected` keep the last
+figures: how far the download got.
 """
 
 from __future__ import annotations
@@ -17,12 +25,13 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, func, or_, select, update
 
 from cloud.store.schema import rollout_devices as rd
 from cloud.store.schema import rollouts, updates
+from shared.phases import UpdatePhase
 
 if TYPE_CHECKING:
     from cloud.store.engine import Store
@@ -30,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FAILURES",
     "DeviceStatus",
+    "Report",
     "RolloutState",
     "UnknownRollout",
     "accept_failures",
@@ -78,6 +88,31 @@ OUTCOMES = {
     "rolled_back": DeviceStatus.FAILED,
     "rejected": DeviceStatus.FAILED,
 }
+# phases a device reaches only with its download complete (a report without bytes then means
+# all of them)
+DOWNLOADED = frozenset(
+    {
+        UpdatePhase.VERIFYING,
+        UpdatePhase.VALIDATING,
+        UpdatePhase.STAGED,
+        UpdatePhase.ACTIVATING,
+        UpdatePhase.PROBATION,
+        UpdatePhase.COMMITTED,
+        UpdatePhase.ROLLED_BACK,
+    }
+)
+
+
+class Report(NamedTuple):
+    """What `record_reports` needs of one device update report."""
+
+    device_id: str
+    rollout_id: str
+    seq: int
+    phase: str
+    reason: str
+    bytes_done: int = 0
+    bytes_total: int = 0
 
 
 class UnknownRollout(KeyError):
@@ -143,12 +178,21 @@ def running_rollouts(store: Store) -> list[dict[str, Any]]:
 
 
 def device_rows(store: Store, rollout_id: str) -> list[dict[str, Any]]:
-    """(device_id, wave, status, reason, phase) of every device, by wave and id."""
+    """(device_id, wave, status, reason, phase, bytes_done, bytes_total) of every device, by
+    wave and id."""
     with store.connect() as conn:
         return [
             dict(r)
             for r in conn.execute(
-                select(rd.c.device_id, rd.c.wave, rd.c.status, rd.c.reason, rd.c.phase)
+                select(
+                    rd.c.device_id,
+                    rd.c.wave,
+                    rd.c.status,
+                    rd.c.reason,
+                    rd.c.phase,
+                    rd.c.bytes_done,
+                    rd.c.bytes_total,
+                )
                 .where(rd.c.rollout_id == rollout_id)
                 .order_by(rd.c.wave, rd.c.device_id)
             ).mappings()
@@ -279,31 +323,40 @@ def unstarted_pending(store: Store, rollout_id: str) -> list[str]:
         ]
 
 
-def record_reports(
-    conn: Connection, reports: Iterable[tuple[str, str, str, str]], now: float
-) -> None:
-    """Device update reports (device id, rollout id, phase, reason), inside ingest's
-    transaction: progress moves a pending device's phase; an outcome ends a pending or
-    timed-out device (a late report still counts)."""
+def record_reports(conn: Connection, reports: Iterable[Report], now: float) -> None:
+    """Device update reports inside ingest's transaction (after the batch's reports are
+    stored in `updates`): progress moves a pending device's phase (unless a newer report is
+    stored); an outcome ends a pending or timed-out device (a late report still counts); each
+    device's newest report sets its download figures (see the module docstring)."""
     progress, outcomes = [], []
-    for device_id, rollout_id, phase, reason in reports:
+    by_device: dict[tuple[str, str], list[Report]] = {}
+    for report in reports:
+        device_id, rollout_id, phase, reason = (
+            report.device_id,
+            report.rollout_id,
+            report.phase,
+            report.reason,
+        )
         if not rollout_id:
             continue
+        by_device.setdefault((rollout_id, device_id), []).append(report)
         status = OUTCOMES.get(phase)
         if phase == "idle" and reason == "superseded":
             status = DeviceStatus.SUPERSEDED  # a newer deployment took this device over
         if status is None:
-            progress.append({"p": phase, "u": now, "r": rollout_id, "d": device_id})
+            progress.append(
+                {"p": phase, "u": now, "r": rollout_id, "d": device_id, "seq": report.seq}
+            )
         else:
             outcomes.append(
                 {"s": status, "p": phase, "why": reason, "u": now, "r": rollout_id, "d": device_id}
             )
     b = bindparam
     where = (rd.c.rollout_id == b("r"), rd.c.device_id == b("d"))
-    if progress:
+    if progress:  # a late, older report (a resend) does not move the phase back
         conn.execute(
             update(rd)
-            .where(*where, rd.c.status == DeviceStatus.PENDING)
+            .where(*where, rd.c.status == DeviceStatus.PENDING, ~_newer_report())
             .values(phase=b("p"), updated=b("u")),
             progress,
         )
@@ -317,6 +370,48 @@ def record_reports(
             .values(status=b("s"), phase=b("p"), reason=b("why"), updated=b("u")),
             outcomes,
         )
+    _record_bytes(conn, by_device.values())
+
+
+def _newer_report() -> Any:
+    """Whether the store holds a report of device `d` for rollout `r` newer than seq `seq`
+    (the batch's own reports are stored before `record_reports` runs)."""
+    b = bindparam
+    return exists().where(
+        and_(
+            updates.c.device_id == b("d"),
+            updates.c.rollout_id == b("r"),
+            updates.c.seq > b("seq"),
+        )
+    )
+
+
+def _record_bytes(conn: Connection, batches: Iterable[list[Report]]) -> None:
+    """Each device's download figures from its reports in this batch (one rollout and device
+    per list): its newest report's, or, when that one carries none, the newest that does
+    (completed by a phase past downloading); unless the store holds a report of the same
+    device for the same rollout newer (a higher seq) than the batch's newest."""
+    sized, finished = [], []
+    for reports in batches:
+        newest = max(reports, key=lambda r: r.seq)
+        key = {"r": newest.rollout_id, "d": newest.device_id, "seq": newest.seq}
+        with_bytes = [r for r in reports if r.bytes_total > 0]
+        if with_bytes:
+            last = max(with_bytes, key=lambda r: r.seq)
+            done, total = min(last.bytes_done, last.bytes_total), last.bytes_total
+            if newest.bytes_total == 0 and newest.phase in DOWNLOADED:
+                done = total
+            sized.append({**key, "done": done, "total": total})
+        elif newest.phase in DOWNLOADED:
+            finished.append(key)
+    b = bindparam
+    where = (rd.c.rollout_id == b("r"), rd.c.device_id == b("d"), ~_newer_report())
+    if sized:
+        conn.execute(
+            update(rd).where(*where).values(bytes_done=b("done"), bytes_total=b("total")), sized
+        )
+    if finished:
+        conn.execute(update(rd).where(*where).values(bytes_done=rd.c.bytes_total), finished)
 
 
 def last_update_detail(store: Store, rollout_id: str, device_id: str) -> str:

@@ -37,7 +37,7 @@ def table_request(
     group: Short = "",
     profile: Short = "",
     model: Short = "",
-    state: Literal["", "online", "offline", "failing", "updating"] = "",
+    state: Literal["", "online", "offline", "failing", "updating", "drifting"] = "",
     q: Short = "",
     sort: Short = "device_id",
     desc: bool = False,
@@ -51,7 +51,8 @@ def table_request(
 
 @router.get(f"{v1}/fleet", tags=["fleet"])
 def fleet(request: Request, db: Db, _user: User) -> dict[str, Any]:
-    """Counts: online, offline, failing; devices per model@version and per update phase."""
+    """Counts: online, offline, failing, drifting; devices per model@version and per update
+    phase."""
     return queries.fleet_counts(db, time.time(), state_of(request).offline_after_s)
 
 
@@ -124,11 +125,15 @@ def command(
 
 @router.get(f"{v1}/rollouts", tags=["rollouts"])
 def rollouts(db: Db, _user: User) -> list[dict[str, Any]]:
+    """The newest rollouts: counts per status; `downloading` devices with their summed
+    `bytes_done` of `bytes_total`."""
     return [views.rollout_summary(r) for r in queries.rollouts(db)]
 
 
 @router.get(f"{v1}/rollouts/{{rollout_id}}", tags=["rollouts"])
 def rollout(rollout_id: str, db: Db, _user: User) -> dict[str, Any]:
+    """One rollout: per wave its counts and download bytes, failures by reason, and its
+    first devices (`device_list`, those under way first) with their own bytes."""
     found = views.rollout_detail(db, rollout_id)
     if found is None:
         raise HTTPException(404, f"no rollout {rollout_id!r}")

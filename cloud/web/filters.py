@@ -41,6 +41,13 @@ def size(n: Any) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
+def bytes_of(done: Any, total: Any) -> str:
+    """`1.2 MiB of 4.0 MiB`: how far a download got; `-` before its size is known."""
+    if not total:
+        return "-"
+    return f"{size(done)} of {size(total)}"
+
+
 def num(v: Any, digits: int = 1) -> str:
     return f"{float(v):.{digits}f}" if isinstance(v, int | float) else "-"
 
@@ -50,4 +57,11 @@ def pct(part: Any, whole: Any) -> float:
     return round(100.0 * float(part) / float(whole), 1) if whole else 0.0
 
 
-FILTERS = {"ago": ago, "utc": utc, "size": size, "num": num, "pct": pct}
+FILTERS = {
+    "ago": ago,
+    "utc": utc,
+    "size": size,
+    "bytes_of": bytes_of,
+    "num": num,
+    "pct": pct,
+}

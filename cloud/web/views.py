@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from cloud.fleet import json_object
 from cloud.release_report import stored_summary
 from cloud.store import Store
 from cloud.store import dashboard as queries
@@ -32,6 +33,7 @@ __all__ = [
 # chart window -> (seconds, bucket seconds): each at most a few hundred points
 WINDOWS = {"15m": (15 * 60, 10), "6h": (6 * 3600, 120), "7d": (7 * 86400, 3600)}
 PAGE_MAX = 200
+DEVICE_LIST_MAX = 200  # devices listed on a rollout's page (those under way first)
 MAX_BODY = 64 * 1024  # a stored telemetry body larger than this is not parsed
 PROBATION_PHASES = ("probation", "committed", "rolled_back")
 
@@ -61,6 +63,7 @@ def device_row(r: dict[str, Any]) -> dict[str, Any]:
         "update_phase": r["update_phase"],
         "last_seen": r["last_seen"] or None,
         "agent_version": r["agent_version"],
+        "drifting": bool(r["drifting"]),
     }
 
 
@@ -105,6 +108,8 @@ def device_detail(db: Store, device_id: str, offline_after_s: float) -> dict[str
         {
             "groups": r["groups"],
             "model_sha256": r["model_sha256"],
+            "drift": json_object(r["drift"]),  # kept on the row by ingest
+            "variant": json_object(r["variant"]),
             "state_ts": r["state_ts"] or None,
             "facts": {
                 k: latest.get(k)
@@ -172,8 +177,11 @@ def _round(v: Any) -> float | None:
 
 
 def rollout_summary(r: dict[str, Any]) -> dict[str, Any]:
+    """`pending` counts the devices downloading too; `downloading` of them, with their summed
+    `bytes_done` of `bytes_total`."""
     counts = r.get("counts", {})
     total = sum(counts.values())
+    downloads = r.get("downloads", {})
     return {
         "id": r["id"],
         "release": f"{r['release_name']}@{r['release_version']}",
@@ -189,10 +197,17 @@ def rollout_summary(r: dict[str, Any]) -> dict[str, Any]:
         "failed": counts.get("failed", 0) + counts.get("timed_out", 0),
         "pending": counts.get("pending", 0),
         "waiting": counts.get("waiting", 0),
+        "downloading": downloads.get("devices", 0),
+        "bytes_done": downloads.get("bytes_done", 0),
+        "bytes_total": downloads.get("bytes_total", 0),
     }
 
 
-def rollout_detail(db: Store, rollout_id: str) -> dict[str, Any] | None:
+def rollout_detail(
+    db: Store, rollout_id: str, device_limit: int = DEVICE_LIST_MAX
+) -> dict[str, Any] | None:
+    """The rollout's summary, its waves (downloads with their bytes), its failures by reason
+    and its first `device_limit` devices (those under way first)."""
     r = queries.rollout(db, rollout_id)
     if r is None:
         return None
@@ -202,13 +217,20 @@ def rollout_detail(db: Store, rollout_id: str) -> dict[str, Any] | None:
         status = "failed" if w["status"] == "timed_out" else w["status"]
         if status == "pending" and w["phase"] == "downloading":
             status = "downloading"
+            counts["bytes_done"] += w["bytes_done"]
+            counts["bytes_total"] += w["bytes_total"]
         counts[status] += int(w["n"])
         counts["total"] += int(w["n"])
+    r["downloads"] = {
+        "devices": sum(c["downloading"] for c in waves.values()),
+        "bytes_done": sum(c["bytes_done"] for c in waves.values()),
+        "bytes_total": sum(c["bytes_total"] for c in waves.values()),
+    }
     r["counts"] = {}
     r["last_wave"] = max(waves, default=-1)
     for counts in waves.values():
         for k, n in counts.items():
-            if k != "total":
+            if k not in ("total", "bytes_done", "bytes_total"):
                 key = "pending" if k == "downloading" else k
                 r["counts"][key] = r["counts"].get(key, 0) + n
     grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -229,6 +251,8 @@ def rollout_detail(db: Store, rollout_id: str) -> dict[str, Any] | None:
                 "committed": c["committed"],
                 "failed": c["failed"],
                 "downloading": c["downloading"],
+                "bytes_done": c["bytes_done"],
+                "bytes_total": c["bytes_total"],
                 "pending": c["pending"],
                 "waiting": c["waiting"],
             }
@@ -238,6 +262,18 @@ def rollout_detail(db: Store, rollout_id: str) -> dict[str, Any] | None:
     ]
     out["success_threshold_pct"] = r["success_threshold_pct"]
     out["max_failures_pct"] = r["max_failures_pct"]
+    out["device_list"] = [
+        {
+            "device_id": d["device_id"],
+            "wave": int(d["wave"]) + 1,
+            "status": d["status"],
+            "phase": d["phase"],
+            "reason": d["reason"],
+            "bytes_done": int(d["bytes_done"]),
+            "bytes_total": int(d["bytes_total"]),
+        }
+        for d in queries.rollout_devices(db, rollout_id, device_limit)
+    ]
     return out
 
 

@@ -20,10 +20,11 @@ from cloud.artifacts.files import FileStore
 from cloud.artifacts.http import ArtifactServer
 from cloud.artifacts.upload import UploadSigner
 from cloud.cli import main
+from cloud.ingest import IngestStats, write_batch
 from cloud.samples.grants import upload_command
 from cloud.store import open_store
 from shared.errors import Rejected
-from shared.messages import CaptureRequest, encode_message
+from shared.messages import CaptureRequest, DriftSummary, TelemetryRecord, encode_message
 from shared.samples import parse_capture_request
 from tests.cloud.conftest import DIGITS, VIBRATION, CloudEnv
 
@@ -170,31 +171,21 @@ def test_release_names_the_samples_dataset(cloud_env: CloudEnv, tmp_path: Path, 
 def test_devices_shows_the_latest_drift(cloud_env: CloudEnv, capsys) -> None:
     db = open_store(cloud_env.db)
     now = time.time()
-    for device, seq, drift in (
-        ("cam-01", 1, None),
-        ("cam-01", 2, {"score": 1.42, "feature": "input.c0", "threshold": 0.25, "samples": 300}),
-        (
-            "cam-02",
-            1,
-            {"score": 0.031, "feature": "output.class", "threshold": 0.25, "samples": 300},
-        ),
-    ):
-        db.execute(
-            "INSERT OR IGNORE INTO devices (device_id, online, last_seen) VALUES (?, 1, ?)",
-            (device, now),
-        )
-        db.execute(
-            "INSERT INTO telemetry (device_id, seq, ts, received, body) VALUES (?, ?, ?, ?, ?)",
-            (device, seq, now, now, json.dumps({"device_id": device, "drift": drift})),
-        )
+    records = [
+        TelemetryRecord("cam-01", 1, now - 2),
+        TelemetryRecord("cam-01", 2, now - 1, drift=DriftSummary(1.42, "input.c0", 0.25, 300)),
+        TelemetryRecord("cam-02", 1, now - 1, drift=DriftSummary(0.031, "output.class", 0.25, 300)),
+    ]
+    with db.begin() as conn:  # as the ingester stores them: drift kept on the device's row
+        write_batch(conn, [(r, encode_message(r)) for r in records], now, IngestStats())
     db.close()
     assert main(["devices", "--config", str(cloud_env.config)]) == 0
     text = capsys.readouterr().out
     assert "1.42! input.c0" in text and "0.03" in text
     assert main(["devices", "--json", "--config", str(cloud_env.config)]) == 0
     views = {v["device_id"]: v for v in json.loads(capsys.readouterr().out)}
-    assert views["cam-01"]["drift"]["feature"] == "input.c0"
-    assert views["cam-02"]["drift"]["score"] == 0.031
+    assert views["cam-01"]["drift"]["feature"] == "input.c0" and views["cam-01"]["drifting"]
+    assert views["cam-02"]["drift"]["score"] == 0.031 and not views["cam-02"]["drifting"]
 
 
 def _put(url: str, data: bytes) -> int:

@@ -275,6 +275,12 @@ def test_a_simulated_fleet_reports_and_takes_a_rollout_to_committed(
     assert {m["bytes_total"] for m in downloading} == {full_size}
     assert sum(1 for m in downloading if m["bytes_done"] == full_size) == 20
     assert any(0 < m["bytes_done"] < full_size for m in downloading)
+    # and in the store (ingest): each device's row in a rollout holds its whole download, the
+    # full artifact in the first, the (smaller) delta in the second
+    held = "SELECT DISTINCT bytes_done, bytes_total FROM rollout_devices WHERE rollout_id = ?"
+    assert query(cloud, held, first) == [(full_size, full_size)]
+    ((delta_done, delta_total),) = query(cloud, held, second)
+    assert 0 < delta_done == delta_total < full_size
     models = {r[0] for r in query(cloud, "SELECT model_version FROM devices")}
     assert models == {2}
     # a clean stop: every device's last state says offline; nothing any device sent was lost

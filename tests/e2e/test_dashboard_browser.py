@@ -3,7 +3,8 @@ Playwright, against a real `litefleet serve`, mosquitto and a real `litefleet-ag
 
 An operator logs in, finds the agent's device on the fleet page with its live fps (arriving
 without a reload), opens its page with the charts, deploys a release to the device's group from
-the Releases page and watches that rollout reach committed, deploys to a group whose device
+the Releases page and watches that rollout reach committed (the device's download complete in
+bytes), deploys to a group whose device
 never answers and pauses that rollout; a viewer sees the same pages and is refused the pause.
 A screenshot of each page goes to $LITEFLEET_SCREENSHOTS (default
 /tmp/litefleet-screenshots), outside the repository, for review.
@@ -193,6 +194,9 @@ tick_s = 1
             timeout=120_000,
         )
         assert page.inner_text("#waves tr:nth-child(2) td:nth-child(4)") == "1"  # committed
+        # the device's download, from its update reports: all of the artifact's bytes
+        download = page.inner_text('#rollout-devices tr[data-device="cam-web"] td.download')
+        assert re.fullmatch(r"(\S+ \S+) of \1 100\.0%", download), download
         assert page.locator("#pause").count() == 0  # nothing left to pause
         shot(page, "05-rollout-committed")
 

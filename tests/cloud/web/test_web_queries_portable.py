@@ -14,8 +14,8 @@ from cloud.store.migrate import migrate
 ROWS = {
     "devices": [
         "INSERT INTO devices (device_id, online, profile, model_name, model_version, "
-        "update_phase, source_status, fps, p95_ms, last_seen) VALUES "
-        "(:d, :o, :p, 'digits', :v, :ph, :s, :f, 5.0, :t)",
+        "update_phase, source_status, fps, p95_ms, last_seen, drifting) VALUES "
+        "(:d, :o, :p, 'digits', :v, :ph, :s, :f, 5.0, :t, :dr)",
         [
             {
                 "d": f"Cam-{i}",
@@ -26,6 +26,7 @@ ROWS = {
                 "s": "down: x" if i == 5 else "up",
                 "f": float(i),
                 "t": 1000.0 + i,
+                "dr": int(i in (3, 6)),
             }
             for i in range(12)
         ],
@@ -59,11 +60,28 @@ ROWS = {
     ],
     "rollout_devices": [
         "INSERT INTO rollout_devices (rollout_id, device_id, wave, status, "
-        "reason, phase, deployment, updated) VALUES ('r1', :d, 0, :st, :r, '', "
-        "'{}', 1)",
+        "reason, phase, deployment, updated, bytes_done, bytes_total) VALUES "
+        "('r1', :d, 0, :st, :r, :ph, '{}', 1, :bd, :bt)",
         [
-            {"d": "Cam-1", "st": "failed", "r": "probation_failed"},
-            {"d": "Cam-2", "st": "committed", "r": ""},
+            {"d": "Cam-1", "st": "failed", "r": "probation_failed", "ph": "", "bd": 0, "bt": 0},
+            {"d": "Cam-2", "st": "committed", "r": "", "ph": "", "bd": 5, "bt": 5},
+            # two downloads whose figures overflow an integer sum (a device may say any int64)
+            {
+                "d": "Cam-3",
+                "st": "pending",
+                "r": "",
+                "ph": "downloading",
+                "bd": 1 << 62,
+                "bt": (1 << 63) - 1,
+            },
+            {
+                "d": "Cam-4",
+                "st": "pending",
+                "r": "",
+                "ph": "downloading",
+                "bd": 1 << 62,
+                "bt": (1 << 63) - 1,
+            },
         ],
     ],
     "audit": [
@@ -93,6 +111,7 @@ def answers(db: Any) -> dict[str, Any]:
         "rollout": queries.rollout(db, "r1"),
         "waves": queries.rollout_waves(db, "r1"),
         "failures": queries.rollout_failures(db, "r1"),
+        "rollout_devices": queries.rollout_devices(db, "r1", 3),
         "releases": queries.release_envelopes(db),
         "running": queries.running_counts(db),
         "running_devices": queries.running_devices(db, "digits", 2, "rpi5"),
@@ -154,6 +173,13 @@ def test_every_query_answers_the_same_on_sqlite_and_postgresql(
         pg.close()
     assert on_postgres == on_sqlite
     assert on_sqlite["counts"]["failing"] == 2 and len(on_sqlite["page-failing-fps"][1]) == 0
+    assert on_sqlite["counts"]["drifting"] == 2
+    assert [d["device_id"] for d in on_sqlite["page-drifting-device_id"][1]] == [
+        "Cam-6"
+    ]  # offset 1
+    assert on_sqlite["rollouts"][0]["downloads"]["devices"] == 2
+    assert on_sqlite["rollouts"][0]["downloads"]["bytes_done"] == 1 << 63
+    assert [d["device_id"] for d in on_sqlite["rollout_devices"]] == ["Cam-3", "Cam-4", "Cam-1"]
     assert on_sqlite["page--profile"][0] == 3  # Cam-1, Cam-10, Cam-11: any case
     # 39 records, 7 s apart from ts 1007: minutes 16 (1007-1019) to 21 (1260-1280)
     assert [a["bucket"] for a in on_sqlite["series"][0]] == [16, 17, 18, 19, 20, 21]
