@@ -11,9 +11,11 @@ redelivered record can arrive on another day than the first copy. So the contrac
 (device_id, seq)" is kept by a narrow key table per partitioned table (`telemetry_keys`,
 `event_keys`: device_id, seq, day) whose primary key is (device_id, seq), and a trigger
 before each insert into the partitioned table: it records the row's key, or skips the row
-when its key is there already (as ON CONFLICT DO NOTHING would; whoever inserts, ingest or
-another tool). The key table holds exactly the keys of the rows stored: prune deletes the
-keys of the days it drops.
+when its key is there already (as ON CONFLICT DO NOTHING would), whoever inserts. Ingest,
+the hot path, writes keys and rows in one statement instead (`records.insert_new`: the rows
+whose key insert was new) and tells the trigger so (`KEYS_WRITTEN`): a third cheaper per
+record than the trigger's own insert. The key table holds exactly the keys of the rows
+stored: prune deletes the keys of the days it drops.
 
 Partitions are made ahead (`ensure_partitions`: yesterday to `AHEAD_DAYS` on) by the
 migration, by every `serve` at start and by the active controller each hour. A partition made
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AHEAD_DAYS",
     "DAY_S",
+    "KEYS_WRITTEN",
     "KEY_TABLES",
     "PARTITIONED",
     "create_partitioned",
@@ -53,6 +56,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 DAY_S = 86400
 AHEAD_DAYS = 3
+# set (SET LOCAL) by a transaction that writes the keys itself, in the same statement as the
+# rows (ingest: `records.insert_new`): the trigger then lets its rows through unchecked
+KEYS_WRITTEN = "litefleet.keys_written"
 LOCK_TIMEOUT = "5s"  # waiting longer for a busy table than this: try again at the next round
 PARTITIONED: dict[str, Table] = {"telemetry": telemetry, "events": events}
 
@@ -106,7 +112,8 @@ def create_partitioned(conn: Connection) -> None:
     for kind, keys in KEY_TABLES.items():
         conn.exec_driver_sql(
             f"CREATE OR REPLACE FUNCTION {keys.name}_record() RETURNS trigger LANGUAGE plpgsql AS $$ "
-            f"BEGIN INSERT INTO {keys.name} (device_id, seq, day) VALUES (NEW.device_id, "
+            f"BEGIN IF current_setting('{KEYS_WRITTEN}', true) = 'on' THEN RETURN NEW; END IF; "
+            f"INSERT INTO {keys.name} (device_id, seq, day) VALUES (NEW.device_id, "
             f"NEW.seq, floor(NEW.received / {DAY_S})::bigint) ON CONFLICT DO NOTHING; "
             f"IF FOUND THEN RETURN NEW; END IF; RETURN NULL; END $$"
         )

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Table, delete, func, select, tuple_, union_all
+from sqlalchemy import Connection, Double, Table, delete, func, select, tuple_, union_all
 
-from cloud.store.partitions import prune_days
+from cloud.store.partitions import DAY_S, KEY_TABLES, KEYS_WRITTEN, PARTITIONED, prune_days
 from cloud.store.schema import events, telemetry, updates
 
 if TYPE_CHECKING:
@@ -51,12 +51,13 @@ def insert_new(conn: Connection, kind: str, rows: list[tuple[Any, ...]]) -> int:
     stored yet; how many were new (the rest are duplicates: a redelivery or a resend).
 
     Ingest's hot path: one driver-level statement of plain tuples (SQLAlchemy's per-row
-    parameter processing would cost as much again as SQLite's own work). On PostgreSQL a
-    trigger skips a day-partitioned record whose key is stored (`cloud.store.partitions`):
-    the rows it skips are not counted, like those ON CONFLICT skips."""
+    parameter processing would cost as much again as SQLite's own work). On PostgreSQL the
+    day-partitioned kinds go through their key table (`cloud.store.partitions`)."""
     if not rows:
         return 0
     dialect = conn.dialect.name
+    if dialect == "postgresql" and kind in PARTITIONED:
+        return _insert_keyed(conn, kind, rows)
     sql = _INSERT_SQL.get((dialect, kind))
     if sql is None:
         names = columns(kind)
@@ -67,6 +68,32 @@ def insert_new(conn: Connection, kind: str, rows: list[tuple[Any, ...]]) -> int:
         )
         _INSERT_SQL[(dialect, kind)] = sql
     return int(conn.exec_driver_sql(sql, rows).rowcount)
+
+
+def _insert_keyed(conn: Connection, kind: str, rows: list[tuple[Any, ...]]) -> int:
+    """PostgreSQL, a day-partitioned kind: one statement inserts the rows' keys into the key
+    table and, of the rows, those whose key was new (each column passed as one array)."""
+    table = RECORD_TABLES[kind]
+    sql = _INSERT_SQL.get(("keyed", kind))
+    if sql is None:
+        names = ", ".join(columns(kind))
+        casts = ", ".join(f"%s::{c.type.compile(dialect=conn.dialect)}[]" for c in table.columns)
+        sql = (
+            f"WITH r ({names}) AS (SELECT * FROM unnest({casts})), "
+            f"new AS (INSERT INTO {KEY_TABLES[kind].name} (device_id, seq, day) "
+            f"SELECT device_id, seq, floor(received / {DAY_S})::bigint FROM r "
+            f"ON CONFLICT DO NOTHING RETURNING device_id, seq) "
+            f"INSERT INTO {kind} ({names}) SELECT r.* FROM r "
+            f"JOIN new ON new.device_id = r.device_id AND new.seq = r.seq"
+        )
+        _INSERT_SQL[("keyed", kind)] = sql
+    conn.exec_driver_sql(f"SET LOCAL {KEYS_WRITTEN} = 'on'")
+    firsts = list({(r[0], r[1]): r for r in reversed(rows)}.values())  # one row per key
+    arrays = [list(values) for values in zip(*firsts, strict=True)]
+    for i, column in enumerate(table.columns):
+        if isinstance(column.type, Double):  # a JSON number may be an int: one type per array
+            arrays[i] = [None if v is None else float(v) for v in arrays[i]]
+    return int(conn.exec_driver_sql(sql, tuple(arrays)).rowcount)
 
 
 def _since(
