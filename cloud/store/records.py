@@ -72,12 +72,13 @@ def insert_new(conn: Connection, kind: str, rows: list[tuple[Any, ...]]) -> int:
 
 def _insert_keyed(conn: Connection, kind: str, rows: list[tuple[Any, ...]]) -> int:
     """PostgreSQL, a day-partitioned kind: one statement inserts the rows' keys into the key
-    table and, of the rows, those whose key was new (each column passed as one array)."""
+    table and, of the rows, those whose key was new. Each column goes as one array in binary
+    (`%b`: a text array literal would cost the escaping of every record's JSON)."""
     table = RECORD_TABLES[kind]
     sql = _INSERT_SQL.get(("keyed", kind))
     if sql is None:
         names = ", ".join(columns(kind))
-        casts = ", ".join(f"%s::{c.type.compile(dialect=conn.dialect)}[]" for c in table.columns)
+        casts = ", ".join(f"%b::{c.type.compile(dialect=conn.dialect)}[]" for c in table.columns)
         sql = (
             f"WITH r ({names}) AS (SELECT * FROM unnest({casts})), "
             f"new AS (INSERT INTO {KEY_TABLES[kind].name} (device_id, seq, day) "
@@ -87,7 +88,12 @@ def _insert_keyed(conn: Connection, kind: str, rows: list[tuple[Any, ...]]) -> i
             f"JOIN new ON new.device_id = r.device_id AND new.seq = r.seq"
         )
         _INSERT_SQL[("keyed", kind)] = sql
-    conn.exec_driver_sql(f"SET LOCAL {KEYS_WRITTEN} = 'on'")
+    # the trigger is told that this transaction writes its keys itself; and a plan for these
+    # arrays' real lengths, never a prepared statement's generic guess of a few rows
+    conn.exec_driver_sql(
+        f"SELECT set_config('{KEYS_WRITTEN}', 'on', true), "
+        "set_config('plan_cache_mode', 'force_custom_plan', true)"
+    )
     firsts = list({(r[0], r[1]): r for r in reversed(rows)}.values())  # one row per key
     arrays = [list(values) for values in zip(*firsts, strict=True)]
     for i, column in enumerate(table.columns):
