@@ -11,9 +11,12 @@ from cloud.durations import parse_duration
 from cloud.store import Store, engine_url
 from cloud.store.migrate import HEAD, current_version, migrate
 from cloud.store.records import prune
+from cloud.store.rollup import prune_minutes
 from localio.cli import EXIT_INVALID
 
 __all__ = ["register"]
+
+ROLLUP_KEPT = "90d"  # 7-day charts and `telemetry --every` over a quarter
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,12 +40,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "prune",
         help="delete telemetry and events older than a duration "
         "(update reports, rollouts and the audit trail stay)",
+        description="Removes telemetry and events received before --older-than (SQLite "
+        "deletes the rows; PostgreSQL drops whole UTC days, so a record may stay up to a day "
+        "longer), and the per-minute rollup (what `telemetry --every` and the dashboard's "
+        "7-day charts read) before --rollup-older-than. Update reports, rollouts and the "
+        "audit trail stay. Run it daily, e.g. from a systemd timer or cron.",
     )
     q.add_argument(
         "--older-than",
         required=True,
         metavar="DURATION",
         help="received longer ago than this: 3600, 12h, 30d",
+    )
+    q.add_argument(
+        "--rollup-older-than",
+        default=ROLLUP_KEPT,
+        metavar="DURATION",
+        help=f"rollup minutes older than this (default {ROLLUP_KEPT}; one row per device "
+        "and minute it sent telemetry in)",
     )
     add_config_argument(q)
     q.set_defaults(func=lambda args: run_command(args, lambda ctx: _prune(ctx, args)))
@@ -51,13 +66,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _prune(ctx: Context, args: argparse.Namespace) -> int:
     try:
         age = parse_duration(args.older_than)
+        rollup_age = parse_duration(args.rollup_older_than)
     except ValueError as e:
         raise CommandFailed(str(e), EXIT_INVALID) from e
-    deleted = prune(ctx.db, time.time() - age)
+    now = time.time()
+    deleted = prune(ctx.db, now - age)
     print(
         ", ".join(f"{n} {kind} record(s)" for kind, n in deleted.items())
         + f" older than {args.older_than} deleted"
     )
+    minutes = prune_minutes(ctx.db, now - rollup_age)
+    print(f"{minutes} rollup minute(s) older than {args.rollup_older_than} deleted")
     return 0
 
 

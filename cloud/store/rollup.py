@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, bindparam, case, func, literal, select, tuple_
+from sqlalchemy import Connection, and_, bindparam, case, delete, func, literal, select, tuple_
 
 from cloud.store.dialect import upsert
 from cloud.store.schema import telemetry
@@ -25,7 +25,7 @@ from cloud.store.schema import telemetry_minutes as tm
 if TYPE_CHECKING:
     from cloud.store.engine import Store
 
-__all__ = ["Bucket", "BucketCursor", "add_records", "buckets", "recompute"]
+__all__ = ["Bucket", "BucketCursor", "add_records", "buckets", "prune_minutes", "recompute"]
 
 Key = tuple[str, int]  # (device_id, minute)
 BucketCursor = tuple[int, str]  # (bucket, device_id) of the last bucket a reader saw
@@ -194,3 +194,9 @@ def buckets(
             Bucket(int(start) // (every_s // 60), d, int(n), float(fps), float(p95), int(last))
             for start, d, n, fps, p95, last in conn.execute(query)
         ]
+
+
+def prune_minutes(store: Store, before: float) -> int:
+    """Delete the rollup's minutes (of device time) before `before`; how many rows."""
+    with store.begin() as conn:
+        return int(conn.execute(delete(tm).where(tm.c.minute < math.floor(before / 60))).rowcount)

@@ -271,6 +271,7 @@ telemetry_minutes = Table(
     Column("p95_sum", Double, nullable=False),
     Column("last_seq", BigInteger, nullable=False),
     PrimaryKeyConstraint("device_id", "minute"),
+    Index("telemetry_minutes_minute", "minute"),
 )
 
 leases = Table(

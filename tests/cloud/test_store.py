@@ -449,6 +449,9 @@ def test_prune_drops_old_telemetry_and_events_and_keeps_the_rest(
     )
     assert done.returncode == 0, done.stderr
     assert "1 telemetry record(s), 1 events record(s) older than 30d deleted" in done.stdout
+    # the rollup's minutes are kept longer (90 days by default): both minutes stay
+    assert "0 rollup minute(s) older than 90d deleted" in done.stdout
+    assert rows(s, "SELECT COUNT(*) FROM telemetry_minutes") == [(2,)]
     assert rows(s, "SELECT seq FROM telemetry") == [(4,)]
     assert rows(s, "SELECT COUNT(*) FROM events") == [(0,)]
     assert rows(s, "SELECT seq FROM updates") == [(3,)]  # the rollouts' history stays
@@ -469,6 +472,26 @@ def test_prune_drops_old_telemetry_and_events_and_keeps_the_rest(
         timeout=60,
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    rollup = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cloud.cli",
+            "store",
+            "prune",
+            "--older-than",
+            "30d",
+            "--rollup-older-than",
+            "35d",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "1 rollup minute(s) older than 35d deleted" in rollup.stdout, rollup.stderr
+    assert rows(s, "SELECT COUNT(*) FROM telemetry_minutes") == [(1,)]  # this minute's
     s.close()
 
 

@@ -2,6 +2,8 @@
 tables (`cloud.store.partitions`). Every stored row is kept: it is copied into the new tables
 (one partition per day it has), then the old table is dropped. SQLite: nothing changes.
 
+Both: the rollup gets an index on its minute, for `store prune --rollup-older-than`.
+
 Revision ID: 0006
 Revises: 0005
 """
@@ -25,6 +27,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_index("telemetry_minutes_minute", "telemetry_minutes", ["minute"])
     conn = op.get_bind()
     if conn.dialect.name != "postgresql":
         return
@@ -51,5 +54,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     conn = op.get_bind()
     if conn.dialect.name != "postgresql":
+        op.drop_index("telemetry_minutes_minute", "telemetry_minutes")
         return
     raise NotImplementedError("daily partitions are not undone: restore a backup instead")
