@@ -36,8 +36,9 @@ transaction) and then acknowledged like the others: anything malformed, out of t
 bounds (`shared.messages`), of an unknown schema, of the wrong kind for its topic or naming
 another device; anything the parser fails on unexpectedly (`internal_error`); and a message the
 store itself refuses (`store_error`: the batch is then written again one message at a time, so
-only the offender is set aside). A store that is busy is retried, then the batch is left
-unacknowledged for the broker to redeliver. Anything else (a store that is corrupt or refuses
+only the offender is set aside). A store that does not answer (busy, restarting, unreachable)
+holds the batch: it is retried, with a warning a minute, until the store answers, its acks
+waiting meanwhile (the broker keeps what follows in the session). Anything else (a store that is corrupt or refuses
 even a dead letter, a bug) ends the writer: it logs the error, and `on_death` tells the service,
 which exits non-zero so that systemd restarts it.
 
@@ -52,6 +53,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -93,6 +95,8 @@ _EXPECTED: dict[Channel, type[Any]] = {
     Channel.EVENTS: Event,
     Channel.UPDATE: UpdateStatus,
 }
+STORE_RETRY_MAX_S = 5.0  # the longest wait between attempts at a batch the store refused
+STORE_WARN_EVERY_S = 60.0  # one warning a minute while the store does not answer
 _TOPIC_CACHE_MAX = 65_536  # parsed topic names kept (4 per device); emptied when full
 # what the store raises for one message's values (a number the store cannot hold, text it
 # cannot encode, a constraint): that message is quarantined; any other store error is the store's
@@ -116,6 +120,7 @@ class IngestStats:
     duplicates: int = 0
     quarantined: Counter[str] = field(default_factory=Counter)  # by reason
     batches: int = 0
+    store_retries: int = 0  # attempts at a batch that the store did not answer
 
     def add(self, other: IngestStats) -> None:
         self.stored.update(other.stored)
@@ -430,25 +435,40 @@ class Ingester:
         letters: list[DeadLetter],
         received: int,
     ) -> bool:
-        """Write one batch (retrying while the store is busy); False if it could not."""
+        """Write one batch, retrying while the store does not answer (its acks wait: the
+        broker holds everything after it); False only if `stop()` came first."""
         with self._lock:
             self.stats.received += received
-            for attempt in range(5):
-                try:
-                    written = self._commit(store, messages, topics, letters, time.time())
-                except sa_exc.OperationalError as e:
-                    log.warning("store busy (%s); retrying the batch", e)
-                    time.sleep(0.2 * (attempt + 1))
-                    continue
+        attempt, warned = 0, -math.inf
+        while True:
+            try:
+                written = self._commit(store, messages, topics, letters, time.time())
+            except sa_exc.OperationalError as e:
+                attempt += 1
+                with self._lock:
+                    self.stats.store_retries += 1
+                if time.monotonic() - warned >= STORE_WARN_EVERY_S:
+                    warned = time.monotonic()
+                    log.warning(
+                        "store unavailable (%s): a batch of %d message(s) waits for it, "
+                        "retried until it answers",
+                        describe_error(e),
+                        received,
+                    )
+                if self._stop.wait(min(STORE_RETRY_MAX_S, 0.2 * attempt)):
+                    log.error(
+                        "stopping with %d message(s) not stored: they stay unacknowledged "
+                        "and the broker gives them to the next ingester",
+                        received,
+                    )
+                    return False
+                continue
+            with self._lock:
                 self.stats.add(written)
                 self.stats.batches += 1
-                return True
-        log.error(
-            "dropping the acks of %s messages: the store is unavailable; "
-            "the broker will redeliver them",
-            received,
-        )
-        return False
+            if attempt:
+                log.info("store answering again after %d attempt(s): batch stored", attempt + 1)
+            return True
 
     def _run(self) -> None:
         try:
@@ -499,5 +519,6 @@ class Ingester:
                 "quarantined": quarantined,
                 "malformed": quarantined,  # the name before quarantine existed
                 "batches": self.stats.batches,
+                "store_retries": self.stats.store_retries,
                 "queued": len(self._queue),
             }

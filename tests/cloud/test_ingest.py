@@ -20,7 +20,8 @@ from paho.mqtt.properties import Properties
 from cloud.config import load_cloud_config
 from cloud.ingest import Ingester, _Handoff
 from cloud.mqtt_receive import ReceiveClient
-from cloud.store import counter, open_store
+from cloud.store import Store, counter, engine_url, open_store
+from cloud.store.migrate import migrate
 from shared.messages import (
     DeviceState,
     Event,
@@ -386,3 +387,55 @@ def test_the_handoff_is_bounded_and_keeps_order() -> None:
     assert taken == list(range(500))
     assert most <= 10
     assert handoff.take(4, 0.01) == []
+
+
+def test_a_store_that_stops_answering_holds_the_batch_until_it_is_back(
+    cloud_env: CloudEnv, mosquitto, postgres
+) -> None:
+    """PostgreSQL refuses connections for a while: the ingester keeps the batch it holds
+    (retrying, its acks waiting), and every record is stored once the store is back."""
+    url = postgres.create_database()
+    name = url.rsplit("/", 1)[1]
+    config = write_config(
+        cloud_env.root,
+        mqtt_port=mosquitto.port,
+        extra="[ingest]\nbatch_max = 500\nbatch_wait_s = 0.05\n",
+    )
+    config.write_text(config.read_text().replace('db = "cloud.db"', f'url = "{url}"'))
+    migrate(Store(engine_url(url)))
+    store = open_store(url)
+    admin = Store(engine_url(postgres.admin_url()))
+    ingester = Ingester(load_cloud_config(config))
+    client = device_client(mosquitto.port, "cam-11")
+
+    def stored() -> int:
+        return int(store.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0])
+
+    try:
+        ingester.start()
+        wait_for(client.is_connected, 10, "a connection")
+        client.publish(topic("cam-11", Channel.TELEMETRY), record("cam-11", 1), qos=1)
+        wait_for(lambda: stored() == 1, 30, "the first record")  # a positive control
+        store.close()
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (name,),
+        )
+        for seq in range(2, 52):
+            client.publish(topic("cam-11", Channel.TELEMETRY), record("cam-11", seq), qos=1)
+        # more attempts than the ingester once made before dropping a batch's acks
+        wait_for(lambda: ingester.snapshot()["store_retries"] >= 8, 60, "retries")
+        assert ingester.snapshot()["received"] >= 2
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        store = open_store(url)
+        wait_for(lambda: stored() == 51, 60, "every record once the store is back")
+        seqs = [r[0] for r in store.execute("SELECT seq FROM telemetry ORDER BY seq")]
+        assert seqs == list(range(1, 52))
+    finally:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        client.disconnect()
+        client.loop_stop()
+        ingester.stop()
+        store.close()
+        admin.close()
