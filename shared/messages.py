@@ -187,8 +187,29 @@ _KINDS: dict[str, type[Any]] = {
 
 
 def encode_message(message: Message) -> bytes:
-    body = {"schema": message.SCHEMA, **dataclasses.asdict(message)}
+    """The message as compact JSON with its schema first (what `decode_message` reads)."""
+    body = {"schema": message.SCHEMA, **_plain_fields(message)}
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _plain_fields(obj: Any) -> dict[str, Any]:
+    """A message's fields as a dict, nested messages (model, drift) as dicts: what
+    `dataclasses.asdict` gives, for a third of its cost (no deep copy: the dict is only
+    serialized, and the messages are frozen)."""
+    cls = type(obj)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(obj))
+    out = {}
+    for name in names:
+        value = getattr(obj, name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = _plain_fields(value)
+        out[name] = value
+    return out
 
 
 def decode_message(

@@ -3,6 +3,7 @@ leave them, and what they return keeps the contract's bounds."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -127,6 +128,9 @@ def test_decode_message_round_trips_what_it_accepts(cls) -> None:
         message: Message | None = _refused_or(decode_message, payload)
         if message is not None:
             assert decode_message(encode_message(message)) == message
+            # the same document `dataclasses.asdict` gives (encode_message walks the fields)
+            as_dict = {"schema": message.SCHEMA, **dataclasses.asdict(message)}
+            assert json.loads(encode_message(message)) == json.loads(json.dumps(as_dict))
 
     check()
 
