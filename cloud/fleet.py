@@ -100,6 +100,11 @@ def rollout_views(store: Store, rollout_id: str | None = None) -> list[dict[str,
     out = []
     for r in rs.rollout_rows(store, rollout_id):
         rows = rs.device_rows(store, r["id"])
+        details = (
+            rs.failure_details(store, r["id"])
+            if any(x["status"] in rs.FAILURES for x in rows)
+            else {}
+        )
         statuses = Counter(x["status"] for x in rows)
         reasons = Counter(
             (x["reason"] or x["status"]) for x in rows if x["status"] in ("failed", "timed_out")
@@ -139,7 +144,7 @@ def rollout_views(store: Store, rollout_id: str | None = None) -> list[dict[str,
                         "device_id": x["device_id"],
                         "reason": x["reason"] or x["status"],
                         "wave": x["wave"] + 1,
-                        "detail": rs.last_update_detail(store, r["id"], x["device_id"]),
+                        "detail": details.get(x["device_id"], ""),
                     }
                     for x in rows
                     if x["status"] in ("failed", "timed_out")

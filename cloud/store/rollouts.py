@@ -45,10 +45,10 @@ __all__ = [
     "accept_failures",
     "counts_by_state",
     "device_rows",
+    "failure_details",
     "failure_reasons",
     "get_rollout",
     "insert_rollout",
-    "last_update_detail",
     "last_wave",
     "mark_pending",
     "record_reports",
@@ -414,16 +414,23 @@ def _record_bytes(conn: Connection, batches: Iterable[list[Report]]) -> None:
         conn.execute(update(rd).where(*where).values(bytes_done=rd.c.bytes_total), finished)
 
 
-def last_update_detail(store: Store, rollout_id: str, device_id: str) -> str:
-    """The device's own words on its last update report in this rollout (why it failed)."""
+def failure_details(store: Store, rollout_id: str) -> dict[str, str]:
+    """Each failed device's own words on its last update report in this rollout (why it
+    failed), by device id: one query, each device's report found by its key."""
+    u = updates
+    last = (
+        select(u.c.detail)
+        .where(u.c.device_id == rd.c.device_id, u.c.rollout_id == rd.c.rollout_id)
+        .order_by(u.c.seq.desc())
+        .limit(1)
+        .correlate(rd)
+        .scalar_subquery()
+    )
+    query = select(rd.c.device_id, last).where(
+        rd.c.rollout_id == rollout_id, rd.c.status.in_(FAILURES)
+    )
     with store.connect() as conn:
-        value = conn.scalar(
-            select(updates.c.detail)
-            .where(updates.c.rollout_id == rollout_id, updates.c.device_id == device_id)
-            .order_by(updates.c.seq.desc())
-            .limit(1)
-        )
-    return str(value) if value else ""
+        return {str(d): str(detail or "") for d, detail in conn.execute(query)}
 
 
 def state_and_reason(store: Store, rollout_id: str) -> tuple[str, str]:

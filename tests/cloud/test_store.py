@@ -358,6 +358,27 @@ def test_a_rollout_goes_wave_by_wave_to_completed(store: Store) -> None:
     assert view["state"] == rs.RolloutState.COMPLETED and view["committed"] == 4
 
 
+def test_each_failure_is_shown_with_the_devices_last_words_in_that_rollout(
+    store: Store,
+) -> None:
+    rid = _rollout(store, ["a", "b", "c", "d"], [4])
+    tick_rollouts(store, lambda d, p: None)
+    write(
+        store,
+        UpdateStatus("a", 1, time.time(), rid, "downloading", detail="fetching"),
+        UpdateStatus("a", 2, time.time(), rid, "rejected", reason="bad_signature", detail="k1"),
+        UpdateStatus("b", 1, time.time(), rid, "rolled_back", reason="probation_failed"),
+        UpdateStatus("c", 1, time.time(), rid, "committed", detail="fine"),
+        UpdateStatus("d", 7, time.time(), "another-rollout", "rejected", detail="not this one"),
+    )
+    assert rs.failure_details(store, rid) == {"a": "k1", "b": ""}
+    failures = rollout_views(store, rid)[0]["failures"]
+    assert [(f["device_id"], f["reason"], f["detail"]) for f in failures] == [
+        ("a", "bad_signature", "k1"),
+        ("b", "probation_failed", ""),
+    ]
+
+
 def test_a_failure_pauses_resume_accepts_it_abort_clears(store: Store) -> None:
     published: list[tuple[str, bytes]] = []
     rid = _rollout(store, ["a", "b", "c", "d"], [2, 4])
