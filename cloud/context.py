@@ -1,5 +1,6 @@
 """What every `litefleet` command starts from: the config, and on demand the store, the
-artifact store and the signing key. Problems become one-line errors and an exit code."""
+artifact store and the signing key (checked against the current root before anything is
+signed with it, see `cloud.signers`). Problems become one-line errors and an exit code."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cloud.artifacts import ArtifactStore, open_artifact_store
@@ -70,6 +72,19 @@ class Context:
             return load_signing_key(path)
         except KeyFileError as e:
             raise CommandFailed(str(e), EXIT_INVALID) from e
+
+    def release_signer(self) -> SigningKey:
+        """The `[signing] key`, once the current root is known to accept what it signs: what
+        every command that signs for devices uses, before it writes or publishes anything."""
+        from cloud.signers import UntrustedSigner, check_signers
+        from localio.cli import EXIT_INVALID
+
+        key = self.signing_key()
+        try:
+            check_signers(self.db, [key], datetime.now(UTC))
+        except UntrustedSigner as e:
+            raise CommandFailed(str(e), EXIT_INVALID) from e
+        return key
 
     def close(self) -> None:
         if self._db is not None:

@@ -21,6 +21,12 @@ each tick, a running rollout:
 
 `resume` accepts the failures seen so far and lets the rollout go on; `abort` clears the
 retained deployments of devices that have not started.
+
+Deployments are signed once, when the rollout is created (`litefleet deploy`, the dashboard),
+and stored; the controller only publishes them, wave by wave, and signs nothing. A root rotated
+meanwhile may no longer list the key that signed them: given the current root, `start_wave`
+checks the wave's deployments (and the releases in them) by the devices' rule first, and pauses
+the rollout with that reason instead of publishing what every device would refuse.
 """
 
 from __future__ import annotations
@@ -35,12 +41,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from cloud.signers import UntrustedSigner, check_signed
 from cloud.store import Store
 from cloud.store import rollouts as rs
 from cloud.store.rollouts import RolloutState
 from shared.documents import Deployment, Release, format_time
 from shared.envelope import sign_envelope
 from shared.keys import SigningKey
+from shared.root import Root
 from shared.topics import validate_device_id
 
 __all__ = [
@@ -171,9 +179,47 @@ def create_rollout(
     return RolloutPlan(rollout_id, release, tuple(devices), tuple(waves), tuple(sizes), deployments)
 
 
-def start_wave(store: Store, rollout_id: str, wave: int, publish: Publish, now: float) -> int:
-    """Publish the deployments of `wave` and mark them pending; returns how many went out."""
+def _untrusted_wave(rows: list[tuple[str, str]], root: Root, wave: int) -> str | None:
+    """Why devices would refuse the stored deployments of a wave under `root`, or None."""
+    seen: set[tuple[tuple[str, ...], ...]] = set()
+    remedy = "abort this rollout and deploy again"
+    for _device_id, text in rows:
+        envelope = json.loads(text)
+        release = envelope["signed"]["release"]
+        signers = (_keyids(envelope), _keyids(release))
+        if signers in seen:  # signed by the same keys as a deployment checked already
+            continue
+        seen.add(signers)
+        try:
+            check_signed(root, envelope, f"each deployment of wave {wave + 1}", remedy)
+            check_signed(root, release, f"the release in wave {wave + 1}", remedy)
+        except UntrustedSigner as e:
+            return str(e)
+    return None
+
+
+def _keyids(envelope: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(s.get("keyid")) for s in envelope.get("signatures", []))
+
+
+def start_wave(
+    store: Store,
+    rollout_id: str,
+    wave: int,
+    publish: Publish,
+    now: float,
+    root: Root | None = None,
+) -> int:
+    """Publish the deployments of `wave` and mark them pending; returns how many went out.
+
+    With `root` (the current one), a wave whose deployments devices would refuse under it
+    publishes nothing: the rollout pauses with the reason."""
     rows = rs.waiting_in_wave(store, rollout_id, wave)
+    problem = _untrusted_wave(rows, root, wave) if root is not None else None
+    if problem is not None:
+        rs.set_state(store, rollout_id, RolloutState.PAUSED, problem, now)
+        log.warning("rollout %s paused before wave %s: %s", rollout_id, wave + 1, problem)
+        return 0
     # published, then marked pending, 100 at a time: a controller that dies in between leaves
     # them waiting, and the next one publishes them again (the same retained deployment)
     for start in range(0, len(rows), _MARK_EVERY):
@@ -192,11 +238,16 @@ def _failure_summary(store: Store, rollout_id: str) -> str:
 
 
 def _tick_one(
-    store: Store, row: dict[str, Any], publish: Publish, now: float, device_timeout_s: float
+    store: Store,
+    row: dict[str, Any],
+    publish: Publish,
+    now: float,
+    device_timeout_s: float,
+    root: Root | None,
 ) -> None:
     rid, wave = row["id"], row["current_wave"]
     if wave < 0:
-        start_wave(store, rid, 0, publish, now)
+        start_wave(store, rid, 0, publish, now, root)
         return
     rs.time_out_pending(store, rid, now - device_timeout_s, now)
     counts = rs.status_counts(store, rid, up_to_wave=wave)
@@ -225,7 +276,7 @@ def _tick_one(
             log.warning("rollout %s paused: %s", rid, reason)
         return
     if wave < rs.last_wave(store, rid):
-        start_wave(store, rid, wave + 1, publish, now)
+        start_wave(store, rid, wave + 1, publish, now, root)
     elif pending == 0:
         rs.set_state(
             store, rid, RolloutState.COMPLETED, f"{committed} of {released} committed", now
@@ -234,13 +285,18 @@ def _tick_one(
 
 
 def tick_rollouts(
-    store: Store, publish: Publish, now: float | None = None, device_timeout_s: float = 1800.0
+    store: Store,
+    publish: Publish,
+    now: float | None = None,
+    device_timeout_s: float = 1800.0,
+    root: Root | None = None,
 ) -> None:
-    """One controller step over every running rollout."""
+    """One controller step over every running rollout; with `root` (the current root), no
+    wave goes out that devices would refuse under it (see `start_wave`)."""
     now = time.time() if now is None else now
     for row in rs.running_rollouts(store):
         try:
-            _tick_one(store, row, publish, now, device_timeout_s)
+            _tick_one(store, row, publish, now, device_timeout_s, root)
         except Exception:
             log.exception("rollout %s: tick failed; trying again next tick", row["id"])
 

@@ -41,6 +41,7 @@ from cloud.health import HealthEndpoints
 from cloud.ingest import Ingester
 from cloud.mqtt import CloudLink
 from cloud.rollout import tick_rollouts
+from cloud.roots import current_root
 from cloud.samples.grants import SampleGrants
 from cloud.store import Store, describe_error, open_store
 from cloud.store.devices import mark_offline as _mark_offline
@@ -48,6 +49,7 @@ from cloud.store.partitions import make_ahead
 from localio.keyfiles import load_signing_key
 from shared.errors import Unavailable
 from shared.keys import KeyFileError
+from shared.root import Root
 from shared.topics import Channel, topic
 
 if TYPE_CHECKING:
@@ -73,6 +75,16 @@ def mark_offline(store: Store, now: float, offline_after_s: float) -> int:
     if count:
         log.info("%s device(s) went silent for %s s: marked offline", count, offline_after_s)
     return count
+
+
+def _stored_root(db: Store) -> Root | None:
+    """The newest stored root, which every wave is checked against before it is published
+    (`cloud.rollout.start_wave`); None before the first rotation, when the root is the
+    implicit version 1 of the `[signing] key` that signed the deployments."""
+    try:
+        return current_root(db, None).root
+    except ValueError:
+        return None
 
 
 class ServeRole(StrEnum):
@@ -223,7 +235,9 @@ class CloudService:
                 link.publish(topic(device_id, Channel.DESIRED, prefix), payload, retain=True)
 
             if link.connected:
-                tick_rollouts(db, publish, now, self.config.rollout.device_timeout_s)
+                tick_rollouts(
+                    db, publish, now, self.config.rollout.device_timeout_s, _stored_root(db)
+                )
         except Unavailable as e:  # the broker went away mid-tick: the next tick retries
             log.warning("controller tick: %s; retrying at the next tick", e)
         except Exception:

@@ -63,7 +63,7 @@ def verify_envelope(envelope: Any, keyring: Keyring) -> dict[str, Any]:
             continue
         if key.verify(raw, message):
             valid.add(keyid)
-    if len(valid) < keyring.threshold:
+    if not keyring.reached_by(valid):
         raise BadSignature(
             f"{len(valid)} valid signature(s) from trusted keys, {keyring.threshold} required"
         )

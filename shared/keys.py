@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -157,3 +158,13 @@ class Keyring:
 
     def get(self, keyid: str) -> PublicKey | None:
         return self._by_id.get(keyid)
+
+    def trusted_among(self, keyids: Iterable[str]) -> tuple[str, ...]:
+        """The distinct key ids of `keyids` this keyring trusts, in order: the signers whose
+        valid signatures `verify_envelope` counts (one key twice counts once, a revoked key
+        never). What a signer checks before signing, so it signs nothing devices refuse."""
+        return tuple(k for k in dict.fromkeys(keyids) if k in self._by_id)
+
+    def reached_by(self, keyids: Iterable[str]) -> bool:
+        """Whether signatures by `keyids` (valid ones) would meet this keyring's threshold."""
+        return len(self.trusted_among(keyids)) >= self.threshold

@@ -2,7 +2,8 @@
 
 Actions: `report-now` (publish telemetry at once), `rollback` (end a running probation as
 failed and return to the previous model), `restart-source` (reopen the camera or sensor).
-Each command is signed with the release key, bound to one device, valid for `--expires`
+Each command is signed with the release key (refused up front when the current root does not
+list it, see `cloud.signers`), bound to one device, valid for `--expires`
 (default 5 minutes, at most a day) and carries a fresh nonce, so a captured command can be
 neither redirected nor replayed.
 """
@@ -97,7 +98,7 @@ def send_commands(
     """Sign `action` for each device, publish it on the device's `cmd` topic and record it in
     the audit trail; returns each device's envelope."""
     now = datetime.now(UTC)
-    key = ctx.signing_key()
+    key = ctx.release_signer()
     try:
         envelopes = {
             d: sign_envelope(build_command(d, action, now, lifetime_s, args), [key])

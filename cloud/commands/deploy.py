@@ -8,6 +8,7 @@ import secrets
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cloud import audit
 from cloud.commands._rollout_wait import DownloadProgress, follow_rollout
@@ -17,9 +18,11 @@ from cloud.durations import parse_duration, parse_share_pct
 from cloud.mqtt import CloudLink
 from cloud.release import load_releases
 from cloud.rollout import Publish, create_rollout, parse_waves, start_wave
-from cloud.roots import chain_message
+from cloud.roots import chain_message, current_root
+from cloud.signers import UntrustedSigner, check_releases
 from localio.cli import EXIT_INVALID, EXIT_UNAVAILABLE
 from shared.errors import Unavailable
+from shared.keys import SigningKey
 from shared.topics import Channel, fleet_subscription, topic
 
 __all__ = ["parse_ref", "publisher", "register"]
@@ -45,7 +48,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="roll a release out to devices in waves",
         description="Create a rollout: sign one deployment per device and publish the first "
         "wave's deployments, retained, on devices/{id}/desired. `litefleet serve` starts the "
-        "next wave once enough devices committed, and pauses the rollout when too many fail.",
+        "next wave once enough devices committed, and pauses the rollout when too many fail. "
+        "Refused, with nothing written, when the current root does not accept the signing key "
+        "or the release's signature.",
     )
     p.add_argument("release", metavar="NAME@VERSION")
     who = p.add_mutually_exclusive_group(required=True)
@@ -129,7 +134,8 @@ def _deploy(ctx: Context, args: argparse.Namespace) -> int:
         raise CommandFailed(str(e), EXIT_INVALID) from e
     devices = list(targets)
     used = {targets[d] for d in devices}
-    key = ctx.signing_key()
+    key = ctx.release_signer()
+    _check_releases(ctx, key, f"{name}@{version}", {p: live[p].envelope for p in sorted(used)})
     plan = create_rollout(
         ctx.db,
         {p: (live[p].release, live[p].envelope) for p in used},
@@ -207,6 +213,17 @@ def _deploy(ctx: Context, args: argparse.Namespace) -> int:
         )
     finally:
         link.stop()
+
+
+def _check_releases(
+    ctx: Context, key: SigningKey, ref: str, envelopes: dict[str, dict[str, Any]]
+) -> None:
+    """Refuse releases devices would refuse inside the deployment: signed by a key the current
+    root no longer lists (or by fewer of its keys than it needs)."""
+    try:
+        check_releases(current_root(ctx.db, key).root, ref, envelopes)
+    except UntrustedSigner as e:
+        raise CommandFailed(str(e), EXIT_INVALID) from e
 
 
 def _print(summary: dict[str, object], as_json: bool, note: str) -> None:

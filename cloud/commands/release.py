@@ -28,6 +28,7 @@ from device_profiles import load_profile
 from device_profiles.profile import DeviceProfile, ProfileInvalid
 from localio.cli import EXIT_INVALID
 from shared.documents import ProbationPolicy, Provenance
+from shared.keys import SigningKey
 from shared.reference import ReferenceProfile
 from shared.variants import MAX_BENCH_MS
 
@@ -67,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="package, sign and upload a model as a new release",
         description="Write the zstd full artifact and a delta against each of the last few "
         "releases of the same model and profile, upload them to the artifact store, sign the "
-        "release with the configured key and record it. Versions must increase per model.",
+        "release with the configured key and record it. Versions must increase per model. "
+        "Refused, with nothing written, when the current root does not accept the key.",
     )
     p.add_argument("model", type=Path, metavar="MODEL.tflite")
     p.add_argument("--name", required=True, help="model name (what devices run, [model] name)")
@@ -215,6 +217,7 @@ def _release(ctx: Context, args: argparse.Namespace) -> int:
         raise CommandFailed("--min-inferences must be at least 1", EXIT_INVALID)
     if args.candidate and not args.from_report:
         raise CommandFailed("--candidate needs --from-report", EXIT_INVALID)
+    key = ctx.release_signer()  # before anything is uploaded: devices must accept its signature
     try:
         provenance = Provenance()
         summary = ""  # the report's figures, stored with the release for the dashboard
@@ -230,6 +233,7 @@ def _release(ctx: Context, args: argparse.Namespace) -> int:
             provenance = _with_samples(provenance, args.samples)
         return _publish(
             ctx,
+            key,
             args,
             profile,
             provenance,
@@ -348,6 +352,7 @@ def _variants(args: argparse.Namespace, provenance: Provenance) -> VariantReques
 
 def _publish(
     ctx: Context,
+    key: SigningKey,
     args: argparse.Namespace,
     profile: DeviceProfile,
     provenance: Provenance,
@@ -378,7 +383,7 @@ def _publish(
     published = publish_release(
         ctx.db,
         ctx.artifacts(),
-        ctx.signing_key(),
+        key,
         request,
         datetime.now(UTC),
         ctx.config.rollout.release_history,

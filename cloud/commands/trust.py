@@ -13,12 +13,14 @@ import argparse
 import hashlib
 import json
 import secrets
+import sys
 from datetime import UTC, datetime
 
 from cloud import audit
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.mqtt import CloudLink
 from cloud.roots import chain_message, current_root, stored_roots
+from cloud.signers import UntrustedSigner, check_signers
 from localio.cli import EXIT_INVALID, EXIT_UNAVAILABLE
 from shared.errors import Unavailable
 from shared.root import describe, parse_root
@@ -91,7 +93,21 @@ def _publish(ctx: Context, args: argparse.Namespace) -> int:
     else:
         print(f"published   {describe(newest.root)}")
         print(f"topic       {name} (retained, {len(payload)} bytes)")
+    _warn_untrusted_signer(ctx)
     return 0
+
+
+def _warn_untrusted_signer(ctx: Context) -> None:
+    """Publishing a root that drops the `[signing] key` is a step of a rotation, not an error;
+    but until the key is pointed at a listed one, every command that signs refuses: say so."""
+    if ctx.config.signing.key is None:
+        return
+    try:
+        check_signers(ctx.db, [ctx.signing_key()], datetime.now(UTC))
+    except CommandFailed:
+        return  # an unreadable key: the commands that sign say why
+    except UntrustedSigner as e:
+        print(f"warning: {e}", file=sys.stderr)
 
 
 def _show(ctx: Context, args: argparse.Namespace) -> int:

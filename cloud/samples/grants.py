@@ -12,6 +12,12 @@ Every controller process subscribes, but only the one holding the controller lea
 (`active`): a standby leaves the request to it (counted in `standby`), so two controllers
 never grant one request twice. A request that arrives while no one holds the lease is lost;
 the device asks again.
+
+The upload command is signed when it is granted, so the `[signing] key` is checked against the
+current root then (`cloud.signers`, read from the store at each request: a rotation needs no
+restart). A key the root no longer lists, or one short of its threshold, grants nothing:
+devices would refuse the command. One warning says why (again only when the reason changes),
+and `untrusted` counts the requests left unanswered.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from cloud.artifacts import ArtifactStore, StoreError
 from cloud.commands.command import build_command
 from cloud.config import CloudConfig, CloudRole
 from cloud.mqtt import CloudLink
+from cloud.signers import UntrustedSigner, check_signers
+from cloud.store import open_store
 from shared.envelope import sign_envelope
 from shared.errors import Rejected, Unavailable
 from shared.keys import SigningKey
@@ -73,6 +81,8 @@ class SampleGrants:
         self.refused = 0
         self.dropped = 0
         self.standby = 0  # requests left to the active controller
+        self.untrusted = 0  # requests unanswered: devices would refuse the signed command
+        self._warned: str | None = None
         prefix = config.mqtt.topic_prefix
         self.link = CloudLink(
             config.mqtt,
@@ -119,6 +129,8 @@ class SampleGrants:
             self.refused += 1
             log.warning("refused a capture request on %s: %s", name[:200], e)
             return False
+        if not self._trusted():
+            return False
         try:
             envelope = upload_command(self.store, self.key, device_id, request.files, time.time())
             self.link.publish(
@@ -129,4 +141,21 @@ class SampleGrants:
             return False
         self.granted += 1
         log.info("granted %s upload URL(s) to %s", len(request.files), device_id)
+        return True
+
+    def _trusted(self) -> bool:
+        """Whether devices accept what `key` signs under the current root; warns once per
+        reason when they do not."""
+        try:
+            with open_store(self.config.store) as db:
+                check_signers(db, [self.key], datetime.now(UTC))
+        except UntrustedSigner as e:
+            self.untrusted += 1
+            if self._warned != str(e):
+                self._warned = str(e)
+                log.warning("no upload grants: %s", e)
+            return False
+        if self._warned is not None:
+            self._warned = None
+            log.info("upload grants resume: the current root lists the [signing] key")
         return True

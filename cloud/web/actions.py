@@ -30,6 +30,8 @@ from cloud.rollout import (
     pause_rollout,
     resume_rollout,
 )
+from cloud.roots import current_root
+from cloud.signers import UntrustedSigner, check_releases, check_signers
 from cloud.store import Store
 from cloud.store import dashboard as queries
 from localio.keyfiles import load_signing_key
@@ -103,13 +105,19 @@ def _abort(db: Store, config: CloudConfig, rollout_id: str) -> None:
         abort_rollout(db, rollout_id, None)
 
 
-def _signing_key(config: CloudConfig) -> SigningKey:
+def _signing_key(db: Store, config: CloudConfig) -> SigningKey:
+    """The `[signing] key`, once the current root accepts it (`cloud.signers`)."""
     if config.signing.key is None:
         raise ActionRefused("no [signing] key in the config: this server cannot sign", 503)
     try:
-        return load_signing_key(config.signing.key)
+        key = load_signing_key(config.signing.key)
     except KeyFileError as e:
         raise ActionRefused(str(e), 503) from e
+    try:
+        check_signers(db, [key], datetime.now(UTC))
+    except UntrustedSigner as e:
+        raise ActionRefused(str(e), 409) from e
+    return key
 
 
 def send_command(db: Store, config: CloudConfig, device_id: str, action: str, actor: str) -> str:
@@ -117,7 +125,7 @@ def send_command(db: Store, config: CloudConfig, device_id: str, action: str, ac
     if action not in ACTIONS:
         raise ActionRefused(f"unknown command {action!r} ({', '.join(ACTIONS)})", 422)
     signed = build_command(device_id, action, datetime.now(UTC), COMMAND_LIFETIME_S)
-    envelope = sign_envelope(signed, [_signing_key(config)])
+    envelope = sign_envelope(signed, [_signing_key(db, config)])
     try:
         with operator_link(config) as link:
             link.publish(
@@ -153,12 +161,19 @@ def deploy(
     except TargetError as e:
         raise ActionRefused(str(e), 422) from e
     used = {targets[d] for d in targets}
+    key = _signing_key(db, config)
+    try:
+        check_releases(
+            current_root(db, key).root, f"{name}@{version}", {p: live[p].envelope for p in used}
+        )
+    except UntrustedSigner as e:
+        raise ActionRefused(str(e), 409) from e
     plan = create_rollout(
         db,
         {p: (live[p].release, live[p].envelope) for p in used},
         targets,
         waves,
-        _signing_key(config),
+        key,
         now,
         lifetime_s=config.rollout.deployment_lifetime_s,
     )

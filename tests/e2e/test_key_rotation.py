@@ -8,9 +8,11 @@ over HTTP. Device B is offline during both rotations:
    signed by the old and the new root key), `trust publish`;
 2. rotation 2 revokes the (stolen) release key and adds a new one (`keys rotate --add ...
    --remove ...`, signed by the offline root key), `trust publish`;
-3. a release signed by the revoked key is deployed: device A refuses it at once; device B
-   comes back, walks roots 2 and 3 from the retained chain, and refuses it too, both with
-   `bad_signature` naming the revoked key, both still serving their initial model;
+3. `litefleet release` still pointed at the revoked key refuses to sign (nothing stored); a
+   thief who holds the key signs a release and deployments outside the cloud and publishes
+   them: device A refuses at once; device B comes back, walks roots 2 and 3 from the retained
+   chain, and refuses too, both with `bad_signature` naming the revoked key, both still
+   serving their initial model;
 4. with `[signing] key` pointed at the new key, the next release installs on both;
 5. `litefleet audit` lists every step with the OS user and the signed documents' sha256.
 """
@@ -21,12 +23,19 @@ import getpass
 import hashlib
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cloud.cli import main
+from cloud.config import load_cloud_config
+from cloud.modelinfo import read_io_signature
+from cloud.mqtt import CloudLink
+from localio.cli import EXIT_INVALID
+from localio.keyfiles import load_signing_key
+from shared.builders import build_deployment, build_release, package_model
 from shared.keys import PublicKey
 from tests.agent.update.conftest import ArtifactServer
 
@@ -157,21 +166,41 @@ def test_rotate_publish_revoke_on_two_devices_one_offline(  # type: ignore[no-un
             assert time.monotonic() < deadline, agents["cam-a"].log()[-3000:]
             time.sleep(0.05)
 
-        # whoever holds the revoked key signs a release: refused by A now, by B once back
-        run(
-            capsys,
-            "release",
-            str(DIGITS_FT),
-            "--name",
-            "digits",
-            "--version",
-            "1",
-            "--profile",
-            "x86-gateway",
-            *cfg,
-        )
-        run(capsys, "deploy", "digits@1", "--device", *DEVICES, "--waves", "100%", *cfg)
+        # the cloud, still pointed at the revoked key, refuses to sign with it
         revoked = PublicKey.from_hex(old_pub).keyid[:16]
+        argv = ["release", str(DIGITS_FT), "--name", "digits", "--version", "1"]
+        assert main([*argv, "--profile", "x86-gateway", *cfg]) == EXIT_INVALID
+        assert f"{revoked}: this key was removed from the root at version 3" in (
+            capsys.readouterr().err
+        )
+        # whoever holds the revoked key signs outside the cloud: refused by A now, by B once back
+        thief = load_signing_key(cloud / "keys" / "release.key")
+        now = datetime.now(UTC)
+        packaged = package_model(DIGITS_FT.read_bytes())
+        forged = build_release(
+            name="digits",
+            version=1,
+            profile="x86-gateway",
+            target=packaged.target,
+            artifact=packaged.artifact(f"{server.url}/forged.zst"),
+            io=read_io_signature(DIGITS_FT),
+            keys=[thief],
+            now=now,
+        )
+        link = CloudLink(load_cloud_config(config).mqtt, "thief")
+        link.start(timeout=10.0)
+        try:
+            for device in DEVICES:
+                deployment = build_deployment(
+                    release=forged, device_id=device, rollout_id="forged", keys=[thief], now=now
+                )
+                link.publish(
+                    f"litefleet/v1/devices/{device}/desired",
+                    json.dumps(deployment).encode(),
+                    retain=True,
+                )
+        finally:
+            link.stop()
         agents["cam-b"].start()
         for device in DEVICES:
             update = refused(device)
@@ -206,9 +235,6 @@ def test_rotate_publish_revoke_on_two_devices_one_offline(  # type: ignore[no-un
             "trust.publish",
             "keys.rotate",
             "trust.publish",
-            "release",
-            "deploy",
-            "deploy",
             "release",
             "deploy",
             "deploy",

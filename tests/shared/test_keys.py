@@ -47,3 +47,20 @@ def test_load_refuses_garbage(tmp_path):
     os.chmod(path, 0o600)
     with pytest.raises(KeyFileError):
         load_signing_key(path)
+
+
+def test_a_signer_counts_as_verify_envelope_does():
+    """`reached_by` is the count `verify_envelope` makes: what a signer checks before signing."""
+    from shared.envelope import sign_envelope, verify_envelope
+    from shared.errors import BadSignature
+    from shared.keys import Keyring, RevokedKey
+
+    a, b, c = (SigningKey.generate() for _ in range(3))
+    ring = Keyring((a.public, b.public), 2, (RevokedKey(c.public, 3),))
+    assert ring.trusted_among([a.keyid, c.keyid, a.keyid, b.keyid]) == (a.keyid, b.keyid)
+    for signers in ([a], [a, a], [a, c]):  # one key twice counts once; a revoked key never
+        assert not ring.reached_by(k.keyid for k in signers)
+        with pytest.raises(BadSignature):
+            verify_envelope(sign_envelope({"x": 1}, signers), ring)
+    assert ring.reached_by([b.keyid, a.keyid])
+    assert verify_envelope(sign_envelope({"x": 1}, [b, a]), ring) == {"x": 1}
