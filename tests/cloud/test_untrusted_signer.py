@@ -183,7 +183,7 @@ def test_deploy_refused_and_nothing_retained(  # type: ignore[no-untyped-def]
     assert release(env, 2, DIGITS_FT) == 0
     assert main(["deploy", "digits@2", "--device", "cam-2", "--waves", "100%", *cfg(env)]) == 0
     sub = mqtt_subscriber(mosquitto, ["litefleet/v1/devices/+/desired"])  # retained only
-    assert sub.wait_for(lambda ms: any("/cam-2/" in m.topic for m in ms), 10)
+    assert sub.wait_for(lambda ms: any("/cam-2/" in m.topic for m in ms), 30)
     assert [m.topic for m in sub.snapshot()] == ["litefleet/v1/devices/cam-2/desired"]
     update = verify_deployment(
         sub.snapshot()[0].payload,
@@ -286,7 +286,7 @@ def test_upload_grants_stop_while_the_root_drops_the_key(  # type: ignore[no-unt
     grants.start()
     try:
         assert grants.answer(name, request)  # root v1: granted
-        assert sub.wait_for(lambda ms: len(ms) == 1, 10)
+        assert sub.wait_for(lambda ms: len(ms) == 1, 30)
         _, _, new_pub = new_key(root / "k2")
         rotate(env, "--add", str(new_pub), "--remove", old_pub(env))
         for _ in range(2):
@@ -294,10 +294,10 @@ def test_upload_grants_stop_while_the_root_drops_the_key(  # type: ignore[no-unt
         assert grants.untrusted == 2 and grants.granted == 1
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert len([w for w in warnings if "no upload grants" in w]) == 1
-        assert "this key was removed from the root at version 2" in warnings[-1]
+        assert any("this key was removed from the root at version 2" in w for w in warnings)
         rotate(env, "--add", old_pub(env))  # listed again: granted again
         assert grants.answer(name, request)
-        assert sub.wait_for(lambda ms: len(ms) == 2, 10)
+        assert sub.wait_for(lambda ms: len(ms) == 2, 30)
         assert len(upload_commands()) == 2
         assert all(c["signed"]["command"] == "upload" for c in upload_commands())
     finally:
