@@ -200,16 +200,9 @@ def apply_drift(conn: Connection, drifts: dict[str, Drift], seen: dict[str, Mode
 
     The rows are read first: ingest's `touch_devices` already holds their locks in this
     transaction, so no other writer changes them before the update."""
-    ids = list(drifts.keys() | seen.keys())
-    if not ids:
-        return
-    stored: dict[str, tuple[str, float, str | None]] = {}
-    for i in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[i : i + _IN_CHUNK]
-        query = select(
-            devices.c.device_id, devices.c.drift, devices.c.state_ts, devices.c.model_sha256
-        ).where(devices.c.device_id.in_(chunk))
-        stored.update({d: (text, ts, sha) for d, text, ts, sha in conn.execute(query)})
+    stored = _drift_rows(conn, list(drifts), held_only=False)
+    # a device without figures in the batch matters only when its row holds some
+    stored.update(_drift_rows(conn, [d for d in seen if d not in drifts], held_only=True))
     rows = []
     for device_id, (text, state_ts, state_model) in stored.items():
         held = held_drift(text)
@@ -233,6 +226,21 @@ def apply_drift(conn: Connection, drifts: dict[str, Drift], seen: dict[str, Mode
             .values(drift=bindparam("v_drift"), drifting=bindparam("v_drifting")),
             rows,
         )
+
+
+def _drift_rows(
+    conn: Connection, ids: list[str], held_only: bool
+) -> dict[str, tuple[str, float, str | None]]:
+    """The drift, state ts and state model of these devices' rows (those holding figures)."""
+    stored: dict[str, tuple[str, float, str | None]] = {}
+    for i in range(0, len(ids), _IN_CHUNK):
+        query = select(
+            devices.c.device_id, devices.c.drift, devices.c.state_ts, devices.c.model_sha256
+        ).where(devices.c.device_id.in_(ids[i : i + _IN_CHUNK]))
+        if held_only:
+            query = query.where(devices.c.drift != "")
+        stored.update({d: (text, ts, sha) for d, text, ts, sha in conn.execute(query)})
+    return stored
 
 
 def apply_variants(conn: Connection, variants: list[dict[str, Any]]) -> None:

@@ -16,6 +16,7 @@ Revises: 0004
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from alembic import op
@@ -44,6 +45,7 @@ depends_on = None
 
 _RECENT = 300  # telemetry records read per device (its newest by seq)
 _BODY_MAX = 1 << 20  # a body over this is skipped (ingest's payload cap is 64 KiB by default)
+_HAS_FIGURES = re.compile(r'"drift"\s*:\s*\{')  # what every body with figures contains
 
 # the tables as they are at this version (not `cloud.store.schema`, which is the newest)
 _devices = table(
@@ -87,7 +89,7 @@ def _fill_drift(conn: Connection) -> None:
         select(_devices.c.device_id, _devices.c.state_ts, _devices.c.model_sha256)
     ).all()
     newest = (
-        select(_telemetry.c.seq, _telemetry.c.ts, _telemetry.c.model_sha256, _telemetry.c.body)
+        select(_telemetry.c.ts, _telemetry.c.model_sha256, _telemetry.c.body)
         .where(_telemetry.c.device_id == bindparam("d"))
         .order_by(_telemetry.c.seq.desc())
         .limit(_RECENT)
@@ -99,7 +101,7 @@ def _fill_drift(conn: Connection) -> None:
         if state_model is not None:
             seen.append(ModelSeen(state_ts, state_model))
         # oldest seq first: between records of one ts the later one wins, as in ingest
-        for _seq, ts, model, body in reversed(conn.execute(newest, {"d": device_id}).all()):
+        for ts, model, body in reversed(conn.execute(newest, {"d": device_id}).all()):
             if model is not None:
                 seen.append(ModelSeen(ts, model))
             summary = _drift_of(body)
@@ -121,8 +123,8 @@ def _drift_of(body: str) -> dict[str, Any] | None:
     """A stored record's drift summary as ingest takes it from the decoded record; None when
     it has none or the body is not a record that decodes (as the contract reads it today)."""
     data = body.encode("utf-8", "replace")
-    if len(data) > _BODY_MAX:
-        return None
+    if len(data) > _BODY_MAX or not _HAS_FIGURES.search(body):
+        return None  # most records have none (no reference profile): not decoded
     try:
         record = decode_message(data, _BODY_MAX)
     except (LiteFleetError, ValueError, TypeError, RecursionError):
