@@ -24,7 +24,8 @@ Two threads in one process:
                                    download bytes: `cloud.store.rollouts.record_reports`)
     drift, variant                 the newest drift figures (telemetry) and `variant` event
                                    go on the device's row (`cloud.store.devices`), so the
-                                   fleet views read one table
+                                   fleet views read one table; drift is cleared when a newer
+                                   record or state names another model (`cloud.store.drift`)
 
 Messages are acknowledged to the broker (manual QoS 1 acks, one write per batch) only after
 their batch commits, so an ingester that dies loses nothing: the broker redelivers to the
@@ -71,6 +72,7 @@ from cloud.mqtt import CloudLink
 from cloud.quarantine import DeadLetter, Reason, write_dead_letters
 from cloud.store import Store, add_counter, describe_error, open_store
 from cloud.store import devices as device_rows
+from cloud.store.drift import Drift, ModelSeen
 from cloud.store.records import insert_new
 from cloud.store.rollouts import Report, record_reports
 from cloud.store.rollup import add_records
@@ -205,7 +207,8 @@ def write_batch(
     rows: dict[str, list[tuple[Any, ...]]] = {"telemetry": [], "events": [], "updates": []}
     states: list[dict[str, Any]] = []  # in arrival order
     latest: dict[str, TelemetryRecord] = {}
-    drifts: dict[str, tuple[float, dict[str, Any]]] = {}  # newest drift summary per device
+    drifts: dict[str, Drift] = {}  # newest drift summary per device
+    seen_models: dict[str, ModelSeen] = {}  # newest model named per device (records, states)
     variants: dict[str, tuple[int, str]] = {}  # newest `variant` event per device: seq, detail
     reports: list[Report] = []
     seen: set[str] = set()
@@ -236,8 +239,12 @@ def write_batch(
             if prev is None or m.ts >= prev.ts:
                 latest[m.device_id] = m
             held = drifts.get(m.device_id)
-            if m.drift is not None and (held is None or m.ts >= held[0]):
-                drifts[m.device_id] = (m.ts, dataclasses.asdict(m.drift))
+            if m.drift is not None and (held is None or m.ts >= held.ts):
+                drifts[m.device_id] = Drift(
+                    m.ts, dataclasses.asdict(m.drift), model.sha256 if model else None
+                )
+            if model is not None:
+                _saw_model(seen_models, m.device_id, ModelSeen(m.ts, model.sha256))
         elif isinstance(m, Event):
             detail = json.dumps(m.detail)
             rows["events"].append((m.device_id, m.seq, m.ts, now, m.kind, detail))
@@ -290,6 +297,8 @@ def write_batch(
                     "fps": m.fps,
                 }
             )
+            if model is not None:
+                _saw_model(seen_models, m.device_id, ModelSeen(m.ts, model.sha256))
     # a device marked offline for silence is back as soon as it talks; its state, written
     # below, still has the last word within this batch (a last will says offline)
     device_rows.touch_devices(conn, seen, talking, now)
@@ -312,12 +321,18 @@ def write_batch(
         conn,
         [{"d": t.device_id, "v_fps": t.fps, "v_p95": t.latency_p95_ms} for t in latest.values()],
     )
-    device_rows.apply_drift(conn, drifts)
+    device_rows.apply_drift(conn, drifts, seen_models)
     device_rows.apply_variants(
         conn, [{"d": d, "seq": seq, "v": v} for d, (seq, v) in variants.items()]
     )
     record_reports(conn, reports, now)
     stats.batches += 1
+
+
+def _saw_model(seen: dict[str, ModelSeen], device_id: str, report: ModelSeen) -> None:
+    held = seen.get(device_id)
+    if held is None or report.ts >= held.ts:
+        seen[device_id] = report
 
 
 class Ingester:

@@ -3,20 +3,22 @@ groups it belongs to.
 
 Ingest also keeps on each device's row what the fleet view would otherwise dig out of raw
 records for every device: `drift`, the drift figures of its newest telemetry record (by the
-record's ts) that had any, as JSON with that `ts`; `drifting`, 1 when that score is over its
-threshold; `variant`, the detail (JSON) of its newest `variant` event (by seq). A record or
-event older than what the row holds (a resend, a redelivery) changes nothing.
+record's ts) that had any, as JSON with that `ts` and the model they were measured on, cleared
+when a newer record or state names another model (`cloud.store.drift`); `drifting`, 1 when
+that score is over its threshold; `variant`, the detail (JSON) of its newest `variant` event
+(by seq). A record or event older than what the row holds (a resend, a redelivery) changes
+nothing.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, bindparam, case, delete, exists, func, select, update
 
 from cloud.store.dialect import insert_ignore
+from cloud.store.drift import Drift, ModelSeen, held_drift, settle
 from cloud.store.schema import devices, events, groups
 
 if TYPE_CHECKING:
@@ -189,39 +191,32 @@ def apply_fps(conn: Connection, latest: list[dict[str, Any]]) -> None:
 _IN_CHUNK = 500  # ids per IN (...) list: well under either backend's parameter limit
 
 
-def _stored_drift_ts(text: str) -> float | None:
-    """The `ts` of a stored drift summary; None when there is none (or it is unreadable)."""
-    try:
-        ts = json.loads(text).get("ts") if text else None
-    except (ValueError, AttributeError):
-        return None
-    return float(ts) if isinstance(ts, int | float) else None
+def apply_drift(conn: Connection, drifts: dict[str, Drift], seen: dict[str, ModelSeen]) -> None:
+    """Each device's newest drift figures in the batch (`drifts`) and the newest model its
+    records and states in the batch named (`seen`), settled against what its row holds
+    (`cloud.store.drift.settle`): newer figures replace older ones; a newer record or state
+    naming another model, in the batch or on the row (its state, applied before this runs),
+    clears them.
 
-
-def apply_drift(conn: Connection, drifts: dict[str, tuple[float, dict[str, Any]]]) -> None:
-    """Each device's newest drift summary in the batch (device id -> (the record's ts, the
-    summary: score, feature, threshold, samples)), unless the row holds a newer one.
-
-    The row's own figures are read first: ingest's `touch_devices` already holds these rows'
-    locks in this transaction, so no other writer changes them before the update."""
-    if not drifts:
-        return
-    ids = list(drifts)
-    stored: dict[str, str] = {}
-    for i in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[i : i + _IN_CHUNK]
-        query = select(devices.c.device_id, devices.c.drift).where(devices.c.device_id.in_(chunk))
-        stored.update({d: text for d, text in conn.execute(query)})
+    The rows are read first: ingest's `touch_devices` already holds their locks in this
+    transaction, so no other writer changes them before the update."""
+    stored = _drift_rows(conn, list(drifts), held_only=False)
+    # a device without figures in the batch matters only when its row holds some
+    stored.update(_drift_rows(conn, [d for d in seen if d not in drifts], held_only=True))
     rows = []
-    for device_id, (ts, summary) in drifts.items():
-        held = _stored_drift_ts(stored.get(device_id, ""))
-        if held is not None and held > ts:
+    for device_id, (text, state_ts, state_model) in stored.items():
+        held = held_drift(text)
+        reports = [s for s in (seen.get(device_id),) if s is not None]
+        if state_model is not None:
+            reports.append(ModelSeen(state_ts, state_model))
+        settled = settle(held, drifts.get(device_id), reports)
+        if settled == held:
             continue
         rows.append(
             {
                 "d": device_id,
-                "v_drift": json.dumps({**summary, "ts": ts}, separators=(",", ":")),
-                "v_drifting": int(summary["score"] > summary["threshold"]),
+                "v_drift": settled.text() if settled else "",
+                "v_drifting": settled.drifting() if settled else 0,
             }
         )
     if rows:
@@ -231,6 +226,21 @@ def apply_drift(conn: Connection, drifts: dict[str, tuple[float, dict[str, Any]]
             .values(drift=bindparam("v_drift"), drifting=bindparam("v_drifting")),
             rows,
         )
+
+
+def _drift_rows(
+    conn: Connection, ids: list[str], held_only: bool
+) -> dict[str, tuple[str, float, str | None]]:
+    """The drift, state ts and state model of these devices' rows (those holding figures)."""
+    stored: dict[str, tuple[str, float, str | None]] = {}
+    for i in range(0, len(ids), _IN_CHUNK):
+        query = select(
+            devices.c.device_id, devices.c.drift, devices.c.state_ts, devices.c.model_sha256
+        ).where(devices.c.device_id.in_(ids[i : i + _IN_CHUNK]))
+        if held_only:
+            query = query.where(devices.c.drift != "")
+        stored.update({d: (text, ts, sha) for d, text, ts, sha in conn.execute(query)})
+    return stored
 
 
 def apply_variants(conn: Connection, variants: list[dict[str, Any]]) -> None:

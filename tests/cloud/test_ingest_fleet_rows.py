@@ -6,8 +6,10 @@ decoded from their bytes, as they arrive from the broker)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,15 +20,17 @@ from cloud.rollout import tick_rollouts
 from cloud.store import Store, open_store
 from cloud.store import rollouts as rs
 from shared.messages import (
+    DeviceState,
     DriftSummary,
     Event,
     Message,
+    ModelIdentity,
     TelemetryRecord,
     UpdateStatus,
     decode_message,
     encode_message,
 )
-from tests.cloud.conftest import CloudEnv
+from tests.cloud.conftest import CloudEnv, write_config
 
 MB = 1_000_000
 MIB = 1 << 20
@@ -154,6 +158,7 @@ def test_drift_and_variant_go_on_the_device_row(store: Store) -> None:
         "threshold": 0.25,
         "samples": 300,
         "ts": now - 20,
+        "model_sha256": None,  # the record named no model
     }
     assert views["cam-1"]["drifting"] is True
     assert views["cam-2"]["drift"]["score"] == 0.03 and views["cam-2"]["drifting"] is False
@@ -179,6 +184,87 @@ def test_drift_and_variant_go_on_the_device_row(store: Store) -> None:
     write(store, Event("cam-1", 6, now - 5, "variant", {**chosen, "chosen": "slow"}))
     assert device_views(store, 60)[0]["variant"] == chosen
     assert {v["device_id"]: v["variant"] for v in device_views(store, 60)}["cam-2"] is None
+
+
+A = ModelIdentity("digits", 2, "aa" * 32)
+B = ModelIdentity("digits", 3, "bb" * 32)  # no reference profile: its records bring no figures
+
+
+def cli_drift(store_url: str, root: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    """The drift column of `litefleet devices`, per device, with a config naming the store."""
+    root.mkdir(exist_ok=True)
+    config = write_config(root, mqtt_port=1)
+    config.write_text(config.read_text().replace('db = "cloud.db"', f'url = "{store_url}"'))
+    assert main(["devices", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    columns: dict[str, str] = {}
+    for line in out.splitlines():
+        cells = line.split()
+        if cells and cells[0].startswith("cam-"):
+            columns[cells[0]] = re.split(r"\s{2,}", line.strip())[8]
+    assert main(["devices", "--json", "--config", str(config)]) == 0
+    listed = {v["device_id"]: v for v in json.loads(capsys.readouterr().out)}
+    assert listed.keys() == columns.keys()
+    for device, view in listed.items():  # the table and --json agree
+        assert (view["drift"] is None) == (columns[device] == "-"), device
+    return columns
+
+
+def test_drift_of_a_model_the_device_left_is_cleared(
+    store: Store, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = time.time()
+    write(
+        store,
+        TelemetryRecord("cam-1", 1, now - 30, model=A, drift=drift(1.42)),
+        TelemetryRecord("cam-2", 1, now - 30, model=A, drift=drift(0.8)),
+        TelemetryRecord("cam-3", 1, now - 30, model=A, drift=drift(0.6)),
+        TelemetryRecord("cam-4", 1, now - 30, model=A, drift=drift(0.5)),
+    )
+    before = cli_drift(store_url, tmp_path / "cli", capsys)
+    assert before == {
+        "cam-1": "1.42! input.c0",
+        "cam-2": "0.80! input.c0",
+        "cam-3": "0.60! input.c0",
+        "cam-4": "0.50! input.c0",
+    }
+
+    write(store, TelemetryRecord("cam-1", 2, now - 20, model=B))  # moved to B: cleared
+    write(store, TelemetryRecord("cam-2", 2, now - 20, model=A))  # same model: kept
+    write(store, DeviceState("cam-3", True, now - 20, model=B))  # its state names B: cleared
+    write(store, TelemetryRecord("cam-4", 2, now - 20))  # names no model: kept
+    # in one batch, figures on A then a newer record on B
+    write(
+        store,
+        TelemetryRecord("cam-5", 1, now - 30, model=A, drift=drift(0.9)),
+        TelemetryRecord("cam-5", 2, now - 20, model=B),
+    )
+
+    views = {v["device_id"]: v for v in device_views(store, 60)}
+    assert (views["cam-1"]["drift"], views["cam-1"]["drifting"]) == (None, False)
+    assert views["cam-2"]["drift"]["score"] == 0.8 and views["cam-2"]["drifting"] is True
+    assert views["cam-2"]["drift"]["model_sha256"] == A.sha256
+    assert (views["cam-3"]["drift"], views["cam-3"]["drifting"]) == (None, False)
+    assert views["cam-4"]["drift"]["score"] == 0.5
+    assert (views["cam-5"]["drift"], views["cam-5"]["drifting"]) == (None, False)
+    assert cli_drift(store_url, tmp_path / "cli", capsys) == {
+        "cam-1": "-",
+        "cam-2": "0.80! input.c0",
+        "cam-3": "-",
+        "cam-4": "0.50! input.c0",
+        "cam-5": "-",
+    }
+
+    # a late resend of A's figures stays out while the state names B; B's own figures show
+    write(store, TelemetryRecord("cam-3", 0, now - 40, model=A, drift=drift(0.7)))
+    write(store, TelemetryRecord("cam-1", 3, now - 10, model=B, drift=drift(0.1)))
+    views = {v["device_id"]: v for v in device_views(store, 60)}
+    assert views["cam-3"]["drift"] is None
+    assert views["cam-1"]["drift"]["model_sha256"] == B.sha256
+    assert views["cam-1"]["drifting"] is False
+    # an older record on A arriving after B's figures changes nothing
+    write(store, TelemetryRecord("cam-1", 1, now - 30, model=A, drift=drift(1.42)))
+    assert {v["device_id"]: v for v in device_views(store, 60)}["cam-1"]["drift"]["score"] == 0.1
 
 
 def test_litefleet_rollouts_id_names_each_download_under_way(cloud_env: CloudEnv, capsys) -> None:

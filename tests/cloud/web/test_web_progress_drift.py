@@ -8,6 +8,8 @@ import re
 import time
 from pathlib import Path
 
+import httpx
+
 from cloud.ingest import IngestStats, write_batch
 from cloud.rollout import tick_rollouts
 from cloud.store import open_store
@@ -16,6 +18,7 @@ from shared.messages import (
     DriftSummary,
     Event,
     Message,
+    ModelIdentity,
     TelemetryRecord,
     UpdateStatus,
     encode_message,
@@ -180,5 +183,35 @@ def test_drift_and_variant_in_the_api_and_on_the_pages(dashboard: Dashboard) -> 
         calm_drift = re.search(r'<dd id="dev-drift">(.*?)</dd>', calm, re.S)
         assert calm_drift and "0.03" in calm_drift.group(1)
         assert "drifting" not in calm_drift.group(1)
+    finally:
+        page.close()
+
+
+def cam1_row(page: httpx.Client) -> str:
+    row = re.search(r'<tr data-device="cam-1">.*?</tr>', page.get("/fleet/live").text, re.S)
+    assert row
+    return row.group(0)
+
+
+def test_a_device_that_left_the_drifting_model_shows_no_drift(dashboard: Dashboard) -> None:
+    seed(dashboard.config.store.db)  # cam-1 drifting (the test above shows it everywhere)
+    page, _ = dashboard.login("victor")
+    try:
+        assert "bad drifting" in cam1_row(page)
+        # cam-1 now runs another model, which has no reference profile: no figures of its own
+        other = ModelIdentity("digits", 3, "bb" * 32)
+        _write(dashboard.config.store.db, [TelemetryRecord("cam-1", 5, time.time(), model=other)])
+
+        with dashboard.client(dashboard.tokens["viewer"]) as c:
+            assert c.get("/api/v1/fleet").json()["drifting"] == 0
+            assert c.get("/api/v1/devices", params={"state": "drifting"}).json()["devices"] == []
+            cam1 = c.get("/api/v1/devices/cam-1").json()
+            assert (cam1["drift"], cam1["drifting"]) == (None, False)
+            assert c.get("/api/v1/devices/cam-2").json()["drift"]["score"] == 0.03  # untouched
+        assert re.search(r'id="count-drifting">0<', page.get("/fleet").text)
+        assert "drifting" not in cam1_row(page)
+        device = page.get("/devices/cam-1").text
+        drift = re.search(r'<dd id="dev-drift">(.*?)</dd>', device, re.S)
+        assert drift and drift.group(1) == "-"
     finally:
         page.close()
