@@ -177,6 +177,16 @@ class BrokerFiles:
     owner: str  # the user mosquitto runs as
     passwords: dict[str, str]  # user -> clear-text password (print or store it, then forget it)
 
+    @property
+    def pid_file(self) -> Path:
+        """Where mosquitto started with -d writes its pid (in the folder its user owns: it
+        writes it after dropping root)."""
+        return pid_file(self.persistence_dir)
+
+
+def pid_file(persistence_dir: Path) -> Path:
+    return persistence_dir / "mosquitto.pid"
+
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
     """Mosquitto's `$7$` password hash: PBKDF2-SHA512 over the password with a 12-byte salt."""
@@ -281,6 +291,12 @@ def add_devices(out: Path, devices: list[str]) -> dict[str, str]:
     Returns the new devices' passwords. Mosquitto reads the file again on SIGHUP."""
     _check_devices(devices)
     passwd = out.resolve() / "passwd"
+    if _admits_by_certificate(out.resolve() / "mosquitto.conf"):
+        raise BrokerSetupError(
+            f"{out.resolve() / 'mosquitto.conf'} admits devices by certificate "
+            "(require_certificate): a new device needs no password, only a certificate whose "
+            "common name is its device id, signed by the CA in that config; nothing was changed"
+        )
     try:
         text = passwd.read_text()
         st = passwd.stat()
@@ -298,6 +314,25 @@ def add_devices(out: Path, devices: list[str]) -> dict[str, str]:
     owner = BrokerOwner(_user_name(st.st_uid), st.st_uid, st.st_gid)
     _write_owned(passwd, text + _passwd_text(fresh), owner)
     return fresh
+
+
+def _config_lines(config: Path) -> list[str]:
+    try:
+        return [line.strip() for line in config.read_text().splitlines()]
+    except OSError:
+        return []  # no config: the password file's own error says what to do
+
+
+def _admits_by_certificate(config: Path) -> bool:
+    return "require_certificate true" in _config_lines(config)
+
+
+def configured_pid_file(out: Path) -> Path | None:
+    """The pid file named in the setup's mosquitto.conf (None before it named one)."""
+    for line in _config_lines(out.resolve() / "mosquitto.conf"):
+        if line.startswith("pid_file "):
+            return Path(line.split(" ", 1)[1])
+    return None
 
 
 def _check_devices(devices: list[str]) -> None:
@@ -337,6 +372,8 @@ def _config_text(
                 f"user {files.owner}",
                 "persistence true",
                 f"persistence_location {files.persistence_dir}/",
+                "# with -d (no systemd): kill -HUP $(cat <pid_file>) reads the password files again",
+                f"pid_file {files.pid_file}",
                 f"autosave_interval {AUTOSAVE_INTERVAL_S}",
                 f"max_queued_messages {MAX_QUEUED_MESSAGES}",
                 "",

@@ -15,6 +15,7 @@ from cloud.broker_config import (
     BrokerSetupError,
     DeviceTls,
     add_devices,
+    configured_pid_file,
     write_broker_config,
 )
 from cloud.config import CloudRole
@@ -137,6 +138,7 @@ def _run(args: argparse.Namespace) -> int:
             cloud_password_file=str(files.cloud_password_file),
             cloud_acl_file=str(files.cloud_acl_file),
             persistence_dir=str(files.persistence_dir),
+            pid_file=str(files.pid_file),
             broker_user=files.owner,
             port=args.port,
             cloud_port=args.cloud_port,
@@ -187,8 +189,12 @@ def _print(
     if files is None:
         print(
             f"added {', '.join(passwords)} to {args.out.resolve() / 'passwd'}; "
-            "reload the broker to let them in (systemctl reload mosquitto, or kill -HUP "
-            "its pid)"
+            "reload the broker to let them in: systemctl reload mosquitto, or "
+            + (
+                f"when started with -d: kill -HUP $(cat {pid})"
+                if (pid := configured_pid_file(args.out)) is not None
+                else "kill -HUP its pid"
+            )
         )
     else:
         print(
@@ -198,6 +204,7 @@ def _print(
             f"cloud        port {args.cloud_port} on {args.cloud_listen}: "
             f"{files.cloud_password_file}, {files.cloud_acl_file}\n"
             f"persistence  {files.persistence_dir}\n"
+            f"pid file     {files.pid_file} (written when started with -d)\n"
             f"owner        {files.owner} (mosquitto runs as this user)"
         )
     if paths is not None:

@@ -7,6 +7,7 @@ import os
 import pwd
 import shutil
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -25,6 +26,7 @@ from cloud.broker_config import hash_password
 from cloud.cli import main
 from tests.agent.test_mqtt_security import _cert, _write, make_pki
 from tests.cloud.generated_broker import GeneratedBroker, generated_broker
+from tests.conftest import free_port, mosquitto_binary
 
 P = "litefleet/v1/devices"
 INGEST, CONTROLLER, OPERATOR = "litefleet-ingest", "litefleet-controller", "litefleet-operator"
@@ -261,7 +263,7 @@ def test_a_device_cannot_take_over_another_device_or_the_cloud(broker: Generated
     assert "as dev-a (p5" in log and f"as {ingest_id} (p5" in log  # both ids were in use
 
 
-def test_with_mutual_tls_the_certificate_names_the_device(tmp_path: Path, request) -> None:  # type: ignore[no-untyped-def]
+def test_with_mutual_tls_the_certificate_names_the_device(tmp_path: Path, request, capsys) -> None:  # type: ignore[no-untyped-def]
     """--require-certificate: the CN is the user name and so the client id; dev-a with its own
     certificate asking for dev-b's client id gets its own, and dev-b stays connected."""
     pki = make_pki(tmp_path / "pki")
@@ -329,6 +331,14 @@ def test_with_mutual_tls_the_certificate_names_the_device(tmp_path: Path, reques
                 c.close()
         # no certificate, no connection (the TLS handshake fails before any CONNACK)
         assert refused(broker.port, "dev-a", "anything") is None
+        # a new device needs a certificate, not a password: --add says so, changes nothing
+        passwd = broker.out / "passwd"
+        before = passwd.read_text()
+        capsys.readouterr()
+        assert main(["broker-config", "--out", str(broker.out), "--devices", "dev-c", "--add"]) == 2
+        err = capsys.readouterr().err
+        assert "admits devices by certificate" in err and err.count("\n") == 1
+        assert passwd.read_text() == before
 
 
 @pytest.mark.skipif(not (AS_ROOT and HAS_MOSQUITTO_USER), reason="needs root and a mosquitto user")
@@ -385,7 +395,8 @@ def test_add_gives_new_devices_passwords_and_changes_nobody_elses(
         )
         == 0
     )
-    capsys.readouterr()
+    pid_file = broker.out / "data" / "mosquitto.pid"
+    assert f"kill -HUP $(cat {pid_file})" in capsys.readouterr().out
     assert passwd.read_text().startswith(before)  # dev-a and dev-b: the same lines
     assert main(["broker-config", "--out", str(broker.out), "--devices", "dev-a", "--add"]) == 2
     assert "already" in capsys.readouterr().err
@@ -454,3 +465,38 @@ def test_password_files_are_private(tmp_path: Path, capsys) -> None:  # type: ig
         main(["broker-config", "--out", str(tmp_path / "d"), "--devices", "litefleet-ingest"]) == 2
     )  # ids of the cloud's users are not for devices
     assert "kept for the cloud" in capsys.readouterr().err
+
+
+def test_a_broker_started_with_d_writes_its_pid_where_the_guide_reads_it(capsys) -> None:  # type: ignore[no-untyped-def]
+    """Without systemd (`mosquitto -c ... -d`), the pid file the config names lets `--add`'s
+    reload reach exactly this broker."""
+    root = Path(tempfile.mkdtemp(prefix="litefleet-broker-", dir="/tmp"))
+    root.chmod(0o755)
+    out, pw, port = root / "broker", root / "passwords", free_port()
+    args = ["--port", str(port), "--listen", "127.0.0.1", "--cloud-port", str(free_port())]
+    daemon: int | None = None
+    try:
+        assert main(["broker-config", "--out", str(out), "--devices", "dev-a", *args]) == 0
+        pid_file = out / "data" / "mosquitto.pid"
+        assert f"pid_file {pid_file}" in (out / "mosquitto.conf").read_text()
+        started = subprocess.run(
+            [mosquitto_binary(), "-c", str(out / "mosquitto.conf"), "-d"],
+            capture_output=True,
+            timeout=30,
+        )
+        assert started.returncode == 0, started.stderr
+        assert wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
+        daemon = int(pid_file.read_text())
+        os.kill(daemon, 0)  # the daemon itself, alive
+        capsys.readouterr()
+        add = ["broker-config", "--out", str(out), "--devices", "dev-c", "--add"]
+        assert main([*add, "--password-dir", str(pw)]) == 0
+        assert f"kill -HUP $(cat {pid_file})" in capsys.readouterr().out
+        new = (pw / "dev-c.password").read_text().strip()
+        assert refused(port, "dev-c", new) == 135  # not authorized: the broker has the old file
+        os.kill(int(pid_file.read_text()), signal.SIGHUP)  # what the guide says to run
+        assert wait_until(lambda: refused(port, "dev-c", new) == 0)
+    finally:
+        if daemon is not None:
+            os.kill(daemon, signal.SIGTERM)
+        shutil.rmtree(root, ignore_errors=True)

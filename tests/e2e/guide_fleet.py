@@ -171,11 +171,6 @@ class GuideFleet:
             os.kill(pid, signal.SIGTERM)
         wait_for(lambda: not self.broker_pids(), 30, "the broker to exit")
 
-    def reload_broker(self) -> None:
-        """SIGHUP to this fleet's broker (the guide's `systemctl reload mosquitto`)."""
-        for pid in self.broker_pids():
-            os.kill(pid, signal.SIGHUP)
-
     def logs_in(self, user: str, password: str) -> bool:
         """Whether the devices listener accepts `user` (a device id) with `password`."""
         answer: list[bool] = []

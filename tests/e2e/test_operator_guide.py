@@ -58,6 +58,7 @@ def test_the_guide_marks_its_blocks() -> None:
         "keys",
         "broker-config",
         "broker-start",
+        "broker-reload",
         "check-config",
         "serve",
         "health",
@@ -254,7 +255,7 @@ def test_the_guide_runs_as_written(fleet: GuideFleet) -> None:
     cam03 = (passwords / "cam-03.password").read_text().strip()
     assert {f.name: f.read_bytes() for f in passwords.iterdir() if f.name in kept} == kept
     assert not fleet.logs_in("cam-03", cam03)
-    fleet.reload_broker()
+    fleet.run("broker-reload")  # the pid file's broker: this fleet's
     wait_for(lambda: fleet.logs_in("cam-03", cam03), 30, "cam-03 let in after the reload")
 
     # A broker restart while both agents measure. What they produce meanwhile waits in their
