@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -157,3 +158,7 @@ class Keyring:
 
     def get(self, keyid: str) -> PublicKey | None:
         return self._by_id.get(keyid)
+
+    def met_by(self, keyids: Iterable[str]) -> bool:
+        """Whether signatures by `keyids` (each checked when it was made) reach the threshold."""
+        return len(set(keyids) & self._by_id.keys()) >= self.threshold
