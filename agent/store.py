@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS update_journal (
 );
 CREATE TABLE IF NOT EXISTS update_models (
     sha256 TEXT PRIMARY KEY,
-    name TEXT, version INTEGER, verified FLOAT
+    name TEXT, version INTEGER, verified FLOAT,
+    signers TEXT, distrusted INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS command_nonces (
     nonce TEXT PRIMARY KEY,
@@ -87,11 +88,21 @@ def _journal_interruptions(conn: sqlite3.Connection) -> None:
         )
 
 
+def _model_signers(conn: sqlite3.Connection) -> None:
+    """Models from before the release's signers were kept (`signers` NULL: not recorded)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(update_models)")}
+    if "signers" not in columns:
+        conn.execute("ALTER TABLE update_models ADD COLUMN signers TEXT")
+    if "distrusted" not in columns:
+        conn.execute("ALTER TABLE update_models ADD COLUMN distrusted INTEGER NOT NULL DEFAULT 0")
+
+
 # In order; `PRAGMA user_version` is how many have run on a file. Each one also accepts a file
 # that already has what it adds (files from before the version was kept).
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _create_tables,
     _journal_interruptions,
+    _model_signers,
 )
 
 

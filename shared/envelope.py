@@ -15,7 +15,7 @@ from shared.canonical import canonical_json
 from shared.errors import BadSignature, MalformedDocument
 from shared.keys import Keyring, SigningKey
 
-__all__ = ["add_signature", "sign_envelope", "verify_envelope"]
+__all__ = ["add_signature", "sign_envelope", "verify_envelope", "verify_signers"]
 
 
 def sign_envelope(signed: dict[str, Any], keys: list[SigningKey]) -> dict[str, Any]:
@@ -35,6 +35,15 @@ def add_signature(envelope: dict[str, Any], key: SigningKey) -> None:
 
 def verify_envelope(envelope: Any, keyring: Keyring) -> dict[str, Any]:
     """Return the `signed` part once `keyring.threshold` distinct trusted keys signed it."""
+    return verify_signers(envelope, keyring)[0]
+
+
+def verify_signers(envelope: Any, keyring: Keyring) -> tuple[dict[str, Any], frozenset[str]]:
+    """`verify_envelope`, also returning the key ids of the trusted keys that validly signed.
+
+    The device records who signed an installed release, so that a later root that drops those
+    keys can tell the release is no longer trusted.
+    """
     if not isinstance(envelope, dict):
         raise MalformedDocument("a signed document is a JSON object", "$")
     extra = set(envelope) - {"signed", "signatures"}
@@ -67,4 +76,4 @@ def verify_envelope(envelope: Any, keyring: Keyring) -> dict[str, Any]:
         raise BadSignature(
             f"{len(valid)} valid signature(s) from trusted keys, {keyring.threshold} required"
         )
-    return signed
+    return signed, frozenset(valid)

@@ -82,6 +82,9 @@ class Reason(StrEnum):
     CRASHED = "crashed"
     MISSING_ROOT = "missing_root"
     REPLAYED = "replayed"  # a signed command seen before
+    # the installed (or previous) release is not signed by a threshold of the current root's
+    # release keys: its version stops holding releases back; it serves until one installs
+    UNTRUSTED_INSTALLED = "untrusted_installed"
     # Unavailable: the transport failed, retry later
     UNAVAILABLE = "unavailable"
     FETCH_FAILED = "fetch_failed"

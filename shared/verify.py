@@ -33,7 +33,7 @@ from shared.documents import (
     TensorSpec,
     load_json,
 )
-from shared.envelope import verify_envelope
+from shared.envelope import verify_envelope, verify_signers
 from shared.errors import (
     BadSignature,
     CorruptArtifact,
@@ -64,12 +64,22 @@ class VerifiedUpdate:
     deployment: Deployment
     release: Release
     is_current: bool  # same version and target as installed: a verified no-op
+    # key ids of the trusted keys whose signatures on the release verified: the device keeps
+    # them with the installed model, to tell when a later root no longer trusts it
+    signers: tuple[str, ...] = ()
 
 
 def verify_signed(envelope: object, keyring: Keyring, what: str) -> dict[str, Any]:
     """`verify_envelope`, with a refusal that names any revoked key that signed `what`."""
+    return _verify_signed(envelope, keyring, what)[0]
+
+
+def _verify_signed(
+    envelope: object, keyring: Keyring, what: str
+) -> tuple[dict[str, Any], frozenset[str]]:
+    """`verify_signed`, also returning the key ids of the valid trusted signatures."""
     try:
-        return verify_envelope(envelope, keyring)
+        return verify_signers(envelope, keyring)
     except BadSignature as e:
         revoked = [r for r in keyring.revoked if _signed_by(envelope, r.key)]
         if not revoked:
@@ -90,7 +100,13 @@ def _signed_by(envelope: object, key: PublicKey) -> bool:
 
 
 def verify_release(envelope: object, keyring: Keyring, profile: str, now: datetime) -> Release:
-    signed = verify_signed(envelope, keyring, "release")
+    return _verify_release(envelope, keyring, profile, now)[0]
+
+
+def _verify_release(
+    envelope: object, keyring: Keyring, profile: str, now: datetime
+) -> tuple[Release, frozenset[str]]:
+    signed, signers = _verify_signed(envelope, keyring, "release")
     release = Release.parse_signed(signed, "release.signed")
     if release.profile != profile:
         raise WrongProfile(
@@ -98,7 +114,7 @@ def verify_release(envelope: object, keyring: Keyring, profile: str, now: dateti
         )
     if release.expires_at <= now:
         raise Expired(f"release {release.name}@{release.version} expired at {release.expires}")
-    return release
+    return release, signers
 
 
 def verify_deployment(
@@ -127,7 +143,7 @@ def verify_deployment(
         raise WrongDevice(f"deployment is for device {deployment.device_id!r}, not {device_id!r}")
     if deployment.expires_at <= now:
         raise Expired(f"deployment {deployment.rollout_id} expired at {deployment.expires}")
-    release = verify_release(deployment.release, keyring, profile, now)
+    release, signers = _verify_release(deployment.release, keyring, profile, now)
     if release.name != model_name:
         raise WrongProfile(
             f"release is for model {release.name!r}, this device runs {model_name!r}"
@@ -150,7 +166,7 @@ def verify_deployment(
         raise VersionNotNewer(
             f"release version {release.version} is not newer than installed {installed_version}"
         )
-    return VerifiedUpdate(deployment, release, is_current=same)
+    return VerifiedUpdate(deployment, release, is_current=same, signers=tuple(sorted(signers)))
 
 
 def check_bytes(data: bytes | bytearray, size: int, sha256: str, what: str) -> None:

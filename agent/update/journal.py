@@ -8,19 +8,24 @@ the one caller that changes a phase)
 
 A row is written before the step it names is taken, so after a crash the last row says what
 may be half done. `update_models` remembers the name and version of every model that was ever
-verified here, so the active link (a sha256) can be reported as `name@version`.
+verified here, so the active link (a sha256) can be reported as `name@version`, together with
+the key ids that signed its release and whether a later root stopped trusting them
+(`agent.update.installed`).
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from agent.store import DeviceStore
+from shared.keys import HEX64
 from shared.phases import MODEL_REASONS, UpdatePhase
 
-__all__ = ["JournalEntry", "JournalValue", "UpdateJournal"]
+__all__ = ["JournalEntry", "JournalValue", "ModelRecord", "UpdateJournal"]
 
 ATTEMPTS = "update_journal"
 MODELS = "update_models"
@@ -53,6 +58,17 @@ class JournalEntry:
 
 
 _COLUMNS = {f.name for f in fields(JournalEntry)}
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A model verified here: its release's name and version, and who signed that release."""
+
+    sha256: str
+    name: str
+    version: int
+    signers: tuple[str, ...] | None  # None: verified before the signers were kept
+    distrusted: bool  # the current root does not trust those signers (reported once)
 
 
 class UpdateJournal:
@@ -124,10 +140,21 @@ class UpdateJournal:
 
     # models -----------------------------------------------------------------------------
 
-    def remember_model(self, sha256: str, name: str, version: int) -> None:
+    def remember_model(
+        self, sha256: str, name: str, version: int, signers: Sequence[str] | None = None
+    ) -> None:
+        """Record a verified model; `signers` are the key ids whose signatures on its release
+        verified (None for a model that came with no release: the configured initial one)."""
         with self._db.conn:
             self._db.table(MODELS).upsert(
-                {"sha256": sha256, "name": name, "version": version, "verified": time.time()},
+                {
+                    "sha256": sha256,
+                    "name": name,
+                    "version": version,
+                    "verified": time.time(),
+                    "signers": json.dumps(sorted(signers)) if signers is not None else None,
+                    "distrusted": 0,
+                },
                 pk="sha256",
             )
 
@@ -135,12 +162,59 @@ class UpdateJournal:
         rows = list(self._db.query(f"SELECT version FROM {MODELS} WHERE sha256 = ?", [sha256]))
         return int(rows[0]["version"]) if rows else None
 
+    def model(self, sha256: str) -> ModelRecord | None:
+        rows = list(
+            self._db.query(
+                f"SELECT sha256, name, version, signers, distrusted FROM {MODELS} WHERE sha256 = ?",
+                [sha256],
+            )
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return ModelRecord(
+            row["sha256"],
+            row["name"] or "",
+            int(row["version"] or 0),
+            _signers(row["signers"]),
+            bool(row["distrusted"]),
+        )
+
+    def distrust_model(self, sha256: str, distrusted: bool) -> None:
+        with self._db.conn:
+            self._db.execute(
+                f"UPDATE {MODELS} SET distrusted = ? WHERE sha256 = ?", [int(distrusted), sha256]
+            )
+
+    def installing_deployment(self, sha256: str, version: int) -> str | None:
+        """The deployment document of the newest attempt that made this model, at this version,
+        active (verified when it arrived); None when the journal no longer holds one."""
+        rows = list(
+            self._db.query(
+                f"SELECT deployment FROM {ATTEMPTS} WHERE sha256 = ? AND version = ? "
+                "AND phase IN (?, ?) AND deployment != '' ORDER BY id DESC LIMIT 1",
+                [sha256, version, UpdatePhase.COMMITTED, UpdatePhase.PROBATION],
+            )
+        )
+        return str(rows[0]["deployment"]) if rows else None
+
 
 def _storable(value: JournalValue) -> JournalValue:
     """Text SQLite can store: a lone surrogate quoted from hostile input is escaped."""
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value
+
+
+def _signers(text: str | None) -> tuple[str, ...] | None:
+    """Recorded key ids; None (not recorded) for a missing or unreadable value."""
+    try:
+        value = json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+    if not isinstance(value, list) or not all(isinstance(k, str) and HEX64.match(k) for k in value):
+        return None
+    return tuple(value)
 
 
 def _entry(row: dict[str, Any]) -> JournalEntry:

@@ -31,8 +31,12 @@ def stage(
     release: Release,
     active: ModelIdentity,
     retriever: TargetRetriever,
+    signers: tuple[str, ...],
 ) -> tuple[JournalEntry, Model]:
     """The release's model installed, validated and loaded; the journal at `staged`.
+
+    `signers` (the key ids whose signatures on the release verified) are recorded with the
+    model, so a later root that drops them can tell the release is no longer trusted.
 
     Raises:
         Rejected: the bytes or the model are bad (hash, size, delta, signature, smoke test).
@@ -43,7 +47,7 @@ def stage(
     retrieval = _obtain(ctx, release, active, retriever)
     entry = ctx.steps.advance(entry, UpdatePhase.VALIDATING, via=retrieval.via)
     model = validate(ctx, release)
-    ctx.journal.remember_model(release.target.sha256, release.name, release.version)
+    ctx.journal.remember_model(release.target.sha256, release.name, release.version, signers)
     if ctx.on_release is not None:
         ctx.on_release(release)
     entry = ctx.steps.advance(entry, UpdatePhase.STAGED, detail=retrieval.delta_error)

@@ -3,6 +3,7 @@
 One public class with a few public methods; the stages live in their own modules:
 
     admission.py    the deployment verified against what serves now (pure)
+    installed.py    whether the current root still trusts the installed releases (the floor)
     staging.py      retrieve, store, validate               downloading .. staged
     activation.py   swap in, probation, commit or roll back  activating .. committed
     recovery.py     settle an interrupted attempt, pick the file to serve
@@ -36,6 +37,7 @@ from agent.update.context import DisagreementHook, Loop, ReleaseHook, UpdateCont
 from agent.update.crash import crashpoint
 from agent.update.fetch import Fetcher, Transfer, fetcher_for
 from agent.update.handover import UpdateLock, take_requests, write_result
+from agent.update.installed import InstalledTrust
 from agent.update.journal import JournalEntry, UpdateJournal
 from agent.update.modelstore import ACTIVE, PREVIOUS, ModelStore
 from agent.update.outcome import Outbox, StatusReporter, UpdateOutcome, entry_like
@@ -107,6 +109,7 @@ class Updater:
             clock,
         )
         self._activation = Activation(self._ctx)
+        self._installed = InstalledTrust(self._ctx)
         self._retries = RetrySchedule(retry, clock)
         timeout = config.update.download_timeout_s
         self._fetchers = fetchers or (lambda url: fetcher_for(url, timeout))
@@ -248,6 +251,7 @@ class Updater:
         if not self._lock.acquire(blocking=False):
             return  # an update is running; the next tick will look again
         try:
+            self._review_installed()
             probation = self._activation.probation
             if probation is not None:
                 verdict = probation.decide()
@@ -313,19 +317,35 @@ class Updater:
             UpdatePhase.IDLE, verified, detail="queued behind a probation"
         )
 
+    def _review_installed(self) -> None:
+        """Re-judge the installed releases when the trusted root changed (a refusing keyring,
+        an expired root, is reported by the next deployment, not here)."""
+        try:
+            keyring = self._keyring()
+        except Rejected:
+            return
+        self._installed.review(keyring)
+
     def _admit(self, data: bytes) -> tuple[ModelIdentity, VerifiedUpdate] | UpdateOutcome:
-        """Verify `data` against the model serving now: (active, verified), or the refusal."""
+        """Verify `data` against the model serving now: (active, verified), or the refusal.
+
+        The version to beat is the active release's, unless the current root no longer
+        trusts that release (`InstalledTrust.floor`).
+        """
         active = self.active()
         expected_io = self._ctx.active_io(active.sha256)
         try:
+            keyring = self._keyring()
+            self._installed.review(keyring)
+            floor_version, floor_sha256 = self._installed.floor(active)
             return active, admit_deployment(
                 data,
-                self._keyring(),
+                keyring,
                 device_id=self.config.device_id,
                 profile=self.config.profile.name,
                 model_name=self.config.model.name,
-                installed_version=active.version,
-                installed_sha256=active.sha256,
+                installed_version=floor_version,
+                installed_sha256=floor_sha256,
                 now=self._ctx.now(),
                 max_model_bytes=self.config.update.max_model_bytes,
                 expected_io=expected_io,
@@ -396,7 +416,9 @@ class Updater:
         )
         try:
             try:
-                staged, model = stage(self._ctx, entry, release, active, retriever)
+                staged, model = stage(
+                    self._ctx, entry, release, active, retriever, verified.signers
+                )
                 return self._activation.activate(staged, release, model)
             except OSError as e:
                 if e.errno not in (errno.ENOSPC, errno.EDQUOT):

@@ -96,3 +96,24 @@ def test_no_part_of_the_agent_opens_agent_db_or_creates_a_table_but_the_store():
                 if (owner, name) in {("sqlite3", "connect"), ("sqlite_utils", "Database")}:
                     offenders.append(f"{path.name}:{node.lineno}: opens a connection")
     assert offenders == []
+
+
+def test_models_from_before_signers_were_kept_are_migrated_as_not_recorded(tmp_path):
+    path = store_path(tmp_path)
+    old = sqlite3.connect(str(path))
+    old.execute(
+        "CREATE TABLE update_models (sha256 TEXT PRIMARY KEY, name TEXT, version INTEGER, "
+        "verified FLOAT)"
+    )
+    old.execute("INSERT INTO update_models VALUES (?, 'digits', 7, 0)", ["ab" * 32])
+    old.commit()
+    old.close()
+    store = open_store(tmp_path)
+    journal = UpdateJournal(store)
+    record = journal.model("ab" * 32)
+    assert record is not None
+    assert (record.version, record.signers, record.distrusted) == (7, None, False)
+    journal.remember_model("cd" * 32, "digits", 8, ["ef" * 32])
+    assert journal.model("cd" * 32).signers == ("ef" * 32,)  # type: ignore[union-attr]
+    journal.close()
+    store.close()

@@ -124,8 +124,8 @@ class Rig:
 
     # deployments ------------------------------------------------------------------------
 
-    def deploy(self, version: int, keys: list[SigningKey]) -> None:
-        release = self.bench.release(DIGITS_FT.read_bytes(), version, keys=keys, probation=QUICK)
+    def deploy(self, version: int, keys: list[SigningKey], model: Path = DIGITS_FT) -> None:
+        release = self.bench.release(model.read_bytes(), version, keys=keys, probation=QUICK)
         self._publish(
             self.broker,
             DESIRED,
@@ -279,3 +279,31 @@ def test_commands_follow_the_root_a_revoked_key_is_refused_the_new_key_obeyed(ri
     while "running operator command 'report-now'" not in rig.agent.log():
         assert time.monotonic() < deadline, rig.log()
         time.sleep(0.05)
+
+
+def test_fast_forward_a_release_at_the_int64_limit_stops_counting_once_its_key_is_revoked(
+    rig: Rig,
+) -> None:
+    k1, k2, offline = rig.k1, SigningKey.generate(), SigningKey.generate()
+    v2 = make_root(2, [k1], [offline], [k1, offline])  # the root key moved offline first
+    rig.publish_roots(v2)
+    rig.wait_trusted(2)
+    rig.deploy(2**63 - 1, [k1])  # the thief, with the stolen k1 (still trusted)
+    assert rig.wait_update("committed")["version"] == 2**63 - 1
+    rig.deploy(2, [k1], model=DIGITS)  # control: while k1 is trusted, nothing lower installs
+    assert rig.wait_update("rejected")["reason"] == "version_not_newer"
+    rig.publish_roots(v2, make_root(3, [k2], [offline], [offline]))  # k1 rotated out
+    rig.wait_trusted(3)
+    assert rig.sub.wait_for(
+        lambda ms: any(u["reason"] == "untrusted_installed" for u in rig.updates()), 60
+    ), (rig.updates(), rig.log())
+    report = next(u for u in rig.updates() if u["reason"] == "untrusted_installed")
+    assert (report["sha256"], report["version"]) == (NEW, 2**63 - 1)
+    assert rig.serving() == NEW  # the distrusted release keeps serving meanwhile
+    rig.deploy(2, [k2], model=DIGITS)  # the operator's next release, under the new key
+    deadline = time.monotonic() + 60
+    while not any(u["phase"] == "committed" and u["version"] == 2 for u in rig.updates()):
+        assert time.monotonic() < deadline, (rig.updates(), rig.log())
+        time.sleep(0.05)
+    link = rig.agent.state_dir / "models" / "digits" / "active"
+    assert link.read_bytes() == DIGITS.read_bytes()
