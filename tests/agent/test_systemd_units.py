@@ -29,15 +29,17 @@ def exposure(unit: Path, root: Path | None = None) -> float:
     return float(match.group(1))
 
 
-@pytest.mark.parametrize("name", ["litefleet-agent.service", "litefleet-cloud.service"])
+@pytest.mark.parametrize(
+    "name", ["litefleet-agent.service", "litefleet-cloud.service", "litefleet-cloud-prune.service"]
+)
 def test_exposure_is_low(name: str) -> None:
     figure = exposure(UNITS / name)
     assert figure <= MAX_EXPOSURE, f"{name}: exposure {figure}"
 
 
 def test_verify_reports_only_the_missing_binaries() -> None:
-    units = sorted(str(p) for p in UNITS.glob("*.service"))
-    assert len(units) == 2
+    units = sorted(str(p) for p in [*UNITS.glob("*.service"), *UNITS.glob("*.timer")])
+    assert len(units) == 4
     done = subprocess.run(
         [ANALYZE, "verify", *units], capture_output=True, text=True, timeout=120, check=False
     )
@@ -131,3 +133,19 @@ def test_sysusers_and_tmpfiles_snippets_apply_to_a_tree(tmp_path: Path) -> None:
         ("var/lib/litefleet-cloud", 0o750),
     ):
         assert (tmp_path / folder).stat().st_mode & 0o777 == mode, folder
+
+
+def test_the_prune_timer_runs_the_prune_service_daily_with_the_documented_retention() -> None:
+    timer = (UNITS / "litefleet-cloud-prune.timer").read_text()
+    assert "OnCalendar=daily\n" in timer and "Persistent=true\n" in timer
+    service = (UNITS / "litefleet-cloud-prune.service").read_text()
+    [start] = [line for line in service.splitlines() if line.startswith("ExecStart=")]
+    argv = start.removeprefix("ExecStart=").split()
+    assert argv[1:4] == ["store", "prune", "--older-than"]
+    # the arguments parse with the CLI as shipped (a typo would fail every night)
+    from cloud import commands
+    from cloud.cli import DESCRIPTION, build_parser
+
+    args = build_parser("litefleet", DESCRIPTION, commands).parse_args(argv[1:])
+    assert (args.older_than, args.rollup_older_than) == ("30d", "90d")
+    assert args.config == Path("/etc/litefleet-cloud/cloud.toml")
