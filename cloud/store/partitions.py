@@ -152,7 +152,8 @@ def ensure_partitions(conn: Connection, now: float | None = None) -> list[str]:
         # the parent first, as ingest's inserts take it (then the partitions): no deadlock
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
         conn.exec_driver_sql(f"LOCK TABLE {kind} IN ACCESS EXCLUSIVE MODE")
-        for day in missing:
+        have = partitions(conn, kind)  # another process may have made them meanwhile
+        for day in (d for d in missing if d not in have):
             created.append(_create_partition(conn, kind, day))
     return created
 

@@ -4,6 +4,7 @@ redeliveries across days, and prune dropping whole days."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -195,3 +196,46 @@ def test_the_active_controller_makes_the_coming_days_and_a_standby_does_not(
     assert service.lease.held
     service.make_partitions()
     assert name in tables(pg)
+
+
+def test_two_processes_making_the_same_days_at_once_both_succeed(pg: Store) -> None:
+    """Every `serve` makes the coming days at start: the second waits for the first's lock,
+    then finds the days made (the positive control: they were missing when it looked)."""
+    later = NOW + 20 * DAY_S
+    first, second = pg.connect(), pg.connect()
+    try:
+        pid = second.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        second.rollback()
+        one, two = first.begin(), second.begin()
+        assert ensure_partitions(first, later)  # holds the lock until it commits
+        results: list[object] = []
+
+        def make() -> None:
+            try:
+                results.append(ensure_partitions(second, later))
+            except Exception as e:  # the assertion below shows it
+                results.append(e)
+
+        waiter = threading.Thread(target=make)
+        waiter.start()
+
+        def waiting_for_the_lock() -> bool:
+            return bool(
+                pg.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+                    (pid,),
+                ).all()
+            )
+
+        deadline = time.monotonic() + 30
+        while not waiting_for_the_lock() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert waiting_for_the_lock()  # it has looked, found the days missing, and waits
+        one.commit()
+        waiter.join(30)
+        two.commit()
+        assert results == [[]]
+    finally:
+        first.close()
+        second.close()
+    assert day_of(later) in partitions_of(pg)
