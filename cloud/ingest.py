@@ -452,8 +452,6 @@ class Ingester:
     ) -> bool:
         """Write one batch, retrying while the store does not answer (its acks wait: the
         broker holds everything after it); False only if `stop()` came first."""
-        with self._lock:
-            self.stats.received += received
         attempt, warned = 0, -math.inf
         while True:
             try:
@@ -471,6 +469,8 @@ class Ingester:
                         received,
                     )
                 if self._stop.wait(min(STORE_RETRY_MAX_S, 0.2 * attempt)):
+                    with self._lock:
+                        self.stats.received += received
                     log.error(
                         "stopping with %d message(s) not stored: they stay unacknowledged "
                         "and the broker gives them to the next ingester",
@@ -478,7 +478,8 @@ class Ingester:
                     )
                     return False
                 continue
-            with self._lock:
+            with self._lock:  # one step: a snapshot never sees a batch half counted
+                self.stats.received += received
                 self.stats.add(written)
                 self.stats.batches += 1
             if attempt:

@@ -426,7 +426,7 @@ def test_a_store_that_stops_answering_holds_the_batch_until_it_is_back(
             client.publish(topic("cam-11", Channel.TELEMETRY), record("cam-11", seq), qos=1)
         # more attempts than the ingester once made before dropping a batch's acks
         wait_for(lambda: ingester.snapshot()["store_retries"] >= 8, 60, "retries")
-        assert ingester.snapshot()["received"] >= 2
+        assert ingester.snapshot()["stored"] == 1  # the held batch is not counted yet
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         store = open_store(url)
         wait_for(lambda: stored() == 51, 60, "every record once the store is back")
