@@ -19,7 +19,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -84,6 +84,11 @@ class Daemon:
         # never reads the updater's store)
         self._identity: ModelIdentity | None = None
         self._phase = "idle"
+        # the trusted root's version, refreshed when a chain is walked and at each heartbeat
+        # (`apply` may have walked one in another process); paho's thread never waits for the
+        # trust store's lock, which a walk holds while it writes
+        self._trust: TrustStore | None = None
+        self._root_version = 0
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -101,7 +106,8 @@ class Daemon:
         cfg = self.config
         db = open_store(cfg.state_dir, cfg.outbox.synchronous)
         outbox = Outbox(db, cfg.outbox)
-        trust = TrustStore(cfg.trust, cfg.state_dir)
+        trust = self._trust = TrustStore(cfg.trust, cfg.state_dir)
+        self._root_version = trust.current().version
         updater = Updater(
             cfg, db, outbox, on_state_change=self._state_changed, keyring=trust.keyring
         )
@@ -170,7 +176,7 @@ class Daemon:
             supersede=updater.supersede,
             report=events.offer,
             on_refused=updater.refuse,
-            on_root=trust.offer,
+            on_root=self._walk_root,
         )
         link = MqttLink(cfg.device_id, cfg.mqtt, self._state_payload, inbound.offer)
         drain = OutboxDrain(outbox, link, cfg.outbox.publish_window)
@@ -247,6 +253,8 @@ class Daemon:
     def _heartbeat(self) -> None:
         parts = self._parts
         assert parts is not None
+        if self._trust is not None:
+            self._root_version = self._trust.current().version
         parts.link.publish_state()
         snap = parts.loop.snapshot()
         ident = self._model_identity()
@@ -283,6 +291,18 @@ class Daemon:
         self._identity, self._phase = parts.updater.active(), parts.updater.phase()
         parts.link.publish_state()
 
+    def _walk_root(self, data: bytes) -> Sequence[object]:
+        """The inbound's hand-off for a root chain (on its deployment worker): walk it, and
+        when the trusted root moved on, say so in a fresh retained state at once, so the fleet
+        view does not wait for the next heartbeat to see the device take the new root."""
+        assert self._trust is not None
+        walked = self._trust.offer(data)
+        if walked:
+            self._root_version = walked[-1].version
+            if self._parts is not None:
+                self._parts.link.publish_state()
+        return walked
+
     def _state_payload(self, online: bool) -> bytes:
         snap = self._loop.snapshot() if self._loop is not None else None
         return encode_message(
@@ -296,6 +316,7 @@ class Daemon:
                 update_phase=self._phase,
                 source_status=snap.source_status if snap is not None else "",
                 fps=float(snap.fps) if snap is not None else 0.0,
+                root_version=self._root_version,
             )
         )
 

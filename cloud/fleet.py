@@ -55,6 +55,7 @@ def device_views(
                 "update_phase": r["update_phase"],
                 "agent_version": r["agent_version"],
                 "source_status": r["source_status"],
+                "root_version": r["root_version"],  # 0: not reported (an older agent)
                 "groups": groups.get(r["device_id"], []),
                 # kept on the row by ingest (cloud.store.devices): no query per device
                 "drift": json_object(r["drift"]),

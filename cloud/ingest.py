@@ -295,6 +295,7 @@ def write_batch(
                     "update_phase": m.update_phase,
                     "source_status": m.source_status,
                     "fps": m.fps,
+                    "root_version": m.root_version,
                 }
             )
             if model is not None:

@@ -7,6 +7,10 @@ unless a signed version 1 is stored. Versions from 2 on are written by `liteflee
 into the `roots` table, and `litefleet trust publish` sends the whole chain, retained, on
 `{prefix}/trust/root` (also written as `roots.json` into every `deploy --out` bundle), so a
 device that missed several rotations walks them in order.
+
+Each device reports the root version it verifies with in its retained state (`root_version`,
+kept on its row by ingest); `adoption` reads back how far the fleet has taken the newest root,
+for `litefleet trust status`: a rotation is done when no device is behind.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cloud.store import Store
+from cloud.store.devices import devices_behind, root_versions
 from cloud.store.releases import AlreadyStored
 from cloud.store.trail import insert_root, root_envelopes
 from shared.documents import format_time
@@ -25,7 +30,15 @@ from shared.envelope import sign_envelope
 from shared.keys import PublicKey, SigningKey
 from shared.root import Root, TrustedRoot, build_chain, implicit_root, parse_root, update_root
 
-__all__ = ["RootChange", "chain_message", "current_root", "rotate", "stored_roots"]
+__all__ = [
+    "Adoption",
+    "RootChange",
+    "adoption",
+    "chain_message",
+    "current_root",
+    "rotate",
+    "stored_roots",
+]
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,38 @@ def rotate(
             "check `litefleet trust show` and rotate again"
         ) from e
     return trusted
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """How far the fleet has taken the newest root.
+
+    `newest` is the newest stored root's version (1, the implicit root, when none is stored);
+    `versions` maps each root version devices report to how many do (0: not reported, an agent
+    from before the report); `behind` counts devices below `newest` (those at 0 included) and
+    `listed` is up to the limit asked for of them, furthest behind first.
+    """
+
+    newest: int
+    stored: bool
+    versions: dict[int, int]
+    behind: int
+    listed: list[dict[str, Any]]
+
+    @property
+    def total(self) -> int:
+        return sum(self.versions.values())
+
+
+def adoption(store: Store, limit: int) -> Adoption:
+    """The newest root and the devices per root version (one GROUP BY), and up to `limit` of
+    the devices still behind it."""
+    newest = root_envelopes(store, newest_first=True)[:1]
+    version = parse_root(json.loads(newest[0])["signed"]).version if newest else 1
+    versions = root_versions(store)
+    behind = sum(n for v, n in versions.items() if v < version)
+    listed = devices_behind(store, version, limit) if behind and limit > 0 else []
+    return Adoption(version, bool(newest), versions, behind, listed)
 
 
 def chain_message(store: Store) -> bytes | None:

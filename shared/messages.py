@@ -7,7 +7,7 @@ may carry floats (fps, latencies).
 
 The bounds every field is held to (the contract, both directions):
 
-    integers      0 <= n <= 2**63 - 1 (seq, versions, counters, byte counts)
+    integers      0 <= n <= 2**63 - 1 (seq, versions, counters, byte counts, root_version)
     ts            finite, 0 <= ts <= TS_MAX (2100-01-01); with the receiver's clock (`now`),
                   also no more than MAX_TS_AGE_S (5 years) behind it and MAX_TS_AHEAD_S (1 day)
                   ahead of it
@@ -69,7 +69,11 @@ class ModelIdentity:
 
 @dataclass(frozen=True)
 class DeviceState:
-    """Retained on `devices/{id}/state`; the last will sets `online` to false."""
+    """Retained on `devices/{id}/state`; the last will sets `online` to false.
+
+    `root_version` is the version of the root of trust the device verifies with (1 for the
+    implicit root of `[trust] keys`); 0 means not reported: an agent from before the field.
+    """
 
     SCHEMA: ClassVar[str] = "litefleet.state/1"
     device_id: str
@@ -81,6 +85,7 @@ class DeviceState:
     update_phase: str = UpdatePhase.IDLE
     source_status: str = ""
     fps: float = 0.0
+    root_version: int = 0
 
 
 @dataclass(frozen=True)

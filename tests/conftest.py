@@ -310,8 +310,8 @@ DIGITS_MODEL = REPO / "examples" / "models" / "digits.tflite"
 class AgentProcess:
     """A real `litefleet-agent run` process with a generated config, restartable.
 
-    `extra_toml` is appended to the config (more tables, e.g. `[outbox]`); `telemetry_s` and
-    `source` set the usual test knobs.
+    `extra_toml` is appended to the config (more tables, e.g. `[outbox]`); `telemetry_s`,
+    `heartbeat_s` and `source` set the usual test knobs.
     """
 
     def __init__(
@@ -322,6 +322,7 @@ class AgentProcess:
         *,
         device_id: str = "dev-1",
         telemetry_s: float = 10.0,
+        heartbeat_s: float = 30.0,
         source: str = "synthetic:image?fps=10",
         extra_toml: str = "",
     ) -> None:
@@ -358,7 +359,7 @@ keys = [{keys}]
 
 [telemetry]
 interval_s = {telemetry_s}
-heartbeat_s = 30
+heartbeat_s = {heartbeat_s}
 {extra_toml}
 """)
 

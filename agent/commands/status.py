@@ -1,9 +1,10 @@
 """`litefleet-agent status --config F [--json]`: what the state dir says, daemon running or not.
 
-Reads only: the active model and the update journal's phase, the trusted root, sample capture
-(on or off, files waiting for upload), the outbox's depth and dropped
-count, and the time of the last delivery the broker acknowledged. SQLite's WAL mode lets this
-read while the daemon writes.
+Reads only: the active model and the update journal's phase, the trusted root (and, when a
+root rotation revoked the signers of the installed release, one line saying the device waits
+for a trusted release), sample capture (on or off, files waiting for upload), the outbox's
+depth and dropped count, and the time of the last delivery the broker acknowledged. SQLite's
+WAL mode lets this read while the daemon writes.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ def _status(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return EXIT_INVALID
-    from agent.update import read_update_state
+    from agent.update.state import read_installed
 
-    model, phase = read_update_state(config)
+    installed = read_installed(config)
+    model, phase = installed.model, installed.phase
     stats = _outbox_stats(config.state_dir)
     root = TrustStore(config.trust, config.state_dir).current().root
     report: dict[str, Any] = {
@@ -77,6 +79,7 @@ def _status(args: argparse.Namespace) -> int:
             "root_version": root.version,
             "expires": root.expires,
             "release_keys": [k.keyid for k in root.release_keys],
+            "installed_distrusted": installed.distrusted,
         },
         "capture": _capture(config),
     }
@@ -87,6 +90,11 @@ def _status(args: argparse.Namespace) -> int:
     print(f"model       {model.name} v{model.version} ({model.sha256[:12] or 'unknown'})")
     print(f"update      {phase}")
     print(f"trust       {describe(root)}")
+    if installed.distrusted:
+        print(
+            f"            installed release {model.name}@{model.version} is no longer trusted "
+            f"by root v{root.version}: waiting for a trusted release"
+        )
     print(
         f"outbox      {stats.depth} record(s) waiting, {stats.bytes} bytes, "
         f"{stats.dropped} dropped, last seq {stats.last_seq}"

@@ -1,4 +1,6 @@
-"""What is installed, read from the state dir: the active model's identity and the journal phase.
+"""What is installed, read from the state dir: the active model's identity, the journal phase,
+and whether the current root still trusts the active release (`update_models.distrusted`, set
+by `agent.update.installed` when a new root drops its signers).
 
 Used by `Updater` and by `litefleet-agent status`, whether or not the daemon runs (SQLite in
 WAL mode lets readers in while the daemon writes).
@@ -6,6 +8,7 @@ WAL mode lets readers in while the daemon writes).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import AgentConfig
@@ -14,7 +17,16 @@ from agent.update.journal import UpdateJournal
 from agent.update.modelstore import ACTIVE, ModelStore, file_sha256
 from shared.messages import ModelIdentity
 
-__all__ = ["active_identity", "read_update_state"]
+__all__ = ["Installed", "active_identity", "read_installed", "read_update_state"]
+
+
+@dataclass(frozen=True)
+class Installed:
+    """The active model, the journal's phase, and whether the active release is distrusted."""
+
+    model: ModelIdentity
+    phase: str
+    distrusted: bool
 
 
 def active_identity(
@@ -37,12 +49,21 @@ def _initial_sha(path: Path) -> str:
 
 def read_update_state(config: AgentConfig) -> tuple[ModelIdentity, str]:
     """(active model, journal phase) as recorded in the state dir."""
+    installed = read_installed(config)
+    return installed.model, installed.phase
+
+
+def read_installed(config: AgentConfig) -> Installed:
+    """What the state dir records about the active release (see `Installed`)."""
     db = open_store(config.state_dir)
     try:
         journal = UpdateJournal(db)
         try:
             store = ModelStore(config.state_dir, config.model.name)
-            return active_identity(config, store, journal), journal.phase()
+            model = active_identity(config, store, journal)
+            record = journal.model(model.sha256) if model.version else None
+            distrusted = record is not None and record.distrusted
+            return Installed(model, journal.phase(), distrusted)
         finally:
             journal.close()
     finally:

@@ -150,6 +150,7 @@ def _devices(ctx: Context, args: argparse.Namespace) -> int:
                 _num(v["p95_ms"]),
                 v["update_phase"] or "-",
                 _drift(v.get("drift")),
+                f"v{v['root_version']}" if v["root_version"] else "-",
                 _when(v["last_seen"]),
             ]
         )
@@ -165,6 +166,7 @@ def _devices(ctx: Context, args: argparse.Namespace) -> int:
             "p95 ms",
             "update",
             "drift",
+            "root",
             "last seen",
         ),
         rows,

@@ -19,8 +19,9 @@ from device_profiles import load_profile
 from device_profiles.profile import ProfileInvalid
 from localio.cli import EXIT_INVALID
 from shared.errors import InvalidDeviceId, MalformedDocument
-from shared.keys import Keyring, PublicKey
+from shared.keys import PublicKey
 from shared.messages import ModelIdentity
+from shared.root import TrustedRoot, implicit_root
 from shared.topics import validate_device_id
 
 __all__ = ["register"]
@@ -80,7 +81,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         metavar="HEX",
         help="trusted release key (repeatable; default: the public half of the "
-        "config's [signing] key)",
+        "config's [signing] key): the implicit root version 1 of these keys, as an agent "
+        "with only [trust] keys has, reported as root_version 1",
     )
     p.add_argument("--threshold", type=int, default=1, help="signatures required (default 1)")
     p.add_argument(
@@ -162,13 +164,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=lambda args: run_command(args, lambda ctx: _sim(ctx, args)))
 
 
-def _keyring(ctx: Context, args: argparse.Namespace) -> Keyring:
+def _root(ctx: Context, args: argparse.Namespace) -> TrustedRoot:
+    """What the simulated devices trust: like an agent configured with only `[trust] keys`,
+    the implicit root version 1 of those keys (they never walk the `trust/root` chain)."""
     try:
         if args.trust_key:
             keys = tuple(PublicKey.from_hex(k) for k in args.trust_key)
         else:
             keys = (ctx.signing_key().public,)
-        return Keyring(keys, args.threshold)
+        return implicit_root(keys, args.threshold)
     except (MalformedDocument, ValueError) as e:
         raise CommandFailed(f"--trust-key/--threshold: {e}", EXIT_INVALID) from e
 
@@ -207,7 +211,7 @@ def _sim(ctx: Context, args: argparse.Namespace) -> int:
         validate_device_id(device_ids(args.id_prefix, args.devices)[-1])
     except InvalidDeviceId as e:
         raise CommandFailed(f"--id-prefix {args.id_prefix!r}: {e}", EXIT_INVALID) from e
-    keyring = _keyring(ctx, args)
+    root = _root(ctx, args)
     initial = None
     if args.initial is not None:
         try:
@@ -220,7 +224,7 @@ def _sim(ctx: Context, args: argparse.Namespace) -> int:
     fleet = Fleet(
         options,
         ctx.config.mqtt,
-        keyring,
+        root,
         max_model_bytes=profile.budget.max_model_bytes,
         initial=initial,
     )

@@ -1,10 +1,15 @@
-"""`litefleet trust publish|show`: send the chain of roots to the fleet, or list it.
+"""`litefleet trust publish|show|status`: send the chain of roots to the fleet, list it, or see
+which devices have taken the newest root.
 
 `publish` sends every stored root (the chain since version 2, oldest first, see `cloud.roots`)
 as one retained message on `{prefix}/trust/root`. Every device subscribes to it, walks the
 roots above the one it trusts, and from then on verifies releases, deployments and commands
 with the newest root's release keys. A device that was offline gets the retained chain when
 it reconnects.
+
+`status` counts the devices per root version they report in their retained state (0: an agent
+that does not report it) and lists those still behind the newest stored root: after a rotation,
+watch it until every device reports the new version.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ import hashlib
 import json
 import secrets
 import sys
+import time
 from datetime import UTC, datetime
 
 from cloud import audit
+from cloud.commands._table import print_table
 from cloud.context import CommandFailed, Context, add_config_argument, run_command
 from cloud.mqtt import CloudLink
-from cloud.roots import chain_message, current_root, stored_roots
+from cloud.roots import adoption, chain_message, current_root, stored_roots
 from cloud.signers import UntrustedSigner, check_signers
 from localio.cli import EXIT_INVALID, EXIT_UNAVAILABLE
 from shared.errors import Unavailable
@@ -32,7 +39,7 @@ __all__ = ["register"]
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     trust = subparsers.add_parser(
         "trust",
-        help="publish or show the chain of signed roots devices trust",
+        help="publish or show the chain of signed roots devices trust; which devices hold it",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -45,6 +52,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.add_argument("--json", action="store_true", help="print as JSON")
     add_config_argument(show)
     show.set_defaults(func=lambda args: run_command(args, lambda ctx: _show(ctx, args)))
+    status = sub.add_parser(
+        "status",
+        help="devices per root version they report, and those behind the newest root",
+    )
+    status.add_argument(
+        "--limit",
+        type=int,
+        default=20,
+        metavar="N",
+        help="list at most N devices still behind (default 20; 0 lists none)",
+    )
+    status.add_argument("--json", action="store_true", help="print as JSON")
+    add_config_argument(status)
+    status.set_defaults(func=lambda args: run_command(args, lambda ctx: _status(ctx, args)))
 
     def usage(_args: argparse.Namespace) -> int:
         trust.print_help()
@@ -108,6 +129,75 @@ def _warn_untrusted_signer(ctx: Context) -> None:
         return  # an unreadable key: the commands that sign say why
     except UntrustedSigner as e:
         print(f"warning: {e}", file=sys.stderr)
+
+
+def _status(ctx: Context, args: argparse.Namespace) -> int:
+    if args.limit < 0:
+        raise CommandFailed(f"--limit {args.limit}: give 0 or more", EXIT_INVALID)
+    seen = adoption(ctx.db, args.limit)
+    offline_after, now = ctx.config.ingest.offline_after_s, time.time()
+    listed = [
+        {
+            "device_id": d["device_id"],
+            "root_version": d["root_version"],
+            "online": bool(d["online"]) and now - d["last_seen"] < offline_after,
+            "last_seen": d["last_seen"] or None,
+        }
+        for d in seen.listed
+    ]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "root_version": seen.newest,
+                    "stored": seen.stored,
+                    "devices": seen.total,
+                    "current": seen.versions.get(seen.newest, 0),
+                    "behind": seen.behind,
+                    "versions": [
+                        {"root_version": v, "devices": n} for v, n in seen.versions.items()
+                    ],
+                    "behind_devices": listed,
+                }
+            )
+        )
+        return 0
+    where = "stored" if seen.stored else "implicit: no root stored, devices trust [trust] keys"
+    print(f"newest root v{seen.newest} ({where})")
+    for version, n in sorted(seen.versions.items(), reverse=True):
+        label = f"v{version}" if version else "unknown"
+        note = " (agents that do not report their root)" if not version else ""
+        print(f"  {label:<8} {n} device(s){note}")
+    if not seen.total:
+        print("no device has reported yet")
+    elif not seen.behind:
+        print(f"every device ({seen.total}) reports root v{seen.newest}")
+        return 0
+    else:
+        print(f"{seen.behind} of {seen.total} device(s) behind root v{seen.newest}")
+    if listed:
+        print_table(
+            "behind",
+            ("device", "root", "online", "last seen"),
+            [
+                [
+                    d["device_id"],
+                    f"v{d['root_version']}" if d["root_version"] else "unknown",
+                    "yes" if d["online"] else "no",
+                    _when(d["last_seen"]),
+                ]
+                for d in listed
+            ],
+        )
+        if len(listed) < seen.behind:
+            print(f"... and {seen.behind - len(listed)} more (--limit)")
+    return 0
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _show(ctx: Context, args: argparse.Namespace) -> int:

@@ -1,7 +1,9 @@
 """One simulated device: the agent's contract without a camera or a model runtime.
 
-It reports retained state, sends telemetry at its interval, and takes deployments the way the
-agent's updater does, with the same shared code and the same reports on `devices/{id}/update`:
+It reports retained state (with the version of the root it verifies with: the implicit root
+version 1 of its trusted keys, as an agent with only `[trust] keys`), sends telemetry at its
+interval, and takes deployments the way the agent's updater does, with the same shared code and
+the same reports on `devices/{id}/update`:
 
     verify the deployment (shared.verify: signatures and threshold, device, expiry, profile,
     model name, declared sizes, version)                       -> rejected <reason> | no-op
@@ -65,6 +67,7 @@ class DeviceEnv:
     downloads: Downloads
     cache: ModelCache
     keyring: Keyring
+    root_version: int  # the version of the root `keyring` comes from, reported in the state
     profile: str
     model_name: str
     max_model_bytes: int
@@ -158,6 +161,7 @@ class SimDevice:
                 self.phase,
                 "ok" if online else "",
                 10.0 if online else 0.0,
+                self.env.root_version,
             )
         )
 

@@ -25,8 +25,8 @@ from cloud.config import MqttConfig
 from cloud.sim.device import DeviceEnv, DeviceFaults, SimDevice
 from cloud.sim.network import Reactor
 from cloud.sim.update import Downloads, ModelCache
-from shared.keys import Keyring
 from shared.messages import ModelIdentity
+from shared.root import TrustedRoot
 
 __all__ = ["Fleet", "SimOptions", "device_ids", "raise_file_limit"]
 
@@ -113,14 +113,14 @@ class Fleet:
         self,
         options: SimOptions,
         mqtt: MqttConfig,
-        keyring: Keyring,
+        root: TrustedRoot,
         *,
         max_model_bytes: int,
         initial: tuple[ModelIdentity, bytes] | None,
     ) -> None:
         self.options = options
         self.mqtt = mqtt
-        self.keyring = keyring
+        self.root = root
         self.max_model_bytes = max_model_bytes
         self.initial = initial
         self.ids = device_ids(options.id_prefix, options.devices)
@@ -159,7 +159,8 @@ class Fleet:
             reactor=reactor,
             downloads=downloads,
             cache=cache,
-            keyring=self.keyring,
+            keyring=self.root.root.release_keyring(),
+            root_version=self.root.version,
             profile=o.profile,
             model_name=o.model_name,
             max_model_bytes=self.max_model_bytes,

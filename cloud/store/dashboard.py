@@ -159,7 +159,8 @@ def _where(f: DeviceFilter) -> tuple[str, dict[str, Any]]:
 
 def fleet_counts(db: Store, now: float, offline_after_s: float) -> Row:
     """Devices in total, online, failing, drifting (drift over the release's threshold, as
-    far as known); and per model@version and per update phase."""
+    far as known); and per model@version, per update phase and per root version (the root of
+    trust each device's state reports; 0: not reported, an older agent)."""
     failed, fp = _in("failed", FAILED_PHASES)
     head = execute(
         db,
@@ -183,6 +184,11 @@ def fleet_counts(db: Store, now: float, offline_after_s: float) -> Row:
         "SELECT update_phase, COUNT(*) AS n FROM devices "
         "GROUP BY update_phase ORDER BY n DESC, update_phase",
     )
+    roots = execute(
+        db,
+        "SELECT root_version, COUNT(*) AS n FROM devices "
+        "GROUP BY root_version ORDER BY root_version DESC",
+    )
     return {
         "total": total,
         "online": online,
@@ -197,6 +203,7 @@ def fleet_counts(db: Store, now: float, offline_after_s: float) -> Row:
             for r in models
         ],
         "phases": [{"phase": r["update_phase"] or "(none)", "devices": r["n"]} for r in phases],
+        "roots": [{"root_version": int(r["root_version"]), "devices": r["n"]} for r in roots],
     }
 
 

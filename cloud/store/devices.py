@@ -7,7 +7,9 @@ record's ts) that had any, as JSON with that `ts` and the model they were measur
 when a newer record or state names another model (`cloud.store.drift`); `drifting`, 1 when
 that score is over its threshold; `variant`, the detail (JSON) of its newest `variant` event
 (by seq). A record or event older than what the row holds (a resend, a redelivery) changes
-nothing.
+nothing. A state also brings the version of the root of trust the device verifies with
+(`root_version`, 0 from agents that do not report it), read back per version by
+`root_versions` and `devices_behind` for `litefleet trust status`.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ __all__ = [
     "apply_states",
     "apply_variants",
     "device_rows",
+    "devices_behind",
     "group_members",
     "group_rows",
     "known_ids",
     "liveness_counts",
     "mark_offline",
     "remove_from_group",
+    "root_versions",
     "touch_devices",
 ]
 
@@ -46,6 +50,30 @@ def device_rows(store: Store) -> list[dict[str, Any]]:
         return [
             dict(r) for r in conn.execute(select(devices).order_by(devices.c.device_id)).mappings()
         ]
+
+
+def root_versions(store: Store) -> dict[int, int]:
+    """How many devices report each root version (0: not reported), lowest version first."""
+    query = (
+        select(devices.c.root_version, func.count())
+        .group_by(devices.c.root_version)
+        .order_by(devices.c.root_version)
+    )
+    with store.connect() as conn:
+        return {int(v): int(n) for v, n in conn.execute(query)}
+
+
+def devices_behind(store: Store, version: int, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` devices reporting a root version below `version` (0, not reported,
+    included), the furthest behind first, then by id: id, root version, online, last seen."""
+    query = (
+        select(devices.c.device_id, devices.c.root_version, devices.c.online, devices.c.last_seen)
+        .where(devices.c.root_version < version)
+        .order_by(devices.c.root_version, devices.c.device_id)
+        .limit(limit)
+    )
+    with store.connect() as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
 
 
 def known_ids(store: Store) -> set[str]:
@@ -156,6 +184,7 @@ _STATE_COLUMNS = (
     "update_phase",
     "source_status",
     "fps",
+    "root_version",
 )
 
 

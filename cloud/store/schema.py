@@ -103,6 +103,8 @@ devices = Table(
     Column("drift", Text, nullable=False, server_default=""),
     Column("drifting", Integer, nullable=False, server_default="0"),
     Column("variant", Text, nullable=False, server_default=""),
+    # the root version the device's newest state reports; 0: not reported (an older agent)
+    Column("root_version", BigInteger, nullable=False, server_default="0"),
 )
 
 telemetry = Table(

@@ -111,6 +111,7 @@ def device_detail(db: Store, device_id: str, offline_after_s: float) -> dict[str
             "drift": json_object(r["drift"]),  # kept on the row by ingest
             "variant": json_object(r["variant"]),
             "state_ts": r["state_ts"] or None,
+            "root_version": int(r["root_version"]),  # 0: not reported (an older agent)
             "facts": {
                 k: latest.get(k)
                 for k in (

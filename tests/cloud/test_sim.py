@@ -216,6 +216,8 @@ def test_a_simulated_fleet_reports_and_takes_a_rollout_to_committed(
     assert sorted(
         r[0] for r in query(cloud, "SELECT device_id FROM groups WHERE group_name = 'lab'")
     ) == [f"sim-{i:04d}" for i in range(20)]
+    # they trust what an agent with only `[trust] keys` trusts (the signing key), and say so
+    assert query(cloud, "SELECT DISTINCT root_version FROM devices") == [(1,)]
     wait_for(
         lambda: count(cloud, "SELECT COUNT(DISTINCT device_id) FROM telemetry") == 20,
         30,

@@ -17,6 +17,7 @@ from shared.keys import Keyring, SigningKey
 from shared.messages import (
     MAX_TS_AGE_S,
     MAX_TS_AHEAD_S,
+    DeviceState,
     TelemetryRecord,
     UpdateStatus,
     decode_message,
@@ -141,6 +142,25 @@ def test_nan_and_infinity_in_messages_are_malformed() -> None:
                 b'{"schema":"litefleet.state/1","device_id":"d","online":true,'
                 b'"ts":1,"fps":' + raw + b"}"
             )
+
+
+def state(**fields: object) -> bytes:
+    body = {"schema": "litefleet.state/1", "device_id": "dev-x", "online": True, "ts": NOW}
+    body.update(fields)
+    return json.dumps(body).encode()
+
+
+def test_a_state_carries_its_root_version_and_an_older_agents_state_reads_as_0() -> None:
+    reported = decode_message(state(root_version=3))
+    assert isinstance(reported, DeviceState) and reported.root_version == 3
+    older = decode_message(state())  # an agent from before the field: still a state
+    assert isinstance(older, DeviceState) and older.root_version == 0
+    at_limit = decode_message(state(root_version=INT64_MAX))
+    assert isinstance(at_limit, DeviceState) and at_limit.root_version == INT64_MAX
+    for bad in (-1, 2**63, 1.5, "3", True, None, [3]):
+        with pytest.raises(MalformedDocument) as info:
+            decode_message(state(root_version=bad))
+        assert info.value.field == "$.root_version", bad
 
 
 def test_the_bounds_themselves_are_accepted() -> None:

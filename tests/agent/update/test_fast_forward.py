@@ -14,9 +14,11 @@ the model links and bytes on disk; each refusal has its positive control.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from agent.cli import main as agent_main
 from agent.update.modelstore import ACTIVE, PREVIOUS, ModelStore
 from agent.update.trust import TrustStore
 from shared.keys import SigningKey
@@ -128,15 +130,34 @@ def test_while_the_thiefs_key_is_trusted_the_same_release_is_refused_as_not_newe
     assert fleet.active_bytes() == LEGIT
 
 
-def test_the_untrusted_release_keeps_serving_and_is_reported_once(tmp_path, device_factory):
+def status_of(fleet: Fleet, capsys: Any) -> tuple[str, dict[str, Any]]:
+    """`litefleet-agent status` of the fleet's device: its text and its JSON."""
+    assert agent_main(["status", "--config", str(fleet.path)]) == 0
+    text = capsys.readouterr().out
+    assert agent_main(["status", "--config", str(fleet.path), "--json"]) == 0
+    return text, json.loads(capsys.readouterr().out)
+
+
+def test_the_untrusted_release_keeps_serving_and_is_reported_once(tmp_path, device_factory, capsys):
     fleet = Fleet(tmp_path, device_factory)
     fleet.install_thiefs_release()
     fleet.device.updater.tick()
     assert fleet.untrusted_reports() == []  # control: k1 is still trusted
+    text, report_json = status_of(fleet, capsys)
+    assert "no longer trusted" not in text and "root v2:" in text
+    assert report_json["trust"]["installed_distrusted"] is False
     fleet.rotate([fleet.k2])  # written by another process (`apply`): the tick notices
     fleet.device.updater.tick()
     (report,) = fleet.untrusted_reports()
     assert (report.sha256, report.version) == (sha(THIEF), INT64_MAX)
+    text, report_json = status_of(fleet, capsys)
+    waiting = [line.strip() for line in text.splitlines() if "no longer trusted" in line]
+    assert waiting == [
+        f"installed release digits@{INT64_MAX} is no longer trusted by root v3: "
+        "waiting for a trusted release"
+    ]
+    assert report_json["trust"]["installed_distrusted"] is True
+    assert report_json["trust"]["root_version"] == 3
     fleet.device.close()
     fleet.device = fleet.factory(fleet.path)  # a restart: nothing rolled back, not re-reported
     assert fleet.device.updater.recover().read_bytes() == THIEF

@@ -14,8 +14,8 @@ from cloud.store.migrate import migrate
 ROWS = {
     "devices": [
         "INSERT INTO devices (device_id, online, profile, model_name, model_version, "
-        "update_phase, source_status, fps, p95_ms, last_seen, drifting) VALUES "
-        "(:d, :o, :p, 'digits', :v, :ph, :s, :f, 5.0, :t, :dr)",
+        "update_phase, source_status, fps, p95_ms, last_seen, drifting, root_version) VALUES "
+        "(:d, :o, :p, 'digits', :v, :ph, :s, :f, 5.0, :t, :dr, :rv)",
         [
             {
                 "d": f"Cam-{i}",
@@ -27,6 +27,7 @@ ROWS = {
                 "f": float(i),
                 "t": 1000.0 + i,
                 "dr": int(i in (3, 6)),
+                "rv": i % 3,  # 0: an agent that does not report its root
             }
             for i in range(12)
         ],
@@ -174,6 +175,12 @@ def test_every_query_answers_the_same_on_sqlite_and_postgresql(
     assert on_postgres == on_sqlite
     assert on_sqlite["counts"]["failing"] == 2 and len(on_sqlite["page-failing-fps"][1]) == 0
     assert on_sqlite["counts"]["drifting"] == 2
+    assert on_sqlite["counts"]["roots"] == [
+        {"root_version": 2, "devices": 4},
+        {"root_version": 1, "devices": 4},
+        {"root_version": 0, "devices": 4},
+    ]
+    assert on_sqlite["device"]["root_version"] == 1  # Cam-1
     assert [d["device_id"] for d in on_sqlite["page-drifting-device_id"][1]] == [
         "Cam-6"
     ]  # offset 1

@@ -1,7 +1,9 @@
 """Download progress per rollout device (`bytes_done`, `bytes_total` from the device's update
 reports); the compression report a release was made from (`releases.report`, its JSON); and
 each device's latest drift figures and variant choice on its row (`devices.drift`,
-`devices.drifting`, `devices.variant`), so the fleet view reads one table.
+`devices.drifting`, `devices.variant`), so the fleet view reads one table; and the version of
+the root of trust each device's state reports (`devices.root_version`, 0 until a state that
+carries it arrives: stored states never held it, so there is nothing to fill it from).
 
 A store that already holds records gets those columns filled as ingest would have written them
 for the same records: each device's drift from its newest `_RECENT` telemetry records (by seq;
@@ -78,6 +80,7 @@ def upgrade() -> None:
         batch.add_column(Column("drift", Text, nullable=False, server_default=""))
         batch.add_column(Column("drifting", Integer, nullable=False, server_default="0"))
         batch.add_column(Column("variant", Text, nullable=False, server_default=""))
+        batch.add_column(Column("root_version", BigInteger, nullable=False, server_default="0"))
     conn = op.get_bind()
     _fill_drift(conn)
     _fill_variants(conn)
@@ -158,6 +161,7 @@ def _fill_variants(conn: Connection) -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("devices") as batch:
+        batch.drop_column("root_version")
         batch.drop_column("variant")
         batch.drop_column("drifting")
         batch.drop_column("drift")
