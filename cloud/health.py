@@ -9,6 +9,8 @@ sharing a store reports the same figures):
     litefleet_records_duplicate_total                    redeliveries stored before
     litefleet_rollouts{state=...}                        running, paused, completed, aborted
     litefleet_ingest_lag_seconds                         received - device ts, newest record
+    litefleet_devices_by_root{version=...}               devices by the root version they report
+    litefleet_upload_grants_total{outcome=...}           granted, refused, untrusted (counters)
     litefleet_broker_connected                           1 when this process has the broker
 
 `/healthz` is JSON: 200 with {"status": "ok"} when the store answers and the broker is
@@ -30,9 +32,10 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.rollout import STATES
+from cloud.samples.grants import GRANT_OUTCOMES
 from cloud.store import StoreRefused, open_store
 from cloud.store.counters import all_counters
-from cloud.store.devices import liveness_counts
+from cloud.store.devices import liveness_counts, root_version_counts
 from cloud.store.records import newest_lag
 from cloud.store.rollouts import counts_by_state
 
@@ -105,6 +108,22 @@ class FleetCollector(Collector):
             "Seconds from a device's timestamp to storage, newest record",
             value=max(0.0, lag) if lag is not None else 0.0,
         )
+        roots = GaugeMetricFamily(
+            "litefleet_devices_by_root",
+            "Devices by the root version they report (0: not reported)",
+            labels=["version"],
+        )
+        for version, n in root_version_counts(conn).items():
+            roots.add_metric([str(version)], n)
+        yield roots
+        grants = CounterMetricFamily(
+            "litefleet_upload_grants",
+            "Devices' sample-upload requests by what the active controller answered",
+            labels=["outcome"],
+        )
+        for outcome in GRANT_OUTCOMES:
+            grants.add_metric([outcome], counters.get(f"grants.{outcome}", 0))
+        yield grants
         yield GaugeMetricFamily(
             "litefleet_broker_connected",
             "1 when this serve process is connected to the broker",

@@ -33,25 +33,28 @@ from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.artifacts import ArtifactStore, StoreError
 from cloud.commands.command import build_command
 from cloud.config import CloudConfig, CloudRole
 from cloud.mqtt import CloudLink
 from cloud.signers import UntrustedSigner, check_signers
-from cloud.store import open_store
+from cloud.store import StoreRefused, add_counter, describe_error, open_store
 from shared.envelope import sign_envelope
 from shared.errors import Rejected, Unavailable
 from shared.keys import SigningKey
 from shared.samples import parse_capture_request, sample_key
 from shared.topics import Channel, fleet_subscription, parse_topic, topic
 
-__all__ = ["LIFETIME_S", "SampleGrants", "upload_command"]
+__all__ = ["GRANT_OUTCOMES", "LIFETIME_S", "SampleGrants", "upload_command"]
 
 log = logging.getLogger(__name__)
 
 LIFETIME_S = 900
 QUEUE = 64
+# what the active controller answered a capture request (store counters `grants.<outcome>`)
+GRANT_OUTCOMES = ("granted", "refused", "untrusted")
 
 
 def upload_command(
@@ -118,7 +121,7 @@ class SampleGrants:
 
     def answer(self, name: str, payload: bytes) -> bool:
         if not self.active():
-            self.standby += 1
+            self.standby += 1  # counted by the active controller, which answers
             log.info("a capture request on %s is left to the active controller", name[:200])
             return False
         prefix = self.config.mqtt.topic_prefix
@@ -127,6 +130,7 @@ class SampleGrants:
             request = parse_capture_request(payload, device_id)
         except Rejected as e:
             self.refused += 1
+            self._count("refused")
             log.warning("refused a capture request on %s: %s", name[:200], e)
             return False
         if not self._trusted():
@@ -140,8 +144,18 @@ class SampleGrants:
             log.warning("no upload grant for %s: %s (the device asks again)", device_id, e)
             return False
         self.granted += 1
+        self._count("granted")
         log.info("granted %s upload URL(s) to %s", len(request.files), device_id)
         return True
+
+    def _count(self, outcome: str) -> None:
+        """The store's `grants.<outcome>` counter (what /metrics reports, whichever process
+        serves it); a store that does not answer loses only the count."""
+        try:
+            with open_store(self.config.store) as db, db.begin() as conn:
+                add_counter(conn, f"grants.{outcome}", 1)
+        except (SQLAlchemyError, StoreRefused) as e:
+            log.warning("could not count a %s upload grant: %s", outcome, describe_error(e))
 
     def _trusted(self) -> bool:
         """Whether devices accept what `key` signs under the current root; warns once per
@@ -151,6 +165,7 @@ class SampleGrants:
                 check_signers(db, [self.key], datetime.now(UTC))
         except UntrustedSigner as e:
             self.untrusted += 1
+            self._count("untrusted")
             if self._warned != str(e):
                 self._warned = str(e)
                 log.warning("no upload grants: %s", e)

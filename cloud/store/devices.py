@@ -40,6 +40,7 @@ __all__ = [
     "liveness_counts",
     "mark_offline",
     "remove_from_group",
+    "root_version_counts",
     "root_versions",
     "touch_devices",
 ]
@@ -54,13 +55,18 @@ def device_rows(store: Store) -> list[dict[str, Any]]:
 
 def root_versions(store: Store) -> dict[int, int]:
     """How many devices report each root version (0: not reported), lowest version first."""
+    with store.connect() as conn:
+        return root_version_counts(conn)
+
+
+def root_version_counts(conn: Connection) -> dict[int, int]:
+    """`root_versions` inside the caller's connection."""
     query = (
         select(devices.c.root_version, func.count())
         .group_by(devices.c.root_version)
         .order_by(devices.c.root_version)
     )
-    with store.connect() as conn:
-        return {int(v): int(n) for v, n in conn.execute(query)}
+    return {int(v): int(n) for v, n in conn.execute(query)}
 
 
 def devices_behind(store: Store, version: int, limit: int) -> list[dict[str, Any]]:

@@ -112,7 +112,9 @@ def test_health_metrics_and_a_readable_log_from_a_real_serve(
 
         client = device_client(mosquitto.port, "cam-01")
         wait_for(client.is_connected, 10, "a connection")
-        state = DeviceState("cam-01", True, time.time(), "0.1.0", "rpi5", MODEL, "idle")
+        state = DeviceState(
+            "cam-01", True, time.time(), "0.1.0", "rpi5", MODEL, "idle", root_version=2
+        )
         client.publish(topic("cam-01", Channel.STATE), encode_message(state), qos=1, retain=True)
         publish_until_stored(client, cloud_env.db, "cam-01")
         for seq in (2, 3):
@@ -138,10 +140,15 @@ def test_health_metrics_and_a_readable_log_from_a_real_serve(
         assert m[("litefleet_rollouts", (("state", "aborted"),))] == 0
         assert 0 <= m[("litefleet_ingest_lag_seconds", ())] < 3600
         assert m[("litefleet_broker_connected", ())] == 1
+        assert m[("litefleet_devices_by_root", (("version", "2"),))] == 1
+        assert m[("litefleet_upload_grants_total", (("outcome", "granted"),))] == 0
         db = open_store(cloud_env.db)  # the counter ingest's quarantine keeps, read by name
         db.execute("UPDATE counters SET value = 4 WHERE name = 'quarantined'")
+        db.execute("INSERT INTO counters (name, value) VALUES ('grants.untrusted', 3)")
         db.close()
-        assert scrape(base)[("litefleet_records_quarantined_total", ())] == 4
+        m = scrape(base)
+        assert m[("litefleet_records_quarantined_total", ())] == 4
+        assert m[("litefleet_upload_grants_total", (("outcome", "untrusted"),))] == 3
 
         # clients that reset mid-request or mid-download
         reset_connection(http_port, b"GET /artifacts/big.bin HT")

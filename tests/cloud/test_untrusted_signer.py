@@ -24,7 +24,7 @@ from cloud.release import load_releases
 from cloud.rollout import create_rollout, tick_rollouts
 from cloud.roots import current_root
 from cloud.samples.grants import SampleGrants
-from cloud.store import open_store
+from cloud.store import counter, open_store
 from cloud.web.actions import ActionRefused, deploy, send_command
 from localio.cli import EXIT_INVALID
 from localio.keyfiles import save_signing_key
@@ -292,6 +292,8 @@ def test_upload_grants_stop_while_the_root_drops_the_key(  # type: ignore[no-unt
         for _ in range(2):
             assert not grants.answer(name, request)
         assert grants.untrusted == 2 and grants.granted == 1
+        with open_store(config.store) as db:  # what /metrics reports
+            assert (counter(db, "grants.untrusted"), counter(db, "grants.granted")) == (2, 1)
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert len([w for w in warnings if "no upload grants" in w]) == 1
         assert any("this key was removed from the root at version 2" in w for w in warnings)
