@@ -82,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="HEX",
         help="trusted release key (repeatable; default: the public half of the "
         "config's [signing] key): the implicit root version 1 of these keys, as an agent "
-        "with only [trust] keys has, reported as root_version 1",
+        "with only [trust] keys has; the devices walk the trust/root chain from it",
     )
     p.add_argument("--threshold", type=int, default=1, help="signatures required (default 1)")
     p.add_argument(
@@ -165,8 +165,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _root(ctx: Context, args: argparse.Namespace) -> TrustedRoot:
-    """What the simulated devices trust: like an agent configured with only `[trust] keys`,
-    the implicit root version 1 of those keys (they never walk the `trust/root` chain)."""
+    """What the simulated devices trust first: like an agent configured with only `[trust]
+    keys`, the implicit root version 1 of those keys, from which they walk `trust/root`."""
     try:
         if args.trust_key:
             keys = tuple(PublicKey.from_hex(k) for k in args.trust_key)

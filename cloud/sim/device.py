@@ -1,9 +1,11 @@
 """One simulated device: the agent's contract without a camera or a model runtime.
 
-It reports retained state (with the version of the root it verifies with: the implicit root
-version 1 of its trusted keys, as an agent with only `[trust] keys`), sends telemetry at its
-interval, and takes deployments the way the agent's updater does, with the same shared code and
-the same reports on `devices/{id}/update`:
+It reports retained state (with the version of the root it verifies with), sends telemetry at
+its interval, walks the fleet's retained root chain (`trust/root`) the way the agent does (from
+the root it trusts, by `shared.root.walk_chain`; a refused chain keeps the root; a newer root is
+adopted, said at once in a fresh retained state, and the last deployment is taken again under
+it), and takes deployments the way the agent's updater does, with the same shared code and the
+same reports on `devices/{id}/update`:
 
     verify the deployment (shared.verify: signatures and threshold, device, expiry, profile,
     model name, declared sizes, version)                       -> rejected <reason> | no-op
@@ -33,10 +35,10 @@ from typing import Any
 from cloud.config import MqttConfig
 from cloud.sim.link import DeviceLink
 from cloud.sim.network import Reactor
+from cloud.sim.trust import RootChains, Trust
 from cloud.sim.update import Downloads, ModelCache, check_bytes, rebuild_delta, rebuild_full
 from shared.documents import Release
 from shared.errors import FetchFailed, Rejected, Unavailable
-from shared.keys import Keyring
 from shared.messages import (
     DeviceState,
     ModelIdentity,
@@ -45,6 +47,7 @@ from shared.messages import (
     UpdateStatus,
     encode_message,
 )
+from shared.root import check_fresh
 from shared.topics import Channel
 from shared.verify import verify_deployment
 
@@ -66,8 +69,8 @@ class DeviceEnv:
     reactor: Reactor
     downloads: Downloads
     cache: ModelCache
-    keyring: Keyring
-    root_version: int  # the version of the root `keyring` comes from, reported in the state
+    trust: Trust  # what every device trusts at start (as an agent's `[trust]` config)
+    chains: RootChains  # root chain verdicts, shared by every device
     profile: str
     model_name: str
     max_model_bytes: int
@@ -103,6 +106,7 @@ class SimDevice:
         self.faults = faults
         self.model = env.initial
         self.phase: str = UpdatePhase.IDLE
+        self.trust = env.trust  # this device's own trusted root; moves on by walking chains
         self.started = time.monotonic()
         self.link = DeviceLink(
             device_id,
@@ -113,10 +117,12 @@ class SimDevice:
             keepalive_s=env.keepalive_s,
             state_payload=self._state,
             on_desired=self._desired,
+            on_root=self._root_chain,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._running: bytes | None = None  # the deployment being worked on
         self._next: bytes | None = None  # the newest one that arrived meanwhile
+        self._last: bytes = b""  # the last deployment taken, taken again under a new root
         # (sha256, version) -> reason: models that failed their probation are not tried again
         self._refused: dict[tuple[str, int], str] = {}
         self._went_offline = False
@@ -161,7 +167,7 @@ class SimDevice:
                 self.phase,
                 "ok" if online else "",
                 10.0 if online else 0.0,
-                self.env.root_version,
+                self.trust.version,
             )
         )
 
@@ -260,9 +266,36 @@ class SimDevice:
         ):
             self.link.publish_state()
 
+    # -- the root of trust -------------------------------------------------------------------
+
+    def _root_chain(self, data: bytes) -> None:
+        """Walk a root chain from this device's root: adopt the newest valid root, or keep
+        the current one when any root of the chain is refused."""
+        if not data:
+            return
+        verdict = self.env.chains.walk(self.trust, data, datetime.now(UTC))
+        if verdict.refused is not None:
+            e = verdict.refused
+            self.env.outcomes[f"root_refused:{e.reason}"] += 1
+            log.warning("%s: root chain refused: %s: %s", self.device_id, e.reason, e)
+            return
+        if verdict.adopt is None:
+            return  # nothing newer than the trusted root (the retained chain after a reconnect)
+        log.info("%s: trusted root v%s", self.device_id, verdict.adopt.version)
+        self.trust = verdict.adopt
+        self.env.outcomes[f"root:v{self.trust.version}"] += 1
+        self.link.publish_state()
+        if self._last:  # it may have been refused under the old keys, or signed by a revoked one
+            if self._running is not None:
+                self._next = self._next or self._last
+            else:
+                self._running = self._last
+                self._spawn(self._take(self._last))
+
     # -- deployments -------------------------------------------------------------------------
 
     def _desired(self, data: bytes) -> None:
+        self._last = data
         if not data:
             return  # a cleared deployment (an aborted rollout)
         if self._running is not None:
@@ -287,10 +320,12 @@ class SimDevice:
 
     async def _update(self, data: bytes) -> None:
         installed = self.model
+        trust = self.trust
         try:
+            check_fresh(trust.root, datetime.now(UTC))  # an expired root refuses everything
             verified = verify_deployment(
                 data,
-                self.env.keyring,
+                trust.keyring,
                 device_id=self.device_id,
                 profile=self.env.profile,
                 model_name=self.env.model_name,

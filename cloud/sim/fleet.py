@@ -24,6 +24,7 @@ from typing import Any
 from cloud.config import MqttConfig
 from cloud.sim.device import DeviceEnv, DeviceFaults, SimDevice
 from cloud.sim.network import Reactor
+from cloud.sim.trust import RootChains, Trust
 from cloud.sim.update import Downloads, ModelCache
 from shared.messages import ModelIdentity
 from shared.root import TrustedRoot
@@ -126,6 +127,7 @@ class Fleet:
         self.ids = device_ids(options.id_prefix, options.devices)
         self.devices: list[SimDevice] = []
         self.outcomes: Counter[str] = Counter()
+        self.chains = RootChains()
 
     def faults(self) -> list[DeviceFaults]:
         o = self.options
@@ -159,8 +161,8 @@ class Fleet:
             reactor=reactor,
             downloads=downloads,
             cache=cache,
-            keyring=self.root.root.release_keyring(),
-            root_version=self.root.version,
+            trust=Trust.of(self.root),
+            chains=self.chains,
             profile=o.profile,
             model_name=o.model_name,
             max_model_bytes=self.max_model_bytes,
@@ -236,5 +238,7 @@ class Fleet:
                     f"{d.model.name}@{d.model.version}" if d.model else "-" for d in self.devices
                 )
             ),
+            "roots": dict(Counter(f"v{d.trust.version}" for d in self.devices)),
+            "root_walks": self.chains.walks,
             "outcomes": dict(sorted(self.outcomes.items())),
         }

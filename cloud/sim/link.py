@@ -1,7 +1,9 @@
 """One simulated device's MQTT session, the way the agent keeps it.
 
 - its own client id (the device id), MQTT 5, a persistent session (clean start off, session
-  expiry set), `desired` subscribed in `on_connect` after checking the reason code;
+  expiry set), the fleet's retained `trust/root` and its own `desired` subscribed in
+  `on_connect` after checking the reason code, the root chain first (as the agent does), so a
+  new root is walked before a deployment signed by its keys arrives;
 - retained `state`, published on every connect, with a last will that says `online: false`;
 - an outbox: every telemetry record and update status gets the next `seq` and stays in the
   outbox until the broker acknowledges it (QoS 1), across disconnects and reconnects, so a
@@ -30,7 +32,7 @@ from paho.mqtt.properties import Properties
 from cloud.config import MqttConfig
 from cloud.sim.network import Reactor
 from shared.messages import Message, encode_message
-from shared.topics import Channel, topic
+from shared.topics import Channel, FleetChannel, fleet_topic, topic
 
 __all__ = ["DeviceLink"]
 
@@ -51,6 +53,7 @@ class DeviceLink:
         keepalive_s: int,
         state_payload: Callable[[bool], bytes],
         on_desired: Callable[[bytes], None],
+        on_root: Callable[[bytes], None],
     ) -> None:
         self.device_id = device_id
         self._mqtt = mqtt
@@ -60,7 +63,9 @@ class DeviceLink:
         self._keepalive_s = keepalive_s
         self._state_payload = state_payload
         self._on_desired = on_desired
+        self._on_root = on_root
         self._desired_topic = topic(device_id, Channel.DESIRED, mqtt.topic_prefix)
+        self._root_topic = fleet_topic(FleetChannel.TRUST_ROOT, mqtt.topic_prefix)
         self._client: paho.Client | None = None
         self._unacked: dict[int, tuple[str, bytes]] = {}  # seq -> (topic, payload), in seq order
         self._mids: dict[int, int] = {}  # paho message id -> seq, for the current client
@@ -175,7 +180,7 @@ class DeviceLink:
         self.connected = True
         self._attempts = 0
         self.connects += 1
-        client.subscribe(self._desired_topic, qos=1)
+        client.subscribe([(self._root_topic, 1), (self._desired_topic, 1)])
         self.publish_state()
         for seq, (name, payload) in self._unacked.items():
             self._send(seq, name, payload)
@@ -198,6 +203,8 @@ class DeviceLink:
     def _handle_message(self, _client: paho.Client, _u: Any, message: Any) -> None:
         if message.topic == self._desired_topic:
             self._on_desired(bytes(message.payload))
+        elif message.topic == self._root_topic:
+            self._on_root(bytes(message.payload))
 
     # -- faults and stop ---------------------------------------------------------------------
 

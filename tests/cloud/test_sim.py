@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,17 @@ import tests.cloud.test_s3 as s3_tests
 from cloud.artifacts.http import ArtifactServer
 from cloud.cli import main
 from cloud.config import load_cloud_config
+from cloud.mqtt import CloudLink
+from cloud.roots import chain_message
 from cloud.service import CloudService
 from cloud.sim.audit import missing_seqs
 from cloud.sim.download import fetch_into
 from cloud.store import open_store
+from localio.keyfiles import save_signing_key
+from shared.builders import build_deployment
+from shared.envelope import sign_envelope
 from shared.errors import SizeExceeded
+from shared.keys import SigningKey
 from tests.cloud.conftest import DIGITS, DIGITS_FT, CloudEnv
 from tests.cloud.test_ingest import wait_for
 from tests.conftest import free_port
@@ -398,6 +405,143 @@ def test_a_download_cut_halfway_resumes_with_a_range_request(tmp_path) -> None:
             fetch_into(bytearray(), url, len(data) - 1)  # never past the signed size
     finally:
         server.stop()
+
+
+def publish_as_outsider(env: CloudEnv, name: str, payload: bytes) -> None:
+    """What someone holding a key (or forging a chain) publishes, retained, past the cloud."""
+    link = CloudLink(load_cloud_config(env.config).mqtt, "outsider")
+    link.start(timeout=10.0)
+    try:
+        link.publish(name, payload, retain=True)
+    finally:
+        link.stop()
+
+
+def deploy_as_outsider(env: CloudEnv, key: SigningKey, version: int, device: str) -> None:
+    """A deployment of stored release `version`, signed by `key`, straight onto `desired`."""
+    release = json.loads(
+        query(env, "SELECT envelope FROM releases WHERE version = ?", version)[0][0]
+    )
+    deployment = build_deployment(
+        release=release,
+        device_id=device,
+        rollout_id=f"outside-{version}",
+        keys=[key],
+        now=datetime.now(UTC),
+    )
+    publish_as_outsider(
+        env, f"litefleet/v1/devices/{device}/desired", json.dumps(deployment).encode()
+    )
+
+
+def root_versions(env: CloudEnv) -> list[tuple[int]]:
+    return query(env, "SELECT DISTINCT root_version FROM devices WHERE profile = ?", PROFILE)
+
+
+def model_version(env: CloudEnv, device: str) -> int:
+    return count(env, "SELECT model_version FROM devices WHERE device_id = ?", device)
+
+
+def test_simulated_devices_walk_the_root_chain_and_verify_with_the_new_keys(
+    cloud: CloudEnv, sim: Callable[..., SimProcess], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = ["--config", str(cloud.config)]
+    old = cloud.key
+    (cloud.root / "keys" / "release.pub").write_text(old.public.hex)
+    new = SigningKey.generate()
+    (cloud.root / "k2").mkdir()
+    save_signing_key(new, cloud.root / "k2" / "release.key")
+    (cloud.root / "k2" / "release.pub").write_text(new.public.hex)
+    fleet = sim(3)
+    wait_online(cloud, 3)
+    assert root_versions(cloud) == [(1,)]
+
+    # root v2: the new release key in, the old one out (the old key still signs roots)
+    assert (
+        main(
+            [
+                "keys",
+                "rotate",
+                "--add",
+                str(cloud.root / "k2" / "release.pub"),
+                "--remove",
+                str(cloud.root / "keys" / "release.pub"),
+                "--sign",
+                str(cloud.root / "keys" / "release.key"),
+                *cfg,
+            ]
+        )
+        == 0
+    )
+    # a forged chain first: the genuine v2, then a v3 for an outsider's release key signed by
+    # that outsider alone. The whole walk is refused and every device keeps root v1 ...
+    store = open_store(cloud.db)
+    try:
+        genuine = chain_message(store)
+    finally:
+        store.close()
+    assert genuine is not None
+    chain = json.loads(genuine)
+    outsider = SigningKey.generate()
+    forged = dict(chain["roots"][0]["signed"], version=3)
+    forged["release_keys"] = {"keys": [outsider.public.hex], "threshold": 1}
+    forged["root_keys"] = {"keys": [outsider.public.hex], "threshold": 1}
+    chain["roots"].append(sign_envelope(forged, [outsider]))
+    publish_as_outsider(cloud, "litefleet/v1/trust/root", json.dumps(chain).encode())
+    wait_for(
+        lambda: fleet.log.read_text().count("root chain refused: bad_signature") == 3,
+        30,
+        "every device refusing the forged chain",
+    )
+    # ... so a deployment signed by the old key is still committed (the v2 it refused would
+    # have refused it)
+    deploy_as_outsider(cloud, old, 2, "sim-0000")
+    wait_for(lambda: model_version(cloud, "sim-0000") == 2, 60, "sim-0000 committing v2")
+    assert root_versions(cloud) == [(1,)]
+
+    # the genuine chain: every device walks to v2 and says so in a fresh retained state
+    assert main(["trust", "publish", *cfg]) == 0
+    wait_for(lambda: root_versions(cloud) == [(2,)], 30, "every device reporting root v2")
+    capsys.readouterr()
+    assert main(["trust", "status", "--json", *cfg]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert (status["current"], status["behind"], status["behind_devices"]) == (3, 0, [])
+
+    # the removed key is refused now (the control above: it was accepted under v1) ...
+    deploy_as_outsider(cloud, old, 2, "sim-0001")
+    wait_for(
+        lambda: (
+            count(
+                cloud,
+                "SELECT COUNT(*) FROM updates WHERE device_id = 'sim-0001' "
+                "AND phase = 'rejected' AND reason = 'bad_signature'",
+            )
+            == 1
+        ),
+        30,
+        "sim-0001 refusing the removed key",
+    )
+    assert model_version(cloud, "sim-0001") == 0
+    # ... and a release signed by the new key is committed by every device
+    cloud.config.write_text(cloud.config.read_text().replace("keys/release.key", "k2/release.key"))
+    argv = ["release", str(DIGITS), "--name", "digits", "--version", "3", "--profile", PROFILE]
+    assert main([*argv, *cfg]) == 0
+    rollout = deploy(cloud, capsys, "digits@3", "100%")
+    wait_for(lambda: statuses(cloud, rollout) == {"committed": 3}, 60, "every device committed v3")
+    summary = fleet.stop()
+    assert summary["roots"] == {"v2": 3}
+    assert summary["models"] == {"digits@3": 3}
+    outcomes = summary["outcomes"]
+    assert outcomes["root_refused:bad_signature"] == 3 and outcomes["root:v2"] == 3
+    assert summary["root_walks"] <= 4  # two chains from v1, a no-op or two from v2: shared
+    wait_for(
+        lambda: (
+            query(cloud, "SELECT online, root_version, COUNT(*) FROM devices GROUP BY 1, 2")
+            == [(0, 2, 3)]
+        ),
+        30,
+        "every device's last state: offline, root v2",
+    )
 
 
 @pytest.mark.parametrize(
