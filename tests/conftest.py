@@ -444,6 +444,17 @@ def agent_process(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
             proc.kill()
 
 
+# --- a real browser: Debian's headless Chromium driven by Playwright (tests/browser.py) ------
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from tests.browser import chromium
+
+    with chromium() as b:
+        yield b
+
+
 # --- PostgreSQL: one server per test session, a fresh database per test ---------------------
 
 from postgres_server import PostgresServer, postgres_bin  # noqa: E402

@@ -12,33 +12,20 @@ A screenshot of each page goes to $LITEFLEET_SCREENSHOTS (default
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.browser import login, shot
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS_FT = REPO / "examples" / "models" / "digits-ft.tflite"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-SHOTS = Path(os.environ.get("LITEFLEET_SCREENSHOTS", "/tmp/litefleet-screenshots"))
-
 pytestmark = pytest.mark.slow
 
 
@@ -53,37 +40,6 @@ def litefleet(config: Path | None, *args: str) -> str:
     )
     assert done.returncode == 0, (args, done.stdout, done.stderr)
     return done.stdout
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail("the browser tests need Debian's chromium: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def shot(page: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def login(browser: Any, base: str, name: str, password: str, path: str = "/fleet") -> Any:
-    page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
-    page.set_default_timeout(30_000)
-    page.goto(base + path)
-    assert "/login" in page.url  # not logged in yet: the login page, remembering where to go
-    page.fill("#name", name)
-    page.fill("#password", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(re.escape(path) + r"$"))
-    return page
 
 
 def test_an_operator_and_a_viewer_in_a_browser(  # type: ignore[no-untyped-def]

@@ -3,7 +3,6 @@ and a real browser to look at it."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from cloud.config import CloudConfig, load_cloud_config
 from cloud.store import open_store
 from cloud.web import WebServer, create_app
 from cloud.web.accounts import Role, add_user, new_token
+from tests.browser import login
 from tests.cloud.conftest import CloudEnv
 
 
@@ -74,54 +74,11 @@ def dashboard(cloud_env: CloudEnv) -> Iterator[Dashboard]:
     board.server.stop()
 
 
-# ---- a real browser: Debian's headless Chromium driven by Playwright ------------------------
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-SHOTS = Path(os.environ.get("LITEFLEET_SCREENSHOTS", "/tmp/litefleet-screenshots"))
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail("the browser tests need Debian's chromium: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def shot(page: Any, name: str) -> None:
-    """A full-page screenshot in $LITEFLEET_SCREENSHOTS (outside the repository), for review."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+# ---- a real browser (tests/browser.py; the `browser` fixture is in tests/conftest.py) -----
 
 
 def browser_login(
     browser: Any, board: Dashboard, name: str, path: str, requests: list[str] | None = None
 ) -> Any:
-    """A page logged in as `name` through the login form, at `path`; every URL the page asks
-    for, from the first, is appended to `requests` when given."""
-    page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
-    page.set_default_timeout(30_000)
-    if requests is not None:
-        page.on("request", lambda r: requests.append(r.url))
-    page.goto(board.url + path)
-    assert "/login" in page.url  # not logged in yet
-    page.fill("#name", name)
-    page.fill("#password", board.passwords[name])
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(re.escape(path) + r"$"))
-    return page
+    """A page of this dashboard logged in as `name` through the login form, at `path`."""
+    return login(browser, board.url, name, board.passwords[name], path, requests)

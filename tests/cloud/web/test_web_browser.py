@@ -12,8 +12,9 @@ from urllib.parse import urlsplit
 from cloud.cli import main
 from cloud.compress import CompressOptions, compress
 from device_profiles import load_profile
+from tests.browser import shot
 from tests.cloud.conftest import DIGITS, DIGITS_FT, REPO, CloudEnv
-from tests.cloud.web.conftest import Dashboard, browser_login, shot
+from tests.cloud.web.conftest import Dashboard, browser_login
 
 TRAIN = REPO / "examples" / "data" / "digits-train.npz"
 FAST = CompressOptions(
