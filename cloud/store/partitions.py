@@ -44,6 +44,7 @@ __all__ = [
     "KEYS_WRITTEN",
     "KEY_TABLES",
     "PARTITIONED",
+    "create_partition",
     "create_partitioned",
     "day_of",
     "ensure_partitions",
@@ -154,7 +155,7 @@ def ensure_partitions(conn: Connection, now: float | None = None) -> list[str]:
         conn.exec_driver_sql(f"LOCK TABLE {kind} IN ACCESS EXCLUSIVE MODE")
         have = partitions(conn, kind)  # another process may have made them meanwhile
         for day in (d for d in missing if d not in have):
-            created.append(_create_partition(conn, kind, day))
+            created.append(create_partition(conn, kind, day))
     return created
 
 
@@ -169,7 +170,9 @@ def make_ahead(store: Store, now: float | None = None) -> list[str]:
     return made
 
 
-def _create_partition(conn: Connection, kind: str, day: int) -> str:
+def create_partition(conn: Connection, kind: str, day: int) -> str:
+    """Make `kind`'s partition for `day` (the caller holds the parent's lock, or is alone:
+    a migration); rows of that day waiting in the DEFAULT partition move into it."""
     name, lo, hi = _name(kind, day), day * DAY_S, (day + 1) * DAY_S
     bounds = f"FOR VALUES FROM ({lo}) TO ({hi})"
     waiting = conn.exec_driver_sql(

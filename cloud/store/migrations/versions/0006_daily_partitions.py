@@ -15,10 +15,10 @@ from alembic import op
 from cloud.store.partitions import (
     DAY_S,
     PARTITIONED,
+    create_partition,
     create_partitioned,
     ensure_partitions,
 )
-from cloud.store.partitions import _create_partition as create_partition
 
 revision = "0006"
 down_revision = "0005"
