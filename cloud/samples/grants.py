@@ -129,7 +129,6 @@ class SampleGrants:
             device_id = parse_topic(name, prefix).device_id
             request = parse_capture_request(payload, device_id)
         except Rejected as e:
-            self.refused += 1
             self._count("refused")
             log.warning("refused a capture request on %s: %s", name[:200], e)
             return False
@@ -143,14 +142,15 @@ class SampleGrants:
         except (StoreError, Unavailable) as e:
             log.warning("no upload grant for %s: %s (the device asks again)", device_id, e)
             return False
-        self.granted += 1
         self._count("granted")
         log.info("granted %s upload URL(s) to %s", len(request.files), device_id)
         return True
 
     def _count(self, outcome: str) -> None:
-        """The store's `grants.<outcome>` counter (what /metrics reports, whichever process
-        serves it); a store that does not answer loses only the count."""
+        """One more `outcome` (a GRANT_OUTCOMES name): this process's attribute of that name
+        and the store's `grants.<outcome>` counter (what /metrics reports, whichever process
+        serves it); a store that does not answer loses only the stored count."""
+        setattr(self, outcome, getattr(self, outcome) + 1)
         try:
             with open_store(self.config.store) as db, db.begin() as conn:
                 add_counter(conn, f"grants.{outcome}", 1)
@@ -164,7 +164,6 @@ class SampleGrants:
             with open_store(self.config.store) as db:
                 check_signers(db, [self.key], datetime.now(UTC))
         except UntrustedSigner as e:
-            self.untrusted += 1
             self._count("untrusted")
             if self._warned != str(e):
                 self._warned = str(e)

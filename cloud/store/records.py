@@ -232,7 +232,7 @@ def seq_gaps(store: Store, id_prefix: str = "") -> dict[str, int]:
         return {d: int(top) - int(n) for d, top, n in conn.execute(query) if top != n}
 
 
-PRUNED = ("telemetry", "events")  # update reports stay: they are the rollouts' history
+PRUNED = tuple(PARTITIONED)  # telemetry and events; update reports stay: the rollouts' history
 
 
 def prune(store: Store, received_before: float) -> dict[str, int]:
