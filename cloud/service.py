@@ -250,23 +250,20 @@ class CloudService:
         """The active controller's hourly job: the coming days' partitions (PostgreSQL)."""
         if self.lease is None or not self.lease.held:
             return
-        db = open_store(self.config.store)
-        try:
-            make_ahead(db)
-        except SQLAlchemyError as e:  # a busy table (lock timeout): the next hour retries
-            log.warning("could not make the coming days' partitions: %s", describe_error(e))
-        finally:
-            db.close()
+        self._make_ahead()
+
+    def _make_ahead(self) -> None:
+        with open_store(self.config.store) as db:
+            try:
+                make_ahead(db)
+            except SQLAlchemyError as e:  # a busy table (lock timeout): the next round retries
+                log.warning("could not make the coming days' partitions: %s", describe_error(e))
 
     def start(self) -> None:
         # "Running job ... executed successfully" at every tick is noise at INFO
         if not logging.getLogger().isEnabledFor(logging.DEBUG):
             logging.getLogger("apscheduler").setLevel(logging.WARNING)
-        with open_store(self.config.store) as db:
-            try:  # days made ahead; the active controller makes more each hour
-                make_ahead(db)
-            except SQLAlchemyError as e:
-                log.warning("could not make the coming days' partitions yet: %s", describe_error(e))
+        self._make_ahead()  # days made ahead (and the store checked); the controller: hourly
         if self.http is not None:
             self.http.start()
         if self.web is not None:
