@@ -40,6 +40,15 @@ def cfg(env: CloudEnv) -> list[str]:
     return ["--config", str(env.config)]
 
 
+def broker_env(tmp_path: Path, mqtt_port: int) -> CloudEnv:
+    """`cloud_env`, its config naming this broker."""
+    root = tmp_path / "cloud"
+    (root / "keys").mkdir(parents=True)
+    key = SigningKey.generate()
+    save_signing_key(key, root / "keys" / "release.key")
+    return CloudEnv(root, write_config(root, mqtt_port=mqtt_port), key)
+
+
 def release(env: CloudEnv, version: int, model: Path = DIGITS) -> int:
     return main(
         [
@@ -141,11 +150,8 @@ def test_a_threshold_the_cloud_cannot_sign_alone_is_refused(cloud_env: CloudEnv,
 def test_deploy_refused_and_nothing_retained(  # type: ignore[no-untyped-def]
     tmp_path: Path, mosquitto, mqtt_subscriber, capsys
 ) -> None:
-    root = tmp_path / "cloud"
-    (root / "keys").mkdir(parents=True)
-    key = SigningKey.generate()
-    save_signing_key(key, root / "keys" / "release.key")
-    env = CloudEnv(root, write_config(root, mqtt_port=mosquitto.port), key)
+    env = broker_env(tmp_path, mosquitto.port)
+    root, key = env.root, env.key
     assert release(env, 1) == 0
     new, _, new_pub = new_key(root / "k2")
     rotate(env, "--add", str(new_pub), "--remove", old_pub(env))
@@ -267,11 +273,8 @@ def test_the_dashboard_refuses_to_sign_with_a_dropped_key(cloud_env: CloudEnv) -
 def test_upload_grants_stop_while_the_root_drops_the_key(  # type: ignore[no-untyped-def]
     tmp_path: Path, mosquitto, mqtt_subscriber, caplog
 ) -> None:
-    root = tmp_path / "cloud"
-    (root / "keys").mkdir(parents=True)
-    key = SigningKey.generate()
-    save_signing_key(key, root / "keys" / "release.key")
-    env = CloudEnv(root, write_config(root, mqtt_port=mosquitto.port), key)
+    env = broker_env(tmp_path, mosquitto.port)
+    root, key = env.root, env.key
     config = load_cloud_config(env.config)
     store = FileStore(root / "artifacts", "http://fleet.example/artifacts", root / "upload.key")
     grants = SampleGrants(config, store, key)
